@@ -1,0 +1,219 @@
+"""The DuckDB catalog: an index over the store that can always be rebuilt from it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+from pertstore.catalog._registry import Resolution, aliases_for, entity_rows, pick, probe_keys, smiles_to_inchikey
+from pertstore.catalog._schema import migrate
+from pertstore.errors import ConflictError, NotFoundError, PertstoreError
+from pertstore.store._card import SetCard
+
+LOCK_WAIT_S = 30.0
+
+
+class Catalog:
+    """Index of sources, sets, tags, contexts, entities, aliases and per-set coverage.
+
+    One DuckDB file. A connection is opened on first use and kept until :meth:`close`; opening
+    waits up to 30 s while another process holds the file's write lock.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._con: duckdb.DuckDBPyConnection | None = None
+
+    @property
+    def con(self) -> duckdb.DuckDBPyConnection:
+        if self._con is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            deadline = time.monotonic() + LOCK_WAIT_S
+            while True:
+                try:
+                    self._con = duckdb.connect(str(self.path))
+                    break
+                except duckdb.IOException as e:
+                    if "lock" not in str(e).lower() or time.monotonic() > deadline:
+                        raise PertstoreError(f"catalog {self.path} cannot be opened: {e}") from e
+                    time.sleep(0.05)
+            self._con.execute("SET enable_progress_bar = false")
+            migrate(self._con)
+        return self._con
+
+    def close(self) -> None:
+        if self._con is not None:
+            self._con.close()
+            self._con = None
+
+    @contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        con = self.con
+        con.execute("BEGIN TRANSACTION")
+        try:
+            yield con
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+
+    def query(self, sql: str, params: Sequence | None = None) -> pd.DataFrame:
+        return self.con.execute(sql, params or []).df()
+
+    # ---- sets and tags -------------------------------------------------------------------------
+
+    def check_compatible(self, source: str, kind: str, dim: int) -> None:
+        """Raise :class:`ConflictError` if ``source`` exists with another kind or dim."""
+        row = self.con.execute("SELECT kind, dim FROM sources WHERE source = ?", [source]).fetchone()
+        if row and (row[0], row[1]) != (kind, dim):
+            raise ConflictError(f"source {source!r} holds {row[0]} embeddings of dim {row[1]}; "
+                                f"the new set is {kind} with dim {dim}")
+
+    def index_set(self, card: SetCard, path: str, entity_ids: Sequence[str]) -> None:
+        """Record a published set, its entities and its ``latest`` tag (idempotent)."""
+        with self.transaction() as con:
+            self._insert_set(con, card, path, entity_ids)
+
+    def _insert_set(self, con: duckdb.DuckDBPyConnection, card: SetCard, path: str, entity_ids: Sequence[str]) -> None:
+        row = con.execute("SELECT kind, dim FROM sources WHERE source = ?", [card.source]).fetchone()
+        if row and (row[0], row[1]) != (card.kind, card.dim):
+            raise ConflictError(f"source {card.source!r} holds {row[0]} embeddings of dim {row[1]}; "
+                                f"set {card.version} is {card.kind} with dim {card.dim}")
+        if not row:
+            con.execute("INSERT INTO sources VALUES (?, ?, ?, ?)", [card.source, card.kind, card.dim, card.created_at])
+        if con.execute("SELECT 1 FROM sets WHERE source = ? AND version = ?", [card.source, card.version]).fetchone():
+            return
+        con.execute(
+            "INSERT INTO sets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [card.source, card.version, card.kind, card.context, card.dim, card.n_rows, card.chunk_rows,
+             card.recipe.producer, card.recipe.canonical_json(), card.checksum, len(card.failed), path,
+             card.created_at],
+        )
+        ents = pd.DataFrame({"source": card.source, "version": card.version, "entity_id": list(entity_ids),
+                             "position": range(len(entity_ids))})
+        con.register("_ents", ents)
+        con.execute("INSERT INTO set_entities SELECT * FROM _ents")
+        con.unregister("_ents")
+
+    def set_tag(self, source: str, context: str, tag: str, version: str, updated_at: datetime | None = None) -> None:
+        with self.transaction() as con:
+            self._upsert_tag(con, source, context, tag, version, updated_at)
+
+    def _upsert_tag(self, con, source, context, tag, version, updated_at=None) -> None:
+        con.execute("INSERT OR REPLACE INTO tags VALUES (?, ?, ?, ?, ?)",
+                    [source, context, tag, version, updated_at or datetime.now(timezone.utc)])
+
+    def find_set(self, source: str, *, context: str | None = None, version: str | None = None,
+                 tag: str | None = None) -> pd.Series:
+        """The set row for ``source`` in ``context`` at ``version`` or ``tag`` (default: ``latest``).
+
+        A source without a set in ``context`` falls back to its global set (empty context).
+        """
+        con = self.con
+        if not con.execute("SELECT 1 FROM sources WHERE source = ?", [source]).fetchone():
+            known = [r[0] for r in con.execute("SELECT source FROM sources ORDER BY 1").fetchall()]
+            raise NotFoundError(f"unknown source {source!r}; known sources: {known}")
+        if version is not None:
+            df = self.query("SELECT * FROM sets WHERE source = ? AND version = ?", [source, version])
+            if df.empty:
+                raise NotFoundError(f"source {source!r} has no version {version!r}")
+            return df.iloc[0]
+        ctx = context or ""
+        contexts = [r[0] for r in con.execute("SELECT DISTINCT context FROM sets WHERE source = ? ORDER BY 1", [source]).fetchall()]
+        if ctx not in contexts:
+            if "" in contexts:
+                ctx = ""
+            elif context is None:
+                raise NotFoundError(f"source {source!r} is contextual; pass a context, one of {contexts}")
+            else:
+                raise NotFoundError(f"source {source!r} has no set for context {context!r}; contexts: {contexts}")
+        name = tag or "latest"
+        row = con.execute("SELECT version FROM tags WHERE source = ? AND context = ? AND tag = ?", [source, ctx, name]).fetchone()
+        if row is None:
+            tags = [r[0] for r in con.execute("SELECT tag FROM tags WHERE source = ? AND context = ? ORDER BY 1",
+                                              [source, ctx]).fetchall()]
+            raise NotFoundError(f"source {source!r} (context {ctx!r}) has no tag {name!r}; tags: {tags}")
+        return self.find_set(source, version=row[0])
+
+    def list_sets(self, source: str | None = None, context: str | None = None) -> pd.DataFrame:
+        where, params = [], []
+        if source:
+            where.append("s.source = ?")
+            params.append(source)
+        if context is not None:
+            where.append("s.context = ?")
+            params.append(context)
+        sql = ("SELECT s.source, s.version, s.kind, s.context, s.dim, s.n_rows, s.producer, s.n_failed, s.created_at, "
+               "coalesce(string_agg(t.tag, ',' ORDER BY t.tag), '') AS tags FROM sets s "
+               "LEFT JOIN tags t ON t.source = s.source AND t.version = s.version AND t.context = s.context "
+               + ("WHERE " + " AND ".join(where) if where else "")
+               + " GROUP BY ALL ORDER BY s.source, s.context, s.created_at")
+        return self.query(sql, params)
+
+    def coverage(self) -> pd.DataFrame:
+        return self.query("SELECT * FROM coverage ORDER BY source, context, version")
+
+    def contexts(self) -> list[str]:
+        return [r[0] for r in self.con.execute("SELECT context FROM contexts ORDER BY 1").fetchall()]
+
+    # ---- entities ------------------------------------------------------------------------------
+
+    def replace_registry(self, kind: str, registry: pd.DataFrame) -> None:
+        """Replace the entities and aliases of ``kind`` with those derived from ``registry``."""
+        ents = entity_rows(kind, registry)
+        al = aliases_for(kind, registry).assign(kind=kind)[["kind", "key", "namespace", "priority", "entity_id"]]
+        with self.transaction() as con:
+            con.execute("DELETE FROM entities WHERE kind = ?", [kind])
+            con.execute("DELETE FROM aliases WHERE kind = ?", [kind])
+            con.register("_ents", ents[["entity_id", "kind", "label", "description"]])
+            con.register("_al", al)
+            con.execute("INSERT INTO entities SELECT * FROM _ents")
+            con.execute("INSERT INTO aliases SELECT * FROM _al")
+            con.unregister("_ents")
+            con.unregister("_al")
+
+    def n_entities(self, kind: str) -> int:
+        return int(self.con.execute("SELECT count(*) FROM entities WHERE kind = ?", [kind]).fetchone()[0])
+
+    def resolve(self, ids: Sequence[str], kind: str) -> Resolution:
+        """Resolve ids of any namespace to canonical ids of ``kind`` (see :mod:`._registry`)."""
+        query = [str(i) for i in ids]
+        probes = probe_keys(query)
+        con = self.con
+        con.register("_probe", probes)
+        try:
+            hits = con.execute(
+                "SELECT DISTINCT p.pos, a.priority, a.entity_id FROM _probe p "
+                "JOIN aliases a ON a.kind = ? AND a.key = p.key", [kind]).df()
+        finally:
+            con.unregister("_probe")
+        res = pick(query, hits)
+        if kind == "molecule" and res.unresolved:
+            self._resolve_smiles(res)
+        return res
+
+    def _resolve_smiles(self, res: Resolution) -> None:
+        still = []
+        for q in res.unresolved:
+            key = smiles_to_inchikey(q.strip())
+            if key is None:
+                still.append(q)
+                continue
+            for pos, item in enumerate(res.query):
+                if item == q:
+                    res.ids[pos] = key
+        res.unresolved = still
+
+    # ---- rebuild -------------------------------------------------------------------------------
+
+    def clear(self) -> None:
+        """Empty every table (the schema stays)."""
+        with self.transaction() as con:
+            for table in ["set_entities", "tags", "sets", "sources", "aliases", "entities"]:
+                con.execute(f"DELETE FROM {table}")

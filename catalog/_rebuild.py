@@ -1,0 +1,57 @@
+"""Recreate the catalog from the store alone: the store is the truth, the catalog an index."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pandas as pd
+from rich.progress import track
+
+from pertstore.catalog._catalog import Catalog
+from pertstore.store._layout import registry_key
+from pertstore.store._reader import OpenSet
+from pertstore.store._storage import Storage
+from pertstore.store._verify import published_sets
+
+
+def read_registry(storage: Storage, kind: str) -> pd.DataFrame | None:
+    """The registry of ``kind`` stored in the store, or None."""
+    key = registry_key(kind)
+    if not storage.exists(key):
+        return None
+    return pd.read_parquet(io.BytesIO(storage.read_bytes(key))).fillna("")
+
+
+def read_tags(storage: Storage) -> list[tuple[str, str, str, str, str]]:
+    """Every ``(source, context, tag, version, updated_at)`` stored under ``tags/``."""
+    out = []
+    for key in storage.walk("tags"):
+        parts = key.split("/")
+        if len(parts) != 4 or not parts[3].endswith(".json"):
+            continue
+        doc = json.loads(storage.read_bytes(key))
+        context = "" if parts[2] == "_global" else parts[2]
+        out.append((parts[1], context, parts[3][: -len(".json")], doc["version"], doc["updated_at"]))
+    return out
+
+
+def rebuild(catalog: Catalog, storage: Storage, *, progress: bool = False) -> dict[str, int]:
+    """Empty ``catalog`` and index everything the store holds; returns counts."""
+    catalog.clear()
+    counts = {"sets": 0, "tags": 0, "gene": 0, "molecule": 0}
+    for kind in ("gene", "molecule"):
+        reg = read_registry(storage, kind)
+        if reg is not None:
+            catalog.replace_registry(kind, reg)
+            counts[kind] = len(reg)
+    keys = published_sets(storage)
+    with catalog.transaction() as con:
+        for key in track(keys, description="indexing sets", disable=not progress):
+            s = OpenSet(storage, key, threads=1)
+            catalog._insert_set(con, s.card, key, s.ids)
+            counts["sets"] += 1
+        for source, context, tag, version, updated in read_tags(storage):
+            catalog._upsert_tag(con, source, context, tag, version, pd.Timestamp(updated).to_pydatetime())
+            counts["tags"] += 1
+    return counts

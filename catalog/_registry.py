@@ -1,0 +1,176 @@
+"""The entity registry: canonical ids for genes and molecules, and every alias that resolves to one.
+
+Genes
+    The canonical id is an Ensembl gene id: the first of the gene's Ensembl ids (database order)
+    that belongs to no other Entrez gene. A gene with no such id is ``ENTREZ:<entrez id>``.
+    Symbols, Entrez ids, all Ensembl gene and protein ids (version suffixes ignored) and the
+    published aliases resolve to it, case-insensitively.
+Molecules
+    The canonical id is the InChIKey of the structure RDKit parses from the SMILES as given
+    (salts included). Names, the SMILES, Broad ids and other registered aliases resolve to it;
+    a SMILES that is not registered still resolves, through RDKit, to its InChIKey.
+
+A query resolves at the best (lowest) priority level where it matches; two different entities
+at that level make it ambiguous, and it is reported as such, never picked silently.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+
+import pandas as pd
+
+from pertstore.errors import InvalidInputError
+
+GENE_COLUMNS = ["entity_id", "symbol", "name", "entrez_id", "ensembl_gene_ids", "ensembl_protein_ids",
+                "aliases", "chromosome", "gene_type"]
+MOLECULE_COLUMNS = ["entity_id", "name", "smiles", "canonical_smiles", "aliases"]
+_ENSEMBL_VERSIONED = re.compile(r"^(ENS[A-Z]*[GTP]\d{6,})\.\d+$", re.IGNORECASE)
+_INCHIKEY = re.compile(r"^[A-Z]{14}-[A-Z]{10}-[A-Z]$")
+
+
+@dataclass
+class Resolution:
+    """How a list of ids resolved to canonical entity ids."""
+
+    query: list[str]
+    ids: list[str | None]
+    """Canonical id for each query id (None when unresolved or ambiguous)."""
+    unresolved: list[str] = field(default_factory=list)
+    ambiguous: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def n_resolved(self) -> int:
+        return sum(i is not None for i in self.ids)
+
+    def summary(self) -> str:
+        return (f"{self.n_resolved}/{len(self.query)} resolved, {len(self.unresolved)} unresolved, "
+                f"{len(self.ambiguous)} ambiguous")
+
+
+def _split(value: str) -> list[str]:
+    return [v for v in str(value).split(";") if v] if value else []
+
+
+def default_gene_table() -> pd.DataFrame:
+    """The human gene table vendored with pertstore (org.Hs.eg.db 3.16.0)."""
+    path = resources.files("pertstore.catalog") / "data" / "human_genes.tsv.gz"
+    with resources.as_file(path) as p:
+        return pd.read_csv(p, sep="\t", dtype=str, keep_default_na=False)
+
+
+def gene_registry(table: pd.DataFrame) -> pd.DataFrame:
+    """Registry rows (:data:`GENE_COLUMNS`) from a table shaped like ``genes/human_genes.tsv.gz``."""
+    need = {"entrez_id", "symbol", "ensembl_gene_ids"}
+    if missing := need - set(table.columns):
+        raise InvalidInputError(f"gene table lacks column(s) {sorted(missing)}")
+    t = table.copy()
+    for c in GENE_COLUMNS[1:]:
+        if c not in t.columns:
+            t[c] = ""
+    t = t.fillna("")
+    owners: dict[str, set[str]] = {}
+    for entrez, ens in zip(t.entrez_id, t.ensembl_gene_ids):
+        for e in _split(ens):
+            owners.setdefault(e, set()).add(entrez)
+
+    def canonical(entrez: str, ens: str) -> str:
+        for e in _split(ens):
+            if len(owners[e]) == 1:
+                return e
+        return f"ENTREZ:{entrez}"
+
+    t["entity_id"] = [canonical(a, b) for a, b in zip(t.entrez_id, t.ensembl_gene_ids)]
+    return t[GENE_COLUMNS].reset_index(drop=True)
+
+
+def gene_aliases(reg: pd.DataFrame) -> pd.DataFrame:
+    """Alias rows ``(key, namespace, priority, entity_id)`` of a gene registry."""
+    rows: list[tuple[str, str, int, str]] = []
+    for r in reg.itertuples(index=False):
+        eid = r.entity_id
+        rows.append((eid.upper(), "canonical", 0, eid))
+        if r.symbol:
+            rows.append((r.symbol.upper(), "symbol", 1, eid))
+        if r.entrez_id:
+            rows.append((r.entrez_id, "entrez", 1, eid))
+            rows.append((f"ENTREZ:{r.entrez_id}", "entrez", 1, eid))
+        rows += [(e.upper(), "ensembl_gene", 2, eid) for e in _split(r.ensembl_gene_ids)]
+        rows += [(p.upper(), "ensembl_protein", 2, eid) for p in _split(r.ensembl_protein_ids)]
+        rows += [(a.upper(), "alias", 3, eid) for a in _split(r.aliases) if a.upper() != r.symbol.upper()]
+    return pd.DataFrame(rows, columns=["key", "namespace", "priority", "entity_id"]).drop_duplicates()
+
+
+def molecule_aliases(reg: pd.DataFrame) -> pd.DataFrame:
+    """Alias rows of a molecule registry (names upper-cased; SMILES kept exact, they are case-sensitive)."""
+    rows: list[tuple[str, str, int, str]] = []
+    for r in reg.itertuples(index=False):
+        eid = r.entity_id
+        rows.append((eid, "canonical", 0, eid))
+        if r.name:
+            rows.append((r.name.upper(), "name", 1, eid))
+        for s in {r.smiles, r.canonical_smiles} - {""}:
+            rows.append((s, "smiles", 1, eid))
+        rows += [(a.upper(), "alias", 2, eid) for a in _split(r.aliases)]
+    return pd.DataFrame(rows, columns=["key", "namespace", "priority", "entity_id"]).drop_duplicates()
+
+
+def entity_rows(kind: str, reg: pd.DataFrame) -> pd.DataFrame:
+    """``(entity_id, kind, label, description)`` for the catalog's entities table."""
+    if kind == "gene":
+        label, desc = reg.symbol, reg.name
+    else:
+        label, desc = reg.name, reg.smiles
+    return pd.DataFrame({"entity_id": reg.entity_id, "kind": kind, "label": label.fillna(""),
+                         "description": desc.fillna("")})
+
+
+def aliases_for(kind: str, reg: pd.DataFrame) -> pd.DataFrame:
+    return gene_aliases(reg) if kind == "gene" else molecule_aliases(reg)
+
+
+def probe_keys(query: list[str]) -> pd.DataFrame:
+    """The keys each query id is looked up under: as given, upper-cased, without an Ensembl version."""
+    rows = []
+    for pos, raw in enumerate(query):
+        s = str(raw).strip()
+        keys = {s, s.upper()}
+        if m := _ENSEMBL_VERSIONED.match(s):
+            keys.add(m.group(1).upper())
+        rows += [(pos, k) for k in keys if k]
+    return pd.DataFrame(rows, columns=["pos", "key"])
+
+
+def pick(query: list[str], hits: pd.DataFrame) -> Resolution:
+    """Turn alias hits ``(pos, priority, entity_id)`` into a :class:`Resolution`."""
+    ids: list[str | None] = [None] * len(query)
+    unresolved: list[str] = []
+    ambiguous: dict[str, list[str]] = {}
+    if len(hits):
+        best = hits[hits.priority == hits.groupby("pos").priority.transform("min")]
+        grouped = best.groupby("pos").entity_id.unique()
+        for pos, ents in grouped.items():
+            if len(ents) == 1:
+                ids[pos] = ents[0]
+            else:
+                ambiguous[query[pos]] = sorted(ents)
+    for pos, q in enumerate(query):
+        if ids[pos] is None and q not in ambiguous:
+            unresolved.append(q)
+    return Resolution(query=list(query), ids=ids, unresolved=unresolved, ambiguous=ambiguous)
+
+
+def smiles_to_inchikey(smiles: str) -> str | None:
+    """InChIKey of the structure RDKit parses from ``smiles``; None if it does not parse."""
+    from rdkit import Chem, RDLogger
+
+    RDLogger.DisableLog("rdApp.*")
+    if not smiles or _INCHIKEY.match(smiles):
+        return None
+    mol = Chem.MolFromSmiles(smiles)
+    if mol is None:
+        return None
+    key = Chem.MolToInchiKey(mol)
+    return key or None

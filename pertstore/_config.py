@@ -1,0 +1,27 @@
+"""One settings object shared by the Python facade, the CLI and the API."""
+
+from __future__ import annotations
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """pertstore settings; each field reads ``PERTSTORE_<NAME>`` from the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="PERTSTORE_", extra="ignore")
+
+    store: str = "./pertstore-data"
+    """URI of the store root (a local path, ``file://``, ``s3://bucket/prefix`` or ``memory://``)."""
+    catalog: str | None = None
+    """Path of the DuckDB catalog; default: ``<store>/catalog.duckdb`` for local stores."""
+    data_dir: str | None = None
+    """Folder holding the public data files (see the README)."""
+    cache_bytes: int = 4 * 2**30
+    """Memory budget of the decoded-chunk cache of a long-lived process."""
+    read_threads: int = 8
+    """Threads that fetch and decode chunks in parallel."""
+
+
+def get_settings() -> Settings:
+    """Settings read from the environment now (not cached: tests change the environment)."""
+    return Settings()

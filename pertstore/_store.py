@@ -1,0 +1,375 @@
+"""The :class:`Store` facade: every operation the CLI and the REST API expose."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from pertstore._config import Settings, get_settings
+from pertstore.catalog import Catalog, Resolution, default_gene_table, gene_registry, merge_registry, molecule_registry
+from pertstore.catalog._rebuild import read_registry, rebuild
+from pertstore.errors import ConflictError, InvalidInputError, NotFoundError, PertstoreError
+from pertstore.store import (
+    STORE_ENCODING,
+    STORE_MARKER,
+    OpenSet,
+    Recipe,
+    SetCache,
+    SetCard,
+    SetWriter,
+    Storage,
+    aligned_dataset,
+    check_name,
+    check_values,
+    file_sha256,
+    open_storage,
+    published_sets,
+    read_card,
+    read_embedding_file,
+    registry_key,
+    set_key,
+    tag_key,
+    verify_set,
+)
+
+
+class Store:
+    """An embedding store: versioned Zarr sets under one root, indexed by a DuckDB catalog.
+
+    Open one with :meth:`Store.open` (or create one with :meth:`Store.init`). The catalog and
+    the chunk cache are built on first use; a long-lived process keeps decoded chunks in memory
+    (``PERTSTORE_CACHE_BYTES``), so repeated reads are plain numpy indexing.
+    """
+
+    def __init__(self, storage: Storage, *, catalog_path: str | Path | None = None,
+                 settings: Settings | None = None) -> None:
+        self.storage = storage
+        self.settings = settings or get_settings()
+        self.catalog_path = Path(catalog_path) if catalog_path else _default_catalog_path(storage)
+        self._catalog: Catalog | None = None
+        self._cache: SetCache | None = None
+
+    # ---- opening -------------------------------------------------------------------------------
+
+    @classmethod
+    def init(cls, uri: str | Path | None = None, *, catalog: str | Path | None = None, **options) -> "Store":
+        """Create a store at ``uri`` (default ``$PERTSTORE_STORE``); opening an existing one is fine."""
+        settings = get_settings()
+        storage = open_storage(uri or settings.store, storage_options=options.get("storage_options"))
+        if not storage.exists(STORE_MARKER):
+            storage.write_bytes(STORE_MARKER, json.dumps(STORE_ENCODING).encode())
+        return cls(storage, catalog_path=catalog or settings.catalog, settings=settings)
+
+    @classmethod
+    def open(cls, uri: str | Path | None = None, *, catalog: str | Path | None = None, read_only: bool = False,
+             storage_options: dict | None = None) -> "Store":
+        """Open an existing store; the catalog is rebuilt from the store if its file is missing."""
+        settings = get_settings()
+        storage = open_storage(uri or settings.store, read_only=read_only, storage_options=storage_options)
+        if not storage.exists(STORE_MARKER):
+            raise NotFoundError(f"no pertstore store at {storage.uri} (create one with `pertstore init {storage.uri}`)")
+        marker = json.loads(storage.read_bytes(STORE_MARKER))
+        if marker.get("encoding-version") != STORE_ENCODING["encoding-version"]:
+            raise PertstoreError(f"store {storage.uri} has layout {marker.get('encoding-version')!r}; "
+                                 f"this pertstore reads {STORE_ENCODING['encoding-version']}")
+        store = cls(storage, catalog_path=catalog or settings.catalog, settings=settings)
+        if not store.catalog_path.exists():
+            store.rebuild_catalog()
+        return store
+
+    @property
+    def uri(self) -> str:
+        return self.storage.uri
+
+    @property
+    def catalog(self) -> Catalog:
+        if self._catalog is None:
+            self._catalog = Catalog(self.catalog_path)
+        return self._catalog
+
+    @property
+    def cache(self) -> SetCache:
+        if self._cache is None:
+            self._cache = SetCache(self.storage, max_bytes=self.settings.cache_bytes,
+                                   threads=self.settings.read_threads)
+        return self._cache
+
+    def close(self) -> None:
+        """Close the catalog connection and drop decoded chunks."""
+        if self._catalog is not None:
+            self._catalog.close()
+        if self._cache is not None:
+            self._cache.clear()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Store({self.uri!r})"
+
+    # ---- entities ------------------------------------------------------------------------------
+
+    def register_genes(self, table: pd.DataFrame | None = None) -> int:
+        """Register genes from a table shaped like ``genes/human_genes.tsv.gz`` (default: the vendored one).
+
+        Returns the number of genes now registered; the registry is written to ``registry/gene.parquet``.
+        """
+        reg = gene_registry(default_gene_table() if table is None else table)
+        return self._save_registry("gene", merge_registry(read_registry(self.storage, "gene"), reg))
+
+    def register_molecules(self, table: pd.DataFrame, *, name_col: str = "name", smiles_col: str = "smiles",
+                           alias_cols: Sequence[str] = ()) -> tuple[int, list[str]]:
+        """Register molecules (InChIKey of the RDKit structure) with their names and aliases.
+
+        Returns the number of molecules now registered and one message per row that failed.
+        """
+        reg, failures = molecule_registry(table, name_col=name_col, smiles_col=smiles_col, alias_cols=alias_cols)
+        return self._save_registry("molecule", merge_registry(read_registry(self.storage, "molecule"), reg)), failures
+
+    def _save_registry(self, kind: str, reg: pd.DataFrame) -> int:
+        buf = io.BytesIO()
+        reg.to_parquet(buf, index=False)
+        self.storage.write_bytes(registry_key(kind), buf.getvalue())
+        self.catalog.replace_registry(kind, reg)
+        return len(reg)
+
+    def resolve(self, ids: Sequence[str], kind: str = "gene") -> Resolution:
+        """Canonical ids for ids of any namespace (symbols, Entrez, Ensembl, names, SMILES, ...)."""
+        if kind not in ("gene", "molecule"):
+            raise InvalidInputError(f"unknown entity kind {kind!r}; use 'gene' or 'molecule'")
+        return self.catalog.resolve(ids, kind)
+
+    # ---- writing -------------------------------------------------------------------------------
+
+    def has(self, recipe: Recipe) -> bool:
+        """Whether the set of ``recipe`` is already published."""
+        return self.storage.exists(f"{set_key(recipe.source, recipe.version)}/zarr.json")
+
+    def writer(self, recipe: Recipe, ids: Sequence[str], dim: int) -> SetWriter:
+        """A staged writer for ``recipe``; call :meth:`publish` with it when every chunk is written."""
+        self.catalog.check_compatible(recipe.source, recipe.kind, dim)
+        return SetWriter(self.storage, recipe, ids, dim)
+
+    def publish(self, writer: SetWriter, *, failed: dict[str, str] | None = None,
+                tags: Sequence[str] = ()) -> SetCard:
+        """Publish a staged set, index it and point ``latest`` (and ``tags``) at it.
+
+        Publishing a recipe that is already published changes nothing and returns its card.
+        """
+        card, newly = writer.publish(failed=failed)
+        if newly:
+            self._index(card, ["latest", *tags])
+        elif tags:
+            for t in tags:
+                self.tag(card.source, card.version, t)
+        return card
+
+    def write_set(self, recipe: Recipe, ids: Sequence[str], values: np.ndarray, *,
+                  failed: dict[str, str] | None = None, tags: Sequence[str] = ()) -> SetCard:
+        """Write a whole ``[entity, dim]`` matrix for canonical ``ids`` as the set of ``recipe``."""
+        values = check_values(values, list(ids), where=f"set {recipe.source}")
+        if self.has(recipe):
+            return self._existing(recipe, tags)
+        w = self.writer(recipe, ids, values.shape[1])
+        try:
+            w.write_all(values)
+        except BaseException:
+            w.abort()
+            raise
+        return self.publish(w, failed=failed, tags=tags)
+
+    def _existing(self, recipe: Recipe, tags: Sequence[str]) -> SetCard:
+        """The card of an already published recipe (indexed now if a crash left it unindexed)."""
+        key = set_key(recipe.source, recipe.version)
+        card = read_card(self.storage, key)
+        if self.catalog.query("SELECT 1 FROM sets WHERE path = ?", [key]).empty:
+            self._index(card, ["latest"])
+        for t in tags:
+            self.tag(card.source, card.version, t)
+        return card
+
+    def _index(self, card: SetCard, tags: Sequence[str]) -> None:
+        key = set_key(card.source, card.version)
+        ids = self.cache.get(key).ids
+        now = datetime.now(timezone.utc)
+        for t in tags:
+            self._write_tag(card.source, card.context, t, card.version, now)
+        self.catalog.index_set(card, key, ids)
+        for t in tags:
+            self.catalog.set_tag(card.source, card.context, t, card.version, now)
+
+    def _write_tag(self, source: str, context: str, tag: str, version: str, when: datetime) -> None:
+        doc = {"version": version, "updated_at": when.isoformat()}
+        self.storage.write_bytes(tag_key(source, context, tag), json.dumps(doc).encode())
+
+    def tag(self, source: str, version: str, tag: str) -> None:
+        """Point ``tag`` of ``source`` (in the set's context) at ``version``."""
+        check_name(tag, "tag")
+        row = self.catalog.find_set(source, version=version)
+        now = datetime.now(timezone.utc)
+        self._write_tag(source, row.context, tag, version, now)
+        self.catalog.set_tag(source, row.context, tag, version, now)
+
+    def import_file(self, path: str | Path, *, source: str, kind: str = "gene", context: str = "",
+                    field: str | None = None, id_col: str | None = None, drop_unresolved: bool = False,
+                    tags: Sequence[str] = ()) -> SetCard:
+        """Import embeddings computed elsewhere (h5ad, npz, parquet, csv) as a new set of ``source``.
+
+        Ids are resolved through the registry; unresolved or ambiguous ids are an error naming
+        them, unless ``drop_unresolved`` (then they are left out and listed in the card's
+        ``failed``). Two rows resolving to the same entity are an error. The recipe records the
+        file's SHA-256, so importing the same file again is a no-op.
+        """
+        path = Path(path)
+        ids, values, params = read_embedding_file(path, field=field, id_col=id_col)
+        recipe = Recipe(source=source, producer="import", kind=kind, context=context, params=params,
+                        inputs={"file": file_sha256(str(path))})
+        dups = pd.Index(ids)[pd.Index(ids).duplicated()]
+        if len(dups):
+            first = ids.index(dups[0])
+            second = ids.index(dups[0], first + 1)
+            raise InvalidInputError(f"{path}: id {dups[0]!r} appears more than once (rows {first} and {second}); "
+                                    f"{len(set(dups))} duplicated id(s)")
+        values = check_values(values, ids, where=str(path))
+        if self.has(recipe):
+            return self._existing(recipe, tags)
+        self.catalog.check_compatible(source, kind, values.shape[1])
+        res = self.resolve(ids, kind)
+        failed = {q: "unresolved" for q in res.unresolved} | {q: f"ambiguous: {', '.join(c)}" for q, c in res.ambiguous.items()}
+        if failed and not drop_unresolved:
+            rows = [f"row {i} {q!r} ({failed[q]})" for i, q in enumerate(ids) if q in failed][:5]
+            raise InvalidInputError(f"{path}: {len(failed)} id(s) do not resolve to a registered {kind}: "
+                                    + "; ".join(rows) + " (pass drop_unresolved / --drop-unresolved to skip them)")
+        keep = np.array([c is not None for c in res.ids])
+        canonical = [c for c in res.ids if c is not None]
+        if not canonical:
+            raise InvalidInputError(f"{path}: none of the {len(ids)} ids resolves to a registered {kind}")
+        seen: dict[str, int] = {}
+        for row, (q, c) in enumerate(zip(ids, res.ids)):
+            if c is None:
+                continue
+            if c in seen:
+                raise InvalidInputError(f"{path}: rows {seen[c]} ({ids[seen[c]]!r}) and {row} ({q!r}) "
+                                        f"both resolve to {kind} {c}")
+            seen[c] = row
+        return self.write_set(recipe, canonical, values[keep], failed=failed, tags=tags)
+
+    # ---- reading -------------------------------------------------------------------------------
+
+    def ls(self, source: str | None = None, context: str | None = None) -> pd.DataFrame:
+        """Published sets (one row per source, version), with their tags."""
+        return self.catalog.list_sets(source, context)
+
+    def sources(self) -> pd.DataFrame:
+        return self.catalog.query("SELECT * FROM sources ORDER BY source")
+
+    def contexts(self) -> list[str]:
+        return self.catalog.contexts()
+
+    def show(self, source: str, *, context: str | None = None, version: str | None = None,
+             tag: str | None = None) -> SetCard:
+        """The card of one set."""
+        row = self.catalog.find_set(source, context=context, version=version, tag=tag)
+        return read_card(self.storage, row.path)
+
+    def open_set(self, source: str, *, context: str | None = None, version: str | None = None,
+                 tag: str | None = None) -> OpenSet:
+        row = self.catalog.find_set(source, context=context, version=version, tag=tag)
+        return self.cache.get(row.path)
+
+    def get(self, source: str, ids: Sequence[str] | None = None, *, context: str | None = None,
+            version: str | None = None, tag: str | None = None) -> xr.DataArray:
+        """One set as a DataArray ``(entity, dim)``: all rows, or the rows of ``ids`` (aligned, NaN if absent)."""
+        if ids is not None:
+            ds = self.align([source], ids, context=context, version=version, tag=tag)
+            return ds[source]
+        s = self.open_set(source, context=context, version=version, tag=tag)
+        return xr.DataArray(s.all_rows().copy(), dims=("entity", "dim"), coords={"entity": s.ids}, name=source,
+                            attrs={"version": s.card.version, "context": s.card.context})
+
+    def align(self, sources: str | Sequence[str], ids: Sequence[str], *, context: str | None = None,
+              version: str | dict[str, str] | None = None, tag: str | dict[str, str] | None = None,
+              kind: str | None = None) -> xr.Dataset:
+        """Embeddings of ``ids`` from several sources, rows in the caller's order.
+
+        Parameters
+        ----------
+        sources
+            Source names; each contributes one variable ``(entity, <source>_dim)``.
+        ids
+            Entity ids in any namespace the registry knows (symbols, Ensembl, Entrez, SMILES, names, ...).
+        context
+            For contextual sources, the context (cell line) to read; global sources ignore it.
+        version, tag
+            One value for every source, or a ``{source: value}`` mapping; default: tag ``latest``.
+
+        Returns
+        -------
+        A Dataset with NaN rows and ``covered[entity, source] = False`` where a source lacks an
+        entity; ``attrs['unresolved']`` and ``attrs['ambiguous']`` list ids that did not resolve.
+        """
+        sources = [sources] if isinstance(sources, str) else list(sources)
+        if not sources:
+            raise InvalidInputError("align needs at least one source")
+        ids = [str(i) for i in ids]
+        rows = {s: self.catalog.find_set(s, context=context, version=_pick(version, s), tag=_pick(tag, s))
+                for s in sources}
+        kinds = {r.kind for r in rows.values()}
+        if len(kinds) > 1:
+            raise InvalidInputError(f"sources mix entity kinds {sorted(kinds)}: {({s: r.kind for s, r in rows.items()})}")
+        kind = kind or kinds.pop()
+        res = self.resolve(ids, kind)
+        sets = {s: self.cache.get(r.path) for s, r in rows.items()}
+        ds = aligned_dataset(ids, res.ids, sets, context=context or "", unresolved=res.unresolved,
+                             ambiguous=res.ambiguous)
+        self.cache.trim()
+        return ds
+
+    # ---- maintenance ---------------------------------------------------------------------------
+
+    def rebuild_catalog(self, *, progress: bool = False) -> dict[str, int]:
+        """Recreate the catalog from the store alone; returns what it indexed."""
+        return rebuild(self.catalog, self.storage, progress=progress)
+
+    def verify(self, *, progress: bool = False) -> dict:
+        """Re-check every published set's chunks and checksum, and the catalog against the store.
+
+        Sets published but not yet indexed (a writer killed between the two steps) are indexed.
+        Returns ``{"sets": [SetReport...], "catalog": [problems], "indexed": [keys], "staging": [leftover keys]}``.
+        """
+        from rich.progress import track
+
+        keys = published_sets(self.storage)
+        reports = [verify_set(self.storage, k) for k in track(keys, description="verifying", disable=not progress)]
+        indexed = set(self.catalog.query("SELECT path FROM sets").path)
+        lagging = sorted(set(keys) - indexed)  # published, then the writer died before indexing: the store wins
+        for k in lagging:
+            self._index(read_card(self.storage, k), ["latest"])
+        problems = [f"{k} is in the catalog but not in the store" for k in sorted(indexed - set(keys))]
+        staging = [f"staging/{s}/{v}" for s in self.storage.list_dir("staging") for v in self.storage.list_dir(f"staging/{s}")]
+        return {"sets": reports, "catalog": problems, "indexed": lagging, "staging": staging}
+
+
+def _pick(value: str | dict[str, str] | None, source: str) -> str | None:
+    return value.get(source) if isinstance(value, dict) else value
+
+
+def _default_catalog_path(storage: Storage) -> Path:
+    if storage.is_local:
+        return Path(storage.uri) / "catalog.duckdb"
+    digest = hashlib.sha1(storage.uri.encode()).hexdigest()[:12]
+    return Path.home() / ".cache" / "pertstore" / f"catalog-{digest}.duckdb"
+
+
+

@@ -1,0 +1,34 @@
+"""Where things live under a store root, and the on-disk encodings pertstore writes.
+
+Layout (all keys relative to the root):
+
+- ``pertstore.json``: store marker with the layout's encoding version.
+- ``sets/<source>/<version>/``: one published embedding set, a Zarr v3 group (see ``docs/architecture.md``).
+- ``staging/<source>/<version>/``: a set being written; never read by readers.
+- ``tags/<source>/<context or _global>/<tag>.json``: a tag pointing at a version.
+- ``registry/<kind>.parquet``: the entity registry (genes, molecules).
+"""
+
+from __future__ import annotations
+
+STORE_MARKER = "pertstore.json"
+STORE_ENCODING = {"encoding-type": "pertstore-store", "encoding-version": "0.1.0"}
+SET_ENCODING_TYPE = "pertstore-embedding-set"
+SET_ENCODING_VERSION = "0.1.0"
+GLOBAL_CONTEXT_DIR = "_global"
+
+
+def set_key(source: str, version: str) -> str:
+    return f"sets/{source}/{version}"
+
+
+def staging_key(source: str, version: str) -> str:
+    return f"staging/{source}/{version}"
+
+
+def tag_key(source: str, context: str, tag: str) -> str:
+    return f"tags/{source}/{context or GLOBAL_CONTEXT_DIR}/{tag}.json"
+
+
+def registry_key(kind: str) -> str:
+    return f"registry/{kind}.parquet"

@@ -28,11 +28,12 @@ def molecule_registry(table: pd.DataFrame, *, name_col: str = "name", smiles_col
     failures: list[str] = []
     for i, rec in enumerate(table.fillna("").to_dict("records")):
         name, smiles = str(rec[name_col]).strip(), str(rec[smiles_col]).strip()
-        mol = Chem.MolFromSmiles(smiles) if smiles else None
+        mol = parse_smiles(smiles) if smiles else None
         key = Chem.MolToInchiKey(mol) if mol is not None else ""
         if not key:
             why = "no SMILES" if not smiles else ("SMILES does not parse" if mol is None else "no InChI exists")
-            failures.append(f"row {i} ({name!r}, SMILES {smiles!r}): {why}")
+            short = smiles if len(smiles) <= 60 else smiles[:57] + "..."
+            failures.append(f"row {i} ({name!r}, SMILES {short!r}): {why}")
             continue
         extra = [str(rec[c]).strip() for c in alias_cols if str(rec[c]).strip()]
         entry = rows.setdefault(key, {"entity_id": key, "name": name, "smiles": smiles,
@@ -43,6 +44,16 @@ def molecule_registry(table: pd.DataFrame, *, name_col: str = "name", smiles_col
     frame = pd.DataFrame(list(rows.values()), columns=MOLECULE_COLUMNS)
     frame["aliases"] = frame["aliases"].map(";".join)
     return frame, failures
+
+
+def parse_smiles(smiles: str):
+    """An RDKit molecule from SMILES; a ChemAxon extension block (`` |...|``) RDKit rejects is dropped."""
+    from rdkit import Chem
+
+    mol = Chem.MolFromSmiles(smiles)
+    if mol is None and " |" in smiles:
+        mol = Chem.MolFromSmiles(smiles.split(" |", 1)[0])
+    return mol
 
 
 def merge_registry(old: pd.DataFrame | None, new: pd.DataFrame) -> pd.DataFrame:

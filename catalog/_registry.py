@@ -166,10 +166,12 @@ def smiles_to_inchikey(smiles: str) -> str | None:
     """InChIKey of the structure RDKit parses from ``smiles``; None if it does not parse."""
     from rdkit import Chem, RDLogger
 
+    from pertstore.catalog._molecules import parse_smiles
+
     RDLogger.DisableLog("rdApp.*")
     if not smiles or _INCHIKEY.match(smiles):
         return None
-    mol = Chem.MolFromSmiles(smiles)
+    mol = parse_smiles(smiles)
     if mol is None:
         return None
     key = Chem.MolToInchiKey(mol)

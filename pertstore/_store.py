@@ -223,18 +223,25 @@ class Store:
 
     def import_file(self, path: str | Path, *, source: str, kind: str = "gene", context: str = "",
                     field: str | None = None, id_col: str | None = None, drop_unresolved: bool = False,
-                    tags: Sequence[str] = ()) -> SetCard:
+                    drop_nonfinite: bool = False, tags: Sequence[str] = ()) -> SetCard:
         """Import embeddings computed elsewhere (h5ad, npz, parquet, csv) as a new set of ``source``.
 
         Ids are resolved through the registry; unresolved or ambiguous ids are an error naming
         them, unless ``drop_unresolved`` (then they are left out and listed in the card's
-        ``failed``). Two rows resolving to the same entity are an error. The recipe records the
-        file's SHA-256, so importing the same file again is a no-op.
+        ``failed``). Rows holding NaN or inf are an error unless ``drop_nonfinite`` (then they are
+        left out and listed too). Two rows resolving to the same entity are an error. The recipe
+        records the file's SHA-256, so importing the same file again is a no-op.
         """
         path = Path(path)
         ids, values, params = read_embedding_file(path, field=field, id_col=id_col)
-        recipe = Recipe(source=source, producer="import", kind=kind, context=context, params=params,
+        recipe = Recipe(source=source, producer="import", kind=kind, context=context,
+                        params=params | {"drop_unresolved": drop_unresolved, "drop_nonfinite": drop_nonfinite},
                         inputs={"file": file_sha256(str(path))})
+        nonfinite: dict[str, str] = {}
+        if drop_nonfinite and values.dtype.kind == "f":
+            finite = np.isfinite(values).all(axis=1)
+            nonfinite = {q: "NaN or inf values" for q, ok in zip(ids, finite) if not ok}
+            ids, values = [q for q, ok in zip(ids, finite) if ok], values[finite]
         dups = pd.Index(ids)[pd.Index(ids).duplicated()]
         if len(dups):
             first = ids.index(dups[0])
@@ -246,10 +253,11 @@ class Store:
             return self._existing(recipe, tags)
         self.catalog.check_compatible(source, kind, values.shape[1])
         res = self.resolve(ids, kind)
-        failed = {q: "unresolved" for q in res.unresolved} | {q: f"ambiguous: {', '.join(c)}" for q, c in res.ambiguous.items()}
-        if failed and not drop_unresolved:
-            rows = [f"row {i} {q!r} ({failed[q]})" for i, q in enumerate(ids) if q in failed][:5]
-            raise InvalidInputError(f"{path}: {len(failed)} id(s) do not resolve to a registered {kind}: "
+        failed = nonfinite | {q: "unresolved" for q in res.unresolved} | {q: f"ambiguous: {', '.join(c)}" for q, c in res.ambiguous.items()}
+        unresolved = {q: why for q, why in failed.items() if q not in nonfinite}
+        if unresolved and not drop_unresolved:
+            rows = [f"row {i} {q!r} ({unresolved[q]})" for i, q in enumerate(ids) if q in unresolved][:5]
+            raise InvalidInputError(f"{path}: {len(unresolved)} id(s) do not resolve to a registered {kind}: "
                                     + "; ".join(rows) + " (pass drop_unresolved / --drop-unresolved to skip them)")
         keep = np.array([c is not None for c in res.ids])
         canonical = [c for c in res.ids if c is not None]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +46,9 @@ def _read_h5ad(path: Path, *, field: str | None, id_col: str | None):
     import anndata as ad
     import scipy.sparse as sp
 
-    adata = ad.read_h5ad(path, backed="r")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # old files: anndata moves elements on read
+        adata = ad.read_h5ad(path, backed="r")
     try:
         field = field or "X"
         axis, _, key = field.partition("/")

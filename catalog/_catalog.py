@@ -12,7 +12,7 @@ import duckdb
 import pandas as pd
 
 from pertstore.catalog._registry import Resolution, aliases_for, entity_rows, pick, probe_keys, smiles_to_inchikey
-from pertstore.catalog._schema import migrate
+from pertstore.catalog._schema import first, migrate
 from pertstore.errors import ConflictError, NotFoundError, PertstoreError
 from pertstore.store._card import SetCard
 
@@ -43,7 +43,7 @@ class Catalog:
                     if "lock" not in str(e).lower() or time.monotonic() > deadline:
                         raise PertstoreError(f"catalog {self.path} cannot be opened: {e}") from e
                     time.sleep(0.05)
-            self._con.execute("SET enable_progress_bar = false")
+            self._con.execute("SET enable_progress_bar = false").fetchall()
             migrate(self._con)
         return self._con
 
@@ -55,12 +55,12 @@ class Catalog:
     @contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
         con = self.con
-        con.execute("BEGIN TRANSACTION")
+        con.execute("BEGIN TRANSACTION").fetchall()
         try:
             yield con
-            con.execute("COMMIT")
+            con.execute("COMMIT").fetchall()
         except BaseException:
-            con.execute("ROLLBACK")
+            con.execute("ROLLBACK").fetchall()
             raise
 
     def query(self, sql: str, params: Sequence | None = None) -> pd.DataFrame:
@@ -70,7 +70,7 @@ class Catalog:
 
     def check_compatible(self, source: str, kind: str, dim: int) -> None:
         """Raise :class:`ConflictError` if ``source`` exists with another kind or dim."""
-        row = self.con.execute("SELECT kind, dim FROM sources WHERE source = ?", [source]).fetchone()
+        row = first(self.con.execute("SELECT kind, dim FROM sources WHERE source = ?", [source]))
         if row and (row[0], row[1]) != (kind, dim):
             raise ConflictError(f"source {source!r} holds {row[0]} embeddings of dim {row[1]}; "
                                 f"the new set is {kind} with dim {dim}")
@@ -81,24 +81,24 @@ class Catalog:
             self._insert_set(con, card, path, entity_ids)
 
     def _insert_set(self, con: duckdb.DuckDBPyConnection, card: SetCard, path: str, entity_ids: Sequence[str]) -> None:
-        row = con.execute("SELECT kind, dim FROM sources WHERE source = ?", [card.source]).fetchone()
+        row = first(con.execute("SELECT kind, dim FROM sources WHERE source = ?", [card.source]))
         if row and (row[0], row[1]) != (card.kind, card.dim):
             raise ConflictError(f"source {card.source!r} holds {row[0]} embeddings of dim {row[1]}; "
                                 f"set {card.version} is {card.kind} with dim {card.dim}")
         if not row:
-            con.execute("INSERT INTO sources VALUES (?, ?, ?, ?)", [card.source, card.kind, card.dim, card.created_at])
-        if con.execute("SELECT 1 FROM sets WHERE source = ? AND version = ?", [card.source, card.version]).fetchone():
+            con.execute("INSERT INTO sources VALUES (?, ?, ?, ?)", [card.source, card.kind, card.dim, card.created_at]).fetchall()
+        if first(con.execute("SELECT 1 FROM sets WHERE source = ? AND version = ?", [card.source, card.version])):
             return
         con.execute(
             "INSERT INTO sets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [card.source, card.version, card.kind, card.context, card.dim, card.n_rows, card.chunk_rows,
              card.recipe.producer, card.recipe.canonical_json(), card.checksum, len(card.failed), path,
              card.created_at],
-        )
+        ).fetchall()
         ents = pd.DataFrame({"source": card.source, "version": card.version, "entity_id": list(entity_ids),
                              "position": range(len(entity_ids))})
         con.register("_ents", ents)
-        con.execute("INSERT INTO set_entities SELECT * FROM _ents")
+        con.execute("INSERT INTO set_entities SELECT * FROM _ents").fetchall()
         con.unregister("_ents")
 
     def set_tag(self, source: str, context: str, tag: str, version: str, updated_at: datetime | None = None) -> None:
@@ -107,7 +107,7 @@ class Catalog:
 
     def _upsert_tag(self, con, source, context, tag, version, updated_at=None) -> None:
         con.execute("INSERT OR REPLACE INTO tags VALUES (?, ?, ?, ?, ?)",
-                    [source, context, tag, version, updated_at or datetime.now(timezone.utc)])
+                    [source, context, tag, version, updated_at or datetime.now(timezone.utc)]).fetchall()
 
     def find_set(self, source: str, *, context: str | None = None, version: str | None = None,
                  tag: str | None = None) -> pd.Series:
@@ -116,7 +116,7 @@ class Catalog:
         A source without a set in ``context`` falls back to its global set (empty context).
         """
         con = self.con
-        if not con.execute("SELECT 1 FROM sources WHERE source = ?", [source]).fetchone():
+        if not first(con.execute("SELECT 1 FROM sources WHERE source = ?", [source])):
             known = [r[0] for r in con.execute("SELECT source FROM sources ORDER BY 1").fetchall()]
             raise NotFoundError(f"unknown source {source!r}; known sources: {known}")
         if version is not None:
@@ -134,7 +134,7 @@ class Catalog:
             else:
                 raise NotFoundError(f"source {source!r} has no set for context {context!r}; contexts: {contexts}")
         name = tag or "latest"
-        row = con.execute("SELECT version FROM tags WHERE source = ? AND context = ? AND tag = ?", [source, ctx, name]).fetchone()
+        row = first(con.execute("SELECT version FROM tags WHERE source = ? AND context = ? AND tag = ?", [source, ctx, name]))
         if row is None:
             tags = [r[0] for r in con.execute("SELECT tag FROM tags WHERE source = ? AND context = ? ORDER BY 1",
                                               [source, ctx]).fetchall()]
@@ -169,17 +169,17 @@ class Catalog:
         ents = entity_rows(kind, registry)
         al = aliases_for(kind, registry).assign(kind=kind)[["kind", "key", "namespace", "priority", "entity_id"]]
         with self.transaction() as con:
-            con.execute("DELETE FROM entities WHERE kind = ?", [kind])
-            con.execute("DELETE FROM aliases WHERE kind = ?", [kind])
+            con.execute("DELETE FROM entities WHERE kind = ?", [kind]).fetchall()
+            con.execute("DELETE FROM aliases WHERE kind = ?", [kind]).fetchall()
             con.register("_ents", ents[["entity_id", "kind", "label", "description"]])
             con.register("_al", al)
-            con.execute("INSERT INTO entities SELECT * FROM _ents")
-            con.execute("INSERT INTO aliases SELECT * FROM _al")
+            con.execute("INSERT INTO entities SELECT * FROM _ents").fetchall()
+            con.execute("INSERT INTO aliases SELECT * FROM _al").fetchall()
             con.unregister("_ents")
             con.unregister("_al")
 
     def n_entities(self, kind: str) -> int:
-        return int(self.con.execute("SELECT count(*) FROM entities WHERE kind = ?", [kind]).fetchone()[0])
+        return int(first(self.con.execute("SELECT count(*) FROM entities WHERE kind = ?", [kind]))[0])
 
     def resolve(self, ids: Sequence[str], kind: str) -> Resolution:
         """Resolve ids of any namespace to canonical ids of ``kind`` (see :mod:`._registry`)."""
@@ -216,4 +216,4 @@ class Catalog:
         """Empty every table (the schema stays)."""
         with self.transaction() as con:
             for table in ["set_entities", "tags", "sets", "sources", "aliases", "entities"]:
-                con.execute(f"DELETE FROM {table}")
+                con.execute(f"DELETE FROM {table}").fetchall()

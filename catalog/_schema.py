@@ -77,9 +77,15 @@ MIGRATIONS: list[str] = [
 ]
 
 
+def first(result: duckdb.DuckDBPyConnection) -> tuple | None:
+    """The first row of a result, fetched completely (DuckDB refuses new work on a half-read result)."""
+    rows = result.fetchall()
+    return rows[0] if rows else None
+
+
 def current_version(con: duckdb.DuckDBPyConnection) -> int:
-    con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ)")
-    row = con.execute("SELECT max(version) FROM schema_version").fetchone()
+    con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ)").fetchall()
+    row = first(con.execute("SELECT max(version) FROM schema_version"))
     return int(row[0] or 0)
 
 
@@ -87,12 +93,12 @@ def migrate(con: duckdb.DuckDBPyConnection) -> int:
     """Apply the migrations this catalog lacks; returns the schema version now in force."""
     have = current_version(con)
     for number, sql in enumerate(MIGRATIONS[have:], start=have + 1):
-        con.execute("BEGIN TRANSACTION")
+        con.execute("BEGIN TRANSACTION").fetchall()
         try:
-            con.execute(sql)
-            con.execute("INSERT INTO schema_version VALUES (?, now())", [number])
-            con.execute("COMMIT")
+            con.execute(sql).fetchall()
+            con.execute("INSERT INTO schema_version VALUES (?, now())", [number]).fetchall()
+            con.execute("COMMIT").fetchall()
         except Exception:
-            con.execute("ROLLBACK")
+            con.execute("ROLLBACK").fetchall()
             raise
     return len(MIGRATIONS)

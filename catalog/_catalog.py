@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -22,16 +23,33 @@ LOCK_WAIT_S = 30.0
 class Catalog:
     """Index of sources, sets, tags, contexts, entities, aliases and per-set coverage.
 
-    One DuckDB file. A connection is opened on first use and kept until :meth:`close`; opening
-    waits up to 30 s while another process holds the file's write lock.
+    One DuckDB file with a single writing process (the coordinator). The connection is opened on
+    first use and kept until :meth:`close`; opening waits up to 30 s while another process holds
+    the file's lock. Each thread works through its own cursor, so a server can read while a job
+    publishes.
     """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._con: duckdb.DuckDBPyConnection | None = None
+        self._local = threading.local()
+        self._open_lock = threading.Lock()
 
     @property
     def con(self) -> duckdb.DuckDBPyConnection:
+        """This thread's cursor on the catalog."""
+        root = self._root()
+        cursor = getattr(self._local, "cursor", None)
+        if cursor is None or getattr(self._local, "root", None) is not root:
+            cursor = root.cursor()
+            self._local.cursor, self._local.root = cursor, root
+        return cursor
+
+    def _root(self) -> duckdb.DuckDBPyConnection:
+        with self._open_lock:
+            return self._connect()
+
+    def _connect(self) -> duckdb.DuckDBPyConnection:
         if self._con is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             deadline = time.monotonic() + LOCK_WAIT_S
@@ -48,9 +66,11 @@ class Catalog:
         return self._con
 
     def close(self) -> None:
-        if self._con is not None:
-            self._con.close()
-            self._con = None
+        with self._open_lock:
+            if self._con is not None:
+                self._con.close()
+                self._con = None
+            self._local = threading.local()
 
     @contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:

@@ -1,0 +1,20 @@
+import pandas as pd
+from rich.console import Console
+
+from pertstore import Store
+from pertstore._demo import run_demo
+
+
+def test_demo_on_real_data(data_dir, tmp_path):
+    run_demo(tmp_path, data_dir, console=Console(file=open(tmp_path / "log.txt", "w")))
+    store = Store.open(tmp_path / "store")
+    assert store.catalog.n_entities("gene") == 77_614
+    assert store.catalog.n_entities("molecule") > 6_500
+    card = store.show("pbmc68k_pca_loadings")
+    assert card.dim == 50 and card.n_rows > 250
+    table = pd.read_parquet(tmp_path / "aligned.parquet")
+    assert table.loc["SPI1", "covered:pbmc68k_pca_loadings"]
+    # the sci-Plex 3 drugs resolve by name and by SMILES to the same InChIKey
+    res = store.resolve(["Dexamethasone", "dexamethasone"], "molecule")
+    assert res.ids[0] is not None and res.ids[0] == res.ids[1]
+    store.close()

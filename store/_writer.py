@@ -133,9 +133,11 @@ class SetWriter:
         self._open()["values"][start:stop] = block
 
     def write_all(self, values: np.ndarray) -> None:
-        """Write every row (already validated or not) chunk by chunk."""
-        for c in range(self.n_chunks):
-            self.write_chunk(c, values[c * self.chunk_rows : (c + 1) * self.chunk_rows])
+        """Write every row at once (zarr encodes and stores the chunks concurrently)."""
+        block = check_values(values, self.ids, where=f"set {self.recipe.source}")
+        if block.shape[1] != self.dim:
+            raise InvalidInputError(f"set {self.recipe.source}: values have {block.shape[1]} dims, expected {self.dim}")
+        self._open()["values"][:] = block
 
     def publish(self, *, failed: dict[str, str] | None = None) -> tuple[SetCard, bool]:
         """Seal the staged group and make it visible; returns ``(card, newly_published)``.

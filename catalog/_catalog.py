@@ -34,6 +34,8 @@ class Catalog:
         self._con: duckdb.DuckDBPyConnection | None = None
         self._local = threading.local()
         self._open_lock = threading.Lock()
+        self._set_memo: dict[tuple, pd.Series] = {}
+        """find_set answers; valid while this process holds the catalog (no other process can write)."""
 
     @property
     def con(self) -> duckdb.DuckDBPyConnection:
@@ -71,9 +73,11 @@ class Catalog:
                 self._con.close()
                 self._con = None
             self._local = threading.local()
+            self._set_memo.clear()
 
     @contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        self._set_memo.clear()
         con = self.con
         con.execute("BEGIN TRANSACTION").fetchall()
         try:
@@ -135,6 +139,13 @@ class Catalog:
 
         A source without a set in ``context`` falls back to its global set (empty context).
         """
+        key = (source, context, version, tag)
+        if key not in self._set_memo:
+            self._set_memo[key] = self._find_set(source, context=context, version=version, tag=tag)
+        return self._set_memo[key]
+
+    def _find_set(self, source: str, *, context: str | None = None, version: str | None = None,
+                  tag: str | None = None) -> pd.Series:
         con = self.con
         if not first(con.execute("SELECT 1 FROM sources WHERE source = ?", [source])):
             known = [r[0] for r in con.execute("SELECT source FROM sources ORDER BY 1").fetchall()]

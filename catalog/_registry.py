@@ -146,19 +146,16 @@ def probe_keys(query: list[str]) -> pd.DataFrame:
 def pick(query: list[str], hits: pd.DataFrame) -> Resolution:
     """Turn alias hits ``(pos, priority, entity_id)`` into a :class:`Resolution`."""
     ids: list[str | None] = [None] * len(query)
-    unresolved: list[str] = []
     ambiguous: dict[str, list[str]] = {}
     if len(hits):
-        best = hits[hits.priority == hits.groupby("pos").priority.transform("min")]
-        grouped = best.groupby("pos").entity_id.unique()
-        for pos, ents in grouped.items():
-            if len(ents) == 1:
-                ids[pos] = ents[0]
-            else:
-                ambiguous[query[pos]] = sorted(ents)
-    for pos, q in enumerate(query):
-        if ids[pos] is None and q not in ambiguous:
-            unresolved.append(q)
+        best = hits[hits.priority == hits.groupby("pos").priority.transform("min")][["pos", "entity_id"]]
+        best = best.drop_duplicates().sort_values(["pos", "entity_id"])
+        counts = best.groupby("pos").entity_id.transform("size")
+        for pos, eid in zip(best.pos[counts == 1].tolist(), best.entity_id[counts == 1].tolist()):
+            ids[pos] = eid
+        for pos, group in best[counts > 1].groupby("pos").entity_id:
+            ambiguous[query[pos]] = group.tolist()
+    unresolved = [q for pos, q in enumerate(query) if ids[pos] is None and q not in ambiguous]
     return Resolution(query=list(query), ids=ids, unresolved=unresolved, ambiguous=ambiguous)
 
 

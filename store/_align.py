@@ -27,11 +27,11 @@ def aligned_dataset(query: Sequence[str], canonical: Sequence[str | None], sets:
     for j, (source, s) in enumerate(sets.items()):
         pos = s.positions(keys)
         mask = pos >= 0
-        block = np.full((len(query), s.card.dim), np.nan, dtype=np.float32)
-        if mask.all():
-            block = s.rows(pos)
-        elif mask.any():
-            block[mask] = s.rows(pos[mask])
+        if mask.any():
+            block = s.rows(np.where(mask, pos, pos[mask][0]))  # one gather, then blank the uncovered rows
+            block[~mask] = np.nan
+        else:
+            block = np.full((len(query), s.card.dim), np.nan, dtype=np.float32)
         covered[:, j] = mask
         data_vars[source] = (("entity", f"{source}_dim"), block)
     data_vars["covered"] = (("entity", "source"), covered)

@@ -36,6 +36,8 @@ class Catalog:
         self._open_lock = threading.Lock()
         self._set_memo: dict[tuple, pd.Series] = {}
         """find_set answers; valid while this process holds the catalog (no other process can write)."""
+        self._generation = 0
+        """Bumped after every write; a lookup that overlapped a write is not memoised."""
 
     @property
     def con(self) -> duckdb.DuckDBPyConnection:
@@ -77,7 +79,6 @@ class Catalog:
 
     @contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        self._set_memo.clear()
         con = self.con
         con.execute("BEGIN TRANSACTION").fetchall()
         try:
@@ -86,6 +87,9 @@ class Catalog:
         except BaseException:
             con.execute("ROLLBACK").fetchall()
             raise
+        finally:
+            self._generation += 1
+            self._set_memo.clear()
 
     def query(self, sql: str, params: Sequence | None = None) -> pd.DataFrame:
         return self.con.execute(sql, params or []).df()
@@ -140,9 +144,13 @@ class Catalog:
         A source without a set in ``context`` falls back to its global set (empty context).
         """
         key = (source, context, version, tag)
-        if key not in self._set_memo:
-            self._set_memo[key] = self._find_set(source, context=context, version=version, tag=tag)
-        return self._set_memo[key]
+        if key in self._set_memo:
+            return self._set_memo[key]
+        generation = self._generation
+        row = self._find_set(source, context=context, version=version, tag=tag)
+        if generation == self._generation:
+            self._set_memo[key] = row
+        return row
 
     def _find_set(self, source: str, *, context: str | None = None, version: str | None = None,
                   tag: str | None = None) -> pd.Series:

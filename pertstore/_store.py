@@ -16,7 +16,7 @@ import xarray as xr
 from pertstore._config import Settings, get_settings
 from pertstore.catalog import Catalog, Resolution, default_gene_table, gene_registry, merge_registry, molecule_registry
 from pertstore.catalog._rebuild import read_registry, rebuild
-from pertstore.errors import ConflictError, InvalidInputError, NotFoundError, PertstoreError
+from pertstore.errors import InvalidInputError, NotFoundError, PertstoreError
 from pertstore.store import (
     STORE_ENCODING,
     STORE_MARKER,

@@ -14,7 +14,7 @@ import pytest
 from pertstore import Store
 from pertstore.store import published_sets, set_key
 
-from conftest import random_set
+from store_helpers import random_set
 
 WRITER = textwrap.dedent("""
     import sys, numpy as np

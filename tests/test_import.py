@@ -6,7 +6,7 @@ import scipy.sparse as sp
 
 from pertstore import ConflictError, InvalidInputError
 
-from conftest import store_snapshot
+from store_helpers import store_snapshot
 
 SYMBOLS = ["TP53", "BRCA1", "EGFR", "MYC", "KRAS"]
 

@@ -5,9 +5,9 @@ import pytest
 import xarray as xr
 
 from pertstore import ConflictError, NotFoundError, Store
-from pertstore.store import Recipe, set_key, to_anndata, to_arrow, to_numpy, to_pandas
+from pertstore.store import set_key, to_anndata, to_arrow, to_numpy, to_pandas
 
-from conftest import random_set
+from store_helpers import random_set
 
 
 def test_align_returns_rows_in_caller_order_with_nan_and_coverage(store, gene_ids):

@@ -1,0 +1,231 @@
+"""Benchmark pertstore.consumers.tasks against the reference tools, side by side in one run.
+
+Synthetic sparse counts of the paper's size (200,000 cells x 8,000 genes, 2,000
+perturbations, 56 batches; ``--scale`` shrinks cells, genes and perturbations).
+Each measurement runs in a fresh subprocess (BLAS pinned to one thread) so its
+peak RSS is its own; medians over ``--repeats`` runs.
+
+- LFC: ``sc.get.aggregate`` two-stage means (per (perturbation, batch), then over
+  batches; small-batch variant) vs :func:`lfc` (in memory and from a backed file).
+- DEG: ``sc.tl.rank_genes_groups(method='t-test', reference='control')`` on
+  ``--deg-subset`` perturbations, time extrapolated linearly to all of them
+  (printed as such), vs :func:`deg` on all perturbations.
+- Bootstrap: a naive hierarchical bootstrap materialising ``[trials, cells, genes]``
+  per perturbation on ``--boot-subset`` perturbations, extrapolated, vs
+  :func:`experimental_error` on all perturbations.
+
+Usage: ``python benchmarks/bench_tasks.py [--scale 0.1] [--repeats 3]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+THREAD_ENV = {k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                               "NUMBA_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")}
+
+
+def make_data(path: Path, *, scale: float, density: float, seed: int = 0) -> dict:
+    import anndata as ad
+    import numpy as np
+    import pandas as pd
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(seed)
+    n_cells, n_genes, n_perts, n_batches = int(200_000 * scale), int(8_000 * scale), int(2_000 * scale), 56
+    labels = np.array([f"P{i:04d}" for i in range(n_perts)] + ["control"])
+    weights = np.r_[np.full(n_perts, 1.0), max(1.0, 0.05 * n_perts)]   # ~5% controls
+    pert = rng.choice(labels.size, size=n_cells, p=weights / weights.sum())
+    batch = rng.integers(0, n_batches, size=n_cells)
+    per_row = rng.binomial(n_genes, density, size=n_cells)
+    indptr = np.r_[0, np.cumsum(per_row)]
+    gene_p = rng.gamma(0.6, 1.0, size=n_genes)
+    indices = rng.choice(n_genes, size=indptr[-1], p=gene_p / gene_p.sum()).astype(np.int32)
+    data = (rng.geometric(0.5, size=indptr[-1])).astype(np.float32)
+    x = sp.csr_matrix((data, indices, indptr), shape=(n_cells, n_genes))
+    x.sum_duplicates()
+    obs = pd.DataFrame({"perturbation": labels[pert], "batch": [f"b{b:02d}" for b in batch]},
+                       index=[f"c{i}" for i in range(n_cells)])
+    ad.AnnData(X=x, obs=obs, var=pd.DataFrame(index=[f"G{i}" for i in range(n_genes)])).write_h5ad(path)
+    return {"cells": n_cells, "genes": n_genes, "perturbations": n_perts, "batches": n_batches, "nnz": int(x.nnz)}
+
+
+# ---- workers (one per subprocess) --------------------------------------------------------------
+
+def normalised(path: str):
+    import anndata as ad
+    import scanpy as sc
+
+    a = ad.read_h5ad(path)
+    sc.pp.normalize_total(a, target_sum=1e4)
+    sc.pp.log1p(a)
+    return a
+
+
+def ref_lfc(path: str, **_: object) -> dict:
+    import numpy as np
+    import scanpy as sc
+
+    a = normalised(path)
+    first = sc.get.aggregate(a, by=["perturbation", "batch"], func="mean")
+    first.X = first.layers["mean"]
+    is_ctrl = (first.obs["perturbation"] == "control").to_numpy()
+    global_ctrl = np.asarray(first.X[is_ctrl]).mean(axis=0)
+    pert = first[~is_ctrl].copy()
+    pert.obs["perturbation"] = pert.obs["perturbation"].cat.remove_unused_categories()
+    second = sc.get.aggregate(pert, by="perturbation", func="mean")
+    return {"n": int(second.n_obs), "checksum": float(np.abs(second.layers["mean"] - global_ctrl).sum())}
+
+
+def our_lfc(path: str, *, backed: bool = False, **_: object) -> dict:
+    import numpy as np
+
+    from pertstore.consumers.tasks import lfc, read_perturbation_data
+
+    r = lfc(read_perturbation_data(path, backed=backed), variant="small")
+    return {"n": int(r.values.shape[0]), "checksum": float(np.abs(r.values).sum())}
+
+
+def ref_deg(path: str, *, subset: int, **_: object) -> dict:
+    import scanpy as sc
+
+    a = normalised(path)
+    groups = sorted(set(a.obs["perturbation"]) - {"control"})[:subset]
+    sc.tl.rank_genes_groups(a, "perturbation", groups=groups, reference="control", method="t-test",
+                            n_genes=a.n_vars)
+    return {"n": len(groups)}
+
+
+def our_deg(path: str, **_: object) -> dict:
+    from pertstore.consumers.tasks import deg, read_perturbation_data
+
+    r = deg(read_perturbation_data(path), variant="small")
+    return {"n": int(r.values.shape[0]), "deg_fraction": float((r.values != 0).mean())}
+
+
+def ref_boot(path: str, *, subset: int, trials: int, **_: object) -> dict:
+    """Naive hierarchical bootstrap of the perturbed side: materialise [trials, cells, genes] per perturbation.
+
+    Controls are left out (the reference shares them across perturbations), which favours the reference.
+    """
+    import numpy as np
+
+    a = normalised(path)
+    rng = np.random.default_rng(0)
+    pert, batch = a.obs["perturbation"].to_numpy(), a.obs["batch"].to_numpy()
+    batches = np.unique(batch)
+    means = []
+    for lab in sorted(set(pert) - {"control"})[:subset]:
+        rows = np.flatnonzero(pert == lab)
+        dense = a.X[rows].toarray()
+        where = {b: np.flatnonzero(batch[rows] == b) for b in batches}
+        draws = []
+        for _ in range(trials):
+            drawn = rng.choice(batches, size=batches.size)
+            draws.append(np.concatenate([rng.choice(where[b], where[b].size) for b in drawn]))
+        width = max(d.size for d in draws)
+        idx = np.stack([np.pad(d, (0, width - d.size), constant_values=-1) for d in draws])
+        cube = np.where((idx >= 0)[:, :, None], dense[idx], 0.0)             # [trials, cells, genes]
+        means.append(cube.sum(axis=1) / (idx >= 0).sum(axis=1, keepdims=True))
+    return {"n": len(means)}
+
+
+def our_boot(path: str, *, trials: int, **_: object) -> dict:
+    from pertstore.consumers.tasks import experimental_error, lfc, read_perturbation_data
+
+    data = read_perturbation_data(path)
+    e = experimental_error(data, lfc(data, variant="small"), trials=trials)
+    return {"n": int(e.trials.shape[0]), "limit": float(next(iter(e.dataset.values())))}
+
+
+WORKERS = {f.__name__: f for f in (ref_lfc, our_lfc, ref_deg, our_deg, ref_boot, our_boot)}
+
+
+def worker(name: str, path: str, kwargs: dict, warm: str) -> None:
+    from threadpoolctl import threadpool_limits
+
+    import anndata  # noqa: F401  (imports out of the timed region)
+    import scanpy  # noqa: F401
+
+    import pertstore.consumers.tasks  # noqa: F401
+
+    with threadpool_limits(1):
+        WORKERS[name](warm, **kwargs)           # JIT compilation and imports, untimed
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        t0 = time.perf_counter()
+        out = WORKERS[name](path, **kwargs)
+        seconds = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"seconds": seconds, "peak_mb": peak / 1024, "extra_mb": (peak - base) / 1024, **out}))
+
+
+def measure(name: str, path: Path, kwargs: dict, repeats: int, warm: Path) -> dict:
+    import statistics
+
+    runs = []
+    for _ in range(repeats):
+        cmd = [sys.executable, __file__, "--worker", name, "--file", str(path), "--kwargs", json.dumps(kwargs),
+               "--warm", str(warm)]
+        out = subprocess.run(cmd, env={**os.environ, **THREAD_ENV}, capture_output=True, text=True, check=True)
+        runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    return {**runs[0], "seconds": statistics.median(r["seconds"] for r in runs),
+            "extra_mb": statistics.median(r["extra_mb"] for r in runs)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--scale", type=float, default=1.0)
+    ap.add_argument("--density", type=float, default=0.1, help="fraction of non-zero counts")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--trials", type=int, default=100)
+    ap.add_argument("--deg-subset", type=int, default=100, help="perturbations given to rank_genes_groups")
+    ap.add_argument("--boot-subset", type=int, default=10, help="perturbations for the naive bootstrap")
+    ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--file", help=argparse.SUPPRESS)
+    ap.add_argument("--kwargs", default="{}", help=argparse.SUPPRESS)
+    ap.add_argument("--warm", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        worker(args.worker, args.file, json.loads(args.kwargs), args.warm)
+        return
+    with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+        path = Path(tmp) / "cells.h5ad"
+        shape = make_data(path, scale=args.scale, density=args.density)
+        warm = Path(tmp) / "warm.h5ad"
+        make_data(warm, scale=0.005, density=args.density, seed=1)
+        print(f"data: {shape} (scale {args.scale}), repeats {args.repeats}, BLAS 1 thread")
+        n = shape["perturbations"]
+        deg_k, boot_k = min(args.deg_subset, n), min(args.boot_subset, n)
+        ref_lfc_run = measure("ref_lfc", path, {}, args.repeats, warm)
+        rows = [
+            ("LFC", ref_lfc_run, 1.0, measure("our_lfc", path, {}, args.repeats, warm)),
+            ("LFC (ours from backed file)", ref_lfc_run, 1.0,
+             measure("our_lfc", path, {"backed": True}, args.repeats, warm)),
+            (f"DEG (reference on {deg_k} perts, time x{n / deg_k:.1f})",
+             measure("ref_deg", path, {"subset": deg_k}, args.repeats, warm), n / deg_k,
+             measure("our_deg", path, {}, args.repeats, warm)),
+            (f"bootstrap {args.trials} trials (reference on {boot_k} perts, time x{n / boot_k:.1f})",
+             measure("ref_boot", path, {"subset": boot_k, "trials": args.trials}, 1, warm), n / boot_k,
+             measure("our_boot", path, {"trials": args.trials}, args.repeats, warm)),
+        ]
+    print(f"{'step':<62} {'ref s':>9} {'ours s':>8} {'speed-up':>9} {'ref MB':>8} {'ours MB':>8} {'mem ratio':>9}")
+    for step, ref, factor, ours in rows:
+        ref_s = ref["seconds"] * factor
+        print(f"{step:<62} {ref_s:9.2f} {ours['seconds']:8.2f} {ref_s / ours['seconds']:8.1f}x "
+              f"{ref['extra_mb']:8.0f} {ours['extra_mb']:8.0f} {ours['extra_mb'] / ref['extra_mb']:9.2f}")
+    print("MB = peak RSS growth during the timed call (reading the file included) over the RSS after imports "
+          "and a warm-up run; extrapolated reference times are "
+          "linear in perturbations; reference peak memory is for its subset only.")
+
+
+if __name__ == "__main__":
+    main()

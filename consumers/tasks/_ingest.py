@@ -1,0 +1,352 @@
+"""Read a single-cell perturbation dataset (h5ad or AnnData-zarr) into :class:`PerturbationData`."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import h5py
+import numpy as np
+import pandas as pd
+import zarr
+from anndata.io import read_elem, sparse_dataset
+
+from pertstore.errors import InvalidInputError
+
+from ._matrix import CellMatrix
+
+log = logging.getLogger(__name__)
+
+PERT_COLS = ("perturbation", "target", "gene", "condition", "pert_id", "gene_id")
+BATCH_COLS = ("batch", "gem_group", "gemgroup", "plate", "replicate")
+CONTEXT_COLS = ("cell_line", "cell_type", "context")
+CONTROL_COLS = ("is_control", "control")
+CONTROL_LABELS = ("control", "non-targeting", "non_targeting", "ctrl", "NT", "DMSO", "vehicle")
+SAMPLE_ROWS = 20_000
+"""Rows inspected to tell raw counts from log-normalised values."""
+
+
+class Resolution(Protocol):
+    """What a resolver returns (``Store.resolve`` fits)."""
+
+    ids: list[str | None]
+    unresolved: list[str]
+    ambiguous: dict[str, list[str]]
+
+
+Resolver = Callable[[list[str]], Resolution]
+
+
+@dataclass
+class PerturbationData:
+    """A perturbation dataset ready for task computation.
+
+    Attributes
+    ----------
+    matrix
+        Row access to the expression values (normalised block by block).
+    cells
+        One row per cell kept: ``row`` (position in the file), ``label``,
+        ``is_control``, ``batch`` and ``context`` (categoricals).
+    genes
+        The file's ``var`` (index = gene ids).
+    perturbations
+        One row per (context, label): ``context``, ``label``, ``entity_id``,
+        ``combinatorial``, ``n_cells``.
+    notes
+        Human-readable decisions (detected input type, defaults used, labels
+        excluded or unresolved).
+    """
+
+    path: str
+    sha256: str
+    matrix: CellMatrix
+    cells: pd.DataFrame
+    genes: pd.DataFrame
+    perturbations: pd.DataFrame
+    columns: dict[str, Any]
+    input: Literal["counts", "log1p"]
+    unresolved: list[str] = field(default_factory=list)
+    ambiguous: dict[str, list[str]] = field(default_factory=dict)
+    excluded: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def contexts(self) -> list[str]:
+        return list(self.cells["context"].cat.categories)
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file, or of every file under a directory (sorted by relative path)."""
+    path = Path(path)
+    h = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for f in files:
+        if path.is_dir():
+            h.update(str(f.relative_to(path)).encode())
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def read_perturbation_data(
+    path: str | Path,
+    *,
+    pert_col: str | None = None,
+    control_col: str | None = None,
+    control_label: str | None = None,
+    batch_col: str | None = None,
+    context_col: str | None = None,
+    context: str = "",
+    layer: str | None = None,
+    input: Literal["auto", "counts", "log1p"] = "auto",
+    combinatorial: bool = False,
+    combo_sep: str = "+",
+    perturbations: Sequence[str] | None = None,
+    resolve: Resolver | None = None,
+    backed: bool = False,
+) -> PerturbationData:
+    """Read cells, their perturbation, control status, batch and context.
+
+    Parameters
+    ----------
+    path
+        An ``.h5ad`` file or an AnnData-zarr directory.
+    pert_col
+        obs column with perturbation labels; default: the first of
+        ``perturbation, target, gene, condition, pert_id, gene_id`` present.
+    control_col, control_label
+        A boolean obs column marking control cells, or the label of control
+        cells in ``pert_col``. Default: a boolean ``is_control``/``control``
+        column, else the one label among ``control, non-targeting, ctrl, NT,
+        DMSO, vehicle`` present.
+    batch_col
+        obs column with batches; default ``batch, gem_group, plate, replicate``;
+        without one every cell of a context is one batch (noted).
+    context_col
+        obs column with the context (cell line); default ``cell_line, cell_type,
+        context``; without one all cells belong to the context ``context``.
+    layer
+        Read ``layers[layer]`` instead of ``X``.
+    input
+        ``counts`` (non-negative integers, normalised to 1e4 and log1p),
+        ``log1p`` (already normalised, used as is) or ``auto`` (decided from the
+        first 20,000 cells and ``uns['log1p']``).
+    combinatorial
+        Keep labels joined by ``combo_sep`` (``A+B``) as their own
+        perturbations; by default they are excluded and listed in ``excluded``.
+    perturbations
+        Keep only these labels (controls are always kept); a label without
+        cells raises.
+    resolve
+        ``labels -> Resolution`` (e.g. ``lambda ids: store.resolve(ids, kind="gene")``);
+        parts of combinatorial labels are resolved one by one and joined with
+        ``combo_sep``. Unresolved labels are reported, not fatal.
+    backed
+        Leave ``X`` on disk and read it in row blocks.
+
+    Returns
+    -------
+    The dataset; ``notes`` records every default that was applied.
+    """
+    path = str(path)
+    notes: list[str] = []
+    root, closer = _open(path)
+    try:
+        obs = read_elem(root["obs"])
+        var = read_elem(root["var"])
+        uns_log1p = "uns" in root and "log1p" in root["uns"]
+        x_path = f"layers/{layer}" if layer else "X"
+        if x_path not in root:
+            raise InvalidInputError(f"{path}: no matrix {x_path!r} in the file")
+        elem = root[x_path]
+        if isinstance(elem, h5py.Group | zarr.Group):
+            elem = sparse_dataset(elem)
+        if not backed:
+            elem = elem.to_memory() if hasattr(elem, "to_memory") else np.asarray(elem[...])
+            closer()
+    except Exception:
+        closer()
+        raise
+
+    obs_names = np.asarray(obs.index.astype(str))
+    var_names = np.asarray(var.index.astype(str))
+    cols = _pick_columns(obs, pert_col, control_col, control_label, batch_col, context_col, notes)
+    cells = _cells(obs, cols, context)
+    kind = _detect_input(elem, input, uns_log1p, notes)
+    matrix = CellMatrix(elem, is_counts=kind == "counts", obs_names=obs_names, var_names=var_names)
+
+    is_combo = cells["label"].str.contains(combo_sep, regex=False) & ~cells["is_control"]
+    excluded: list[str] = []
+    if is_combo.any() and not combinatorial:
+        excluded = sorted(cells.loc[is_combo, "label"].unique())
+        notes.append(f"{len(excluded)} combinatorial labels (joined by {combo_sep!r}) excluded; "
+                     "pass combinatorial=True to keep them")
+        cells = cells[~is_combo]
+    if perturbations is not None:
+        wanted = set(map(str, perturbations))
+        present = set(cells.loc[~cells["is_control"], "label"])
+        missing = sorted(wanted - present)
+        if missing:
+            raise InvalidInputError(f"{path}: perturbation(s) {missing[:10]} in column {cols['pert_col']!r} "
+                                    "have no cells after filtering")
+        cells = cells[cells["is_control"] | cells["label"].isin(wanted)]
+    for c in ("label", "batch", "context"):
+        cells[c] = cells[c].astype(str).astype("category")
+    _check_controls(cells, cols, path)
+
+    perts = (cells[~cells["is_control"]].groupby(["context", "label"], observed=True).size()
+             .rename("n_cells").reset_index())
+    perts["context"] = perts["context"].astype(str)
+    perts["label"] = perts["label"].astype(str)
+    perts["combinatorial"] = perts["label"].str.contains(combo_sep, regex=False)
+    unresolved, ambiguous = _resolve(perts, resolve, combo_sep)
+    if unresolved:
+        notes.append(f"{len(unresolved)} perturbation label(s) did not resolve to an entity: {unresolved[:10]}")
+    if ambiguous:
+        notes.append(f"{len(ambiguous)} perturbation label(s) resolved ambiguously: {sorted(ambiguous)[:10]}")
+    for n in notes:
+        log.info("%s: %s", path, n)
+    return PerturbationData(
+        path=path, sha256=file_sha256(path), matrix=matrix, cells=cells, genes=var, perturbations=perts,
+        columns=cols, input=kind, unresolved=unresolved, ambiguous=ambiguous, excluded=excluded, notes=notes)
+
+
+def _open(path: str) -> tuple[Any, Callable[[], None]]:
+    if not Path(path).exists():
+        raise InvalidInputError(f"{path}: no such file or directory")
+    if Path(path).is_dir() or path.endswith(".zarr"):
+        return zarr.open_group(path, mode="r"), lambda: None
+    f = h5py.File(path, "r")
+    return f, f.close
+
+
+def _pick_columns(obs: pd.DataFrame, pert_col: str | None, control_col: str | None, control_label: str | None,
+                  batch_col: str | None, context_col: str | None, notes: list[str]) -> dict[str, Any]:
+    def need(col: str, what: str) -> str:
+        if col not in obs.columns:
+            raise InvalidInputError(f"obs has no {what} column {col!r}; columns are {list(obs.columns)}")
+        return col
+
+    def default(given: str | None, candidates: Sequence[str], what: str) -> str | None:
+        if given is not None:
+            return need(given, what)
+        found = next((c for c in candidates if c in obs.columns), None)
+        if found is not None:
+            notes.append(f"{what} column: {found!r} (default)")
+        return found
+
+    pert = default(pert_col, PERT_COLS, "perturbation")
+    if pert is None:
+        raise InvalidInputError(f"obs has none of the perturbation columns {list(PERT_COLS)}; pass pert_col "
+                                f"(columns are {list(obs.columns)})")
+    if control_col is not None and control_label is not None:
+        raise InvalidInputError("pass control_col or control_label, not both")
+    if control_col is None and control_label is None:
+        control_col = next((c for c in CONTROL_COLS if c in obs.columns and obs[c].dtype == bool), None)
+        if control_col is None:
+            labels = set(obs[pert].astype(str))
+            found = [lab for lab in CONTROL_LABELS if lab in labels]
+            if len(found) != 1:
+                raise InvalidInputError(f"cannot tell control cells: pass control_col or control_label (column "
+                                        f"{pert!r} holds {'none' if not found else found} of {list(CONTROL_LABELS)})")
+            control_label = found[0]
+            notes.append(f"control label: {control_label!r} in {pert!r} (default)")
+        else:
+            notes.append(f"control column: {control_col!r} (default)")
+    elif control_col is not None:
+        need(control_col, "control")
+        if obs[control_col].dtype != bool:
+            raise InvalidInputError(f"control column {control_col!r} must be boolean, not {obs[control_col].dtype}")
+    else:
+        labels = obs[pert].astype(str)
+        if not (labels == control_label).any():
+            raise InvalidInputError(f"control label {control_label!r} does not occur in column {pert!r} "
+                                    f"(e.g. {sorted(labels.unique())[:8]})")
+    batch = default(batch_col, BATCH_COLS, "batch")
+    if batch is None:
+        notes.append("no batch column: each context is one batch")
+    ctx = default(context_col, CONTEXT_COLS, "context")
+    if ctx is None:
+        notes.append("no context column: all cells belong to one context")
+    return {"pert_col": pert, "control_col": control_col, "control_label": control_label,
+            "batch_col": batch, "context_col": ctx}
+
+
+def _cells(obs: pd.DataFrame, cols: dict[str, Any], context: str) -> pd.DataFrame:
+    for key in ("pert_col", "batch_col", "context_col", "control_col"):
+        col = cols[key]
+        if col is not None and obs[col].isna().any():
+            missing = obs.index[obs[col].isna().to_numpy()]
+            raise InvalidInputError(f"obs column {col!r} has {len(missing)} missing value(s) (NaN), "
+                                    f"e.g. cell {str(missing[0])!r}")
+    label = obs[cols["pert_col"]].astype(str)
+    if cols["control_col"] is not None:
+        is_control = obs[cols["control_col"]].to_numpy(bool)
+    else:
+        is_control = (label == cols["control_label"]).to_numpy()
+    return pd.DataFrame({
+        "row": np.arange(len(obs)),
+        "label": label.to_numpy(),
+        "is_control": is_control,
+        "batch": obs[cols["batch_col"]].astype(str).to_numpy() if cols["batch_col"] else "all",
+        "context": obs[cols["context_col"]].astype(str).to_numpy() if cols["context_col"] else context,
+    }, index=obs.index.astype(str))
+
+
+def _detect_input(elem: Any, input: str, uns_log1p: bool, notes: list[str]) -> str:
+    if input in ("counts", "log1p"):
+        return input
+    if input != "auto":
+        raise InvalidInputError(f"input must be 'auto', 'counts' or 'log1p', not {input!r}")
+    sample = elem[: min(SAMPLE_ROWS, elem.shape[0])]
+    values = np.asarray(sample.data if hasattr(sample, "data") and not isinstance(sample, np.ndarray) else sample)
+    values = values[np.isfinite(values)]
+    if values.size and (values < 0).any():
+        raise InvalidInputError(f"X holds negative values (min {values.min()!r}): neither counts nor log1p")
+    if not uns_log1p and np.array_equal(values, np.round(values)):
+        notes.append("input: raw counts (non-negative integers); normalised to 1e4 counts per cell, then log1p")
+        return "counts"
+    top = float(values.max()) if values.size else 0.0
+    if not uns_log1p and top > 50:
+        raise InvalidInputError(f"X holds non-integer values up to {top:.4g}: neither raw counts nor log1p; "
+                                "pass input='counts' or input='log1p'")
+    why = "uns['log1p'] present" if uns_log1p else f"non-integer values, max {top:.4g}"
+    notes.append(f"input: already log-normalised ({why}); used as is, not renormalised")
+    return "log1p"
+
+
+def _check_controls(cells: pd.DataFrame, cols: dict[str, Any], path: str) -> None:
+    spec = (f"control column {cols['control_col']!r}" if cols["control_col"]
+            else f"control label {cols['control_label']!r} in column {cols['pert_col']!r}")
+    has = cells.groupby("context", observed=True)["is_control"].any()
+    lacking = list(has.index[~has.to_numpy()])
+    if lacking:
+        where = f"context(s) {lacking}" + (f" of column {cols['context_col']!r}" if cols["context_col"] else "")
+        raise InvalidInputError(f"{path}: no control cells ({spec}) in {where}")
+    if not (~cells["is_control"]).any():
+        raise InvalidInputError(f"{path}: no perturbed cells (every cell matches {spec})")
+
+
+def _resolve(perts: pd.DataFrame, resolve: Resolver | None, sep: str) -> tuple[list[str], dict[str, list[str]]]:
+    labels = sorted(perts["label"].unique())
+    if resolve is None:
+        perts["entity_id"] = None
+        return [], {}
+    parts = sorted({p for lab in labels for p in lab.split(sep)})
+    res = resolve(parts)
+    ids = dict(zip(parts, res.ids, strict=True))
+    mapping = {}
+    for lab in labels:
+        got = [ids[p] for p in lab.split(sep)]
+        mapping[lab] = None if any(g is None for g in got) else sep.join(got)
+    perts["entity_id"] = perts["label"].map(mapping)
+    unresolved = sorted(lab for lab, v in mapping.items() if v is None)
+    ambiguous = {k: list(v) for k, v in res.ambiguous.items()}
+    return unresolved, ambiguous
+

@@ -1,0 +1,339 @@
+"""The :class:`Task` container: build, import, export to AnnData, Zarr v3 round trip."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any, Literal
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import zarr
+
+from pertstore.errors import InvalidInputError
+
+from ._bootstrap import ExperimentalError, experimental_error
+from ._deg import ALPHA, MIN_CELLS, deg
+from ._folds import N_FOLDS, make_folds
+from ._groups import LARGE_BATCH_CELLS, Variant, cell_counts, layout
+from ._ingest import PerturbationData, file_sha256
+from ._lfc import lfc
+from ._matrix import BLOCK_ROWS, TARGET_SUM
+
+ENCODING_TYPE = "pertstore-task"
+ENCODING_VERSION = "0.1.0"
+Kind = Literal["lfc", "deg"]
+
+
+@dataclass
+class Task:
+    """Learning targets of a perturbation dataset, one row per (context, perturbation).
+
+    Attributes
+    ----------
+    kind
+        ``lfc`` (float64 targets) or ``deg`` (int8 labels in {-1, 0, +1}).
+    pert_ids, entity_ids, contexts
+        Per row: the perturbation label, its canonical entity id (None when
+        unresolved or not resolved) and its context.
+    gene_ids
+        Columns of ``targets``.
+    folds
+        Fold of each row (-1: in no fold).
+    cell_counts
+        Long table ``context, pert_id, batch, n_cells`` (controls as ``<control>``).
+    recipe
+        What made the task: producer, input file and its sha256, parameters.
+    report
+        Perturbations dropped and why, (perturbation, batch) pairs discarded,
+        unresolved and excluded labels, notes.
+    error
+        The bootstrap experimental error, or None.
+    """
+
+    kind: Kind
+    pert_ids: list[str]
+    entity_ids: list[str | None]
+    contexts: list[str]
+    gene_ids: list[str]
+    targets: np.ndarray
+    folds: np.ndarray
+    cell_counts: pd.DataFrame
+    recipe: dict[str, Any]
+    report: dict[str, Any] = field(default_factory=dict)
+    error: ExperimentalError | None = None
+
+    @property
+    def n_cells(self) -> np.ndarray:
+        """Cells per row (0 when unknown, e.g. imported tasks)."""
+        cc = self.cell_counts.groupby(["context", "pert_id"])["n_cells"].sum()
+        idx = pd.MultiIndex.from_arrays([self.contexts, self.pert_ids])
+        return cc.reindex(idx).fillna(0).to_numpy(np.int64)
+
+    def to_anndata(self) -> ad.AnnData:
+        """The task as AnnData.
+
+        Returns
+        -------
+        ``X`` = targets; ``obs`` (index ``pert_id``, or ``context:pert_id`` when
+        labels repeat across contexts) with ``pert_id, entity_id, context,
+        fold, n_cells`` (and ``error``); ``var`` = genes; ``uns['recipe']``,
+        ``uns['report']``, ``uns['cell_counts']``, ``uns['error']``;
+        ``obsm['error_trials']`` = per-trial errors.
+        """
+        names = pd.Index(self.pert_ids)
+        if not names.is_unique:
+            names = pd.Index([f"{c}:{p}" for c, p in zip(self.contexts, self.pert_ids, strict=True)])
+        obs = pd.DataFrame({"pert_id": self.pert_ids,
+                            "entity_id": [e or "" for e in self.entity_ids],
+                            "context": pd.Categorical(self.contexts),
+                            "fold": self.folds.astype(np.int64), "n_cells": self.n_cells}, index=names)
+        uns: dict[str, Any] = {"recipe": _no_none(self.recipe), "report": _no_none(self.report),
+                               "cell_counts": self.cell_counts.astype({"n_cells": np.int64})}
+        obsm = {}
+        if self.error is not None:
+            obs["error"] = self.error.per_pert
+            obsm["error_trials"] = self.error.trials
+            uns["error"] = _no_none(_error_attrs(self.error))
+        return ad.AnnData(X=self.targets, obs=obs, var=pd.DataFrame(index=pd.Index(self.gene_ids)), uns=uns,
+                          obsm=obsm)
+
+    def write_zarr(self, store: Any) -> zarr.Group:
+        """Write the task as a Zarr v3 group (``encoding-type: pertstore-task``, version 0.1.0).
+
+        Layout: arrays ``targets [pert, gene]``, ``pert_id``, ``entity_id``
+        ("" = none), ``context``, ``fold``, ``gene_id``; group ``cell_counts``
+        (``context, pert_id, batch, n_cells``); group ``error`` (``trials
+        [pert, trial]``, ``per_pert``, ``dataset_trials [context, trial]``) when
+        estimated. Group attrs hold ``kind``, ``recipe``, ``report`` and the
+        error summary.
+        """
+        g = zarr.open_group(store, mode="w", zarr_format=3)
+        g.attrs.update({"encoding-type": ENCODING_TYPE, "encoding-version": ENCODING_VERSION, "kind": self.kind,
+                        "recipe": self.recipe, "report": self.report})
+        row_chunk = max(1, min(len(self.pert_ids), (2 << 20) // max(1, self.targets.shape[1] * 8)))
+        g.create_array("targets", data=np.ascontiguousarray(self.targets),
+                       chunks=(row_chunk, max(1, self.targets.shape[1])), dimension_names=("pert", "gene"))
+        _strings(g, "pert_id", self.pert_ids)
+        _strings(g, "entity_id", [e or "" for e in self.entity_ids])
+        _strings(g, "context", self.contexts)
+        _strings(g, "gene_id", self.gene_ids)
+        g.create_array("fold", data=self.folds.astype(np.int8), dimension_names=("pert",))
+        cc = g.create_group("cell_counts")
+        for col in ("context", "pert_id", "batch"):
+            _strings(cc, col, self.cell_counts[col].astype(str).tolist())
+        cc.create_array("n_cells", data=self.cell_counts["n_cells"].to_numpy(np.int64))
+        if self.error is not None:
+            e = g.create_group("error")
+            e.attrs.update(_error_attrs(self.error))
+            e.create_array("trials", data=self.error.trials, dimension_names=("pert", "trial"))
+            e.create_array("per_pert", data=self.error.per_pert, dimension_names=("pert",))
+            e.create_array("dataset_trials", data=np.stack(list(self.error.dataset_trials.values()))
+                           if self.error.dataset_trials else np.zeros((0, 0)))
+        return g
+
+    @classmethod
+    def read_zarr(cls, store: Any) -> Task:
+        """Read a task written by :meth:`write_zarr`; refuses other encodings or versions."""
+        g = zarr.open_group(store, mode="r")
+        etype, ever = g.attrs.get("encoding-type"), g.attrs.get("encoding-version")
+        if etype != ENCODING_TYPE or ever != ENCODING_VERSION:
+            raise InvalidInputError(f"{store}: not a pertstore task of version {ENCODING_VERSION} "
+                                    f"(encoding-type {etype!r}, encoding-version {ever!r})")
+        cc = g["cell_counts"]
+        counts = pd.DataFrame({c: _read_strings(cc[c]) for c in ("context", "pert_id", "batch")})
+        counts["n_cells"] = cc["n_cells"][...]
+        error = None
+        if "error" in g:
+            e = g["error"]
+            attrs = dict(e.attrs)
+            dt = e["dataset_trials"][...]
+            error = ExperimentalError(metric=attrs["metric"], quantile=attrs["quantile"], trials=e["trials"][...],
+                                      per_pert=e["per_pert"][...],
+                                      dataset=dict(zip(attrs["contexts"], attrs["limit"], strict=True)),
+                                      dataset_trials=dict(zip(attrs["contexts"], dt, strict=True)),
+                                      params=attrs["params"])
+        return cls(kind=g.attrs["kind"], pert_ids=_read_strings(g["pert_id"]),
+                   entity_ids=[e or None for e in _read_strings(g["entity_id"])],
+                   contexts=_read_strings(g["context"]), gene_ids=_read_strings(g["gene_id"]),
+                   targets=g["targets"][...], folds=g["fold"][...], cell_counts=counts,
+                   recipe=dict(g.attrs["recipe"]), report=dict(g.attrs["report"]), error=error)
+
+
+def build_task(data: PerturbationData, *, kind: Kind = "lfc", variant: Variant = "auto",
+               large_batch_cells: int = LARGE_BATCH_CELLS, min_cells: int = MIN_CELLS, alpha: float = ALPHA,
+               trials: int = 100, seed: int = 0, n_folds: int = N_FOLDS,
+               block_rows: int = BLOCK_ROWS) -> Task:
+    """Compute a task from single-cell data: targets, folds and (``trials > 0``) experimental error.
+
+    Parameters
+    ----------
+    data
+        From :func:`read_perturbation_data`.
+    kind
+        ``lfc`` (:func:`lfc`) or ``deg`` (:func:`deg`; uses ``min_cells`` and ``alpha``).
+    variant, large_batch_cells
+        See :func:`lfc`.
+    trials, seed
+        Bootstrap trials (0: no error estimate) and the seed of the bootstrap and the folds.
+    """
+    if kind == "lfc":
+        targets = lfc(data, variant=variant, large_batch_cells=large_batch_cells, block_rows=block_rows)
+    elif kind == "deg":
+        targets = deg(data, variant=variant, large_batch_cells=large_batch_cells, min_cells=min_cells,
+                      alpha=alpha, block_rows=block_rows)
+    else:
+        raise InvalidInputError(f"kind must be 'lfc' or 'deg', not {kind!r}")
+    error = experimental_error(data, targets, trials=trials, seed=seed, block_rows=block_rows) if trials else None
+    perts = data.perturbations.iloc[targets.perts]
+    contexts = perts["context"].tolist()
+    recipe = {
+        "producer": "pertstore.consumers.tasks", "producer_version": version("pertstore"), "kind": kind,
+        "input": {"file": Path(data.path).name, "sha256": data.sha256, "type": data.input},
+        "columns": data.columns,
+        "params": {**targets.params, "target_sum": TARGET_SUM if data.input == "counts" else None,
+                   "trials": trials, "seed": seed, "n_folds": n_folds, "excluded_combinatorial": data.excluded},
+        "libraries": {lib: version(lib) for lib in ("numpy", "scipy", "anndata")},
+    }
+    report = {"dropped": targets.dropped.to_dict("list"),
+              "discarded_pairs": targets.discarded_pairs.astype({"n_cells": int}).to_dict("list"),
+              "unresolved": data.unresolved, "excluded": data.excluded, "notes": data.notes,
+              "ambiguous": {"label": list(data.ambiguous),
+                            "candidates": [";".join(v) for v in data.ambiguous.values()]}}
+    return Task(kind=kind, pert_ids=perts["label"].tolist(), entity_ids=perts["entity_id"].tolist(),
+                contexts=contexts, gene_ids=data.genes.index.astype(str).tolist(), targets=targets.values,
+                folds=make_folds(contexts, n_folds=n_folds, seed=seed),
+                cell_counts=cell_counts(data, layout(data)), recipe=recipe, report=report, error=error)
+
+
+PERT_ID_COLS = ("pert_id", "gene_id")
+CONTEXT_COLS = ("cell_line", "context")
+_FOLD_COL = re.compile(r"^fold_(\d+)$")
+
+
+def import_task(path: str | Path, *, kind: Kind | None = None, context: str = "", n_folds: int = N_FOLDS,
+                seed: int = 0) -> Task:
+    """Read a precomputed task (the paper's published layout, or a parquet/csv matrix).
+
+    Parameters
+    ----------
+    path
+        ``.h5ad`` with ``X`` = targets and ``obs`` holding ``pert_id`` or
+        ``gene_id`` (else ``obs_names``), ``cell_line`` (else ``context``) and
+        folds as ``test_split`` (fold numbers) or ``fold_0 .. fold_k`` (a row is
+        in fold k where ``fold_k`` is True or ``"test"``); or ``.parquet`` /
+        ``.csv`` with one row per perturbation, the same optional metadata
+        columns and one numeric column per gene (csv: first column = index
+        when no ``pert_id``/``gene_id`` column).
+    kind
+        ``lfc`` or ``deg``; default ``deg`` when every value is -1, 0 or 1.
+    context
+        Context of every row when the file has no context column.
+    n_folds, seed
+        Folds made (and noted) when the file has none.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".h5ad":
+        a = ad.read_h5ad(path)
+        obs, values, genes = a.obs, a.X, a.var_names.astype(str).tolist()
+        values = values.toarray() if sp.issparse(values) else np.asarray(values)
+        obs_names = a.obs_names.astype(str)
+    elif suffix in (".parquet", ".csv"):
+        df = pd.read_parquet(path) if suffix == ".parquet" else pd.read_csv(path)
+        meta = [c for c in df.columns if c in (*PERT_ID_COLS, *CONTEXT_COLS, "fold", "test_split")
+                or _FOLD_COL.match(str(c))]
+        if suffix == ".csv" and not any(c in df.columns for c in PERT_ID_COLS) and df[df.columns[0]].dtype == object:
+            df = df.set_index(df.columns[0])
+        obs = df[meta]
+        gene_df = df.drop(columns=meta)
+        bad = [c for c in gene_df.columns if not pd.api.types.is_numeric_dtype(gene_df[c])]
+        if bad:
+            raise InvalidInputError(f"{path}: non-numeric column(s) {bad[:5]} (expected one column per gene)")
+        values, genes = gene_df.to_numpy(np.float64), [str(c) for c in gene_df.columns]
+        obs_names = obs.index.astype(str)
+    else:
+        raise InvalidInputError(f"{path}: unsupported task file (use .h5ad, .parquet or .csv)")
+    notes: list[str] = []
+    pert_col = next((c for c in PERT_ID_COLS if c in obs.columns), None)
+    pert_ids = obs[pert_col].astype(str).tolist() if pert_col else list(obs_names)
+    ctx_col = next((c for c in CONTEXT_COLS if c in obs.columns), None)
+    contexts = obs[ctx_col].astype(str).tolist() if ctx_col else [context] * len(pert_ids)
+    values = np.asarray(values, dtype=np.float64)
+    if np.isnan(values).any():
+        r, c = np.argwhere(np.isnan(values))[0]
+        raise InvalidInputError(f"{path}: target is NaN for perturbation {pert_ids[r]!r}, gene {genes[c]!r}")
+    is_labels = bool(np.isin(values, (-1, 0, 1)).all())
+    kind = kind or ("deg" if is_labels else "lfc")
+    if kind == "deg":
+        if not is_labels:
+            raise InvalidInputError(f"{path}: kind 'deg' needs values in {{-1, 0, 1}}")
+        values = values.astype(np.int8)
+    folds = _folds(obs, path, notes)
+    params: dict[str, Any] = {}
+    if folds is None:
+        folds = make_folds(contexts, n_folds=n_folds, seed=seed)
+        params = {"n_folds": n_folds, "seed": seed}
+        notes.append(f"no folds in the file: {n_folds} folds made with seed {seed}")
+    recipe = {"producer": "pertstore.consumers.tasks.import", "producer_version": version("pertstore"),
+              "kind": kind, "input": {"file": path.name, "sha256": file_sha256(path)},
+              "params": params}
+    counts = pd.DataFrame({"context": pd.Series(dtype=str), "pert_id": pd.Series(dtype=str),
+                           "batch": pd.Series(dtype=str), "n_cells": pd.Series(dtype=np.int64)})
+    return Task(kind=kind, pert_ids=pert_ids, entity_ids=[None] * len(pert_ids), contexts=contexts,
+                gene_ids=genes, targets=values, folds=folds, cell_counts=counts, recipe=recipe,
+                report={"notes": notes})
+
+
+def _folds(obs: pd.DataFrame, path: Path, notes: list[str]) -> np.ndarray | None:
+    if "fold" in obs.columns or "test_split" in obs.columns:
+        col = "fold" if "fold" in obs.columns else "test_split"
+        v = pd.to_numeric(obs[col], errors="coerce")
+        if v.isna().any() or (v != np.round(v)).any():
+            raise InvalidInputError(f"{path}: column {col!r} must hold fold numbers, e.g. not {obs[col].iloc[0]!r}")
+        return v.to_numpy(np.int8)
+    cols = sorted((int(m.group(1)), c) for c in obs.columns if (m := _FOLD_COL.match(str(c))))
+    if not cols:
+        return None
+    test = np.stack([_is_test(obs[c]) for _, c in cols], axis=1)
+    several = np.flatnonzero(test.sum(axis=1) > 1)
+    if several.size:
+        raise InvalidInputError(f"{path}: row {obs.index[several[0]]!r} is a test row in several fold_k columns")
+    folds = np.where(test.any(axis=1), np.array([k for k, _ in cols])[test.argmax(axis=1)], -1).astype(np.int8)
+    if (folds < 0).any():
+        notes.append(f"{int((folds < 0).sum())} row(s) are test rows in no fold (fold -1)")
+    return folds
+
+
+def _is_test(col: pd.Series) -> np.ndarray:
+    if col.dtype == bool:
+        return col.to_numpy()
+    return col.astype(str).str.lower().isin(("test", "true", "1")).to_numpy()
+
+
+def _strings(g: zarr.Group, name: str, values: list[str]) -> None:
+    g.create_array(name, shape=(len(values),), dtype=str, chunks=(max(1, len(values)),))
+    if values:
+        g[name][:] = np.asarray(values, dtype=str)
+
+
+def _read_strings(a: zarr.Array) -> list[str]:
+    return [str(v) for v in a[...]] if a.shape[0] else []
+
+
+def _error_attrs(e: ExperimentalError) -> dict[str, Any]:
+    return {"metric": e.metric, "quantile": e.quantile, "contexts": list(e.dataset),
+            "limit": [e.dataset[c] for c in e.dataset], "params": e.params}
+
+
+def _no_none(x: Any) -> Any:
+    """AnnData cannot write None: drop such entries (recursively)."""
+    if isinstance(x, dict):
+        return {str(k): _no_none(v) for k, v in x.items() if v is not None}
+    if isinstance(x, list | tuple):
+        return [_no_none(v) for v in x if v is not None]
+    return x

@@ -1,16 +1,17 @@
 """The catalog's DuckDB schema, as an ordered list of migrations.
 
-Each migration runs once, in a transaction, and records its number in ``schema_version``.
-Add a migration at the end of :data:`MIGRATIONS`; never edit a released one.
+Each migration has a unique name, runs once, in a transaction, and records its name in
+``schema_migrations``. Add a migration at the end of :data:`MIGRATIONS` under a new name; never
+edit a released one. Names (not positions) identify migrations, so features developed side by
+side each add their own without renumbering.
 """
 
 from __future__ import annotations
 
 import duckdb
 
-MIGRATIONS: list[str] = [
-    # 1: sets, tags, entities and coverage
-    """
+MIGRATIONS: list[tuple[str, str]] = [
+    ("0001_sets", """
     CREATE TABLE sources (
         source      VARCHAR PRIMARY KEY,
         kind        VARCHAR NOT NULL,
@@ -73,7 +74,49 @@ MIGRATIONS: list[str] = [
         LEFT JOIN set_entities se ON se.source = s.source AND se.version = s.version
         LEFT JOIN entities e ON e.kind = s.kind AND e.entity_id = se.entity_id
         GROUP BY ALL;
-    """,
+    """),
+    ("0002_jobs", """
+    CREATE TABLE jobs (
+        job_id        VARCHAR PRIMARY KEY,
+        state         VARCHAR NOT NULL,
+        submitted_at  TIMESTAMPTZ NOT NULL,
+        started_at    TIMESTAMPTZ,
+        finished_at   TIMESTAMPTZ,
+        updated_at    TIMESTAMPTZ NOT NULL,
+        n_recipes     INTEGER NOT NULL,
+        items_total   BIGINT NOT NULL,
+        items_done    BIGINT NOT NULL,
+        items_failed  BIGINT NOT NULL,
+        max_failed_fraction DOUBLE NOT NULL,
+        scheduler     VARCHAR NOT NULL,
+        host          VARCHAR NOT NULL,
+        pid           INTEGER NOT NULL,
+        error         VARCHAR,
+        plan          JSON NOT NULL
+    );
+    CREATE TABLE job_recipes (
+        job_id        VARCHAR NOT NULL,
+        position      INTEGER NOT NULL,
+        source        VARCHAR NOT NULL,
+        version       VARCHAR NOT NULL,
+        context       VARCHAR NOT NULL,
+        producer      VARCHAR NOT NULL,
+        state         VARCHAR NOT NULL,
+        items_total   BIGINT NOT NULL,
+        items_done    BIGINT NOT NULL,
+        items_failed  BIGINT NOT NULL,
+        seconds       DOUBLE NOT NULL,
+        error         VARCHAR,
+        PRIMARY KEY (job_id, position)
+    );
+    CREATE TABLE job_failures (
+        job_id        VARCHAR NOT NULL,
+        source        VARCHAR NOT NULL,
+        version       VARCHAR NOT NULL,
+        entity_id     VARCHAR NOT NULL,
+        reason        VARCHAR NOT NULL
+    );
+    """),
 ]
 
 
@@ -83,22 +126,23 @@ def first(result: duckdb.DuckDBPyConnection) -> tuple | None:
     return rows[0] if rows else None
 
 
-def current_version(con: duckdb.DuckDBPyConnection) -> int:
-    con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ)").fetchall()
-    row = first(con.execute("SELECT max(version) FROM schema_version"))
-    return int(row[0] or 0)
+def applied(con: duckdb.DuckDBPyConnection) -> set[str]:
+    con.execute("CREATE TABLE IF NOT EXISTS schema_migrations (name VARCHAR PRIMARY KEY, applied_at TIMESTAMPTZ)").fetchall()
+    return {r[0] for r in con.execute("SELECT name FROM schema_migrations").fetchall()}
 
 
-def migrate(con: duckdb.DuckDBPyConnection) -> int:
-    """Apply the migrations this catalog lacks; returns the schema version now in force."""
-    have = current_version(con)
-    for number, sql in enumerate(MIGRATIONS[have:], start=have + 1):
+def migrate(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Apply the migrations this catalog lacks; returns the names of all migrations in force."""
+    done = applied(con)
+    for name, sql in MIGRATIONS:
+        if name in done:
+            continue
         con.execute("BEGIN TRANSACTION").fetchall()
         try:
             con.execute(sql).fetchall()
-            con.execute("INSERT INTO schema_version VALUES (?, now())", [number]).fetchall()
+            con.execute("INSERT INTO schema_migrations VALUES (?, now())", [name]).fetchall()
             con.execute("COMMIT").fetchall()
         except Exception:
             con.execute("ROLLBACK").fetchall()
             raise
-    return len(MIGRATIONS)
+    return [name for name, _ in MIGRATIONS]

@@ -56,6 +56,8 @@ class Store:
         self.catalog_path = Path(catalog_path) if catalog_path else _default_catalog_path(storage)
         self._catalog: Catalog | None = None
         self._cache: SetCache | None = None
+        self.release_catalog = False
+        """Let go of the catalog file between job updates, so other processes can read it (the CLI)."""
 
     # ---- opening -------------------------------------------------------------------------------
 
@@ -188,6 +190,28 @@ class Store:
             w.abort()
             raise
         return self.publish(w, failed=failed, tags=tags)
+
+    def produce(self, producer: str, *, source: str, params: dict | None = None, inputs: dict[str, str] | None = None,
+                context: str = "", tags: Sequence[str] = (), max_failed_fraction: float = 0.05) -> SetCard:
+        """Compute one set with ``producer`` in this process (no Dask) and publish it.
+
+        ``inputs`` maps the producer's input names to file paths or ``set:SOURCE[@VERSION|:TAG]``.
+        Returns the existing card when the recipe's set is already published.
+        """
+        from pertstore.producers._jobs import produce_inline
+        from pertstore.producers._spec import RecipeSpec
+
+        spec = RecipeSpec(producer=producer, source=source, params=params or {}, inputs=inputs or {},
+                          context=context, tags=list(tags))
+        (planned,) = self.jobs.plan([spec])
+        return produce_inline(self, planned, max_failed_fraction=max_failed_fraction)
+
+    @property
+    def jobs(self):
+        """Batch jobs of this store: ``submit``, ``ls``, ``status``, ``cancel``, ``resume``."""
+        from pertstore.producers._jobs import Jobs
+
+        return Jobs(self)
 
     def _existing(self, recipe: Recipe, tags: Sequence[str]) -> SetCard:
         """The card of an already published recipe (indexed now if a crash left it unindexed)."""

@@ -1,0 +1,444 @@
+"""Batch jobs: run many recipes as Dask tasks, with progress, a failure ledger, cancel and resume.
+
+The submitting process is the job's driver: it plans the recipes, records the job in the catalog,
+sends work items to Dask (an in-process ``LocalCluster`` by default, or a scheduler address), and
+publishes the staged sets once their work is done. Workers write only to the store's staging area.
+The driver writes the catalog in short bursts and lets go of it in between, so ``jobs ls`` and
+``jobs status`` work from other processes while a job runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from pertstore.catalog._schema import first
+from pertstore.errors import ConflictError, InvalidInputError, NotFoundError, PertstoreError
+from pertstore.producers._spec import PlannedRecipe, RecipeSpec, load_recipes, plan
+from pertstore.producers import _work
+
+if TYPE_CHECKING:
+    from pertstore._store import Store
+
+FLUSH_EVERY_S = 0.5
+TERMINAL = ("done", "failed", "cancelled")
+_RUNNING: set[str] = set()
+"""Jobs driven by this process right now."""
+
+
+@dataclass
+class RecipeProgress:
+    source: str
+    version: str
+    context: str
+    producer: str
+    state: str = "pending"
+    items_total: int = 0
+    items_done: int = 0
+    items_failed: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class JobProgress:
+    """A job's state as the driver sees it; passed to progress callbacks."""
+
+    job_id: str
+    state: str
+    recipes: list[RecipeProgress]
+
+    @property
+    def items_total(self) -> int:
+        return sum(r.items_total for r in self.recipes)
+
+    @property
+    def items_done(self) -> int:
+        return sum(r.items_done for r in self.recipes)
+
+    @property
+    def items_failed(self) -> int:
+        return sum(r.items_failed for r in self.recipes)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Jobs:
+    """Submit, watch, cancel and resume producer jobs of a store (``store.jobs``)."""
+
+    def __init__(self, store: "Store") -> None:
+        self.store = store
+
+    # ---- creating --------------------------------------------------------------------------------
+
+    def plan(self, recipes: str | Path | list | dict | Sequence[RecipeSpec]) -> list[PlannedRecipe]:
+        """Expand and version recipes without running anything."""
+        if isinstance(recipes, (list, tuple)) and recipes and isinstance(recipes[0], RecipeSpec):
+            specs = list(recipes)
+        else:
+            specs = load_recipes(recipes, data_dir=self.store.settings.data_dir)
+        return plan(specs, self._find_version)
+
+    def _find_version(self, source: str, context: str, *, version: str | None = None, tag: str | None = None) -> str:
+        try:
+            row = self.store.catalog.find_set(source, context=context or None, version=version, tag=tag)
+        except NotFoundError:
+            if context:  # a context-free set serves every context
+                row = self.store.catalog.find_set(source, version=version, tag=tag)
+            else:
+                raise
+        return str(row.version)
+
+    def create(self, recipes, *, max_failed_fraction: float = 0.05, scheduler: str | None = None) -> str:
+        """Plan ``recipes`` and record a new job; returns its id (run it with :meth:`run`)."""
+        if not 0.0 <= max_failed_fraction <= 1.0:
+            raise InvalidInputError(f"max_failed_fraction must be within [0, 1], got {max_failed_fraction}")
+        planned = self.plan(recipes)
+        job_id = uuid.uuid4().hex[:12]
+        now = _now()
+        doc = json.dumps([p.to_json() for p in planned])
+        with self._catalog() as cat, cat.transaction() as con:
+            con.execute("INSERT INTO jobs VALUES (?, 'queued', ?, NULL, NULL, ?, ?, 0, 0, 0, ?, ?, ?, ?, NULL, ?)",
+                        [job_id, now, now, len(planned), max_failed_fraction, scheduler or "local",
+                         socket.gethostname(), os.getpid(), doc]).fetchall()
+            for pos, p in enumerate(planned):
+                con.execute("INSERT INTO job_recipes VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, 0, 0, 0, NULL)",
+                            [job_id, pos, p.recipe.source, p.recipe.version, p.recipe.context,
+                             p.recipe.producer]).fetchall()
+        return job_id
+
+    def submit(self, recipes, *, scheduler: str | None = None, n_workers: int | None = None,
+               max_failed_fraction: float = 0.05, progress: Callable[[JobProgress], None] | None = None) -> JobProgress:
+        """Plan, record and run a job to the end; returns its final progress."""
+        job_id = self.create(recipes, max_failed_fraction=max_failed_fraction, scheduler=scheduler)
+        return self.run(job_id, scheduler=scheduler, n_workers=n_workers, progress=progress)
+
+    # ---- watching --------------------------------------------------------------------------------
+
+    def ls(self) -> pd.DataFrame:
+        """Every job, newest first."""
+        with self._catalog() as cat:
+            return cat.query("SELECT job_id, state, submitted_at, finished_at, n_recipes, items_total, items_done, "
+                             "items_failed, scheduler, error FROM jobs ORDER BY submitted_at DESC")
+
+    def status(self, job_id: str) -> dict:
+        """A job's row plus one row per recipe."""
+        with self._catalog() as cat:
+            job = cat.query("SELECT * EXCLUDE (plan) FROM jobs WHERE job_id = ?", [job_id])
+            if job.empty:
+                raise NotFoundError(f"no job {job_id!r}; `pertstore jobs ls` lists them")
+            recipes = cat.query("SELECT * EXCLUDE (job_id) FROM job_recipes WHERE job_id = ? ORDER BY position", [job_id])
+        return {**job.iloc[0].to_dict(), "recipes": recipes}
+
+    def failures(self, job_id: str) -> pd.DataFrame:
+        """The per-entity failure ledger of a job."""
+        self.status(job_id)
+        with self._catalog() as cat:
+            return cat.query("SELECT source, version, entity_id, reason FROM job_failures WHERE job_id = ? "
+                             "ORDER BY source, entity_id", [job_id])
+
+    def cancel(self, job_id: str) -> str:
+        """Ask a running job to stop (its driver aborts it), or abort a job whose driver is gone."""
+        st = self.status(job_id)
+        if st["state"] in TERMINAL:
+            raise ConflictError(f"job {job_id} is already {st['state']}")
+        if st["state"] == "running" and _alive(st["host"], int(st["pid"]), job_id):
+            self._set_state(job_id, "cancelling")
+            return "cancelling"
+        self._abort(job_id, self._load_plan(job_id))
+        return "cancelled"
+
+    # ---- running ---------------------------------------------------------------------------------
+
+    def resume(self, job_id: str, *, scheduler: str | None = None, n_workers: int | None = None,
+               progress: Callable[[JobProgress], None] | None = None, force: bool = False) -> JobProgress:
+        """Finish an interrupted job, reusing every finished work item."""
+        st = self.status(job_id)
+        if st["state"] in ("done", "cancelled", "cancelling"):
+            raise ConflictError(f"job {job_id} is {st['state']}; nothing to resume")
+        if st["state"] == "running" and _alive(st["host"], int(st["pid"]), job_id) and not force:
+            raise ConflictError(f"job {job_id} is still running in process {st['pid']} on {st['host']}")
+        return self.run(job_id, scheduler=scheduler, n_workers=n_workers, progress=progress)
+
+    def run(self, job_id: str, *, scheduler: str | None = None, n_workers: int | None = None,
+            progress: Callable[[JobProgress], None] | None = None) -> JobProgress:
+        """Run (or rerun) a recorded job to the end in this process."""
+        planned = self._load_plan(job_id)
+        with self._catalog() as cat:
+            frac = float(first(cat.con.execute("SELECT max_failed_fraction FROM jobs WHERE job_id = ?", [job_id]))[0])
+        with self._catalog() as cat, cat.transaction() as con:
+            con.execute("UPDATE jobs SET state = 'running', started_at = coalesce(started_at, ?), updated_at = ?, "
+                        "pid = ?, host = ?, error = NULL WHERE job_id = ?",
+                        [_now(), _now(), os.getpid(), socket.gethostname(), job_id]).fetchall()
+        state = JobProgress(job_id, "running", [RecipeProgress(p.recipe.source, p.recipe.version, p.recipe.context,
+                                                               p.recipe.producer) for p in planned])
+        _RUNNING.add(job_id)
+        try:
+            with _dask_client(scheduler, n_workers) as client:
+                _Driver(self, client, job_id, planned, state, frac, progress).run()
+        except BaseException as e:
+            state.state = "interrupted"
+            self._set_state(job_id, "interrupted", f"{type(e).__name__}: {e}")
+            raise
+        finally:
+            _RUNNING.discard(job_id)
+        return state
+
+    # ---- internals -------------------------------------------------------------------------------
+
+    @contextmanager
+    def _catalog(self):
+        """The catalog, released afterwards unless the store keeps it open for other work."""
+        cat = self.store.catalog
+        try:
+            yield cat
+        finally:
+            if self.store.release_catalog:
+                cat.close()
+
+    def _load_plan(self, job_id: str) -> list[PlannedRecipe]:
+        with self._catalog() as cat:
+            row = first(cat.con.execute("SELECT plan FROM jobs WHERE job_id = ?", [job_id]))
+        if row is None:
+            raise NotFoundError(f"no job {job_id!r}; `pertstore jobs ls` lists them")
+        return [PlannedRecipe.from_json(d) for d in json.loads(row[0])]
+
+    def _set_state(self, job_id: str, state: str, error: str | None = None) -> None:
+        finished = _now() if state in TERMINAL else None
+        with self._catalog() as cat, cat.transaction() as con:
+            con.execute("UPDATE jobs SET state = ?, updated_at = ?, finished_at = coalesce(?, finished_at), "
+                        "error = coalesce(?, error) WHERE job_id = ?", [state, _now(), finished, error, job_id]).fetchall()
+
+    def _state(self, job_id: str) -> str:
+        with self._catalog() as cat:
+            return str(first(cat.con.execute("SELECT state FROM jobs WHERE job_id = ?", [job_id]))[0])
+
+    def _abort(self, job_id: str, planned: list[PlannedRecipe]) -> None:
+        for p in planned:
+            if not self.store.has(p.recipe):
+                _work.abort(self.store.storage, p)
+        with self._catalog() as cat, cat.transaction() as con:
+            con.execute("UPDATE job_recipes SET state = 'cancelled' WHERE job_id = ? AND state NOT IN ('done', 'failed')",
+                        [job_id]).fetchall()
+        self._set_state(job_id, "cancelled")
+
+    def _flush(self, state: JobProgress, ledger: list[tuple[str, str, str, str, str]]) -> None:
+        with self._catalog() as cat, cat.transaction() as con:
+            for pos, r in enumerate(state.recipes):
+                con.execute("UPDATE job_recipes SET state = ?, items_total = ?, items_done = ?, items_failed = ?, "
+                            "seconds = ?, error = ? WHERE job_id = ? AND position = ?",
+                            [r.state, r.items_total, r.items_done, r.items_failed, r.seconds, r.error,
+                             state.job_id, pos]).fetchall()
+            if ledger:
+                con.executemany("INSERT INTO job_failures VALUES (?, ?, ?, ?, ?)", ledger).fetchall()
+            con.execute("UPDATE jobs SET items_total = ?, items_done = ?, items_failed = ?, updated_at = ? "
+                        "WHERE job_id = ?", [state.items_total, state.items_done, state.items_failed, _now(),
+                                             state.job_id]).fetchall()
+
+
+class _Driver:
+    """Runs one job: sends work to Dask, tracks progress, publishes, honours cancellation."""
+
+    def __init__(self, jobs: Jobs, client, job_id: str, planned: list[PlannedRecipe], state: JobProgress,
+                 max_failed_fraction: float, progress: Callable[[JobProgress], None] | None) -> None:
+        self.jobs, self.client, self.job_id = jobs, client, job_id
+        self.planned, self.state, self.frac, self.progress = planned, state, max_failed_fraction, progress
+        self.storage = jobs.store.storage
+        self.ledger: list[tuple[str, str, str, str, str]] = []
+        self.staged: dict[int, dict] = {}
+        self.t0: dict[int, float] = {}
+
+    def run(self) -> None:
+        from distributed import as_completed
+
+        futures = as_completed([], with_results=False)
+        self.kind: dict = {}
+        for pos, p in enumerate(self.planned):
+            for fut, what in self._schedule(pos, p):
+                self.kind[fut.key] = (pos, what)
+                futures.add(fut)
+        self._update(force=True)
+        for fut in futures:
+            pos, what = self.kind.pop(fut.key)
+            self._finish(fut, pos, what)
+            if self._update() == "cancelling":
+                self.client.cancel(list(futures.futures))
+                self.jobs._abort(self.job_id, self.planned)
+                self.state.state = "cancelled"
+                self._notify()
+                return
+        self._publish()
+
+    def _schedule(self, pos: int, p: PlannedRecipe):
+        r = self.state.recipes[pos]
+        self.t0[pos] = time.perf_counter()
+        if self.jobs.store.has(p.recipe):
+            card = self.jobs.store._existing(p.recipe, p.spec.tags)
+            r.state, r.items_total = "done", card.n_rows + len(card.failed)
+            r.items_done, r.items_failed = r.items_total, len(card.failed)
+            return []
+        r.state = "running"
+        key = f"{self.job_id}-{pos}"
+        if not p.producer_cls.chunked:
+            r.items_total = 1
+            return [(self.client.submit(_work.run_whole, self.storage, p, self.frac, key=f"{key}-whole",
+                                        retries=2, pure=False), "whole")]
+        try:
+            ids = self.client.submit(_work.list_entities, self.storage, p, key=f"{key}-entities", pure=False).result()
+        except Exception as e:  # a producer that cannot even list its entities fails its recipe
+            self._fail(pos, e)
+            return []
+        parts = _work.split(ids, p.producer_cls.chunk_size)
+        done = _work.done_parts(self.storage, p)
+        r.items_total = len(ids)
+        r.items_done = sum(len(parts[i]) for i in done if i < len(parts))
+        part_futures = [self.client.submit(_work.run_part, self.storage, p, i, part, key=f"{key}-part-{i}",
+                                           retries=2, pure=False)
+                        for i, part in enumerate(parts) if i not in done]
+        assemble = self.client.submit(_assemble_after, self.storage, p, len(parts), self.frac, part_futures,
+                                      key=f"{key}-assemble", retries=2, pure=False)
+        return [(f, "part") for f in part_futures] + [(assemble, "assemble")]
+
+    def _finish(self, fut, pos: int, what: str) -> None:
+        r = self.state.recipes[pos]
+        if r.state == "failed":
+            return
+        try:
+            result = fut.result()
+        except Exception as e:
+            self._fail(pos, e)
+            return
+        if what == "part":
+            r.items_done += result.n_items
+            r.items_failed += len(result.failed)
+        else:
+            if what == "whole":
+                r.items_total = r.items_done = result["n_rows"] + len(result["failed"])
+            r.items_failed = len(result["failed"])
+            r.failed = result["failed"]
+            r.state, r.seconds = "staged", time.perf_counter() - self.t0[pos]
+            self.staged[pos] = result
+
+    def _fail(self, pos: int, error: BaseException) -> None:
+        r = self.state.recipes[pos]
+        r.state, r.error = "failed", f"{type(error).__name__}: {error}"
+        r.seconds = time.perf_counter() - self.t0[pos]
+        _work.abort(self.storage, self.planned[pos])
+
+    def _publish(self) -> None:
+        store = self.jobs.store
+        for pos, result in sorted(self.staged.items()):
+            p, r = self.planned[pos], self.state.recipes[pos]
+            try:
+                card, newly = _work.publish_staged(self.storage, p, result["failed"])
+                with self.jobs._catalog():
+                    if newly:
+                        store._index(card, ["latest", *p.spec.tags])
+                    else:
+                        store._existing(p.recipe, p.spec.tags)
+                r.state = "done"
+            except Exception as e:
+                self._fail(pos, e)
+                continue
+            self.ledger.extend((self.job_id, p.recipe.source, p.recipe.version, e, why)
+                               for e, why in sorted(result["failed"].items()))
+        errors = [f"{r.source}: {r.error}" for r in self.state.recipes if r.state == "failed"]
+        self.state.state = "failed" if errors else "done"
+        self._update(force=True)
+        self.jobs._set_state(self.job_id, self.state.state, "; ".join(errors) or None)
+
+    def _update(self, force: bool = False) -> str:
+        """Write progress to the catalog (at most every ``FLUSH_EVERY_S``) and read back the job state."""
+        now = time.monotonic()
+        if not force and now - getattr(self, "_last", 0.0) < FLUSH_EVERY_S:
+            self._notify()
+            return self.state.state
+        self._last = now
+        self.jobs._flush(self.state, self.ledger)
+        self.ledger = []
+        self._notify()
+        return self.jobs._state(self.job_id)
+
+    def _notify(self) -> None:
+        if self.progress is not None:
+            self.progress(self.state)
+
+
+def _assemble_after(storage, planned, n_parts, frac, _parts):
+    """Assemble once every part future (``_parts``) has finished."""
+    return _work.assemble(storage, planned, n_parts, frac)
+
+
+@contextmanager
+def _dask_client(scheduler: str | None, n_workers: int | None):
+    """A client of ``scheduler``, or of a new in-process ``LocalCluster`` with one thread per worker."""
+    import logging
+
+    from distributed import Client, LocalCluster
+
+    logging.getLogger("distributed").setLevel(logging.ERROR)
+    if scheduler:
+        client = Client(scheduler, timeout="30s")
+        try:
+            yield client
+        finally:
+            client.close()
+        return
+    workers = n_workers or min(2, os.cpu_count() or 1)
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                      silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+        yield client
+
+
+def _alive(host: str, pid: int, job_id: str) -> bool:
+    """Whether a job's driver still runs (only knowable on its own host; assumed elsewhere)."""
+    if host != socket.gethostname():
+        return True
+    if pid == os.getpid():
+        return job_id in _RUNNING
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def produce_inline(store: "Store", planned: PlannedRecipe, *, max_failed_fraction: float = 0.05):
+    """Compute one planned recipe in this process, without Dask; returns the set's card."""
+    if store.has(planned.recipe):
+        return store._existing(planned.recipe, planned.spec.tags)
+    storage = store.storage
+    try:
+        if planned.producer_cls.chunked:
+            parts = _work.split(_work.list_entities(storage, planned), planned.producer_cls.chunk_size)
+            done = _work.done_parts(storage, planned)
+            for i, ids in enumerate(parts):
+                if i not in done:
+                    _work.run_part(storage, planned, i, ids)
+            result = _work.assemble(storage, planned, len(parts), max_failed_fraction)
+        else:
+            result = _work.run_whole(storage, planned, max_failed_fraction)
+        card, newly = _work.publish_staged(storage, planned, result["failed"])
+    except BaseException:
+        _work.abort(storage, planned)
+        raise
+    if newly:
+        store._index(card, ["latest", *planned.spec.tags])
+        return card
+    return store._existing(planned.recipe, planned.spec.tags)

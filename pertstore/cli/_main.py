@@ -224,6 +224,26 @@ def demo(out: Annotated[Path, typer.Option(help="Where the demo store goes")] = 
     run_demo(out, data_dir or (Path(get_settings().data_dir) if get_settings().data_dir else None), console=console)
 
 
+#: Command groups that live in their own modules; each defines ``register(app)``.
+EXTENSIONS = ("_jobs", "_tasks", "_bench", "_serve")
+
+
+def _register_extensions() -> None:
+    import importlib
+
+    for name in EXTENSIONS:
+        try:
+            module = importlib.import_module(f"pertstore.cli.{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"pertstore.cli.{name}":
+                raise
+            continue
+        module.register(app)
+
+
+_register_extensions()
+
+
 def main() -> None:
     try:
         app()

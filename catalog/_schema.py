@@ -105,6 +105,7 @@ MIGRATIONS: list[tuple[str, str]] = [
         items_total   BIGINT NOT NULL,
         items_done    BIGINT NOT NULL,
         items_failed  BIGINT NOT NULL,
+        items_reused  BIGINT NOT NULL,
         seconds       DOUBLE NOT NULL,
         error         VARCHAR,
         PRIMARY KEY (job_id, position)

@@ -47,6 +47,8 @@ class RecipeProgress:
     items_total: int = 0
     items_done: int = 0
     items_failed: int = 0
+    items_reused: int = 0
+    """Items finished by an earlier run (a resumed job) or an existing set (resubmission)."""
     seconds: float = 0.0
     error: str | None = None
     failed: dict[str, str] = field(default_factory=dict)
@@ -116,7 +118,7 @@ class Jobs:
                         [job_id, now, now, len(planned), max_failed_fraction, scheduler or "local",
                          socket.gethostname(), os.getpid(), doc]).fetchall()
             for pos, p in enumerate(planned):
-                con.execute("INSERT INTO job_recipes VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, 0, 0, 0, NULL)",
+                con.execute("INSERT INTO job_recipes VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, 0, 0, 0, 0, NULL)",
                             [job_id, pos, p.recipe.source, p.recipe.version, p.recipe.context,
                              p.recipe.producer]).fetchall()
         return job_id
@@ -188,8 +190,15 @@ class Jobs:
                                                                p.recipe.producer) for p in planned])
         _RUNNING.add(job_id)
         try:
+            if all(self.store.has(p.recipe) for p in planned):  # a resubmission: no cluster needed
+                _Driver(self, None, job_id, planned, state, frac, progress).run()
+                return state
             with _dask_client(scheduler, n_workers) as client:
                 _Driver(self, client, job_id, planned, state, frac, progress).run()
+            if state.state == "cancelled":
+                self._abort(job_id, planned)
+                if progress is not None:
+                    progress(state)
         except BaseException as e:
             state.state = "interrupted"
             self._set_state(job_id, "interrupted", f"{type(e).__name__}: {e}")
@@ -240,8 +249,8 @@ class Jobs:
         with self._catalog() as cat, cat.transaction() as con:
             for pos, r in enumerate(state.recipes):
                 con.execute("UPDATE job_recipes SET state = ?, items_total = ?, items_done = ?, items_failed = ?, "
-                            "seconds = ?, error = ? WHERE job_id = ? AND position = ?",
-                            [r.state, r.items_total, r.items_done, r.items_failed, r.seconds, r.error,
+                            "items_reused = ?, seconds = ?, error = ? WHERE job_id = ? AND position = ?",
+                            [r.state, r.items_total, r.items_done, r.items_failed, r.items_reused, r.seconds, r.error,
                              state.job_id, pos]).fetchall()
             if ledger:
                 con.executemany("INSERT INTO job_failures VALUES (?, ?, ?, ?, ?)", ledger).fetchall()
@@ -263,24 +272,24 @@ class _Driver:
         self.t0: dict[int, float] = {}
 
     def run(self) -> None:
-        from distributed import as_completed
-
-        futures = as_completed([], with_results=False)
-        self.kind: dict = {}
+        kind: dict[str, tuple[int, str]] = {}
+        scheduled = []
         for pos, p in enumerate(self.planned):
             for fut, what in self._schedule(pos, p):
-                self.kind[fut.key] = (pos, what)
-                futures.add(fut)
+                kind[fut.key] = (pos, what)
+                scheduled.append(fut)
         self._update(force=True)
-        for fut in futures:
-            pos, what = self.kind.pop(fut.key)
-            self._finish(fut, pos, what)
-            if self._update() == "cancelling":
-                self.client.cancel(list(futures.futures))
-                self.jobs._abort(self.job_id, self.planned)
-                self.state.state = "cancelled"
-                self._notify()
-                return
+        if scheduled:
+            from distributed import as_completed
+
+            futures = as_completed(scheduled, with_results=False)
+            for fut in futures:
+                pos, what = kind.pop(fut.key)
+                self._finish(fut, pos, what)
+                if self._update() == "cancelling":  # Jobs.run aborts once the workers are gone
+                    self.client.cancel(list(futures.futures))
+                    self.state.state = "cancelled"
+                    return
         self._publish()
 
     def _schedule(self, pos: int, p: PlannedRecipe):
@@ -288,8 +297,9 @@ class _Driver:
         self.t0[pos] = time.perf_counter()
         if self.jobs.store.has(p.recipe):
             card = self.jobs.store._existing(p.recipe, p.spec.tags)
-            r.state, r.items_total = "done", card.n_rows + len(card.failed)
-            r.items_done, r.items_failed = r.items_total, len(card.failed)
+            r.state, r.items_total = "exists", card.n_rows + len(card.failed)
+            r.items_done = r.items_reused = r.items_total
+            r.items_failed = len(card.failed)
             return []
         r.state = "running"
         key = f"{self.job_id}-{pos}"
@@ -305,7 +315,7 @@ class _Driver:
         parts = _work.split(ids, p.producer_cls.chunk_size)
         done = _work.done_parts(self.storage, p)
         r.items_total = len(ids)
-        r.items_done = sum(len(parts[i]) for i in done if i < len(parts))
+        r.items_done = r.items_reused = sum(len(parts[i]) for i in done if i < len(parts))
         part_futures = [self.client.submit(_work.run_part, self.storage, p, i, part, key=f"{key}-part-{i}",
                                            retries=2, pure=False)
                         for i, part in enumerate(parts) if i not in done]

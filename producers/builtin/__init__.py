@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -63,6 +64,8 @@ class ChecksumParams(BaseModel):
     """Extra hashing rounds per entity, to make the producer CPU-bound in benchmarks."""
     limit: int = Field(0, ge=0)
     """Embed only the first ``limit`` registered entities (0: all)."""
+    delay: float = Field(0.0, ge=0.0, le=60.0)
+    """Seconds to sleep per work item (tests that interrupt running jobs)."""
 
 
 class ChecksumProducer(Producer):
@@ -79,6 +82,7 @@ class ChecksumProducer(Producer):
         return ids[: self.params.limit] if self.params.limit else ids
 
     def compute_chunk(self, ids: list[str]) -> Batch:
+        time.sleep(self.params.delay)
         ok, rows, failed = [], [], {}
         for entity in ids:
             if self.params.fail_prefix and entity.startswith(self.params.fail_prefix):

@@ -1,0 +1,3 @@
+from pertstore.cli._main import main
+
+main()

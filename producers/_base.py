@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from abc import ABC
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -62,7 +63,15 @@ class ProducerContext:
     """File inputs: name -> local path or fsspec URL."""
     sets: dict[str, str] = field(default_factory=dict)
     """Set inputs: name -> ``source@version``."""
-    device: str = "cpu"
+
+    @cached_property
+    def device(self) -> str:
+        """``cuda`` when torch sees a GPU, else ``cpu`` (``PERTSTORE_DEVICE`` overrides); imports torch."""
+        if os.environ.get("PERTSTORE_DEVICE"):
+            return os.environ["PERTSTORE_DEVICE"]
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
 
     def path(self, name: str) -> Path:
         """The local path of file input ``name``."""

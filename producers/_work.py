@@ -42,18 +42,8 @@ def part_key(planned: PlannedRecipe, part: int) -> str:
     return f"{parts_key(planned)}/{part:06d}.npz"
 
 
-def _device() -> str:
-    try:
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    except ImportError:  # pragma: no cover - torch is a dependency
-        return "cpu"
-
-
 def make_producer(storage: Storage, planned: PlannedRecipe) -> Producer:
-    ctx = ProducerContext(storage=storage, context=planned.recipe.context, files=planned.files,
-                          sets=planned.sets, device=_device())
+    ctx = ProducerContext(storage=storage, context=planned.recipe.context, files=planned.files, sets=planned.sets)
     return planned.producer_cls(planned.recipe.params, ctx)
 
 

@@ -118,6 +118,23 @@ MIGRATIONS: list[tuple[str, str]] = [
         reason        VARCHAR NOT NULL
     );
     """),
+    ("0003_tasks", """
+    CREATE TABLE tasks (
+        name        VARCHAR NOT NULL,
+        version     VARCHAR NOT NULL,
+        kind        VARCHAR NOT NULL,
+        n_perts     INTEGER NOT NULL,
+        n_genes     INTEGER NOT NULL,
+        contexts    VARCHAR NOT NULL,
+        recipe      JSON NOT NULL,
+        path        VARCHAR NOT NULL,
+        created_at  TIMESTAMPTZ NOT NULL,
+        PRIMARY KEY (name, version)
+    );
+    CREATE VIEW latest_tasks AS
+        SELECT * FROM tasks
+        QUALIFY row_number() OVER (PARTITION BY name ORDER BY created_at DESC, version) = 1;
+    """),
 ]
 
 

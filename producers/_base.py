@@ -166,7 +166,7 @@ class Producer(ABC):
         return {}
 
     def entities(self) -> list[str]:
-        """Canonical ids to embed (chunked producers)."""
+        """Canonical ids to embed (chunked producers); runs in the job's driver, so keep it cheap."""
         raise NotImplementedError(f"producer {self.name} is chunked and must implement entities()")
 
     def compute_chunk(self, ids: list[str]) -> Batch:

@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
 
 from pertstore.catalog._schema import first
@@ -308,7 +309,7 @@ class _Driver:
             return [(self.client.submit(_work.run_whole, self.storage, p, self.frac, key=f"{key}-whole",
                                         retries=2, pure=False), "whole")]
         try:
-            ids = self.client.submit(_work.list_entities, self.storage, p, key=f"{key}-entities", pure=False).result()
+            ids = _work.list_entities(self.storage, p)
         except Exception as e:  # a producer that cannot even list its entities fails its recipe
             self._fail(pos, e)
             return []
@@ -316,7 +317,7 @@ class _Driver:
         done = _work.done_parts(self.storage, p)
         r.items_total = len(ids)
         r.items_done = r.items_reused = sum(len(parts[i]) for i in done if i < len(parts))
-        part_futures = [self.client.submit(_work.run_part, self.storage, p, i, part, key=f"{key}-part-{i}",
+        part_futures = [self.client.submit(_work.run_part, self.storage, p, i, np.array(part), key=f"{key}-part-{i}",
                                            retries=2, pure=False)
                         for i, part in enumerate(parts) if i not in done]
         assemble = self.client.submit(_assemble_after, self.storage, p, len(parts), self.frac, part_futures,

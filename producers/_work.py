@@ -63,9 +63,10 @@ def split(ids: list[str], size: int) -> list[list[str]]:
     return [ids[i:i + size] for i in range(0, len(ids), size)]
 
 
-def run_part(storage: Storage, planned: PlannedRecipe, part: int, ids: list[str]) -> PartResult:
+def run_part(storage: Storage, planned: PlannedRecipe, part: int, ids) -> PartResult:
     """Compute one part of a chunked recipe and store it (idempotent)."""
     t0 = time.perf_counter()
+    ids = [str(i) for i in ids]
     producer = make_producer(storage, planned)
     try:
         batch = producer.compute_chunk(list(ids))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
-from scipy import stats
+from scipy import special, stats
 
 from ._groups import (LARGE_BATCH_CELLS, Layout, Targets, Variant, choose_variant, layout, pairs_frame,
                       dropped_frame)
@@ -32,20 +32,42 @@ def welch_labels(mean: np.ndarray, var: np.ndarray, n: np.ndarray, ref_mean: np.
     """Labels of each row (a group against its reference), as scanpy computes them.
 
     Welch's t (``scipy.stats.ttest_ind_from_stats``, ``equal_var=False``); a NaN
-    score becomes 0 and a NaN p-value 1; Benjamini-Hochberg across genes (one
-    row); ``sign(t)`` where the adjusted p-value is below ``alpha``, else 0.
+    score becomes 0 and a NaN p-value 1; Benjamini-Hochberg across genes (last
+    axis); ``sign(t)`` where the adjusted p-value is below ``alpha``, else 0.
+
+    Only genes that can be called get an exact p-value: the t distribution's
+    tails are heavier than the normal's, so ``|t| <= z(1 - alpha/2)`` implies
+    ``p >= alpha``, and such genes can neither be called nor change the
+    Benjamini-Hochberg decision of the others (their adjusted p-values stay
+    ``>= alpha`` and the ranks of the p-values below ``alpha`` do not depend on
+    them). The labels are identical to testing every gene.
 
     Returns
     -------
-    int8 array shaped like ``mean``.
+    int8 array shaped like ``mean`` broadcast against the reference.
     """
+    arrays = np.broadcast_arrays(mean, var, n, ref_mean, ref_var, ref_n)
+    shape = arrays[0].shape
     with np.errstate(invalid="ignore", divide="ignore"):
-        scores, pvals = stats.ttest_ind_from_stats(mean1=mean, std1=np.sqrt(var), nobs1=n, mean2=ref_mean,
-                                                   std2=np.sqrt(ref_var), nobs2=ref_n, equal_var=False)
-    scores = np.nan_to_num(scores, nan=0.0)
-    pvals = np.nan_to_num(pvals, nan=1.0)
-    adjusted = stats.false_discovery_control(pvals, axis=-1, method="bh")
-    return (np.sign(scores) * (adjusted < alpha)).astype(np.int8)
+        t = (arrays[0] - arrays[3]) / np.sqrt(arrays[1] / arrays[2] + arrays[4] / arrays[5])
+    cand = np.abs(t) > special.ndtri(1 - alpha / 2) * (1 - 1e-6)   # NaN -> False (scanpy: p = 1)
+    labels = np.zeros(shape, dtype=np.int8)
+    if not cand.any():
+        return labels
+    m1, v1, n1, m2, v2, n2 = (a[cand] for a in arrays)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        scores, p = stats.ttest_ind_from_stats(mean1=m1, std1=np.sqrt(v1), nobs1=n1, mean2=m2, std2=np.sqrt(v2),
+                                               nobs2=n2, equal_var=False)
+    pvals = np.ones(shape)
+    pvals[cand] = np.nan_to_num(p, nan=1.0)
+    score = np.zeros(shape)
+    score[cand] = np.nan_to_num(scores, nan=0.0)
+    flat_p, flat_s = pvals.reshape(-1, shape[-1]), score.reshape(-1, shape[-1])
+    rows = np.flatnonzero((flat_p < alpha).any(axis=1))
+    adjusted = stats.false_discovery_control(flat_p[rows], axis=-1, method="bh")
+    flat = labels.reshape(-1, shape[-1])
+    flat[rows] = np.sign(flat_s[rows]) * (adjusted < alpha)
+    return labels
 
 
 def vote(counts: np.ndarray) -> np.ndarray:

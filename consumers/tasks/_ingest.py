@@ -6,12 +6,14 @@ import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import h5py
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 import zarr
 from anndata.io import read_elem, sparse_dataset
 
@@ -63,7 +65,6 @@ class PerturbationData:
     """
 
     path: str
-    sha256: str
     matrix: CellMatrix
     cells: pd.DataFrame
     genes: pd.DataFrame
@@ -78,6 +79,11 @@ class PerturbationData:
     @property
     def contexts(self) -> list[str]:
         return list(self.cells["context"].cat.categories)
+
+    @cached_property
+    def sha256(self) -> str:
+        """SHA-256 of the input file (computed on first use: only a stored task's recipe needs it)."""
+        return file_sha256(self.path)
 
 
 def file_sha256(path: str | Path) -> str:
@@ -177,9 +183,12 @@ def read_perturbation_data(
     obs_names = np.asarray(obs.index.astype(str))
     var_names = np.asarray(var.index.astype(str))
     cols = _pick_columns(obs, pert_col, control_col, control_label, batch_col, context_col, notes)
+    if cols["context_col"] is None:
+        cols["context"] = context  # the name given to the one context: part of the recipe
     cells = _cells(obs, cols, context)
     kind = _detect_input(elem, input, uns_log1p, notes)
-    matrix = CellMatrix(elem, is_counts=kind == "counts", obs_names=obs_names, var_names=var_names)
+    matrix = CellMatrix(elem, is_counts=kind == "counts", obs_names=obs_names, var_names=var_names,
+                        source=(path, x_path))
 
     is_combo = cells["label"].str.contains(combo_sep, regex=False) & ~cells["is_control"]
     excluded: list[str] = []
@@ -213,7 +222,7 @@ def read_perturbation_data(
     for n in notes:
         log.info("%s: %s", path, n)
     return PerturbationData(
-        path=path, sha256=file_sha256(path), matrix=matrix, cells=cells, genes=var, perturbations=perts,
+        path=path, matrix=matrix, cells=cells, genes=var, perturbations=perts,
         columns=cols, input=kind, unresolved=unresolved, ambiguous=ambiguous, excluded=excluded, notes=notes)
 
 
@@ -304,8 +313,12 @@ def _detect_input(elem: Any, input: str, uns_log1p: bool, notes: list[str]) -> s
         return input
     if input != "auto":
         raise InvalidInputError(f"input must be 'auto', 'counts' or 'log1p', not {input!r}")
-    sample = elem[: min(SAMPLE_ROWS, elem.shape[0])]
-    values = np.asarray(sample.data if hasattr(sample, "data") and not isinstance(sample, np.ndarray) else sample)
+    n = min(SAMPLE_ROWS, elem.shape[0])
+    if isinstance(elem, sp.csr_matrix | sp.csr_array):
+        values = elem.data[: elem.indptr[n]]  # a view: no copy of the sampled rows
+    else:
+        sample = elem[:n]
+        values = np.asarray(sample.data if hasattr(sample, "data") and not isinstance(sample, np.ndarray) else sample)
     values = values[np.isfinite(values)]
     if values.size and (values < 0).any():
         raise InvalidInputError(f"X holds negative values (min {values.min()!r}): neither counts nor log1p")

@@ -53,6 +53,8 @@ class Task:
         unresolved and excluded labels, notes.
     error
         The bootstrap experimental error, or None.
+    name
+        The name it is stored under (``tasks/<name>/<version>``), "" when unnamed.
     """
 
     kind: Kind
@@ -66,6 +68,7 @@ class Task:
     recipe: dict[str, Any]
     report: dict[str, Any] = field(default_factory=dict)
     error: ExperimentalError | None = None
+    name: str = ""
 
     @property
     def n_cells(self) -> np.ndarray:
@@ -114,7 +117,7 @@ class Task:
         """
         g = zarr.open_group(store, mode="w", zarr_format=3)
         g.attrs.update({"encoding-type": ENCODING_TYPE, "encoding-version": ENCODING_VERSION, "kind": self.kind,
-                        "recipe": self.recipe, "report": self.report})
+                        "name": self.name, "recipe": self.recipe, "report": self.report})
         row_chunk = max(1, min(len(self.pert_ids), (2 << 20) // max(1, self.targets.shape[1] * 8)))
         g.create_array("targets", data=np.ascontiguousarray(self.targets),
                        chunks=(row_chunk, max(1, self.targets.shape[1])), dimension_names=("pert", "gene"))
@@ -161,7 +164,8 @@ class Task:
                    entity_ids=[e or None for e in _read_strings(g["entity_id"])],
                    contexts=_read_strings(g["context"]), gene_ids=_read_strings(g["gene_id"]),
                    targets=g["targets"][...], folds=g["fold"][...], cell_counts=counts,
-                   recipe=dict(g.attrs["recipe"]), report=dict(g.attrs["report"]), error=error)
+                   recipe=dict(g.attrs["recipe"]), report=dict(g.attrs["report"]), error=error,
+                   name=str(g.attrs.get("name", "")))
 
 
 def build_task(data: PerturbationData, *, kind: Kind = "lfc", variant: Variant = "auto",

@@ -17,7 +17,7 @@ def test_papalexi_defaults(papalexi):
     data = read_perturbation_data(papalexi, context="THP-1")
     assert data.input == "counts"
     assert data.columns == {"pert_col": "target", "control_col": "is_control", "control_label": None,
-                            "batch_col": "batch", "context_col": None}
+                            "batch_col": "batch", "context_col": None, "context": "THP-1"}
     assert data.contexts == ["THP-1"] and len(data.perturbations) == 25 and len(data.sha256) == 64
     assert int(data.cells["is_control"].sum()) == 1912
 

@@ -1,0 +1,160 @@
+"""Tasks in a store: ``tasks/<name>/<version>`` Zarr groups, published atomically and indexed in the catalog.
+
+A task's version is the first 16 hex digits of the SHA-256 of its recipe's
+canonical JSON, leaving out what does not change the numbers (file name,
+pertstore and library versions): the same input file (by content) and the same
+parameters give the same version, and saving it again changes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+import zarr
+
+from pertstore.errors import InvalidInputError, NotFoundError
+from pertstore.store._recipe import check_name
+from pertstore.store._storage import GROUP_META, Storage
+
+from ._task import ENCODING_TYPE, Task
+
+if TYPE_CHECKING:
+    from pertstore._store import Store
+    from pertstore.catalog import Catalog
+
+TASKS_PREFIX = "tasks"
+VOLATILE = ("producer_version", "libraries")
+"""Recipe entries that do not enter the version."""
+
+
+def task_key(name: str, version: str) -> str:
+    return f"{TASKS_PREFIX}/{name}/{version}"
+
+
+def task_staging_key(name: str, version: str) -> str:
+    return f"staging/_tasks/{name}/{version}"  # '_' cannot start a set's source name: no clash with sets
+
+
+def task_version(recipe: dict[str, Any]) -> str:
+    """The version of the task made by ``recipe``: a hash of its content-defining entries."""
+    core = {k: v for k, v in recipe.items() if k not in VOLATILE}
+    if isinstance(core.get("input"), dict):
+        core["input"] = {k: v for k, v in core["input"].items() if k != "file"}
+    text = json.dumps(core, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def save_task(store: Store, task: Task, *, name: str | None = None) -> tuple[str, str]:
+    """Publish ``task`` under ``name`` (default ``task.name``) and index it.
+
+    Written to ``staging/_tasks/<name>/<version>`` first, then moved to
+    ``tasks/<name>/<version>`` with ``Storage.publish`` (readers never see a
+    partial task). A version already published is left as it is.
+
+    Returns
+    -------
+    ``(name, version)``; the catalog's ``tasks`` table holds its row.
+    """
+    name = name or task.name
+    if not name:
+        raise InvalidInputError("a stored task needs a name (pass name=... or --name)")
+    try:
+        check_name(name, "task name")
+    except ValueError as e:
+        raise InvalidInputError(str(e)) from None
+    version = task_version(task.recipe)
+    storage = store.storage
+    final = task_key(name, version)
+    if not storage.exists(f"{final}/{GROUP_META}"):
+        task.name = name
+        staged = task_staging_key(name, version)
+        storage.delete_prefix(staged)
+        try:
+            g = task.write_zarr(storage.zarr_store(staged, read_only=False))
+            g.attrs.update({"version": version, "created_at": datetime.now(timezone.utc).isoformat()})
+        except BaseException:
+            storage.delete_prefix(staged)
+            raise
+        storage.publish(staged, final)
+    with store.catalog.transaction() as con:
+        _insert(con, storage, final)
+    return name, version
+
+
+def load_task(store: Store, name: str, version: str | None = None) -> Task:
+    """The stored task ``name`` at ``version`` (default: the latest saved)."""
+    row = find_task(store.catalog, name, version)
+    return Task.read_zarr(store.storage.zarr_store(row["path"], read_only=True))
+
+
+def find_task(catalog: Catalog, name: str, version: str | None = None) -> pd.Series:
+    """The catalog row of a task; :class:`NotFoundError` naming the known names or versions."""
+    if version is None:
+        df = catalog.query("SELECT * FROM latest_tasks WHERE name = ?", [name])
+    else:
+        df = catalog.query("SELECT * FROM tasks WHERE name = ? AND version = ?", [name, version])
+    if df.empty:
+        known = catalog.query("SELECT DISTINCT name FROM tasks ORDER BY 1")["name"].tolist()
+        if name not in known:
+            raise NotFoundError(f"no task named {name!r}; stored tasks: {known}")
+        versions = catalog.query("SELECT version FROM tasks WHERE name = ? ORDER BY created_at", [name])
+        raise NotFoundError(f"task {name!r} has no version {version!r}; versions: {versions['version'].tolist()}")
+    return df.iloc[0]
+
+
+def list_tasks(store: Store, name: str | None = None) -> pd.DataFrame:
+    """Stored tasks, newest first: ``name, version, kind, n_perts, n_genes, contexts, created_at, latest, path``."""
+    sql = ("SELECT t.name, t.version, t.kind, t.n_perts, t.n_genes, t.contexts, t.created_at, "
+           "(l.version IS NOT NULL) AS latest, t.path FROM tasks t "
+           "LEFT JOIN latest_tasks l ON l.name = t.name AND l.version = t.version "
+           + ("WHERE t.name = ? " if name else "") + "ORDER BY t.name, t.created_at DESC")
+    return store.catalog.query(sql, [name] if name else [])
+
+
+def index_tasks(catalog: Catalog, storage: Storage) -> int:
+    """Re-index every published task from the store alone (for a catalog rebuild); returns how many.
+
+    Reads only each group's ``zarr.json`` and the small ``pert_id``/``context``
+    arrays, never the targets.
+    """
+    keys = [task_key(n, v) for n in storage.list_dir(TASKS_PREFIX) for v in storage.list_dir(f"{TASKS_PREFIX}/{n}")
+            if storage.exists(f"{TASKS_PREFIX}/{n}/{v}/{GROUP_META}")]
+    with catalog.transaction() as con:
+        con.execute("DELETE FROM tasks").fetchall()
+        for key in keys:
+            _insert(con, storage, key)
+    return len(keys)
+
+
+class Tasks:
+    """The tasks of one store (``Store.tasks``): ``save``, ``load``, ``ls``."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def save(self, task: Task, *, name: str | None = None) -> tuple[str, str]:
+        return save_task(self.store, task, name=name)
+
+    def load(self, name: str, version: str | None = None) -> Task:
+        return load_task(self.store, name, version)
+
+    def ls(self, name: str | None = None) -> pd.DataFrame:
+        return list_tasks(self.store, name)
+
+
+def _insert(con: Any, storage: Storage, key: str) -> None:
+    g = zarr.open_group(storage.zarr_store(key, read_only=True), mode="r")
+    attrs = dict(g.attrs)
+    if attrs.get("encoding-type") != ENCODING_TYPE:
+        raise InvalidInputError(f"{key}: not a pertstore task (encoding-type {attrs.get('encoding-type')!r})")
+    name, version = key.split("/")[1:3]
+    contexts = sorted({str(c) for c in g["context"][...]}) if g["context"].shape[0] else []
+    targets = g["targets"]
+    con.execute("INSERT OR REPLACE INTO tasks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [name, version, attrs["kind"], int(targets.shape[0]), int(targets.shape[1]), ",".join(contexts),
+                 json.dumps(attrs["recipe"], sort_keys=True), key,
+                 pd.Timestamp(attrs.get("created_at") or datetime.now(timezone.utc)).to_pydatetime()]).fetchall()

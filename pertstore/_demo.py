@@ -21,6 +21,24 @@ def pbmc68k_reduced_path() -> Path:
     return Path(scanpy.__file__).parent / "datasets" / "10x_pbmc68k_reduced.h5ad"
 
 
+RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "demo.yaml"
+
+
+def compute_sets(store: Store, recipes: Path, *, console: Console, molecules: bool = True):
+    """Run the demo's recipes file as one job on an in-process Dask cluster, with a progress bar."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from pertstore.cli._jobs import _Bar
+    from pertstore.producers import load_recipes
+
+    specs = load_recipes(recipes)
+    if not molecules:
+        specs = [s for s in specs if "molecule" not in s.producer and "molecule" not in s.source]
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console) as bar:
+        return store.jobs.submit(specs, progress=_Bar(bar))
+
+
 def run_demo(out: Path, data_dir: Path | None, *, console: Console) -> Store:
     """Create ``out/store``, register genes and molecules, import real embeddings, align."""
     t0 = time.perf_counter()
@@ -49,6 +67,10 @@ def run_demo(out: Path, data_dir: Path | None, *, console: Console) -> Store:
                                  drop_unresolved=True, drop_nonfinite=True)
     console.print(f"set {card.source}@{card.version}: {card.n_rows} genes x {card.dim} dims "
                   f"({len(card.failed)} genes skipped: not in the registry, or NaN loadings outside the PCA's genes)")
+
+    state = compute_sets(store, RECIPES, console=console, molecules=data_dir is not None)
+    console.print(f"job {state.job_id}: {state.state}, {len(state.recipes)} sets "
+                  f"({sum(r.state == 'exists' for r in state.recipes)} already in the store)")
 
     genes = ["CD274", "STAT1", "IRF1", "JAK2", "IFNGR1", "CD3E", "MS4A1", "NKG7", "LYZ", "NOT_A_GENE"]
     if data_dir is not None:

@@ -3,7 +3,9 @@
 Read cells with :func:`read_perturbation_data`, compute targets with :func:`lfc`
 or :func:`deg`, their error with :func:`experimental_error`, or all of it
 (plus folds) with :func:`build_task`; :func:`import_task` reads precomputed
-tasks. A :class:`Task` exports to AnnData and round-trips through Zarr v3.
+tasks. A :class:`Task` exports to AnnData and round-trips through Zarr v3;
+:func:`save_task` / :func:`load_task` / :func:`list_tasks` keep tasks in a
+store (``tasks/<name>/<version>``, indexed in the catalog).
 """
 
 from ._bootstrap import ExperimentalError, experimental_error
@@ -12,6 +14,7 @@ from ._folds import make_folds
 from ._groups import Targets
 from ._ingest import PerturbationData, read_perturbation_data
 from ._lfc import lfc
+from ._registry import Tasks, index_tasks, list_tasks, load_task, save_task, task_version
 from ._task import Task, build_task, import_task
 
 __all__ = [
@@ -19,11 +22,17 @@ __all__ = [
     "PerturbationData",
     "Targets",
     "Task",
+    "Tasks",
     "build_task",
     "deg",
     "experimental_error",
     "import_task",
+    "index_tasks",
     "lfc",
+    "list_tasks",
+    "load_task",
     "make_folds",
     "read_perturbation_data",
+    "save_task",
+    "task_version",
 ]

@@ -13,7 +13,7 @@ from ._deg import mean_var, vote, welch_labels
 from ._groups import Layout, Targets, layout
 from ._ingest import PerturbationData
 from ._lfc import lfc_design
-from ._matrix import BLOCK_ROWS
+from ._matrix import BLOCK_ROWS, Progress
 
 CHUNK_TRIALS = 32
 """Trials computed together; fixed so that results do not depend on memory settings."""
@@ -103,7 +103,7 @@ def macro_f1(conf: np.ndarray) -> np.ndarray:
 
 
 def experimental_error(data: PerturbationData, targets: Targets, *, trials: int = 100, seed: int = 0,
-                       block_rows: int = BLOCK_ROWS) -> ExperimentalError:
+                       block_rows: int = BLOCK_ROWS, progress: Progress | None = None) -> ExperimentalError:
     """Hierarchical bootstrap of ``targets`` (from :func:`lfc` or :func:`deg`).
 
     Each trial draws, per context, as many batches as it has with replacement
@@ -117,6 +117,9 @@ def experimental_error(data: PerturbationData, targets: Targets, *, trials: int 
     a time, so memory does not grow with ``trials`` (beyond the
     ``[perturbations, trials]`` error table) and no ``[trials, cells, genes]``
     array exists.
+
+    ``progress("bootstrap", done, total)`` is called after each chunk of
+    trials of each context.
 
     Returns
     -------
@@ -138,6 +141,8 @@ def experimental_error(data: PerturbationData, targets: Targets, *, trials: int 
             mc = m[t0:t0 + CHUNK_TRIALS]
             err, level[t0:t0 + mc.shape[0]] = run.chunk(ci, rows, mc, chunk)
             errors[rows, t0:t0 + mc.shape[0]] = err
+            if progress is not None:
+                progress("bootstrap", ci * trials + t0 + mc.shape[0], len(contexts) * trials)
         dataset_trials[ctx] = level
     q = QUANTILE[targets.kind]
     with warnings.catch_warnings():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import scipy.sparse as sp
 from scipy import special, stats
@@ -9,7 +11,7 @@ from scipy import special, stats
 from ._groups import (LARGE_BATCH_CELLS, Layout, Targets, Variant, choose_variant, layout, pairs_frame,
                       dropped_frame)
 from ._ingest import PerturbationData
-from ._matrix import BLOCK_ROWS, group_sums
+from ._matrix import BLOCK_ROWS, Progress, group_sums
 
 MIN_CELLS = 30
 ALPHA = 0.05
@@ -81,11 +83,13 @@ def vote(counts: np.ndarray) -> np.ndarray:
 
 
 def deg(data: PerturbationData, *, variant: Variant = "auto", large_batch_cells: int = LARGE_BATCH_CELLS,
-        min_cells: int = MIN_CELLS, alpha: float = ALPHA, block_rows: int = BLOCK_ROWS) -> Targets:
+        min_cells: int = MIN_CELLS, alpha: float = ALPHA, block_rows: int = BLOCK_ROWS,
+        progress: Progress | None = None, client: Any = None) -> Targets:
     """DEG labels of every perturbation against its context's controls.
 
-    One streaming pass forms per-group sums and sums of squares with sparse
-    products; all t-tests then run vectorised.
+    One streaming pass forms per-group sums and sums of squares (see
+    :func:`group_sums`; ``block_rows``, ``progress`` and ``client`` as in
+    :func:`lfc`); all t-tests then run vectorised.
 
     - ``large``: per batch, each (perturbation, batch) pair with at least
       ``min_cells`` cells against that batch's controls (a batch with fewer
@@ -99,23 +103,24 @@ def deg(data: PerturbationData, *, variant: Variant = "auto", large_batch_cells:
     ``dropped`` and the pairs left out in ``discarded_pairs``.
     """
     lay = layout(data)
+    stream = {"block_rows": block_rows, "progress": progress, "client": client}
     chosen = choose_variant(lay, variant, large_batch_cells)
     params = {"variant": chosen, "large_batch_cells": large_batch_cells, "min_cells": min_cells, "alpha": alpha}
     if chosen == "large":
         kept_pairs = (lay.n >= min_cells) & (lay.n_ctrl >= min_cells)[None, :]
-        values, keep = _deg_large(data, lay, kept_pairs, alpha, block_rows)
+        values, keep = _deg_large(data, lay, kept_pairs, alpha, stream)
         why = f"no batch with >= {min_cells} of its cells and >= {min_cells} control cells"
     else:
         keep = lay.n.sum(axis=1) >= min_cells
         kept_pairs = np.where(keep[:, None], lay.n > 0, False)
-        values = _deg_small(data, lay, keep, alpha, block_rows)
+        values = _deg_small(data, lay, keep, alpha, stream)
         why = f"fewer than {min_cells} cells"
     dropped = dropped_frame(data, np.flatnonzero(~keep), why)
     return Targets(kind="deg", variant=chosen, perts=np.flatnonzero(keep), values=values, params=params,
                    dropped=dropped, discarded_pairs=pairs_frame(data, lay, (lay.n > 0) & ~kept_pairs))
 
 
-def _deg_small(data: PerturbationData, lay: Layout, keep: np.ndarray, alpha: float, block_rows: int) -> np.ndarray:
+def _deg_small(data: PerturbationData, lay: Layout, keep: np.ndarray, alpha: float, stream: dict) -> np.ndarray:
     n_contexts = int(lay.pert_context.max()) + 1
     (kept,) = np.nonzero(keep)
     slot = np.full(len(keep), -1)
@@ -124,7 +129,7 @@ def _deg_small(data: PerturbationData, lay: Layout, keep: np.ndarray, alpha: flo
     group = np.where(is_pert, slot[np.maximum(lay.pert, 0)], kept.size + lay.batch_context[lay.batch])
     use = group >= 0
     s1, s2 = group_sums(data.matrix, rows=lay.rows[use], group=group[use], weight=np.ones(use.sum()),
-                        n_groups=kept.size + n_contexts, squares=True, block_rows=block_rows)
+                        n_groups=kept.size + n_contexts, squares=True, **stream)
     n = np.bincount(group[use], minlength=kept.size + n_contexts).astype(float)[:, None]
     mean, var = mean_var(s1, s2, n)
     ref = kept.size + lay.pert_context[kept]
@@ -133,7 +138,7 @@ def _deg_small(data: PerturbationData, lay: Layout, keep: np.ndarray, alpha: flo
 
 
 def _deg_large(data: PerturbationData, lay: Layout, kept_pairs: np.ndarray, alpha: float,
-               block_rows: int) -> tuple[np.ndarray, np.ndarray]:
+               stream: dict) -> tuple[np.ndarray, np.ndarray]:
     n_p, n_b = kept_pairs.shape
     pair_p, pair_b = np.nonzero(kept_pairs)
     pair_id = np.full(kept_pairs.shape, -1)
@@ -146,7 +151,7 @@ def _deg_large(data: PerturbationData, lay: Layout, kept_pairs: np.ndarray, alph
     use = group >= 0
     n_groups = pair_p.size + ctrl_batches.size
     s1, s2 = group_sums(data.matrix, rows=lay.rows[use], group=group[use], weight=np.ones(use.sum()),
-                        n_groups=n_groups, squares=True, block_rows=block_rows)
+                        n_groups=n_groups, squares=True, **stream)
     n = np.bincount(group[use], minlength=n_groups).astype(float)[:, None]
     mean, var = mean_var(s1, s2, n)
     ref = ctrl_id[pair_b]

@@ -10,6 +10,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+import anndata as ad
 import h5py
 import numpy as np
 import pandas as pd
@@ -82,8 +83,14 @@ class PerturbationData:
 
     @cached_property
     def sha256(self) -> str:
-        """SHA-256 of the input file (computed on first use: only a stored task's recipe needs it)."""
-        return file_sha256(self.path)
+        """SHA-256 of the input file, or of an in-memory AnnData's matrix and names (computed on first use)."""
+        if self.path:
+            return file_sha256(self.path)
+        h = hashlib.sha256()
+        m = sp.csr_matrix(self.matrix.elem)
+        for part in (m.data, m.indices, m.indptr, self.matrix.obs_names.astype(str), self.matrix.var_names.astype(str)):
+            h.update(np.ascontiguousarray(part).tobytes())
+        return h.hexdigest()
 
 
 def file_sha256(path: str | Path) -> str:
@@ -101,7 +108,7 @@ def file_sha256(path: str | Path) -> str:
 
 
 def read_perturbation_data(
-    path: str | Path,
+    path: str | Path | ad.AnnData,
     *,
     pert_col: str | None = None,
     control_col: str | None = None,
@@ -122,7 +129,8 @@ def read_perturbation_data(
     Parameters
     ----------
     path
-        An ``.h5ad`` file or an AnnData-zarr directory.
+        An ``.h5ad`` file or an AnnData-zarr directory, or an AnnData object
+        (opened with ``backed='r'``, its ``X`` is read in row blocks).
     pert_col
         obs column with perturbation labels; default: the first of
         ``perturbation, target, gene, condition, pert_id, gene_id`` present.
@@ -160,25 +168,12 @@ def read_perturbation_data(
     -------
     The dataset; ``notes`` records every default that was applied.
     """
-    path = str(path)
     notes: list[str] = []
-    root, closer = _open(path)
-    try:
-        obs = read_elem(root["obs"])
-        var = read_elem(root["var"])
-        uns_log1p = "uns" in root and "log1p" in root["uns"]
-        x_path = f"layers/{layer}" if layer else "X"
-        if x_path not in root:
-            raise InvalidInputError(f"{path}: no matrix {x_path!r} in the file")
-        elem = root[x_path]
-        if isinstance(elem, h5py.Group | zarr.Group):
-            elem = sparse_dataset(elem)
-        if not backed:
-            elem = elem.to_memory() if hasattr(elem, "to_memory") else np.asarray(elem[...])
-            closer()
-    except Exception:
-        closer()
-        raise
+    x_path = f"layers/{layer}" if layer else "X"
+    if isinstance(path, ad.AnnData):
+        path, obs, var, uns_log1p, elem = _from_anndata(path, layer)
+    else:
+        path, obs, var, uns_log1p, elem = _from_file(str(path), x_path, backed)
 
     obs_names = np.asarray(obs.index.astype(str))
     var_names = np.asarray(var.index.astype(str))
@@ -188,7 +183,7 @@ def read_perturbation_data(
     cells = _cells(obs, cols, context)
     kind = _detect_input(elem, input, uns_log1p, notes)
     matrix = CellMatrix(elem, is_counts=kind == "counts", obs_names=obs_names, var_names=var_names,
-                        source=(path, x_path))
+                        source=(path, x_path) if path else None)
 
     is_combo = cells["label"].str.contains(combo_sep, regex=False) & ~cells["is_control"]
     excluded: list[str] = []
@@ -224,6 +219,35 @@ def read_perturbation_data(
     return PerturbationData(
         path=path, matrix=matrix, cells=cells, genes=var, perturbations=perts,
         columns=cols, input=kind, unresolved=unresolved, ambiguous=ambiguous, excluded=excluded, notes=notes)
+
+
+def _from_file(path: str, x_path: str, backed: bool) -> tuple[str, pd.DataFrame, pd.DataFrame, bool, Any]:
+    root, closer = _open(path)
+    try:
+        obs = read_elem(root["obs"])
+        var = read_elem(root["var"])
+        uns_log1p = "uns" in root and "log1p" in root["uns"]
+        if x_path not in root:
+            raise InvalidInputError(f"{path}: no matrix {x_path!r} in the file")
+        elem = root[x_path]
+        if isinstance(elem, h5py.Group | zarr.Group):
+            elem = sparse_dataset(elem)
+        if not backed:
+            elem = elem.to_memory() if hasattr(elem, "to_memory") else np.asarray(elem[...])
+            closer()
+    except Exception:
+        closer()
+        raise
+    return path, obs, var, uns_log1p, elem
+
+
+def _from_anndata(adata: ad.AnnData, layer: str | None) -> tuple[str, pd.DataFrame, pd.DataFrame, bool, Any]:
+    """An AnnData object, in memory or opened with ``backed='r'`` (then ``X`` stays on disk)."""
+    if layer is not None and layer not in adata.layers:
+        raise InvalidInputError(f"AnnData has no layer {layer!r}; layers are {list(adata.layers)}")
+    elem = adata.layers[layer] if layer else adata.X
+    path = str(adata.filename) if adata.isbacked else ""
+    return path, adata.obs, adata.var, "log1p" in adata.uns, elem
 
 
 def _open(path: str) -> tuple[Any, Callable[[], None]]:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from ._groups import (LARGE_BATCH_CELLS, Layout, Targets, Variant, choose_variant, layout, pairs_frame,
                       dropped_frame)
 from ._ingest import PerturbationData
-from ._matrix import BLOCK_ROWS, group_sums
+from ._matrix import BLOCK_ROWS, Progress, group_sums
 
 
 def lfc_design(lay: Layout, variant: str) -> tuple[np.ndarray, np.ndarray]:
@@ -34,7 +36,7 @@ def lfc_design(lay: Layout, variant: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def lfc(data: PerturbationData, *, variant: Variant = "auto", large_batch_cells: int = LARGE_BATCH_CELLS,
-        block_rows: int = BLOCK_ROWS) -> Targets:
+        block_rows: int = BLOCK_ROWS, progress: Progress | None = None, client: Any = None) -> Targets:
     """Batch-aware LFC of every perturbation against its context's controls.
 
     Cells are normalised (1e4 counts, log1p) unless the input is already
@@ -49,6 +51,9 @@ def lfc(data: PerturbationData, *, variant: Variant = "auto", large_batch_cells:
     variant
         ``large``, ``small`` or ``auto`` (``large`` when the median
         (perturbation, batch) pair holds at least ``large_batch_cells`` cells).
+    block_rows, progress, client
+        Cells per block; ``progress(stage, done, total)``; a ``distributed.Client``
+        to sum row ranges on its workers (see :func:`group_sums`).
 
     Returns
     -------
@@ -67,7 +72,7 @@ def lfc(data: PerturbationData, *, variant: Variant = "auto", large_batch_cells:
     group = np.where(is_pert, lay.pert, n_p + lay.batch)
     use = pw > 0
     sums, _ = group_sums(data.matrix, rows=lay.rows[use], group=group[use], weight=pw[use], n_groups=n_p + n_b,
-                         block_rows=block_rows)
+                         block_rows=block_rows, progress=progress, client=client)
     values = sums[:n_p] - c @ sums[n_p:]
     (kept,) = np.nonzero(keep)
     dropped = dropped_frame(data, np.flatnonzero(~keep), "no batch holds both its cells and control cells")

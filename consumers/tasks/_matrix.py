@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -142,7 +143,7 @@ BLOCK_ROWS = 10_000
 
 def group_sums(matrix: CellMatrix, *, rows: np.ndarray, group: np.ndarray, weight: np.ndarray, n_groups: int,
                squares: bool = False, block_rows: int = BLOCK_ROWS,
-               progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+               progress: Progress | None = None, client: Any = None) -> tuple[np.ndarray, np.ndarray | None]:
     """Weighted sums ``sum_i weight_i * x_i`` per group in one streaming pass.
 
     Each block of rows is normalised, then its non-zeros are added to their
@@ -160,6 +161,10 @@ def group_sums(matrix: CellMatrix, *, rows: np.ndarray, group: np.ndarray, weigh
         Also return the weighted sums of squared values.
     progress
         Called as ``progress("cells", rows done, rows total)`` after each block.
+    client
+        A ``distributed.Client``: row ranges of :data:`DASK_ROWS` cells are
+        summed by its workers, each opening the file itself (the matrix must
+        come from a file), and the partial sums are added up as they arrive.
 
     Returns
     -------
@@ -170,21 +175,88 @@ def group_sums(matrix: CellMatrix, *, rows: np.ndarray, group: np.ndarray, weigh
     w_of = np.zeros(n_obs)
     g_of[rows] = group
     w_of[rows] = weight
+    if client is not None:
+        return _dask_sums(client, matrix, g_of, w_of, n_groups, squares, block_rows, progress)
+    return _sums(matrix, 0, n_obs, g_of, w_of, n_groups, squares, block_rows, progress)
+
+
+DASK_ROWS = 50_000
+"""Cells per Dask task."""
+
+
+def _sums(matrix: CellMatrix, start: int, stop: int, g_of: np.ndarray, w_of: np.ndarray, n_groups: int,
+          squares: bool, block_rows: int, progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Group sums of rows ``start:stop``; ``g_of`` and ``w_of`` are indexed from ``start``."""
+    n_genes = matrix.shape[1]
     out = np.zeros((n_groups, n_genes))
     out2 = np.zeros((n_groups, n_genes)) if squares else None
-    for start in range(0, n_obs, block_rows):
-        stop = min(start + block_rows, n_obs)
-        g = g_of[start:stop]
+    for lo in range(start, stop, block_rows):
+        hi = min(lo + block_rows, stop)
+        g = g_of[lo - start:hi - start]
         used = g >= 0
         if used.any():
-            block = matrix.block(start, stop)
+            block = matrix.block(lo, hi)
             present, local = np.unique(g[used], return_inverse=True)
-            slot = np.full(stop - start, -1, dtype=np.int64)
+            slot = np.full(hi - lo, -1, dtype=np.int64)
             slot[used] = local
-            add_block(out, out2, block, slot, w_of[start:stop], present)
+            add_block(out, out2, block, slot, w_of[lo - start:hi - start], present)
         if progress is not None:
-            progress("cells", stop, n_obs)
+            progress("cells", hi, stop)
     return out, out2
+
+
+def _dask_sums(client: Any, matrix: CellMatrix, g_of: np.ndarray, w_of: np.ndarray, n_groups: int, squares: bool,
+               block_rows: int, progress: Progress | None) -> tuple[np.ndarray, np.ndarray | None]:
+    from distributed import as_completed
+
+    if matrix.source is None:
+        raise InvalidInputError("summing on Dask needs cells read from a file (read_perturbation_data(path))")
+    n_obs, n_genes = matrix.shape
+    futures = {}
+    for start in range(0, n_obs, DASK_ROWS):
+        stop = min(start + DASK_ROWS, n_obs)
+        if (g_of[start:stop] >= 0).any():
+            fut = client.submit(_file_sums, matrix.source, matrix.is_counts, start, stop, g_of[start:stop],
+                                w_of[start:stop], matrix.obs_names[start:stop], matrix.var_names, n_groups, squares,
+                                block_rows, pure=False)
+            futures[fut] = stop - start
+    out = np.zeros((n_groups, n_genes))
+    out2 = np.zeros((n_groups, n_genes)) if squares else None
+    done = 0
+    for fut in as_completed(list(futures)):
+        s1, s2 = fut.result()
+        out += s1
+        if out2 is not None:
+            out2 += s2
+        done += futures.pop(fut)
+        fut.release()
+        if progress is not None:
+            progress("cells", done, n_obs)
+    return out, out2
+
+
+def _file_sums(source: tuple[str, str], is_counts: bool, start: int, stop: int, g_of: np.ndarray, w_of: np.ndarray,
+               obs_names: np.ndarray, var_names: np.ndarray, n_groups: int, squares: bool,
+               block_rows: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """On a worker: open the file backed and sum rows ``start:stop``."""
+    import h5py
+    import zarr
+    from anndata.io import sparse_dataset
+
+    path, key = source
+    is_zarr = Path(path).is_dir() or path.endswith(".zarr")
+    root = zarr.open_group(path, mode="r") if is_zarr else h5py.File(path, "r")
+    try:
+        elem = root[key]
+        if isinstance(elem, h5py.Group | zarr.Group):
+            elem = sparse_dataset(elem)
+        names = np.empty(stop, dtype=object)
+        names[start:] = obs_names
+        matrix = CellMatrix(elem, is_counts=is_counts, obs_names=names, var_names=var_names)
+        return _sums(matrix, start, stop, g_of, w_of, n_groups, squares, block_rows)
+    finally:
+        if not is_zarr:
+            root.close()
 
 
 def add_block(out: np.ndarray, out2: np.ndarray | None, block: Block, slot: np.ndarray, weight: np.ndarray,

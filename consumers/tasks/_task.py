@@ -22,7 +22,7 @@ from ._folds import N_FOLDS, make_folds
 from ._groups import LARGE_BATCH_CELLS, Variant, cell_counts, layout
 from ._ingest import PerturbationData, file_sha256
 from ._lfc import lfc
-from ._matrix import BLOCK_ROWS, TARGET_SUM
+from ._matrix import BLOCK_ROWS, TARGET_SUM, Progress
 
 ENCODING_TYPE = "pertstore-task"
 ENCODING_VERSION = "0.1.0"
@@ -171,7 +171,8 @@ class Task:
 def build_task(data: PerturbationData, *, kind: Kind = "lfc", variant: Variant = "auto",
                large_batch_cells: int = LARGE_BATCH_CELLS, min_cells: int = MIN_CELLS, alpha: float = ALPHA,
                trials: int = 100, seed: int = 0, n_folds: int = N_FOLDS,
-               block_rows: int = BLOCK_ROWS) -> Task:
+               block_rows: int = BLOCK_ROWS, name: str = "", progress: Progress | None = None,
+               client: Any = None) -> Task:
     """Compute a task from single-cell data: targets, folds and (``trials > 0``) experimental error.
 
     Parameters
@@ -184,15 +185,22 @@ def build_task(data: PerturbationData, *, kind: Kind = "lfc", variant: Variant =
         See :func:`lfc`.
     trials, seed
         Bootstrap trials (0: no error estimate) and the seed of the bootstrap and the folds.
+    name
+        The name to store the task under (see :func:`save_task`).
+    progress, client
+        ``progress(stage, done, total)`` for stages ``cells`` and ``bootstrap``;
+        a ``distributed.Client`` for the streaming pass over the cells.
     """
     if kind == "lfc":
-        targets = lfc(data, variant=variant, large_batch_cells=large_batch_cells, block_rows=block_rows)
+        targets = lfc(data, variant=variant, large_batch_cells=large_batch_cells, block_rows=block_rows,
+                      progress=progress, client=client)
     elif kind == "deg":
         targets = deg(data, variant=variant, large_batch_cells=large_batch_cells, min_cells=min_cells,
-                      alpha=alpha, block_rows=block_rows)
+                      alpha=alpha, block_rows=block_rows, progress=progress, client=client)
     else:
         raise InvalidInputError(f"kind must be 'lfc' or 'deg', not {kind!r}")
-    error = experimental_error(data, targets, trials=trials, seed=seed, block_rows=block_rows) if trials else None
+    error = (experimental_error(data, targets, trials=trials, seed=seed, block_rows=block_rows, progress=progress)
+             if trials else None)
     perts = data.perturbations.iloc[targets.perts]
     contexts = perts["context"].tolist()
     recipe = {
@@ -211,7 +219,7 @@ def build_task(data: PerturbationData, *, kind: Kind = "lfc", variant: Variant =
     return Task(kind=kind, pert_ids=perts["label"].tolist(), entity_ids=perts["entity_id"].tolist(),
                 contexts=contexts, gene_ids=data.genes.index.astype(str).tolist(), targets=targets.values,
                 folds=make_folds(contexts, n_folds=n_folds, seed=seed),
-                cell_counts=cell_counts(data, layout(data)), recipe=recipe, report=report, error=error)
+                cell_counts=cell_counts(data, layout(data)), recipe=recipe, report=report, error=error, name=name)
 
 
 PERT_ID_COLS = ("pert_id", "gene_id")
@@ -220,7 +228,7 @@ _FOLD_COL = re.compile(r"^fold_(\d+)$")
 
 
 def import_task(path: str | Path, *, kind: Kind | None = None, context: str = "", n_folds: int = N_FOLDS,
-                seed: int = 0) -> Task:
+                seed: int = 0, name: str = "") -> Task:
     """Read a precomputed task (the paper's published layout, or a parquet/csv matrix).
 
     Parameters
@@ -239,6 +247,8 @@ def import_task(path: str | Path, *, kind: Kind | None = None, context: str = ""
         Context of every row when the file has no context column.
     n_folds, seed
         Folds made (and noted) when the file has none.
+    name
+        The name to store the task under.
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -285,12 +295,12 @@ def import_task(path: str | Path, *, kind: Kind | None = None, context: str = ""
         notes.append(f"no folds in the file: {n_folds} folds made with seed {seed}")
     recipe = {"producer": "pertstore.consumers.tasks.import", "producer_version": version("pertstore"),
               "kind": kind, "input": {"file": path.name, "sha256": file_sha256(path)},
-              "params": params}
+              "params": params if ctx_col else {**params, "context": context}}
     counts = pd.DataFrame({"context": pd.Series(dtype=str), "pert_id": pd.Series(dtype=str),
                            "batch": pd.Series(dtype=str), "n_cells": pd.Series(dtype=np.int64)})
     return Task(kind=kind, pert_ids=pert_ids, entity_ids=[None] * len(pert_ids), contexts=contexts,
                 gene_ids=genes, targets=values, folds=folds, cell_counts=counts, recipe=recipe,
-                report={"notes": notes})
+                report={"notes": notes}, name=name)
 
 
 def _folds(obs: pd.DataFrame, path: Path, notes: list[str]) -> np.ndarray | None:

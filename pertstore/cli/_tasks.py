@@ -1,0 +1,178 @@
+"""``pertstore tasks ...``: build, import, list, show and export perturbation tasks."""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import numpy as np
+import pandas as pd
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from pertstore.cli._main import StoreOpt, _open, _table, console
+
+tasks_app = typer.Typer(help="Perturbation tasks: LFC or DEG targets, folds and experimental error.",
+                        no_args_is_help=True)
+
+KindOpt = Annotated[str, typer.Option("--kind", "-k", help="lfc or deg")]
+NameOpt = Annotated[str, typer.Option("--name", "-n", help="Task name (a path segment: letters, digits, _ . -)")]
+TaskVersionOpt = Annotated[Optional[str], typer.Option("--version", "-v", help="Task version [default: latest]")]
+STAGES = {"cells": "reading cells", "bootstrap": "bootstrap trials"}
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(tasks_app, name="tasks")
+
+
+@contextmanager
+def _progress(enabled: bool):
+    """A rich progress bar fed by ``progress(stage, done, total)`` callbacks (None when disabled)."""
+    if not enabled:
+        yield None
+        return
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console) as bar:
+        ids: dict[str, Any] = {}
+
+        def update(stage: str, done: int, total: int) -> None:
+            if stage not in ids:
+                ids[stage] = bar.add_task(STAGES.get(stage, stage), total=total)
+            bar.update(ids[stage], completed=done, total=total)
+
+        yield update
+
+
+def _client(scheduler: str | None):
+    if scheduler is None:
+        return None
+    from distributed import Client
+
+    return Client(scheduler)
+
+
+@tasks_app.command("build")
+def build(file: Annotated[Path, typer.Argument(help="h5ad file or AnnData-zarr directory with cells", exists=True)],
+          name: NameOpt,
+          kind: KindOpt = "lfc",
+          pert_col: Annotated[Optional[str], typer.Option(help="obs column with perturbation labels")] = None,
+          control_col: Annotated[Optional[str], typer.Option(help="Boolean obs column marking controls")] = None,
+          control_label: Annotated[Optional[str], typer.Option(help="Label of control cells in --pert-col")] = None,
+          batch_col: Annotated[Optional[str], typer.Option(help="obs column with batches")] = None,
+          context_col: Annotated[Optional[str], typer.Option(help="obs column with the context (cell line)")] = None,
+          context: Annotated[str, typer.Option("--context", "-c",
+                                               help="Context name when the file has no context column, e.g. THP-1")] = "",
+          layer: Annotated[Optional[str], typer.Option(help="Use layers[LAYER] instead of X")] = None,
+          input: Annotated[str, typer.Option("--input", help="auto, counts or log1p")] = "auto",
+          variant: Annotated[str, typer.Option(help="auto, large or small (batch-size variant)")] = "auto",
+          min_cells: Annotated[int, typer.Option(help="DEG: minimum cells per (perturbation, batch)")] = 30,
+          alpha: Annotated[float, typer.Option(help="DEG: adjusted p-value threshold")] = 0.05,
+          trials: Annotated[int, typer.Option(help="Bootstrap trials for the experimental error (0: none)")] = 100,
+          seed: Annotated[int, typer.Option(help="Seed of the bootstrap and the folds")] = 0,
+          n_folds: Annotated[int, typer.Option(help="Folds over perturbations per context")] = 5,
+          combinatorial: Annotated[bool, typer.Option(help="Keep combinatorial labels (A+B)")] = False,
+          entity: Annotated[str, typer.Option(help="Resolve labels as gene or molecule ids")] = "gene",
+          backed: Annotated[bool, typer.Option(help="Leave X on disk and stream row blocks")] = False,
+          scheduler: Annotated[Optional[str], typer.Option(
+              help="Dask scheduler address: sum row ranges on its workers")] = None,
+          progress: Annotated[bool, typer.Option(help="Show progress bars")] = True,
+          store: StoreOpt = None) -> None:
+    """Compute a task (targets, folds, experimental error) from single-cell data and store it."""
+    from pertstore.consumers.tasks import build_task, read_perturbation_data, save_task
+
+    with _open(store) as s, _progress(progress) as tick:
+        data = read_perturbation_data(file, pert_col=pert_col, control_col=control_col, control_label=control_label,
+                                      batch_col=batch_col, context_col=context_col, context=context, layer=layer,
+                                      input=input, combinatorial=combinatorial, backed=backed or scheduler is not None,
+                                      resolve=lambda ids: s.resolve(ids, kind=entity))
+        client = _client(scheduler)
+        try:
+            task = build_task(data, kind=kind, variant=variant, min_cells=min_cells, alpha=alpha, trials=trials,
+                              seed=seed, n_folds=n_folds, name=name, progress=tick, client=client)
+        finally:
+            if client is not None:
+                client.close()
+        name, version = save_task(s, task)
+    _summary(task, name, version)
+
+
+@tasks_app.command("import")
+def import_(file: Annotated[Path, typer.Argument(help="h5ad, parquet or csv response matrix", exists=True)],
+            name: NameOpt,
+            kind: Annotated[Optional[str], typer.Option("--kind", "-k",
+                                                        help="lfc or deg [default: deg when values are -1/0/1]")] = None,
+            context: Annotated[str, typer.Option("--context", "-c",
+                                                 help="Context of every row when the file has none")] = "",
+            seed: Annotated[int, typer.Option(help="Seed of the folds made when the file has none")] = 0,
+            store: StoreOpt = None) -> None:
+    """Store a precomputed task (the paper's published layout or a parquet/csv matrix), keeping its folds."""
+    from pertstore.consumers.tasks import import_task, save_task
+
+    with _open(store) as s, console.status(f"importing {file}"):
+        task = import_task(file, kind=kind, context=context, seed=seed, name=name)
+        name, version = save_task(s, task)
+    _summary(task, name, version)
+
+
+@tasks_app.command("ls")
+def ls(name: Annotated[Optional[str], typer.Argument(help="Only this task's versions")] = None,
+       store: StoreOpt = None) -> None:
+    """List stored tasks."""
+    from pertstore.consumers.tasks import list_tasks
+
+    with _open(store) as s:
+        df = list_tasks(s, name)
+    df["created_at"] = df["created_at"].astype(str).str[:19]
+    df["latest"] = np.where(df["latest"], "*", "")
+    console.print(_table(df.drop(columns=["path"]), title=f"{len(df)} task version(s)"))
+
+
+@tasks_app.command("show")
+def show(name: str, version: TaskVersionOpt = None, store: StoreOpt = None) -> None:
+    """Show one task: shape, contexts, folds, error limits, recipe and what was left out."""
+    from pertstore.consumers.tasks import load_task, task_version
+
+    with _open(store) as s:
+        task = load_task(s, name, version)
+    _summary(task, name, task_version(task.recipe))
+    console.print_json(json.dumps({"recipe": task.recipe, "notes": task.report.get("notes", [])}, default=str))
+
+
+@tasks_app.command("export")
+def export(name: str, out: Annotated[Path, typer.Option("--out", "-o", help="Output .h5ad file")],
+           version: TaskVersionOpt = None, store: StoreOpt = None) -> None:
+    """Write a stored task as AnnData (obs = perturbations, var = genes, X = targets)."""
+    from pertstore.consumers.tasks import load_task
+
+    if out.suffix != ".h5ad":
+        raise typer.BadParameter(f"--out must end in .h5ad, not {out.name!r}")
+    with _open(store) as s:
+        task = load_task(s, name, version)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    task.to_anndata().write_h5ad(out)
+    console.print(f"wrote [bold]{out}[/]: {len(task.pert_ids):,} perturbations x {len(task.gene_ids):,} genes")
+
+
+def _summary(task, name: str, version: str) -> None:
+    t = Table(title=f"task [bold]{name}[/] version {version} ({task.kind})")
+    for c in ("context", "perturbations", "genes", "folds", "error limit"):
+        t.add_column(c)
+    contexts = pd.Series(task.contexts)
+    for ctx in sorted(contexts.unique()):
+        rows = (contexts == ctx).to_numpy()
+        sizes = np.bincount(task.folds[rows][task.folds[rows] >= 0])
+        limit = ""
+        if task.error is not None and ctx in task.error.dataset:
+            limit = f"{task.error.metric} q{task.error.quantile:g} = {task.error.dataset[ctx]:.4g}"
+        t.add_row(ctx or "(none)", f"{int(rows.sum()):,}", f"{len(task.gene_ids):,}",
+                  "/".join(map(str, sizes)), limit)
+    console.print(t)
+    dropped = len(task.report.get("dropped", {}).get("pert_id", []))
+    pairs = len(task.report.get("discarded_pairs", {}).get("pert_id", []))
+    unresolved = len(task.report.get("unresolved", []))
+    if dropped or pairs or unresolved:
+        console.print(f"left out: {dropped} perturbation(s), {pairs} (perturbation, batch) pair(s); "
+                      f"{unresolved} label(s) unresolved")

@@ -125,9 +125,10 @@ def ls(name: Annotated[Optional[str], typer.Argument(help="Only this task's vers
 
     with _open(store) as s:
         df = list_tasks(s, name)
-    df["created_at"] = df["created_at"].astype(str).str[:19]
+    df["created_at"] = df["created_at"].astype(str).str[:16]
     df["latest"] = np.where(df["latest"], "*", "")
-    console.print(_table(df.drop(columns=["path"]), title=f"{len(df)} task version(s)"))
+    df = df.drop(columns=["path"]).rename(columns={"n_perts": "perts", "n_genes": "genes", "created_at": "created"})
+    console.print(_table(df, title=f"{len(df)} task version(s)"))
 
 
 @tasks_app.command("show")

@@ -66,6 +66,8 @@ class ChecksumParams(BaseModel):
     """Embed only the first ``limit`` registered entities (0: all)."""
     delay: float = Field(0.0, ge=0.0, le=60.0)
     """Seconds to sleep per work item (tests that interrupt running jobs)."""
+    raise_prefix: str = ""
+    """A work item holding an id with this prefix raises (tests of failing work items)."""
 
 
 class ChecksumProducer(Producer):
@@ -83,6 +85,8 @@ class ChecksumProducer(Producer):
 
     def compute_chunk(self, ids: list[str]) -> Batch:
         time.sleep(self.params.delay)
+        if self.params.raise_prefix and any(e.startswith(self.params.raise_prefix) for e in ids):
+            raise RuntimeError(f"checksum producer told to fail on ids starting with {self.params.raise_prefix!r}")
         ok, rows, failed = [], [], {}
         for entity in ids:
             if self.params.fail_prefix and entity.startswith(self.params.fail_prefix):

@@ -89,6 +89,25 @@ def test_failure_ledger_and_threshold(store: Store):
     assert not store.storage.list_dir("staging/ck-8")
 
 
+def test_a_raising_work_item_fails_its_recipe_only_and_a_scheduler_address_works(store: Store):
+    from distributed import LocalCluster
+
+    recipes = """
+recipes:
+  - {producer: checksum, source: ok, params: {limit: 600}}
+  - {producer: checksum, source: broken, params: {limit: 600, raise_prefix: ENSG0000012}}
+"""
+    with LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=None) as cluster:
+        state = store.jobs.submit(recipes, scheduler=cluster.scheduler_address)
+    status = store.jobs.status(state.job_id)
+    assert status["state"] == "failed" and status["scheduler"] == cluster.scheduler_address
+    by_source = status["recipes"].set_index("source")
+    assert by_source.loc["ok", "state"] == "done" and by_source.loc["broken", "state"] == "failed"
+    assert "told to fail" in by_source.loc["broken", "error"]
+    assert set(store.ls().source) == {"ok"}
+    assert not store.storage.list_dir("staging/broken") and not store.storage.list_dir("staging/_parts/broken")
+
+
 def test_a_killed_worker_is_replaced_and_the_job_completes(store: Store, reference):
     job_id = store.jobs.create(_recipes(delay=0.4), max_failed_fraction=0.0)
     result = {}

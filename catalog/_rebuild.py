@@ -54,4 +54,7 @@ def rebuild(catalog: Catalog, storage: Storage, *, progress: bool = False) -> di
         for source, context, tag, version, updated in read_tags(storage):
             catalog._upsert_tag(con, source, context, tag, version, pd.Timestamp(updated).to_pydatetime())
             counts["tags"] += 1
+    from pertstore.consumers.tasks import index_tasks
+
+    counts["tasks"] = index_tasks(catalog, storage)
     return counts

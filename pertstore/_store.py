@@ -207,6 +207,13 @@ class Store:
         return produce_inline(self, planned, max_failed_fraction=max_failed_fraction)
 
     @property
+    def tasks(self):
+        """Perturbation tasks of this store: ``save``, ``load``, ``ls`` (``tasks/<name>/<version>``)."""
+        from pertstore.consumers.tasks import Tasks
+
+        return Tasks(self)
+
+    @property
     def jobs(self):
         """Batch jobs of this store: ``submit``, ``ls``, ``status``, ``cancel``, ``resume``."""
         from pertstore.producers._jobs import Jobs

@@ -135,6 +135,32 @@ MIGRATIONS: list[tuple[str, str]] = [
         SELECT * FROM tasks
         QUALIFY row_number() OVER (PARTITION BY name ORDER BY created_at DESC, version) = 1;
     """),
+    ("0004_bench", """
+    CREATE TABLE bench_results (
+        task          VARCHAR NOT NULL,
+        task_version  VARCHAR NOT NULL,
+        context       VARCHAR NOT NULL,
+        fold          INTEGER NOT NULL,
+        set           VARCHAR NOT NULL,
+        set_version   VARCHAR NOT NULL,
+        evaluator     VARCHAR NOT NULL,
+        metric        VARCHAR NOT NULL,
+        value         DOUBLE,
+        chosen        VARCHAR NOT NULL,
+        coverage      DOUBLE,
+        seconds       DOUBLE NOT NULL
+    );
+    CREATE TABLE bench_errors (
+        task          VARCHAR NOT NULL,
+        task_version  VARCHAR NOT NULL,
+        context       VARCHAR NOT NULL,
+        fold          INTEGER NOT NULL,
+        set           VARCHAR NOT NULL,
+        evaluator     VARCHAR NOT NULL,
+        pert_id       VARCHAR NOT NULL,
+        l2            DOUBLE NOT NULL
+    );
+    """),
 ]
 
 

@@ -1,1 +1,8 @@
-"""evaluators."""
+"""Evaluators of the paper's protocol, controls, metrics and the benchmark runner."""
+
+from pertstore.consumers.evaluators._metrics import deg_metrics, l2_per_perturbation, regression_metrics
+from pertstore.consumers.evaluators._models import KNN, PerGeneLogistic, SklearnGrid, evaluator, k_grid, project
+from pertstore.consumers.evaluators._runner import CONTROLS, Plan, results, run_plan
+
+__all__ = ["CONTROLS", "KNN", "PerGeneLogistic", "Plan", "SklearnGrid", "deg_metrics", "evaluator", "k_grid",
+           "l2_per_perturbation", "project", "regression_metrics", "results", "run_plan"]

@@ -1,0 +1,197 @@
+"""The benchmark runner: every (set, evaluator, context, fold) of a task, plus the controls.
+
+Each run trains on the covered training perturbations of one fold and predicts its test
+perturbations; test perturbations without an embedding get the train mean (the paper's policy,
+``coverage="train_mean"``) or are left out (``coverage="covered"``). Results are tidy rows
+``task, task_version, context, fold, set, set_version, evaluator, metric, value, chosen, coverage``
+kept in the catalog (``bench_results``) with per-perturbation L2 errors (``bench_errors``); a run
+whose key is already there is skipped, so an interrupted plan resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from pertstore.consumers.evaluators._metrics import deg_metrics, l2_per_perturbation, regression_metrics
+from pertstore.consumers.evaluators._models import evaluator
+from pertstore.errors import InvalidInputError
+
+#: Controls, evaluated beside the sets: train mean, no change, the idealised PCA of responses
+#: (positive control) and the experimental error of the task (the floor).
+CONTROLS = ("train_mean", "no_change", "idealised", "experimental_error")
+
+
+@dataclass
+class Plan:
+    """What to run: a task, sets, evaluators, optional subsets of contexts and folds."""
+
+    task: str
+    sets: list[str]
+    evaluators: list[str] = field(default_factory=lambda: ["knn"])
+    contexts: list[str] | None = None
+    folds: list[int] | None = None
+    controls: bool = True
+    coverage: str = "train_mean"
+    tag: str | None = None
+
+    @classmethod
+    def from_yaml(cls, path) -> list["Plan"]:
+        """A YAML plan: ``runs: [{task, sets, evaluators, contexts, folds}, ...]``."""
+        import yaml
+
+        doc = yaml.safe_load(open(path))
+        runs = doc.get("runs") if isinstance(doc, dict) else None
+        if not runs:
+            raise InvalidInputError(f"{path}: expected a list under 'runs:'")
+        return [cls(**r) for r in runs]
+
+
+def _context_rows(task, context: str) -> np.ndarray:
+    return np.flatnonzero(np.asarray(task.contexts) == context)
+
+
+def _embedding(store, source: str, ids: list[str | None], context: str, tag: str | None):
+    """``(values, covered)`` for ``ids`` from ``source`` in ``context`` (or its context-free set)."""
+    ds = store.align([source], [i or "" for i in ids], context=context, tag=tag)
+    return ds[source].values.astype(np.float64), ds["covered"].values[:, 0].astype(bool), ds.attrs["versions"][source]
+
+
+def _idealised(y: np.ndarray) -> np.ndarray:
+    """The idealised positive control: PCA of the whole response matrix (train and test)."""
+    from sklearn.decomposition import PCA
+
+    return PCA(min(100, y.shape[0] - 1, y.shape[1]), svd_solver="full").fit_transform(y)
+
+
+def run_plan(store, plan: Plan, *, progress: Callable[[str], None] | None = None, client=None) -> pd.DataFrame:
+    """Run ``plan`` (skipping runs already in the catalog); returns this plan's result rows."""
+    from pertstore.consumers.tasks import load_task, task_version
+
+    task = load_task(store, plan.task)
+    version = task_version(task.recipe)
+    kind = task.kind
+    evaluators = plan.evaluators if kind == "lfc" else ["logistic"]
+    contexts = plan.contexts or sorted(set(task.contexts))
+    done = _done_keys(store, plan.task, version)
+    units = []
+    for context in contexts:
+        rows = _context_rows(task, context)
+        if not len(rows):
+            raise InvalidInputError(f"task {plan.task} has no perturbations in context {context!r}")
+        folds = sorted(set(task.folds[rows].tolist()) - {-1}) if plan.folds is None else plan.folds
+        sources = list(plan.sets) + (["train_mean", "no_change", "idealised"] if plan.controls else [])
+        for source in sources:
+            for ev in (evaluators if source not in ("train_mean", "no_change") else ["none"]):
+                for fold in folds:
+                    if (context, fold, source, ev) not in done:
+                        units.append((context, fold, source, ev))
+    results, errors = [], []
+    cache: dict[tuple[str, str], tuple] = {}
+    for context, fold, source, ev in units:
+        if progress is not None:
+            progress(f"{plan.task} {context} fold {fold}: {source} / {ev}")
+        rows = _context_rows(task, context)
+        y = task.targets[rows]
+        ids = [task.entity_ids[r] for r in rows]
+        test = task.folds[rows] == fold
+        if source in ("train_mean", "no_change"):
+            x, covered, set_version = None, np.ones(len(rows), bool), ""
+        elif source == "idealised":
+            x, covered, set_version = _idealised(y.astype(np.float64)), np.ones(len(rows), bool), ""
+        else:
+            key = (source, context)
+            if key not in cache:
+                cache[key] = _embedding(store, source, ids, context, plan.tag)
+            x, covered, set_version = cache[key]
+        t0 = time.perf_counter()
+        pred, chosen, used = _predict(kind, source, ev, x, y, covered, test, plan.coverage)
+        truth = y[test][used]
+        metrics = deg_metrics(truth, pred) if kind == "deg" else regression_metrics(truth, pred)
+        base = {"task": plan.task, "task_version": version, "context": context, "fold": int(fold), "set": source,
+                "set_version": set_version, "evaluator": ev, "chosen": json.dumps(chosen),
+                "coverage": float(covered[test].mean()) if test.any() else float("nan"),
+                "seconds": time.perf_counter() - t0}
+        results.extend({**base, "metric": m, "value": v} for m, v in metrics.items())
+        if kind == "lfc":
+            test_ids = np.asarray(task.pert_ids)[rows][test][used]
+            errors.extend({"task": plan.task, "task_version": version, "context": context, "fold": int(fold),
+                           "set": source, "evaluator": ev, "pert_id": p, "l2": float(e)}
+                          for p, e in zip(test_ids, l2_per_perturbation(truth, pred)))
+    if plan.controls:
+        results.extend(_experimental_error_rows(task, plan.task, version, contexts, done))
+    frame = pd.DataFrame(results)
+    save_results(store, frame, pd.DataFrame(errors))
+    return frame
+
+
+def _predict(kind, source, ev, x, y, covered, test, coverage_policy):
+    train = ~test & covered
+    mean = y[~test].mean(axis=0) if kind == "lfc" else None
+    if source == "train_mean":
+        if kind == "deg":  # the train-prior: the most frequent label per gene
+            vals = np.stack([(y[~test] == c).sum(0) for c in (-1, 0, 1)])
+            return np.tile(np.array([-1, 0, 1])[vals.argmax(0)], (int(test.sum()), 1)), {}, np.ones(int(test.sum()), bool)
+        return np.tile(mean, (int(test.sum()), 1)), {}, np.ones(int(test.sum()), bool)
+    if source == "no_change":
+        return np.zeros((int(test.sum()), y.shape[1])), {}, np.ones(int(test.sum()), bool)
+    if train.sum() < 2:
+        raise InvalidInputError(f"set {source}: fewer than 2 covered training perturbations")
+    model = evaluator(ev, transform=source != "idealised")
+    test_covered = covered[test]
+    pred_cov, chosen = model.fit_predict(x[train], y[train], x[test][test_covered])
+    if coverage_policy == "covered":
+        return pred_cov, chosen, test_covered
+    fill = mean if kind == "lfc" else np.zeros(y.shape[1], dtype=np.int8)
+    pred = np.tile(fill, (int(test.sum()), 1)).astype(pred_cov.dtype)
+    pred[test_covered] = pred_cov
+    return pred, chosen, np.ones(int(test.sum()), bool)
+
+
+def _experimental_error_rows(task, name, version, contexts, done) -> list[dict]:
+    if task.error is None:
+        return []
+    out = []
+    for context in contexts:
+        value = task.error.dataset.get(context)
+        if (context, -1, "experimental_error", "none") in done or value is None:
+            continue
+        metric = "l2" if task.kind == "lfc" else "f1"
+        out.append({"task": name, "task_version": version, "context": context, "fold": -1,
+                    "set": "experimental_error", "set_version": "", "evaluator": "none", "chosen": "{}",
+                    "coverage": 1.0, "seconds": 0.0, "metric": metric, "value": float(value)})
+    return out
+
+
+def _done_keys(store, task: str, version: str) -> set[tuple]:
+    df = store.catalog.query("SELECT DISTINCT context, fold, set, evaluator FROM bench_results "
+                             "WHERE task = ? AND task_version = ?", [task, version])
+    return set(map(tuple, df.itertuples(index=False, name=None)))
+
+
+def save_results(store, results: pd.DataFrame, errors: pd.DataFrame) -> None:
+    """Append result and per-perturbation error rows to the catalog."""
+    if results.empty:
+        return
+    cols = ["task", "task_version", "context", "fold", "set", "set_version", "evaluator", "metric", "value",
+            "chosen", "coverage", "seconds"]
+    with store.catalog.transaction() as con:
+        con.register("new_results", results[cols])
+        con.execute("INSERT INTO bench_results SELECT * FROM new_results").fetchall()
+        con.unregister("new_results")
+        if not errors.empty:
+            con.register("new_errors", errors)
+            con.execute("INSERT INTO bench_errors SELECT task, task_version, context, fold, set, evaluator, pert_id, l2 "
+                        "FROM new_errors").fetchall()
+            con.unregister("new_errors")
+
+
+def results(store, task: str | None = None) -> pd.DataFrame:
+    """Every stored result row (of ``task``)."""
+    sql = "SELECT * FROM bench_results" + (" WHERE task = ?" if task else "") + " ORDER BY task, context, set, evaluator, fold, metric"
+    return store.catalog.query(sql, [task] if task else [])

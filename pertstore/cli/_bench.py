@@ -1,0 +1,78 @@
+"""``pertstore bench run|results`` and ``pertstore report``: the paper's benchmark over the store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from pertstore.cli._main import StoreOpt, _open, _table, console
+
+bench_app = typer.Typer(help="Evaluate embedding sets on stored tasks (the paper's protocol).", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(bench_app, name="bench")
+    app.command("report")(report)
+
+
+@bench_app.command("run")
+def run(task: Annotated[Optional[str], typer.Option(help="Stored task name")] = None,
+        sets: Annotated[Optional[list[str]], typer.Option("--set", help="Set (source) to evaluate; repeat")] = None,
+        evaluators: Annotated[Optional[list[str]], typer.Option("--evaluator", help="knn, lasso, ridge, mlp; repeat")] = None,
+        contexts: Annotated[Optional[list[str]], typer.Option("--context", help="Only these contexts; repeat")] = None,
+        folds: Annotated[Optional[list[int]], typer.Option("--fold", help="Only these folds; repeat")] = None,
+        plan: Annotated[Optional[Path], typer.Option(help="YAML plan: runs: [{task, sets, evaluators, ...}]")] = None,
+        coverage: Annotated[str, typer.Option(help="train_mean (paper) or covered")] = "train_mean",
+        controls: Annotated[bool, typer.Option(help="Also run the controls")] = True,
+        store: StoreOpt = None) -> None:
+    """Run evaluations; runs already stored are skipped (an interrupted plan resumes)."""
+    from pertstore.consumers.evaluators import Plan, run_plan
+
+    if plan is not None:
+        plans = Plan.from_yaml(plan)
+    elif task and sets:
+        plans = [Plan(task=task, sets=list(sets), evaluators=list(evaluators or ["knn"]), contexts=contexts or None,
+                      folds=folds or None, controls=controls, coverage=coverage)]
+    else:
+        raise typer.BadParameter("give --task and --set (repeatable), or --plan FILE")
+    with _open(store) as s, console.status("evaluating") as status:
+        total = 0
+        for p in plans:
+            total += len(run_plan(s, p, progress=lambda msg: status.update(msg)))
+    console.print(f"{total} result rows stored; see `pertstore bench results` and `pertstore report`")
+
+
+@bench_app.command("results")
+def results(task: Annotated[Optional[str], typer.Option(help="Only this task")] = None,
+            out: Annotated[Optional[Path], typer.Option(help="Write .csv or .parquet")] = None,
+            store: StoreOpt = None) -> None:
+    """The stored results: one row per (task, context, fold, set, evaluator, metric)."""
+    from pertstore.consumers.evaluators import results as load
+
+    with _open(store) as s:
+        df = load(s, task)
+    if out is None:
+        main = df[df.metric.isin(["l2", "f1"])].groupby(["task", "context", "set", "evaluator", "metric"]).value.mean()
+        console.print(_table(main.reset_index(), title=f"{len(df)} result rows (mean over folds)"))
+    elif out.suffix == ".parquet":
+        df.to_parquet(out, index=False)
+    else:
+        df.to_csv(out, index=False)
+
+
+def report(out: Annotated[Path, typer.Option(help="Folder for the figures, tables and report.html")] = Path("report"),
+           task: Annotated[Optional[str], typer.Option(help="Only this task")] = None,
+           store: StoreOpt = None) -> None:
+    """Draw the benchmark report (box plots, ranks, CCA similarity, gap closed, Wilcoxon tests) as HTML."""
+    from pertstore.consumers.evaluators import results as load
+    from pertstore.consumers.reports import write_report
+
+    with _open(store) as s:
+        df = load(s, task)
+        if df.empty:
+            raise typer.BadParameter("no results stored yet; run `pertstore bench run` first")
+        with console.status("drawing the report"):
+            path = write_report(df, out, store=s)
+    console.print(f"report: {path}")

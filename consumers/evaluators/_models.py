@@ -71,21 +71,34 @@ class KNN:
     name: str = "knn"
 
     def fit_predict(self, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray) -> tuple[np.ndarray, dict]:
-        y_train = np.asarray(y_train, dtype=np.float64)
+        y_train = np.asarray(y_train)
         ks = k_grid(len(x_train))
         scores = np.zeros(len(ks))
         splits = inner_splits(len(x_train))
         for tr, va in splits:
             a, (b,) = project(x_train[tr], [x_train[va]], transform=self.transform)
-            order = np.argsort(_sq_distances(b, a), axis=1, kind="stable")[:, : max(ks)]
-            csum = np.cumsum(y_train[tr][order], axis=1)  # [val, k, genes]
-            for j, k in enumerate(ks):
-                pred = csum[:, k - 1] / k
-                scores[j] += np.linalg.norm(y_train[va] - pred, axis=1).mean()
+            order = _nearest(b, a, max(ks))
+            y_tr, y_va = y_train[tr], y_train[va].astype(np.float64)
+            acc = np.zeros(y_va.shape)
+            start = 0
+            for j, k in enumerate(ks):  # prefix sums, one block of neighbours at a time
+                acc += y_tr[order[:, start:k]].sum(axis=1, dtype=np.float64)
+                start = k
+                scores[j] += np.linalg.norm(y_va - acc / k, axis=1).mean()
         best = ks[int(np.argmin(scores))] if splits else ks[0]
         a, (b,) = project(x_train, [x_test], transform=self.transform)
-        nbrs = np.argsort(_sq_distances(b, a), axis=1, kind="stable")[:, :best]
-        return y_train[nbrs].mean(axis=1), {"k": best}
+        # the mean over the chosen neighbours, computed as scikit-learn does (same dtype, same order)
+        return np.mean(y_train[_nearest(b, a, best)], axis=1), {"k": best}
+
+
+def _nearest(query: np.ndarray, ref: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` nearest rows of ``ref`` for each query row, nearest first (float64 distances)."""
+    d = _sq_distances(np.asarray(query, dtype=np.float64), np.asarray(ref, dtype=np.float64))
+    if k < d.shape[1]:
+        part = np.argpartition(d, k - 1, axis=1)[:, :k]
+        inner = np.argsort(np.take_along_axis(d, part, axis=1), axis=1, kind="stable")
+        return np.take_along_axis(part, inner, axis=1)
+    return np.argsort(d, axis=1, kind="stable")
 
 
 @dataclass

@@ -39,6 +39,8 @@ class Plan:
     controls: bool = True
     coverage: str = "train_mean"
     tag: str | None = None
+    fusion: dict = field(default_factory=dict)
+    """FusionConfig settings for the ``fusion`` evaluator (trained jointly over the contexts)."""
 
     @classmethod
     def from_yaml(cls, path) -> list["Plan"]:
@@ -76,7 +78,10 @@ def run_plan(store, plan: Plan, *, progress: Callable[[str], None] | None = None
     task = load_task(store, plan.task)
     version = task_version(task.recipe)
     kind = task.kind
-    evaluators = plan.evaluators if kind == "lfc" else ["logistic"]
+    use_fusion = "fusion" in plan.evaluators
+    evaluators = [e for e in plan.evaluators if e != "fusion"]
+    if kind == "deg" and evaluators:
+        evaluators = ["logistic"]  # the DEG protocol: a per-gene 3-class logistic regression
     contexts = plan.contexts or sorted(set(task.contexts))
     done = _done_keys(store, plan.task, version)
     units = []
@@ -123,11 +128,64 @@ def run_plan(store, plan: Plan, *, progress: Callable[[str], None] | None = None
             errors.extend({"task": plan.task, "task_version": version, "context": context, "fold": int(fold),
                            "set": source, "evaluator": ev, "pert_id": p, "l2": float(e)}
                           for p, e in zip(test_ids, l2_per_perturbation(truth, pred)))
+    if use_fusion:
+        fused, fused_errors = _run_fusion(store, task, plan, version, contexts, done, progress)
+        results.extend(fused)
+        errors.extend(fused_errors)
     if plan.controls:
         results.extend(_experimental_error_rows(task, plan.task, version, contexts, done))
     frame = pd.DataFrame(results)
     save_results(store, frame, pd.DataFrame(errors))
     return frame
+
+
+def _run_fusion(store, task, plan: Plan, version: str, contexts: list[str], done: set, progress):
+    """The fusion model over all of the plan's sets, trained jointly over contexts, one model per fold."""
+    from pertstore.consumers.fusion import FusionConfig, FusionPredictor, inputs_from_store
+
+    rows = np.flatnonzero(np.isin(np.asarray(task.contexts), contexts))
+    y = task.targets[rows]
+    ctx = np.asarray(task.contexts)[rows]
+    folds = task.folds[rows]
+    x, kept = inputs_from_store(store, plan.sets, [task.entity_ids[r] for r in rows], list(ctx), tag=plan.tag,
+                                drop_empty=True)
+    covered = np.zeros(len(rows), dtype=bool)
+    covered[kept] = True
+    position = np.full(len(rows), -1)
+    position[kept] = np.arange(len(kept))
+    config = FusionConfig(**{**plan.fusion, "task": task.kind})
+    label = "fusion(" + ",".join(plan.sets) + ")"
+    results, errors = [], []
+    for fold in sorted(set(folds.tolist()) - {-1}) if plan.folds is None else plan.folds:
+        if all((c, fold, label, "fusion") in done for c in contexts):
+            continue
+        if progress is not None:
+            progress(f"{plan.task} fold {fold}: fusion of {len(plan.sets)} sets")
+        t0 = time.perf_counter()
+        train = (folds != fold) & covered
+        model = FusionPredictor(config).fit(x.subset(position[train]), y[train])
+        for context in contexts:
+            test = (folds == fold) & (ctx == context)
+            if not test.any():
+                continue
+            if task.kind == "lfc":
+                pred = np.tile(y[(folds != fold) & (ctx == context)].mean(axis=0), (int(test.sum()), 1))
+            else:
+                pred = np.zeros((int(test.sum()), y.shape[1]), dtype=np.int8)
+            has = covered[test]
+            if has.any():
+                pred[has] = model.predict(x.subset(position[test][has]))
+            truth = y[test]
+            metrics = deg_metrics(truth, pred) if task.kind == "deg" else regression_metrics(truth, pred)
+            base = {"task": plan.task, "task_version": version, "context": context, "fold": int(fold), "set": label,
+                    "set_version": "", "evaluator": "fusion", "chosen": json.dumps({"epochs": len(model.history)}),
+                    "coverage": float(has.mean()), "seconds": time.perf_counter() - t0}
+            results.extend({**base, "metric": m, "value": v} for m, v in metrics.items())
+            if task.kind == "lfc":
+                errors.extend({"task": plan.task, "task_version": version, "context": context, "fold": int(fold),
+                               "set": label, "evaluator": "fusion", "pert_id": p, "l2": float(e)}
+                              for p, e in zip(np.asarray(task.pert_ids)[rows][test], l2_per_perturbation(truth, pred)))
+    return results, errors
 
 
 def _predict(kind, source, ev, x, y, covered, test, coverage_policy):

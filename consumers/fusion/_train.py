@@ -53,27 +53,31 @@ class FusionInputs:
 
 
 def inputs_from_store(store, sources: Sequence[str], entity_ids: Sequence[str | None], contexts: Sequence[str], *,
-                      tag: str | dict | None = None) -> FusionInputs:
+                      tag: str | dict | None = None, drop_empty: bool = False):
     """Align ``sources`` for each (entity, context) row through the store.
 
     A contextual source is read in each row's context; a context-free one serves every context.
+    With ``drop_empty`` rows without any source are left out and ``(inputs, kept_rows)`` returned;
+    otherwise such rows are an error.
     """
     n = len(entity_ids)
     ctx_names = sorted(set(contexts))
     codes = np.array([ctx_names.index(c) for c in contexts], dtype=np.int64)
     present = np.zeros((n, len(sources)), dtype=bool)
     values: list[np.ndarray | None] = [None] * len(sources)
-    for ctx in ctx_names:
-        rows = np.flatnonzero(codes == ctx_names.index(ctx))
-        ids = [entity_ids[r] or "" for r in rows]
-        ds = store.align(list(sources), ids, context=ctx, tag=tag)
+    for code, ctx in enumerate(ctx_names):
+        rows = np.flatnonzero(codes == code)
+        ds = store.align(list(sources), [entity_ids[r] or "" for r in rows], context=ctx, tag=tag)
         for s, name in enumerate(sources):
             block = ds[name].values.astype(np.float32)
             if values[s] is None:
                 values[s] = np.zeros((n, block.shape[1]), dtype=np.float32)
             values[s][rows] = np.nan_to_num(block)
             present[rows, s] = ds["covered"].sel(source=name).values.astype(bool)
-    return FusionInputs(list(sources), values, present, codes, ctx_names)
+    if not drop_empty:
+        return FusionInputs(list(sources), values, present, codes, ctx_names)
+    kept = np.flatnonzero(present.any(axis=1))
+    return FusionInputs(list(sources), [v[kept] for v in values], present[kept], codes[kept], ctx_names), kept
 
 
 class FusionPredictor:
@@ -97,6 +101,7 @@ class FusionPredictor:
         self.model = FusionModel([v.shape[1] for v in x.values], len(x.contexts), y.shape[1], cfg)
         self.meta = {"sources": x.sources, "contexts": x.contexts, "n_genes": int(y.shape[1]),
                      "source_dims": [int(v.shape[1]) for v in x.values], "config": cfg.model_dump()}
+        self._start_at_train_mean(y[train])
         opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         train_t, val_t = x.tensors(train), x.tensors(val) if n_val else None
         y_train, y_val = torch.from_numpy(y[train]), torch.from_numpy(y[val]) if n_val else None
@@ -127,6 +132,18 @@ class FusionPredictor:
         self.model.eval()
         self.best_val_loss = float(best)
         return self
+
+    @torch.no_grad()
+    def _start_at_train_mean(self, y: np.ndarray) -> None:
+        """Zero the head's weights and set its bias to the train mean (LFC) or the log class prior
+        per gene (DEG): training starts from the train-mean control and improves on it."""
+        head = self.model.head
+        head.weight.zero_()
+        if self.config.task == "deg":
+            counts = np.stack([(y == c).sum(axis=0) for c in range(3)], axis=1) + 1.0  # [genes, 3], +1 smoothing
+            head.bias.copy_(torch.from_numpy(np.log(counts / counts.sum(axis=1, keepdims=True)).reshape(-1)))
+        else:
+            head.bias.copy_(torch.from_numpy(y.mean(axis=0)))
 
     def _targets(self, y: np.ndarray, n: int) -> np.ndarray:
         y = np.asarray(y)

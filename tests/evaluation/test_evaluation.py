@@ -99,6 +99,12 @@ def test_runner_on_the_papalexi_task_with_controls_resume_and_report(store, data
     assert len(results(store, "papalexi-lfc")) == len(rows)
     errors = store.catalog.query("SELECT * FROM bench_errors WHERE set = 'random-16' AND evaluator = 'knn'")
     assert len(errors) == 25  # every perturbation is in exactly one test fold
+    store.produce("random", source="random-8", params={"dim": 8, "seed": 1})
+    fused = run_plan(store, Plan(task="papalexi-lfc", sets=["random-16", "random-8"], evaluators=["fusion"],
+                                 controls=False, fusion={"max_epochs": 3}))
+    fused_l2 = fused[fused.metric == "l2"]
+    assert set(fused_l2.set) == {"fusion(random-16,random-8)"} and len(fused_l2) == 5
+    assert (fused_l2.coverage == 1.0).all() and np.isfinite(fused_l2.value).all()
     page = write_report(results(store), tmp_path / "report", store=store)
     assert page.exists() and (tmp_path / "report" / "fig2_ranks.png").exists()
     assert "data:image/png;base64" in page.read_text()

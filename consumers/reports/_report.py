@@ -175,9 +175,9 @@ def write_report(results: pd.DataFrame, out: str | Path, *, store=None) -> Path:
     tests = wilcoxon_vs_best_control(results)
     tests.to_csv(out / "wilcoxon.csv", index=False)
     figures = boxplots(results, out) + rank_plot(results, out)
-    sets = sorted(set(results.set) - set(CONTROL_SETS))
-    if store is not None:
-        figures += cca_similarity(store, sets, out)
+    if store is not None:  # sets of the store (not controls, not fusion models)
+        known = set(store.sources()["source"])
+        figures += cca_similarity(store, sorted(set(results.set) & known), out)
     parts = ["<html><head><meta charset='utf-8'><title>pertstore benchmark report</title>",
              "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse;"
              "font-size:12px}td,th{border:1px solid #ccc;padding:2px 6px}</style></head><body>",

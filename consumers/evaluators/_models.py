@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy import sparse
 from sklearn.decomposition import PCA
 from sklearn.model_selection import KFold
 from sklearn.preprocessing import StandardScaler
@@ -81,8 +82,12 @@ class KNN:
             y_tr, y_va = y_train[tr], y_train[va].astype(np.float64)
             acc = np.zeros(y_va.shape)
             start = 0
-            for j, k in enumerate(ks):  # prefix sums, one block of neighbours at a time
-                acc += y_tr[order[:, start:k]].sum(axis=1, dtype=np.float64)
+            rows = np.arange(len(va))
+            for j, k in enumerate(ks):  # prefix sums: add the next block of neighbours by a sparse product
+                block = order[:, start:k]
+                pick = sparse.csr_matrix((np.ones(block.size), (np.repeat(rows, block.shape[1]), block.ravel())),
+                                         shape=(len(va), len(tr)))
+                acc += pick @ y_tr
                 start = k
                 scores[j] += np.linalg.norm(y_va - acc / k, axis=1).mean()
         best = ks[int(np.argmin(scores))] if splits else ks[0]

@@ -66,6 +66,39 @@ def build_tasks(store: Store, data_dir: Path, *, console: Console) -> list[tuple
     return out
 
 
+def run_benchmark(store: Store, out: Path, *, console: Console) -> Path | None:
+    """Evaluate every gene set on every stored task (kNN, Lasso, fusion, controls) and draw the report."""
+    from pertstore.consumers.evaluators import Plan, results, run_plan
+    from pertstore.consumers.reports import write_report
+    from pertstore.consumers.tasks import list_tasks
+
+    sources = store.sources()
+    gene_sets = sorted(sources[sources.kind == "gene"].source)
+    tasks = sorted(set(list_tasks(store)["name"]))
+    if not gene_sets or not tasks:
+        return None
+    with console.status("benchmark") as status:
+        for task in tasks:
+            run_plan(store, Plan(task=task, sets=gene_sets, evaluators=["knn", "lasso", "fusion"],
+                                 fusion={"max_epochs": 60, "lr": 1e-3}),
+                     progress=lambda msg: status.update(f"benchmark: {msg}"))
+        status.update("drawing the report")
+        page = write_report(results(store), out / "report", store=store)
+    table = results(store)
+    l2 = table[table.metric == "l2"].groupby(["task", "context", "set", "evaluator"]).value.mean().reset_index()
+    best = l2[~l2.set.isin(["train_mean", "no_change", "idealised", "experimental_error"])]
+    best = best.loc[best.groupby(["task", "context"]).value.idxmin()]
+    view = Table(title="best set per task and context (mean L2 over folds; lower is better)")
+    for c in ("task", "context", "set", "evaluator", "L2", "train mean", "experimental error"):
+        view.add_column(c)
+    for r in best.itertuples():
+        ctl = l2[(l2.task == r.task) & (l2.context == r.context)].set_index("set").value
+        view.add_row(r.task, r.context, r.set, r.evaluator, f"{r.value:.3f}", f"{ctl.get('train_mean', float('nan')):.3f}",
+                     f"{ctl.get('experimental_error', float('nan')):.3f}")
+    console.print(view)
+    return page
+
+
 def run_demo(out: Path, data_dir: Path | None, *, console: Console) -> Store:
     """Create ``out/store``, register genes and molecules, import real embeddings, align."""
     t0 = time.perf_counter()
@@ -99,8 +132,10 @@ def run_demo(out: Path, data_dir: Path | None, *, console: Console) -> Store:
     console.print(f"job {state.job_id}: {state.state}, {len(state.recipes)} sets "
                   f"({sum(r.state == 'exists' for r in state.recipes)} already in the store)")
 
+    report = None
     if data_dir is not None:
         build_tasks(store, data_dir, console=console)
+        report = run_benchmark(store, out, console=console)
 
     genes = ["CD274", "STAT1", "IRF1", "JAK2", "IFNGR1", "CD3E", "MS4A1", "NKG7", "LYZ", "NOT_A_GENE"]
     if data_dir is not None:
@@ -117,6 +152,10 @@ def run_demo(out: Path, data_dir: Path | None, *, console: Console) -> Store:
     console.print(table)
     path = write_aligned(ds, out / "aligned.parquet")
     console.print(f"[green]done in {time.perf_counter() - t0:.1f} s[/]: store at {store.uri}, aligned table at {path}")
-    console.print(f"try: pertstore ls --store {store.uri}    pertstore show pbmc68k_pca_loadings --store {store.uri}")
+    if report is not None:
+        console.print(f"report: {report}")
+    console.print(f"try: pertstore ls --store {store.uri}    pertstore bench results --store {store.uri}\n"
+                  f"     pertstore serve --store {store.uri}    (then: curl localhost:8000/v1/sets)\n"
+                  f"     python: Store.open({str(store.uri)!r}).align(['random-gene-128'], ['TP53', 'STAT1'])")
     store.close()
     return store

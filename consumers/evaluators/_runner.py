@@ -163,7 +163,7 @@ def _run_fusion(store, task, plan: Plan, version: str, contexts: list[str], done
             progress(f"{plan.task} fold {fold}: fusion of {len(plan.sets)} sets")
         t0 = time.perf_counter()
         train = (folds != fold) & covered
-        model = FusionPredictor(config).fit(x.subset(position[train]), y[train])
+        model = FusionPredictor(config).fit(x.subset(position[train]), y[train]) if train.sum() >= 2 else None
         for context in contexts:
             test = (folds == fold) & (ctx == context)
             if not test.any():
@@ -172,13 +172,13 @@ def _run_fusion(store, task, plan: Plan, version: str, contexts: list[str], done
                 pred = np.tile(y[(folds != fold) & (ctx == context)].mean(axis=0), (int(test.sum()), 1))
             else:
                 pred = np.zeros((int(test.sum()), y.shape[1]), dtype=np.int8)
-            has = covered[test]
+            has = covered[test] & (model is not None)
             if has.any():
                 pred[has] = model.predict(x.subset(position[test][has]))
             truth = y[test]
             metrics = deg_metrics(truth, pred) if task.kind == "deg" else regression_metrics(truth, pred)
             base = {"task": plan.task, "task_version": version, "context": context, "fold": int(fold), "set": label,
-                    "set_version": "", "evaluator": "fusion", "chosen": json.dumps({"epochs": len(model.history)}),
+                    "set_version": "", "evaluator": "fusion", "chosen": json.dumps({"epochs": len(model.history) if model else 0}),
                     "coverage": float(has.mean()), "seconds": time.perf_counter() - t0}
             results.extend({**base, "metric": m, "value": v} for m, v in metrics.items())
             if task.kind == "lfc":
@@ -198,15 +198,17 @@ def _predict(kind, source, ev, x, y, covered, test, coverage_policy):
         return np.tile(mean, (int(test.sum()), 1)), {}, np.ones(int(test.sum()), bool)
     if source == "no_change":
         return np.zeros((int(test.sum()), y.shape[1])), {}, np.ones(int(test.sum()), bool)
-    if train.sum() < 2:
-        raise InvalidInputError(f"set {source}: fewer than 2 covered training perturbations")
-    model = evaluator(ev, transform=source != "idealised")
     test_covered = covered[test]
-    pred_cov, chosen = model.fit_predict(x[train], y[train], x[test][test_covered])
+    if train.sum() < 2 or not test_covered.any():  # nothing to learn from or to predict: the coverage policy decides
+        test_covered = np.zeros(int(test.sum()), dtype=bool)
+        pred_cov, chosen = np.zeros((0, y.shape[1])), {"note": "too few covered perturbations"}
+    else:
+        model = evaluator(ev, transform=source != "idealised")
+        pred_cov, chosen = model.fit_predict(x[train], y[train], x[test][test_covered])
     if coverage_policy == "covered":
         return pred_cov, chosen, test_covered
     fill = mean if kind == "lfc" else np.zeros(y.shape[1], dtype=np.int8)
-    pred = np.tile(fill, (int(test.sum()), 1)).astype(pred_cov.dtype)
+    pred = np.tile(fill, (int(test.sum()), 1)).astype(np.float64 if kind == "lfc" else np.int8)
     pred[test_covered] = pred_cov
     return pred, chosen, np.ones(int(test.sum()), bool)
 

@@ -85,15 +85,18 @@ class KNN:
             rows = np.arange(len(va))
             for j, k in enumerate(ks):  # prefix sums: add the next block of neighbours by a sparse product
                 block = order[:, start:k]
-                pick = sparse.csr_matrix((np.ones(block.size), (np.repeat(rows, block.shape[1]), block.ravel())),
-                                         shape=(len(va), len(tr)))
+                pick = sparse.csr_matrix((np.ones(block.size, dtype=y_tr.dtype), (np.repeat(rows, block.shape[1]),
+                                          block.ravel())), shape=(len(va), len(tr)))
                 acc += pick @ y_tr
                 start = k
                 scores[j] += np.linalg.norm(y_va - acc / k, axis=1).mean()
         best = ks[int(np.argmin(scores))] if splits else ks[0]
         a, (b,) = project(x_train, [x_test], transform=self.transform)
-        # the mean over the chosen neighbours, computed as scikit-learn does (same dtype, same order)
-        return np.mean(y_train[_nearest(b, a, best)], axis=1), {"k": best}
+        # the mean over the chosen neighbours, computed as scikit-learn does (same dtype, same order),
+        # a block of test rows at a time so the gathered neighbours stay small
+        nbrs = _nearest(b, a, best)
+        step = max(1, (64 << 20) // max(1, best * y_train.shape[1] * y_train.itemsize))
+        return np.concatenate([np.mean(y_train[nbrs[i:i + step]], axis=1) for i in range(0, len(nbrs), step)]), {"k": best}
 
 
 def _nearest(query: np.ndarray, ref: np.ndarray, k: int) -> np.ndarray:

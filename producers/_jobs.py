@@ -306,7 +306,7 @@ class _Driver:
         key = f"{self.job_id}-{pos}"
         if not p.producer_cls.chunked:
             r.items_total = 1
-            return [(self.client.submit(_work.run_whole, self.storage, p, self.frac, key=f"{key}-whole",
+            return [(self.client.submit(_work.run_whole, self.storage, p, _frac(p, self.frac), key=f"{key}-whole",
                                         retries=2, pure=False), "whole")]
         try:
             ids = _work.list_entities(self.storage, p)
@@ -320,7 +320,7 @@ class _Driver:
         part_futures = [self.client.submit(_work.run_part, self.storage, p, i, np.array(part), key=f"{key}-part-{i}",
                                            retries=2, pure=False)
                         for i, part in enumerate(parts) if i not in done]
-        assemble = self.client.submit(_assemble_after, self.storage, p, len(parts), self.frac, part_futures,
+        assemble = self.client.submit(_assemble_after, self.storage, p, len(parts), _frac(p, self.frac), part_futures,
                                       key=f"{key}-assemble", retries=2, pure=False)
         return [(f, "part") for f in part_futures] + [(assemble, "assemble")]
 
@@ -389,6 +389,10 @@ class _Driver:
             self.progress(self.state)
 
 
+def _frac(planned: PlannedRecipe, default: float) -> float:
+    return default if planned.spec.max_failed is None else planned.spec.max_failed
+
+
 def _assemble_after(storage, planned, n_parts, frac, _parts):
     """Assemble once every part future (``_parts``) has finished."""
     return _work.assemble(storage, planned, n_parts, frac)
@@ -435,6 +439,7 @@ def produce_inline(store: "Store", planned: PlannedRecipe, *, max_failed_fractio
     if store.has(planned.recipe):
         return store._existing(planned.recipe, planned.spec.tags)
     storage = store.storage
+    max_failed_fraction = _frac(planned, max_failed_fraction)
     try:
         if planned.producer_cls.chunked:
             parts = _work.split(_work.list_entities(storage, planned), planned.producer_cls.chunk_size)

@@ -50,6 +50,8 @@ class RecipeSpec(BaseModel):
     inputs: dict[str, str] = Field(default_factory=dict)
     context: str = ""
     tags: list[str] = Field(default_factory=list)
+    max_failed: float | None = Field(None, ge=0.0, le=1.0)
+    """This recipe's allowed fraction of failed entities (default: the job's)."""
 
 
 class _Entry(RecipeSpec):
@@ -132,7 +134,7 @@ def _expand(entry: _Entry, n: int, where: str, base: Path, data_dir: str | None)
                                     f"e.g. '{entry.source}-{{{keys[0]}}}'")
         inputs = {k: _input(v, context, base, data_dir, f"{where}: recipe #{n}") for k, v in entry.inputs.items()}
         out.append(RecipeSpec(producer=entry.producer, source=source, params=params, inputs=inputs,
-                              context=context, tags=entry.tags))
+                              context=context, tags=entry.tags, max_failed=entry.max_failed))
     return out
 
 

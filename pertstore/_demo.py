@@ -99,7 +99,7 @@ def run_benchmark(store: Store, out: Path, *, console: Console) -> Path | None:
     return page
 
 
-def run_demo(out: Path, data_dir: Path | None, *, console: Console) -> Store:
+def run_demo(out: Path, data_dir: Path | None, *, console: Console, recipes: Path = RECIPES) -> Store:
     """Create ``out/store``, register genes and molecules, import real embeddings, align."""
     t0 = time.perf_counter()
     store = Store.init(out / "store")
@@ -128,7 +128,7 @@ def run_demo(out: Path, data_dir: Path | None, *, console: Console) -> Store:
     console.print(f"set {card.source}@{card.version}: {card.n_rows} genes x {card.dim} dims "
                   f"({len(card.failed)} genes skipped: not in the registry, or NaN loadings outside the PCA's genes)")
 
-    state = compute_sets(store, RECIPES, console=console, molecules=data_dir is not None)
+    state = compute_sets(store, recipes, console=console, molecules=data_dir is not None)
     console.print(f"job {state.job_id}: {state.state}, {len(state.recipes)} sets "
                   f"({sum(r.state == 'exists' for r in state.recipes)} already in the store)")
 

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pandas as pd
 from rich.console import Console
 
@@ -6,7 +8,8 @@ from pertstore._demo import run_demo
 
 
 def test_demo_on_real_data(data_dir, tmp_path):
-    run_demo(tmp_path, data_dir, console=Console(file=open(tmp_path / "log.txt", "w")))
+    recipes = Path(__file__).parent / "demo_recipes.yaml"
+    run_demo(tmp_path, data_dir, console=Console(file=open(tmp_path / "log.txt", "w")), recipes=recipes)
     store = Store.open(tmp_path / "store")
     assert store.catalog.n_entities("gene") == 77_614
     assert store.catalog.n_entities("molecule") > 6_500
@@ -14,6 +17,15 @@ def test_demo_on_real_data(data_dir, tmp_path):
     assert card.dim == 50 and card.n_rows > 250
     table = pd.read_parquet(tmp_path / "aligned.parquet")
     assert table.loc["SPI1", "covered:pbmc68k_pca_loadings"]
+    # the job computed the recipes' sets, the tasks were built, the benchmark ran and the report exists
+    assert {"random-gene-32", "control-pca", "maccs"} <= set(store.ls().source)
+    assert {"papalexi-lfc", "papalexi-deg", "norman-lfc"} <= set(store.tasks.ls()["name"])
+    from pertstore.consumers.evaluators import results
+
+    res = results(store)
+    assert {"random-gene-32", "control-pca", "train_mean", "experimental_error"} <= set(res.set)
+    assert any(s.startswith("fusion(") for s in res.set)
+    assert (tmp_path / "report" / "report.html").exists()
     # the sci-Plex 3 drugs resolve by name and by SMILES to the same InChIKey
     res = store.resolve(["Dexamethasone", "dexamethasone"], "molecule")
     assert res.ids[0] is not None and res.ids[0] == res.ids[1]

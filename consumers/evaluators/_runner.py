@@ -20,7 +20,7 @@ import pandas as pd
 
 from pertstore.consumers.evaluators._metrics import deg_metrics, l2_per_perturbation, regression_metrics
 from pertstore.consumers.evaluators._models import evaluator
-from pertstore.errors import InvalidInputError
+from pertstore.errors import InvalidInputError, NotFoundError
 
 #: Controls, evaluated beside the sets: train mean, no change, the idealised PCA of responses
 #: (positive control) and the experimental error of the task (the floor).
@@ -112,7 +112,12 @@ def run_plan(store, plan: Plan, *, progress: Callable[[str], None] | None = None
         else:
             key = (source, context)
             if key not in cache:
-                cache[key] = _embedding(store, source, ids, context, plan.tag)
+                try:
+                    cache[key] = _embedding(store, source, ids, context, plan.tag)
+                except NotFoundError:  # a contextual source without a set for this context
+                    cache[key] = None
+            if cache[key] is None:
+                continue
             x, covered, set_version = cache[key]
         t0 = time.perf_counter()
         pred, chosen, used = _predict(kind, source, ev, x, y, covered, test, plan.coverage)

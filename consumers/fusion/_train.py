@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from pertstore.consumers.fusion._model import FusionConfig, FusionModel
-from pertstore.errors import InvalidInputError
+from pertstore.errors import InvalidInputError, NotFoundError
 
 
 @dataclass
@@ -61,19 +61,28 @@ def inputs_from_store(store, sources: Sequence[str], entity_ids: Sequence[str | 
     otherwise such rows are an error.
     """
     n = len(entity_ids)
-    ctx_names = sorted(set(contexts))
-    codes = np.array([ctx_names.index(c) for c in contexts], dtype=np.int64)
+    ctx_names = sorted(set(map(str, contexts)))
+    codes = np.array([ctx_names.index(str(c)) for c in contexts], dtype=np.int64)
     present = np.zeros((n, len(sources)), dtype=bool)
     values: list[np.ndarray | None] = [None] * len(sources)
     for code, ctx in enumerate(ctx_names):
         rows = np.flatnonzero(codes == code)
-        ds = store.align(list(sources), [entity_ids[r] or "" for r in rows], context=ctx, tag=tag)
+        ids = [entity_ids[r] or "" for r in rows]
         for s, name in enumerate(sources):
+            try:
+                ds = store.align([name], ids, context=ctx, tag=tag)
+            except NotFoundError:  # a contextual source without a set for this context: absent here
+                continue
             block = ds[name].values.astype(np.float32)
             if values[s] is None:
                 values[s] = np.zeros((n, block.shape[1]), dtype=np.float32)
             values[s][rows] = np.nan_to_num(block)
-            present[rows, s] = ds["covered"].sel(source=name).values.astype(bool)
+            present[rows, s] = ds["covered"].values[:, 0].astype(bool)
+    missing = [name for name, v in zip(sources, values) if v is None]
+    if missing and not drop_empty:
+        raise InvalidInputError(f"sources {missing} have no set in any of the contexts {ctx_names}")
+    have = [i for i, v in enumerate(values) if v is not None]  # with drop_empty, such sources are left out
+    sources, values, present = [sources[i] for i in have], [values[i] for i in have], present[:, have]
     if not drop_empty:
         return FusionInputs(list(sources), values, present, codes, ctx_names)
     kept = np.flatnonzero(present.any(axis=1))

@@ -139,7 +139,8 @@ def cca_similarity(store, sets: list[str], out: Path, *, n_components: int = 5, 
     from sklearn.cross_decomposition import CCA
     from sklearn.decomposition import PCA
 
-    opened = {s: store.open_set(s) for s in sets}
+    # a contextual source is represented by its set of the first context
+    opened = {s: store.open_set(s, version=str(store.ls(s).sort_values("context").version.iloc[0])) for s in sets}
     sim = pd.DataFrame(np.eye(len(sets)), index=sets, columns=sets)
     rng = np.random.default_rng(seed)
     for i, a in enumerate(sets):

@@ -74,7 +74,8 @@ def build(work: Path, n_sets: int, n_genes: int = 20_000) -> tuple[Store, list[s
         if path.exists() and store.has(recipe):
             continue
         values = rng.random((n_genes, dim), dtype=np.float32)
-        ad.AnnData(X=values, obs=pd.DataFrame(index=ids)).write_h5ad(path)
+        if not path.exists():
+            ad.AnnData(X=values, obs=pd.DataFrame(index=ids)).write_h5ad(path)
         store.write_set(recipe, list(ids), values)
         print(f"  built {source}: {n_genes} x {dim}", flush=True)
     return store, list(universe), h5ads, sources

@@ -34,10 +34,11 @@ class Catalog:
         self._con: duckdb.DuckDBPyConnection | None = None
         self._local = threading.local()
         self._open_lock = threading.Lock()
-        self._set_memo: dict[tuple, pd.Series] = {}
-        """find_set answers; valid while this process holds the catalog (no other process can write)."""
+        self._sets_view: _SetsView | None = None
+        """The sources, sets and tags tables for find_set; valid while this process holds the catalog
+        (no other process can write it then) and until this process writes (see ``_generation``)."""
         self._generation = 0
-        """Bumped after every write; a lookup that overlapped a write is not memoised."""
+        """Bumped after every write; a view read while a write was under way is not kept."""
 
     @property
     def con(self) -> duckdb.DuckDBPyConnection:
@@ -75,7 +76,7 @@ class Catalog:
                 self._con.close()
                 self._con = None
             self._local = threading.local()
-            self._set_memo.clear()
+            self._sets_view = None
 
     @contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -89,7 +90,7 @@ class Catalog:
             raise
         finally:
             self._generation += 1
-            self._set_memo.clear()
+            self._sets_view = None
 
     def query(self, sql: str, params: Sequence | None = None) -> pd.DataFrame:
         return self.con.execute(sql, params or []).df()
@@ -142,29 +143,18 @@ class Catalog:
         """The set row for ``source`` in ``context`` at ``version`` or ``tag`` (default: ``latest``).
 
         A source without a set in ``context`` falls back to its global set (empty context).
+        Answered from one in-memory copy of the small ``sources``, ``sets`` and ``tags`` tables
+        (three queries, then dictionary lookups), so aligning many sources costs no query per source.
         """
-        key = (source, context, version, tag)
-        if key in self._set_memo:
-            return self._set_memo[key]
-        generation = self._generation
-        row = self._find_set(source, context=context, version=version, tag=tag)
-        if generation == self._generation:
-            self._set_memo[key] = row
-        return row
-
-    def _find_set(self, source: str, *, context: str | None = None, version: str | None = None,
-                  tag: str | None = None) -> pd.Series:
-        con = self.con
-        if not first(con.execute("SELECT 1 FROM sources WHERE source = ?", [source])):
-            known = [r[0] for r in con.execute("SELECT source FROM sources ORDER BY 1").fetchall()]
-            raise NotFoundError(f"unknown source {source!r}; known sources: {known}")
+        view = self._view()
+        if source not in view.contexts:
+            raise NotFoundError(f"unknown source {source!r}; known sources: {sorted(view.contexts)}")
         if version is not None:
-            df = self.query("SELECT * FROM sets WHERE source = ? AND version = ?", [source, version])
-            if df.empty:
+            if (source, version) not in view.rows:
                 raise NotFoundError(f"source {source!r} has no version {version!r}")
-            return df.iloc[0]
+            return view.row(source, version)
         ctx = context or ""
-        contexts = [r[0] for r in con.execute("SELECT DISTINCT context FROM sets WHERE source = ? ORDER BY 1", [source]).fetchall()]
+        contexts = view.contexts[source]
         if ctx not in contexts:
             if "" in contexts:
                 ctx = ""
@@ -173,12 +163,25 @@ class Catalog:
             else:
                 raise NotFoundError(f"source {source!r} has no set for context {context!r}; contexts: {contexts}")
         name = tag or "latest"
-        row = first(con.execute("SELECT version FROM tags WHERE source = ? AND context = ? AND tag = ?", [source, ctx, name]))
-        if row is None:
-            tags = [r[0] for r in con.execute("SELECT tag FROM tags WHERE source = ? AND context = ? ORDER BY 1",
-                                              [source, ctx]).fetchall()]
-            raise NotFoundError(f"source {source!r} (context {ctx!r}) has no tag {name!r}; tags: {tags}")
-        return self.find_set(source, version=row[0])
+        tags = view.tags.get((source, ctx), {})
+        if name not in tags:
+            raise NotFoundError(f"source {source!r} (context {ctx!r}) has no tag {name!r}; tags: {sorted(tags)}")
+        return view.row(source, tags[name])
+
+    def _view(self) -> "_SetsView":
+        view = self._sets_view
+        if view is None:
+            generation = self._generation
+            con = self.con
+            sets = con.execute("SELECT * FROM sets ORDER BY source, version").df()
+            view = _SetsView(
+                sources=[r[0] for r in con.execute("SELECT source FROM sources").fetchall()],
+                sets=sets,
+                tags=con.execute("SELECT source, context, tag, version FROM tags").fetchall(),
+            )
+            if generation == self._generation:
+                self._sets_view = view
+        return view
 
     def list_sets(self, source: str | None = None, context: str | None = None) -> pd.DataFrame:
         where, params = [], []
@@ -256,3 +259,24 @@ class Catalog:
         with self.transaction() as con:
             for table in ["set_entities", "tags", "sets", "sources", "aliases", "entities"]:
                 con.execute(f"DELETE FROM {table}").fetchall()
+
+
+class _SetsView:
+    """The ``sources``, ``sets`` and ``tags`` tables held in memory for :meth:`Catalog.find_set`."""
+
+    def __init__(self, sources: list[str], sets: pd.DataFrame, tags: list[tuple[str, str, str, str]]) -> None:
+        self.sets = sets
+        self.rows = {(src, ver): i for i, (src, ver) in enumerate(zip(sets.source.tolist(), sets.version.tolist()))}
+        self.contexts: dict[str, list[str]] = {src: [] for src in sources}
+        for src, ctx in sorted(set(zip(sets.source.tolist(), sets.context.tolist()))):
+            self.contexts.setdefault(src, []).append(ctx)
+        self.tags: dict[tuple[str, str], dict[str, str]] = {}
+        for src, ctx, tag, ver in tags:
+            self.tags.setdefault((src, ctx), {})[tag] = ver
+        self._series: dict[tuple[str, str], pd.Series] = {}
+
+    def row(self, source: str, version: str) -> pd.Series:
+        key = (source, version)
+        if key not in self._series:
+            self._series[key] = self.sets.iloc[self.rows[key]].rename(0)
+        return self._series[key]

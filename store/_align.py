@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import xarray as xr
 
-from pertstore.store._reader import OpenSet
+from pertstore.store._reader import OpenSet, load_rows
 
 _MISSING = "\0missing"
 
@@ -22,17 +22,18 @@ def aligned_dataset(query: Sequence[str], canonical: Sequence[str | None], sets:
     id, empty when unresolved) and ``source``. Attrs: versions, context, unresolved and ambiguous ids.
     """
     keys = [c if c is not None else _MISSING for c in canonical]
+    positions = {source: s.positions(keys) for source, s in sets.items()}
+    covered = np.stack([positions[source] >= 0 for source in sets], axis=1) if sets else np.zeros((len(query), 0), bool)
+    # one gather per set (the first covered row stands in for uncovered ones), all sets' reads together
+    wanted = [(source, np.where(pos >= 0, pos, pos[pos >= 0][0])) for source, pos in positions.items() if (pos >= 0).any()]
+    blocks = dict(zip([source for source, _ in wanted], load_rows([(sets[source], pos) for source, pos in wanted])))
     data_vars = {}
-    covered = np.zeros((len(query), len(sets)), dtype=bool)
-    for j, (source, s) in enumerate(sets.items()):
-        pos = s.positions(keys)
-        mask = pos >= 0
-        if mask.any():
-            block = s.rows(np.where(mask, pos, pos[mask][0]))  # one gather, then blank the uncovered rows
-            block[~mask] = np.nan
-        else:
+    for source, s in sets.items():
+        block = blocks.get(source)
+        if block is None:
             block = np.full((len(query), s.card.dim), np.nan, dtype=np.float32)
-        covered[:, j] = mask
+        else:
+            block[positions[source] < 0] = np.nan
         data_vars[source] = (("entity", f"{source}_dim"), block)
     data_vars["covered"] = (("entity", "source"), covered)
     return xr.Dataset(

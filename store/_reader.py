@@ -1,10 +1,12 @@
 """Reading embedding sets: chunk-aware row gathers through a decoded-chunk cache.
 
-A set's ``values`` are row chunks of ``chunk_rows x dim`` float32, Blosc-LZ4 compressed, one
-object per chunk (``values/c/<i>/0``). A read of some rows fetches only the chunks holding them,
-concurrently, and decodes each straight into a per-set buffer shaped like the whole set (pages
-of the buffer that were never written cost no memory). A later read of rows in chunks already
-decoded is then plain numpy fancy indexing. Sets are evicted least-recently-used first when the
+A set's ``values`` are row chunks of ``chunk_rows x dim`` float32, Blosc-LZ4 compressed, packed
+into a few shards (Zarr v3 ``sharding_indexed``: the chunks back to back, then an index of
+``(offset, length)`` pairs and its CRC32C). A read of some rows loads the index of each shard it
+touches once, then fetches only the chunks holding those rows by byte range (neighbouring chunks
+merged into one read), concurrently, and decodes each straight into a per-set buffer shaped like
+the whole set (pages of the buffer never written cost no memory). A later read of rows in chunks
+already decoded is plain numpy fancy indexing. Sets are evicted least-recently-used first when the
 decoded bytes exceed the cache budget.
 """
 
@@ -13,8 +15,11 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 
+import google_crc32c
 import numcodecs
 import numpy as np
 import pandas as pd
@@ -27,14 +32,30 @@ from pertstore.store._storage import GROUP_META, Storage
 blosc.use_threads = False  # decode in our own threads, with Blosc's GIL-free contextual API
 _ZSTD = numcodecs.Zstd()
 _VLEN = numcodecs.VLenUTF8()
+_EMPTY = np.uint64(2**64 - 1)
+_MERGE_GAP = {True: 256 * 1024, False: 4 * 1024 * 1024}
+"""Largest gap between two wanted chunks still read as one range: a local read (by is_local) costs
+about as much as 256 KiB of transfer, an object-store request about as much as a few MB."""
+_TASK_BYTES = 4 * 1024 * 1024
+"""Ranges are grouped into read tasks of about this many bytes, run concurrently."""
 
 
-def decode_chunk(raw: bytes, chunk_rows: int, dim: int, out: np.ndarray | None = None) -> np.ndarray:
-    """Decode one stored ``values`` chunk into a ``[chunk_rows, dim]`` float32 array."""
+def decode_chunk(raw, chunk_rows: int, dim: int, out: np.ndarray | None = None) -> np.ndarray:
+    """Decode one stored ``values`` chunk (any bytes-like) into a ``[chunk_rows, dim]`` float32 array."""
     if out is None:
         out = np.empty((chunk_rows, dim), dtype="<f4")
     blosc.decompress(raw, out)
     return out
+
+
+def parse_shard_index(raw: bytes, n_chunks: int, where: str) -> np.ndarray:
+    """The ``[n_chunks, 2]`` (offset, length) table of a shard index, its CRC32C checked."""
+    if len(raw) != 16 * n_chunks + 4:
+        raise CorruptedSetError(f"{where}: the shard index is truncated ({len(raw)} bytes)")
+    body, crc = raw[:-4], raw[-4:]
+    if np.uint32(google_crc32c.value(body)).tobytes() != crc:
+        raise CorruptedSetError(f"{where}: the shard index fails its CRC32C check")
+    return np.frombuffer(body, dtype="<u8").reshape(n_chunks, 2)
 
 
 class OpenSet:
@@ -47,14 +68,17 @@ class OpenSet:
         meta = json.loads(storage.read_bytes(f"{key}/{GROUP_META}"))
         self.card = SetCard.from_attrs(meta.get("attributes", {}), where=key)
         arrays = meta.get("consolidated_metadata", {}).get("metadata", {})
-        _check_layout(arrays.get("values"), arrays.get("entity"), self.card, key)
+        self.shard_chunks = _check_layout(arrays.get("values"), arrays.get("entity"), self.card, key)
         self.ids = _read_entity_ids(storage, key, arrays["entity"])
         if len(self.ids) != self.card.n_rows:
             raise CorruptedSetError(f"{key}: {len(self.ids)} entity ids but the card says {self.card.n_rows} rows")
         self.index = pd.Index(self.ids)
         self.n_chunks = -(-self.card.n_rows // self.card.chunk_rows)
+        self.n_shards = -(-self.n_chunks // self.shard_chunks)
         self._buffer: np.ndarray | None = None
         self._loaded = np.zeros(self.n_chunks, dtype=bool)
+        self._complete = False
+        self._shard_index: dict[int, np.ndarray] = {}
         self._lock = threading.Lock()
 
     @property
@@ -65,6 +89,9 @@ class OpenSet:
     def loaded_nbytes(self) -> int:
         return int(self._loaded.sum()) * self.chunk_nbytes
 
+    def shard_key(self, shard: int) -> str:
+        return f"{self.key}/values/c/{shard}/0"
+
     def positions(self, entity_ids) -> np.ndarray:
         """Row of each canonical id in this set, -1 where the set lacks it."""
         return self.index.get_indexer(entity_ids)
@@ -72,64 +99,173 @@ class OpenSet:
     def rows(self, positions: np.ndarray) -> np.ndarray:
         """``values[positions]`` as a new float32 array, reading only the chunks needed."""
         positions = np.asarray(positions, dtype=np.int64)
-        self._ensure(np.unique(positions // self.card.chunk_rows))
-        return self._buffer[positions]
+        return load_rows([(self, positions)])[0]
 
     def all_rows(self) -> np.ndarray:
-        self._ensure(np.arange(self.n_chunks))
+        load_rows([(self, None)])
         return self._buffer[: self.card.n_rows]
-
-    def _ensure(self, chunks: np.ndarray) -> None:
-        with self._lock:
-            if self._buffer is None:
-                self._buffer = np.empty((self.n_chunks * self.card.chunk_rows, self.card.dim), dtype="<f4")
-            need = chunks[~self._loaded[chunks]]
-            if need.size == 0:
-                return
-            keys = [f"{self.key}/values/c/{c}/0" for c in need]
-            rows, dim = self.card.chunk_rows, self.card.dim
-
-            def fetch(c_key: tuple[int, str]) -> None:
-                c, k = c_key
-                try:
-                    raw = self.storage.read_bytes(k)
-                    decode_chunk(raw, rows, dim, out=self._buffer[c * rows : (c + 1) * rows])
-                except FileNotFoundError as e:
-                    raise CorruptedSetError(f"{self.key}: chunk {c} is missing ({k})") from e
-                except (RuntimeError, ValueError) as e:
-                    raise CorruptedSetError(f"{self.key}: chunk {c} cannot be decoded ({e})") from e
-
-            if self.storage.is_local and len(need) > 1 and self.threads > 1:
-                with ThreadPoolExecutor(min(self.threads, len(need))) as pool:
-                    list(pool.map(fetch, zip(need.tolist(), keys)))
-            elif self.storage.is_local:
-                for item in zip(need.tolist(), keys):
-                    fetch(item)
-            else:  # one batched request for object stores
-                for c, raw in zip(need.tolist(), self.storage.read_many(keys, threads=self.threads)):
-                    try:
-                        decode_chunk(raw, rows, dim, out=self._buffer[c * rows : (c + 1) * rows])
-                    except (RuntimeError, ValueError) as e:
-                        raise CorruptedSetError(f"{self.key}: chunk {c} cannot be decoded ({e})") from e
-            self._loaded[need] = True
 
     def drop(self) -> None:
         with self._lock:
             self._buffer = None
             self._loaded[:] = False
+            self._complete = False
+
+    # ---- loading (the caller holds self._lock) --------------------------------------------------
+
+    def _missing(self, positions: np.ndarray | None) -> np.ndarray:
+        """Chunks holding ``positions`` (all when None) that are not decoded yet."""
+        if self._buffer is None:
+            self._buffer = np.empty((self.n_chunks * self.card.chunk_rows, self.card.dim), dtype="<f4")
+        if self._complete:
+            return np.empty(0, dtype=np.int64)
+        if positions is None:
+            return np.flatnonzero(~self._loaded)
+        chunks = positions // self.card.chunk_rows
+        if self._loaded[chunks].all():
+            return np.empty(0, dtype=np.int64)
+        chunks = np.unique(chunks)
+        return chunks[~self._loaded[chunks]]
+
+    def _index_of(self, shard: int) -> np.ndarray:
+        """The (offset, length) table of ``shard``, read once."""
+        table = self._shard_index.get(shard)
+        if table is None:
+            key = self.shard_key(shard)
+            try:
+                raw = self.storage.read_range(key, -(16 * self.shard_chunks + 4))
+            except FileNotFoundError as e:
+                first = shard * self.shard_chunks
+                raise CorruptedSetError(f"{self.key}: shard {shard} ({key}) holding chunks {first}.."
+                                        f"{min(first + self.shard_chunks, self.n_chunks) - 1} is missing") from e
+            table = self._shard_index[shard] = parse_shard_index(raw, self.shard_chunks, key)
+        return table
+
+    def _read_tasks(self, chunks: np.ndarray) -> list[Callable[[], None]]:
+        """Callables that fetch and decode ``chunks`` (shard indexes must be loaded)."""
+        tasks: list[Callable[[], None]] = []
+        gap = _MERGE_GAP[self.storage.is_local]
+        for shard in np.unique(chunks // self.shard_chunks).tolist():
+            mine = chunks[chunks // self.shard_chunks == shard]
+            table = self._index_of(shard)[mine - shard * self.shard_chunks]
+            if (table[:, 0] == _EMPTY).any():
+                c = int(mine[np.argmax(table[:, 0] == _EMPTY)])
+                raise CorruptedSetError(f"{self.key}: chunk {c} is missing from shard {shard} ({self.shard_key(shard)})")
+            ranges = _merge_ranges(table[:, 0].astype(np.int64), table[:, 1].astype(np.int64), gap)
+            for group in _group_ranges(ranges, _TASK_BYTES):
+                tasks.append(lambda shard=shard, group=group, mine=mine, table=table: self._fetch(shard, group, mine, table))
+        return tasks
+
+    def _fetch(self, shard: int, ranges: list[tuple[int, int, np.ndarray]], chunks: np.ndarray, table: np.ndarray) -> None:
+        key = self.shard_key(shard)
+        rows, dim = self.card.chunk_rows, self.card.dim
+        try:
+            blobs = self.storage.read_ranges(key, [(start, stop) for start, stop, _ in ranges])
+        except FileNotFoundError as e:
+            raise CorruptedSetError(f"{self.key}: shard {shard} ({key}) is missing") from e
+        for (start, stop, members), blob in zip(ranges, blobs):
+            if len(blob) != stop - start:
+                raise CorruptedSetError(f"{self.key}: shard {shard} ({key}) is truncated at byte {start + len(blob)}")
+            view = memoryview(blob)
+            for i in members.tolist():
+                c = int(chunks[i])
+                lo = int(table[i, 0]) - start
+                try:
+                    decode_chunk(view[lo : lo + int(table[i, 1])], rows, dim, out=self._buffer[c * rows : (c + 1) * rows])
+                except (RuntimeError, ValueError) as e:
+                    raise CorruptedSetError(f"{self.key}: chunk {c} in {key} cannot be decoded ({e})") from e
 
 
-def _check_layout(values_meta: dict | None, entity_meta: dict | None, card: SetCard, key: str) -> None:
+def load_rows(requests: Sequence[tuple[OpenSet, np.ndarray | None]], *, threads: int | None = None) -> list[np.ndarray | None]:
+    """Make sure the chunks behind each ``(set, positions)`` are decoded, then gather the rows.
+
+    All sets' shard indexes, then all their chunk reads, run on one thread pool, so a cold read of
+    many sets overlaps their I/O. ``positions=None`` loads the whole set and returns None for it.
+    """
+    if not requests:
+        return []
+    unique = sorted({id(s): s for s, _ in requests}.values(), key=lambda s: s.key)
+    threads = threads or max(s.threads for s in unique)
+    with ExitStack() as stack:
+        for s in unique:  # one order for every caller: no deadlock between readers of several sets
+            stack.enter_context(s._lock)
+        need: dict[int, list[np.ndarray]] = {}
+        for s, positions in requests:
+            missing = s._missing(positions)
+            if missing.size:
+                need.setdefault(id(s), []).append(missing)
+        pending = [(s, np.unique(np.concatenate(need[id(s)]))) for s in unique if id(s) in need]
+        if pending:
+            with ThreadPoolExecutor(max(1, threads)) as pool:
+                index_jobs = [(s, shard) for s, chunks in pending for shard in np.unique(chunks // s.shard_chunks).tolist()
+                              if shard not in s._shard_index]
+                _run(pool, [lambda s=s, shard=shard: s._index_of(shard) for s, shard in index_jobs])
+                _run(pool, [task for s, chunks in pending for task in s._read_tasks(chunks)])
+            for s, chunks in pending:
+                s._loaded[chunks] = True
+                s._complete = bool(s._loaded.all())
+        return [None if positions is None else s._buffer[positions] for s, positions in requests]
+
+
+def _run(pool: ThreadPoolExecutor, tasks: list[Callable[[], None]]) -> None:
+    if len(tasks) == 1:
+        tasks[0]()
+    elif tasks:
+        for f in [pool.submit(t) for t in tasks]:
+            f.result()
+
+
+def _merge_ranges(offsets: np.ndarray, lengths: np.ndarray, gap: int) -> list[tuple[int, int, np.ndarray]]:
+    """Byte ranges covering the chunks at ``offsets``, neighbours closer than ``gap`` merged.
+
+    Each item is ``(start, stop, members)``, members indexing into ``offsets``.
+    """
+    order = np.argsort(offsets, kind="stable")
+    starts, stops = offsets[order], offsets[order] + lengths[order]
+    breaks = np.flatnonzero(starts[1:] - np.maximum.accumulate(stops)[:-1] > gap) + 1
+    out = []
+    for members in np.split(order, breaks):
+        out.append((int(offsets[members].min()), int((offsets[members] + lengths[members]).max()), members))
+    return out
+
+
+def _group_ranges(ranges: list[tuple[int, int, np.ndarray]], task_bytes: int) -> list[list[tuple[int, int, np.ndarray]]]:
+    """Split ranges into consecutive groups of about ``task_bytes`` (a long range alone)."""
+    groups: list[list] = [[]]
+    size = 0
+    for r in ranges:
+        if groups[-1] and size + (r[1] - r[0]) > task_bytes:
+            groups.append([])
+            size = 0
+        groups[-1].append(r)
+        size += r[1] - r[0]
+    return groups
+
+
+def _check_layout(values_meta: dict | None, entity_meta: dict | None, card: SetCard, key: str) -> int:
+    """Check the ``values`` metadata is the sharded layout this reader knows; returns chunks per shard."""
     if values_meta is None or entity_meta is None:
         raise CorruptedSetError(f"{key}: consolidated metadata lacks the 'values' or 'entity' array")
-    codecs = [c["name"] for c in values_meta.get("codecs", [])]
+    codecs = values_meta.get("codecs", [])
+    names = [c.get("name") for c in codecs]
+    conf = codecs[0].get("configuration", {}) if names == ["sharding_indexed"] else {}
+    inner = [c.get("name") for c in conf.get("codecs", [])]
+    index = [c.get("name") for c in conf.get("index_codecs", [])]
+    endian = {c.get("configuration", {}).get("endian", "little") for c in conf.get("codecs", []) + conf.get("index_codecs", [])
+              if c.get("name") == "bytes"}
+    key_encoding = values_meta.get("chunk_key_encoding", {})
+    if (inner != ["bytes", "blosc"] or index != ["bytes", "crc32c"] or conf.get("index_location") != "end"
+            or endian != {"little"} or values_meta.get("data_type") != "float32"
+            or key_encoding.get("name") != "default" or key_encoding.get("configuration", {}).get("separator", "/") != "/"):
+        raise CorruptedSetError(f"{key}: 'values' uses codecs {names} {inner} / {values_meta.get('data_type')}, which this "
+                                "pertstore does not read (sets written before sharding must be written again)")
     shape = values_meta.get("shape")
-    chunks = values_meta.get("chunk_grid", {}).get("configuration", {}).get("chunk_shape")
-    if codecs != ["bytes", "blosc"] or values_meta.get("data_type") != "float32":
-        raise CorruptedSetError(f"{key}: 'values' uses codecs {codecs} / {values_meta.get('data_type')}, "
-                                "which this pertstore does not read")
-    if shape != [card.n_rows, card.dim] or chunks != [card.chunk_rows, card.dim]:
-        raise CorruptedSetError(f"{key}: 'values' shape {shape} / chunks {chunks} disagree with the card")
+    shards = values_meta.get("chunk_grid", {}).get("configuration", {}).get("chunk_shape")
+    chunks = conf.get("chunk_shape")
+    if shape != [card.n_rows, card.dim] or chunks != [card.chunk_rows, card.dim] or not shards \
+            or shards[1] != card.dim or shards[0] % card.chunk_rows:
+        raise CorruptedSetError(f"{key}: 'values' shape {shape} / chunks {chunks} / shards {shards} disagree with the card")
+    return shards[0] // card.chunk_rows
 
 
 def _read_entity_ids(storage: Storage, key: str, entity_meta: dict) -> list[str]:

@@ -15,7 +15,7 @@ import os
 import shutil
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -57,8 +57,23 @@ class Storage(ABC):
             return list(pool.map(self.read_bytes, keys))
 
     @abstractmethod
+    def read_range(self, key: str, start: int, stop: int | None = None) -> bytes:
+        """Bytes ``start:stop`` of the object at ``key``; a negative ``start`` counts from its end.
+
+        :class:`FileNotFoundError` when absent. Fewer bytes come back where the object is shorter.
+        """
+
+    @abstractmethod
+    def read_ranges(self, key: str, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        """Several ``(start, stop)`` byte ranges of one object, in order (one open, or one batched request)."""
+
+    @abstractmethod
     def write_bytes(self, key: str, data: bytes) -> None:
         """Write ``data`` at ``key`` atomically (readers see the old or the new bytes)."""
+
+    def write_parts(self, key: str, parts: Iterable[bytes]) -> None:
+        """Write the concatenation of ``parts`` at ``key`` atomically, without holding it all in memory."""
+        self.write_bytes(key, b"".join(parts))
 
     @abstractmethod
     def exists(self, key: str) -> bool: ...
@@ -112,16 +127,42 @@ class LocalStorage(Storage):
         with open(self.root / key, "rb") as f:
             return f.read()
 
+    def read_range(self, key: str, start: int, stop: int | None = None) -> bytes:
+        fd = os.open(self.root / key, os.O_RDONLY)
+        try:
+            if start < 0 or stop is None:
+                size = os.fstat(fd).st_size
+                start = max(0, size + start) if start < 0 else start
+                stop = size if stop is None else stop
+            return _pread(fd, start, stop)
+        finally:
+            os.close(fd)
+
+    def read_ranges(self, key: str, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        fd = os.open(self.root / key, os.O_RDONLY)
+        try:
+            return [_pread(fd, start, stop) for start, stop in ranges]
+        finally:
+            os.close(fd)
+
     def write_bytes(self, key: str, data: bytes) -> None:
+        self.write_parts(key, (data,))
+
+    def write_parts(self, key: str, parts: Iterable[bytes]) -> None:
         self._check_writable()
         target = self.root / key
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
+        try:
+            with open(tmp, "wb") as f:
+                for part in parts:
+                    f.write(part)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
     def exists(self, key: str) -> bool:
         return (self.root / key).exists()
@@ -187,6 +228,19 @@ class FsspecStorage(Storage):
     def read_bytes(self, key: str) -> bytes:
         return self.fs.cat_file(self._full(key))
 
+    def read_range(self, key: str, start: int, stop: int | None = None) -> bytes:
+        return self.fs.cat_file(self._full(key), start=start, end=stop)
+
+    def read_ranges(self, key: str, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        if not ranges:
+            return []
+        path = self._full(key)
+        got = self.fs.cat_ranges([path] * len(ranges), [a for a, _ in ranges], [b for _, b in ranges])
+        for value in got:
+            if isinstance(value, Exception):
+                raise FileNotFoundError(path) from value
+        return got
+
     def read_many(self, keys: Sequence[str], *, threads: int = 8) -> list[bytes]:
         if not keys:
             return []
@@ -203,6 +257,12 @@ class FsspecStorage(Storage):
     def write_bytes(self, key: str, data: bytes) -> None:
         self._check_writable()
         self.fs.pipe_file(self._full(key), data)  # a single PUT: atomic on object stores
+
+    def write_parts(self, key: str, parts: Iterable[bytes]) -> None:
+        self._check_writable()
+        with self.fs.open(self._full(key), "wb") as f:  # a multipart upload: visible only once complete
+            for part in parts:
+                f.write(part)
 
     def exists(self, key: str) -> bool:
         return self.fs.exists(self._full(key))
@@ -248,6 +308,23 @@ class FsspecStorage(Storage):
 
         return FsspecStore.from_url(f"{self._uri}/{prefix}", read_only=read_only,
                                     storage_options=self.storage_options or None)
+
+
+def _pread(fd: int, start: int, stop: int) -> bytes:
+    """Bytes ``start:stop`` of an open file (short only at its end)."""
+    want = max(0, stop - start)
+    data = os.pread(fd, want, start)
+    if len(data) == want or not data:
+        return data
+    parts = [data]  # a very large read may come back in pieces
+    got = len(data)
+    while got < want:
+        more = os.pread(fd, want - got, start + got)
+        if not more:
+            break
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
 
 
 def _fsync_dir(path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Integrity checks of published sets: chunk digests and content checksums."""
+"""Integrity checks of published sets: shard indexes, chunk digests and content checksums."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ from dataclasses import dataclass, field
 
 from pertstore.errors import CorruptedSetError
 from pertstore.store._layout import set_key
-from pertstore.store._reader import OpenSet, decode_chunk
+from pertstore.store._reader import OpenSet, decode_chunk, parse_shard_index
 from pertstore.store._storage import GROUP_META, Storage
+
+_EMPTY = 2**64 - 1
 
 
 @dataclass
@@ -30,30 +32,45 @@ def published_sets(storage: Storage) -> list[str]:
 
 
 def verify_set(storage: Storage, key: str) -> SetReport:
-    """Re-check one set: every chunk's digest, then the content checksum over ids and values."""
+    """Re-check one set: each shard's index, every chunk's digest, then the checksum over ids and values."""
     try:
         s = OpenSet(storage, key, threads=1)
     except (CorruptedSetError, ValueError, KeyError) as e:
         return SetReport(key, False, [f"unreadable metadata or ids: {e}"])
     card = s.card
-    problems = []
+    problems: list[str] = []
+    if len(card.chunk_digests) != s.n_chunks:
+        return SetReport(key, False, [f"the card lists {len(card.chunk_digests)} chunk digests for {s.n_chunks} chunks"])
     content = hashlib.sha256("\n".join(s.ids).encode())
     content.update(b"\0")
-    for c in range(s.n_chunks):
-        chunk_key = f"{key}/values/c/{c}/0"
+    for shard in range(s.n_shards):
+        shard_key = s.shard_key(shard)
+        first = shard * s.shard_chunks
+        chunks = range(first, min(first + s.shard_chunks, s.n_chunks))
         try:
-            raw = storage.read_bytes(chunk_key)
+            raw = storage.read_bytes(shard_key)
         except FileNotFoundError:
-            problems.append(f"chunk {c} ({chunk_key}) is missing")
-            continue
-        if hashlib.sha256(raw).hexdigest() != card.chunk_digests[c]:
-            problems.append(f"chunk {c} ({chunk_key}) is corrupted: its digest differs from the card's")
+            problems.append(f"shard {shard} ({shard_key}) holding chunks {chunks.start}..{chunks.stop - 1} is missing")
             continue
         try:
-            rows = min(card.chunk_rows, card.n_rows - c * card.chunk_rows)
-            content.update(decode_chunk(raw, card.chunk_rows, card.dim)[:rows].tobytes())
-        except (RuntimeError, ValueError) as e:
-            problems.append(f"chunk {c} ({chunk_key}) cannot be decoded: {e}")
+            table = parse_shard_index(raw[-(16 * s.shard_chunks + 4):], s.shard_chunks, shard_key)
+        except CorruptedSetError as e:
+            problems.append(f"shard {shard} ({shard_key}) is corrupted: {e}")
+            continue
+        for c, (offset, length) in zip(chunks, table.tolist()):
+            if offset == _EMPTY or offset + length > len(raw) - 16 * s.shard_chunks - 4:
+                problems.append(f"chunk {c} ({shard_key}) is missing from its shard")
+                continue
+            chunk = raw[offset : offset + length]
+            if hashlib.sha256(chunk).hexdigest() != card.chunk_digests[c]:
+                problems.append(f"chunk {c} ({shard_key}, bytes {offset}..{offset + length}) is corrupted: "
+                                "its digest differs from the card's")
+                continue
+            try:
+                rows = min(card.chunk_rows, card.n_rows - c * card.chunk_rows)
+                content.update(decode_chunk(chunk, card.chunk_rows, card.dim)[:rows].tobytes())
+            except (RuntimeError, ValueError) as e:
+                problems.append(f"chunk {c} ({shard_key}) cannot be decoded: {e}")
     if not problems and f"sha256:{content.hexdigest()}" != card.checksum:
         problems.append("content checksum differs from the card's")
     return SetReport(key, not problems, problems)

@@ -86,14 +86,51 @@ def test_readers_see_the_old_or_the_new_set_never_a_mix(store, gene_ids):
 
 def test_verify_names_a_corrupted_chunk(store, gene_ids):
     _, recipe = random_set(store, gene_ids, dim=128)
-    key = f"{set_key('rand', recipe.version)}/values/c/3/0"
+    key = f"{set_key('rand', recipe.version)}/values/c/0/0"
+    s = store.open_set("rand")
+    s.rows(np.array([0]))
+    start, length = (int(x) for x in s._shard_index[0][3])
     path = os.path.join(store.uri, key)
     raw = bytearray(open(path, "rb").read())
-    raw[-5] ^= 0xFF
+    raw[start + length - 5] ^= 0xFF
     open(path, "wb").write(bytes(raw))
     report = store.verify()
     bad = [r for r in report["sets"] if not r.ok]
-    assert len(bad) == 1 and bad[0].problems == [f"chunk 3 ({key}) is corrupted: its digest differs from the card's"]
+    assert len(bad) == 1 and bad[0].problems == [
+        f"chunk 3 ({key}, bytes {start}..{start + length}) is corrupted: its digest differs from the card's"]
+
+
+def test_verify_and_readers_catch_a_corrupted_shard_index(store, gene_ids):
+    from pertstore import CorruptedSetError
+
+    _, recipe = random_set(store, gene_ids, dim=128)
+    key = f"{set_key('rand', recipe.version)}/values/c/0/0"
+    path = os.path.join(store.uri, key)
+    raw = bytearray(open(path, "rb").read())
+    raw[-10] ^= 0xFF  # inside the (offset, length) table
+    open(path, "wb").write(bytes(raw))
+    (report,) = store.verify()["sets"]
+    assert report.problems == [f"shard 0 ({key}) is corrupted: {key}: the shard index fails its CRC32C check"]
+    store.cache.clear()
+    with pytest.raises(CorruptedSetError, match="fails its CRC32C check"):
+        store.align("rand", gene_ids[:5])
+
+
+def test_a_seal_left_by_a_killed_writer_is_redone(store, gene_ids):
+    from pertstore.store import Recipe, SetWriter
+
+    values = np.random.default_rng(1).random((len(gene_ids), 32), dtype=np.float32)
+    recipe = Recipe(source="resumed", producer="test", kind="gene")
+    first = SetWriter(store.storage, recipe, gene_ids, 32)
+    first.write_all(values)
+    store.storage.write_bytes(f"{first.staged}/sealed/values/c/0/0", b"half a shard")  # killed mid-seal
+    again = SetWriter(store.storage, recipe, gene_ids, 32)
+    assert again.done_chunks() == set(range(again.n_chunks))
+    card = store.publish(again)
+    assert store.storage.walk("staging") == []
+    np.testing.assert_array_equal(store.get("resumed").values, values)
+    assert card.checksum == store.show("resumed").checksum
+    assert all(r.ok for r in store.verify()["sets"])
 
 
 def test_verify_indexes_a_set_published_but_not_indexed(store, gene_ids):

@@ -45,3 +45,25 @@ def test_a_whole_store_on_an_fsspec_root(tmp_path):
     reopened = Store.open(uri, catalog=tmp_path / "other.duckdb")  # a fresh catalog rebuilt from the store
     np.testing.assert_array_equal(reopened.get("mem").values, values)
     reopened.close()
+
+
+@pytest.fixture(params=["local", "fsspec"])
+def any_storage(request, tmp_path):
+    if request.param == "local":
+        return LocalStorage(tmp_path / "root")
+    return FsspecStorage(f"memory://ranges-{uuid.uuid4().hex}")
+
+
+def test_byte_ranges_and_streamed_writes(any_storage):
+    any_storage.write_parts("s/obj", (bytes([i]) * 10 for i in range(5)))  # written part by part
+    data = any_storage.read_bytes("s/obj")
+    assert data == b"".join(bytes([i]) * 10 for i in range(5))
+    assert any_storage.read_range("s/obj", 12, 25) == data[12:25]
+    assert any_storage.read_range("s/obj", -7) == data[-7:]
+    assert any_storage.read_range("s/obj", 45, 60) == data[45:]  # short only at the end
+    assert any_storage.read_ranges("s/obj", [(40, 50), (0, 3), (10, 10)]) == [data[40:50], data[:3], b""]
+    assert any_storage.walk("s") == ["s/obj"]  # no temporary file left behind
+    with pytest.raises(FileNotFoundError):
+        any_storage.read_range("s/none", 0, 4)
+    with pytest.raises(FileNotFoundError):
+        any_storage.read_ranges("s/none", [(0, 4)])

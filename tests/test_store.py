@@ -152,22 +152,83 @@ def test_store_marker_and_missing_store(tmp_path):
     s.close()
 
 
+def _record_reads(storage, reads: list) -> None:
+    """Patch ``storage`` to log every (key, (start, stop)) byte range it reads."""
+    ranges, one = storage.read_ranges, storage.read_range
+    storage.read_ranges = lambda key, rs: reads.extend((key, r) for r in rs) or ranges(key, rs)
+    storage.read_range = lambda key, start, stop=None: reads.append((key, (start, stop))) or one(key, start, stop)
+
+
 def test_reads_touch_only_the_chunks_they_need(store, gene_ids):
-    values, recipe = random_set(store, gene_ids, dim=256)  # 64 rows per chunk -> 32 chunks
+    values, recipe = random_set(store, gene_ids, dim=256)  # 64 rows per chunk -> 32 chunks in one shard
+    store.cache.clear()
+    s = store.open_set("rand")
+    shard = f"{set_key('rand', recipe.version)}/values/c/0/0"
+    assert s.card.chunk_rows == 64 and s.n_shards == 1 and s.shard_chunks == 32
+    reads = []
+    _record_reads(s.storage, reads)
+    out = s.rows(np.array([0, 5, 33, 1999]))
+    np.testing.assert_array_equal(out, values[[0, 5, 33, 1999]])
+    table = s._shard_index[0]
+    index_read = (shard, (-(16 * 32 + 4), None))
+    chunk = lambda c: (shard, (int(table[c, 0]), int(table[c, 0] + table[c, 1])))  # noqa: E731
+    assert sorted(reads, key=str) == sorted([index_read, chunk(0), chunk(31)], key=str)
+    reads.clear()
+    np.testing.assert_array_equal(s.rows(np.array([1, 70])), values[[1, 70]])  # chunk 0 and the index are cached
+    assert reads == [chunk(1)]
+
+
+def test_neighbouring_chunks_are_read_as_one_range(store, gene_ids):
+    values, _ = random_set(store, gene_ids, dim=256)
     store.cache.clear()
     s = store.open_set("rand")
     reads = []
-    original = s.storage.read_bytes
-    s.storage.read_bytes = lambda key: reads.append(key) or original(key)
-    try:
-        out = s.rows(np.array([0, 5, 33, 1999]))
-    finally:
-        s.storage.read_bytes = original
-    np.testing.assert_array_equal(out, values[[0, 5, 33, 1999]])
-    assert s.card.chunk_rows == 64
-    assert sorted(reads) == sorted(f"{set_key('rand', recipe.version)}/values/c/{c}/0" for c in (0, 31))
-    reads.clear()
-    s.storage.read_bytes = lambda key: reads.append(key) or original(key)
-    np.testing.assert_array_equal(s.rows(np.array([1, 70])), values[[1, 70]])  # chunk 0 is cached
-    s.storage.read_bytes = original
-    assert reads == [f"{set_key('rand', recipe.version)}/values/c/1/0"]
+    _record_reads(s.storage, reads)
+    rows = np.arange(64, 64 * 9, 50)  # chunks 1..8
+    np.testing.assert_array_equal(s.rows(rows), values[rows])
+    table = s._shard_index[0]
+    assert reads[1:] == [(s.shard_key(0), (int(table[1, 0]), int(table[8, 0] + table[8, 1])))]
+
+
+def test_sets_larger_than_a_shard_span_several(store, gene_ids):
+    from pertstore.store import Recipe, SetWriter
+
+    values = np.random.default_rng(3).random((len(gene_ids), 100), dtype=np.float32)
+    recipe = Recipe(source="multi", producer="test", kind="gene")
+    writer = SetWriter(store.storage, recipe, gene_ids, 100, shard_bytes=250_000)  # 16 chunks of 128 rows, 4 per shard
+    for c in range(writer.n_chunks):
+        writer.write_chunk(c, values[c * writer.chunk_rows:(c + 1) * writer.chunk_rows])
+    store.publish(writer)
+    key = set_key("multi", recipe.version)
+    assert store.storage.list_dir(f"{key}/values/c") == ["0", "1", "2", "3"]
+    s = store.open_set("multi")
+    assert (s.chunk_nbytes, s.shard_chunks, s.n_shards) == (51200, 4, 4)
+    rows = np.array([1999, 0, 512, 511, 1536])
+    np.testing.assert_array_equal(s.rows(rows), values[rows])
+    np.testing.assert_array_equal(s.all_rows(), values)
+    np.testing.assert_array_equal(xr.open_zarr(f"{store.uri}/{key}")["values"].values, values)
+    assert all(r.ok for r in store.verify()["sets"])
+
+
+def test_a_missing_shard_is_a_clear_error(store, gene_ids):
+    from pertstore import CorruptedSetError
+
+    _, recipe = random_set(store, gene_ids, dim=64)
+    key = set_key("rand", recipe.version)
+    store.storage.delete_prefix(f"{key}/values/c/0/0")
+    store.cache.clear()
+    with pytest.raises(CorruptedSetError, match=r"shard 0 \(.*values/c/0/0\) holding chunks 0..7 is missing"):
+        store.align("rand", gene_ids[:3])
+    (report,) = store.verify()["sets"]
+    assert report.problems == [f"shard 0 ({key}/values/c/0/0) holding chunks 0..7 is missing"]
+
+
+def test_merge_ranges_joins_close_chunks_only():
+    from pertstore.store._reader import _group_ranges, _merge_ranges
+
+    offsets, lengths = np.array([300, 0, 100, 1000]), np.array([100, 100, 100, 50])
+    got = [(a, b, m.tolist()) for a, b, m in _merge_ranges(offsets, lengths, gap=100)]
+    assert got == [(0, 400, [1, 2, 0]), (1000, 1050, [3])]
+    assert [(a, b) for a, b, _ in _merge_ranges(offsets, lengths, gap=600)] == [(0, 1050)]
+    groups = _group_ranges(_merge_ranges(offsets, lengths, gap=0), task_bytes=250)
+    assert [[(a, b) for a, b, _ in g] for g in groups] == [[(0, 200)], [(300, 400), (1000, 1050)]]

@@ -1,0 +1,188 @@
+"""The REST API: thin routes over :class:`pertstore.Store` under ``/v1``.
+
+Reads may be open or token-protected; every write needs a bearer token (``PERTSTORE_TOKEN`` or
+``create_app(token=...)``), compared in constant time and never logged. Aligned embeddings come
+back as JSON, or as an Arrow IPC stream with ``Accept: application/vnd.apache.arrow.stream``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+import threading
+import uuid
+from typing import Annotated
+
+import numpy as np
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from pertstore._store import Store
+from pertstore.errors import ConflictError, InvalidInputError, NotFoundError, PertstoreError
+
+ARROW = "application/vnd.apache.arrow.stream"
+MAX_IDS = 20_000
+MAX_PAGE = 1_000
+MAX_BODY = 8 * 2**20
+log = logging.getLogger("pertstore.api")
+
+
+class AlignRequest(BaseModel):
+    sources: list[str] = Field(min_length=1, max_length=100)
+    ids: list[str] = Field(min_length=1, max_length=MAX_IDS)
+    context: str | None = None
+    tag: str | None = None
+
+
+class ResolveRequest(BaseModel):
+    ids: list[str] = Field(min_length=1, max_length=MAX_IDS)
+    kind: str = Field("gene", pattern="^(gene|molecule)$")
+
+
+class JobRequest(BaseModel):
+    recipes: str = Field(min_length=1, max_length=MAX_BODY, description="A recipes file (YAML text)")
+    max_failed_fraction: float = Field(0.05, ge=0, le=1)
+
+
+def create_app(store: Store, *, token: str | None = None, protect_reads: bool = False,
+               scheduler: str | None = None) -> FastAPI:
+    """The FastAPI application serving ``store`` (the process owns its catalog)."""
+    token = token if token is not None else os.environ.get("PERTSTORE_TOKEN")
+    app = FastAPI(title="pertstore", version="1", description="Embedding feature store for perturbation-response prediction")
+    lock = threading.Lock()
+
+    def _check(authorization: str | None) -> None:
+        if not token:
+            raise HTTPException(403, "writes are disabled: the server has no token configured (PERTSTORE_TOKEN)")
+        given = (authorization or "").removeprefix("Bearer ").strip()
+        if not given or not hmac.compare_digest(given.encode(), token.encode()):
+            raise HTTPException(401, "a valid bearer token is required", headers={"WWW-Authenticate": "Bearer"})
+
+    def write_auth(authorization: Annotated[str | None, Header()] = None) -> None:
+        _check(authorization)
+
+    def read_auth(authorization: Annotated[str | None, Header()] = None) -> None:
+        if protect_reads:
+            _check(authorization)
+
+    @app.middleware("http")
+    async def request_ids(request: Request, call_next):
+        rid = request.headers.get("x-request-id") or uuid.uuid4().hex[:12]
+        size = int(request.headers.get("content-length") or 0)
+        if size > MAX_BODY:
+            return JSONResponse({"detail": f"body of {size} bytes exceeds {MAX_BODY}"}, status_code=413)
+        response = await call_next(request)
+        response.headers["x-request-id"] = rid
+        log.info("%s %s %s -> %d", rid, request.method, request.url.path, response.status_code)
+        return response
+
+    @app.exception_handler(PertstoreError)
+    async def store_errors(_request: Request, exc: PertstoreError):
+        status = 404 if isinstance(exc, NotFoundError) else 409 if isinstance(exc, ConflictError) else \
+            422 if isinstance(exc, InvalidInputError) else 500
+        return JSONResponse({"detail": str(exc)}, status_code=status)
+
+    reads = [Depends(read_auth)]
+
+    @app.get("/v1/health")
+    def health() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/v1/ready")
+    def ready() -> dict:
+        store.catalog.query("SELECT 1")
+        return {"status": "ready", "store": store.uri}
+
+    @app.get("/v1/sources", dependencies=reads)
+    def sources() -> list[dict]:
+        return _records(store.sources())
+
+    @app.get("/v1/sets", dependencies=reads)
+    def sets(source: str | None = None, context: str | None = None,
+             offset: Annotated[int, Query(ge=0)] = 0, limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100) -> dict:
+        frame = store.ls(source, context)
+        return {"total": len(frame), "offset": offset, "items": _records(frame.iloc[offset:offset + limit])}
+
+    @app.get("/v1/sets/{source}", dependencies=reads)
+    def show(source: str, context: str | None = None, version: str | None = None, tag: str | None = None) -> dict:
+        return store.show(source, context=context, version=version, tag=tag).model_dump(mode="json")
+
+    @app.get("/v1/contexts", dependencies=reads)
+    def contexts() -> list[str]:
+        return store.contexts()
+
+    @app.get("/v1/coverage", dependencies=reads)
+    def coverage() -> list[dict]:
+        return _records(store.catalog.coverage())
+
+    @app.post("/v1/resolve", dependencies=reads)
+    def resolve(body: ResolveRequest) -> dict:
+        res = store.resolve(body.ids, body.kind)
+        return {"ids": res.ids, "unresolved": res.unresolved, "ambiguous": res.ambiguous}
+
+    @app.post("/v1/align", dependencies=reads)
+    def align(body: AlignRequest, accept: Annotated[str | None, Header()] = None):
+        ds = store.align(body.sources, body.ids, context=body.context, tag=body.tag)
+        if accept and ARROW in accept:
+            import pyarrow as pa
+
+            from pertstore.store import to_arrow
+
+            sink = pa.BufferOutputStream()
+            table = to_arrow(ds)
+            with pa.ipc.new_stream(sink, table.schema) as writer:
+                writer.write_table(table)
+            return Response(sink.getvalue().to_pybytes(), media_type=ARROW)
+        covered = ds["covered"].values
+        return {"ids": [str(i) for i in ds["entity"].values], "entity_ids": [str(i) for i in ds["entity_id"].values],
+                "versions": ds.attrs["versions"], "unresolved": ds.attrs["unresolved"],
+                "embeddings": {s: [row.tolist() if ok else None for row, ok in zip(ds[s].values, covered[:, j])]
+                               for j, s in enumerate(body.sources)}}
+
+    @app.post("/v1/jobs", status_code=202, dependencies=[Depends(write_auth)])
+    def submit(body: JobRequest, response: Response) -> dict:
+        with lock:
+            job_id = store.jobs.create(body.recipes, max_failed_fraction=body.max_failed_fraction, scheduler=scheduler)
+        threading.Thread(target=_run_job, args=(store, job_id, scheduler), daemon=True).start()
+        response.headers["Location"] = f"/v1/jobs/{job_id}"
+        return {"job_id": job_id, "state": "queued"}
+
+    @app.get("/v1/jobs", dependencies=reads)
+    def jobs() -> list[dict]:
+        return _records(store.jobs.ls())
+
+    @app.get("/v1/jobs/{job_id}", dependencies=reads)
+    def job(job_id: str) -> dict:
+        st = store.jobs.status(job_id)
+        return {**{k: _plain(v) for k, v in st.items() if k != "recipes"}, "recipes": _records(st["recipes"])}
+
+    @app.get("/v1/jobs/{job_id}/failures", dependencies=reads)
+    def failures(job_id: str) -> list[dict]:
+        return _records(store.jobs.failures(job_id))
+
+    @app.post("/v1/jobs/{job_id}/cancel", dependencies=[Depends(write_auth)])
+    def cancel(job_id: str) -> dict:
+        return {"job_id": job_id, "state": store.jobs.cancel(job_id)}
+
+    return app
+
+
+def _run_job(store: Store, job_id: str, scheduler: str | None) -> None:
+    try:
+        store.jobs.run(job_id, scheduler=scheduler)
+    except Exception:  # the job's state and error are in the catalog
+        log.exception("job %s failed", job_id)
+
+
+def _plain(value):
+    if isinstance(value, (np.generic,)):
+        return value.item()
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return None if value is None or (isinstance(value, float) and np.isnan(value)) else value
+
+
+def _records(frame) -> list[dict]:
+    return [{k: _plain(v) for k, v in row.items()} for row in frame.to_dict(orient="records")]

@@ -71,7 +71,7 @@ def _idealised(y: np.ndarray) -> np.ndarray:
     return PCA(min(100, y.shape[0] - 1, y.shape[1]), svd_solver="full").fit_transform(y)
 
 
-def run_plan(store, plan: Plan, *, progress: Callable[[str], None] | None = None, client=None) -> pd.DataFrame:
+def run_plan(store, plan: Plan, *, progress: Callable[[str], None] | None = None) -> pd.DataFrame:
     """Run ``plan`` (skipping runs already in the catalog); returns this plan's result rows."""
     from pertstore.consumers.tasks import load_task, task_version
 

@@ -71,8 +71,12 @@ def _idealised(y: np.ndarray) -> np.ndarray:
     return PCA(min(100, y.shape[0] - 1, y.shape[1]), svd_solver="full").fit_transform(y)
 
 
-def run_plan(store, plan: Plan, *, progress: Callable[[str], None] | None = None) -> pd.DataFrame:
-    """Run ``plan`` (skipping runs already in the catalog); returns this plan's result rows."""
+def run_plan(store, plan: Plan, *, progress: Callable[[str], None] | None = None, client=None) -> pd.DataFrame:
+    """Run ``plan`` (skipping runs already in the catalog); returns this plan's result rows.
+
+    With a Dask ``client`` the model fits run as Dask tasks (the driver reads the embeddings and
+    writes the results; workers only compute).
+    """
     from pertstore.consumers.tasks import load_task, task_version
 
     task = load_task(store, plan.task)
@@ -98,12 +102,10 @@ def run_plan(store, plan: Plan, *, progress: Callable[[str], None] | None = None
                         units.append((context, fold, source, ev))
     results, errors = [], []
     cache: dict[tuple[str, str], tuple] = {}
+    prepared = []  # (unit, rows, set_version, covered, test, args of _predict)
     for context, fold, source, ev in units:
-        if progress is not None:
-            progress(f"{plan.task} {context} fold {fold}: {source} / {ev}")
         rows = _context_rows(task, context)
         y = task.targets[rows]
-        ids = [task.entity_ids[r] for r in rows]
         test = task.folds[rows] == fold
         if source in ("train_mean", "no_change"):
             x, covered, set_version = None, np.ones(len(rows), bool), ""
@@ -113,20 +115,22 @@ def run_plan(store, plan: Plan, *, progress: Callable[[str], None] | None = None
             key = (source, context)
             if key not in cache:
                 try:
-                    cache[key] = _embedding(store, source, ids, context, plan.tag)
+                    cache[key] = _embedding(store, source, [task.entity_ids[r] for r in rows], context, plan.tag)
                 except NotFoundError:  # a contextual source without a set for this context
                     cache[key] = None
             if cache[key] is None:
                 continue
             x, covered, set_version = cache[key]
-        t0 = time.perf_counter()
-        pred, chosen, used = _predict(kind, source, ev, x, y, covered, test, plan.coverage)
-        truth = y[test][used]
+        prepared.append(((context, fold, source, ev), rows, set_version, covered, test,
+                         (kind, source, ev, x, y, covered, test, plan.coverage)))
+    outputs = _fit_all([p[5] for p in prepared], client, progress, plan.task)
+    for ((context, fold, source, ev), rows, set_version, covered, test, args), (pred, chosen, used, seconds) in zip(
+            prepared, outputs):
+        truth = args[4][test][used]
         metrics = deg_metrics(truth, pred) if kind == "deg" else regression_metrics(truth, pred)
         base = {"task": plan.task, "task_version": version, "context": context, "fold": int(fold), "set": source,
                 "set_version": set_version, "evaluator": ev, "chosen": json.dumps(chosen),
-                "coverage": float(covered[test].mean()) if test.any() else float("nan"),
-                "seconds": time.perf_counter() - t0}
+                "coverage": float(covered[test].mean()) if test.any() else float("nan"), "seconds": seconds}
         results.extend({**base, "metric": m, "value": v} for m, v in metrics.items())
         if kind == "lfc":
             test_ids = np.asarray(task.pert_ids)[rows][test][used]
@@ -191,6 +195,26 @@ def _run_fusion(store, task, plan: Plan, version: str, contexts: list[str], done
                                "set": label, "evaluator": "fusion", "pert_id": p, "l2": float(e)}
                               for p, e in zip(np.asarray(task.pert_ids)[rows][test], l2_per_perturbation(truth, pred)))
     return results, errors
+
+
+def _timed_predict(*args):
+    t0 = time.perf_counter()
+    pred, chosen, used = _predict(*args)
+    return pred, chosen, used, time.perf_counter() - t0
+
+
+def _fit_all(arg_lists: list[tuple], client, progress, task_name: str) -> list[tuple]:
+    """Every run's ``(prediction, chosen, used rows, seconds)``, in order: in-process or on Dask."""
+    if client is None:
+        out = []
+        for args in arg_lists:
+            if progress is not None:
+                progress(f"{task_name}: {args[1]} / {args[2]}")
+            out.append(_timed_predict(*args))
+        return out
+    if progress is not None:
+        progress(f"{task_name}: {len(arg_lists)} runs on the Dask cluster")
+    return client.gather([client.submit(_timed_predict, *args, pure=False) for args in arg_lists])
 
 
 def _predict(kind, source, ev, x, y, covered, test, coverage_policy):

@@ -26,6 +26,8 @@ def run(task: Annotated[Optional[str], typer.Option(help="Stored task name")] = 
         plan: Annotated[Optional[Path], typer.Option(help="YAML plan: runs: [{task, sets, evaluators, ...}]")] = None,
         coverage: Annotated[str, typer.Option(help="train_mean (paper) or covered")] = "train_mean",
         controls: Annotated[bool, typer.Option(help="Also run the controls")] = True,
+        scheduler: Annotated[Optional[str], typer.Option(help="Dask scheduler address for the model fits")] = None,
+        workers: Annotated[int, typer.Option(help="Fit on a local Dask cluster of this many workers (0: in-process)")] = 0,
         store: StoreOpt = None) -> None:
     """Run evaluations; runs already stored are skipped (an interrupted plan resumes)."""
     from pertstore.consumers.evaluators import Plan, run_plan
@@ -37,10 +39,19 @@ def run(task: Annotated[Optional[str], typer.Option(help="Stored task name")] = 
                       folds=folds or None, controls=controls, coverage=coverage)]
     else:
         raise typer.BadParameter("give --task and --set (repeatable), or --plan FILE")
-    with _open(store) as s, console.status("evaluating") as status:
+    from contextlib import ExitStack
+
+    with _open(store) as s, ExitStack() as stack, console.status("evaluating") as status:
+        client = None
+        if scheduler or workers:
+            from distributed import Client, LocalCluster
+
+            target = scheduler or stack.enter_context(LocalCluster(n_workers=workers, threads_per_worker=1,
+                                                                   dashboard_address=None))
+            client = stack.enter_context(Client(target))
         total = 0
         for p in plans:
-            total += len(run_plan(s, p, progress=lambda msg: status.update(msg)))
+            total += len(run_plan(s, p, progress=lambda msg: status.update(msg), client=client))
     console.print(f"{total} result rows stored; see `pertstore bench results` and `pertstore report`")
 
 

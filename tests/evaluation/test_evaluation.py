@@ -99,6 +99,18 @@ def test_runner_on_the_papalexi_task_with_controls_resume_and_report(store, data
     assert len(results(store, "papalexi-lfc")) == len(rows)
     errors = store.catalog.query("SELECT * FROM bench_errors WHERE set = 'random-16' AND evaluator = 'knn'")
     assert len(errors) == 25  # every perturbation is in exactly one test fold
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster, Client(cluster) as client:
+        on_dask = run_plan(store, Plan(task="papalexi-lfc", sets=["random-16"], evaluators=["knn", "ridge"],
+                                       folds=[0, 1]), client=client)
+    assert on_dask.empty  # already done: resume skips every run
+    store.catalog.query("DELETE FROM bench_results WHERE fold = 0")
+    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster, Client(cluster) as client:
+        redo = run_plan(store, Plan(task="papalexi-lfc", sets=["random-16"], evaluators=["knn", "ridge"],
+                                    folds=[0]), client=client)
+    same = rows[(rows.fold == 0) & (rows.metric == "l2")].set_index(["set", "evaluator"]).value.sort_index()
+    np.testing.assert_allclose(redo[redo.metric == "l2"].set_index(["set", "evaluator"]).value.sort_index(), same)
     store.produce("random", source="random-8", params={"dim": 8, "seed": 1})
     fused = run_plan(store, Plan(task="papalexi-lfc", sets=["random-16", "random-8"], evaluators=["fusion"],
                                  controls=False, fusion={"max_epochs": 3}))

@@ -2,27 +2,32 @@
 
 Reads may be open or token-protected; every write needs a bearer token (``PERTSTORE_TOKEN`` or
 ``create_app(token=...)``), compared in constant time and never logged. Aligned embeddings come
-back as JSON, or as an Arrow IPC stream with ``Accept: application/vnd.apache.arrow.stream``.
+back as JSON, or streamed as Arrow IPC (``Accept: application/vnd.apache.arrow.stream``) or
+``.npy`` (``Accept: application/x-npy``).
 """
 
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 import os
+import tempfile
 import threading
 import uuid
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Literal
 
 import numpy as np
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
 from pertstore._store import Store
+from pertstore.api._formats import respond
 from pertstore.errors import ConflictError, InvalidInputError, NotFoundError, PertstoreError
 
-ARROW = "application/vnd.apache.arrow.stream"
 MAX_IDS = 20_000
 MAX_PAGE = 1_000
 MAX_BODY = 8 * 2**20
@@ -33,7 +38,19 @@ class AlignRequest(BaseModel):
     sources: list[str] = Field(min_length=1, max_length=100)
     ids: list[str] = Field(min_length=1, max_length=MAX_IDS)
     context: str | None = None
+    version: str | dict[str, str] | None = None
+    tag: str | dict[str, str] | None = None
+
+
+class FetchRequest(BaseModel):
+    ids: list[str] = Field(min_length=1, max_length=MAX_IDS)
+    context: str | None = None
+    version: str | None = None
     tag: str | None = None
+
+
+class TagRequest(BaseModel):
+    version: str = Field(min_length=1, max_length=64)
 
 
 class ResolveRequest(BaseModel):
@@ -122,24 +139,60 @@ def create_app(store: Store, *, token: str | None = None, protect_reads: bool = 
         res = store.resolve(body.ids, body.kind)
         return {"ids": res.ids, "unresolved": res.unresolved, "ambiguous": res.ambiguous}
 
+    @app.get("/v1/sets/{source}/versions", dependencies=reads)
+    def versions(source: str, context: str | None = None) -> list[dict]:
+        frame = store.ls(source, context)
+        if frame.empty:
+            raise NotFoundError(f"no sets of source {source!r}")
+        return _records(frame)
+
+    @app.get("/v1/tags", dependencies=reads)
+    def tags(source: str | None = None) -> list[dict]:
+        sql = "SELECT source, context, tag, version, updated_at FROM tags" + (" WHERE source = ?" if source else "")
+        return _records(store.catalog.query(sql + " ORDER BY source, context, tag", [source] if source else None))
+
+    @app.put("/v1/sets/{source}/tags/{tag}", dependencies=[Depends(write_auth)])
+    def put_tag(source: str, tag: str, body: TagRequest) -> dict:
+        with lock:
+            store.tag(source, body.version, tag)
+        return {"source": source, "tag": tag, "version": body.version}
+
+    @app.get("/v1/recipes", dependencies=reads)
+    def recipes(source: str | None = None, producer: str | None = None,
+                offset: Annotated[int, Query(ge=0)] = 0, limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100) -> dict:
+        where = [c for c, v in (("source = ?", source), ("producer = ?", producer)) if v]
+        frame = store.catalog.query("SELECT source, version, context, producer, recipe FROM sets"
+                                    + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY source, version",
+                                    [v for v in (source, producer) if v] or None)
+        items = [{**row, "recipe": json.loads(row["recipe"])} for row in _records(frame.iloc[offset:offset + limit])]
+        return {"total": len(frame), "offset": offset, "items": items}
+
+    @app.post("/v1/sets/{source}/embeddings", dependencies=reads)
+    def fetch(source: str, body: FetchRequest, accept: Annotated[str | None, Header()] = None):
+        return respond(store.align([source], body.ids, context=body.context, version=body.version, tag=body.tag),
+                       accept)
+
     @app.post("/v1/align", dependencies=reads)
     def align(body: AlignRequest, accept: Annotated[str | None, Header()] = None):
-        ds = store.align(body.sources, body.ids, context=body.context, tag=body.tag)
-        if accept and ARROW in accept:
-            import pyarrow as pa
+        return respond(store.align(body.sources, body.ids, context=body.context, version=body.version, tag=body.tag),
+                       accept)
 
-            from pertstore.store import to_arrow
+    @app.post("/v1/import", status_code=201, dependencies=[Depends(write_auth)])
+    async def import_(request: Request, source: str, kind: Literal["gene", "molecule"] = "gene", context: str = "",
+                      format: Literal["h5ad", "npz", "parquet", "csv"] = "parquet", field: str | None = None,
+                      id_col: str | None = None) -> dict:
+        body = await request.body()
+        if not body:
+            raise InvalidInputError("the request body is empty: send the embedding file's bytes")
 
-            sink = pa.BufferOutputStream()
-            table = to_arrow(ds)
-            with pa.ipc.new_stream(sink, table.schema) as writer:
-                writer.write_table(table)
-            return Response(sink.getvalue().to_pybytes(), media_type=ARROW)
-        covered = ds["covered"].values
-        return {"ids": [str(i) for i in ds["entity"].values], "entity_ids": [str(i) for i in ds["entity_id"].values],
-                "versions": ds.attrs["versions"], "unresolved": ds.attrs["unresolved"],
-                "embeddings": {s: [row.tolist() if ok else None for row, ok in zip(ds[s].values, covered[:, j])]
-                               for j, s in enumerate(body.sources)}}
+        def write_set() -> dict:
+            with tempfile.TemporaryDirectory() as tmp, lock:
+                path = Path(tmp) / f"upload.{format}"
+                path.write_bytes(body)
+                card = store.import_file(path, source=source, kind=kind, context=context, field=field, id_col=id_col)
+            return card.model_dump(mode="json", exclude={"chunk_digests"})
+
+        return await run_in_threadpool(write_set)
 
     @app.post("/v1/jobs", status_code=202, dependencies=[Depends(write_auth)])
     def submit(body: JobRequest, response: Response) -> dict:
@@ -166,12 +219,24 @@ def create_app(store: Store, *, token: str | None = None, protect_reads: bool = 
     def cancel(job_id: str) -> dict:
         return {"job_id": job_id, "state": store.jobs.cancel(job_id)}
 
+    @app.post("/v1/jobs/{job_id}/resume", status_code=202, dependencies=[Depends(write_auth)])
+    def resume(job_id: str, response: Response) -> dict:
+        state = store.jobs.status(job_id)["state"]
+        if state in ("done", "cancelled", "cancelling"):
+            raise ConflictError(f"job {job_id} is {state}; nothing to resume")
+        threading.Thread(target=_run_job, args=(store, job_id, scheduler, True), daemon=True).start()
+        response.headers["Location"] = f"/v1/jobs/{job_id}"
+        return {"job_id": job_id, "state": "resuming"}
+
     return app
 
 
-def _run_job(store: Store, job_id: str, scheduler: str | None) -> None:
+def _run_job(store: Store, job_id: str, scheduler: str | None, resume: bool = False) -> None:
     try:
-        store.jobs.run(job_id, scheduler=scheduler)
+        if resume:
+            store.jobs.resume(job_id, scheduler=scheduler)
+        else:
+            store.jobs.run(job_id, scheduler=scheduler)
     except Exception:  # the job's state and error are in the catalog
         log.exception("job %s failed", job_id)
 

@@ -2,7 +2,7 @@
 
 from pertstore.store._align import aligned_dataset
 from pertstore.store._card import SetCard
-from pertstore.store._export import to_anndata, to_arrow, to_numpy, to_pandas, write_aligned
+from pertstore.store._export import from_arrow, to_anndata, to_arrow, to_numpy, to_pandas, write_aligned
 from pertstore.store._import import read_embedding_file
 from pertstore.store._layout import STORE_ENCODING, STORE_MARKER, registry_key, set_key, staging_key, tag_key
 from pertstore.store._reader import OpenSet, SetCache, decode_chunk
@@ -14,7 +14,7 @@ from pertstore.store._writer import SetWriter, check_values, chunk_rows_for, rea
 __all__ = [
     "STORE_ENCODING", "STORE_MARKER", "EntityKind", "FsspecStorage", "LocalStorage", "OpenSet", "Recipe",
     "SetCache", "SetCard", "SetReport", "SetWriter", "Storage", "aligned_dataset", "check_name", "check_values",
-    "chunk_rows_for", "decode_chunk", "file_sha256", "open_storage", "published_sets", "read_card",
+    "chunk_rows_for", "decode_chunk", "file_sha256", "from_arrow", "open_storage", "published_sets", "read_card",
     "read_embedding_file", "registry_key", "set_key", "staging_key", "tag_key", "to_anndata", "to_arrow",
     "to_numpy", "to_pandas", "verify_set", "write_aligned",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +49,11 @@ def to_anndata(ds: xr.Dataset):
 
 
 def to_arrow(ds: xr.Dataset):
-    """An Arrow table: ``id``, ``entity_id`` and one fixed-size-list float32 column per source (null where uncovered)."""
+    """An Arrow table: ``id``, ``entity_id`` and one fixed-size-list float32 column per source (null where uncovered).
+
+    The schema metadata keeps the context, versions, unresolved and ambiguous ids (JSON), so
+    :func:`from_arrow` gives back the same dataset.
+    """
     import pyarrow as pa
 
     cols = {"id": pa.array(ds["entity"].values.astype(str)), "entity_id": pa.array(ds["entity_id"].values.astype(str))}
@@ -57,7 +62,43 @@ def to_arrow(ds: xr.Dataset):
         covered = ds["covered"].sel(source=s).values
         flat = pa.array(block.reshape(-1))
         cols[s] = pa.FixedSizeListArray.from_arrays(flat, block.shape[1], mask=pa.array(~covered))
-    return pa.table(cols, metadata={"pertstore.context": ds.attrs.get("context", "")})
+    return pa.table(cols, metadata=arrow_metadata(ds))
+
+
+def arrow_metadata(ds: xr.Dataset) -> dict[str, str]:
+    """The dataset's attrs as Arrow schema metadata."""
+    return {"pertstore.context": ds.attrs.get("context", ""),
+            "pertstore.versions": json.dumps(dict(ds.attrs.get("versions", {}))),
+            "pertstore.unresolved": json.dumps(list(ds.attrs.get("unresolved", []))),
+            "pertstore.ambiguous": json.dumps(dict(ds.attrs.get("ambiguous", {})))}
+
+
+def from_arrow(table) -> xr.Dataset:
+    """The aligned dataset an Arrow table of :func:`to_arrow` holds (NaN rows where a source is null)."""
+    meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
+    sources = [c for c in table.column_names if c not in ("id", "entity_id")]
+    data_vars, covered = {}, []
+    for s in sources:
+        col = table.column(s).combine_chunks()
+        dim = col.type.list_size
+        valid = ~np.asarray(col.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+        flat = col.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+        block = np.full((len(col), dim), np.nan, dtype=np.float32)
+        block[valid] = flat.reshape(-1, dim)
+        data_vars[s] = (("entity", f"{s}_dim"), block)
+        covered.append(valid)
+    data_vars["covered"] = (("entity", "source"), np.stack(covered, axis=1) if covered else
+                            np.zeros((table.num_rows, 0), bool))
+    return xr.Dataset(
+        data_vars,
+        coords={"entity": np.asarray(table.column("id").to_pylist(), dtype=object),
+                "entity_id": ("entity", np.asarray(table.column("entity_id").to_pylist(), dtype=object)),
+                "source": sources},
+        attrs={"context": meta.get("pertstore.context", ""),
+               "versions": json.loads(meta.get("pertstore.versions", "{}")),
+               "unresolved": json.loads(meta.get("pertstore.unresolved", "[]")),
+               "ambiguous": json.loads(meta.get("pertstore.ambiguous", "{}"))},
+    )
 
 
 def write_aligned(ds: xr.Dataset, path: str | Path) -> Path:

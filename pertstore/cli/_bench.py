@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from pertstore.cli._main import StoreOpt, _open, _table, console
+from pertstore.cli._main import StoreOpt, _local, _table, console
 
 bench_app = typer.Typer(help="Evaluate embedding sets on stored tasks (the paper's protocol).", no_args_is_help=True)
 
@@ -41,7 +41,7 @@ def run(task: Annotated[Optional[str], typer.Option(help="Stored task name")] = 
         raise typer.BadParameter("give --task and --set (repeatable), or --plan FILE")
     from contextlib import ExitStack
 
-    with _open(store) as s, ExitStack() as stack, console.status("evaluating") as status:
+    with _local(store) as s, ExitStack() as stack, console.status("evaluating") as status:
         client = None
         if scheduler or workers:
             from distributed import Client, LocalCluster
@@ -62,7 +62,7 @@ def results(task: Annotated[Optional[str], typer.Option(help="Only this task")] 
     """The stored results: one row per (task, context, fold, set, evaluator, metric)."""
     from pertstore.consumers.evaluators import results as load
 
-    with _open(store) as s:
+    with _local(store) as s:
         df = load(s, task)
     if out is None:
         main = df[df.metric.isin(["l2", "f1"])].groupby(["task", "context", "set", "evaluator", "metric"]).value.mean()
@@ -80,7 +80,7 @@ def report(out: Annotated[Path, typer.Option(help="Folder for the figures, table
     from pertstore.consumers.evaluators import results as load
     from pertstore.consumers.reports import write_report
 
-    with _open(store) as s:
+    with _local(store) as s:
         df = load(s, task)
         if df.empty:
             raise typer.BadParameter("no results stored yet; run `pertstore bench run` first")

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from pertstore.cli._main import StoreOpt, _open, _table, console, err
+from pertstore.cli._main import StoreOpt, _local, _open, _table, console, err
 from pertstore.producers import describe_producers
 
 jobs_app = typer.Typer(help="Batch jobs: compute the sets of a recipes file on Dask.", no_args_is_help=True)
@@ -63,8 +63,8 @@ def submit(recipes: Annotated[Path, typer.Argument(help="Recipes YAML file", exi
            dry_run: Annotated[bool, typer.Option(help="Only list the recipes and their versions")] = False,
            progress: Annotated[bool, typer.Option(help="Show a live progress bar")] = True,
            store: StoreOpt = None) -> None:
-    """Submit a recipes file: compute every set that is not in the store yet."""
-    with _open(store) as s:
+    """Submit a recipes file: compute every set that is not in the store yet (or on a server: --store http://...)."""
+    with _local(store) if dry_run else _open(store) as s:
         s.release_catalog = True
         if dry_run:
             rows = [{"source": p.recipe.source, "context": p.recipe.context, "producer": p.recipe.producer,

@@ -24,14 +24,29 @@ app.add_typer(registry_app, name="registry")
 console = Console()
 err = Console(stderr=True)
 
-StoreOpt = Annotated[Optional[str], typer.Option("--store", "-s", help="Store URI [default: $PERTSTORE_STORE or ./pertstore-data]")]
+StoreOpt = Annotated[Optional[str], typer.Option("--store", "-s", help="Store URI, or a server's http(s):// URL [default: $PERTSTORE_STORE or ./pertstore-data]")]
 ContextOpt = Annotated[Optional[str], typer.Option("--context", "-c", help="Context (e.g. a cell line)")]
 VersionOpt = Annotated[Optional[str], typer.Option("--version", "-v", help="Set version")]
 TagOpt = Annotated[Optional[str], typer.Option("--tag", "-t", help="Tag [default: latest]")]
 
 
-def _open(store: str | None) -> Store:
-    return Store.open(store or get_settings().store)
+def _open(store: str | None):
+    """The store at ``store``, or a :class:`~pertstore.client.Client` of the server at an http(s) URL."""
+    uri = store or get_settings().store
+    if uri.startswith(("http://", "https://")):
+        from pertstore.client import Client
+
+        return Client(uri)
+    return Store.open(uri)
+
+
+def _local(store: str | None) -> Store:
+    """A local (or object-store) store: for commands a server does not offer."""
+    s = _open(store)
+    if not isinstance(s, Store):
+        s.close()
+        raise PertstoreError(f"this command needs the store itself, not a server ({s.uri}); run it where the store is")
+    return s
 
 
 def _table(df: pd.DataFrame, title: str | None = None) -> Table:
@@ -76,7 +91,7 @@ def import_(file: Annotated[Path, typer.Argument(help="h5ad, npz, parquet or csv
             tag: Annotated[Optional[list[str]], typer.Option(help="Tags to point at the new set")] = None,
             store: StoreOpt = None) -> None:
     """Import embeddings computed elsewhere as a new set."""
-    with _open(store) as s, console.status(f"importing {file}"):
+    with _local(store) as s, console.status(f"importing {file}"):
         card = s.import_file(file, source=source, kind=kind, context=context, field=field, id_col=id_col,
                              drop_unresolved=drop_unresolved, drop_nonfinite=drop_nonfinite, tags=tag or ())
     console.print(f"[green]{card.source}[/] version {card.version}: {card.n_rows:,} x {card.dim}"
@@ -135,7 +150,7 @@ def export(source: str, out: Annotated[Path, typer.Option(help="Write .npz/.parq
     """Export a whole set to a file."""
     from pertstore.store import write_aligned
 
-    with _open(store) as s:
+    with _local(store) as s:
         ids = s.open_set(source, context=context, version=version, tag=tag).ids
         ds = s.align([source], ids, context=context, version=version, tag=tag)
     console.print(f"wrote {len(ids):,} rows to {write_aligned(ds, out)}")
@@ -163,7 +178,7 @@ def resolve(ids: Annotated[list[str], typer.Argument()], kind: str = "gene", sto
 @app.command()
 def verify(store: StoreOpt = None) -> None:
     """Re-check every set's chunks and checksums; exit 1 if anything is corrupted."""
-    with _open(store) as s:
+    with _local(store) as s:
         report = s.verify(progress=True)
     bad = [r for r in report["sets"] if not r.ok]
     for r in bad:
@@ -186,7 +201,7 @@ def verify(store: StoreOpt = None) -> None:
 @catalog_app.command("rebuild")
 def catalog_rebuild(store: StoreOpt = None) -> None:
     """Recreate the catalog from the store alone."""
-    with _open(store) as s:
+    with _local(store) as s:
         counts = s.rebuild_catalog(progress=True)
     console.print(", ".join(f"{v:,} {k}" for k, v in counts.items()))
 
@@ -195,7 +210,7 @@ def catalog_rebuild(store: StoreOpt = None) -> None:
 def registry_genes(table: Annotated[Optional[Path], typer.Option(help="Gene table (default: the vendored one)")] = None,
                    store: StoreOpt = None) -> None:
     """Register genes."""
-    with _open(store) as s:
+    with _local(store) as s:
         n = s.register_genes(None if table is None else pd.read_csv(table, sep="\t", dtype=str, keep_default_na=False))
     console.print(f"{n:,} genes registered")
 
@@ -208,7 +223,7 @@ def registry_molecules(table: Annotated[Path, typer.Argument(help="TSV/CSV with 
     """Register molecules from a table of names and SMILES."""
     sep = "," if table.suffix == ".csv" else "\t"
     df = pd.read_csv(table, sep=sep, dtype=str, keep_default_na=False)
-    with _open(store) as s:
+    with _local(store) as s:
         n, failures = s.register_molecules(df, name_col=name_col, smiles_col=smiles_col, alias_cols=alias_col or ())
     for f in failures:
         err.print(f"[yellow]skipped[/] {table}: {f}")

@@ -13,7 +13,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from pertstore.cli._main import StoreOpt, _open, _table, console
+from pertstore.cli._main import StoreOpt, _local, _table, console
 
 tasks_app = typer.Typer(help="Perturbation tasks: LFC or DEG targets, folds and experimental error.",
                         no_args_is_help=True)
@@ -83,7 +83,7 @@ def build(file: Annotated[Path, typer.Argument(help="h5ad file or AnnData-zarr d
     """Compute a task (targets, folds, experimental error) from single-cell data and store it."""
     from pertstore.consumers.tasks import build_task, read_perturbation_data, save_task
 
-    with _open(store) as s, _progress(progress) as tick:
+    with _local(store) as s, _progress(progress) as tick:
         data = read_perturbation_data(file, pert_col=pert_col, control_col=control_col, control_label=control_label,
                                       batch_col=batch_col, context_col=context_col, context=context, layer=layer,
                                       input=input, combinatorial=combinatorial, backed=backed or scheduler is not None,
@@ -111,7 +111,7 @@ def import_(file: Annotated[Path, typer.Argument(help="h5ad, parquet or csv resp
     """Store a precomputed task (the paper's published layout or a parquet/csv matrix), keeping its folds."""
     from pertstore.consumers.tasks import import_task, save_task
 
-    with _open(store) as s, console.status(f"importing {file}"):
+    with _local(store) as s, console.status(f"importing {file}"):
         task = import_task(file, kind=kind, context=context, seed=seed, name=name)
         name, version = save_task(s, task)
     _summary(task, name, version)
@@ -123,7 +123,7 @@ def ls(name: Annotated[Optional[str], typer.Argument(help="Only this task's vers
     """List stored tasks."""
     from pertstore.consumers.tasks import list_tasks
 
-    with _open(store) as s:
+    with _local(store) as s:
         df = list_tasks(s, name)
     df["created_at"] = df["created_at"].astype(str).str[:16]
     df["latest"] = np.where(df["latest"], "*", "")
@@ -136,7 +136,7 @@ def show(name: str, version: TaskVersionOpt = None, store: StoreOpt = None) -> N
     """Show one task: shape, contexts, folds, error limits, recipe and what was left out."""
     from pertstore.consumers.tasks import load_task, task_version
 
-    with _open(store) as s:
+    with _local(store) as s:
         task = load_task(s, name, version)
     _summary(task, name, task_version(task.recipe))
     console.print_json(json.dumps({"recipe": task.recipe, "notes": task.report.get("notes", [])}, default=str))
@@ -150,7 +150,7 @@ def export(name: str, out: Annotated[Path, typer.Option("--out", "-o", help="Out
 
     if out.suffix != ".h5ad":
         raise typer.BadParameter(f"--out must end in .h5ad, not {out.name!r}")
-    with _open(store) as s:
+    with _local(store) as s:
         task = load_task(s, name, version)
     out.parent.mkdir(parents=True, exist_ok=True)
     task.to_anndata().write_h5ad(out)

@@ -9,6 +9,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from pertstore.errors import InvalidInputError
+
 EntityKind = Literal["gene", "molecule"]
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 
@@ -16,7 +18,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 def check_name(value: str, what: str) -> str:
     """A source, tag or context name usable as a path segment."""
     if not _NAME.match(value):
-        raise ValueError(f"{what} {value!r} must match {_NAME.pattern} (letters, digits, '_', '.', '-')")
+        raise InvalidInputError(f"{what} {value!r} must match {_NAME.pattern} (letters, digits, '_', '.', '-')")
     return value
 
 

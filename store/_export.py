@@ -81,10 +81,10 @@ def from_arrow(table) -> xr.Dataset:
     for s in sources:
         col = table.column(s).combine_chunks()
         dim = col.type.list_size
-        valid = ~np.asarray(col.is_null().to_numpy(zero_copy_only=False), dtype=bool)
-        flat = col.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
-        block = np.full((len(col), dim), np.nan, dtype=np.float32)
-        block[valid] = flat.reshape(-1, dim)
+        flat = col.values.slice(col.offset * dim, len(col) * dim).to_numpy(zero_copy_only=False)
+        block = flat.reshape(len(col), dim).astype(np.float32, copy=True)  # writable, like Store.align's
+        valid = col.is_valid().to_numpy(zero_copy_only=False) if col.null_count else np.ones(len(col), bool)
+        block[~valid] = np.nan
         data_vars[s] = (("entity", f"{s}_dim"), block)
         covered.append(valid)
     data_vars["covered"] = (("entity", "source"), np.stack(covered, axis=1) if covered else

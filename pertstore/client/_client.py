@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -60,12 +59,7 @@ class Client:
         """Send a request under ``/v1``; a 4xx/5xx answer raises the matching pertstore error."""
         response = self._http.request(method, f"/v1{path}", **kwargs)
         if response.status_code >= 400:
-            try:
-                detail = response.json().get("detail")
-            except ValueError:
-                detail = response.text
-            error = _ERRORS.get(response.status_code, PertstoreError)
-            raise error(f"{method} {path}: {response.status_code} {detail}")
+            _raise(response, method, path)
         return response
 
     def _json(self, method: str, path: str, **kwargs):
@@ -147,8 +141,12 @@ class Client:
     def _arrow(self, path: str, body: dict) -> xr.Dataset:
         import pyarrow as pa
 
-        response = self.request("POST", path, json=body, headers={"Accept": ARROW})
-        return from_arrow(pa.ipc.open_stream(io.BytesIO(response.content)).read_all())
+        with self._http.stream("POST", f"/v1{path}", json=body, headers={"Accept": ARROW}) as response:
+            if response.status_code >= 400:
+                response.read()
+                _raise(response, "POST", path)
+            data = b"".join(response.iter_raw(chunk_size=4 * 2**20))
+        return from_arrow(pa.ipc.open_stream(pa.py_buffer(data)).read_all())
 
 
 class RemoteJobs:
@@ -212,6 +210,15 @@ class RemoteJobs:
 
     def cancel(self, job_id: str) -> str:
         return self._client._json("POST", f"/jobs/{job_id}/cancel")["state"]
+
+
+def _raise(response: httpx.Response, method: str, path: str) -> None:
+    try:
+        detail = response.json().get("detail")
+    except ValueError:
+        detail = response.text
+    error = _ERRORS.get(response.status_code, PertstoreError)
+    raise error(f"{method} {path}: {response.status_code} {detail}")
 
 
 def _is_file(value: str) -> bool:

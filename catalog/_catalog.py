@@ -12,12 +12,17 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from pertstore.catalog._registry import Resolution, aliases_for, entity_rows, pick, probe_keys, smiles_to_inchikey
+from pertstore.catalog._registry import (AliasIndex, Resolution, aliases_for, entity_rows, pick, probe_keys,
+                                        smiles_to_inchikey)
 from pertstore.catalog._schema import first, migrate
 from pertstore.errors import ConflictError, NotFoundError, PertstoreError
 from pertstore.store._card import SetCard
 
 LOCK_WAIT_S = 30.0
+INDEX_AFTER_CALLS = 2
+"""A process that resolves ids of a kind this often keeps that kind's aliases in memory (servers, notebooks)."""
+INDEX_FOR_IDS = 2000
+"""Or at once for a query this long."""
 
 
 class Catalog:
@@ -39,6 +44,11 @@ class Catalog:
         (no other process can write it then) and until this process writes (see ``_generation``)."""
         self._generation = 0
         """Bumped after every write; a view read while a write was under way is not kept."""
+        self._alias_indexes: dict[str, tuple[int, AliasIndex]] = {}
+        self._resolve_calls: dict[str, int] = {}
+        self._index_lock = threading.Lock()
+        self._registry_generation = 0
+        """Bumped when a registry changes; an alias index built while it changed is not kept."""
 
     @property
     def con(self) -> duckdb.DuckDBPyConnection:
@@ -77,6 +87,7 @@ class Catalog:
                 self._con = None
             self._local = threading.local()
             self._sets_view = None
+            self._alias_indexes.clear()
 
     @contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -210,7 +221,7 @@ class Catalog:
         """Replace the entities and aliases of ``kind`` with those derived from ``registry``."""
         ents = entity_rows(kind, registry)
         al = aliases_for(kind, registry).assign(kind=kind)[["kind", "key", "namespace", "priority", "entity_id"]]
-        with self.transaction() as con:
+        with self._registry_change(), self.transaction() as con:
             con.execute("DELETE FROM entities WHERE kind = ?", [kind]).fetchall()
             con.execute("DELETE FROM aliases WHERE kind = ?", [kind]).fetchall()
             con.register("_ents", ents[["entity_id", "kind", "label", "description"]])
@@ -220,12 +231,48 @@ class Catalog:
             con.unregister("_ents")
             con.unregister("_al")
 
+    @contextmanager
+    def _registry_change(self) -> Iterator[None]:
+        try:
+            yield
+        finally:
+            self._registry_generation += 1  # alias indexes read before now are stale
+
     def n_entities(self, kind: str) -> int:
         return int(first(self.con.execute("SELECT count(*) FROM entities WHERE kind = ?", [kind]))[0])
 
     def resolve(self, ids: Sequence[str], kind: str) -> Resolution:
         """Resolve ids of any namespace to canonical ids of ``kind`` (see :mod:`._registry`)."""
         query = [str(i) for i in ids]
+        index = self._alias_index(kind, len(query))
+        if index is not None:
+            res = index.resolve(query)
+        else:
+            res = self._resolve_in_db(query, kind)
+        if kind == "molecule" and res.unresolved:
+            self._resolve_smiles(res)
+        return res
+
+    def _alias_index(self, kind: str, n_ids: int) -> AliasIndex | None:
+        """The in-memory alias index of ``kind``, built once the process resolves often or a lot."""
+        generation = self._registry_generation
+        kept = self._alias_indexes.get(kind)
+        if kept is not None and kept[0] == generation:
+            return kept[1]
+        self._resolve_calls[kind] = calls = self._resolve_calls.get(kind, 0) + 1
+        if calls < INDEX_AFTER_CALLS and n_ids < INDEX_FOR_IDS:
+            return None
+        with self._index_lock:  # one thread builds it, concurrent callers wait and share it
+            kept = self._alias_indexes.get(kind)
+            if kept is not None and kept[0] == self._registry_generation:
+                return kept[1]
+            index = AliasIndex(self.con.execute("SELECT key, priority, entity_id FROM aliases WHERE kind = ?",
+                                                [kind]).fetchall())
+            if generation == self._registry_generation:
+                self._alias_indexes[kind] = (generation, index)
+        return index
+
+    def _resolve_in_db(self, query: list[str], kind: str) -> Resolution:
         probes = probe_keys(query)
         con = self.con
         con.register("_probe", probes)
@@ -235,10 +282,7 @@ class Catalog:
                 "JOIN aliases a ON a.kind = ? AND a.key = p.key", [kind]).df()
         finally:
             con.unregister("_probe")
-        res = pick(query, hits)
-        if kind == "molecule" and res.unresolved:
-            self._resolve_smiles(res)
-        return res
+        return pick(query, hits)
 
     def _resolve_smiles(self, res: Resolution) -> None:
         still = []
@@ -256,7 +300,7 @@ class Catalog:
 
     def clear(self) -> None:
         """Empty every table (the schema stays)."""
-        with self.transaction() as con:
+        with self._registry_change(), self.transaction() as con:
             for table in ["set_entities", "tags", "sets", "sources", "aliases", "entities"]:
                 con.execute(f"DELETE FROM {table}").fetchall()
 

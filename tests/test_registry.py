@@ -69,3 +69,24 @@ def test_same_structure_rows_merge_into_one_molecule():
 def test_unknown_kind_is_rejected(store):
     with pytest.raises(ValueError, match="unknown entity kind"):
         store.resolve(["TP53"], "protein")
+
+
+def test_in_memory_alias_index_answers_like_the_catalog(store):
+    """The alias index a long-lived process builds resolves exactly as the catalog's join does."""
+    from pertstore.catalog._rebuild import read_registry
+    from pertstore.catalog._registry import AliasIndex
+
+    reg = store.catalog.query("SELECT key FROM aliases WHERE kind = 'gene' USING SAMPLE 3000 ROWS (reservoir, 7)")
+    query = reg.key.tolist() + [k.lower() for k in reg.key[:500]] + ["ENSG00000141510.17", " tp53 ", "NOT_A_GENE", ""]
+    expected = store.catalog._resolve_in_db(query, "gene")
+    index = AliasIndex(store.catalog.con.execute("SELECT key, priority, entity_id FROM aliases WHERE kind = 'gene'").fetchall())
+    got = index.resolve(query)
+    assert got.ids == expected.ids and got.unresolved == expected.unresolved and got.ambiguous == expected.ambiguous
+    assert expected.ambiguous and expected.n_resolved > 3000  # the sample exercises both paths
+    before = store.resolve(["TP53"]).ids
+    store.resolve(["TP53"])  # second call: the index is built
+    assert store.catalog._alias_indexes["gene"][1] is not None
+    assert before[0] is not None
+    reg = read_registry(store.storage, "gene")
+    store.catalog.replace_registry("gene", reg[reg.entity_id != before[0]])
+    assert store.resolve(["TP53"]).ids == [None]  # a new registry is never answered from a stale index

@@ -98,6 +98,10 @@ def done_parts(storage: Storage, planned: PlannedRecipe) -> set[int]:
     return {int(n[:-4]) for n in storage.list_dir(parts_key(planned)) if n.endswith(".npz") and n[:-4].isdigit()}
 
 
+WRITE_BYTES = 8 * 2**20
+"""Rows are staged in writes of about this many bytes (whole chunks, encoded concurrently)."""
+
+
 def read_part(storage: Storage, planned: PlannedRecipe, part: int) -> Batch:
     with np.load(io.BytesIO(storage.read_bytes(part_key(planned, part)))) as z:
         return Batch(z["ids"].tolist(), z["values"], json.loads(str(z["failed"])))
@@ -122,6 +126,7 @@ def assemble(storage: Storage, planned: PlannedRecipe, n_parts: int, max_failed_
             dim = batch.values.shape[1]
     _check_failures(planned, len(ids), failed, max_failed_fraction)
     writer = SetWriter(storage, planned.recipe, ids, dim)
+    step = writer.chunk_rows * max(1, WRITE_BYTES // (writer.chunk_rows * dim * 4))  # whole chunks per write
     buffer: list[np.ndarray] = []
     pending = chunk = 0
     for part in range(n_parts):
@@ -129,12 +134,12 @@ def assemble(storage: Storage, planned: PlannedRecipe, n_parts: int, max_failed_
         if len(values):
             buffer.append(values)
             pending += len(values)
-        while pending >= writer.chunk_rows:
+        while pending >= step:
             block = np.concatenate(buffer)
-            writer.write_chunk(chunk, block[: writer.chunk_rows])
-            buffer, pending, chunk = [block[writer.chunk_rows:]], pending - writer.chunk_rows, chunk + 1
+            writer.write_chunks(chunk, block[:step])
+            buffer, pending, chunk = [block[step:]], pending - step, chunk + step // writer.chunk_rows
     if pending:
-        writer.write_chunk(chunk, np.concatenate(buffer))
+        writer.write_chunks(chunk, np.concatenate(buffer))
     return {"failed": failed, "n_rows": len(ids), "dim": dim}
 
 

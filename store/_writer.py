@@ -151,13 +151,23 @@ class SetWriter:
 
     def write_chunk(self, index: int, values: np.ndarray) -> None:
         """Write chunk ``index`` (rows ``index * chunk_rows`` onwards) of the set."""
-        start = index * self.chunk_rows
-        stop = min(start + self.chunk_rows, len(self.ids))
-        if not 0 <= index < self.n_chunks:
-            raise InvalidInputError(f"set {self.recipe.source}: chunk {index} out of range 0..{self.n_chunks - 1}")
-        block = check_values(values, self.ids[start:stop], where=f"set {self.recipe.source} chunk {index}")
+        self.write_chunks(index, values, n_chunks=1)
+
+    def write_chunks(self, first: int, values: np.ndarray, *, n_chunks: int | None = None) -> None:
+        """Write consecutive whole chunks from chunk ``first`` on (zarr encodes and stores them concurrently).
+
+        ``values`` holds ``n_chunks`` chunks' rows (default: as many as it has rows for); only the
+        set's last chunk may be short.
+        """
+        n_chunks = n_chunks or max(1, -(-len(values) // self.chunk_rows))
+        start = first * self.chunk_rows
+        stop = min(start + n_chunks * self.chunk_rows, len(self.ids))
+        if not (0 <= first and first + n_chunks <= self.n_chunks):
+            raise InvalidInputError(f"set {self.recipe.source}: chunks {first}..{first + n_chunks - 1} out of range "
+                                    f"0..{self.n_chunks - 1}")
+        block = check_values(values, self.ids[start:stop], where=f"set {self.recipe.source} chunk {first}")
         if block.shape[1] != self.dim:
-            raise InvalidInputError(f"set {self.recipe.source}: chunk {index} has {block.shape[1]} dims, expected {self.dim}")
+            raise InvalidInputError(f"set {self.recipe.source}: chunk {first} has {block.shape[1]} dims, expected {self.dim}")
         self._open()["values"][start:stop] = block
 
     def write_all(self, values: np.ndarray) -> None:

@@ -11,6 +11,8 @@ their counter-ions and solvents) and charges neutralised where possible (RDKit's
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -35,57 +37,78 @@ class FingerprintParams(BaseModel):
     standardise: bool = True
 
 
+@lru_cache(maxsize=1)
+def _standardisers():
+    from rdkit.Chem.MolStandardize import rdMolStandardize
+
+    return rdMolStandardize.LargestFragmentChooser(preferOrganic=True), rdMolStandardize.Uncharger()
+
+
 def standardise(smiles: str, enabled: bool = True):
     """The RDKit molecule of ``smiles``: largest fragment, neutralised; None if it does not parse."""
     from rdkit import Chem
-    from rdkit.Chem.MolStandardize import rdMolStandardize
 
     mol = Chem.MolFromSmiles(smiles) if smiles else None
     if mol is None or not enabled:
         return mol
-    mol = rdMolStandardize.LargestFragmentChooser(preferOrganic=True).choose(mol)
-    return rdMolStandardize.Uncharger().uncharge(mol)
+    chooser, uncharger = _standardisers()
+    return uncharger.uncharge(chooser.choose(mol))
+
+
+@lru_cache(maxsize=100_000)
+def standardised(smiles: str, enabled: bool = True):
+    """:func:`standardise`, memoised per process: the recipes of a job share molecules on a worker."""
+    return standardise(smiles, enabled)
+
+
+@lru_cache(maxsize=64)
+def _generator(variant: str, n_bits: int, radius: int | None, chirality: bool):
+    from rdkit.Chem import rdFingerprintGenerator, rdMHFPFingerprint
+
+    if variant == "secfp":
+        return rdMHFPFingerprint.MHFPEncoder(2048, 42)
+    if variant == "rdkit":
+        return rdFingerprintGenerator.GetRDKitFPGenerator(fpSize=n_bits)
+    radius = radius or (1 if variant == "ecfp2" else 2)
+    return rdFingerprintGenerator.GetMorganGenerator(radius=radius, fpSize=n_bits, includeChirality=chirality)
 
 
 def fingerprint(mol, params: FingerprintParams) -> np.ndarray:
     """One molecule's fingerprint as float32."""
-    from rdkit.Chem import MACCSkeys, rdFingerprintGenerator, rdReducedGraphs
+    from rdkit.Chem import MACCSkeys, rdReducedGraphs
 
     v = params.variant
     if v == "maccs":
-        return np.array(list(MACCSkeys.GenMACCSKeys(mol)), dtype=np.float32)
+        return _bits(MACCSkeys.GenMACCSKeys(mol), 167)
     if v == "erg":
         return np.asarray(rdReducedGraphs.GetErGFingerprint(mol), dtype=np.float32)
     if v == "avalon":
         from rdkit.Avalon import pyAvalonTools
 
-        fp = (pyAvalonTools.GetAvalonCountFP(mol, nBits=params.n_bits) if params.counts
-              else pyAvalonTools.GetAvalonFP(mol, nBits=params.n_bits))
-        return _dense(fp, params.n_bits)
+        if params.counts:
+            return _dense(pyAvalonTools.GetAvalonCountFP(mol, nBits=params.n_bits), params.n_bits)
+        return _bits(pyAvalonTools.GetAvalonFP(mol, nBits=params.n_bits), params.n_bits)
+    gen = _generator(v, params.n_bits, params.radius, params.chirality)
     if v == "secfp":
-        from rdkit.Chem import rdMHFPFingerprint
-
-        encoder = rdMHFPFingerprint.MHFPEncoder(2048, 42)
-        bits = encoder.EncodeSECFPMol(mol, radius=params.radius or 3, rings=True, isomeric=params.chirality,
-                                      kekulize=False, min_radius=1, length=params.n_bits)
-        return np.array(list(bits), dtype=np.float32)
-    if v == "rdkit":
-        gen = rdFingerprintGenerator.GetRDKitFPGenerator(fpSize=params.n_bits)
-    else:
-        radius = params.radius or (1 if v == "ecfp2" else 2)
-        gen = rdFingerprintGenerator.GetMorganGenerator(radius=radius, fpSize=params.n_bits,
-                                                        includeChirality=params.chirality)
+        bits = gen.EncodeSECFPMol(mol, radius=params.radius or 3, rings=True, isomeric=params.chirality,
+                                  kekulize=False, min_radius=1, length=params.n_bits)
+        return _bits(bits, params.n_bits)
     fp = gen.GetCountFingerprintAsNumPy(mol) if params.counts else gen.GetFingerprintAsNumPy(mol)
     return fp.astype(np.float32)
 
 
+def _bits(fp, n: int) -> np.ndarray:
+    from rdkit import DataStructs
+
+    out = np.zeros(n, dtype=np.float32)
+    DataStructs.ConvertToNumpyArray(fp, out)
+    return out
+
+
 def _dense(fp, n: int) -> np.ndarray:
     out = np.zeros(n, dtype=np.float32)
-    if hasattr(fp, "GetNonzeroElements"):
-        for i, c in fp.GetNonzeroElements().items():
-            out[i] = c
-    else:
-        out[list(fp.GetOnBits())] = 1
+    for i, c in fp.GetNonzeroElements().items():
+        out[i] = c
     return out
 
 
@@ -112,7 +135,7 @@ class FingerprintProducer(Producer):
         ok, rows, failed = [], [], {}
         for entity in ids:
             smiles = str(reg.at[entity, "smiles"] or "")
-            mol = standardise(smiles, self.params.standardise)
+            mol = standardised(smiles, self.params.standardise)
             if mol is None or mol.GetNumAtoms() == 0:
                 failed[entity] = f"SMILES does not parse: {smiles[:80]!r}" if smiles else "no SMILES"
                 continue

@@ -52,8 +52,8 @@ def test_every_variant_has_its_size(variant):
 def test_unparsable_smiles_are_failures(mol_store, monkeypatch):
     from pertstore.producers.chem import fingerprints as fp_mod
 
-    real = fp_mod.standardise
-    monkeypatch.setattr(fp_mod, "standardise", lambda s, e=True: None if s.startswith("Cn1") else real(s, e))
+    real = fp_mod.standardised
+    monkeypatch.setattr(fp_mod, "standardised", lambda s, e=True: None if s.startswith("Cn1") else real(s, e))
     card = mol_store.produce("fingerprint", source="ecfp2", params={"variant": "ecfp2"}, max_failed_fraction=0.5)
     assert len(card.failed) == 1 and "does not parse" in next(iter(card.failed.values()))
     assert card.n_rows == 3

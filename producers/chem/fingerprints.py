@@ -45,10 +45,14 @@ def _standardisers():
 
 
 def standardise(smiles: str, enabled: bool = True):
-    """The RDKit molecule of ``smiles``: largest fragment, neutralised; None if it does not parse."""
-    from rdkit import Chem
+    """The RDKit molecule of ``smiles``: largest fragment, neutralised; None if it does not parse.
 
-    mol = Chem.MolFromSmiles(smiles) if smiles else None
+    ChemAxon extended SMILES (a `` |...|`` block RDKit rejects) are read without the block, as the
+    molecule registry reads them.
+    """
+    from pertstore.catalog._molecules import parse_smiles
+
+    mol = parse_smiles(smiles) if smiles else None
     if mol is None or not enabled:
         return mol
     chooser, uncharger = _standardisers()
@@ -120,6 +124,7 @@ class FingerprintProducer(Producer):
     Params = FingerprintParams
     description = "RDKit fingerprints: maccs, rdkit, ecfp2, ecfp4, secfp, avalon, erg"
     chunk_size = 512
+    code_version = "2"  # 2: ChemAxon extended SMILES are read (they failed before)
 
     @classmethod
     def libraries(cls) -> dict[str, str]:

@@ -57,3 +57,10 @@ def test_unparsable_smiles_are_failures(mol_store, monkeypatch):
     card = mol_store.produce("fingerprint", source="ecfp2", params={"variant": "ecfp2"}, max_failed_fraction=0.5)
     assert len(card.failed) == 1 and "does not parse" in next(iter(card.failed.values()))
     assert card.n_rows == 3
+
+
+def test_chemaxon_extended_smiles_are_read_like_the_registry():
+    plain = "CN1[C@H]2CC[C@@H]1C[C@@H](C2)OC(=O)c1cc(Cl)cc(Cl)c1"
+    extended = plain + " |r,THB:0:1:3.4:6.7.8|"
+    params = FingerprintParams(variant="ecfp4")
+    np.testing.assert_array_equal(fingerprint(standardise(extended), params), fingerprint(standardise(plain), params))

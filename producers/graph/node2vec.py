@@ -1,0 +1,102 @@
+"""``string-node2vec``: node2vec on the STRING gene graph with torch-geometric's model and loss.
+
+torch-geometric's :class:`~torch_geometric.nn.Node2Vec` draws its walks with pyg-lib, which has no
+wheel for this torch; :class:`WeightedNode2Vec` keeps its embedding, windows, negative walks and
+skip-gram loss and draws the positive walks with :mod:`._walks`: a transition's probability is
+proportional to the edge's combined STRING score times node2vec's ``p``/``q`` bias. Every node of
+the graph gets a row (each has at least one edge). Deterministic under ``seed``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from pydantic import Field
+from torch_geometric.nn import Node2Vec
+
+from pertstore.producers._base import Batch, Producer
+from pertstore.producers.graph._common import GraphParams, load_gene_graph
+from pertstore.producers.graph._seeding import seeded
+from pertstore.producers.graph._walks import WalkGraph, random_walks
+
+
+class Node2VecParams(GraphParams):
+    dims: int = Field(128, ge=1, le=2048)
+    walk_length: int = Field(20, ge=2)
+    context_size: int = Field(10, ge=2)
+    walks_per_node: int = Field(10, ge=1)
+    p: float = Field(1.0, gt=0)
+    q: float = Field(1.0, gt=0)
+    num_negative_samples: int = Field(1, ge=1)
+    epochs: int = Field(5, ge=1)
+    lr: float = Field(0.01, gt=0)
+    batch_size: int = Field(128, ge=1)
+    """Start nodes per optimiser step."""
+
+
+class WeightedNode2Vec(Node2Vec):
+    """torch-geometric's Node2Vec with weighted, p/q-biased walks drawn by :func:`random_walks`."""
+
+    def __init__(self, graph: WalkGraph, embedding_dim: int, walk_length: int, context_size: int,
+                 walks_per_node: int, p: float, q: float, num_negative_samples: int, seed: int) -> None:
+        torch.nn.Module.__init__(self)  # Node2Vec.__init__ insists on pyg-lib's sampler
+        if walk_length < context_size:
+            raise ValueError(f"walk_length ({walk_length}) must be at least context_size ({context_size})")
+        self.graph = graph
+        self.rng = np.random.default_rng(seed)
+        self.num_nodes = graph.n
+        self.EPS = 1e-15
+        self.embedding_dim = embedding_dim
+        self.walk_length = walk_length - 1
+        self.context_size = context_size
+        self.walks_per_node = walks_per_node
+        self.p, self.q = p, q
+        self.num_negative_samples = num_negative_samples
+        self.embedding = torch.nn.Embedding(graph.n, embedding_dim)
+        self.reset_parameters()
+
+    def pos_sample(self, batch: torch.Tensor) -> torch.Tensor:
+        starts = batch.repeat(self.walks_per_node).numpy()
+        rw = torch.from_numpy(random_walks(self.graph, starts, self.walk_length, self.p, self.q, self.rng))
+        windows = 1 + self.walk_length + 1 - self.context_size
+        return torch.cat([rw[:, j: j + self.context_size] for j in range(windows)], dim=0)
+
+
+def train_node2vec(adj, params: Node2VecParams) -> np.ndarray:
+    """node2vec embeddings ``[n, dims]`` of the weighted graph ``adj`` (scipy sparse, symmetric)."""
+    with seeded(params.seed):
+        model = WeightedNode2Vec(WalkGraph(adj), params.dims, params.walk_length, params.context_size,
+                                 params.walks_per_node, params.p, params.q, params.num_negative_samples,
+                                 params.seed)
+        optimizer = torch.optim.Adam(model.parameters(), lr=params.lr)
+        order = torch.Generator().manual_seed(params.seed)
+        model.train()
+        for _ in range(params.epochs):
+            for batch in torch.randperm(model.num_nodes, generator=order).split(params.batch_size):
+                optimizer.zero_grad()
+                loss = model.loss(*model.sample(batch))
+                loss.backward()
+                optimizer.step()
+        return model.embedding.weight.detach().numpy().copy()
+
+
+class Node2VecProducer(Producer):
+    """node2vec embeddings of the STRING gene graph (score-weighted walks)."""
+
+    name = "string-node2vec"
+    kind = "gene"
+    Params = Node2VecParams
+    inputs = {"network": "file"}
+    chunked = False
+    description = "node2vec on the STRING network (experiments+coexpression+database > 400), score-weighted walks"
+
+    @classmethod
+    def libraries(cls) -> dict[str, str]:
+        import torch_geometric
+
+        return {"torch": torch.__version__, "torch-geometric": torch_geometric.__version__}
+
+    def compute(self) -> Batch:
+        graph = load_gene_graph(self.ctx, self.params)
+        values = train_node2vec(graph.adjacency(), self.params)
+        return Batch(graph.nodes, values.astype(np.float32))

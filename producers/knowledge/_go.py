@@ -65,18 +65,21 @@ def gene_term_matrix(pairs: pd.DataFrame, genes: list[str], parents: dict[str, l
                      min_genes: int) -> tuple[sp.csr_matrix, list[str]]:
     """Binary ``[genes, terms]`` matrix of ``pairs`` (columns ``gene, go_id``), propagated to ancestors
     when ``parents`` is given, keeping terms annotated to at least ``min_genes`` of ``genes``."""
-    pairs = pairs[pairs.gene.isin(set(genes))]
-    if parents is not None:
-        closure = ancestors(parents)
-        terms = pairs.go_id.map(lambda t: sorted(closure.get(t, {t})))
-        pairs = pd.DataFrame({"gene": pairs.gene.repeat(terms.str.len()).to_numpy(),
-                              "go_id": np.concatenate(terms.to_numpy()) if len(terms) else []}).drop_duplicates()
-    counts = pairs.go_id.value_counts()
-    kept = sorted(counts.index[counts >= min_genes])
-    pairs = pairs[pairs.go_id.isin(set(kept))]
     row = {g: i for i, g in enumerate(genes)}
-    col = {t: j for j, t in enumerate(kept)}
-    matrix = sp.csr_matrix((np.ones(len(pairs), dtype=np.float32),
-                            (pairs.gene.map(row).to_numpy(), pairs.go_id.map(col).to_numpy())),
-                           shape=(len(genes), len(kept)))
-    return matrix, kept
+    pairs = pairs[pairs.gene.isin(row.keys())]
+    annotated = sorted(set(pairs.go_id))
+    closure = ancestors(parents) if parents is not None else {}
+    reach = [sorted(closure.get(t, {t})) for t in annotated]  # each term with its ancestors
+    universe = sorted(set().union(*map(set, reach))) if reach else []
+    col = {t: j for j, t in enumerate(universe)}
+    up = sp.csr_matrix((np.ones(sum(map(len, reach)), dtype=np.float32),
+                        (np.repeat(np.arange(len(annotated)), [len(r) for r in reach]),
+                         [col[t] for r in reach for t in r])), shape=(len(annotated), len(universe)))
+    term = {t: j for j, t in enumerate(annotated)}
+    direct = sp.csr_matrix((np.ones(len(pairs), dtype=np.float32),
+                            (pairs.gene.map(row).to_numpy(), pairs.go_id.map(term).to_numpy())),
+                           shape=(len(genes), len(annotated)))
+    matrix = (direct @ up).tocsr()
+    matrix.data[:] = 1.0
+    keep = np.flatnonzero(matrix.getnnz(axis=0) >= min_genes)
+    return matrix[:, keep].tocsr(), [universe[j] for j in keep]

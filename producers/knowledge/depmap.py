@@ -59,6 +59,17 @@ def parse_header(header: str) -> tuple[str, str | None]:
     return (m["symbol"], m["entrez"]) if m else (str(header), None)
 
 
+def gene_vectors(x: np.ndarray, standardize: bool) -> np.ndarray:
+    """Rows ``[genes, cell lines]`` with missing values set to the gene's mean, optionally standardised."""
+    if not len(x):
+        return x
+    x = np.where(np.isnan(x), np.nanmean(x, axis=1, keepdims=True), x)
+    if standardize:
+        std = x.std(axis=1, keepdims=True)
+        x = (x - x.mean(axis=1, keepdims=True)) / np.where(std > 0, std, 1.0)
+    return x
+
+
 class DepMapProducer(Producer):
     """Columns of a DepMap gene-effect matrix as gene embeddings."""
 
@@ -92,10 +103,5 @@ class DepMapProducer(Producer):
                 ids.append(entity)
                 cols.append(j)
             taken.add(entity)
-        x = values[:, cols].T  # [genes, cell lines]
-        mean = np.nanmean(x, axis=1, keepdims=True) if len(cols) else np.zeros((0, 1))
-        x = np.where(np.isnan(x), mean, x)
-        if self.params.standardize:
-            std = x.std(axis=1, keepdims=True)
-            x = (x - x.mean(axis=1, keepdims=True)) / np.where(std > 0, std, 1.0)
+        x = gene_vectors(values[:, cols].T, self.params.standardize)
         return Batch(ids, x.astype(np.float32).reshape(len(ids), values.shape[0]), failed)

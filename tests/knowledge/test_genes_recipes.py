@@ -1,0 +1,22 @@
+"""recipes/genes.yaml plans: every producer is registered and every parameter validates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pertstore.producers._spec import load_recipes
+
+RECIPES = Path(__file__).resolve().parents[2] / "recipes" / "genes.yaml"
+
+
+def test_genes_recipes_plan_at_the_papers_settings(store, data_dir):
+    planned = store.jobs.plan(load_recipes(RECIPES, data_dir=str(data_dir)))
+    by_source = {p.spec.source: p for p in planned}
+    assert set(by_source) == {"string-spectral", "string-node2vec", "string-gcn", "string-gin", "string-wavegc",
+                              "genept", "go-vae"}
+    wave = by_source["string-wavegc"].recipe.params
+    assert (wave["depth"], wave["scales"], wave["terms"], wave["lr"], wave["epochs"], wave["patience"]) == \
+        (2, 3, 7, 0.001, 200, 30)
+    assert by_source["string-gcn"].recipe.params["val_fraction"] == 0.1
+    assert by_source["go-vae"].recipe.params["latent"] == 128
+    assert len({p.recipe.version for p in planned}) == len(planned)

@@ -15,7 +15,7 @@ def seeded(seed: int) -> Iterator[None]:
     import torch
 
     py_state, np_state = random.getstate(), np.random.get_state()
-    was_deterministic = torch.are_deterministic_algorithms_enabled()
+    was = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
     with torch.random.fork_rng(devices=[]):
         random.seed(seed)
         np.random.seed(seed % 2**32)
@@ -24,6 +24,6 @@ def seeded(seed: int) -> Iterator[None]:
         try:
             yield
         finally:
-            torch.use_deterministic_algorithms(was_deterministic)
+            torch.use_deterministic_algorithms(was[0], warn_only=was[1])
             random.setstate(py_state)
             np.random.set_state(np_state)

@@ -34,3 +34,18 @@ def test_gnn_is_bit_identical_under_a_seed_and_keeps_the_best_epoch(string_top):
     assert a.best_auc == max(a.history) and a.best_epoch == int(np.argmax(a.history))
     assert link_auc(torch.from_numpy(a.embedding), split.val, a.val_neg) == pytest.approx(a.best_auc, abs=1e-12)
     assert len(a.history) < params.epochs and len(a.history) - 1 - a.best_epoch == params.patience
+
+
+def test_seeded_training_leaves_global_random_state_alone():
+    import random
+
+    from pertstore.producers.graph._seeding import seeded
+
+    states = (random.getstate(), np.random.get_state()[1].copy(), torch.get_rng_state())
+    with seeded(3):
+        first = (random.random(), np.random.rand(), torch.rand(1).item())
+        assert torch.are_deterministic_algorithms_enabled()
+    with seeded(3):
+        assert (random.random(), np.random.rand(), torch.rand(1).item()) == first
+    assert random.getstate() == states[0] and np.array_equal(np.random.get_state()[1], states[1])
+    assert torch.equal(torch.get_rng_state(), states[2]) and not torch.are_deterministic_algorithms_enabled()

@@ -45,7 +45,8 @@ def read_effects(path: str | Path) -> pd.DataFrame:
         raise InvalidInputError(f"{path}: expected a cell-line id column and gene columns, got {list(table.columns)}")
     table = table.set_index(table.columns[0])
     if table.index.duplicated().any():
-        raise InvalidInputError(f"{path}: duplicate cell-line ids {sorted(set(table.index[table.index.duplicated()]))[:5]}")
+        dup = sorted(set(table.index[table.index.duplicated()]))[:5]
+        raise InvalidInputError(f"{path}: duplicate cell-line ids {dup}")
     for col in table.columns:
         if not pd.api.types.is_numeric_dtype(table[col]):
             bad = table.index[pd.to_numeric(table[col], errors="coerce").isna() & table[col].notna()]
@@ -98,7 +99,8 @@ class DepMapProducer(Producer):
             elif entity in taken:
                 failed[str(header)] = f"column {header!r}: {entity} already taken by an earlier column"
             elif missing > self.params.max_missing or missing == 1:
-                failed[entity] = f"column {header!r}: {missing:.0%} of cell lines missing (> {self.params.max_missing:.0%})"
+                limit = self.params.max_missing
+                failed[entity] = f"column {header!r}: {missing:.0%} of cell lines missing (> {limit:.0%})"
             else:
                 ids.append(entity)
                 cols.append(j)

@@ -103,8 +103,11 @@ def main() -> None:
         out = ctx.Queue()
         proc = ctx.Process(target=_run, args=(model, args.epochs, out))
         proc.start()
-        r = out.get()
         proc.join()
+        if proc.exitcode != 0:
+            print(f"{model:9s} failed (exit code {proc.exitcode})", flush=True)
+            continue
+        r = out.get()
         per_epoch = f"{r['wall'] / r['epochs']:6.2f} s/epoch x {r['epochs']:3d}" if r["epochs"] else " " * 19
         print(f"{model:9s} AUC dot {r['auc_dot']:.3f} cos {r['auc_cos']:.3f} | {r['wall']:7.1f} s {per_epoch} | "
               f"peak RSS {r['rss_gb']:.2f} GiB  ({r['n']} genes, {r['edges']} edges)", flush=True)

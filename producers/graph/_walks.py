@@ -5,7 +5,8 @@ proportional to ``w(v, x) * alpha(t, x)`` with ``alpha = 1/p`` if ``x == t``, ``
 neighbour of ``t`` and ``1/q`` otherwise (Grover & Leskovec 2016). It is sampled by rejection, as
 pyg-lib and torch-cluster do: propose ``x`` with probability ``w(v, x) / sum_y w(v, y)`` (inverse
 CDF within ``v``'s CSR row), accept with probability ``alpha(t, x) / max(1/p, 1, 1/q)``. The first
-step is the plain weighted step. Every walker advances together; only rejected walkers redraw.
+step is the plain weighted step. Every walker advances together; only rejected walkers redraw. A
+walker on a node without edges stays there, as in torch-cluster.
 """
 
 from __future__ import annotations
@@ -24,22 +25,22 @@ class WalkGraph:
         self.indptr = adj.indptr.astype(np.int64)
         self.indices = adj.indices.astype(np.int64)
         weights = adj.data.astype(np.float64)
-        if self.n and (np.diff(self.indptr) == 0).any():
-            raise ValueError("every node of a walk graph needs at least one edge")
         if (weights <= 0).any():
             raise ValueError("walk graph weights must be positive")
         self.cum = np.cumsum(weights)
         start = np.concatenate([[0.0], self.cum])[self.indptr[:-1]]
         self.row_start = start
         self.row_total = self.cum[self.indptr[1:] - 1] - start
+        self.isolated = np.diff(self.indptr) == 0
         rows = np.repeat(np.arange(self.n, dtype=np.int64), np.diff(self.indptr))
         self.keys = rows * self.n + self.indices  # sorted: rows ascending, columns sorted within rows
 
     def step(self, v: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """One first-order weighted step from each node of ``v``."""
+        """One first-order weighted step from each node of ``v`` (a node without edges stays put)."""
         u = self.row_start[v] + rng.random(len(v)) * self.row_total[v]
         pos = np.searchsorted(self.cum, u, side="right")
-        return self.indices[np.clip(pos, self.indptr[v], self.indptr[v + 1] - 1)]
+        nxt = self.indices[np.clip(pos, self.indptr[v], np.maximum(self.indptr[v + 1] - 1, 0))]
+        return np.where(self.isolated[v], v, nxt)
 
     def has_edge(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         keys = a * self.n + b
@@ -64,7 +65,7 @@ def random_walks(graph: WalkGraph, starts: np.ndarray, length: int, p: float, q:
             x = graph.step(cur[todo], rng)
             t = prev[todo]
             alpha = np.where(x == t, 1.0 / p, np.where(graph.has_edge(t, x), 1.0, 1.0 / q))
-            ok = rng.random(len(todo)) * bound < alpha
+            ok = (rng.random(len(todo)) * bound < alpha) | graph.isolated[cur[todo]]
             nxt[todo[ok]] = x[ok]
             todo = todo[~ok]
         walks[:, k] = nxt

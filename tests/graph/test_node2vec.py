@@ -37,6 +37,12 @@ def test_second_step_follows_node2vec_bias():
     np.testing.assert_allclose(freq, w / w.sum(), atol=0.006)
 
 
+def test_walkers_on_nodes_without_edges_stay_put():
+    adj = sp.block_diag([_toy(), sp.csr_matrix((1, 1))]).tocsr()  # node 5 has no edge
+    walks = random_walks(WalkGraph(adj), np.array([5, 5, 0, 3]), 4, 0.5, 2.0, np.random.default_rng(0))
+    assert (walks[:2] == 5).all() and not (walks[2:] == 5).any()
+
+
 def test_walks_follow_edges_and_are_seeded(string_top):
     g = WalkGraph(string_top.adjacency())
     starts = np.arange(string_top.n)

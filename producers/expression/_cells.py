@@ -83,10 +83,10 @@ class ControlCells:
             rows = mat[self.positions[start:start + block_cells]]
             yield sp.csr_matrix(rows, dtype=np.float64)
 
-    def blocks(self, block_cells: int) -> Iterator[np.ndarray]:
-        """Log-normalised control-cell rows ``[cells, genes]`` (dense float64), a block at a time."""
+    def blocks(self, block_cells: int) -> Iterator[sp.csr_matrix]:
+        """Log-normalised control-cell rows ``[cells, genes]`` (CSR float64), a block at a time."""
         for rows in self.raw_blocks(block_cells):
-            yield normalise(rows, self.scale, self.target_sum).toarray()
+            yield normalise(rows, self.scale, self.target_sum)
 
     def close(self) -> None:
         if self._adata is not None and getattr(self._adata, "file", None) is not None:

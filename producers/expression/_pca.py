@@ -14,6 +14,10 @@ Let ``X`` be the log-normalised ``[cells, genes]`` matrix. The PCA of ``X.T`` (w
   the algorithm of sklearn's ``svd_solver="randomized"``). Memory ``genes x (dims + 10)``.
 - ``auto``: exact up to 4,096 genes, randomized above.
 
+Sparse blocks are never made dense: with ``S`` a CSR block and ``m`` its per-cell means,
+``M = S - m 1^T``, so ``M Q = S Q - m (1^T Q)`` and ``M^T Y = S^T Y - 1 (m^T Y)``; the work per
+pass is ``nnz x (dims + 10)`` instead of ``cells x genes x (dims + 10)``.
+
 Signs are fixed so the largest-magnitude entry of each component is positive.
 """
 
@@ -24,6 +28,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+import scipy.sparse as sp
 from scipy.linalg import eigh
 
 from pertstore.errors import InvalidInputError
@@ -42,7 +47,7 @@ class GenePCA:
     n_cells: int
 
 
-def gene_pca(blocks: Callable[[], Iterable[np.ndarray]], n_genes: int, dims: int, *, method: Method = "auto",
+def gene_pca(blocks: Callable[[], Iterable[np.ndarray | sp.spmatrix]], n_genes: int, dims: int, *, method: Method = "auto",
              n_iter: int = 8, oversample: int = 10, seed: int = 0,
              progress: Callable[[Iterable, str], Iterable] | None = None) -> GenePCA:
     """PCA of the genes of the cell blocks that ``blocks()`` yields (called once per pass).
@@ -50,7 +55,8 @@ def gene_pca(blocks: Callable[[], Iterable[np.ndarray]], n_genes: int, dims: int
     Parameters
     ----------
     blocks
-        Returns a fresh iterator of ``[cells, genes]`` float64 blocks (log-normalised values).
+        Returns a fresh iterator of ``[cells, genes]`` blocks (log-normalised values), dense arrays
+        or scipy sparse matrices.
     n_genes
         Number of genes (columns of every block).
     dims
@@ -77,17 +83,37 @@ def gene_pca(blocks: Callable[[], Iterable[np.ndarray]], n_genes: int, dims: int
     return GenePCA(vectors * np.sqrt(values), values / max(n_genes - 1, 1), method, n_cells)
 
 
-def _centred(block: np.ndarray) -> np.ndarray:
-    return block - block.mean(axis=1, keepdims=True)
+def _cell_means(block) -> np.ndarray:
+    return np.asarray(block.mean(axis=1)).ravel()
 
 
-def _gram(blocks: Iterable[np.ndarray], n_genes: int) -> tuple[np.ndarray, int]:
+def _centred_gram(block) -> np.ndarray:
+    """``M^T M`` of the block centred per cell, ``M = block - m 1^T``."""
+    m = _cell_means(block)
+    if not sp.issparse(block):
+        b = block - m[:, None]
+        return b.T @ b
+    s_m = np.asarray(block.T @ m).ravel()
+    gram = (block.T @ block).toarray()
+    return gram - s_m[:, None] - s_m[None, :] + m @ m
+
+
+def _centred_product(block, q: np.ndarray) -> np.ndarray:
+    """``M^T (M q)`` of the block centred per cell, without forming ``M`` for sparse blocks."""
+    m = _cell_means(block)
+    if not sp.issparse(block):
+        b = block - m[:, None]
+        return b.T @ (b @ q)
+    mq = block @ q - np.outer(m, q.sum(axis=0))
+    return np.asarray(block.T @ mq) - (m @ mq)[None, :]
+
+
+def _gram(blocks: Iterable, n_genes: int) -> tuple[np.ndarray, int]:
     gram = np.zeros((n_genes, n_genes))
     n_cells = 0
     for block in blocks:
-        b = _centred(block)
-        gram += b.T @ b
-        n_cells += len(b)
+        gram += _centred_gram(block)
+        n_cells += block.shape[0]
     return gram, n_cells
 
 
@@ -99,9 +125,8 @@ def _subspace_iteration(blocks, n_genes: int, dims: int, n_iter: int, oversample
         y = np.zeros_like(q)
         n_cells = 0
         for block in wrap(blocks(), f"PCA: pass {it + 1}/{max(n_iter, 1)}"):
-            b = _centred(block)
-            y += b.T @ (b @ q)
-            n_cells += len(b)
+            y += _centred_product(block, q)
+            n_cells += block.shape[0]
         if it == 0:
             _check_rank(dims, n_genes, n_cells)
         if it < max(n_iter, 1) - 1:

@@ -19,6 +19,7 @@ import json
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutput
@@ -71,11 +72,27 @@ def _encoder_stack(d_model: int, nhead: int, d_hid: int, nlayers: int, dropout: 
     return nn.TransformerEncoder(layer, nlayers, enable_nested_tensor=False)
 
 
+def _encoder_layer(layer: nn.TransformerEncoderLayer, x: torch.Tensor, padding: torch.Tensor | None) -> torch.Tensor:
+    """``layer(x)`` in inference (post-norm), with attention through ``scaled_dot_product_attention``.
+
+    Same numbers as the layer's own forward (to float rounding); on CPU with padded batches
+    PyTorch's fused inference path was 5x slower (35 vs 180 ms for 64 cells x 330 tokens, d=32).
+    """
+    mha = layer.self_attn
+    b, n, d = x.shape
+    qkv = F.linear(x, mha.in_proj_weight, mha.in_proj_bias).view(b, n, 3, mha.num_heads, d // mha.num_heads)
+    q, k, v = qkv.permute(2, 0, 3, 1, 4)
+    mask = None if padding is None else ~padding[:, None, None, :]
+    attn = F.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2).reshape(b, n, d)
+    x = layer.norm1(x + layer.dropout1(mha.out_proj(attn)))
+    return layer.norm2(x + layer.dropout2(layer.linear2(layer.dropout(layer.activation(layer.linear1(x))))))
+
+
 def _run_layers(stack: nn.TransformerEncoder, x: torch.Tensor, padding: torch.Tensor | None,
                 output_hidden_states: bool) -> BaseModelOutput:
     states = [x]
     for layer in stack.layers:
-        x = layer(x, src_key_padding_mask=padding)
+        x = _encoder_layer(layer, x, padding)
         states.append(x)
     return BaseModelOutput(last_hidden_state=x, hidden_states=tuple(states) if output_hidden_states else None)
 

@@ -271,3 +271,20 @@ def test_convert_scgpt_checkpoint(tmp_path, scgpt_dir):
     (src / "best_model.pt").unlink()
     with pytest.raises(InvalidInputError, match="missing best_model.pt"):
         convert_scgpt_checkpoint(src, tmp_path / "again")
+
+
+def test_model_layers_equal_torch_transformer_encoder():
+    """The SDPA layer path gives nn.TransformerEncoder's own numbers, padding included."""
+    torch.manual_seed(0)
+    model = ScGPTModel(ScGPTConfig(vocab_size=50, d_model=16, nhead=4, d_hid=32, nlayers=3, dropout=0.0)).eval()
+    ids = torch.randint(3, 50, (5, 12))
+    mask = torch.ones(5, 12, dtype=torch.long)
+    mask[1, 7:] = 0
+    ids[1, 7:] = 0
+    values = torch.randint(0, 51, (5, 12)).float()
+    with torch.no_grad():
+        got = model(input_ids=ids, values=values, attention_mask=mask).last_hidden_state
+        x = model.encoder(ids) + model.value_encoder(values)
+        want = model.transformer_encoder(x, src_key_padding_mask=~mask.bool())
+    keep = mask.bool()
+    torch.testing.assert_close(got[keep], want[keep], atol=1e-5, rtol=1e-5)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -38,19 +39,29 @@ def wait_http(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
 
 @contextlib.contextmanager
 def process(cmd: list[str], *, env: dict[str, str] | None = None, ready_url: str | None = None) -> Iterator[subprocess.Popen]:
-    """Run ``cmd`` for the duration of the block (terminated, then killed, at the end)."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **(env or {})})
+    """Run ``cmd`` for the duration of the block; at the end its whole process group is terminated,
+    then killed (a ``sh -c`` command's children included)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **(env or {})},
+                            start_new_session=True)
     try:
         if ready_url:
             wait_http(ready_url, proc)
         yield proc
     finally:
-        proc.terminate()
+        _signal_group(proc, signal.SIGTERM)
         try:
             proc.wait(20)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            _signal_group(proc, signal.SIGKILL)
             proc.wait()
+        _signal_group(proc, signal.SIGKILL)  # children that outlived the leader
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass
 
 
 @contextlib.contextmanager

@@ -77,11 +77,20 @@ class ControlCells:
         return a.layers[layer]
 
     def raw_blocks(self, block_cells: int) -> Iterator[sp.csr_matrix]:
-        """Control-cell rows as they are stored, ``block_cells`` at a time (CSR)."""
+        """Control-cell rows as they are stored, ``block_cells`` at a time (CSR).
+
+        A block whose cells lie close together in the file is read as one slice and then
+        subset (h5py reads a list of rows one row at a time).
+        """
         mat = self.matrix()
         for start in range(0, self.n_cells, block_cells):
-            rows = mat[self.positions[start:start + block_cells]]
-            yield sp.csr_matrix(rows, dtype=np.float64)
+            wanted = self.positions[start:start + block_cells]
+            first, last = int(wanted[0]), int(wanted[-1]) + 1
+            if last - first <= 4 * len(wanted):
+                rows = sp.csr_matrix(mat[first:last], dtype=np.float64)
+                yield rows if last - first == len(wanted) else rows[wanted - first]
+            else:
+                yield sp.csr_matrix(mat[wanted], dtype=np.float64)
 
     def blocks(self, block_cells: int) -> Iterator[sp.csr_matrix]:
         """Log-normalised control-cell rows ``[cells, genes]`` (CSR float64), a block at a time."""
@@ -99,7 +108,8 @@ def normalise(rows: sp.csr_matrix, scale: Scale, target_sum: float = 1e4) -> sp.
         return rows
     totals = np.asarray(rows.sum(axis=1)).ravel()
     factor = np.divide(target_sum, totals, out=np.zeros_like(totals), where=totals > 0)
-    out = sp.csr_matrix(sp.diags(factor) @ rows)
+    out = rows.copy()
+    out.data *= np.repeat(factor, np.diff(out.indptr))
     np.log1p(out.data, out=out.data)
     return out
 

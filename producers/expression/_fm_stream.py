@@ -50,7 +50,9 @@ def normalised_counts(raw: sp.csr_matrix, scale: str, target_sum: float = 1e4) -
         return out
     totals = np.asarray(raw.sum(axis=1)).ravel()
     factor = np.divide(target_sum, totals, out=np.zeros_like(totals), where=totals > 0)
-    return sp.csr_matrix(sp.diags(factor) @ raw)
+    out = raw.copy()
+    out.data *= np.repeat(factor, np.diff(out.indptr))
+    return out
 
 
 def stream_gene_sums(cells: ControlCells, adapter: CellModelAdapter, to_model: sp.csr_matrix, *, layer: int,

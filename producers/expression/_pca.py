@@ -16,7 +16,8 @@ Let ``X`` be the log-normalised ``[cells, genes]`` matrix. The PCA of ``X.T`` (w
 
 Sparse blocks are never made dense: with ``S`` a CSR block and ``m`` its per-cell means,
 ``M = S - m 1^T``, so ``M Q = S Q - m (1^T Q)`` and ``M^T Y = S^T Y - 1 (m^T Y)``; the work per
-pass is ``nnz x (dims + 10)`` instead of ``cells x genes x (dims + 10)``.
+pass is ``nnz x (dims + 10)`` instead of ``cells x genes x (dims + 10)``. The sparse products run
+in float32 (twice as fast; scanpy's PCA also works on float32 data), sums stay float64.
 
 Signs are fixed so the largest-magnitude entry of each component is positive.
 """
@@ -48,7 +49,7 @@ class GenePCA:
 
 
 def gene_pca(blocks: Callable[[], Iterable[np.ndarray | sp.spmatrix]], n_genes: int, dims: int, *, method: Method = "auto",
-             n_iter: int = 8, oversample: int = 10, seed: int = 0,
+             n_iter: int = 8, oversample: int = 10, seed: int = 0, cache_bytes: int = 0,
              progress: Callable[[Iterable, str], Iterable] | None = None) -> GenePCA:
     """PCA of the genes of the cell blocks that ``blocks()`` yields (called once per pass).
 
@@ -63,6 +64,9 @@ def gene_pca(blocks: Callable[[], Iterable[np.ndarray | sp.spmatrix]], n_genes: 
         Components to keep; at most ``min(genes, cells)``.
     method
         ``exact``, ``randomized`` or ``auto`` (see the module docstring).
+    cache_bytes
+        Sparse blocks whose float32 copies fit in this many bytes in all are read once and kept
+        in memory for the later passes; larger inputs are read again on every pass.
     progress
         Optional wrapper ``progress(iterable, description)`` used to show progress per pass.
     """
@@ -74,13 +78,39 @@ def gene_pca(blocks: Callable[[], Iterable[np.ndarray | sp.spmatrix]], n_genes: 
         _check_rank(dims, n_genes, n_cells)
         values, vectors = eigh(gram, subset_by_index=[n_genes - dims, n_genes - 1])
     elif method == "randomized":
-        values, vectors, n_cells = _subspace_iteration(blocks, n_genes, dims, n_iter, oversample, seed, wrap)
+        values, vectors, n_cells = _subspace_iteration(_BlockCache(blocks, cache_bytes), n_genes, dims, n_iter, oversample, seed, wrap)
     else:
         raise InvalidInputError(f"unknown PCA method {method!r} (auto, exact, randomized)")
     order = np.argsort(values)[::-1][:dims]
     values = np.clip(values[order], 0.0, None)
     vectors = _fix_signs(vectors[:, order])
     return GenePCA(vectors * np.sqrt(values), values / max(n_genes - 1, 1), method, n_cells)
+
+
+class _BlockCache:
+    """Replays the first pass's sparse blocks from memory (float32) when they fit in ``budget`` bytes."""
+
+    def __init__(self, blocks: Callable[[], Iterable], budget: int) -> None:
+        self.blocks, self.budget, self.kept = blocks, budget, None
+
+    def __call__(self) -> Iterable:
+        return iter(self.kept) if self.kept is not None else self._first_pass()
+
+    def _first_pass(self) -> Iterable:
+        kept, used = [], 0
+        for block in self.blocks():
+            yield block
+            if kept is not None and sp.issparse(block):
+                small = sp.csr_matrix(block, dtype=np.float32)
+                used += small.data.nbytes + small.indices.nbytes + small.indptr.nbytes
+                if used <= self.budget:
+                    kept.append(small)
+                else:
+                    kept = None
+            else:
+                kept = None
+        if kept is not None:
+            self.kept = kept
 
 
 def _cell_means(block) -> np.ndarray:
@@ -104,8 +134,9 @@ def _centred_product(block, q: np.ndarray) -> np.ndarray:
     if not sp.issparse(block):
         b = block - m[:, None]
         return b.T @ (b @ q)
-    mq = block @ q - np.outer(m, q.sum(axis=0))
-    return np.asarray(block.T @ mq) - (m @ mq)[None, :]
+    single = block.astype(np.float32, copy=False)  # float32 products (as scanpy's PCA on float32 data), float64 sums
+    mq = (single @ q.astype(np.float32)).astype(np.float64) - np.outer(m, q.sum(axis=0))
+    return np.asarray(single.T @ mq.astype(np.float32), dtype=np.float64) - (m @ mq)[None, :]
 
 
 def _gram(blocks: Iterable, n_genes: int) -> tuple[np.ndarray, int]:

@@ -26,6 +26,9 @@ class ControlPCAParams(BaseModel):
     min_cells: int = Field(50, ge=2)
     method: str = Field("auto", pattern="^(auto|exact|randomized)$")
     block_cells: int = Field(4096, ge=16)
+    cache_mb: int = Field(2048, ge=0)
+    """Randomized PCA: control cells whose sparse float32 copy fits in this many MB are read once
+    and kept in memory between passes; larger inputs are streamed from the file on every pass."""
     seed: int = 0
 
 
@@ -58,7 +61,8 @@ class ControlPCAProducer(Producer):
                 raise InvalidInputError(f"{cells.path.name}: context {self.ctx.context or '(all)'} has {cells.n_cells} "
                                         f"control cells; at least {p.min_cells} are needed")
             dims = min(p.dims, cells.n_genes, cells.n_cells)  # fewer genes or cells than dims: fewer components
-            result = gene_pca(lambda: cells.blocks(p.block_cells), cells.n_genes, dims, method=p.method, seed=p.seed)
+            result = gene_pca(lambda: cells.blocks(p.block_cells), cells.n_genes, dims, method=p.method, seed=p.seed,
+                              cache_bytes=p.cache_mb * 2**20)
         finally:
             cells.close()
         res = self.ctx.resolve(cells.genes, "gene")

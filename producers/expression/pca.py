@@ -25,7 +25,7 @@ class ControlPCAParams(BaseModel):
     layer: str | None = None
     min_cells: int = Field(50, ge=2)
     method: str = Field("auto", pattern="^(auto|exact|randomized)$")
-    block_cells: int = Field(4096, ge=16)
+    block_cells: int = Field(1024, ge=16)
     cache_mb: int = Field(2048, ge=0)
     """Randomized PCA: control cells whose sparse float32 copy fits in this many MB are read once
     and kept in memory between passes; larger inputs are streamed from the file on every pass."""

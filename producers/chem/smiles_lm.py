@@ -18,6 +18,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from pertstore.errors import InvalidInputError
+from pertstore.producers._batches import token_batches
 from pertstore.producers._base import Batch, Producer
 from pertstore.producers.chem.fingerprints import standardise
 
@@ -60,22 +61,6 @@ def load_smiles_model(path: str, device: str):
             raise InvalidInputError(f"smiles-lm: cannot load the checkpoint in {path}: {e}") from e
         _MODELS[key] = (tokenizer, model)
     return _MODELS[key]
-
-
-def token_batches(lengths: list[int], max_tokens: int) -> list[list[int]]:
-    """Indices grouped so that each batch's rows x longest length stays within ``max_tokens``."""
-    order = np.argsort(lengths, kind="stable")
-    batches, current, longest = [], [], 0
-    for i in order:
-        longest_if = max(longest, lengths[i])
-        if current and longest_if * (len(current) + 1) > max_tokens:
-            batches.append(current)
-            current, longest_if = [], lengths[i]
-        current.append(int(i))
-        longest = longest_if
-    if current:
-        batches.append(current)
-    return batches
 
 
 def embed_smiles(smiles: list[str], tokenizer, model, *, pooling: str, layer: int, max_length: int,

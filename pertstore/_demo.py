@@ -129,7 +129,7 @@ def run_demo(out: Path, data_dir: Path | None, *, console: Console, recipes: Pat
                   f"({len(card.failed)} genes skipped: not in the registry, or NaN loadings outside the PCA's genes)")
 
     with console.status("PCA of pbmc68k_reduced's cells (raw.X, log-normalised; genes as samples)"):
-        card = store.produce("control-pca", source="control-pca", context="PBMC", max_failed_fraction=0.2,
+        card = store.produce("control-pca", source="pbmc68k-control-pca", context="PBMC", max_failed_fraction=0.2,
                              params={"dims": 50, "control_column": None, "layer": "raw"},
                              inputs={"cells": str(pbmc68k_reduced_path())})
     console.print(f"set {card.source}@{card.version} (context PBMC): {card.n_rows} genes x {card.dim} dims")

@@ -17,7 +17,7 @@ def test_demo_on_real_data(data_dir, tmp_path):
     assert card.dim == 50 and card.n_rows > 250
     table = pd.read_parquet(tmp_path / "aligned.parquet")
     assert table.loc["SPI1", "covered:pbmc68k_pca_loadings"]
-    assert store.show("control-pca", context="PBMC").n_rows > 600  # PCA of pbmc68k_reduced's 765 genes
+    assert store.show("pbmc68k-control-pca", context="PBMC").n_rows > 600  # PCA of pbmc68k_reduced's 765 genes
     # the job computed the recipes' sets, the tasks were built, the benchmark ran and the report exists
     assert {"random-gene-32", "control-pca", "maccs"} <= set(store.ls().source)
     assert {"papalexi-lfc", "papalexi-deg", "norman-lfc"} <= set(store.tasks.ls()["name"])

@@ -18,8 +18,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from pertstore.errors import InvalidInputError
-from pertstore.producers._batches import token_batches
 from pertstore.producers._base import Batch, Producer
+from pertstore.producers._batches import token_batches
 from pertstore.producers.chem.fingerprints import standardise
 
 

@@ -49,6 +49,14 @@ _MODELS: dict[tuple, SequenceModel] = {}
 """Loaded models per checkpoint, device and options, once per worker process."""
 
 
+def lm_libraries() -> dict[str, str]:
+    """The versions that could change a language model's numbers."""
+    import torch
+    import transformers
+
+    return {"transformers": transformers.__version__, "torch": torch.__version__.split("+")[0]}
+
+
 def check_checkpoint(path: str, who: str, example: str) -> None:
     """Raise, naming what is missing, unless ``path`` holds a config and weights."""
     root = Path(path)

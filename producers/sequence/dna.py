@@ -27,7 +27,8 @@ from pertstore.errors import InvalidInputError
 from pertstore.producers._base import Batch, Producer
 from pertstore.producers.sequence._genes import log_unmapped, resolve_first
 from pertstore.producers.sequence._genome import open_genome, read_tss, window_sequence
-from pertstore.producers.sequence._lm import Dtype, check_checkpoint, embed_tokens, load_model, window_size
+from pertstore.producers.sequence._lm import (Dtype, check_checkpoint, embed_tokens, lm_libraries, load_model,
+                                              window_size)
 
 log = logging.getLogger(__name__)
 EXAMPLE = "a Nucleotide Transformer (InstaDeepAI/nucleotide-transformer-500m-human-ref) or another DNA model"
@@ -65,10 +66,7 @@ class DNALMProducer(Producer):
 
     @classmethod
     def libraries(cls) -> dict[str, str]:
-        import torch
-        import transformers
-
-        return {"transformers": transformers.__version__, "torch": torch.__version__.split("+")[0]}
+        return lm_libraries()
 
     def _sites(self) -> tuple[dict[str, tuple[str, int, str]], list[tuple[str, str]], int]:
         """Gene -> (chromosome, tss, strand); the skipped rows with why; the number of rows."""

@@ -27,7 +27,8 @@ from pertstore.errors import InvalidInputError
 from pertstore.producers._base import Batch, Producer
 from pertstore.producers.sequence._fasta import gene_keys, normalise, read_fasta, record_id, residue_problem
 from pertstore.producers.sequence._genes import log_unmapped, resolve_first
-from pertstore.producers.sequence._lm import Dtype, check_checkpoint, embed_tokens, load_model, window_size
+from pertstore.producers.sequence._lm import (Dtype, check_checkpoint, embed_tokens, lm_libraries, load_model,
+                                              window_size)
 
 log = logging.getLogger(__name__)
 EXAMPLE = "ESM2 (facebook/esm2_t33_650M_UR50D) or ProtT5 (Rostlab/prot_t5_xl_half_uniref50-enc)"
@@ -77,10 +78,7 @@ class ProteinLMProducer(Producer):
 
     @classmethod
     def libraries(cls) -> dict[str, str]:
-        import torch
-        import transformers
-
-        return {"transformers": transformers.__version__, "torch": torch.__version__.split("+")[0]}
+        return lm_libraries()
 
     def _records(self, keep_sequences: bool) -> list[_Record]:
         path = self.ctx.path("fasta")

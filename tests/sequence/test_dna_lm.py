@@ -18,7 +18,8 @@ import pandas as pd
 import pytest
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
-from transformers import AutoTokenizer, BertConfig, BertModel, EsmConfig, EsmModel, EsmTokenizer, PreTrainedTokenizerFast
+from transformers import (AutoTokenizer, BertConfig, BertModel, EsmConfig, EsmModel, EsmTokenizer,
+                          PreTrainedTokenizerFast)
 
 from pertstore.producers.sequence._genome import open_genome, window_sequence
 

@@ -110,12 +110,14 @@ def test_esm_isoforms_windows_and_failures(store, checkpoints, tmp_path, caplog)
                              inputs={"fasta": str(fasta)}, max_failed_fraction=0.5)
     assert "NOTAGENE123" in caplog.text and "1 of 9 skipped" in caplog.text  # unmapped: logged, no failure
     assert card.dim == 16 and card.n_rows == 4
+    spi1, cd3e_2 = "sp|P17947|SPI1_HUMAN", "sp|P07766-2|CD3E_HUMAN"
     assert card.failed == {
-        "sp|P17947|SPI1_HUMAN (fasta record 6)": "FASTA record sp|P17947|SPI1_HUMAN: invalid letter 'J' at residue 4",
-        "sp|P07766-2|CD3E_HUMAN (fasta record 8)": "FASTA record sp|P07766-2|CD3E_HUMAN: invalid letter '-' at residue 5",
-        store.resolve(["SPI1"]).ids[0]: "no valid isoform: sp|P17947|SPI1_HUMAN: invalid letter 'J' at residue 4",
+        f"{spi1} (fasta record 6)": f"FASTA record {spi1}: invalid letter 'J' at residue 4",
+        f"{cd3e_2} (fasta record 8)": f"FASTA record {cd3e_2}: invalid letter '-' at residue 5",
+        store.resolve(["SPI1"]).ids[0]: f"no valid isoform: {spi1}: invalid letter 'J' at residue 4",
     }
-    got = dict(zip(["TP53", "BRCA1", "STAT1", "CD3E"], store.get("esm", ["TP53", "BRCA1", "STAT1", "CD3E"]).values))
+    genes = ["TP53", "BRCA1", "STAT1", "CD3E"]
+    got = dict(zip(genes, store.get("esm", genes).values))
     tol = {"rtol": 1e-4, "atol": 1e-5}
     np.testing.assert_allclose(got["TP53"], (_direct(path, TP53_A) + _direct(path, TP53_B)) / 2, **tol)
     np.testing.assert_allclose(got["BRCA1"], _windowed(path, BRCA1, ESM_LIMIT), **tol)  # 30 + 30 + 15 residues

@@ -1,8 +1,9 @@
 """``string-node2vec``: node2vec on the STRING gene graph with torch-geometric's model and loss.
 
 torch-geometric's :class:`~torch_geometric.nn.Node2Vec` draws its walks with pyg-lib, which has no
-wheel for this torch; :class:`WeightedNode2Vec` keeps its embedding, windows, negative walks and
-skip-gram loss and draws the positive walks with :mod:`._walks`: a transition's probability is
+wheel for this torch; :class:`WeightedNode2Vec` keeps its embedding, negative walks and skip-gram
+loss (computed over the walks' windows without cutting them apart, several times faster and equal
+to ``Node2Vec.loss``) and draws the positive walks with :mod:`._walks`: a transition's probability is
 proportional to the edge's combined STRING score times node2vec's ``p``/``q`` bias. Every node of
 the graph gets a row (each has at least one edge). Deterministic under ``seed``.
 """
@@ -55,11 +56,36 @@ class WeightedNode2Vec(Node2Vec):
         self.embedding = torch.nn.Embedding(graph.n, embedding_dim)
         self.reset_parameters()
 
-    def pos_sample(self, batch: torch.Tensor) -> torch.Tensor:
-        starts = batch.repeat(self.walks_per_node).numpy()
-        rw = torch.from_numpy(random_walks(self.graph, starts, self.walk_length, self.p, self.q, self.rng))
-        windows = 1 + self.walk_length + 1 - self.context_size
-        return torch.cat([rw[:, j: j + self.context_size] for j in range(windows)], dim=0)
+    def walks(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Positive (biased) and negative (uniform) walks from ``batch``, before windowing."""
+        starts = batch.repeat(self.walks_per_node)
+        pos = torch.from_numpy(random_walks(self.graph, starts.numpy(), self.walk_length, self.p, self.q,
+                                            self.rng))
+        starts = batch.repeat(self.walks_per_node * self.num_negative_samples)
+        neg = torch.cat([starts.view(-1, 1), torch.randint(self.num_nodes, (len(starts), self.walk_length))], 1)
+        return pos, neg
+
+    def walk_loss(self, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+        """torch-geometric's skip-gram loss over every window of the walks, looking each walk node up once.
+
+        Equal to ``Node2Vec.loss`` on the windows (``windows(pos), windows(neg)``): the same pairs
+        (walk[j], walk[j + k]) for window starts ``j`` and offsets ``1 <= k < context_size``, but the
+        embedding is gathered once per walk position instead of once per window position, which
+        makes the step several times faster.
+        """
+        return (-torch.log(torch.sigmoid(self._pair_scores(pos)) + self.EPS).mean()
+                - torch.log(1 - torch.sigmoid(self._pair_scores(neg)) + self.EPS).mean())
+
+    def _pair_scores(self, walks: torch.Tensor) -> torch.Tensor:
+        h = self.embedding(walks)
+        n_windows = walks.shape[1] - self.context_size + 1
+        return torch.stack([(h[:, :n_windows] * h[:, k: k + n_windows]).sum(-1)
+                            for k in range(1, self.context_size)])
+
+    def windows(self, walks: torch.Tensor) -> torch.Tensor:
+        """The context windows torch-geometric's ``pos_sample``/``neg_sample`` cut from ``walks``."""
+        n_windows = walks.shape[1] - self.context_size + 1
+        return torch.cat([walks[:, j: j + self.context_size] for j in range(n_windows)], dim=0)
 
 
 def train_node2vec(adj, params: Node2VecParams) -> np.ndarray:
@@ -74,7 +100,7 @@ def train_node2vec(adj, params: Node2VecParams) -> np.ndarray:
         for _ in range(params.epochs):
             for batch in torch.randperm(model.num_nodes, generator=order).split(params.batch_size):
                 optimizer.zero_grad()
-                loss = model.loss(*model.sample(batch))
+                loss = model.walk_loss(*model.walks(batch))
                 loss.backward()
                 optimizer.step()
         return model.embedding.weight.detach().numpy().copy()

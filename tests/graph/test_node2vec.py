@@ -9,7 +9,8 @@ import torch
 
 from pertstore.producers.graph._linkpred import link_auc, split_edges
 from pertstore.producers.graph._walks import WalkGraph, random_walks
-from pertstore.producers.graph.node2vec import Node2VecParams, train_node2vec
+from pertstore.producers.graph.node2vec import Node2VecParams, WeightedNode2Vec, train_node2vec
+from torch_geometric.nn import Node2Vec
 
 
 def _toy() -> sp.csr_matrix:
@@ -66,3 +67,17 @@ def test_node2vec_predicts_held_out_string_edges(string_top, neighbour_gap):
     assert auc > 0.75, auc
     close, random = neighbour_gap(emb, string_top)
     assert close > random + 0.1, (close, random)
+
+
+def test_walk_loss_equals_torch_geometric_loss_on_the_windows(string_top):
+    model = WeightedNode2Vec(WalkGraph(string_top.adjacency()), 16, 12, 5, 3, 1.0, 2.0, 2, seed=0)
+    pos, neg = model.walks(torch.arange(40))
+    assert pos.shape == (120, 12) and neg.shape == (240, 12) and (neg[:, 0] == torch.arange(40).repeat(6)).all()
+    fast = model.walk_loss(pos, neg)
+    fast.backward()
+    fast_grad = model.embedding.weight.grad.clone()
+    model.embedding.weight.grad = None
+    reference = Node2Vec.loss(model, model.windows(pos), model.windows(neg))
+    reference.backward()
+    torch.testing.assert_close(fast, reference, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(fast_grad, model.embedding.weight.grad, rtol=1e-4, atol=1e-7)

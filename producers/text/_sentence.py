@@ -34,19 +34,34 @@ def resolve_model_dir(model_path: str | None) -> Path:
 
 @lru_cache(maxsize=2)
 def load_encoder(model_dir: str, device: str = "cpu"):
-    """A sentence-transformers model from a local directory (cached per process)."""
+    """A sentence-transformers model from a local directory (cached per process), on ONNX Runtime on CPU."""
     from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as hf_logging
 
-    return SentenceTransformer(model_dir, device=device, local_files_only=True)
+    from pertstore.producers.text._onnx import use_onnx_runtime, wanted
+
+    hf_logging.disable_progress_bar()
+    model = SentenceTransformer(model_dir, device=device, local_files_only=True)
+    if wanted():
+        use_onnx_runtime(model)
+    return model
 
 
-def encode_texts(texts: list[str], *, model_path: str | None = None, batch_size: int = 64,
+def encode_texts(texts: list[str], *, model_path: str | None = None, batch_size: int = 16,
                  device: str = "cpu", normalize: bool = False) -> np.ndarray:
     """Embed ``texts`` as float32 rows ``[len(texts), dim]`` with a local sentence-transformers model."""
     model = load_encoder(str(resolve_model_dir(model_path)), device)
     out = model.encode(list(texts), batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False,
                        normalize_embeddings=normalize)
     return np.asarray(out, dtype=np.float32).reshape(len(texts), -1)
+
+
+def text_libraries() -> dict[str, str]:
+    """The libraries behind the text embeddings (recorded in recipes)."""
+    import onnxruntime
+    import sentence_transformers
+
+    return {"sentence-transformers": sentence_transformers.__version__, "onnxruntime": onnxruntime.__version__}
 
 
 def model_fingerprint(model_path: str | None) -> str:

@@ -18,14 +18,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pertstore.errors import InvalidInputError
 from pertstore.producers._base import Batch, Producer
-from pertstore.producers.text._sentence import encode_texts
+from pertstore.producers.text._sentence import encode_texts, text_libraries
 
 
 class DrugTextParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model_path: str | None = None
-    batch_size: int = Field(64, ge=1)
+    batch_size: int = Field(16, ge=1)
+    """Texts per forward pass (16 is fastest on CPU: benchmarks/bench_text.py)."""
     annotated_only: bool = False
     """Embed only molecules the annotation table describes."""
 
@@ -65,6 +66,10 @@ class DrugTextProducer(Producer):
     inputs = {"annotations": "file"}
     description = "sentence embedding of name, SMILES, targets, MoA and clinical phase"
     chunk_size = 1024
+
+    @classmethod
+    def libraries(cls) -> dict[str, str]:
+        return text_libraries()
 
     def _texts(self) -> dict[str, str]:
         key = (str(self.ctx.path("annotations")), self.ctx.storage.uri)

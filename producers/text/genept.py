@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pertstore.errors import InvalidInputError
 from pertstore.producers._base import Batch, Producer
-from pertstore.producers.text._sentence import encode_texts
+from pertstore.producers.text._sentence import encode_texts, text_libraries
 
 
 class GenePTParams(BaseModel):
@@ -25,7 +25,8 @@ class GenePTParams(BaseModel):
 
     model_path: str | None = None
     """Local sentence-transformers model directory (default: the packaged all-MiniLM-L6-v2)."""
-    batch_size: int = Field(64, ge=1)
+    batch_size: int = Field(16, ge=1)
+    """Texts per forward pass (16 is fastest on CPU: benchmarks/bench_text.py)."""
     gene_types: list[str] = Field(default_factory=lambda: ["protein-coding"])
     """Registered gene types to embed (empty: every registered gene)."""
 
@@ -87,6 +88,4 @@ class GenePTProducer(Producer):
 
     @classmethod
     def libraries(cls) -> dict[str, str]:
-        import sentence_transformers
-
-        return {"sentence-transformers": sentence_transformers.__version__}
+        return text_libraries()

@@ -34,7 +34,8 @@ def project(x_train: np.ndarray, others: list[np.ndarray], n_components: int = N
         return np.asarray(x_train, dtype=np.float64), [np.asarray(o, dtype=np.float64) for o in others]
     scaler = StandardScaler().fit(x_train)
     a = scaler.transform(x_train)
-    pca = PCA(min(n_components, a.shape[0], a.shape[1]), svd_solver="full").fit(a)
+    with np.errstate(divide="ignore", invalid="ignore"):  # one training row: explained variance is 0/0, unused
+        pca = PCA(min(n_components, a.shape[0], a.shape[1]), svd_solver="full").fit(a)
     return pca.transform(a), [pca.transform(scaler.transform(o)) for o in others]
 
 

@@ -1,0 +1,35 @@
+"""The Dask workers pertstore starts keep glibc's adaptive mmap threshold (no MALLOC_TRIM_THRESHOLD_)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dask
+import distributed  # noqa: F401 - loads dask's distributed defaults
+import yaml
+
+from pertstore.producers._jobs import _dask_client
+
+COMPOSE = Path(__file__).resolve().parents[2] / "docker-compose.yml"
+
+
+def _worker_env() -> str | None:
+    return os.environ.get("MALLOC_TRIM_THRESHOLD_")
+
+
+def test_local_cluster_workers_do_not_get_dasks_malloc_trim_threshold():
+    assert dask.config.get("distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_") is not None  # dask's default
+    with _dask_client(None, 1) as client:
+        envs = client.run(_worker_env)
+        threads = client.run(lambda: os.environ.get("OMP_NUM_THREADS"))
+    assert list(envs.values()) == [None]
+    assert list(threads.values()) == ["1"]  # the rest of dask's worker environment is kept
+
+
+def test_compose_workers_read_the_same_setting_from_producers_dask_yaml():
+    env = yaml.safe_load(COMPOSE.read_text())["x-env"]
+    assert env["DASK_CONFIG"] == "/app/producers/dask.yaml"  # the Dockerfile copies producers/ to /app
+    path = COMPOSE.parent / "producers" / "dask.yaml"
+    config = dask.config.collect(paths=[str(path)], env={})
+    assert config["distributed"]["nanny"]["pre-spawn-environ"] == {"MALLOC_TRIM_THRESHOLD_": None}

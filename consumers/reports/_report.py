@@ -68,6 +68,15 @@ def wilcoxon_vs_best_control(results: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def plot_label(label: str, width: int = 48) -> str:
+    """A label short enough for a figure's axis: a long fusion's set list is cut after two sets."""
+    if len(label) <= width or not label.startswith("fusion("):
+        return label
+    sets, _, evaluator = label[len("fusion("):].partition(")")
+    names = sets.split(",")
+    return f"fusion({', '.join(names[:2])}, ... {len(names)} sets){evaluator}"
+
+
 def _fig_to_files(fig, out: Path, name: str) -> str:
     fig.savefig(out / f"{name}.png", dpi=120, bbox_inches="tight")
     fig.savefig(out / f"{name}.svg", bbox_inches="tight")
@@ -90,7 +99,7 @@ def boxplots(results: pd.DataFrame, out: Path) -> list[tuple[str, str]]:
     figures = []
     prim = _primary(results)
     for (task, context), g in prim.groupby(["task", "context"]):
-        folds = g[g.fold >= 0]
+        folds = g[g.fold >= 0].assign(label=lambda d: d.label.map(plot_label))
         order = folds.groupby("label").value.mean().sort_values(ascending=g.metric.iloc[0] == "l2").index
         fig, ax = plt.subplots(figsize=(7, 0.35 * len(order) + 1.5))
         sns.boxplot(data=folds, y="label", x="value", order=order, ax=ax, color="#cfe2f3", fliersize=0)
@@ -120,6 +129,7 @@ def rank_plot(results: pd.DataFrame, out: Path) -> list[tuple[str, str]]:
     prim["rank"] = prim.groupby(["task", "context", "fold", "metric"]).value.rank(
         ascending=True, method="average").where(prim.metric == "l2",
                                                 prim.groupby(["task", "context", "fold", "metric"]).value.rank(ascending=False))
+    prim["label"] = prim.label.map(plot_label)
     order = prim.groupby("label")["rank"].median().sort_values().index
     fig, ax = plt.subplots(figsize=(7, 0.35 * len(order) + 1.5))
     sns.boxplot(data=prim, y="label", x="rank", order=order, ax=ax, color="#d9ead3")

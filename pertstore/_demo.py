@@ -73,7 +73,6 @@ def build_tasks(store: Store, data_dir: Path, *, console: Console) -> list[tuple
 def run_benchmark(store: Store, out: Path, *, console: Console) -> Path | None:
     """Evaluate every gene set on every stored task (kNN, Lasso, fusion, controls) and draw the report."""
     from pertstore.consumers.evaluators import Plan, results, run_plan
-    from pertstore.consumers.reports import write_report
     from pertstore.consumers.tasks import list_tasks
 
     sources = store.sources()
@@ -89,9 +88,8 @@ def run_benchmark(store: Store, out: Path, *, console: Console) -> Path | None:
             run_plan(store, Plan(task=task, sets=gene_sets, evaluators=["knn", "lasso", "fusion"],
                                  fusion={"max_epochs": 60, "lr": 1e-3}),
                      progress=lambda msg: status.update(f"benchmark: {msg}"))
-        status.update("drawing the report")
-        page = write_report(results(store), out / "report", store=store)
-    table = results(store)
+        table = results(store)
+        page = _report_if_changed(table, out / "report", store, status)
     l2 = table[table.metric == "l2"].groupby(["task", "context", "set", "evaluator"]).value.mean().reset_index()
     best = l2[~l2.set.isin(["train_mean", "no_change", "idealised", "experimental_error"])]
     best = best.loc[best.groupby(["task", "context"]).value.idxmin()]
@@ -103,6 +101,24 @@ def run_benchmark(store: Store, out: Path, *, console: Console) -> Path | None:
         view.add_row(r.task, r.context, r.set, r.evaluator, f"{r.value:.3f}", f"{ctl.get('train_mean', float('nan')):.3f}",
                      f"{ctl.get('experimental_error', float('nan')):.3f}")
     console.print(view)
+    return page
+
+
+def _report_if_changed(table, folder: Path, store: Store, status) -> Path:
+    """Draw the report, unless ``folder`` holds one drawn from these same results (a rerun)."""
+    import hashlib
+
+    import pandas as pd
+
+    from pertstore.consumers.reports import write_report
+
+    digest = hashlib.sha256(pd.util.hash_pandas_object(table, index=False).values.tobytes()).hexdigest()
+    stamp, page = folder / ".results-sha256", folder / "report.html"
+    if page.exists() and stamp.exists() and stamp.read_text() == digest:
+        return page
+    status.update("drawing the report")
+    page = write_report(table, folder, store=store)
+    stamp.write_text(digest)
     return page
 
 

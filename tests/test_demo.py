@@ -31,3 +31,13 @@ def test_demo_on_real_data(data_dir, tmp_path):
     res = store.resolve(["Dexamethasone", "dexamethasone"], "molecule")
     assert res.ids[0] is not None and res.ids[0] == res.ids[1]
     store.close()
+    # a second run reuses every set, task and evaluation and leaves the report as it was
+    drawn = (tmp_path / "report" / "report.html").stat().st_mtime_ns
+    with Store.open(tmp_path / "store") as again:
+        n_results = len(results(again))
+    log = tmp_path / "log2.txt"
+    run_demo(tmp_path, data_dir, console=Console(file=open(log, "w"), width=200), recipes=recipes)
+    assert "already in the store" in log.read_text() and "(0 already" not in log.read_text()
+    assert (tmp_path / "report" / "report.html").stat().st_mtime_ns == drawn
+    with Store.open(tmp_path / "store") as again:
+        assert len(results(again)) == n_results

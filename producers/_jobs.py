@@ -415,7 +415,7 @@ def _dask_client(scheduler: str | None, n_workers: int | None):
             client.close()
         return
     workers = n_workers or min(2, os.cpu_count() or 1)
-    with dask.config.set(WORKER_CONFIG), \
+    with dask.config.set(WORKER_CONFIG), _unset_env(MALLOC_VAR), \
             LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
                          silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
         yield client
@@ -426,7 +426,20 @@ def _dask_client(scheduler: str | None, n_workers: int | None):
 #: then mapped and unmapped on each use, and the page faults made the graph and text producers up
 #: to 3.5x slower (node2vec steps: 12.5 s vs 3.6 s). ``None`` removes the variable; docker-compose
 #: workers read the same from ``producers/dask.yaml``.
-WORKER_CONFIG = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
+MALLOC_VAR = "MALLOC_TRIM_THRESHOLD_"
+WORKER_CONFIG = {f"distributed.nanny.pre-spawn-environ.{MALLOC_VAR}": None}
+
+
+@contextmanager
+def _unset_env(name: str):
+    """``name`` absent from this process's environment while workers spawn (a Dask cluster started
+    earlier in this process leaves ``MALLOC_TRIM_THRESHOLD_`` set here, and workers inherit it)."""
+    old = os.environ.pop(name, None)
+    try:
+        yield
+    finally:
+        if old is not None:
+            os.environ[name] = old
 
 
 def _alive(host: str, pid: int, job_id: str) -> bool:

@@ -17,9 +17,12 @@ from pertstore.store import write_aligned
 
 def pbmc68k_reduced_path() -> Path:
     """scanpy's bundled ``pbmc68k_reduced`` (its ``varm['PCs']`` are real gene loadings)."""
-    import scanpy
+    import importlib.util
 
-    return Path(scanpy.__file__).parent / "datasets" / "10x_pbmc68k_reduced.h5ad"
+    spec = importlib.util.find_spec("scanpy")  # located, not imported (importing scanpy takes seconds)
+    if spec is None or spec.origin is None:
+        raise RuntimeError("the demo needs scanpy for its bundled pbmc68k_reduced: pip install scanpy")
+    return Path(spec.origin).parent / "datasets" / "10x_pbmc68k_reduced.h5ad"
 
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "demo.yaml"

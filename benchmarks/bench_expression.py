@@ -18,11 +18,12 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
-import resource
 import statistics
 import tempfile
 import time
 from pathlib import Path
+
+from _memory import peak_rss_gib  # benchmarks/ is on sys.path when a benchmark runs
 
 for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[var] = "1"
@@ -49,14 +50,6 @@ def synthetic_counts(path: Path, n_cells: int, n_genes: int, seed: int = 0) -> N
     ad.AnnData(x, obs=pd.DataFrame(index=[f"c{i}" for i in range(n_cells)]), var=genes).write_h5ad(path)
 
 
-def _peak_gib() -> float:
-    """This process's peak resident memory (VmHWM: unlike ru_maxrss, not inherited from the parent)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-
-
 def _pca_streamed(path: str, dims: int, cache_mb: int, out: mp.Queue) -> None:
     from pertstore.producers.expression._cells import CellSelection, open_control_cells
     from pertstore.producers.expression._pca import gene_pca
@@ -64,7 +57,7 @@ def _pca_streamed(path: str, dims: int, cache_mb: int, out: mp.Queue) -> None:
     t0 = time.perf_counter()
     cells = open_control_cells(path, CellSelection(control_column=None))
     scores = gene_pca(lambda: cells.blocks(1024), cells.n_genes, dims, cache_bytes=cache_mb * 2**20).scores
-    out.put((time.perf_counter() - t0, _peak_gib(), scores))
+    out.put((time.perf_counter() - t0, peak_rss_gib(), scores))
 
 
 def _pca_sklearn(path: str, dims: int, _cache_mb: int, out: mp.Queue) -> None:
@@ -76,7 +69,7 @@ def _pca_sklearn(path: str, dims: int, _cache_mb: int, out: mp.Queue) -> None:
     sc.pp.normalize_total(adata, target_sum=1e4)
     sc.pp.log1p(adata)
     scores = PCA(dims, random_state=0).fit_transform(adata.X.T.toarray())
-    out.put((time.perf_counter() - t0, _peak_gib(), scores))
+    out.put((time.perf_counter() - t0, peak_rss_gib(), scores))
 
 
 def _fm_stream(path: str, model_dir: str, out: mp.Queue) -> None:
@@ -92,7 +85,7 @@ def _fm_stream(path: str, model_dir: str, out: mp.Queue) -> None:
     cells = open_control_cells(path, CellSelection(control_column=None))
     to_model = column_map(cells.n_genes, [(j, j) for j in range(cells.n_genes)], len(adapter.genes))
     sums = stream_gene_sums(cells, adapter, to_model, layer=-1, batch_cells=64, device="cpu")
-    out.put((time.perf_counter() - t0, _peak_gib(), int(sums.counts.sum())))
+    out.put((time.perf_counter() - t0, peak_rss_gib(), int(sums.counts.sum())))
 
 
 def _in_process(target, *args):

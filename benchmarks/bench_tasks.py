@@ -22,12 +22,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _memory import peak_rss_gib  # benchmarks/ is on sys.path when a benchmark runs
 
 THREAD_ENV = {k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                                "NUMBA_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")}
@@ -77,7 +78,6 @@ def make_data(path: Path, *, scale: float, density: float, seed: int = 0, cells:
                 nnz += x.nnz
                 stored.append(x)
             del f["obs"]
-        with h5py.File(path, "r+") as f:
             ad.io.write_elem(f, "obs", obs)
     return {"cells": n_cells, "genes": n_genes, "perturbations": n_perts, "batches": n_batches, "nnz": int(nnz)}
 
@@ -173,14 +173,6 @@ def our_boot(path: str, *, trials: int, **_: object) -> dict:
 WORKERS = {f.__name__: f for f in (ref_lfc, our_lfc, ref_deg, our_deg, ref_boot, our_boot)}
 
 
-def peak_rss_kb() -> int:
-    """This process's peak RSS (VmHWM; ``ru_maxrss`` would carry the parent's peak over fork + exec)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-
-
 def worker(name: str, path: str, kwargs: dict, warm: str) -> None:
     from threadpoolctl import threadpool_limits
 
@@ -191,12 +183,12 @@ def worker(name: str, path: str, kwargs: dict, warm: str) -> None:
 
     with threadpool_limits(1):
         WORKERS[name](warm, **kwargs)           # JIT compilation and imports, untimed
-        base = peak_rss_kb()
+        base = peak_rss_gib()
         t0 = time.perf_counter()
         out = WORKERS[name](path, **kwargs)
         seconds = time.perf_counter() - t0
-    peak = peak_rss_kb()
-    print(json.dumps({"seconds": seconds, "peak_mb": peak / 1024, "extra_mb": (peak - base) / 1024, **out}))
+    peak = peak_rss_gib()
+    print(json.dumps({"seconds": seconds, "peak_mb": peak * 1024, "extra_mb": (peak - base) * 1024, **out}))
 
 
 def measure(name: str, path: Path, kwargs: dict, repeats: int, warm: Path) -> dict:

@@ -25,11 +25,10 @@ for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-import dask  # noqa: E402
 from distributed import Client, LocalCluster  # noqa: E402
 
 from pertstore import Store  # noqa: E402
-from pertstore.producers._jobs import WORKER_CONFIG  # noqa: E402
+from pertstore.producers._jobs import worker_environment  # noqa: E402
 from pertstore.catalog import read_repurposing_hub  # noqa: E402
 from pertstore.producers.chem.fingerprints import VARIANTS, FingerprintParams, fingerprint, standardise  # noqa: E402
 
@@ -85,7 +84,7 @@ def main() -> None:
             ref_times.append(time.perf_counter() - t0)
         timings: dict[int, list[float]] = {1: [], 2: []}
         for workers in (1, 2):
-            with dask.config.set(WORKER_CONFIG), \
+            with worker_environment(), \
                     LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
                     Client(cluster) as client:
                 for _ in range(args.repeats):

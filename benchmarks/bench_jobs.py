@@ -22,11 +22,10 @@ from pathlib import Path
 for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(var, "1")
 
-import dask  # noqa: E402
 from distributed import Client, LocalCluster  # noqa: E402
 
 from pertstore import Store  # noqa: E402
-from pertstore.producers._jobs import WORKER_CONFIG  # noqa: E402
+from pertstore.producers._jobs import worker_environment  # noqa: E402
 
 
 def _recipes(n: int, work: int, tag: str) -> str:
@@ -66,7 +65,7 @@ def main() -> None:
             s.register_genes()
         timings: dict[str, list[float]] = {"1 worker": [], "2 workers": [], "empty chunks": []}
         for workers in (1, 2):
-            with dask.config.set(WORKER_CONFIG), \
+            with worker_environment(), \
                     LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
                     Client(cluster) as client:
                 label = f"{workers} worker" + ("s" if workers > 1 else "")

@@ -176,14 +176,14 @@ def run_demo(out: Path, data_dir: Path | None, *, console: Console, recipes: Pat
         obs = ad.read_h5ad(data_dir / "perturb" / "papalexi2021_thp1_crispr_ko.h5ad", backed="r").obs
         genes = sorted(set(obs["target"].astype(str)) - {"non-targeting"}) + ["CD3E", "MS4A1", "LYZ"]
         console.print(f"aligning the {len(genes) - 3} genes knocked out in Papalexi 2021 (THP-1) plus 3 markers")
-    sources = [s for s in ALIGNED if s in set(store.sources().source)]
+    stored = set(store.sources().source)
+    sources = [s for s in ALIGNED if s in stored]
     ds = store.align(sources, genes)
     table = Table(title=f"aligned fetch: {len(genes)} ids x {len(sources)} sets (rows in the query's order)")
     for c in ("query", "entity_id", *sources):
         table.add_column(c)
-    covered = ds["covered"].values
-    for i, (q, e) in enumerate(zip(ds["entity"].values, ds["entity_id"].values)):
-        table.add_row(str(q), str(e), *("yes" if c else "-" for c in covered[i]))
+    for q, e, covered in zip(ds["entity"].values, ds["entity_id"].values, ds["covered"].values):
+        table.add_row(str(q), str(e), *("yes" if c else "-" for c in covered))
     console.print(table)
     path = write_aligned(ds, out / "aligned.parquet")
     console.print(f"[green]done in {time.perf_counter() - t0:.1f} s[/]: store at {store.uri}, aligned table at {path}")

@@ -398,12 +398,37 @@ def _assemble_after(storage, planned, n_parts, frac, _parts):
     return _work.assemble(storage, planned, n_parts, frac)
 
 
+MALLOC_VAR = "MALLOC_TRIM_THRESHOLD_"
+"""Dask's nanny sets it to 65536 in its workers, which turns off glibc's adaptive mmap threshold:
+every tensor above 128 KiB is then mapped and unmapped on each use, and the page faults made the
+graph and text producers up to 3.5x slower (node2vec steps: 12.5 s vs 3.6 s). docker-compose
+workers drop it through ``producers/dask.yaml``."""
+
+
+@contextmanager
+def worker_environment():
+    """Dask workers started inside this block run without ``MALLOC_TRIM_THRESHOLD_``.
+
+    The nanny is told not to set it, and it is absent from this process's environment while the
+    workers spawn (a Dask cluster started earlier in this process leaves it set here, and children
+    inherit it); the environment is restored afterwards.
+    """
+    import dask
+
+    old = os.environ.pop(MALLOC_VAR, None)
+    try:
+        with dask.config.set({f"distributed.nanny.pre-spawn-environ.{MALLOC_VAR}": None}):
+            yield
+    finally:
+        if old is not None:
+            os.environ[MALLOC_VAR] = old
+
+
 @contextmanager
 def _dask_client(scheduler: str | None, n_workers: int | None):
     """A client of ``scheduler``, or of a new in-process ``LocalCluster`` with one thread per worker."""
     import logging
 
-    import dask
     from distributed import Client, LocalCluster
 
     logging.getLogger("distributed").setLevel(logging.ERROR)
@@ -415,31 +440,10 @@ def _dask_client(scheduler: str | None, n_workers: int | None):
             client.close()
         return
     workers = n_workers or min(2, os.cpu_count() or 1)
-    with dask.config.set(WORKER_CONFIG), _unset_env(MALLOC_VAR), \
+    with worker_environment(), \
             LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
                          silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
         yield client
-
-
-#: Dask settings for the workers pertstore starts. Dask's nanny sets ``MALLOC_TRIM_THRESHOLD_=65536``
-#: in its workers, which turns off glibc's adaptive mmap threshold: every tensor above 128 KiB is
-#: then mapped and unmapped on each use, and the page faults made the graph and text producers up
-#: to 3.5x slower (node2vec steps: 12.5 s vs 3.6 s). ``None`` removes the variable; docker-compose
-#: workers read the same from ``producers/dask.yaml``.
-MALLOC_VAR = "MALLOC_TRIM_THRESHOLD_"
-WORKER_CONFIG = {f"distributed.nanny.pre-spawn-environ.{MALLOC_VAR}": None}
-
-
-@contextmanager
-def _unset_env(name: str):
-    """``name`` absent from this process's environment while workers spawn (a Dask cluster started
-    earlier in this process leaves ``MALLOC_TRIM_THRESHOLD_`` set here, and workers inherit it)."""
-    old = os.environ.pop(name, None)
-    try:
-        yield
-    finally:
-        if old is not None:
-            os.environ[name] = old
 
 
 def _alive(host: str, pid: int, job_id: str) -> bool:

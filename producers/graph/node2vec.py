@@ -82,6 +82,11 @@ class WeightedNode2Vec(Node2Vec):
         return torch.stack([(h[:, :n_windows] * h[:, k: k + n_windows]).sum(-1)
                             for k in range(1, self.context_size)])
 
+    def sample(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """torch-geometric's ``sample``: positive and negative context windows, for ``Node2Vec.loss``."""
+        pos, neg = self.walks(batch)
+        return self.windows(pos), self.windows(neg)
+
     def windows(self, walks: torch.Tensor) -> torch.Tensor:
         """The context windows torch-geometric's ``pos_sample``/``neg_sample`` cut from ``walks``."""
         n_windows = walks.shape[1] - self.context_size + 1

@@ -1,8 +1,8 @@
 """Run a sentence-transformers model's transformer with ONNX Runtime: same numbers, faster on CPU.
 
 The text producers spend most of their time in the transformer's forward pass. On CPU, ONNX
-Runtime runs the exported graph of the same weights about 1.5x faster than PyTorch eager
-(all-MiniLM-L6-v2, one thread, measured in ``benchmarks/bench_text.py``), and its outputs equal
+Runtime runs the exported graph of the same weights 1.4x faster than PyTorch eager at the same
+batch size (all-MiniLM-L6-v2, one thread, ``benchmarks/bench_text.py``), and its outputs equal
 PyTorch's to float32 rounding (tested to 1e-5). :func:`use_onnx_runtime` exports the loaded
 transformer in memory (TorchScript exporter, dynamic batch and sequence axes) and swaps it for
 :class:`OnnxEncoder`; sentence-transformers keeps doing the tokenisation, length sorting, pooling
@@ -82,8 +82,10 @@ def use_onnx_runtime(st_model) -> bool:
     """
     transformer = st_model[0]
     model = getattr(transformer, "model", None)
-    if st_model.device.type != "cpu" or model is None or isinstance(model, OnnxEncoder):
-        return isinstance(model, OnnxEncoder)
+    if isinstance(model, OnnxEncoder):
+        return True
+    if model is None or st_model.device.type != "cpu":
+        return False
     features = st_model.preprocess(["an example sentence", "another, longer example sentence here"])
     names = tuple(n for n in _INPUTS if n in features)
     try:

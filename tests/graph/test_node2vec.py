@@ -81,3 +81,6 @@ def test_walk_loss_equals_torch_geometric_loss_on_the_windows(string_top):
     reference.backward()
     torch.testing.assert_close(fast, reference, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(fast_grad, model.embedding.weight.grad, rtol=1e-4, atol=1e-7)
+    pos_windows, neg_windows = model.sample(torch.arange(40))  # torch-geometric's own API still works
+    assert pos_windows.shape == (120 * 8, 5) and neg_windows.shape == (240 * 8, 5)
+    assert torch.isfinite(model.loss(pos_windows, neg_windows))

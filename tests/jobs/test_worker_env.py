@@ -9,7 +9,7 @@ import dask
 import distributed  # noqa: F401 - loads dask's distributed defaults
 import yaml
 
-from pertstore.producers._jobs import _dask_client
+from pertstore.producers._jobs import MALLOC_VAR, _dask_client
 
 COMPOSE = Path(__file__).resolve().parents[2] / "docker-compose.yml"
 
@@ -34,4 +34,4 @@ def test_compose_workers_read_the_same_setting_from_producers_dask_yaml():
     assert env["DASK_CONFIG"] == "/app/producers/dask.yaml"  # the Dockerfile copies producers/ to /app
     path = COMPOSE.parent / "producers" / "dask.yaml"
     config = dask.config.collect(paths=[str(path)], env={})
-    assert config["distributed"]["nanny"]["pre-spawn-environ"] == {"MALLOC_TRIM_THRESHOLD_": None}
+    assert config["distributed"]["nanny"]["pre-spawn-environ"] == {MALLOC_VAR: None}

@@ -185,11 +185,11 @@ class Store:
             return self._existing(recipe, tags)
         w = self.writer(recipe, ids, values.shape[1])
         try:
-            w.write_all(values)
+            w.write_all(values, failed=failed)
         except BaseException:
             w.abort()
             raise
-        return self.publish(w, failed=failed, tags=tags)
+        return self.publish(w, tags=tags)
 
     def produce(self, producer: str, *, source: str, params: dict | None = None, inputs: dict[str, str] | None = None,
                 context: str = "", tags: Sequence[str] = (), max_failed_fraction: float = 0.05) -> SetCard:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import os
 from abc import ABC
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -91,7 +92,9 @@ class ProducerContext:
 
     def registry(self, kind: EntityKind) -> pd.DataFrame:
         """The store's entity registry of ``kind`` (one row per canonical entity)."""
-        return self._registries.setdefault(kind, _read_registry(self.storage, kind))
+        if kind not in self._registries:
+            self._registries[kind] = _read_registry(self.storage, kind)
+        return self._registries[kind]
 
     def resolver(self, kind: EntityKind):
         """An in-memory catalog of the registry, for :meth:`Catalog.resolve` on workers."""
@@ -117,12 +120,20 @@ class ProducerContext:
 
 
 def _read_registry(storage: Storage, kind: str) -> pd.DataFrame:
-    from pertstore.catalog._rebuild import read_registry
+    from pertstore.store._layout import registry_key
 
-    reg = read_registry(storage, kind)
+    key = registry_key(kind)
+    raw = storage.read_bytes(key) if storage.exists(key) else b""
+    reg = _parse_registry(raw) if raw else None
     if reg is None or reg.empty:
         raise InvalidInputError(f"the store has no {kind} registry; run `pertstore registry {kind}s` first")
-    return reg
+    return reg.copy()
+
+
+@lru_cache(maxsize=4)
+def _parse_registry(raw: bytes) -> pd.DataFrame:
+    """A registry file, parsed once per worker process and file content (the parts of a job share it)."""
+    return pd.read_parquet(io.BytesIO(raw)).fillna("")
 
 
 class Producer(ABC):

@@ -355,7 +355,7 @@ class _Driver:
         for pos, result in sorted(self.staged.items()):
             p, r = self.planned[pos], self.state.recipes[pos]
             try:
-                card, newly = _work.publish_staged(self.storage, p, result["failed"])
+                card, newly = _work.publish_staged(self.storage, p)
                 with self.jobs._catalog():
                     if newly:
                         store._index(card, ["latest", *p.spec.tags])
@@ -477,7 +477,7 @@ def produce_inline(store: "Store", planned: PlannedRecipe, *, max_failed_fractio
             result = _work.assemble(storage, planned, len(parts), max_failed_fraction)
         else:
             result = _work.run_whole(storage, planned, max_failed_fraction)
-        card, newly = _work.publish_staged(storage, planned, result["failed"])
+        card, newly = _work.publish_staged(storage, planned)
     except BaseException:
         _work.abort(storage, planned)
         raise

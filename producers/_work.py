@@ -2,8 +2,8 @@
 
 A chunked recipe is split into parts of ``chunk_size`` entities. Each part's result is written to
 ``staging/_parts/<source>/<version>/<part>.npz`` atomically, so a resumed job skips finished parts
-and a retried part overwrites nothing but itself. Assembling concatenates the parts in order
-into the staged set; the driver publishes staged sets once the whole job has succeeded.
+and a retried part overwrites nothing but itself. Assembling streams the parts in order
+into a sealed set (on a worker); the driver publishes sealed sets once the whole job has succeeded.
 Workers only touch the store's files, never the catalog.
 """
 
@@ -21,7 +21,7 @@ from pertstore.producers._base import Batch, Producer, ProducerContext
 from pertstore.producers._spec import PlannedRecipe
 from pertstore.store._layout import staging_key
 from pertstore.store._storage import Storage
-from pertstore.store._writer import SetWriter
+from pertstore.store._writer import SetWriter, publish_sealed
 
 
 @dataclass
@@ -98,17 +98,13 @@ def done_parts(storage: Storage, planned: PlannedRecipe) -> set[int]:
     return {int(n[:-4]) for n in storage.list_dir(parts_key(planned)) if n.endswith(".npz") and n[:-4].isdigit()}
 
 
-WRITE_BYTES = 8 * 2**20
-"""Rows are staged in writes of about this many bytes (whole chunks, encoded concurrently)."""
-
-
 def read_part(storage: Storage, planned: PlannedRecipe, part: int) -> Batch:
     with np.load(io.BytesIO(storage.read_bytes(part_key(planned, part)))) as z:
         return Batch(z["ids"].tolist(), z["values"], json.loads(str(z["failed"])))
 
 
 def assemble(storage: Storage, planned: PlannedRecipe, n_parts: int, max_failed_fraction: float) -> dict:
-    """Stage the set of a chunked recipe from its parts, streaming part by part.
+    """Seal the set of a chunked recipe from its parts, streaming part by part.
 
     Returns ``{"failed": {...}, "n_rows": n, "dim": d}``; raises when too many entities failed.
     """
@@ -125,21 +121,8 @@ def assemble(storage: Storage, planned: PlannedRecipe, n_parts: int, max_failed_
                                      f"earlier parts {dim}")
             dim = batch.values.shape[1]
     _check_failures(planned, len(ids), failed, max_failed_fraction)
-    writer = SetWriter(storage, planned.recipe, ids, dim)
-    step = writer.chunk_rows * max(1, WRITE_BYTES // (writer.chunk_rows * dim * 4))  # whole chunks per write
-    buffer: list[np.ndarray] = []
-    pending = chunk = 0
-    for part in range(n_parts):
-        values = read_part(storage, planned, part).values
-        if len(values):
-            buffer.append(values)
-            pending += len(values)
-        while pending >= step:
-            block = np.concatenate(buffer)
-            writer.write_chunks(chunk, block[:step])
-            buffer, pending, chunk = [block[step:]], pending - step, chunk + step // writer.chunk_rows
-    if pending:
-        writer.write_chunks(chunk, np.concatenate(buffer))
+    values = (read_part(storage, planned, part).values for part in range(n_parts))
+    SetWriter(storage, planned.recipe, ids, dim).write_rows((v for v in values if len(v)), failed=failed)
     return {"failed": failed, "n_rows": len(ids), "dim": dim}
 
 
@@ -153,8 +136,7 @@ def run_whole(storage: Storage, planned: PlannedRecipe, max_failed_fraction: flo
     if len(set(batch.ids)) != len(batch.ids):
         raise PertstoreError(f"producer {planned.recipe.producer}: set {planned.recipe.source} has an id twice")
     _check_failures(planned, len(batch.ids), batch.failed, max_failed_fraction)
-    writer = SetWriter(storage, planned.recipe, batch.ids, batch.values.shape[1])
-    writer.write_all(batch.values)
+    SetWriter(storage, planned.recipe, batch.ids, batch.values.shape[1]).write_all(batch.values, failed=batch.failed)
     return {"failed": batch.failed, "n_rows": len(batch.ids), "dim": batch.values.shape[1]}
 
 
@@ -168,31 +150,14 @@ def _check_failures(planned: PlannedRecipe, n_ok: int, failed: dict[str, str], l
                              f"({len(failed) / total:.1%} > the allowed {limit:.1%}); see the failure ledger")
 
 
-def publish_staged(storage: Storage, planned: PlannedRecipe, failed: dict[str, str]):
-    """Seal and publish a staged set (storage only); returns ``(card, newly_published)``."""
-    writer = SetWriter(storage, planned.recipe, _staged_ids(storage, planned), _staged_dim(storage, planned))
-    card, newly = writer.publish(failed=failed)
+def publish_staged(storage: Storage, planned: PlannedRecipe):
+    """Publish a sealed set (storage only) and drop its parts; returns ``(card, newly_published)``."""
+    card, newly = publish_sealed(storage, planned.recipe)
     storage.delete_prefix(parts_key(planned))
     return card, newly
 
 
-def _staged_ids(storage: Storage, planned: PlannedRecipe) -> list[str]:
-    import zarr
-
-    group = zarr.open_group(storage.zarr_store(_staged(planned)), mode="r", zarr_format=3)
-    return [str(i) for i in group["entity"][:]]
-
-
-def _staged_dim(storage: Storage, planned: PlannedRecipe) -> int:
-    meta = json.loads(storage.read_bytes(f"{_staged(planned)}/values/zarr.json"))
-    return int(meta["shape"][1])
-
-
-def _staged(planned: PlannedRecipe) -> str:
-    return staging_key(planned.recipe.source, planned.recipe.version)
-
-
 def abort(storage: Storage, planned: PlannedRecipe) -> None:
     """Remove a recipe's staged set and parts."""
-    storage.delete_prefix(_staged(planned))
+    storage.delete_prefix(staging_key(planned.recipe.source, planned.recipe.version))
     storage.delete_prefix(parts_key(planned))

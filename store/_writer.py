@@ -1,10 +1,17 @@
 """Writing embedding sets: fill a staging group chunk by chunk, then seal and publish it atomically.
 
-Staging keeps one object per row chunk (``values/c/<i>/0``), so chunks can be written in any
-order, by several workers, and a resumed writer sees which exist. Publishing seals the set: the
-staged chunk objects are concatenated, unchanged, into a few large shards (Zarr v3
-``sharding_indexed``, the shard index at the end), so a cold reader opens one object per shard
-instead of one per chunk and fetches the chunks it needs by byte range.
+A published set is sealed: its chunks lie in a few large shards (Zarr v3 ``sharding_indexed``,
+the shard index at the end), so a cold reader opens one object per shard instead of one per chunk
+and fetches the chunks it needs by byte range. There are two ways to get there:
+
+- rows known in order (:meth:`SetWriter.write_rows`, :meth:`SetWriter.write_all`): the chunks are
+  encoded and written straight into the sealed shards, one pass, no intermediate objects;
+- chunks in any order, by several workers (:meth:`SetWriter.write_chunks`): staging keeps one
+  object per row chunk (``values/c/<i>/0``), a resumed writer sees which exist, and publishing
+  concatenates the staged chunk objects, unchanged, into the shards.
+
+A seal is complete once its marker (``staging/<source>/<version>/sealed.done``) exists; publishing
+renames the sealed group into place.
 """
 
 from __future__ import annotations
@@ -12,15 +19,16 @@ from __future__ import annotations
 import hashlib
 import json
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from importlib.metadata import version as _pkg_version
 
 import google_crc32c
 import numpy as np
 import zarr
+from numcodecs import Blosc
 from zarr.codecs import BloscCodec
 
-from pertstore.errors import InvalidInputError
+from pertstore.errors import InvalidInputError, PertstoreError
 from pertstore.store._card import SetCard
 from pertstore.store._layout import set_key, staging_key
 from pertstore.store._recipe import Recipe
@@ -36,6 +44,8 @@ DEFAULT_SHARD_BYTES = 256 * 1024 * 1024
 VALUES_CODEC = {"cname": "lz4", "clevel": 5, "shuffle": "shuffle", "typesize": 4, "blocksize": 0}
 SEALED = "sealed"
 """Folder inside a staging group where the sharded copy is assembled before it is published."""
+SEALED_DONE = "sealed.done"
+"""Marker beside :data:`SEALED`, written once the sealed group is complete."""
 EMPTY = 2**64 - 1
 """Offset and length of an absent chunk in a shard index."""
 
@@ -170,36 +180,95 @@ class SetWriter:
             raise InvalidInputError(f"set {self.recipe.source}: chunk {first} has {block.shape[1]} dims, expected {self.dim}")
         self._open()["values"][start:stop] = block
 
-    def write_all(self, values: np.ndarray) -> None:
-        """Write every row at once (zarr encodes and stores the chunks concurrently)."""
-        block = check_values(values, self.ids, where=f"set {self.recipe.source}")
-        if block.shape[1] != self.dim:
-            raise InvalidInputError(f"set {self.recipe.source}: values have {block.shape[1]} dims, expected {self.dim}")
-        self._open()["values"][:] = block
+    def write_all(self, values: np.ndarray, *, failed: dict[str, str] | None = None) -> None:
+        """Write every row at once and seal the set (see :meth:`write_rows`)."""
+        self.write_rows([values], failed=failed)
+
+    def write_rows(self, blocks: Iterable[np.ndarray], *, failed: dict[str, str] | None = None) -> None:
+        """Write the set's rows, given in order as blocks of any size, straight into sealed shards.
+
+        Each chunk is encoded once and streamed into its shard; only one shard's encoded chunks
+        are held at a time. ``failed`` (entity -> reason) goes on the card. :meth:`publish` then
+        only renames the sealed group into place.
+        """
+        self.storage._check_writable()
+        self.storage.delete_prefix(self.staged)  # chunks or a seal left by an earlier attempt
+        sealed = f"{self.staged}/{SEALED}"
+        group = self._create_sealed_group(sealed)
+        content = _content_hash(self.ids)
+        digests: list[str] = []
+        chunks = self._encoded_chunks(blocks, content)
+        for shard, first in enumerate(range(0, self.n_chunks, self.shard_chunks)):
+            n = min(self.shard_chunks, self.n_chunks - first)
+            self.storage.write_parts(f"{sealed}/values/c/{shard}/0",
+                                     self._shard_parts((next(chunks) for _ in range(n)), digests))
+        next(chunks, None)  # lets the generator finish its row-count check
+        self._finish_seal(group, content, digests, failed or {})
+
+    def _encoded_chunks(self, blocks: Iterable[np.ndarray], content) -> Iterator[bytes]:
+        """Re-cut ``blocks`` into chunks, validate, hash and encode them (zarr's Blosc settings)."""
+        codec = Blosc(cname=VALUES_CODEC["cname"], clevel=VALUES_CODEC["clevel"], shuffle=Blosc.SHUFFLE,
+                      blocksize=VALUES_CODEC["blocksize"], typesize=VALUES_CODEC["typesize"])
+        pending: list[np.ndarray] = []
+        n_pending = row = 0
+        for block in blocks:
+            stop = row + len(block)
+            block = check_values(block, self.ids[row:stop], where=f"set {self.recipe.source} rows {row}..{stop - 1}")
+            if block.shape[1] != self.dim:
+                raise InvalidInputError(f"set {self.recipe.source}: rows {row}..{stop - 1} have {block.shape[1]} "
+                                        f"dims, expected {self.dim}")
+            content.update(block.tobytes())
+            pending.append(block)
+            n_pending, row = n_pending + len(block), stop
+            while n_pending >= self.chunk_rows or (row == len(self.ids) and n_pending):
+                rows = np.concatenate(pending) if len(pending) > 1 else pending[0]
+                chunk = np.zeros((self.chunk_rows, self.dim), dtype=np.float32)
+                take = min(self.chunk_rows, n_pending)
+                chunk[:take] = rows[:take]
+                pending, n_pending = [rows[take:]], n_pending - take
+                yield codec.encode(chunk)
+        if row != len(self.ids):
+            raise InvalidInputError(f"set {self.recipe.source}: {row} rows written for {len(self.ids)} ids")
 
     def publish(self, *, failed: dict[str, str] | None = None) -> tuple[SetCard, bool]:
-        """Seal the staged group and make it visible; returns ``(card, newly_published)``.
+        """Seal the staged set (unless :meth:`write_rows` did) and make it visible.
 
+        Returns ``(card, newly_published)``; ``failed`` goes on the card of chunk-staged sets.
         Publishing a recipe that is already published discards the staging copy and returns the
         existing card with ``newly_published=False``.
         """
-        if self.published:
-            self.storage.delete_prefix(self.staged)
-            return read_card(self.storage, self.final), False
+        if not self.published and not self.storage.exists(f"{self.staged}/{SEALED_DONE}"):
+            self._seal_staged_chunks(failed or {})
+        return publish_sealed(self.storage, self.recipe)
+
+    def _seal_staged_chunks(self, failed: dict[str, str]) -> None:
+        """Concatenate the staged chunk objects, unchanged, into the sealed group's shards."""
         self._open()
         missing = sorted(set(range(self.n_chunks)) - self.done_chunks())
         if missing:
             raise InvalidInputError(f"set {self.recipe.source}: {len(missing)} chunk(s) never written, first {missing[0]}")
         sealed = f"{self.staged}/{SEALED}"
         self.storage.delete_prefix(sealed)  # a seal left half-done by a killed writer
-        card = self._seal(sealed, failed or {})
+        group = self._create_sealed_group(sealed)
+        content = _content_hash(self.ids)
+        digests: list[str] = []
+        for shard, first in enumerate(range(0, self.n_chunks, self.shard_chunks)):
+            chunks = range(first, min(first + self.shard_chunks, self.n_chunks))
+            self.storage.write_parts(f"{sealed}/values/c/{shard}/0",
+                                     self._shard_parts(self._staged_chunks(chunks, content), digests))
+        self._finish_seal(group, content, digests, failed)
         self._group = None
-        newly = self.storage.publish(sealed, self.final)
-        self.storage.delete_prefix(self.staged)
-        return (card if newly else read_card(self.storage, self.final)), newly
 
-    def _seal(self, sealed: str, failed: dict[str, str]) -> SetCard:
-        """Write the sharded, consolidated group at ``sealed`` from the staged chunks; return its card."""
+    def _staged_chunks(self, chunks: range, content) -> Iterator[bytes]:
+        from pertstore.store._reader import decode_chunk
+
+        for c in chunks:
+            raw = self.storage.read_bytes(f"{self.staged}/values/c/{c}/0")
+            rows = min(self.chunk_rows, len(self.ids) - c * self.chunk_rows)
+            content.update(decode_chunk(raw, self.chunk_rows, self.dim)[:rows].tobytes())
+            yield raw
+
+    def _create_sealed_group(self, sealed: str) -> zarr.Group:
         group = zarr.open_group(self.storage.zarr_store(sealed, read_only=False), mode="w", zarr_format=3)
         group.create_array(
             "values", shape=(len(self.ids), self.dim), dtype="float32", chunks=(self.chunk_rows, self.dim),
@@ -209,12 +278,10 @@ class SetWriter:
         ent = group.create_array("entity", shape=(len(self.ids),), dtype=str, chunks=(len(self.ids),),
                                  dimension_names=("entity",))
         ent[:] = np.array(self.ids, dtype=object)
-        content = hashlib.sha256("\n".join(self.ids).encode())
-        content.update(b"\0")
-        digests: list[str] = []
-        for shard, first in enumerate(range(0, self.n_chunks, self.shard_chunks)):
-            chunks = range(first, min(first + self.shard_chunks, self.n_chunks))
-            self.storage.write_parts(f"{sealed}/values/c/{shard}/0", self._shard_parts(chunks, digests, content))
+        return group
+
+    def _finish_seal(self, group: zarr.Group, content, digests: list[str], failed: dict[str, str]) -> None:
+        """Put the card on the sealed group, consolidate its metadata and mark the seal complete."""
         card = SetCard(
             source=self.recipe.source, version=self.recipe.version, kind=self.recipe.kind,
             context=self.recipe.context, dim=self.dim, n_rows=len(self.ids), chunk_rows=self.chunk_rows,
@@ -225,19 +292,14 @@ class SetWriter:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # consolidated metadata is not in the v3 spec yet
             zarr.consolidate_metadata(group.store)
-        return card
+        self.storage.write_bytes(f"{self.staged}/{SEALED_DONE}", b"")
 
-    def _shard_parts(self, chunks: range, digests: list[str], content) -> Iterator[bytes]:
-        """The staged chunks of one shard, unchanged, then its index; digests and checksum on the way."""
-        from pertstore.store._reader import decode_chunk
-
+    def _shard_parts(self, chunks: Iterable[bytes], digests: list[str]) -> Iterator[bytes]:
+        """One shard's encoded chunks, then its index; each chunk's digest on the way."""
         index = np.full((self.shard_chunks, 2), EMPTY, dtype="<u8")
         offset = 0
-        for i, c in enumerate(chunks):
-            raw = self.storage.read_bytes(f"{self.staged}/values/c/{c}/0")
+        for i, raw in enumerate(chunks):
             digests.append(hashlib.sha256(raw).hexdigest())
-            rows = min(self.chunk_rows, len(self.ids) - c * self.chunk_rows)
-            content.update(decode_chunk(raw, self.chunk_rows, self.dim)[:rows].tobytes())
             index[i] = (offset, len(raw))
             offset += len(raw)
             yield raw
@@ -247,6 +309,27 @@ class SetWriter:
         """Drop the staging group."""
         self._group = None
         self.storage.delete_prefix(self.staged)
+
+
+def publish_sealed(storage: Storage, recipe: Recipe) -> tuple[SetCard, bool]:
+    """Rename the sealed set of ``recipe`` into place; returns ``(card, newly_published)``."""
+    staged, final = staging_key(recipe.source, recipe.version), set_key(recipe.source, recipe.version)
+    if storage.exists(f"{final}/{GROUP_META}"):
+        storage.delete_prefix(staged)
+        return read_card(storage, final), False
+    if not storage.exists(f"{staged}/{SEALED_DONE}"):
+        raise PertstoreError(f"set {recipe.source}@{recipe.version} has no complete seal to publish")
+    card = read_card(storage, f"{staged}/{SEALED}")
+    newly = storage.publish(f"{staged}/{SEALED}", final)
+    storage.delete_prefix(staged)
+    return (card if newly else read_card(storage, final)), newly
+
+
+def _content_hash(ids: Sequence[str]):
+    """The running set checksum: sha256 of the ids, a NUL, then the float32 rows in order."""
+    content = hashlib.sha256("\n".join(ids).encode())
+    content.update(b"\0")
+    return content
 
 
 def read_card(storage: Storage, key: str) -> SetCard:

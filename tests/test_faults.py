@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from pertstore import Store
+from pertstore import InvalidInputError, Store
 from pertstore.store import published_sets, set_key
 
 from store_helpers import random_set
@@ -122,7 +122,7 @@ def test_a_seal_left_by_a_killed_writer_is_redone(store, gene_ids):
     values = np.random.default_rng(1).random((len(gene_ids), 32), dtype=np.float32)
     recipe = Recipe(source="resumed", producer="test", kind="gene")
     first = SetWriter(store.storage, recipe, gene_ids, 32)
-    first.write_all(values)
+    first.write_chunks(0, values)  # chunks staged in any order, sealed at publish
     store.storage.write_bytes(f"{first.staged}/sealed/values/c/0/0", b"half a shard")  # killed mid-seal
     again = SetWriter(store.storage, recipe, gene_ids, 32)
     assert again.done_chunks() == set(range(again.n_chunks))
@@ -131,6 +131,25 @@ def test_a_seal_left_by_a_killed_writer_is_redone(store, gene_ids):
     np.testing.assert_array_equal(store.get("resumed").values, values)
     assert card.checksum == store.show("resumed").checksum
     assert all(r.ok for r in store.verify()["sets"])
+
+
+def test_rows_that_stop_short_or_hold_nan_leave_no_seal(store, gene_ids):
+    from pertstore.store import Recipe, SetWriter
+
+    values = np.random.default_rng(2).random((len(gene_ids), 32), dtype=np.float32)
+    recipe = Recipe(source="short", producer="test", kind="gene")
+    writer = SetWriter(store.storage, recipe, gene_ids, 32, shard_bytes=64_000)
+    with pytest.raises(InvalidInputError, match=f"short: {len(gene_ids) - 7} rows written for {len(gene_ids)} ids"):
+        writer.write_rows([values[:1000], values[1000:-7]])
+    with pytest.raises(InvalidInputError, match="chunk\(s\) never written"):
+        store.publish(writer)
+    bad = values.copy()
+    bad[1500, 3] = np.nan
+    with pytest.raises(InvalidInputError, match=f"rows 1000..{len(gene_ids) - 1}: 1 row.*row 500 \\(id '{gene_ids[1500]}'"):
+        writer.write_rows([values[:1000], bad[1000:]])
+    assert not store.storage.exists(f"{writer.staged}/sealed.done")
+    writer.abort()
+    assert store.storage.walk("staging") == [] and store.ls().empty
 
 
 def test_verify_indexes_a_set_published_but_not_indexed(store, gene_ids):

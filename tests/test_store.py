@@ -210,6 +210,27 @@ def test_sets_larger_than_a_shard_span_several(store, gene_ids):
     assert all(r.ok for r in store.verify()["sets"])
 
 
+def test_rows_in_blocks_of_any_size_seal_like_staged_chunks(store, gene_ids):
+    from pertstore.store import Recipe, SetWriter
+
+    values = np.random.default_rng(4).random((len(gene_ids), 100), dtype=np.float32)
+    staged = SetWriter(store.storage, Recipe(source="staged", producer="test", kind="gene"), gene_ids, 100,
+                       shard_bytes=250_000)
+    staged.write_chunks(0, values)
+    staged_card = store.publish(staged)
+    direct = SetWriter(store.storage, Recipe(source="direct", producer="test", kind="gene"), gene_ids, 100,
+                       shard_bytes=250_000)
+    cuts = [0, 1, 130, 131, 900, 1999, len(gene_ids)]  # blocks smaller and larger than a chunk, across shards
+    direct.write_rows(values[a:b] for a, b in zip(cuts, cuts[1:]))
+    assert store.storage.list_dir(f"{direct.staged}/sealed/values/c") == ["0", "1", "2", "3"]
+    card = store.publish(direct)
+    assert (card.checksum, card.chunk_digests) == (staged_card.checksum, staged_card.chunk_digests)  # zarr's bytes
+    np.testing.assert_array_equal(store.get("direct").values, values)
+    np.testing.assert_array_equal(xr.open_zarr(f"{store.uri}/{set_key('direct', card.version)}")["values"].values,
+                                  values)
+    assert all(r.ok for r in store.verify()["sets"])
+
+
 def test_a_missing_shard_is_a_clear_error(store, gene_ids):
     from pertstore import CorruptedSetError
 

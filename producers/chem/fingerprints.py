@@ -136,10 +136,11 @@ class FingerprintProducer(Producer):
         return self.ctx.registry("molecule")["entity_id"].astype(str).tolist()
 
     def compute_chunk(self, ids: list[str]) -> Batch:
-        reg = self.ctx.registry("molecule").set_index("entity_id")
+        reg = self.ctx.registry("molecule")
+        smiles_of = dict(zip(reg["entity_id"].astype(str), reg["smiles"].astype(str)))
         ok, rows, failed = [], [], {}
         for entity in ids:
-            smiles = str(reg.at[entity, "smiles"] or "")
+            smiles = smiles_of[entity]
             mol = standardised(smiles, self.params.standardise)
             if mol is None or mol.GetNumAtoms() == 0:
                 failed[entity] = f"SMILES does not parse: {smiles[:80]!r}" if smiles else "no SMILES"

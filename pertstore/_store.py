@@ -369,7 +369,7 @@ class Store:
             raise InvalidInputError(f"sources mix entity kinds {sorted(kinds)}: {({s: r.kind for s, r in rows.items()})}")
         kind = kind or kinds.pop()
         res = self.resolve(ids, kind)
-        sets = {s: self.cache.get(r.path) for s, r in rows.items()}
+        sets = dict(zip(rows, self.cache.get_many([r.path for r in rows.values()])))
         ds = aligned_dataset(ids, res.ids, sets, context=context or "", unresolved=res.unresolved,
                              ambiguous=res.ambiguous)
         self.cache.trim()

@@ -251,5 +251,7 @@ def test_merge_ranges_joins_close_chunks_only():
     got = [(a, b, m.tolist()) for a, b, m in _merge_ranges(offsets, lengths, gap=100)]
     assert got == [(0, 400, [1, 2, 0]), (1000, 1050, [3])]
     assert [(a, b) for a, b, _ in _merge_ranges(offsets, lengths, gap=600)] == [(0, 1050)]
-    groups = _group_ranges(_merge_ranges(offsets, lengths, gap=0), task_bytes=250)
+    groups = _group_ranges(_merge_ranges(offsets, lengths, gap=0), task_bytes=250, task_ranges=8)
     assert [[(a, b) for a, b, _ in g] for g in groups] == [[(0, 200)], [(300, 400), (1000, 1050)]]
+    groups = _group_ranges(_merge_ranges(offsets, lengths, gap=0), task_bytes=10_000, task_ranges=2)
+    assert [[(a, b) for a, b, _ in g] for g in groups] == [[(0, 200), (300, 400)], [(1000, 1050)]]

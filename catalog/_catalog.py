@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -18,11 +19,14 @@ from pertstore.catalog._schema import first, migrate
 from pertstore.errors import ConflictError, NotFoundError, PertstoreError
 from pertstore.store._card import SetCard
 
+log = logging.getLogger(__name__)
+
 LOCK_WAIT_S = 30.0
 INDEX_AFTER_CALLS = 2
-"""A process that resolves ids of a kind this often keeps that kind's aliases in memory (servers, notebooks)."""
-INDEX_FOR_IDS = 2000
-"""Or at once for a query this long."""
+"""A process that resolves ids of a kind this often keeps that kind's aliases in memory (servers,
+notebooks). The index is built in the background (about 2 s for the human genes' 445,000
+aliases) while the catalog's join answers (60 ms for 2,000 ids, 0.36 s for 60,000), so a one-shot
+process never pays for it and no request waits for it."""
 
 
 class Catalog:
@@ -47,6 +51,7 @@ class Catalog:
         self._alias_indexes: dict[str, tuple[int, AliasIndex]] = {}
         self._resolve_calls: dict[str, int] = {}
         self._index_lock = threading.Lock()
+        self._index_builders: dict[str, threading.Thread] = {}
         self._registry_generation = 0
         """Bumped when a registry changes; an alias index built while it changed is not kept."""
 
@@ -81,6 +86,8 @@ class Catalog:
         return self._con
 
     def close(self) -> None:
+        for builder in list(self._index_builders.values()):  # an alias index being built holds a cursor
+            builder.join()
         with self._open_lock:
             if self._con is not None:
                 self._con.close()
@@ -244,7 +251,7 @@ class Catalog:
     def resolve(self, ids: Sequence[str], kind: str) -> Resolution:
         """Resolve ids of any namespace to canonical ids of ``kind`` (see :mod:`._registry`)."""
         query = [str(i) for i in ids]
-        index = self._alias_index(kind, len(query))
+        index = self._alias_index(kind)
         if index is not None:
             res = index.resolve(query)
         else:
@@ -253,24 +260,32 @@ class Catalog:
             self._resolve_smiles(res)
         return res
 
-    def _alias_index(self, kind: str, n_ids: int) -> AliasIndex | None:
-        """The in-memory alias index of ``kind``, built once the process resolves often or a lot."""
-        generation = self._registry_generation
-        kept = self._alias_indexes.get(kind)
-        if kept is not None and kept[0] == generation:
-            return kept[1]
-        self._resolve_calls[kind] = calls = self._resolve_calls.get(kind, 0) + 1
-        if calls < INDEX_AFTER_CALLS and n_ids < INDEX_FOR_IDS:
-            return None
-        with self._index_lock:  # one thread builds it, concurrent callers wait and share it
+    def _alias_index(self, kind: str) -> AliasIndex | None:
+        """The in-memory alias index of ``kind`` once built; starts building it when the process
+        resolves often (see :data:`INDEX_AFTER_CALLS`)."""
+        with self._index_lock:
             kept = self._alias_indexes.get(kind)
             if kept is not None and kept[0] == self._registry_generation:
                 return kept[1]
+            self._resolve_calls[kind] = calls = self._resolve_calls.get(kind, 0) + 1
+            builder = self._index_builders.get(kind)
+            if calls >= INDEX_AFTER_CALLS and (builder is None or not builder.is_alive()):
+                builder = threading.Thread(target=self._build_alias_index, args=(kind, self._registry_generation),
+                                           name=f"pertstore-alias-index-{kind}", daemon=True)
+                self._index_builders[kind] = builder
+                builder.start()
+        return None
+
+    def _build_alias_index(self, kind: str, generation: int) -> None:
+        try:
             index = AliasIndex(self.con.execute("SELECT key, priority, entity_id FROM aliases WHERE kind = ?",
                                                 [kind]).fetchall())
-            if generation == self._registry_generation:
+        except duckdb.Error as e:  # the catalog closed meanwhile: the join keeps answering
+            log.debug("alias index of %s not built: %s", kind, e)
+            return
+        with self._index_lock:
+            if generation == self._registry_generation:  # not kept when the registry changed meanwhile
                 self._alias_indexes[kind] = (generation, index)
-        return index
 
     def _resolve_in_db(self, query: list[str], kind: str) -> Resolution:
         probes = probe_keys(query)

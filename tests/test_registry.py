@@ -84,8 +84,10 @@ def test_in_memory_alias_index_answers_like_the_catalog(store):
     assert got.ids == expected.ids and got.unresolved == expected.unresolved and got.ambiguous == expected.ambiguous
     assert expected.ambiguous and expected.n_resolved > 3000  # the sample exercises both paths
     before = store.resolve(["TP53"]).ids
-    store.resolve(["TP53"])  # second call: the index is built
+    assert store.resolve(["TP53"]).ids == before  # second call: answered by the join, the index built meanwhile
+    store.catalog._index_builders["gene"].join(timeout=60)
     assert store.catalog._alias_indexes["gene"][1] is not None
+    assert store.resolve(["TP53"]).ids == before  # answered by the index
     assert before[0] is not None
     reg = read_registry(store.storage, "gene")
     store.catalog.replace_registry("gene", reg[reg.entity_id != before[0]])

@@ -217,14 +217,16 @@ class SetWriter:
             if block.shape[1] != self.dim:
                 raise InvalidInputError(f"set {self.recipe.source}: rows {row}..{stop - 1} have {block.shape[1]} "
                                         f"dims, expected {self.dim}")
-            content.update(block.tobytes())
+            content.update(block)  # C-contiguous float32: hashed in place
             pending.append(block)
             n_pending, row = n_pending + len(block), stop
             while n_pending >= self.chunk_rows or (row == len(self.ids) and n_pending):
                 rows = np.concatenate(pending) if len(pending) > 1 else pending[0]
-                chunk = np.zeros((self.chunk_rows, self.dim), dtype=np.float32)
                 take = min(self.chunk_rows, n_pending)
-                chunk[:take] = rows[:take]
+                chunk = rows[:take]
+                if take < self.chunk_rows:  # the set's last chunk, padded with the fill value as zarr does
+                    chunk = np.zeros((self.chunk_rows, self.dim), dtype=np.float32)
+                    chunk[:take] = rows[:take]
                 pending, n_pending = [rows[take:]], n_pending - take
                 yield codec.encode(chunk)
         if row != len(self.ids):

@@ -141,7 +141,7 @@ def test_rows_that_stop_short_or_hold_nan_leave_no_seal(store, gene_ids):
     writer = SetWriter(store.storage, recipe, gene_ids, 32, shard_bytes=64_000)
     with pytest.raises(InvalidInputError, match=f"short: {len(gene_ids) - 7} rows written for {len(gene_ids)} ids"):
         writer.write_rows([values[:1000], values[1000:-7]])
-    with pytest.raises(InvalidInputError, match="chunk\(s\) never written"):
+    with pytest.raises(InvalidInputError, match=r"chunk\(s\) never written"):
         store.publish(writer)
     bad = values.copy()
     bad[1500, 3] = np.nan

@@ -21,7 +21,7 @@ def aligned_dataset(query: Sequence[str], canonical: Sequence[str | None], sets:
     ``(entity, source)``. Coordinates: ``entity`` (the query ids as given), ``entity_id`` (canonical
     id, empty when unresolved) and ``source``. Attrs: versions, context, unresolved and ambiguous ids.
     """
-    keys = [c if c is not None else _MISSING for c in canonical]
+    keys = np.asarray([c if c is not None else _MISSING for c in canonical], dtype=object)  # converted once, not per set
     positions = {source: s.positions(keys) for source, s in sets.items()}
     covered = np.stack([positions[source] >= 0 for source in sets], axis=1) if sets else np.zeros((len(query), 0), bool)
     # one gather per set (the first covered row stands in for uncovered ones), all sets' reads together

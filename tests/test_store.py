@@ -1,4 +1,5 @@
 import json
+import os
 
 import numpy as np
 import pytest
@@ -255,3 +256,19 @@ def test_merge_ranges_joins_close_chunks_only():
     assert [[(a, b) for a, b, _ in g] for g in groups] == [[(0, 200)], [(300, 400), (1000, 1050)]]
     groups = _group_ranges(_merge_ranges(offsets, lengths, gap=0), task_bytes=10_000, task_ranges=2)
     assert [[(a, b) for a, b, _ in g] for g in groups] == [[(0, 200), (300, 400)], [(1000, 1050)]]
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def test_a_few_scattered_rows_commit_memory_for_their_chunks_only(store, gene_ids):
+    values, _ = random_set(store, gene_ids, dim=2304)  # 8-row chunks of 72 KiB
+    s = store.open_set("rand")
+    rows = np.arange(10) * (len(gene_ids) // 10)
+    before = _rss_bytes()
+    np.testing.assert_array_equal(s.rows(rows), values[rows])
+    grown = _rss_bytes() - before
+    assert grown < 4 * 2**20, f"10 chunks of 72 KiB committed {grown / 2**20:.1f} MiB"  # huge pages: 2 MiB each
+    np.testing.assert_array_equal(s.all_rows(), values)  # the rest fills in around them

@@ -20,7 +20,12 @@ def read_registry(storage: Storage, kind: str) -> pd.DataFrame | None:
     key = registry_key(kind)
     if not storage.exists(key):
         return None
-    return pd.read_parquet(io.BytesIO(storage.read_bytes(key))).fillna("")
+    return parse_registry(storage.read_bytes(key))
+
+
+def parse_registry(raw: bytes) -> pd.DataFrame:
+    """A registry file's rows (empty strings where a field is missing)."""
+    return pd.read_parquet(io.BytesIO(raw)).fillna("")
 
 
 def read_tags(storage: Storage) -> list[tuple[str, str, str, str, str]]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 from abc import ABC
 from dataclasses import dataclass, field
@@ -123,17 +122,18 @@ def _read_registry(storage: Storage, kind: str) -> pd.DataFrame:
     from pertstore.store._layout import registry_key
 
     key = registry_key(kind)
-    raw = storage.read_bytes(key) if storage.exists(key) else b""
-    reg = _parse_registry(raw) if raw else None
+    reg = _parsed_registry(storage.read_bytes(key)) if storage.exists(key) else None
     if reg is None or reg.empty:
         raise InvalidInputError(f"the store has no {kind} registry; run `pertstore registry {kind}s` first")
     return reg.copy()
 
 
 @lru_cache(maxsize=4)
-def _parse_registry(raw: bytes) -> pd.DataFrame:
-    """A registry file, parsed once per worker process and file content (the parts of a job share it)."""
-    return pd.read_parquet(io.BytesIO(raw)).fillna("")
+def _parsed_registry(raw: bytes) -> pd.DataFrame:
+    """A registry file parsed once per worker process and file content (the parts of a job share it)."""
+    from pertstore.catalog._rebuild import parse_registry
+
+    return parse_registry(raw)
 
 
 class Producer(ABC):

@@ -61,18 +61,18 @@ def set_buffer(shape: tuple[int, int], *, dense: bool) -> np.ndarray:
     """The float32 buffer that decoded chunks of one set are written into.
 
     numpy asks the kernel for transparent huge pages on large arrays: right for a set read mostly
-    whole (warm gathers from it run 1.5x faster with fewer TLB misses), wrong for a few scattered
+    whole (warm gathers of 2,000 rows from 30 sets: 70 ms instead of 94 ms, fewer TLB misses), wrong for a few scattered
     chunks, each of which would then commit and zero 2 MiB (50 rows from each of 30 sets took 3 GB
     and 1-2 s of page faults and compaction that way). Sparse first reads get an anonymous mapping
     without huge pages, committed 4 KiB page by page as chunks land.
     """
     if dense:
         return np.empty(shape, dtype="<f4")
-    nbytes = max(1, int(np.prod(shape)) * 4)
-    region = mmap.mmap(-1, nbytes)
+    n = shape[0] * shape[1]
+    region = mmap.mmap(-1, max(1, 4 * n))
     if hasattr(mmap, "MADV_NOHUGEPAGE"):
         region.madvise(mmap.MADV_NOHUGEPAGE)
-    return np.frombuffer(region, dtype="<f4", count=int(np.prod(shape))).reshape(shape)
+    return np.frombuffer(region, dtype="<f4", count=n).reshape(shape)
 
 
 def parse_shard_index(raw: bytes, n_chunks: int, where: str) -> np.ndarray:

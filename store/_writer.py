@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import warnings
+from itertools import islice
 from collections.abc import Iterable, Iterator, Sequence
 from importlib.metadata import version as _pkg_version
 
@@ -193,17 +194,8 @@ class SetWriter:
         """
         self.storage._check_writable()
         self.storage.delete_prefix(self.staged)  # chunks or a seal left by an earlier attempt
-        sealed = f"{self.staged}/{SEALED}"
-        group = self._create_sealed_group(sealed)
         content = _content_hash(self.ids)
-        digests: list[str] = []
-        chunks = self._encoded_chunks(blocks, content)
-        for shard, first in enumerate(range(0, self.n_chunks, self.shard_chunks)):
-            n = min(self.shard_chunks, self.n_chunks - first)
-            self.storage.write_parts(f"{sealed}/values/c/{shard}/0",
-                                     self._shard_parts((next(chunks) for _ in range(n)), digests))
-        next(chunks, None)  # lets the generator finish its row-count check
-        self._finish_seal(group, content, digests, failed or {})
+        self._seal(self._encoded_chunks(blocks, content), content, failed or {})
 
     def _encoded_chunks(self, blocks: Iterable[np.ndarray], content) -> Iterator[bytes]:
         """Re-cut ``blocks`` into chunks, validate, hash and encode them (zarr's Blosc settings)."""
@@ -249,17 +241,21 @@ class SetWriter:
         missing = sorted(set(range(self.n_chunks)) - self.done_chunks())
         if missing:
             raise InvalidInputError(f"set {self.recipe.source}: {len(missing)} chunk(s) never written, first {missing[0]}")
-        sealed = f"{self.staged}/{SEALED}"
-        self.storage.delete_prefix(sealed)  # a seal left half-done by a killed writer
-        group = self._create_sealed_group(sealed)
+        self.storage.delete_prefix(f"{self.staged}/{SEALED}")  # a seal left half-done by a killed writer
         content = _content_hash(self.ids)
+        self._seal(self._staged_chunks(range(self.n_chunks), content), content, failed)
+        self._group = None
+
+    def _seal(self, chunks: Iterator[bytes], content, failed: dict[str, str]) -> None:
+        """Write the sealed group from the set's encoded chunks, in order, shard by shard, then its card."""
+        sealed = f"{self.staged}/{SEALED}"
+        group = self._create_sealed_group(sealed)
         digests: list[str] = []
         for shard, first in enumerate(range(0, self.n_chunks, self.shard_chunks)):
-            chunks = range(first, min(first + self.shard_chunks, self.n_chunks))
-            self.storage.write_parts(f"{sealed}/values/c/{shard}/0",
-                                     self._shard_parts(self._staged_chunks(chunks, content), digests))
+            n = min(self.shard_chunks, self.n_chunks - first)
+            self.storage.write_parts(f"{sealed}/values/c/{shard}/0", self._shard_parts(islice(chunks, n), digests))
+        next(chunks, None)  # lets the chunk generator finish its own checks (rows written vs ids)
         self._finish_seal(group, content, digests, failed)
-        self._group = None
 
     def _staged_chunks(self, chunks: range, content) -> Iterator[bytes]:
         from pertstore.store._reader import decode_chunk

@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pandas as pd
 
 from pertstore.catalog._registry import (AliasIndex, Resolution, aliases_for, entity_rows, pick, probe_keys,
@@ -82,12 +83,19 @@ class Catalog:
                         raise PertstoreError(f"catalog {self.path} cannot be opened: {e}") from e
                     time.sleep(0.05)
             self._con.execute("SET enable_progress_bar = false").fetchall()
+            # times come back in UTC: converting to another zone loads pytz's whole zone list first
+            # (about 50 ms of a fresh process's first query of the sets table)
+            self._con.execute("SET GLOBAL TimeZone = 'UTC'").fetchall()
             migrate(self._con)
         return self._con
 
-    def close(self) -> None:
-        for builder in list(self._index_builders.values()):  # an alias index being built holds a cursor
+    def settle(self) -> None:
+        """Wait for alias indexes being built in the background."""
+        for builder in list(self._index_builders.values()):
             builder.join()
+
+    def close(self) -> None:
+        self.settle()  # an alias index being built holds a cursor
         with self._open_lock:
             if self._con is not None:
                 self._con.close()
@@ -200,6 +208,39 @@ class Catalog:
             if generation == self._generation:
                 self._sets_view = view
         return view
+
+    def positions(self, sets: Sequence[tuple[str, str]], entity_ids: Sequence[str | None]) -> np.ndarray:
+        """Row of each canonical id in each ``(source, version)`` set: ``[n_sets, n_ids]``, -1 where
+        a set lacks the id (or the id is None).
+
+        One join over ``set_entities``, which answers a fresh process in about 30 ms whether it asks
+        for 50 or 2,000 ids from 30 sets, where reading and hashing each set's 20,000 stored ids
+        took 0.2-0.3 s.
+        """
+        out = np.full((len(sets), len(entity_ids)), -1, dtype=np.int64)
+        known = [(i, e) for i, e in enumerate(entity_ids) if e is not None]
+        if not sets or not known:
+            return out
+        probe = pd.DataFrame({"pos": np.fromiter((i for i, _ in known), np.int64, len(known)),
+                              "entity_id": [e for _, e in known]})
+        wanted = pd.DataFrame({"k": np.arange(len(sets), dtype=np.int64), "source": [s for s, _ in sets],
+                               "version": [v for _, v in sets]})
+        con = self.con
+        con.register("_probe", probe)
+        con.register("_wanted", wanted)
+        try:
+            # the literal source list lets DuckDB skip the row groups of other sources
+            marks = ", ".join("?" * len({s for s, _ in sets}))
+            hits = con.execute(
+                "SELECT w.k, p.pos, e.position FROM set_entities e "
+                "JOIN _wanted w ON w.source = e.source AND w.version = e.version "
+                f"JOIN _probe p ON p.entity_id = e.entity_id WHERE e.source IN ({marks})",
+                list(dict.fromkeys(s for s, _ in sets))).fetchnumpy()
+        finally:
+            con.unregister("_probe")
+            con.unregister("_wanted")
+        out[hits["k"], hits["pos"]] = hits["position"]
+        return out
 
     def list_sets(self, source: str | None = None, context: str | None = None) -> pd.DataFrame:
         where, params = [], []

@@ -5,25 +5,24 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 import xarray as xr
 
 from pertstore.store._reader import OpenSet, load_rows
 
-_MISSING = "\0missing"
 
-
-def aligned_dataset(query: Sequence[str], canonical: Sequence[str | None], sets: Mapping[str, OpenSet], *,
-                    context: str = "", unresolved: Sequence[str] = (), ambiguous: Mapping[str, list[str]] | None = None
-                    ) -> xr.Dataset:
+def aligned_dataset(query: Sequence[str], canonical: Sequence[str | None], sets: Mapping[str, OpenSet],
+                    rows: np.ndarray, *, context: str = "", unresolved: Sequence[str] = (),
+                    ambiguous: Mapping[str, list[str]] | None = None) -> xr.Dataset:
     """Build the dataset :meth:`pertstore.Store.align` returns.
 
+    ``rows[i, j]`` is the row of ``canonical[j]`` in the i-th of ``sets``, -1 where it lacks it.
     Variables: one ``(entity, <source>_dim)`` float32 block per source, and ``covered``
     ``(entity, source)``. Coordinates: ``entity`` (the query ids as given), ``entity_id`` (canonical
     id, empty when unresolved) and ``source``. Attrs: versions, context, unresolved and ambiguous ids.
     """
-    keys = np.asarray([c if c is not None else _MISSING for c in canonical], dtype=object)  # converted once, not per set
-    positions = {source: s.positions(keys) for source, s in sets.items()}
-    covered = np.stack([positions[source] >= 0 for source in sets], axis=1) if sets else np.zeros((len(query), 0), bool)
+    positions = dict(zip(sets, rows))
+    covered = np.ascontiguousarray(rows.T >= 0)
     # one gather per set (the first covered row stands in for uncovered ones), all sets' reads together
     wanted = [(source, np.where(pos >= 0, pos, pos[pos >= 0][0])) for source, pos in positions.items() if (pos >= 0).any()]
     blocks = dict(zip([source for source, _ in wanted], load_rows([(sets[source], pos) for source, pos in wanted])))
@@ -47,6 +46,9 @@ def aligned_dataset(query: Sequence[str], canonical: Sequence[str | None], sets:
 
 
 def _variable(dims, values: np.ndarray, *, index: bool = False) -> xr.Variable:
-    """Wrap a numpy array as is. xarray's checks of arbitrary input import ``dask.array`` on first
-    use when it is installed: 0.5-1.9 s of a fresh process's first align, for arrays known to be numpy."""
-    return (xr.IndexVariable if index else xr.Variable)(dims, values, fastpath=True)
+    """Wrap a numpy array as is (an index as a pandas Index of objects). xarray's checks of arbitrary
+    input import ``dask`` on first use when it is installed: 0.2-1.9 s of a fresh process's first
+    align, for arrays known to be numpy."""
+    if index:
+        return xr.IndexVariable(dims, pd.Index(values, dtype=object, copy=False), fastpath=True)
+    return xr.Variable(dims, values, fastpath=True)

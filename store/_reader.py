@@ -13,6 +13,7 @@ decoded bytes exceed the cache budget.
 from __future__ import annotations
 
 import json
+import logging
 import mmap
 import threading
 from collections import OrderedDict
@@ -30,6 +31,7 @@ from pertstore.errors import CorruptedSetError
 from pertstore.store._card import SetCard
 from pertstore.store._storage import GROUP_META, Storage
 
+log = logging.getLogger(__name__)
 blosc.use_threads = False  # decode in our own threads, with Blosc's GIL-free contextual API
 _ZSTD = numcodecs.Zstd()
 _VLEN = numcodecs.VLenUTF8()
@@ -86,7 +88,7 @@ def parse_shard_index(raw: bytes, n_chunks: int, where: str) -> np.ndarray:
 
 
 class OpenSet:
-    """One published set opened for reading: its card, entity index and decoded chunks."""
+    """One published set opened for reading: its card, layout and decoded chunks."""
 
     def __init__(self, storage: Storage, key: str, *, threads: int = 8) -> None:
         self.storage = storage
@@ -96,10 +98,11 @@ class OpenSet:
         self.card = SetCard.from_attrs(meta.get("attributes", {}), where=key)
         arrays = meta.get("consolidated_metadata", {}).get("metadata", {})
         self.shard_chunks = _check_layout(arrays.get("values"), arrays.get("entity"), self.card, key)
-        self.ids = _read_entity_ids(storage, key, arrays["entity"])
-        if len(self.ids) != self.card.n_rows:
-            raise CorruptedSetError(f"{key}: {len(self.ids)} entity ids but the card says {self.card.n_rows} rows")
-        self.index = pd.Index(self.ids)
+        self._entity_meta = arrays["entity"]
+        self._ids: list[str] | None = None
+        self._id_index: pd.Index | None = None
+        self.reads = 0
+        """Aligned reads of this set so far (see :meth:`SetCache.positions`)."""
         self.n_chunks = -(-self.card.n_rows // self.card.chunk_rows)
         self.n_shards = -(-self.n_chunks // self.shard_chunks)
         self._buffer: np.ndarray | None = None
@@ -119,9 +122,28 @@ class OpenSet:
     def shard_key(self, shard: int) -> str:
         return f"{self.key}/values/c/{shard}/0"
 
-    def positions(self, entity_ids) -> np.ndarray:
-        """Row of each canonical id in this set, -1 where the set lacks it."""
-        return self.index.get_indexer(entity_ids)
+    @property
+    def ids(self) -> list[str]:
+        """The set's entity ids in row order, read on first use."""
+        if self._ids is None:
+            ids = _read_entity_ids(self.storage, self.key, self._entity_meta)
+            if len(ids) != self.card.n_rows:
+                raise CorruptedSetError(f"{self.key}: {len(ids)} entity ids but the card says {self.card.n_rows} rows")
+            self._ids = ids
+        return self._ids
+
+    @property
+    def id_index(self) -> pd.Index | None:
+        """The in-memory index of :attr:`ids` once :meth:`build_id_index` has run, else None."""
+        return self._id_index
+
+    def build_id_index(self) -> None:
+        """Hash the set's ids, for rows looked up in memory (about 7 ms for 20,000 ids)."""
+        if self._id_index is None:
+            index = pd.Index(self.ids)
+            index.get_indexer(index[:1])  # build the hash table here, not in the first reader's call
+            self._id_index = index
+
 
     def rows(self, positions: np.ndarray) -> np.ndarray:
         """``values[positions]`` as a new float32 array, reading only the chunks needed."""
@@ -324,6 +346,8 @@ class SetCache:
         self.threads = threads
         self._sets: OrderedDict[str, OpenSet] = OrderedDict()
         self._lock = threading.Lock()
+        self._to_index: list[OpenSet] = []
+        self._indexer: threading.Thread | None = None
 
     def get(self, key: str) -> OpenSet:
         with self._lock:
@@ -338,7 +362,7 @@ class SetCache:
 
     def get_many(self, keys: Sequence[str]) -> list[OpenSet]:
         """:meth:`get` for several sets; those not open yet are opened concurrently (their metadata
-        and entity ids are small reads, which a cold disk or an object store answers faster together)."""
+        are small reads, which a cold disk or an object store answers faster together)."""
         with self._lock:
             missing = list(dict.fromkeys(k for k in keys if k not in self._sets))
         if len(missing) > 1:
@@ -348,6 +372,54 @@ class SetCache:
                 for k, s in zip(missing, opened):
                     self._sets.setdefault(k, s)
         return [self.get(k) for k in keys]
+
+    def positions(self, sets: Sequence[OpenSet], entity_ids: Sequence[str | None],
+                  lookup: Callable[[Sequence[OpenSet]], np.ndarray]) -> np.ndarray:
+        """Rows of ``entity_ids`` in each of ``sets`` (``[n_sets, n_ids]``, -1 where absent).
+
+        Sets whose id index is in memory answer at once (about 0.03 ms per set for 50 ids); the
+        others are answered together by ``lookup`` (the catalog's join: about 10-20 ms, where
+        reading and hashing 30 sets' ids costs a fresh process 0.2-0.3 s). A set read a second time
+        gets its id index built in a background thread, so a long-lived process soon answers from
+        memory and a one-shot process never pays for it.
+        """
+        keys = np.asarray([e if e is not None else "\0missing" for e in entity_ids], dtype=object)
+        out = np.empty((len(sets), len(keys)), dtype=np.int64)
+        rest = []
+        for i, s in enumerate(sets):
+            if s.id_index is not None:
+                out[i] = s.id_index.get_indexer(keys)
+            else:
+                rest.append(i)
+                s.reads += 1
+        if rest:
+            out[rest] = lookup([sets[i] for i in rest])
+            self._index_later([sets[i] for i in rest if sets[i].reads >= 2])
+        return out
+
+    def _index_later(self, sets: list[OpenSet]) -> None:
+        with self._lock:
+            self._to_index.extend(s for s in sets if s not in self._to_index)
+            if self._to_index and (self._indexer is None or not self._indexer.is_alive()):
+                self._indexer = threading.Thread(target=self._build_indexes, name="pertstore-set-index", daemon=True)
+                self._indexer.start()
+
+    def _build_indexes(self) -> None:
+        while True:
+            with self._lock:
+                if not self._to_index:
+                    return
+                s = self._to_index.pop(0)
+            try:
+                s.build_id_index()
+            except CorruptedSetError as e:  # reported to whoever reads the ids; the catalog keeps answering
+                log.warning("id index of %s not built: %s", s.key, e)
+
+    def settle(self) -> None:
+        """Wait for id indexes being built in the background."""
+        indexer = self._indexer
+        if indexer is not None:
+            indexer.join()
 
     def trim(self) -> None:
         """Drop decoded data of the least recently used sets until the budget holds."""
@@ -360,5 +432,6 @@ class SetCache:
                 s.drop()
 
     def clear(self) -> None:
+        self.settle()
         with self._lock:
             self._sets.clear()

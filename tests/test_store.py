@@ -35,6 +35,27 @@ def test_align_resolves_any_namespace(store):
     np.testing.assert_array_equal(ds["rand"].values, values[[2, 0, 1]])
 
 
+def test_rows_come_from_the_catalog_until_a_set_is_read_again_then_from_memory(store, gene_ids):
+    values, _ = random_set(store, gene_ids[:1500])
+    other, _ = random_set(store, gene_ids[500:], source="other", dim=8, seed=1)
+    store.cache.clear()
+    query = [gene_ids[1700], gene_ids[3], "not-a-gene", gene_ids[1000], gene_ids[3]]
+    reads = []
+    _record_reads(store.storage, reads)
+    results = [store.align(["rand", "other"], query)]
+    assert not [key for key, _ in reads if "/entity/" in key]  # a one-shot read takes rows from the catalog
+    assert store.open_set("rand").id_index is None
+    results.append(store.align(["rand", "other"], query))  # read again: ids indexed in the background
+    store.settle()
+    assert store.open_set("rand").id_index is not None and store.open_set("other").id_index is not None
+    results.append(store.align(["rand", "other"], query))  # now answered from memory
+    nan_rand, nan_other = np.full(16, np.nan, np.float32), np.full(8, np.nan, np.float32)
+    for ds in results:
+        np.testing.assert_array_equal(ds["rand"].values, [nan_rand, values[3], nan_rand, values[1000], values[3]])
+        np.testing.assert_array_equal(ds["other"].values, [other[1200], nan_other, nan_other, other[500], nan_other])
+        assert ds["covered"].values.tolist() == [[False, True], [True, False], [False, False], [True, True], [True, False]]
+
+
 def test_set_is_readable_by_xarray_open_zarr(store, gene_ids):
     values, recipe = random_set(store, gene_ids, dim=40)
     ds = xr.open_zarr(f"{store.uri}/{set_key('rand', recipe.version)}")

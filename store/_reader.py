@@ -55,23 +55,17 @@ def decode_chunk(raw, chunk_rows: int, dim: int, out: np.ndarray | None = None) 
     return out
 
 
-DENSE_FRACTION = 4
-"""A first read touching at least 1/4 of a set's chunks gets a buffer with huge pages."""
+def set_buffer(shape: tuple[int, int]) -> np.ndarray:
+    """The float32 buffer a set's decoded rows are kept in: an anonymous mapping committed 4 KiB
+    page by page as rows land, without transparent huge pages.
 
-
-def set_buffer(shape: tuple[int, int], *, dense: bool) -> np.ndarray:
-    """The float32 buffer that decoded chunks of one set are written into.
-
-    numpy asks the kernel for transparent huge pages on large arrays: right for a set read mostly
-    whole (warm gathers of 2,000 rows from 30 sets: 70 ms instead of 94 ms, fewer TLB misses), wrong for a few scattered
-    chunks, each of which would then commit and zero 2 MiB (50 rows from each of 30 sets took 3 GB
-    and 1-2 s of page faults and compaction that way). Sparse first reads get an anonymous mapping
-    without huge pages, committed 4 KiB page by page as chunks land.
+    numpy asks for huge pages on large arrays; then every scattered row would commit and zero
+    2 MiB (50 rows from each of 30 sets took 3 GB that way), and where the kernel compacts memory
+    for them on demand (THP defrag ``madvise``, with the page cache full) a cold read of 2,000 ids
+    spent 8 s more in the kernel. Warm gathers were no faster with them (110-140 ms either way).
     """
-    if dense:
-        return np.empty(shape, dtype="<f4")
     n = shape[0] * shape[1]
-    region = mmap.mmap(-1, max(1, 4 * n))
+    region = mmap.mmap(-1, max(1, 4 * n), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     if hasattr(mmap, "MADV_NOHUGEPAGE"):
         region.madvise(mmap.MADV_NOHUGEPAGE)
     return np.frombuffer(region, dtype="<f4", count=n).reshape(shape)
@@ -102,12 +96,13 @@ class OpenSet:
         self._ids: list[str] | None = None
         self._id_index: pd.Index | None = None
         self.reads = 0
-        """Aligned reads of this set so far (see :meth:`SetCache.positions`)."""
+        """Row reads of this set so far (see :func:`load_rows` and :meth:`SetCache.positions`)."""
         self.n_chunks = -(-self.card.n_rows // self.card.chunk_rows)
         self.n_shards = -(-self.n_chunks // self.shard_chunks)
         self._buffer: np.ndarray | None = None
-        self._loaded = np.zeros(self.n_chunks, dtype=bool)
-        self._complete = False
+        self._have = np.zeros(self.n_chunks * self.card.chunk_rows, dtype=bool)
+        """Rows decoded into the buffer."""
+        self._n_have = 0
         self._shard_index: dict[int, np.ndarray] = {}
         self._lock = threading.Lock()
 
@@ -117,7 +112,7 @@ class OpenSet:
 
     @property
     def loaded_nbytes(self) -> int:
-        return int(self._loaded.sum()) * self.chunk_nbytes
+        return self._n_have * self.card.dim * 4
 
     def shard_key(self, shard: int) -> str:
         return f"{self.key}/values/c/{shard}/0"
@@ -157,27 +152,24 @@ class OpenSet:
     def drop(self) -> None:
         with self._lock:
             self._buffer = None
-            self._loaded[:] = False
-            self._complete = False
+            self._have[:] = False
+            self._n_have = 0
 
     # ---- loading (the caller holds self._lock) --------------------------------------------------
 
     def _missing(self, positions: np.ndarray | None) -> np.ndarray:
-        """Chunks holding ``positions`` (all when None) that are not decoded yet; the first call
+        """Sorted rows of ``positions`` (all rows when None) not decoded yet; the first call
         allocates the set's buffer."""
-        if self._complete:
+        if self._n_have == self.card.n_rows:
             return np.empty(0, dtype=np.int64)
         if positions is None:
-            missing = np.flatnonzero(~self._loaded)
+            missing = np.flatnonzero(~self._have[: self.card.n_rows])
         else:
-            chunks = positions // self.card.chunk_rows
-            if self._buffer is not None and self._loaded[chunks].all():
-                return np.empty(0, dtype=np.int64)
-            chunks = np.unique(chunks)
-            missing = chunks[~self._loaded[chunks]]
-        if self._buffer is None:
-            shape = (self.n_chunks * self.card.chunk_rows, self.card.dim)
-            self._buffer = set_buffer(shape, dense=len(missing) >= self.n_chunks // DENSE_FRACTION)
+            missing = positions[~self._have[positions]]
+            if missing.size:
+                missing = np.unique(missing)
+        if self._buffer is None:  # address space only: pages are committed as rows land
+            self._buffer = set_buffer((len(self._have), self.card.dim))
         return missing
 
     def _index_of(self, shard: int) -> np.ndarray:
@@ -194,24 +186,27 @@ class OpenSet:
             table = self._shard_index[shard] = parse_shard_index(raw, self.shard_chunks, key)
         return table
 
-    def _read_tasks(self, chunks: np.ndarray) -> list[Callable[[], None]]:
-        """Callables that fetch and decode ``chunks`` (shard indexes must be loaded)."""
+    def _read_tasks(self, chunks: np.ndarray, sink: Callable[[int, memoryview], None]) -> list[Callable[[], None]]:
+        """Callables that fetch ``chunks`` (sorted; shard indexes loaded) and pass each one's bytes
+        to ``sink(j, raw)``, ``j`` indexing ``chunks``."""
         tasks: list[Callable[[], None]] = []
         gap = _MERGE_GAP[self.storage.is_local]
-        for shard in np.unique(chunks // self.shard_chunks).tolist():
-            mine = chunks[chunks // self.shard_chunks == shard]
-            table = self._index_of(shard)[mine - shard * self.shard_chunks]
+        shards = chunks // self.shard_chunks
+        for shard in np.unique(shards).tolist():
+            mine = np.flatnonzero(shards == shard)
+            table = self._index_of(shard)[chunks[mine] - shard * self.shard_chunks]
             if (table[:, 0] == _EMPTY).any():
-                c = int(mine[np.argmax(table[:, 0] == _EMPTY)])
+                c = int(chunks[mine[np.argmax(table[:, 0] == _EMPTY)]])
                 raise CorruptedSetError(f"{self.key}: chunk {c} is missing from shard {shard} ({self.shard_key(shard)})")
             ranges = _merge_ranges(table[:, 0].astype(np.int64), table[:, 1].astype(np.int64), gap)
             for group in _group_ranges(ranges, _TASK_BYTES, _TASK_RANGES):
-                tasks.append(lambda shard=shard, group=group, mine=mine, table=table: self._fetch(shard, group, mine, table))
+                tasks.append(lambda shard=shard, group=group, mine=mine, table=table:
+                             self._fetch(shard, group, chunks, mine, table, sink))
         return tasks
 
-    def _fetch(self, shard: int, ranges: list[tuple[int, int, np.ndarray]], chunks: np.ndarray, table: np.ndarray) -> None:
+    def _fetch(self, shard: int, ranges: list[tuple[int, int, np.ndarray]], chunks: np.ndarray, mine: np.ndarray,
+               table: np.ndarray, sink: Callable[[int, memoryview], None]) -> None:
         key = self.shard_key(shard)
-        rows, dim = self.card.chunk_rows, self.card.dim
         try:
             blobs = self.storage.read_ranges(key, [(start, stop) for start, stop, _ in ranges])
         except FileNotFoundError as e:
@@ -221,19 +216,53 @@ class OpenSet:
                 raise CorruptedSetError(f"{self.key}: shard {shard} ({key}) is truncated at byte {start + len(blob)}")
             view = memoryview(blob)
             for i in members.tolist():
-                c = int(chunks[i])
                 lo = int(table[i, 0]) - start
                 try:
-                    decode_chunk(view[lo : lo + int(table[i, 1])], rows, dim, out=self._buffer[c * rows : (c + 1) * rows])
+                    sink(int(mine[i]), view[lo : lo + int(table[i, 1])])
                 except (RuntimeError, ValueError) as e:
-                    raise CorruptedSetError(f"{self.key}: chunk {c} in {key} cannot be decoded ({e})") from e
+                    raise CorruptedSetError(f"{self.key}: chunk {int(chunks[mine[i]])} in {key} cannot be decoded ({e})") from e
+
+    def _rows_sink(self, rows: np.ndarray) -> tuple[np.ndarray, Callable[[int, memoryview], None]]:
+        """``(chunks, sink)`` for decoding the sorted ``rows`` into the set's buffer: the sink
+        decodes ``chunks[j]`` straight into the buffer when all its rows are wanted, else into a
+        per-thread scratch array and copies the wanted rows over."""
+        n, dim, buffer = self.card.chunk_rows, self.card.dim, self._buffer
+        of_chunk = rows // n
+        chunks, first = np.unique(of_chunk, return_index=True)
+        bounds = np.append(first, len(rows))
+
+        def sink(j: int, raw: memoryview) -> None:
+            c, lo, hi = int(chunks[j]), int(bounds[j]), int(bounds[j + 1])
+            if hi - lo == n:
+                decode_chunk(raw, n, dim, out=buffer[c * n : (c + 1) * n])
+            else:
+                scratch = _scratch(n * dim).reshape(n, dim)
+                decode_chunk(raw, n, dim, out=scratch)
+                buffer[rows[lo:hi]] = scratch[rows[lo:hi] - c * n]
+        return chunks, sink
+
+
+_THREAD = threading.local()
+
+
+def _scratch(n: int) -> np.ndarray:
+    """This thread's reusable float32 scratch array of ``n`` values (its memory already committed)."""
+    buf = getattr(_THREAD, "scratch", None)
+    if buf is None or buf.size < n:
+        buf = _THREAD.scratch = np.empty(n, dtype="<f4")
+    return buf[:n]
 
 
 def load_rows(requests: Sequence[tuple[OpenSet, np.ndarray | None]], *, threads: int | None = None) -> list[np.ndarray | None]:
-    """Make sure the chunks behind each ``(set, positions)`` are decoded, then gather the rows.
+    """Make sure the rows of each ``(set, positions)`` are decoded, then gather them.
 
-    All sets' shard indexes, then all their chunk reads, run on one thread pool, so a cold read of
-    many sets overlaps their I/O. ``positions=None`` loads the whole set and returns None for it.
+    Only the chunks holding rows not decoded yet are read, and only the wanted rows of each are
+    kept (a chunk is decoded into a small per-thread scratch array first): memory is committed
+    for the rows read, not for whole chunks. On this project's VMs a freshly touched page costs
+    about as much as reading it, and keeping whole chunks of 2,000 ids from 30 sets touched
+    1.8 GB where the rows take 0.29 GB. All sets' shard indexes, then all their chunk reads, run
+    on one thread pool, so a cold read of many sets overlaps their I/O. ``positions=None`` loads
+    the whole set and returns None for it.
     """
     if not requests:
         return []
@@ -244,19 +273,22 @@ def load_rows(requests: Sequence[tuple[OpenSet, np.ndarray | None]], *, threads:
             stack.enter_context(s._lock)
         need: dict[int, list[np.ndarray]] = {}
         for s, positions in requests:
+            s.reads += 1
             missing = s._missing(positions)
             if missing.size:
                 need.setdefault(id(s), []).append(missing)
-        pending = [(s, np.unique(np.concatenate(need[id(s)]))) for s in unique if id(s) in need]
-        if pending:
+        pending = [(s, np.unique(np.concatenate(need[id(s)])) if len(need[id(s)]) > 1 else need[id(s)][0])
+                   for s in unique if id(s) in need]
+        jobs = [(s, rows, *s._rows_sink(rows)) for s, rows in pending]
+        if jobs:
             with ThreadPoolExecutor(max(1, threads)) as pool:
-                index_jobs = [(s, shard) for s, chunks in pending for shard in np.unique(chunks // s.shard_chunks).tolist()
-                              if shard not in s._shard_index]
-                _run(pool, [lambda s=s, shard=shard: s._index_of(shard) for s, shard in index_jobs])
-                _run(pool, [task for s, chunks in pending for task in s._read_tasks(chunks)])
-            for s, chunks in pending:
-                s._loaded[chunks] = True
-                s._complete = bool(s._loaded.all())
+                index_jobs = {(s.key, shard): s for s, _, chunks, _ in jobs
+                              for shard in np.unique(chunks // s.shard_chunks).tolist() if shard not in s._shard_index}
+                _run(pool, [lambda s=s, shard=shard: s._index_of(shard) for (_, shard), s in index_jobs.items()])
+                _run(pool, [task for s, _, chunks, sink in jobs for task in s._read_tasks(chunks, sink)])
+            for s, rows, _, _ in jobs:
+                s._have[rows] = True
+                s._n_have += len(rows)
         return [None if positions is None else s._buffer[positions] for s, positions in requests]
 
 
@@ -391,10 +423,9 @@ class SetCache:
                 out[i] = s.id_index.get_indexer(keys)
             else:
                 rest.append(i)
-                s.reads += 1
         if rest:
             out[rest] = lookup([sets[i] for i in rest])
-            self._index_later([sets[i] for i in rest if sets[i].reads >= 2])
+            self._index_later([sets[i] for i in rest if sets[i].reads >= 1])
         return out
 
     def _index_later(self, sets: list[OpenSet]) -> None:

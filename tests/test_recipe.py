@@ -20,7 +20,8 @@ def test_names_must_be_path_safe(bad):
 
 
 def test_chunk_rows_scale_with_dim():
-    assert chunk_rows_for(128) == 128
-    assert chunk_rows_for(1280) == 8
-    assert chunk_rows_for(16) == 1024
-    assert chunk_rows_for(100_000) == 8
+    assert chunk_rows_for(128) == 32  # 16 KiB
+    assert chunk_rows_for(1280) == 2  # 10 KiB: the largest power of two within 16 KiB
+    assert chunk_rows_for(16) == 256
+    assert chunk_rows_for(100_000) == 1
+    assert chunk_rows_for(1280, chunk_bytes=64 * 1024) == 8

@@ -182,7 +182,7 @@ def _record_reads(storage, reads: list) -> None:
 
 
 def test_reads_touch_only_the_chunks_they_need(store, gene_ids):
-    values, recipe = random_set(store, gene_ids, dim=256)  # 64 rows per chunk -> 32 chunks in one shard
+    values, recipe = random_set(store, gene_ids, dim=64)  # 64 rows per chunk -> 32 chunks in one shard
     store.cache.clear()
     s = store.open_set("rand")
     shard = f"{set_key('rand', recipe.version)}/values/c/0/0"
@@ -204,7 +204,7 @@ def test_reads_touch_only_the_chunks_they_need(store, gene_ids):
 
 
 def test_neighbouring_chunks_are_read_as_one_range(store, gene_ids):
-    values, _ = random_set(store, gene_ids, dim=256)
+    values, _ = random_set(store, gene_ids, dim=64)  # 64 rows per chunk
     store.cache.clear()
     s = store.open_set("rand")
     reads = []
@@ -220,7 +220,8 @@ def test_sets_larger_than_a_shard_span_several(store, gene_ids):
 
     values = np.random.default_rng(3).random((len(gene_ids), 100), dtype=np.float32)
     recipe = Recipe(source="multi", producer="test", kind="gene")
-    writer = SetWriter(store.storage, recipe, gene_ids, 100, shard_bytes=250_000)  # 16 chunks of 128 rows, 4 per shard
+    writer = SetWriter(store.storage, recipe, gene_ids, 100, chunk_bytes=64 * 1024,
+                       shard_bytes=250_000)  # 16 chunks of 128 rows, 4 per shard
     for c in range(writer.n_chunks):
         writer.write_chunk(c, values[c * writer.chunk_rows:(c + 1) * writer.chunk_rows])
     store.publish(writer)
@@ -263,10 +264,10 @@ def test_a_missing_shard_is_a_clear_error(store, gene_ids):
     key = set_key("rand", recipe.version)
     store.storage.delete_prefix(f"{key}/values/c/0/0")
     store.cache.clear()
-    with pytest.raises(CorruptedSetError, match=r"shard 0 \(.*values/c/0/0\) holding chunks 0..7 is missing"):
+    with pytest.raises(CorruptedSetError, match=r"shard 0 \(.*values/c/0/0\) holding chunks 0..31 is missing"):
         store.align("rand", gene_ids[:3])
     (report,) = store.verify()["sets"]
-    assert report.problems == [f"shard 0 ({key}/values/c/0/0) holding chunks 0..7 is missing"]
+    assert report.problems == [f"shard 0 ({key}/values/c/0/0) holding chunks 0..31 is missing"]
 
 
 def test_merge_ranges_joins_close_chunks_only():
@@ -288,7 +289,7 @@ def _rss_bytes() -> int:
 
 
 def test_a_few_scattered_rows_commit_memory_for_those_rows_only(store, gene_ids):
-    values, _ = random_set(store, gene_ids, dim=2304)  # 8-row chunks of 72 KiB
+    values, _ = random_set(store, gene_ids, dim=2304)  # 1-row chunks of 9 KiB
     s = store.open_set("rand")
     rows = np.arange(10) * (len(gene_ids) // 10)
     before = _rss_bytes()

@@ -190,7 +190,7 @@ def create_app(store: Store, *, token: str | None = None, protect_reads: bool = 
                 path = Path(tmp) / f"upload.{format}"
                 path.write_bytes(body)
                 card = store.import_file(path, source=source, kind=kind, context=context, field=field, id_col=id_col)
-            return card.model_dump(mode="json", exclude={"chunk_digests"})
+            return card.model_dump(mode="json")
 
         return await run_in_threadpool(write_set)
 

@@ -29,8 +29,6 @@ class SetCard(BaseModel):
     recipe: Recipe
     checksum: str
     """``sha256:`` of the entity ids (newline-joined) then the little-endian float32 rows."""
-    chunk_digests: list[str]
-    """SHA-256 of each stored (encoded) chunk of ``values``, in chunk order."""
     failed: dict[str, str] = Field(default_factory=dict)
     """Entities the producer could not embed, with the reason."""
     created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))

@@ -14,7 +14,8 @@ from __future__ import annotations
 STORE_MARKER = "pertstore.json"
 STORE_ENCODING = {"encoding-type": "pertstore-store", "encoding-version": "0.1.0"}
 SET_ENCODING_TYPE = "pertstore-embedding-set"
-SET_ENCODING_VERSION = "0.1.0"
+SET_ENCODING_VERSION = "0.2.0"
+"""0.2.0: 16 KiB chunks, each ending in its CRC32C (Zarr's ``crc32c`` codec) instead of digests on the card."""
 GLOBAL_CONTEXT_DIR = "_global"
 
 

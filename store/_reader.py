@@ -48,11 +48,20 @@ the network side by side rather than one after another."""
 
 
 def decode_chunk(raw, chunk_rows: int, dim: int, out: np.ndarray | None = None) -> np.ndarray:
-    """Decode one stored ``values`` chunk (any bytes-like) into a ``[chunk_rows, dim]`` float32 array."""
+    """Decode one stored ``values`` chunk (any bytes-like: Blosc, then its CRC32C) into a
+    ``[chunk_rows, dim]`` float32 array; ValueError when the CRC32C does not match."""
+    if not chunk_crc_ok(raw):
+        raise ValueError("its CRC32C does not match its bytes")
     if out is None:
         out = np.empty((chunk_rows, dim), dtype="<f4")
-    blosc.decompress(raw, out)
+    blosc.decompress(memoryview(raw)[:-4], out)
     return out
+
+
+def chunk_crc_ok(raw) -> bool:
+    """Whether a stored chunk's last 4 bytes are the CRC32C of the rest."""
+    data = np.frombuffer(raw, dtype=np.uint8)  # google_crc32c takes arrays, not memoryviews
+    return len(data) > 4 and np.uint32(google_crc32c.value(data[:-4])).astype("<u4").tobytes() == data[-4:].tobytes()
 
 
 def set_buffer(shape: tuple[int, int]) -> np.ndarray:
@@ -341,7 +350,7 @@ def _check_layout(values_meta: dict | None, entity_meta: dict | None, card: SetC
     endian = {c.get("configuration", {}).get("endian", "little") for c in conf.get("codecs", []) + conf.get("index_codecs", [])
               if c.get("name") == "bytes"}
     key_encoding = values_meta.get("chunk_key_encoding", {})
-    if (inner != ["bytes", "blosc"] or index != ["bytes", "crc32c"] or conf.get("index_location") != "end"
+    if (inner != ["bytes", "blosc", "crc32c"] or index != ["bytes", "crc32c"] or conf.get("index_location") != "end"
             or endian != {"little"} or values_meta.get("data_type") != "float32"
             or key_encoding.get("name") != "default" or key_encoding.get("configuration", {}).get("separator", "/") != "/"):
         raise CorruptedSetError(f"{key}: 'values' uses codecs {names} {inner} / {values_meta.get('data_type')}, which this "

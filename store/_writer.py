@@ -27,7 +27,7 @@ import google_crc32c
 import numpy as np
 import zarr
 from numcodecs import Blosc
-from zarr.codecs import BloscCodec
+from zarr.codecs import BloscCodec, Crc32cCodec
 
 from pertstore.errors import InvalidInputError, PertstoreError
 from pertstore.store._card import SetCard
@@ -62,6 +62,17 @@ def shard_chunks_for(n_chunks: int, chunk_nbytes: int, shard_bytes: int = DEFAUL
     """Chunks per shard: as few shards as keep each under ``shard_bytes``, of near-equal size."""
     n_shards = max(1, -(-n_chunks * chunk_nbytes // shard_bytes))
     return max(1, -(-n_chunks // n_shards))
+
+
+def _values_codecs() -> list:
+    """Zarr codecs of ``values`` chunks: Blosc, then the CRC32C that lets readers and ``verify``
+    catch a corrupted chunk."""
+    return [BloscCodec(**VALUES_CODEC), Crc32cCodec()]
+
+
+def with_crc32c(raw: bytes) -> bytes:
+    """``raw`` followed by its little-endian CRC32C, as Zarr's ``crc32c`` codec writes it."""
+    return raw + np.uint32(google_crc32c.value(raw)).astype("<u4").tobytes()
 
 
 def shard_index_bytes(offsets_lengths: np.ndarray) -> bytes:
@@ -147,7 +158,7 @@ class SetWriter:
             group = zarr.open_group(zstore, mode="w", zarr_format=3)
             group.create_array(
                 "values", shape=(len(self.ids), self.dim), dtype="float32", chunks=(self.chunk_rows, self.dim),
-                dimension_names=("entity", "dim"), compressors=BloscCodec(**VALUES_CODEC), fill_value=0.0,
+                dimension_names=("entity", "dim"), compressors=_values_codecs(), fill_value=0.0,
                 config={"write_empty_chunks": True},
             )
             ent = group.create_array("entity", shape=(len(self.ids),), dtype=str, chunks=(len(self.ids),),
@@ -221,7 +232,7 @@ class SetWriter:
                     chunk = np.zeros((self.chunk_rows, self.dim), dtype=np.float32)
                     chunk[:take] = rows[:take]
                 pending, n_pending = [rows[take:]], n_pending - take
-                yield codec.encode(chunk)
+                yield with_crc32c(codec.encode(chunk))
         if row != len(self.ids):
             raise InvalidInputError(f"set {self.recipe.source}: {row} rows written for {len(self.ids)} ids")
 
@@ -251,12 +262,11 @@ class SetWriter:
         """Write the sealed group from the set's encoded chunks, in order, shard by shard, then its card."""
         sealed = f"{self.staged}/{SEALED}"
         group = self._create_sealed_group(sealed)
-        digests: list[str] = []
         for shard, first in enumerate(range(0, self.n_chunks, self.shard_chunks)):
             n = min(self.shard_chunks, self.n_chunks - first)
-            self.storage.write_parts(f"{sealed}/values/c/{shard}/0", self._shard_parts(islice(chunks, n), digests))
+            self.storage.write_parts(f"{sealed}/values/c/{shard}/0", self._shard_parts(islice(chunks, n)))
         next(chunks, None)  # lets the chunk generator finish its own checks (rows written vs ids)
-        self._finish_seal(group, content, digests, failed)
+        self._finish_seal(group, content, failed)
 
     def _staged_chunks(self, chunks: range, content) -> Iterator[bytes]:
         from pertstore.store._reader import decode_chunk
@@ -272,19 +282,19 @@ class SetWriter:
         group.create_array(
             "values", shape=(len(self.ids), self.dim), dtype="float32", chunks=(self.chunk_rows, self.dim),
             shards=(self.shard_chunks * self.chunk_rows, self.dim), dimension_names=("entity", "dim"),
-            compressors=BloscCodec(**VALUES_CODEC), fill_value=0.0,
+            compressors=_values_codecs(), fill_value=0.0,
         )
         ent = group.create_array("entity", shape=(len(self.ids),), dtype=str, chunks=(len(self.ids),),
                                  dimension_names=("entity",))
         ent[:] = np.array(self.ids, dtype=object)
         return group
 
-    def _finish_seal(self, group: zarr.Group, content, digests: list[str], failed: dict[str, str]) -> None:
+    def _finish_seal(self, group: zarr.Group, content, failed: dict[str, str]) -> None:
         """Put the card on the sealed group, consolidate its metadata and mark the seal complete."""
         card = SetCard(
             source=self.recipe.source, version=self.recipe.version, kind=self.recipe.kind,
             context=self.recipe.context, dim=self.dim, n_rows=len(self.ids), chunk_rows=self.chunk_rows,
-            recipe=self.recipe, checksum=f"sha256:{content.hexdigest()}", chunk_digests=digests, failed=failed,
+            recipe=self.recipe, checksum=f"sha256:{content.hexdigest()}", failed=failed,
             pertstore_version=_pkg_version("pertstore"),
         )
         group.attrs.update(card.to_attrs())
@@ -293,12 +303,11 @@ class SetWriter:
             zarr.consolidate_metadata(group.store)
         self.storage.write_bytes(f"{self.staged}/{SEALED_DONE}", b"")
 
-    def _shard_parts(self, chunks: Iterable[bytes], digests: list[str]) -> Iterator[bytes]:
-        """One shard's encoded chunks, then its index; each chunk's digest on the way."""
+    def _shard_parts(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
+        """One shard's encoded chunks, then its index."""
         index = np.full((self.shard_chunks, 2), EMPTY, dtype="<u8")
         offset = 0
         for i, raw in enumerate(chunks):
-            digests.append(hashlib.sha256(raw).hexdigest())
             index[i] = (offset, len(raw))
             offset += len(raw)
             yield raw

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 
 from pertstore import Store
@@ -14,6 +16,15 @@ def random_set(store: Store, ids: list[str], *, source: str = "rand", dim: int =
     recipe = Recipe(source=source, producer="test", kind="gene", params={"seed": seed, "dim": dim}, context=context)
     store.write_set(recipe, ids, values)
     return values, recipe
+
+
+def stored_bytes_digest(store: Store, source: str) -> str:
+    """SHA-256 over the stored shards of ``source``'s latest set, in shard order."""
+    s = store.open_set(source)
+    digest = hashlib.sha256()
+    for shard in range(s.n_shards):
+        digest.update(store.storage.read_bytes(s.shard_key(shard)))
+    return digest.hexdigest()
 
 
 def store_snapshot(store: Store) -> tuple[list[str], list]:

@@ -97,7 +97,7 @@ def test_verify_names_a_corrupted_chunk(store, gene_ids):
     report = store.verify()
     bad = [r for r in report["sets"] if not r.ok]
     assert len(bad) == 1 and bad[0].problems == [
-        f"chunk 3 ({key}, bytes {start}..{start + length}) is corrupted: its digest differs from the card's"]
+        f"chunk 3 ({key}, bytes {start}..{start + length}) is corrupted: its CRC32C does not match its bytes"]
 
 
 def test_verify_and_readers_catch_a_corrupted_shard_index(store, gene_ids):

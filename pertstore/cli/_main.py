@@ -113,9 +113,7 @@ def show(source: str, context: ContextOpt = None, version: VersionOpt = None, ta
     """Show one set's card."""
     with _open(store) as s:
         card = s.show(source, context=context, version=version, tag=tag)
-    doc = card.to_attrs()
-    doc["chunk_digests"] = f"{len(card.chunk_digests)} chunks"
-    console.print_json(json.dumps(doc, default=str))
+    console.print_json(json.dumps(card.to_attrs(), default=str))
 
 
 @app.command()

@@ -116,7 +116,7 @@ class Client:
                              "field": field, "id_col": id_col})
         doc = self._json("POST", "/import", params=params, content=path.read_bytes(),
                          headers={"content-type": "application/octet-stream"})
-        return SetCard.model_validate({**doc, "chunk_digests": []})
+        return SetCard.model_validate(doc)
 
     # ---- entities and embeddings ---------------------------------------------------------------
 

@@ -149,6 +149,11 @@ class OpenSet:
             self._id_index = index
 
 
+    def positions(self, entity_ids: Sequence[str]) -> np.ndarray:
+        """Row of each canonical id in this set, -1 where the set lacks it (indexes the ids first)."""
+        self.build_id_index()
+        return self._id_index.get_indexer(entity_ids)
+
     def rows(self, positions: np.ndarray) -> np.ndarray:
         """``values[positions]`` as a new float32 array, reading only the chunks needed."""
         positions = np.asarray(positions, dtype=np.int64)

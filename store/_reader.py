@@ -1,13 +1,13 @@
-"""Reading embedding sets: chunk-aware row gathers through a decoded-chunk cache.
+"""Reading embedding sets: chunk-aware row gathers through a cache of decoded rows.
 
-A set's ``values`` are row chunks of ``chunk_rows x dim`` float32, Blosc-LZ4 compressed, packed
-into a few shards (Zarr v3 ``sharding_indexed``: the chunks back to back, then an index of
+A set's ``values`` are row chunks of ``chunk_rows x dim`` float32 (Blosc-LZ4, then a CRC32C),
+packed into a few shards (Zarr v3 ``sharding_indexed``: the chunks back to back, then an index of
 ``(offset, length)`` pairs and its CRC32C). A read of some rows loads the index of each shard it
-touches once, then fetches only the chunks holding those rows by byte range (neighbouring chunks
-merged into one read), concurrently, and decodes each straight into a per-set buffer shaped like
-the whole set (pages of the buffer never written cost no memory). A later read of rows in chunks
-already decoded is plain numpy fancy indexing. Sets are evicted least-recently-used first when the
-decoded bytes exceed the cache budget.
+touches once, then fetches only the chunks holding rows not read before, by byte range
+(neighbouring chunks merged into one read), concurrently, and copies the wanted rows of each into
+a per-set buffer shaped like the whole set (pages of the buffer never written cost no memory).
+Rows read before are plain numpy fancy indexing. Sets are evicted least-recently-used first when
+the decoded bytes exceed the cache budget.
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def parse_shard_index(raw: bytes, n_chunks: int, where: str) -> np.ndarray:
 
 
 class OpenSet:
-    """One published set opened for reading: its card, layout and decoded chunks."""
+    """One published set opened for reading: its card, layout and decoded rows."""
 
     def __init__(self, storage: Storage, key: str, *, threads: int = 8) -> None:
         self.storage = storage

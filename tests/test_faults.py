@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from pertstore import InvalidInputError, Store
+from pertstore import CorruptedSetError, InvalidInputError, Store
 from pertstore.store import published_sets, set_key
 
 from store_helpers import random_set
@@ -84,7 +84,7 @@ def test_readers_see_the_old_or_the_new_set_never_a_mix(store, gene_ids):
     assert 5 in seen or np.array_equal(store.align("rand", query)["rand"].values, values[5][rows])
 
 
-def test_verify_names_a_corrupted_chunk(store, gene_ids):
+def test_verify_and_readers_name_a_corrupted_chunk(store, gene_ids):
     _, recipe = random_set(store, gene_ids, dim=128)
     key = f"{set_key('rand', recipe.version)}/values/c/0/0"
     s = store.open_set("rand")
@@ -98,6 +98,11 @@ def test_verify_names_a_corrupted_chunk(store, gene_ids):
     bad = [r for r in report["sets"] if not r.ok]
     assert len(bad) == 1 and bad[0].problems == [
         f"chunk 3 ({key}, bytes {start}..{start + length}) is corrupted: its CRC32C does not match its bytes"]
+    store.cache.clear()
+    rows_of_chunk_3 = store.open_set("rand").card.chunk_rows * 3
+    with pytest.raises(CorruptedSetError, match=r"chunk 3 in .*values/c/0/0 cannot be decoded \(its CRC32C does not match"):
+        store.align("rand", [gene_ids[rows_of_chunk_3]])
+    np.testing.assert_array_equal(store.align("rand", [gene_ids[0]])["covered"].values, [[True]])  # other chunks read
 
 
 def test_verify_and_readers_catch_a_corrupted_shard_index(store, gene_ids):

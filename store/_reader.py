@@ -62,7 +62,7 @@ def decode_chunk(raw, chunk_rows: int, dim: int, out: np.ndarray | None = None) 
 def chunk_crc_ok(raw) -> bool:
     """Whether a stored chunk's last 4 bytes are the CRC32C of the rest."""
     data = np.frombuffer(raw, dtype=np.uint8)  # google_crc32c takes arrays, not memoryviews
-    return len(data) > 4 and np.uint32(google_crc32c.value(data[:-4])).astype("<u4").tobytes() == data[-4:].tobytes()
+    return len(data) > 4 and google_crc32c.value(data[:-4]) == int.from_bytes(data[-4:].tobytes(), "little")
 
 
 def set_buffer(shape: tuple[int, int]) -> np.ndarray:

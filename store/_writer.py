@@ -72,7 +72,7 @@ def _values_codecs() -> list:
 
 def with_crc32c(raw: bytes) -> bytes:
     """``raw`` followed by its little-endian CRC32C, as Zarr's ``crc32c`` codec writes it."""
-    return raw + np.uint32(google_crc32c.value(raw)).astype("<u4").tobytes()
+    return raw + google_crc32c.value(raw).to_bytes(4, "little")
 
 
 def shard_index_bytes(offsets_lengths: np.ndarray) -> bytes:

@@ -80,8 +80,9 @@ def test_in_memory_alias_index_answers_like_the_catalog(store):
     query = reg.key.tolist() + [k.lower() for k in reg.key[:500]] + ["ENSG00000141510.17", " tp53 ", "NOT_A_GENE", ""]
     expected = store.catalog._resolve_in_db(query, "gene")
     index = AliasIndex(store.catalog.con.execute("SELECT key, priority, entity_id FROM aliases WHERE kind = 'gene'").fetchall())
-    got = index.resolve(query)
-    assert got.ids == expected.ids and got.unresolved == expected.unresolved and got.ambiguous == expected.ambiguous
+    for _ in range(2):  # the second time from the answers it kept
+        got = index.resolve(query)
+        assert got.ids == expected.ids and got.unresolved == expected.unresolved and got.ambiguous == expected.ambiguous
     assert expected.ambiguous and expected.n_resolved > 3000  # the sample exercises both paths
     before = store.resolve(["TP53"]).ids
     assert store.resolve(["TP53"]).ids == before  # second call: answered by the join, the index built meanwhile

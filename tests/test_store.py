@@ -44,12 +44,14 @@ def test_rows_come_from_the_catalog_until_a_set_is_read_again_then_from_memory(s
     _record_reads(store.storage, reads)
     results = [store.align(["rand", "other"], query)]
     assert not [key for key, _ in reads if "/entity/" in key]  # a one-shot read takes rows from the catalog
-    assert store.open_set("rand").id_index is None
-    results.append(store.align(["rand", "other"], query))  # read again: ids indexed in the background
+    results.append(store.align(["rand", "other"], query))  # read again: rows mapped in the background
     store.settle()
-    assert store.open_set("rand").id_index is not None and store.open_set("other").id_index is not None
-    results.append(store.align(["rand", "other"], query))  # now answered from memory
+    catalog_positions, store.catalog.positions = store.catalog.positions, None  # memory must answer now
+    results.append(store.align(["rand", "other"], query))
+    results.append(store.align(["other"], query[::-1]))
+    store.catalog.positions = catalog_positions
     nan_rand, nan_other = np.full(16, np.nan, np.float32), np.full(8, np.nan, np.float32)
+    np.testing.assert_array_equal(results.pop()["other"].values, [nan_other, other[500], nan_other, nan_other, other[1200]])
     for ds in results:
         np.testing.assert_array_equal(ds["rand"].values, [nan_rand, values[3], nan_rand, values[1000], values[3]])
         np.testing.assert_array_equal(ds["other"].values, [other[1200], nan_other, nan_other, other[500], nan_other])

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 
 from pertstore.errors import CorruptedSetError
 from pertstore.store._layout import set_key
-from pertstore.store._reader import OpenSet, chunk_crc_ok, decode_chunk, parse_shard_index
+from pertstore.store._reader import OpenSet, crc32c_ok, decode_chunk, parse_shard_index
 from pertstore.store._storage import GROUP_META, Storage
-
-_EMPTY = 2**64 - 1
+from pertstore.store._writer import EMPTY, content_hash
 
 
 @dataclass
@@ -40,8 +38,7 @@ def verify_set(storage: Storage, key: str) -> SetReport:
         return SetReport(key, False, [f"unreadable metadata or ids: {e}"])
     card = s.card
     problems: list[str] = []
-    content = hashlib.sha256("\n".join(ids).encode())
-    content.update(b"\0")
+    content = content_hash(ids)
     for shard in range(s.n_shards):
         shard_key = s.shard_key(shard)
         first = shard * s.shard_chunks
@@ -57,17 +54,17 @@ def verify_set(storage: Storage, key: str) -> SetReport:
             problems.append(f"shard {shard} ({shard_key}) is corrupted: {e}")
             continue
         for c, (offset, length) in zip(chunks, table.tolist()):
-            if offset == _EMPTY or offset + length > len(raw) - 16 * s.shard_chunks - 4:
+            if offset == EMPTY or offset + length > len(raw) - 16 * s.shard_chunks - 4:
                 problems.append(f"chunk {c} ({shard_key}) is missing from its shard")
                 continue
             chunk = raw[offset : offset + length]
-            if not chunk_crc_ok(chunk):
+            if not crc32c_ok(chunk):
                 problems.append(f"chunk {c} ({shard_key}, bytes {offset}..{offset + length}) is corrupted: "
                                 "its CRC32C does not match its bytes")
                 continue
             try:
                 rows = min(card.chunk_rows, card.n_rows - c * card.chunk_rows)
-                content.update(decode_chunk(chunk, card.chunk_rows, card.dim)[:rows].tobytes())
+                content.update(decode_chunk(chunk, card.chunk_rows, card.dim)[:rows])
             except (RuntimeError, ValueError) as e:
                 problems.append(f"chunk {c} ({shard_key}) cannot be decoded: {e}")
     if not problems and f"sha256:{content.hexdigest()}" != card.checksum:

@@ -19,9 +19,9 @@ from __future__ import annotations
 import hashlib
 import json
 import warnings
-from itertools import islice
 from collections.abc import Iterable, Iterator, Sequence
 from importlib.metadata import version as _pkg_version
+from itertools import islice
 
 import google_crc32c
 import numpy as np
@@ -77,8 +77,7 @@ def with_crc32c(raw: bytes) -> bytes:
 
 def shard_index_bytes(offsets_lengths: np.ndarray) -> bytes:
     """A shard index as Zarr writes it: little-endian ``uint64`` (offset, length) pairs, then CRC32C."""
-    raw = np.ascontiguousarray(offsets_lengths, dtype="<u8").tobytes()
-    return raw + np.uint32(google_crc32c.value(raw)).tobytes()
+    return with_crc32c(np.ascontiguousarray(offsets_lengths, dtype="<u8").tobytes())
 
 
 def check_values(values: np.ndarray, ids: Sequence[str], *, where: str) -> np.ndarray:
@@ -206,7 +205,7 @@ class SetWriter:
         """
         self.storage._check_writable()
         self.storage.delete_prefix(self.staged)  # chunks or a seal left by an earlier attempt
-        content = _content_hash(self.ids)
+        content = content_hash(self.ids)
         self._seal(self._encoded_chunks(blocks, content), content, failed or {})
 
     def _encoded_chunks(self, blocks: Iterable[np.ndarray], content) -> Iterator[bytes]:
@@ -254,7 +253,7 @@ class SetWriter:
         if missing:
             raise InvalidInputError(f"set {self.recipe.source}: {len(missing)} chunk(s) never written, first {missing[0]}")
         self.storage.delete_prefix(f"{self.staged}/{SEALED}")  # a seal left half-done by a killed writer
-        content = _content_hash(self.ids)
+        content = content_hash(self.ids)
         self._seal(self._staged_chunks(range(self.n_chunks), content), content, failed)
         self._group = None
 
@@ -274,7 +273,7 @@ class SetWriter:
         for c in chunks:
             raw = self.storage.read_bytes(f"{self.staged}/values/c/{c}/0")
             rows = min(self.chunk_rows, len(self.ids) - c * self.chunk_rows)
-            content.update(decode_chunk(raw, self.chunk_rows, self.dim)[:rows].tobytes())
+            content.update(decode_chunk(raw, self.chunk_rows, self.dim)[:rows])  # leading rows: contiguous, hashed in place
             yield raw
 
     def _create_sealed_group(self, sealed: str) -> zarr.Group:
@@ -333,7 +332,7 @@ def publish_sealed(storage: Storage, recipe: Recipe) -> tuple[SetCard, bool]:
     return (card if newly else read_card(storage, final)), newly
 
 
-def _content_hash(ids: Sequence[str]):
+def content_hash(ids: Sequence[str]):
     """The running set checksum: sha256 of the ids, a NUL, then the float32 rows in order."""
     content = hashlib.sha256("\n".join(ids).encode())
     content.update(b"\0")

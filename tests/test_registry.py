@@ -86,7 +86,7 @@ def test_in_memory_alias_index_answers_like_the_catalog(store):
     assert expected.ambiguous and expected.n_resolved > 3000  # the sample exercises both paths
     before = store.resolve(["TP53"]).ids
     assert store.resolve(["TP53"]).ids == before  # second call: answered by the join, the index built meanwhile
-    store.catalog._index_builders["gene"].join(timeout=60)
+    store.catalog.settle()
     assert store.catalog._alias_indexes["gene"][1] is not None
     assert store.resolve(["TP53"]).ids == before  # answered by the index
     assert before[0] is not None

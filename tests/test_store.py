@@ -191,7 +191,7 @@ def test_reads_touch_only_the_chunks_they_need(store, gene_ids):
     assert s.card.chunk_rows == 64 and s.n_shards == 1 and s.shard_chunks == 32
     reads = []
     _record_reads(s.storage, reads)
-    out = s.rows(np.array([33, 0, 1999, 5, 33]))  # a first read copies rows out of each chunk, in any order
+    out = s.rows(np.array([33, 0, 1999, 5, 33]))  # rows in any order, repeated
     np.testing.assert_array_equal(out, values[[33, 0, 1999, 5, 33]])
     table = s._shard_index[0]
     index_read = (shard, (-(16 * 32 + 4), None))

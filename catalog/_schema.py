@@ -161,6 +161,12 @@ MIGRATIONS: list[tuple[str, str]] = [
         l2            DOUBLE NOT NULL
     );
     """),
+    ("0005_bench_coverage", """
+    ALTER TABLE bench_results ADD COLUMN n_test INTEGER;
+    ALTER TABLE bench_results ADD COLUMN n_test_covered INTEGER;
+    ALTER TABLE bench_results ADD COLUMN n_train INTEGER;
+    ALTER TABLE bench_results ADD COLUMN n_train_covered INTEGER;
+    """),
 ]
 
 

@@ -75,7 +75,7 @@ def build_tasks(store: Store, data_dir: Path, *, console: Console) -> list[tuple
 
 def run_benchmark(store: Store, out: Path, *, console: Console) -> Path | None:
     """Evaluate every gene set on every stored task (kNN, Lasso, fusion, controls) and draw the report."""
-    from pertstore.consumers.evaluators import Plan, results, run_plan
+    from pertstore.consumers.evaluators import CoverageWarning, Plan, plan_coverage, results, run_plan
     from pertstore.consumers.tasks import list_tasks
 
     sources = store.sources()
@@ -85,14 +85,23 @@ def run_benchmark(store: Store, out: Path, *, console: Console) -> Path | None:
         return None
     from sklearn.exceptions import ConvergenceWarning
 
-    with console.status("benchmark") as status, warnings.catch_warnings():
+    with console.status("benchmark") as status, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("ignore", ConvergenceWarning)  # Lasso's smallest alphas of the grid; CV picks alpha
+        warnings.simplefilter("always", CoverageWarning)
         for task in tasks:
-            run_plan(store, Plan(task=task, sets=gene_sets, evaluators=["knn", "lasso", "fusion"],
-                                 fusion={"max_epochs": 60, "lr": 1e-3}),
+            coverage = plan_coverage(store, Plan(task=task, sets=gene_sets))
+            empty = sorted(set(coverage[coverage.n_covered == 0].set) | (set(gene_sets) - set(coverage.set)))
+            if empty:  # e.g. a cell line's control PCA on another cell line's task
+                console.print(f"[yellow]task {task}: left out sets covering none of its perturbations in a "
+                              f"context: {', '.join(empty)}[/]")
+            run_plan(store, Plan(task=task, sets=[s for s in gene_sets if s not in empty],
+                                 evaluators=["knn", "lasso", "fusion"], fusion={"max_epochs": 60, "lr": 1e-3}),
                      progress=lambda msg: status.update(f"benchmark: {msg}"))
         table = results(store)
         page = _report_if_changed(table, out / "report", store, status)
+    for w in caught:
+        if issubclass(w.category, CoverageWarning):
+            console.print(f"[yellow]warning:[/] {w.message}")
     l2 = table[table.metric == "l2"].groupby(["task", "context", "set", "evaluator"]).value.mean().reset_index()
     best = l2[~l2.set.isin(["train_mean", "no_change", "idealised", "experimental_error"])]
     best = best.loc[best.groupby(["task", "context"]).value.idxmin()]

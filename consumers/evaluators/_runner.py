@@ -2,17 +2,22 @@
 
 Each run trains on the covered training perturbations of one fold and predicts its test
 perturbations; test perturbations without an embedding get the train mean (the paper's policy,
-``coverage="train_mean"``) or are left out (``coverage="covered"``). Results are tidy rows
-``task, task_version, context, fold, set, set_version, evaluator, metric, value, chosen, coverage``
-kept in the catalog (``bench_results``) with per-perturbation L2 errors (``bench_errors``); a run
-whose key is already there is skipped, so an interrupted plan resumes where it stopped.
+``coverage="train_mean"``) or are left out (``coverage="covered"``). Coverage is never silent:
+before any fit, a set covering none of a context's perturbations is an error, one covering less
+than ``Plan.min_coverage`` is refused, one covering less than :data:`WARN_COVERAGE` warns
+(:class:`CoverageWarning`), and every result row carries its covered counts. Results are tidy rows
+``task, task_version, context, fold, set, set_version, evaluator, metric, value, chosen, coverage,
+seconds, n_test, n_test_covered, n_train, n_train_covered`` kept in the catalog
+(``bench_results``) with per-perturbation L2 errors (``bench_errors``); a run whose key is already
+there is skipped, so an interrupted plan resumes where it stopped.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,6 +30,14 @@ from pertstore.errors import InvalidInputError, NotFoundError
 #: Controls, evaluated beside the sets: train mean, no change, the idealised PCA of responses
 #: (positive control) and the experimental error of the task (the floor).
 CONTROLS = ("train_mean", "no_change", "idealised", "experimental_error")
+WARN_COVERAGE = 0.9
+"""A set covering less than this fraction of a context's perturbations gets a :class:`CoverageWarning`."""
+RESULT_COLUMNS = ["task", "task_version", "context", "fold", "set", "set_version", "evaluator", "metric", "value",
+                  "chosen", "coverage", "seconds", "n_test", "n_test_covered", "n_train", "n_train_covered"]
+
+
+class CoverageWarning(UserWarning):
+    """A set covers only part of a task's perturbations: the others get the train mean (or are left out)."""
 
 
 @dataclass
@@ -38,6 +51,8 @@ class Plan:
     folds: list[int] | None = None
     controls: bool = True
     coverage: str = "train_mean"
+    min_coverage: float = 0.0
+    """Refuse a set covering less than this fraction of a context's perturbations (none at all is always refused)."""
     tag: str | None = None
     fusion: dict = field(default_factory=dict)
     """FusionConfig settings for the ``fusion`` evaluator (trained jointly over the contexts)."""
@@ -87,6 +102,11 @@ def run_plan(store, plan: Plan, *, progress: Callable[[str], None] | None = None
     if kind == "deg" and evaluators:
         evaluators = ["logistic"]  # the DEG protocol: a per-gene 3-class logistic regression
     contexts = plan.contexts or sorted(set(task.contexts))
+    if plan.coverage not in ("train_mean", "covered"):
+        raise InvalidInputError(f"coverage must be 'train_mean' or 'covered', not {plan.coverage!r}")
+    cache = {(source, context): _fetch(store, task, source, context, plan.tag)
+             for source in plan.sets for context in contexts}
+    table = check_coverage(task, plan, cache)
     done = _done_keys(store, plan.task, version)
     units = []
     for context in contexts:
@@ -101,7 +121,6 @@ def run_plan(store, plan: Plan, *, progress: Callable[[str], None] | None = None
                     if (context, fold, source, ev) not in done:
                         units.append((context, fold, source, ev))
     results, errors = [], []
-    cache: dict[tuple[str, str], tuple] = {}
     prepared = []  # (unit, rows, set_version, covered, test, args of _predict)
     for context, fold, source, ev in units:
         rows = _context_rows(task, context)
@@ -112,15 +131,9 @@ def run_plan(store, plan: Plan, *, progress: Callable[[str], None] | None = None
         elif source == "idealised":
             x, covered, set_version = _idealised(y.astype(np.float64)), np.ones(len(rows), bool), ""
         else:
-            key = (source, context)
-            if key not in cache:
-                try:
-                    cache[key] = _embedding(store, source, [task.entity_ids[r] for r in rows], context, plan.tag)
-                except NotFoundError:  # a contextual source without a set for this context
-                    cache[key] = None
-            if cache[key] is None:
+            if cache[(source, context)] is None:  # a contextual source without a set for this context
                 continue
-            x, covered, set_version = cache[key]
+            x, covered, set_version = cache[(source, context)]
         prepared.append(((context, fold, source, ev), rows, set_version, covered, test,
                          (kind, source, ev, x, y, covered, test, plan.coverage)))
     outputs = _fit_all([p[5] for p in prepared], client, progress, plan.task)
@@ -130,7 +143,8 @@ def run_plan(store, plan: Plan, *, progress: Callable[[str], None] | None = None
         metrics = deg_metrics(truth, pred) if kind == "deg" else regression_metrics(truth, pred)
         base = {"task": plan.task, "task_version": version, "context": context, "fold": int(fold), "set": source,
                 "set_version": set_version, "evaluator": ev, "chosen": json.dumps(chosen),
-                "coverage": float(covered[test].mean()) if test.any() else float("nan"), "seconds": seconds}
+                "coverage": float(covered[test].mean()) if test.any() else float("nan"), "seconds": seconds,
+                **_counts(covered, test)}
         results.extend({**base, "metric": m, "value": v} for m, v in metrics.items())
         if kind == "lfc":
             test_ids = np.asarray(task.pert_ids)[rows][test][used]
@@ -145,7 +159,82 @@ def run_plan(store, plan: Plan, *, progress: Callable[[str], None] | None = None
         results.extend(_experimental_error_rows(task, plan.task, version, contexts, done))
     frame = pd.DataFrame(results)
     save_results(store, frame, pd.DataFrame(errors))
+    frame.attrs["coverage"] = table
     return frame
+
+
+def _fetch(store, task, source: str, context: str, tag: str | None):
+    """``(values, covered, set_version)`` of ``source`` for the task's rows of ``context``; None when a
+    contextual source has no set for that context."""
+    rows = _context_rows(task, context)
+    if not len(rows):
+        raise InvalidInputError(f"task {task.name!r} has no perturbations in context {context!r}")
+    try:
+        return _embedding(store, source, [task.entity_ids[r] for r in rows], context, tag)
+    except NotFoundError:
+        return None
+
+
+def plan_coverage(store, plan: Plan) -> pd.DataFrame:
+    """How many of each context's perturbations each of ``plan``'s sets covers (nothing is refused here).
+
+    Returns
+    -------
+    ``set, context, n_perts, n_covered, fraction``; contexts for which a contextual set has no
+    version are left out.
+    """
+    from pertstore.consumers.tasks import load_task
+
+    task = load_task(store, plan.task)
+    contexts = plan.contexts or sorted(set(task.contexts))
+    return _coverage_table(task, {(s, c): _fetch(store, task, s, c, plan.tag) for s in plan.sets for c in contexts})
+
+
+def _coverage_table(task, fetched: dict[tuple[str, str], tuple | None]) -> pd.DataFrame:
+    rows = []
+    for (source, context), got in fetched.items():
+        if got is not None:
+            n_perts = len(_context_rows(task, context))
+            rows.append({"set": source, "context": context, "n_perts": n_perts, "n_covered": int(got[1].sum()),
+                         "fraction": float(got[1].mean()) if n_perts else 0.0})
+    return pd.DataFrame(rows, columns=["set", "context", "n_perts", "n_covered", "fraction"])
+
+
+def check_coverage(task, plan: Plan, fetched: dict[tuple[str, str], tuple | None]) -> pd.DataFrame:
+    """Refuse what cannot give honest numbers; returns the coverage table (see :func:`plan_coverage`).
+
+    Raises :class:`InvalidInputError` naming every (set, context) that covers no perturbation, or less
+    than ``plan.min_coverage``, and every set without a version for any of the contexts; warns
+    (:class:`CoverageWarning`) below :data:`WARN_COVERAGE`.
+    """
+    table = _coverage_table(task, fetched)
+    for source in plan.sets:
+        if not (table.set == source).any():
+            raise InvalidInputError(f"set {source!r} has no version for any context of task {plan.task!r} "
+                                    f"({', '.join(sorted({c for _, c in fetched}))})")
+    resolved = sum(e is not None for e in task.entity_ids)
+    hint = ("none of the task's perturbations resolved to an entity (see `pertstore tasks show "
+            f"{plan.task}`)" if resolved == 0 else
+            f"{resolved:,} of {len(task.entity_ids):,} task perturbations resolved to entities; "
+            "is the set of the right entity kind?")
+    bad = table[(table.n_covered == 0) | (table.fraction < plan.min_coverage)]
+    if len(bad):
+        what = "; ".join(f"set {r.set!r} covers {r.n_covered} of {r.n_perts} perturbations of task {plan.task!r} "
+                         f"in context {r.context!r}" for r in bad.itertuples())
+        limit = f" (minimum coverage {plan.min_coverage:.0%})" if plan.min_coverage else ""
+        raise InvalidInputError(f"{what}{limit}: its results would be train-mean numbers; {hint}")
+    for r in table[table.fraction < WARN_COVERAGE].itertuples():
+        warnings.warn(f"set {r.set!r} covers {r.n_covered} of {r.n_perts} ({r.fraction:.0%}) perturbations of task "
+                      f"{plan.task!r} in context {r.context!r}; the others "
+                      + ("get the train mean" if plan.coverage == "train_mean" else "are left out of its scores"),
+                      CoverageWarning, stacklevel=3)
+    return table
+
+
+def _counts(covered: np.ndarray, test: np.ndarray) -> dict[str, int]:
+    """Test and training perturbations of a run and how many of each the set covers."""
+    return {"n_test": int(test.sum()), "n_test_covered": int(covered[test].sum()),
+            "n_train": int((~test).sum()), "n_train_covered": int(covered[~test].sum())}
 
 
 def _run_fusion(store, task, plan: Plan, version: str, contexts: list[str], done: set, progress):
@@ -188,7 +277,8 @@ def _run_fusion(store, task, plan: Plan, version: str, contexts: list[str], done
             metrics = deg_metrics(truth, pred) if task.kind == "deg" else regression_metrics(truth, pred)
             base = {"task": plan.task, "task_version": version, "context": context, "fold": int(fold), "set": label,
                     "set_version": "", "evaluator": "fusion", "chosen": json.dumps({"epochs": len(model.history) if model else 0}),
-                    "coverage": float(has.mean()), "seconds": time.perf_counter() - t0}
+                    "coverage": float(has.mean()), "seconds": time.perf_counter() - t0,
+                    **_counts(covered[ctx == context], test[ctx == context])}
             results.extend({**base, "metric": m, "value": v} for m, v in metrics.items())
             if task.kind == "lfc":
                 errors.extend({"task": plan.task, "task_version": version, "context": context, "fold": int(fold),
@@ -267,10 +357,10 @@ def save_results(store, results: pd.DataFrame, errors: pd.DataFrame) -> None:
     """Append result and per-perturbation error rows to the catalog."""
     if results.empty:
         return
-    cols = ["task", "task_version", "context", "fold", "set", "set_version", "evaluator", "metric", "value",
-            "chosen", "coverage", "seconds"]
+    results = results.reindex(columns=RESULT_COLUMNS)
+    results = results.astype({c: "Int64" for c in RESULT_COLUMNS[-4:]})
     with store.catalog.transaction() as con:
-        con.register("new_results", results[cols])
+        con.register("new_results", results)
         con.execute("INSERT INTO bench_results SELECT * FROM new_results").fetchall()
         con.unregister("new_results")
         if not errors.empty:

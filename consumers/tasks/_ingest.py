@@ -371,19 +371,32 @@ def _check_controls(cells: pd.DataFrame, cols: dict[str, Any], path: str) -> Non
 
 
 def _resolve(perts: pd.DataFrame, resolve: Resolver | None, sep: str) -> tuple[list[str], dict[str, list[str]]]:
-    labels = sorted(perts["label"].unique())
+    mapping, unresolved, ambiguous = resolve_labels(perts["label"].unique(), resolve, sep)
+    perts["entity_id"] = perts["label"].map(mapping) if resolve is not None else None
+    return unresolved, ambiguous
+
+
+def resolve_labels(labels: Sequence[str], resolve: Resolver | None,
+                   sep: str = "+") -> tuple[dict[str, str | None], list[str], dict[str, list[str]]]:
+    """Canonical entity ids of perturbation labels, combinations resolved part by part.
+
+    Returns
+    -------
+    ``(mapping, unresolved, ambiguous)``: ``label -> entity id`` (parts joined by
+    ``sep``; None when a part does not resolve), the sorted unresolved labels and
+    ``alias -> candidate ids`` of the parts that resolved ambiguously. Without a
+    resolver every label maps to None and nothing is reported.
+    """
+    labels = sorted(set(map(str, labels)))
     if resolve is None:
-        perts["entity_id"] = None
-        return [], {}
+        return dict.fromkeys(labels), [], {}
     parts = sorted({p for lab in labels for p in lab.split(sep)})
     res = resolve(parts)
     ids = dict(zip(parts, res.ids, strict=True))
-    mapping = {}
+    mapping: dict[str, str | None] = {}
     for lab in labels:
         got = [ids[p] for p in lab.split(sep)]
         mapping[lab] = None if any(g is None for g in got) else sep.join(got)
-    perts["entity_id"] = perts["label"].map(mapping)
     unresolved = sorted(lab for lab, v in mapping.items() if v is None)
     ambiguous = {k: list(v) for k, v in res.ambiguous.items()}
-    return unresolved, ambiguous
-
+    return mapping, unresolved, ambiguous

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -20,7 +21,7 @@ from pertstore.errors import InvalidInputError, NotFoundError
 from pertstore.store._recipe import check_name
 from pertstore.store._storage import GROUP_META, Storage
 
-from ._task import ENCODING_TYPE, Task
+from ._task import ENCODING_TYPE, Task, import_task
 
 if TYPE_CHECKING:
     from pertstore._store import Store
@@ -131,10 +132,19 @@ def index_tasks(catalog: Catalog, storage: Storage) -> int:
 
 
 class Tasks:
-    """The tasks of one store (``Store.tasks``): ``save``, ``load``, ``ls``."""
+    """The tasks of one store (``Store.tasks``): ``import_file``, ``save``, ``load``, ``ls``."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
+
+    def import_file(self, path: str | Path, *, name: str, entity: str = "gene", **kwargs: Any) -> tuple[Task, str]:
+        """Import a precomputed task file (:func:`import_task`), its perturbations resolved through this
+        store's registry as ``entity`` ids, and save it; returns ``(task, version)``."""
+        if entity not in ("gene", "molecule"):
+            raise InvalidInputError(f"entity must be 'gene' or 'molecule', not {entity!r}")
+        task = import_task(path, name=name, entity=entity,
+                           resolve=lambda ids: self.store.resolve(ids, kind=entity), **kwargs)
+        return task, save_task(self.store, task)[1]
 
     def save(self, task: Task, *, name: str | None = None) -> tuple[str, str]:
         return save_task(self.store, task, name=name)

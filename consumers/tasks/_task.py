@@ -20,7 +20,7 @@ from ._bootstrap import ExperimentalError, experimental_error
 from ._deg import ALPHA, MIN_CELLS, deg
 from ._folds import N_FOLDS, make_folds
 from ._groups import LARGE_BATCH_CELLS, Variant, cell_counts, layout
-from ._ingest import PerturbationData, file_sha256
+from ._ingest import PerturbationData, Resolver, file_sha256, resolve_labels
 from ._lfc import lfc
 from ._matrix import BLOCK_ROWS, TARGET_SUM, Progress
 
@@ -228,7 +228,8 @@ _FOLD_COL = re.compile(r"^fold_(\d+)$")
 
 
 def import_task(path: str | Path, *, kind: Kind | None = None, context: str = "", n_folds: int = N_FOLDS,
-                seed: int = 0, name: str = "") -> Task:
+                seed: int = 0, name: str = "", resolve: Resolver | None = None, combo_sep: str = "+",
+                entity: str = "gene") -> Task:
     """Read a precomputed task (the paper's published layout, or a parquet/csv matrix).
 
     Parameters
@@ -249,6 +250,13 @@ def import_task(path: str | Path, *, kind: Kind | None = None, context: str = ""
         Folds made (and noted) when the file has none.
     name
         The name to store the task under.
+    resolve, combo_sep, entity
+        ``labels -> Resolution`` (e.g. ``lambda ids: store.resolve(ids, kind="gene")``)
+        giving each perturbation its canonical entity id, exactly as built tasks
+        do (combinations joined by ``combo_sep`` resolved part by part);
+        ``entity`` (the kind resolved) is recorded in the recipe. Unresolved
+        and ambiguous labels are listed in the report. Without a resolver no
+        embedding set can cover the task's perturbations.
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -293,14 +301,25 @@ def import_task(path: str | Path, *, kind: Kind | None = None, context: str = ""
         folds = make_folds(contexts, n_folds=n_folds, seed=seed)
         params = {"n_folds": n_folds, "seed": seed}
         notes.append(f"no folds in the file: {n_folds} folds made with seed {seed}")
+    mapping, unresolved, ambiguous = resolve_labels(pert_ids, resolve, combo_sep)
+    if resolve is None:
+        notes.append("perturbations not resolved to entities (no resolver given): no embedding set can cover them")
+    else:
+        params.update({"entity": entity, "combo_sep": combo_sep})
+        if unresolved:
+            notes.append(f"{len(unresolved)} perturbation label(s) did not resolve to an entity: {unresolved[:10]}")
+        if ambiguous:
+            notes.append(f"{len(ambiguous)} perturbation label(s) resolved ambiguously: {sorted(ambiguous)[:10]}")
     recipe = {"producer": "pertstore.consumers.tasks.import", "producer_version": version("pertstore"),
               "kind": kind, "input": {"file": path.name, "sha256": file_sha256(path)},
               "params": params if ctx_col else {**params, "context": context}}
     counts = pd.DataFrame({"context": pd.Series(dtype=str), "pert_id": pd.Series(dtype=str),
                            "batch": pd.Series(dtype=str), "n_cells": pd.Series(dtype=np.int64)})
-    return Task(kind=kind, pert_ids=pert_ids, entity_ids=[None] * len(pert_ids), contexts=contexts,
+    report = {"unresolved": unresolved, "notes": notes,
+              "ambiguous": {"label": list(ambiguous), "candidates": [";".join(v) for v in ambiguous.values()]}}
+    return Task(kind=kind, pert_ids=pert_ids, entity_ids=[mapping[p] for p in pert_ids], contexts=contexts,
                 gene_ids=genes, targets=values, folds=folds, cell_counts=counts, recipe=recipe,
-                report={"notes": notes}, name=name)
+                report=report, name=name)
 
 
 def _folds(obs: pd.DataFrame, path: Path, notes: list[str]) -> np.ndarray | None:

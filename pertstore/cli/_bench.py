@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Optional
 
+import pandas as pd
 import typer
 
 from pertstore.cli._main import StoreOpt, _local, _table, console
@@ -25,6 +26,8 @@ def run(task: Annotated[Optional[str], typer.Option(help="Stored task name")] = 
         folds: Annotated[Optional[list[int]], typer.Option("--fold", help="Only these folds; repeat")] = None,
         plan: Annotated[Optional[Path], typer.Option(help="YAML plan: runs: [{task, sets, evaluators, ...}]")] = None,
         coverage: Annotated[str, typer.Option(help="train_mean (paper) or covered")] = "train_mean",
+        min_coverage: Annotated[float, typer.Option(
+            min=0, max=1, help="Refuse a set covering less than this fraction of a context's perturbations")] = 0.0,
         controls: Annotated[bool, typer.Option(help="Also run the controls")] = True,
         scheduler: Annotated[Optional[str], typer.Option(help="Dask scheduler address for the model fits")] = None,
         workers: Annotated[int, typer.Option(help="Fit on a local Dask cluster of this many workers (0: in-process)")] = 0,
@@ -36,12 +39,17 @@ def run(task: Annotated[Optional[str], typer.Option(help="Stored task name")] = 
         plans = Plan.from_yaml(plan)
     elif task and sets:
         plans = [Plan(task=task, sets=list(sets), evaluators=list(evaluators or ["knn"]), contexts=contexts or None,
-                      folds=folds or None, controls=controls, coverage=coverage)]
+                      folds=folds or None, controls=controls, coverage=coverage, min_coverage=min_coverage)]
     else:
         raise typer.BadParameter("give --task and --set (repeatable), or --plan FILE")
+    import warnings
     from contextlib import ExitStack
 
-    with _local(store) as s, ExitStack() as stack, console.status("evaluating") as status:
+    from pertstore.consumers.evaluators import CoverageWarning
+
+    with (_local(store) as s, ExitStack() as stack, console.status("evaluating") as status,
+          warnings.catch_warnings(record=True) as caught):
+        warnings.simplefilter("always", CoverageWarning)
         client = None
         if scheduler or workers:
             from distributed import Client, LocalCluster
@@ -49,9 +57,17 @@ def run(task: Annotated[Optional[str], typer.Option(help="Stored task name")] = 
             target = scheduler or stack.enter_context(LocalCluster(n_workers=workers, threads_per_worker=1,
                                                                    dashboard_address=None))
             client = stack.enter_context(Client(target))
-        total = 0
+        total, coverage_tables = 0, []
         for p in plans:
-            total += len(run_plan(s, p, progress=lambda msg: status.update(msg), client=client))
+            frame = run_plan(s, p, progress=lambda msg: status.update(msg), client=client)
+            total += len(frame)
+            coverage_tables.append(frame.attrs["coverage"].assign(task=p.task))
+    table = pd.concat(coverage_tables, ignore_index=True)
+    table["covered"] = [f"{c:,} / {n:,} ({f:.0%})" for c, n, f in zip(table.n_covered, table.n_perts, table.fraction)]
+    console.print(_table(table[["task", "set", "context", "covered"]], title="perturbations covered by each set"))
+    for w in caught:
+        if issubclass(w.category, CoverageWarning):
+            console.print(f"[yellow]warning:[/] {w.message}")
     console.print(f"{total} result rows stored; see `pertstore bench results` and `pertstore report`")
 
 
@@ -65,8 +81,13 @@ def results(task: Annotated[Optional[str], typer.Option(help="Only this task")] 
     with _local(store) as s:
         df = load(s, task)
     if out is None:
-        main = df[df.metric.isin(["l2", "f1"])].groupby(["task", "context", "set", "evaluator", "metric"]).value.mean()
-        console.print(_table(main.reset_index(), title=f"{len(df)} result rows (mean over folds)"))
+        main = (df[df.metric.isin(["l2", "f1"])].groupby(["task", "context", "set", "evaluator", "metric"], sort=False)
+                .agg(value=("value", "mean"), n_test=("n_test", "sum"), covered=("n_test_covered", "sum")))
+        main["value"] = main["value"].map(lambda v: f"{v:.4g}")
+        main["test covered"] = [f"{c:,} / {n:,} ({c / n:.0%})" if n else "" for c, n in
+                                zip(main.pop("covered").fillna(0).astype(int), main.pop("n_test").fillna(0).astype(int))]
+        console.print(_table(main.reset_index(), title=f"{len(df)} result rows (mean over folds; test "
+                                                       "perturbations covered, summed over folds)"))
     elif out.suffix == ".parquet":
         df.to_parquet(out, index=False)
     else:

@@ -107,13 +107,14 @@ def import_(file: Annotated[Path, typer.Argument(help="h5ad, parquet or csv resp
             context: Annotated[str, typer.Option("--context", "-c",
                                                  help="Context of every row when the file has none")] = "",
             seed: Annotated[int, typer.Option(help="Seed of the folds made when the file has none")] = 0,
+            entity: Annotated[str, typer.Option(help="Resolve perturbation labels as gene or molecule ids")] = "gene",
+            combo_sep: Annotated[str, typer.Option(help="Separator of combinatorial labels (A+B)")] = "+",
             store: StoreOpt = None) -> None:
-    """Store a precomputed task (the paper's published layout or a parquet/csv matrix), keeping its folds."""
-    from pertstore.consumers.tasks import import_task, save_task
-
+    """Store a precomputed task (the paper's published layout or a parquet/csv matrix), keeping its folds;
+    its perturbations are resolved through the store's registry."""
     with _local(store) as s, console.status(f"importing {file}"):
-        task = import_task(file, kind=kind, context=context, seed=seed, name=name)
-        name, version = save_task(s, task)
+        task, version = s.tasks.import_file(file, name=name, kind=kind, context=context, seed=seed, entity=entity,
+                                            combo_sep=combo_sep)
     _summary(task, name, version)
 
 
@@ -173,7 +174,22 @@ def _summary(task, name: str, version: str) -> None:
     console.print(t)
     dropped = len(task.report.get("dropped", {}).get("pert_id", []))
     pairs = len(task.report.get("discarded_pairs", {}).get("pert_id", []))
-    unresolved = len(task.report.get("unresolved", []))
-    if dropped or pairs or unresolved:
-        console.print(f"left out: {dropped} perturbation(s), {pairs} (perturbation, batch) pair(s); "
-                      f"{unresolved} label(s) unresolved")
+    if dropped or pairs:
+        console.print(f"left out: {dropped} perturbation(s), {pairs} (perturbation, batch) pair(s)")
+    _resolution(task)
+
+
+def _resolution(task) -> None:
+    """How many perturbations resolved to an entity; the unresolved and ambiguous labels."""
+    n = len(task.pert_ids)
+    resolved = sum(e is not None for e in task.entity_ids)
+    style = "green" if resolved == n else ("red" if resolved == 0 else "yellow")
+    console.print(f"[{style}]{resolved:,} of {n:,} perturbation(s) resolved to an entity[/]"
+                  + ("" if resolved else ": no embedding set can cover this task"))
+    unresolved = task.report.get("unresolved", [])
+    if unresolved:
+        console.print(f"unresolved ({len(unresolved)}): {', '.join(map(str, unresolved[:20]))}"
+                      + (" ..." if len(unresolved) > 20 else ""))
+    ambiguous = task.report.get("ambiguous", {})
+    for label, candidates in list(zip(ambiguous.get("label", []), ambiguous.get("candidates", [])))[:20]:
+        console.print(f"ambiguous: {label} -> {candidates.replace(';', ', ')}")

@@ -50,13 +50,15 @@ def compute_sets(store: Store, recipes: Path, *, console: Console, molecules: bo
 DEMO_TASKS = [
     ("papalexi-lfc", "perturb/papalexi2021_thp1_crispr_ko.h5ad", "lfc", {"context": "THP-1"}),
     ("papalexi-deg", "perturb/papalexi2021_thp1_crispr_ko.h5ad", "deg", {"context": "THP-1"}),
-    ("norman-lfc", "perturb/norman2019_mcfaline2023_devel.h5ad", "lfc", {"context_col": "cell_type", "batch_col": "dataset"}),
+    # the norman preset; this file has no gemgroup column (its barcodes carry it) and holds McFaline cells too
+    ("norman-lfc", "perturb/norman2019_mcfaline2023_devel.h5ad", "lfc",
+     {"preset": "norman", "batch_from_barcode": True, "obs_filter": {"dataset": ["norman19"]}}),
 ]
 
 
 def build_tasks(store: Store, data_dir: Path, *, console: Console) -> list[tuple[str, str]]:
     """Build and store the LFC/DEG tasks of the shared Perturb-seq files (skipping stored ones)."""
-    from pertstore.consumers.tasks import build_task, list_tasks, read_perturbation_data, save_task
+    from pertstore.consumers.tasks import list_tasks
 
     stored = set(list_tasks(store)["name"])
     out = []
@@ -65,9 +67,8 @@ def build_tasks(store: Store, data_dir: Path, *, console: Console) -> list[tuple
             out.append((name, "stored"))
             continue
         with console.status(f"building task {name} ({kind}) from {rel}"):
-            data = read_perturbation_data(data_dir / rel, resolve=lambda ids: store.resolve(ids, "gene"), **options)
-            task = build_task(data, kind=kind, name=name)
-            out.append(save_task(store, task))
+            task, version = store.tasks.build(data_dir / rel, name=name, kind=kind, **options)
+            out.append((name, version))
         console.print(f"task {name}: {len(task.pert_ids)} perturbations x {len(task.gene_ids)} genes "
                       f"in {', '.join(sorted(set(task.contexts)))}")
     return out

@@ -14,11 +14,14 @@ from ._folds import make_folds
 from ._groups import Targets
 from ._ingest import PerturbationData, read_perturbation_data
 from ._lfc import lfc
+from ._presets import PRESETS, Preset, get_preset
 from ._registry import Tasks, index_tasks, list_tasks, load_task, save_task, task_version
 from ._task import Task, build_task, import_task
 
 __all__ = [
+    "PRESETS",
     "ExperimentalError",
+    "Preset",
     "PerturbationData",
     "Targets",
     "Task",
@@ -26,6 +29,7 @@ __all__ = [
     "build_task",
     "deg",
     "experimental_error",
+    "get_preset",
     "import_task",
     "index_tasks",
     "lfc",

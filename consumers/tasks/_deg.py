@@ -8,8 +8,8 @@ import numpy as np
 import scipy.sparse as sp
 from scipy import special, stats
 
-from ._groups import (LARGE_BATCH_CELLS, Layout, Targets, Variant, choose_variant, layout, pairs_frame,
-                      dropped_frame)
+from ._groups import (LARGE_BATCH_CELLS, Layout, Targets, Variant, choose_variant, dropped_frame, layout,
+                      pairs_frame, variant_params)
 from ._ingest import PerturbationData
 from ._matrix import BLOCK_ROWS, Progress, group_sums
 
@@ -105,7 +105,7 @@ def deg(data: PerturbationData, *, variant: Variant = "auto", large_batch_cells:
     lay = layout(data)
     stream = {"block_rows": block_rows, "progress": progress, "client": client}
     chosen = choose_variant(lay, variant, large_batch_cells)
-    params = {"variant": chosen, "large_batch_cells": large_batch_cells, "min_cells": min_cells, "alpha": alpha}
+    params = {**variant_params(lay, variant, chosen, large_batch_cells), "min_cells": min_cells, "alpha": alpha}
     if chosen == "large":
         kept_pairs = (lay.n >= min_cells) & (lay.n_ctrl >= min_cells)[None, :]
         values, keep = _deg_large(data, lay, kept_pairs, alpha, stream)

@@ -69,8 +69,20 @@ def choose_variant(lay: Layout, variant: Variant, large_batch_cells: int = LARGE
         return variant
     if variant != "auto":
         raise InvalidInputError(f"variant must be 'auto', 'large' or 'small', not {variant!r}")
-    pairs = lay.n[lay.n > 0]
-    return "large" if np.median(pairs) >= large_batch_cells else "small"
+    return "large" if median_pair_cells(lay) >= large_batch_cells else "small"
+
+
+def median_pair_cells(lay: Layout) -> float:
+    """Median cells per (perturbation, batch) pair holding any: what the ``auto`` variant looks at."""
+    return float(np.median(lay.n[lay.n > 0]))
+
+
+def variant_params(lay: Layout, variant: Variant, chosen: str, large_batch_cells: int) -> dict:
+    """The variant used and, when guessed (``auto``), the figures the guess rested on."""
+    params = {"variant": chosen, "large_batch_cells": large_batch_cells}
+    if variant == "auto":
+        params["auto"] = {"median_cells_per_pair": median_pair_cells(lay), "threshold": large_batch_cells}
+    return params
 
 
 def cell_counts(data: PerturbationData, lay: Layout) -> pd.DataFrame:

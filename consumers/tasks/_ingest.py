@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import logging
 from collections.abc import Callable, Sequence
@@ -123,6 +124,14 @@ def read_perturbation_data(
     perturbations: Sequence[str] | None = None,
     resolve: Resolver | None = None,
     backed: bool = False,
+    dose_col: str | None = None,
+    dose: float | None = None,
+    obs_filter: dict[str, Sequence[str]] | None = None,
+    exclude: Sequence[str] = (),
+    exclude_contexts: Sequence[str] = (),
+    batch_from_barcode: bool = False,
+    genes: Literal["all", "coding"] | Sequence[str] = "all",
+    normalise_kept: bool = False,
 ) -> PerturbationData:
     """Read cells, their perturbation, control status, batch and context.
 
@@ -163,6 +172,24 @@ def read_perturbation_data(
         ``combo_sep``. Unresolved labels are reported, not fatal.
     backed
         Leave ``X`` on disk and read it in row blocks.
+    dose_col, dose
+        obs column with each cell's dose (numbers, or the reference's
+        ``"[('drug', 5.0, 'uM')]"`` strings). With ``dose``, only perturbed
+        cells at that dose are kept (controls at any dose); without, each
+        label carries its dose (``drug@5``), resolved without it.
+    obs_filter
+        Keep only cells whose obs column holds one of the values, e.g.
+        ``{"pass_filter": ["full"]}`` (Tahoe's QC) or ``{"dataset": ["norman19"]}``.
+    exclude, exclude_contexts
+        Perturbation labels and contexts left out (listed in the notes).
+    batch_from_barcode
+        Take the batch from the 10x gem-group suffix of the cell barcode
+        (``ACGT...-3`` -> ``3``), for files without a gem-group column.
+    genes, normalise_kept
+        The gene universe: ``all`` the file's genes, ``coding`` (protein-coding
+        genes of the bundled human gene table, matched by symbol or Ensembl id)
+        or a list of gene names; counts are normalised over every gene of the
+        file first, or over the kept genes (``normalise_kept``).
 
     Returns
     -------
@@ -177,13 +204,33 @@ def read_perturbation_data(
 
     obs_names = np.asarray(obs.index.astype(str))
     var_names = np.asarray(var.index.astype(str))
+    if batch_from_barcode:
+        if batch_col is not None:
+            raise InvalidInputError("pass batch_col or batch_from_barcode, not both")
+        obs = obs.assign(_barcode_batch=_barcode_batches(obs.index))
+        batch_col = "_barcode_batch"
+        notes.append("batch: the gem-group suffix of each cell barcode")
     cols = _pick_columns(obs, pert_col, control_col, control_label, batch_col, context_col, notes)
     if cols["context_col"] is None:
         cols["context"] = context  # the name given to the one context: part of the recipe
     cells = _cells(obs, cols, context)
+    cells = _select(cells, obs, cols, dose_col=dose_col, dose=dose, obs_filter=obs_filter or {}, exclude=exclude,
+                    exclude_contexts=exclude_contexts, notes=notes)
+    if batch_from_barcode and (cells["batch"] == "").any():
+        raise InvalidInputError(f"{path}: cell {str(cells.index[(cells['batch'] == '').to_numpy()][0])!r} has no "
+                                "gem-group suffix (expected a barcode like ACGT...-3); pass batch_col instead")
     kind = _detect_input(elem, input, uns_log1p, notes)
+    kept_genes = _gene_universe(var_names, genes, notes)
+    if kept_genes is not None:
+        var = var.iloc[kept_genes]
+        cols["genes"] = genes if isinstance(genes, str) else {
+            "n": len(genes), "sha256": hashlib.sha256("\n".join(sorted(map(str, genes))).encode()).hexdigest()}
+        cols["normalise_kept"] = bool(normalise_kept)
+        if kind == "counts":
+            notes.append("counts normalised over the kept genes" if normalise_kept
+                         else "counts normalised over every gene of the file, then the kept genes taken")
     matrix = CellMatrix(elem, is_counts=kind == "counts", obs_names=obs_names, var_names=var_names,
-                        source=(path, x_path) if path else None)
+                        source=(path, x_path) if path else None, genes=kept_genes, normalise_kept=normalise_kept)
 
     is_combo = cells["label"].str.contains(combo_sep, regex=False) & ~cells["is_control"]
     excluded: list[str] = []
@@ -370,6 +417,98 @@ def _check_controls(cells: pd.DataFrame, cols: dict[str, Any], path: str) -> Non
         raise InvalidInputError(f"{path}: no perturbed cells (every cell matches {spec})")
 
 
+DOSE_SEP = "@"
+"""Joins a label and its dose (``drug@5``) when a task keeps several doses."""
+
+
+def _barcode_batches(index: pd.Index) -> np.ndarray:
+    """The gem-group suffix of each barcode (``ACGT...-3`` -> ``3``); "" where there is none."""
+    suffix = index.astype(str).str.rsplit("-", n=1).str[1].fillna("")
+    return np.where(suffix.str.isdigit(), suffix, "").astype(str)
+
+
+def parse_dose(value: Any) -> float:
+    """A dose as a number: numbers as they are, the reference's ``"[('drug', 5.0, 'uM')]"`` by its second field."""
+    if isinstance(value, int | float | np.integer | np.floating):
+        return float(value)
+    text = str(value).strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        parsed = ast.literal_eval(text)
+        return float(parsed[0][1])
+    except (ValueError, SyntaxError, TypeError, IndexError):
+        raise InvalidInputError(f"cannot read a dose from {text!r} (a number, or [('name', dose, 'unit')])") from None
+
+
+def _select(cells: pd.DataFrame, obs: pd.DataFrame, cols: dict[str, Any], *, dose_col: str | None,
+            dose: float | None, obs_filter: dict[str, Sequence[str]], exclude: Sequence[str],
+            exclude_contexts: Sequence[str], notes: list[str]) -> pd.DataFrame:
+    """Apply the QC filter, the exclusions and the dose selection; every step is noted and kept in ``cols``."""
+    keep = np.ones(len(cells), dtype=bool)
+    for col, values in obs_filter.items():
+        if col not in obs.columns:
+            raise InvalidInputError(f"obs has no column {col!r} to filter on; columns are {list(obs.columns)}")
+        hit = obs[col].astype(str).isin([str(v) for v in values]).to_numpy()
+        notes.append(f"kept cells with {col} in {list(values)}: {int(hit.sum()):,} of {len(hit):,}")
+        keep &= hit
+    if exclude:
+        hit = cells["label"].isin(list(exclude)).to_numpy() & ~cells["is_control"].to_numpy()
+        notes.append(f"excluded perturbations {sorted(exclude)}: {int(hit.sum()):,} cells")
+        keep &= ~hit
+    if exclude_contexts:
+        hit = cells["context"].isin(list(exclude_contexts)).to_numpy()
+        notes.append(f"excluded contexts {sorted(exclude_contexts)}: {int(hit.sum()):,} cells")
+        keep &= ~hit
+    chosen = {"obs_filter": {k: list(map(str, v)) for k, v in obs_filter.items()}, "exclude": sorted(exclude),
+              "exclude_contexts": sorted(exclude_contexts), "dose_col": dose_col, "dose": dose}
+    cols.update({k: v for k, v in chosen.items() if v})  # only what was asked for: plain builds keep their recipe
+    if dose_col is not None:
+        if dose_col not in obs.columns:
+            raise InvalidInputError(f"obs has no dose column {dose_col!r}; columns are {list(obs.columns)}")
+        codes, uniques = pd.factorize(obs[dose_col].astype(str))
+        doses = np.array([parse_dose(u) for u in uniques])[codes]
+        perturbed = ~cells["is_control"].to_numpy()
+        if dose is not None:
+            at = np.isclose(doses, dose)
+            if not (at & perturbed & keep).any():
+                raise InvalidInputError(f"no perturbed cell at dose {dose:g} in column {dose_col!r} "
+                                        f"(doses: {sorted(set(doses[perturbed].tolist()))[:10]})")
+            notes.append(f"kept perturbed cells at dose {dose:g} ({dose_col}): {int((at & perturbed).sum()):,} of "
+                         f"{int(perturbed.sum()):,}; controls at any dose")
+            keep &= at | ~perturbed
+        else:
+            cells = cells.copy()
+            cells.loc[perturbed, "label"] = [f"{lab}{DOSE_SEP}{d:g}" for lab, d in
+                                             zip(cells["label"].to_numpy()[perturbed], doses[perturbed])]
+            notes.append(f"every dose of {dose_col!r} kept: labels carry their dose (name{DOSE_SEP}dose)")
+    return cells[keep]
+
+
+def _gene_universe(var_names: np.ndarray, genes: str | Sequence[str], notes: list[str]) -> np.ndarray | None:
+    """Positions of the kept genes (None: all)."""
+    if isinstance(genes, str):
+        if genes == "all":
+            return None
+        if genes != "coding":
+            raise InvalidInputError(f"genes must be 'all', 'coding' or a list of gene names, not {genes!r}")
+        from pertstore.catalog import default_gene_table
+
+        table = default_gene_table()
+        coding = table[table["gene_type"] == "protein-coding"]
+        names = set(coding["symbol"]) | {e for ids in coding["ensembl_gene_ids"] for e in ids.split(";") if e}
+        wanted, what = names, "protein-coding genes (org.Hs.eg.db)"
+    else:
+        wanted, what = set(map(str, genes)), f"the {len(genes)} listed genes"
+    kept = np.flatnonzero(np.isin(var_names, list(wanted)))
+    if not kept.size:
+        raise InvalidInputError(f"none of the file's genes (e.g. {list(var_names[:5])}) is among {what}")
+    notes.append(f"genes: {kept.size:,} of {var_names.size:,} kept ({what})")
+    return kept
+
+
 def _resolve(perts: pd.DataFrame, resolve: Resolver | None, sep: str) -> tuple[list[str], dict[str, list[str]]]:
     mapping, unresolved, ambiguous = resolve_labels(perts["label"].unique(), resolve, sep)
     perts["entity_id"] = perts["label"].map(mapping) if resolve is not None else None
@@ -390,12 +529,12 @@ def resolve_labels(labels: Sequence[str], resolve: Resolver | None,
     labels = sorted(set(map(str, labels)))
     if resolve is None:
         return dict.fromkeys(labels), [], {}
-    parts = sorted({p for lab in labels for p in lab.split(sep)})
+    parts = sorted({p for lab in labels for p in lab.split(DOSE_SEP)[0].split(sep)})
     res = resolve(parts)
     ids = dict(zip(parts, res.ids, strict=True))
     mapping: dict[str, str | None] = {}
     for lab in labels:
-        got = [ids[p] for p in lab.split(sep)]
+        got = [ids[p] for p in lab.split(DOSE_SEP)[0].split(sep)]
         mapping[lab] = None if any(g is None for g in got) else sep.join(got)
     unresolved = sorted(lab for lab, v in mapping.items() if v is None)
     ambiguous = {k: list(v) for k, v in res.ambiguous.items()}

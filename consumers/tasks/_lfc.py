@@ -6,8 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from ._groups import (LARGE_BATCH_CELLS, Layout, Targets, Variant, choose_variant, layout, pairs_frame,
-                      dropped_frame)
+from ._groups import (LARGE_BATCH_CELLS, Layout, Targets, Variant, choose_variant, dropped_frame, layout,
+                      pairs_frame, variant_params)
 from ._ingest import PerturbationData
 from ._matrix import BLOCK_ROWS, Progress, group_sums
 
@@ -76,6 +76,6 @@ def lfc(data: PerturbationData, *, variant: Variant = "auto", large_batch_cells:
     values = sums[:n_p] - c @ sums[n_p:]
     (kept,) = np.nonzero(keep)
     dropped = dropped_frame(data, np.flatnonzero(~keep), "no batch holds both its cells and control cells")
-    params = {"variant": chosen, "large_batch_cells": large_batch_cells}
+    params = variant_params(lay, variant, chosen, large_batch_cells)
     return Targets(kind="lfc", variant=chosen, perts=kept, values=values[kept], params=params, dropped=dropped,
                    discarded_pairs=pairs_frame(data, lay, (lay.n > 0) & (a == 0)))

@@ -44,10 +44,16 @@ class CellMatrix:
     source
         ``(file, element)`` the matrix was read from (e.g. ``("cells.h5ad", "X")``),
         so that Dask workers can open it themselves.
+    genes, normalise_kept
+        Keep only these columns (sorted positions; None: all). Counts are
+        normalised over every gene of the file first (``normalise_kept=False``,
+        as the reference does for Tahoe and sci-Plex LFC) or over the kept
+        genes only (``True``: a renormalisation after the gene filter).
     """
 
     def __init__(self, elem: Any, *, is_counts: bool, obs_names: np.ndarray, var_names: np.ndarray,
-                 source: tuple[str, str] | None = None) -> None:
+                 source: tuple[str, str] | None = None, genes: np.ndarray | None = None,
+                 normalise_kept: bool = False) -> None:
         if isinstance(elem, sp.spmatrix | sp.sparray) and not isinstance(elem, sp.csr_matrix):
             elem = sp.csr_matrix(elem)
         if isinstance(elem, sp.csr_matrix):
@@ -57,7 +63,13 @@ class CellMatrix:
         self.obs_names = obs_names
         self.var_names = var_names
         self.source = source
-        self.shape: tuple[int, int] = tuple(elem.shape)
+        self.genes = None if genes is None else np.asarray(genes, dtype=np.int64)
+        self.normalise_kept = normalise_kept
+        self._column = None
+        if self.genes is not None:
+            self._column = np.full(elem.shape[1], -1, dtype=np.int64)
+            self._column[self.genes] = np.arange(self.genes.size)
+        self.shape: tuple[int, int] = (elem.shape[0], elem.shape[1] if genes is None else int(self.genes.size))
 
     @property
     def backed(self) -> bool:
@@ -75,9 +87,26 @@ class CellMatrix:
             rows.sum_duplicates()
             data, indices, indptr = rows.data, rows.indices, rows.indptr
         self._check(data, indices, indptr, start + np.arange(stop - start))
-        out = Block(data.astype(np.float64), indices, np.asarray(indptr), self.shape[1])
-        self._normalise(out.data, out.indptr)
-        return out
+        data, indices, indptr = self._prepare(data.astype(np.float64), indices, np.asarray(indptr))
+        return Block(data, indices, indptr, self.shape[1])
+
+    def _prepare(self, data: np.ndarray, indices: np.ndarray,
+                 indptr: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Normalise rows in place and keep the chosen genes (in the order normalisation requires)."""
+        if self._column is None:
+            self._normalise(data, indptr)
+            return data, indices, indptr
+        if not self.normalise_kept:
+            self._normalise(data, indptr)
+        column = self._column[indices]
+        kept = column >= 0
+        n_rows = indptr.size - 1
+        row_of = np.repeat(np.arange(n_rows), np.diff(indptr))
+        indptr = np.concatenate([[0], np.cumsum(np.bincount(row_of[kept], minlength=n_rows))])
+        data, indices = data[kept], column[kept].astype(indices.dtype)
+        if self.normalise_kept:
+            self._normalise(data, indptr)
+        return data, indices, indptr
 
     def take(self, rows: np.ndarray) -> sp.csr_matrix:
         """Normalised rows ``rows`` (any order, no duplicates needed), in that order."""
@@ -86,12 +115,11 @@ class CellMatrix:
         block = sp.csr_matrix(self.elem[sorted_rows])
         block.sum_duplicates()
         self._check(block.data, block.indices, block.indptr, sorted_rows)
-        block = sp.csr_matrix((block.data.astype(np.float64), block.indices, block.indptr), shape=block.shape)
+        data, indices, indptr = self._prepare(block.data.astype(np.float64), block.indices, block.indptr)
+        block = sp.csr_matrix((data, indices, indptr), shape=(block.shape[0], self.shape[1]))
         inverse = np.empty_like(order)
         inverse[order] = np.arange(order.size)
-        block = block[inverse]
-        self._normalise(block.data, block.indptr)
-        return block
+        return block[inverse]
 
     def _check(self, data: np.ndarray, indices: np.ndarray, indptr: np.ndarray, rows: np.ndarray) -> None:
         """Raise naming the cell and gene of the first negative, non-finite or (counts) non-integer value."""
@@ -126,8 +154,10 @@ class CellMatrix:
         if not self.is_counts or not data.size:
             return
         per_row = np.diff(indptr)
-        totals = np.add.reduceat(data, np.minimum(indptr[:-1], data.size - 1))
-        totals[per_row == 0] = 0.0
+        nonempty = per_row > 0
+        totals = np.ones(per_row.size)
+        if nonempty.any():  # sums from each non-empty row's start to the next one's (empty rows add nothing)
+            totals[nonempty] = np.add.reduceat(data, indptr[:-1][nonempty])
         totals[totals == 0] = 1.0
         data *= np.repeat(TARGET_SUM / totals, per_row)
         data += 1.0
@@ -218,7 +248,7 @@ def _dask_sums(client: Any, matrix: CellMatrix, g_of: np.ndarray, w_of: np.ndarr
         if (g_of[start:stop] >= 0).any():
             fut = client.submit(_file_sums, matrix.source, matrix.is_counts, start, stop, g_of[start:stop],
                                 w_of[start:stop], matrix.obs_names[start:stop], matrix.var_names, n_groups, squares,
-                                block_rows, pure=False)
+                                block_rows, matrix.genes, matrix.normalise_kept, pure=False)
             futures[fut] = stop - start
     out = np.zeros((n_groups, n_genes))
     out2 = np.zeros((n_groups, n_genes)) if squares else None
@@ -237,7 +267,8 @@ def _dask_sums(client: Any, matrix: CellMatrix, g_of: np.ndarray, w_of: np.ndarr
 
 def _file_sums(source: tuple[str, str], is_counts: bool, start: int, stop: int, g_of: np.ndarray, w_of: np.ndarray,
                obs_names: np.ndarray, var_names: np.ndarray, n_groups: int, squares: bool,
-               block_rows: int) -> tuple[np.ndarray, np.ndarray | None]:
+               block_rows: int, genes: np.ndarray | None = None,
+               normalise_kept: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
     """On a worker: open the file backed and sum rows ``start:stop``."""
     import h5py
     import zarr
@@ -252,7 +283,8 @@ def _file_sums(source: tuple[str, str], is_counts: bool, start: int, stop: int, 
             elem = sparse_dataset(elem)
         names = np.empty(stop, dtype=object)
         names[start:] = obs_names
-        matrix = CellMatrix(elem, is_counts=is_counts, obs_names=names, var_names=var_names)
+        matrix = CellMatrix(elem, is_counts=is_counts, obs_names=names, var_names=var_names, genes=genes,
+                            normalise_kept=normalise_kept)
         return _sums(matrix, start, stop, g_of, w_of, n_groups, squares, block_rows)
     finally:
         if not is_zarr:

@@ -8,6 +8,7 @@ parameters give the same version, and saving it again changes nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from datetime import datetime, timezone
@@ -21,7 +22,9 @@ from pertstore.errors import InvalidInputError, NotFoundError
 from pertstore.store._recipe import check_name
 from pertstore.store._storage import GROUP_META, Storage
 
-from ._task import ENCODING_TYPE, Task, import_task
+from ._ingest import read_perturbation_data
+from ._presets import Preset, get_preset
+from ._task import ENCODING_TYPE, Task, build_task, import_task
 
 if TYPE_CHECKING:
     from pertstore._store import Store
@@ -132,10 +135,41 @@ def index_tasks(catalog: Catalog, storage: Storage) -> int:
 
 
 class Tasks:
-    """The tasks of one store (``Store.tasks``): ``import_file``, ``save``, ``load``, ``ls``."""
+    """The tasks of one store (``Store.tasks``): ``build``, ``import_file``, ``save``, ``load``, ``ls``."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
+
+    def build(self, path: str | Path, *, name: str, kind: str = "lfc", preset: str | None = None,
+              entity: str | None = None, variant: str | None = None, min_cells: int | None = None,
+              build_options: dict[str, Any] | None = None, **read_options: Any) -> tuple[Task, str]:
+        """Build a task from single-cell data (:func:`read_perturbation_data` + :func:`build_task`), its
+        perturbations resolved through this store's registry, and save it; returns ``(task, version)``.
+
+        With ``preset`` (``essential``, ``norman``, ``tahoe``, ``sciplex``; see :data:`PRESETS`) the
+        reference's settings apply; ``read_options`` given (not None) override the preset's fields.
+        ``build_options`` go to :func:`build_task` (``trials``, ``seed``, ``n_folds``, ...).
+        """
+        build_options = dict(build_options or {})
+        settings = None
+        if preset is not None:
+            fields = {f.name for f in dataclasses.fields(Preset)}
+            chosen = get_preset(preset).with_overrides(
+                **{k: v for k, v in read_options.items() if k in fields}, entity=entity, min_cells=min_cells,
+                **({f"{kind}_variant": variant} if variant else {}))
+            settings = chosen.settings(kind)
+            read_options = {**chosen.read_options(kind), **{k: v for k, v in read_options.items() if k not in fields}}
+            entity, variant, min_cells = chosen.entity, settings["variant"], chosen.min_cells
+        read_options = {k: v for k, v in read_options.items() if v is not None}
+        entity = entity or "gene"
+        if entity not in ("gene", "molecule"):
+            raise InvalidInputError(f"entity must be 'gene' or 'molecule', not {entity!r}")
+        data = read_perturbation_data(path, resolve=lambda ids: self.store.resolve(ids, kind=entity),
+                                      **read_options)
+        task = build_task(data, kind=kind, name=name, preset=settings,
+                          **{k: v for k, v in {"variant": variant, "min_cells": min_cells}.items() if v is not None},
+                          **build_options)
+        return task, save_task(self.store, task)[1]
 
     def import_file(self, path: str | Path, *, name: str, entity: str = "gene", **kwargs: Any) -> tuple[Task, str]:
         """Import a precomputed task file (:func:`import_task`), its perturbations resolved through this

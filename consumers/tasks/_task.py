@@ -170,9 +170,9 @@ class Task:
 
 def build_task(data: PerturbationData, *, kind: Kind = "lfc", variant: Variant = "auto",
                large_batch_cells: int = LARGE_BATCH_CELLS, min_cells: int = MIN_CELLS, alpha: float = ALPHA,
-               trials: int = 100, seed: int = 0, n_folds: int = N_FOLDS,
+               trials: int = 100, seed: int = 0, n_folds: int = N_FOLDS, folds_per_context: bool = False,
                block_rows: int = BLOCK_ROWS, name: str = "", progress: Progress | None = None,
-               client: Any = None) -> Task:
+               client: Any = None, preset: dict[str, Any] | None = None) -> Task:
     """Compute a task from single-cell data: targets, folds and (``trials > 0``) experimental error.
 
     Parameters
@@ -185,11 +185,17 @@ def build_task(data: PerturbationData, *, kind: Kind = "lfc", variant: Variant =
         See :func:`lfc`.
     trials, seed
         Bootstrap trials (0: no error estimate) and the seed of the bootstrap and the folds.
+    n_folds, folds_per_context
+        Folds over perturbations, shared across contexts (the same perturbation
+        in the same fold in every context, as the reference) or drawn per context.
     name
         The name to store the task under (see :func:`save_task`).
     progress, client
         ``progress(stage, done, total)`` for stages ``cells`` and ``bootstrap``;
         a ``distributed.Client`` for the streaming pass over the cells.
+    preset
+        The preset's settings (see :mod:`~pertstore.consumers.tasks._presets`),
+        recorded in the recipe and the report.
     """
     if kind == "lfc":
         targets = lfc(data, variant=variant, large_batch_cells=large_batch_cells, block_rows=block_rows,
@@ -208,17 +214,28 @@ def build_task(data: PerturbationData, *, kind: Kind = "lfc", variant: Variant =
         "input": {"file": Path(data.path).name, "sha256": data.sha256, "type": data.input},
         "columns": data.columns,
         "params": {**targets.params, "target_sum": TARGET_SUM if data.input == "counts" else None,
-                   "trials": trials, "seed": seed, "n_folds": n_folds, "excluded_combinatorial": data.excluded},
+                   "trials": trials, "seed": seed, "n_folds": n_folds,
+                   "folds": "per_context" if folds_per_context else "shared", "excluded_combinatorial": data.excluded},
         "libraries": {lib: version(lib) for lib in ("numpy", "scipy", "anndata")},
     }
+    notes = list(data.notes)
+    if "auto" in targets.params:
+        guess = targets.params["auto"]
+        notes.append(f"variant 'auto' chose {targets.variant!r}: median {guess['median_cells_per_pair']:g} cells per "
+                     f"(perturbation, batch) pair, threshold {guess['threshold']} (a preset fixes the variant)")
+    if preset:
+        recipe["preset"] = preset
+        notes.insert(0, f"preset {preset['name']!r}: " + ", ".join(f"{k}={v}" for k, v in preset.items()
+                                                                if k != "name"))
     report = {"dropped": targets.dropped.to_dict("list"),
               "discarded_pairs": targets.discarded_pairs.astype({"n_cells": int}).to_dict("list"),
-              "unresolved": data.unresolved, "excluded": data.excluded, "notes": data.notes,
+              "unresolved": data.unresolved, "excluded": data.excluded, "notes": notes,
               "ambiguous": {"label": list(data.ambiguous),
                             "candidates": [";".join(v) for v in data.ambiguous.values()]}}
-    return Task(kind=kind, pert_ids=perts["label"].tolist(), entity_ids=perts["entity_id"].tolist(),
+    labels = perts["label"].tolist()
+    return Task(kind=kind, pert_ids=labels, entity_ids=perts["entity_id"].tolist(),
                 contexts=contexts, gene_ids=data.genes.index.astype(str).tolist(), targets=targets.values,
-                folds=make_folds(contexts, n_folds=n_folds, seed=seed),
+                folds=make_folds(contexts, labels=None if folds_per_context else labels, n_folds=n_folds, seed=seed),
                 cell_counts=cell_counts(data, layout(data)), recipe=recipe, report=report, error=error, name=name)
 
 
@@ -298,9 +315,9 @@ def import_task(path: str | Path, *, kind: Kind | None = None, context: str = ""
     folds = _folds(obs, path, notes)
     params: dict[str, Any] = {}
     if folds is None:
-        folds = make_folds(contexts, n_folds=n_folds, seed=seed)
-        params = {"n_folds": n_folds, "seed": seed}
-        notes.append(f"no folds in the file: {n_folds} folds made with seed {seed}")
+        folds = make_folds(contexts, labels=pert_ids, n_folds=n_folds, seed=seed)
+        params = {"n_folds": n_folds, "seed": seed, "folds": "shared"}
+        notes.append(f"no folds in the file: {n_folds} folds made with seed {seed}, shared across contexts")
     mapping, unresolved, ambiguous = resolve_labels(pert_ids, resolve, combo_sep)
     if resolve is None:
         notes.append("perturbations not resolved to entities (no resolver given): no embedding set can cover them")

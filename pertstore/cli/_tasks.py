@@ -58,45 +58,83 @@ def _client(scheduler: str | None):
 def build(file: Annotated[Path, typer.Argument(help="h5ad file or AnnData-zarr directory with cells", exists=True)],
           name: NameOpt,
           kind: KindOpt = "lfc",
+          preset: Annotated[Optional[str], typer.Option(
+              help="The reference's settings for one of the paper's datasets: essential, norman, tahoe, sciplex "
+                   "(options given below override them)")] = None,
           pert_col: Annotated[Optional[str], typer.Option(help="obs column with perturbation labels")] = None,
           control_col: Annotated[Optional[str], typer.Option(help="Boolean obs column marking controls")] = None,
           control_label: Annotated[Optional[str], typer.Option(help="Label of control cells in --pert-col")] = None,
           batch_col: Annotated[Optional[str], typer.Option(help="obs column with batches")] = None,
+          batch_from_barcode: Annotated[Optional[bool], typer.Option(
+              "--batch-from-barcode", help="Batch = the gem-group suffix of each cell barcode (ACGT...-3)")] = None,
           context_col: Annotated[Optional[str], typer.Option(help="obs column with the context (cell line)")] = None,
-          context: Annotated[str, typer.Option("--context", "-c",
-                                               help="Context name when the file has no context column, e.g. THP-1")] = "",
+          context: Annotated[Optional[str], typer.Option(
+              "--context", "-c", help="Context name when the file has no context column, e.g. THP-1")] = None,
+          dose_col: Annotated[Optional[str], typer.Option(help="obs column with doses")] = None,
+          dose: Annotated[Optional[float], typer.Option(
+              help="Keep perturbed cells at this dose (default with --dose-col: every dose, labels name@dose)")] = None,
+          keep: Annotated[Optional[list[str]], typer.Option(
+              "--filter", help="Keep cells with COLUMN=VALUE (repeat; e.g. pass_filter=full)")] = None,
+          exclude: Annotated[Optional[list[str]], typer.Option(help="Perturbation label to leave out; repeat")] = None,
+          exclude_context: Annotated[Optional[list[str]], typer.Option(help="Context to leave out; repeat")] = None,
+          genes: Annotated[Optional[str], typer.Option(
+              help="Gene universe: all, coding (protein-coding), or a file with one gene name per line")] = None,
+          normalise_kept: Annotated[Optional[bool], typer.Option(
+              "--normalise-kept", help="Normalise counts over the kept genes only")] = None,
           layer: Annotated[Optional[str], typer.Option(help="Use layers[LAYER] instead of X")] = None,
           input: Annotated[str, typer.Option("--input", help="auto, counts or log1p")] = "auto",
-          variant: Annotated[str, typer.Option(help="auto, large or small (batch-size variant)")] = "auto",
-          min_cells: Annotated[int, typer.Option(help="DEG: minimum cells per (perturbation, batch)")] = 30,
+          variant: Annotated[Optional[str], typer.Option(
+              help="auto, large or small (batch-size variant) [default: the preset's, else auto]")] = None,
+          min_cells: Annotated[Optional[int], typer.Option(
+              help="DEG: minimum cells per (perturbation, batch) [default: the preset's, else 30]")] = None,
           alpha: Annotated[float, typer.Option(help="DEG: adjusted p-value threshold")] = 0.05,
           trials: Annotated[int, typer.Option(help="Bootstrap trials for the experimental error (0: none)")] = 100,
           seed: Annotated[int, typer.Option(help="Seed of the bootstrap and the folds")] = 0,
-          n_folds: Annotated[int, typer.Option(help="Folds over perturbations per context")] = 5,
+          n_folds: Annotated[int, typer.Option(help="Folds over perturbations")] = 5,
+          folds_per_context: Annotated[bool, typer.Option(
+              help="Draw folds per context instead of sharing them across contexts")] = False,
           combinatorial: Annotated[bool, typer.Option(help="Keep combinatorial labels (A+B)")] = False,
-          entity: Annotated[str, typer.Option(help="Resolve labels as gene or molecule ids")] = "gene",
+          entity: Annotated[Optional[str], typer.Option(
+              help="Resolve labels as gene or molecule ids [default: the preset's, else gene]")] = None,
           backed: Annotated[bool, typer.Option(help="Leave X on disk and stream row blocks")] = False,
           scheduler: Annotated[Optional[str], typer.Option(
               help="Dask scheduler address: sum row ranges on its workers")] = None,
           progress: Annotated[bool, typer.Option(help="Show progress bars")] = True,
           store: StoreOpt = None) -> None:
     """Compute a task (targets, folds, experimental error) from single-cell data and store it."""
-    from pertstore.consumers.tasks import build_task, read_perturbation_data, save_task
-
+    obs_filter = None
+    if keep:
+        obs_filter = {}
+        for item in keep:
+            col, sep, value = item.partition("=")
+            if not sep or not col:
+                raise typer.BadParameter(f"--filter takes COLUMN=VALUE, not {item!r}")
+            obs_filter.setdefault(col, []).append(value)
+    gene_universe: Any = genes
+    if genes not in (None, "all", "coding"):
+        path = Path(genes)
+        if not path.is_file():
+            raise typer.BadParameter(f"--genes takes all, coding or a file of gene names; no file {genes!r}")
+        gene_universe = [line.strip() for line in path.read_text().splitlines() if line.strip()]
     with _local(store) as s, _progress(progress) as tick:
-        data = read_perturbation_data(file, pert_col=pert_col, control_col=control_col, control_label=control_label,
-                                      batch_col=batch_col, context_col=context_col, context=context, layer=layer,
-                                      input=input, combinatorial=combinatorial, backed=backed or scheduler is not None,
-                                      resolve=lambda ids: s.resolve(ids, kind=entity))
         client = _client(scheduler)
         try:
-            task = build_task(data, kind=kind, variant=variant, min_cells=min_cells, alpha=alpha, trials=trials,
-                              seed=seed, n_folds=n_folds, name=name, progress=tick, client=client)
+            task, version = s.tasks.build(
+                file, name=name, kind=kind, preset=preset, entity=entity, variant=variant, min_cells=min_cells,
+                pert_col=pert_col, control_col=control_col, control_label=control_label, batch_col=batch_col,
+                batch_from_barcode=batch_from_barcode, context_col=context_col, context=context, dose_col=dose_col,
+                dose=dose, obs_filter=obs_filter, exclude=exclude or None, exclude_contexts=exclude_context or None,
+                genes=gene_universe, normalise_kept=normalise_kept, layer=layer, input=input,
+                combinatorial=combinatorial, backed=backed or scheduler is not None,
+                build_options={"alpha": alpha, "trials": trials, "seed": seed, "n_folds": n_folds,
+                               "folds_per_context": folds_per_context, "progress": tick, "client": client})
         finally:
             if client is not None:
                 client.close()
-        name, version = save_task(s, task)
     _summary(task, name, version)
+    for note in task.report.get("notes", []):
+        if note.startswith(("preset", "variant 'auto'")):
+            console.print(f"[dim]{note}[/]")
 
 
 @tasks_app.command("import")

@@ -75,7 +75,7 @@ def essential_cells(gene_ids: list[str]) -> ad.AnnData:
 def drug_cells(kind: str) -> ad.AnnData:
     """Tahoe-style (``drugname_drugconc``, ``pass_filter``, DMSO_TF) or sci-Plex-style (``dose`` nM, Vehicle)."""
     rows = []
-    drugs = ["Imatinib", "Dasatinib", "Vorinostat"] + (["Verteporfin"] if kind == "tahoe" else [])
+    drugs = ["Belinostat", "Dasatinib", "Dacinostat", "Undisclosed-77"] + (["Verteporfin"] if kind == "tahoe" else [])
     lines = ("CVCL_0023", "CVCL_0028", "CVCL_1571") if kind == "tahoe" else ("A549", "MCF7")
     doses = (0.5, 5.0) if kind == "tahoe" else (100.0, 10000.0)
     control = "DMSO_TF" if kind == "tahoe" else "Vehicle"
@@ -277,3 +277,34 @@ def test_a_preset_field_can_be_overridden_and_auto_is_explained(store, gene_ids,
     assert auto.recipe["params"]["folds"] == "per_context"
     with pytest.raises(Exception, match="no preset 'replogle'"):
         store.tasks.build(tmp_path / "essential.h5ad", name="x", preset="replogle")
+
+
+def test_drug_presets_resolve_drug_names_through_the_molecule_registry(store, data_dir, tmp_path):
+    drugs = pd.read_csv(data_dir / "molecules" / "sciplex3_drugs.tsv", sep="\t")
+    store.register_molecules(drugs)
+    drug_cells("sciplex").write_h5ad(tmp_path / "sciplex.h5ad")
+    task, _ = store.tasks.build(tmp_path / "sciplex.h5ad", name="sciplex-lfc", kind="lfc", preset="sciplex",
+                                build_options={"trials": 0})
+    keys = dict(zip(drugs.name, drugs.inchikey))
+    got = dict(zip(task.pert_ids, task.entity_ids))
+    assert got["Dasatinib"] == keys["Dasatinib"] and got["Belinostat"] == keys["Belinostat"]
+    assert got["Undisclosed-77"] is None and task.report["unresolved"] == ["Undisclosed-77"]   # listed, kept
+
+
+def test_a_block_whose_last_cells_are_empty_is_normalised_as_scanpy_does():
+    from pertstore.consumers.tasks._matrix import CellMatrix
+
+    rng = np.random.default_rng(5)
+    x = sp.vstack([sp.random(40, 30, density=0.3, random_state=1, format="csr"), sp.csr_matrix((3, 30))]).tocsr()
+    x.data = np.round(x.data * 10) + 1
+    names = np.arange(43).astype(str)
+    kept = np.sort(rng.choice(30, 8, replace=False))
+    expected = _normalised(ad.AnnData(X=x.copy())).X.toarray()
+    got = CellMatrix(x.copy(), is_counts=True, obs_names=names, var_names=names[:30]).block(0, 43).to_csr()
+    np.testing.assert_allclose(got.toarray(), expected, atol=1e-12)
+    subset = CellMatrix(x.copy(), is_counts=True, obs_names=names, var_names=names[:30], genes=kept)
+    np.testing.assert_allclose(subset.block(0, 43).to_csr().toarray(), expected[:, kept], atol=1e-12)
+    renormalised = CellMatrix(x.copy(), is_counts=True, obs_names=names, var_names=names[:30], genes=kept,
+                              normalise_kept=True)
+    np.testing.assert_allclose(renormalised.block(0, 43).to_csr().toarray(),
+                               _normalised(ad.AnnData(X=x[:, kept].copy())).X.toarray(), atol=1e-12)

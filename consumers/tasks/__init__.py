@@ -16,7 +16,7 @@ from ._ingest import PerturbationData, read_perturbation_data
 from ._lfc import lfc
 from ._presets import PRESETS, Preset, get_preset
 from ._registry import Tasks, index_tasks, list_tasks, load_task, save_task, task_version
-from ._task import Task, build_task, import_task
+from ._task import Task, build_per_dose, build_task, deg_table_task, import_task
 
 __all__ = [
     "PRESETS",
@@ -26,7 +26,9 @@ __all__ = [
     "Targets",
     "Task",
     "Tasks",
+    "build_per_dose",
     "build_task",
+    "deg_table_task",
     "deg",
     "experimental_error",
     "get_preset",

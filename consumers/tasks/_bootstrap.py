@@ -42,6 +42,21 @@ class ExperimentalError:
     params: dict
 
 
+def concat_errors(errors: list[ExperimentalError | None],
+                  renamed: list[dict[str, str]]) -> ExperimentalError | None:
+    """The errors of tasks stacked row-wise (their contexts renamed by ``renamed``); None if any is None."""
+    if not errors or any(e is None for e in errors):
+        return None
+    first = errors[0]
+    n = min(e.trials.shape[1] for e in errors)
+    return ExperimentalError(
+        metric=first.metric, quantile=first.quantile, trials=np.vstack([e.trials[:, :n] for e in errors]),
+        per_pert=np.concatenate([e.per_pert for e in errors]),
+        dataset={names[c]: v for e, names in zip(errors, renamed) for c, v in e.dataset.items()},
+        dataset_trials={names[c]: v for e, names in zip(errors, renamed) for c, v in e.dataset_trials.items()},
+        params=first.params)
+
+
 @dataclass
 class Draws:
     """Inner bootstrap draws of a set of cells: draw ``i`` picks cell ``cell[i]`` in copy ``copy[i]``.

@@ -8,6 +8,8 @@ import numpy as np
 import scipy.sparse as sp
 from scipy import special, stats
 
+from pertstore.errors import InvalidInputError
+
 from ._groups import (LARGE_BATCH_CELLS, Layout, Targets, Variant, choose_variant, dropped_frame, layout,
                       pairs_frame, variant_params)
 from ._ingest import PerturbationData
@@ -102,6 +104,9 @@ def deg(data: PerturbationData, *, variant: Variant = "auto", large_batch_cells:
     Targets with int8 labels; perturbations with no pair left are in
     ``dropped`` and the pairs left out in ``discarded_pairs``.
     """
+    if data.input == "differential":
+        raise InvalidInputError("DEG labels need expression values (t-tests against controls), not differential "
+                                "input; build an LFC task, or a DEG task from a table of significant genes")
     lay = layout(data)
     stream = {"block_rows": block_rows, "progress": progress, "client": client}
     chosen = choose_variant(lay, variant, large_batch_cells)

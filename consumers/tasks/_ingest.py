@@ -72,7 +72,7 @@ class PerturbationData:
     genes: pd.DataFrame
     perturbations: pd.DataFrame
     columns: dict[str, Any]
-    input: Literal["counts", "log1p"]
+    input: Literal["counts", "log1p", "log", "differential"]
     unresolved: list[str] = field(default_factory=list)
     ambiguous: dict[str, list[str]] = field(default_factory=dict)
     excluded: list[str] = field(default_factory=list)
@@ -118,7 +118,7 @@ def read_perturbation_data(
     context_col: str | None = None,
     context: str = "",
     layer: str | None = None,
-    input: Literal["auto", "counts", "log1p"] = "auto",
+    input: Literal["auto", "counts", "log1p", "log", "differential"] = "auto",
     combinatorial: bool = False,
     combo_sep: str = "+",
     perturbations: Sequence[str] | None = None,
@@ -132,6 +132,7 @@ def read_perturbation_data(
     batch_from_barcode: bool = False,
     genes: Literal["all", "coding"] | Sequence[str] = "all",
     normalise_kept: bool = False,
+    alias_cols: Sequence[str] = (),
 ) -> PerturbationData:
     """Read cells, their perturbation, control status, batch and context.
 
@@ -158,8 +159,12 @@ def read_perturbation_data(
         Read ``layers[layer]`` instead of ``X``.
     input
         ``counts`` (non-negative integers, normalised to 1e4 and log1p),
-        ``log1p`` (already normalised, used as is) or ``auto`` (decided from the
-        first 20,000 cells and ``uns['log1p']``).
+        ``log1p`` or ``log`` (already on a log scale, e.g. log1p of normalised
+        counts or log2 bulk expression: used as is), ``differential`` (values
+        that are already differences, e.g. per-well L1000 z-scores: replicates
+        averaged, no control subtracted, negative values allowed) or ``auto``
+        (decided from the first 20,000 cells and ``uns['log1p']``). A sample
+        (well) of a bulk file stands for a cell: batches are plates.
     combinatorial
         Keep labels joined by ``combo_sep`` (``A+B``) as their own
         perturbations; by default they are excluded and listed in ``excluded``.
@@ -182,6 +187,9 @@ def read_perturbation_data(
         ``{"pass_filter": ["full"]}`` (Tahoe's QC) or ``{"dataset": ["norman19"]}``.
     exclude, exclude_contexts
         Perturbation labels and contexts left out (listed in the notes).
+    alias_cols
+        obs columns with other ids of each perturbation (e.g. ``pert_id`` Broad
+        ids, ``smiles``), tried in order when the label does not resolve.
     batch_from_barcode
         Take the batch from the 10x gem-group suffix of the cell barcode
         (``ACGT...-3`` -> ``3``), for files without a gem-group column.
@@ -230,7 +238,8 @@ def read_perturbation_data(
             notes.append("counts normalised over the kept genes" if normalise_kept
                          else "counts normalised over every gene of the file, then the kept genes taken")
     matrix = CellMatrix(elem, is_counts=kind == "counts", obs_names=obs_names, var_names=var_names,
-                        source=(path, x_path) if path else None, genes=kept_genes, normalise_kept=normalise_kept)
+                        source=(path, x_path) if path else None, genes=kept_genes, normalise_kept=normalise_kept,
+                        allow_negative=kind == "differential")
 
     is_combo = cells["label"].str.contains(combo_sep, regex=False) & ~cells["is_control"]
     excluded: list[str] = []
@@ -256,7 +265,9 @@ def read_perturbation_data(
     perts["context"] = perts["context"].astype(str)
     perts["label"] = perts["label"].astype(str)
     perts["combinatorial"] = perts["label"].str.contains(combo_sep, regex=False)
-    unresolved, ambiguous = _resolve(perts, resolve, combo_sep)
+    if alias_cols:
+        cols["alias_cols"] = list(alias_cols)
+    unresolved, ambiguous = _resolve(perts, resolve, combo_sep, _fallback_ids(obs, cells, alias_cols))
     if unresolved:
         notes.append(f"{len(unresolved)} perturbation label(s) did not resolve to an entity: {unresolved[:10]}")
     if ambiguous:
@@ -380,10 +391,14 @@ def _cells(obs: pd.DataFrame, cols: dict[str, Any], context: str) -> pd.DataFram
 
 
 def _detect_input(elem: Any, input: str, uns_log1p: bool, notes: list[str]) -> str:
-    if input in ("counts", "log1p"):
+    if input == "differential":
+        notes.append("input: differential values per sample (e.g. z-scores): averaged over replicates and batches, "
+                     "no control subtracted")
+        return input
+    if input in ("counts", "log1p", "log"):
         return input
     if input != "auto":
-        raise InvalidInputError(f"input must be 'auto', 'counts' or 'log1p', not {input!r}")
+        raise InvalidInputError(f"input must be 'auto', 'counts', 'log1p', 'log' or 'differential', not {input!r}")
     n = min(SAMPLE_ROWS, elem.shape[0])
     if isinstance(elem, sp.csr_matrix | sp.csr_array):
         values = elem.data[: elem.indptr[n]]  # a view: no copy of the sampled rows
@@ -392,7 +407,8 @@ def _detect_input(elem: Any, input: str, uns_log1p: bool, notes: list[str]) -> s
         values = np.asarray(sample.data if hasattr(sample, "data") and not isinstance(sample, np.ndarray) else sample)
     values = values[np.isfinite(values)]
     if values.size and (values < 0).any():
-        raise InvalidInputError(f"X holds negative values (min {values.min()!r}): neither counts nor log1p")
+        raise InvalidInputError(f"X holds negative values (min {values.min()!r}): neither counts nor log-scale "
+                                "expression (pass input='differential' for z-scores or fold changes)")
     if not uns_log1p and np.array_equal(values, np.round(values)):
         notes.append("input: raw counts (non-negative integers); normalised to 1e4 counts per cell, then log1p")
         return "counts"
@@ -487,6 +503,20 @@ def _select(cells: pd.DataFrame, obs: pd.DataFrame, cols: dict[str, Any], *, dos
     return cells[keep]
 
 
+def _fallback_ids(obs: pd.DataFrame, cells: pd.DataFrame, alias_cols: Sequence[str]) -> dict[str, list[str]]:
+    """Per perturbation label, the distinct non-empty values of ``alias_cols`` among its cells, in column order."""
+    out: dict[str, list[str]] = {}
+    for col in alias_cols:
+        if col not in obs.columns:
+            raise InvalidInputError(f"obs has no alias column {col!r}; columns are {list(obs.columns)}")
+        values = obs[col].astype(str).to_numpy()[cells["row"].to_numpy()]
+        frame = pd.DataFrame({"label": cells["label"].astype(str).to_numpy(), "alias": values})
+        frame = frame[~cells["is_control"].to_numpy() & ~frame["alias"].isin(["", "nan", "None"])].drop_duplicates()
+        for label, alias in frame.itertuples(index=False):
+            out.setdefault(label, []).append(alias)
+    return out
+
+
 def _gene_universe(var_names: np.ndarray, genes: str | Sequence[str], notes: list[str]) -> np.ndarray | None:
     """Positions of the kept genes (None: all)."""
     if isinstance(genes, str):
@@ -509,15 +539,21 @@ def _gene_universe(var_names: np.ndarray, genes: str | Sequence[str], notes: lis
     return kept
 
 
-def _resolve(perts: pd.DataFrame, resolve: Resolver | None, sep: str) -> tuple[list[str], dict[str, list[str]]]:
-    mapping, unresolved, ambiguous = resolve_labels(perts["label"].unique(), resolve, sep)
+def _resolve(perts: pd.DataFrame, resolve: Resolver | None, sep: str,
+             fallbacks: dict[str, list[str]] | None = None) -> tuple[list[str], dict[str, list[str]]]:
+    mapping, unresolved, ambiguous = resolve_labels(perts["label"].unique(), resolve, sep, fallbacks)
     perts["entity_id"] = perts["label"].map(mapping) if resolve is not None else None
     return unresolved, ambiguous
 
 
-def resolve_labels(labels: Sequence[str], resolve: Resolver | None,
-                   sep: str = "+") -> tuple[dict[str, str | None], list[str], dict[str, list[str]]]:
+def resolve_labels(labels: Sequence[str], resolve: Resolver | None, sep: str = "+",
+                   fallbacks: dict[str, list[str]] | None = None,
+                   ) -> tuple[dict[str, str | None], list[str], dict[str, list[str]]]:
     """Canonical entity ids of perturbation labels, combinations resolved part by part.
+
+    A label's dose suffix (``drug@5``) is not resolved. ``fallbacks`` gives, per
+    label, other ids of the same perturbation (e.g. a Broad id, a SMILES) tried in
+    order when the label itself does not resolve.
 
     Returns
     -------
@@ -529,13 +565,18 @@ def resolve_labels(labels: Sequence[str], resolve: Resolver | None,
     labels = sorted(set(map(str, labels)))
     if resolve is None:
         return dict.fromkeys(labels), [], {}
-    parts = sorted({p for lab in labels for p in lab.split(DOSE_SEP)[0].split(sep)})
+    fallbacks = fallbacks or {}
+    parts = {p for lab in labels for p in lab.split(DOSE_SEP)[0].split(sep)}
+    parts |= {a for lab in labels for a in fallbacks.get(lab, [])}
+    parts = sorted(parts)
     res = resolve(parts)
     ids = dict(zip(parts, res.ids, strict=True))
     mapping: dict[str, str | None] = {}
     for lab in labels:
         got = [ids[p] for p in lab.split(DOSE_SEP)[0].split(sep)]
         mapping[lab] = None if any(g is None for g in got) else sep.join(got)
+        if mapping[lab] is None:
+            mapping[lab] = next((ids[a] for a in fallbacks.get(lab, []) if ids[a] is not None), None)
     unresolved = sorted(lab for lab, v in mapping.items() if v is None)
     ambiguous = {k: list(v) for k, v in res.ambiguous.items()}
     return mapping, unresolved, ambiguous

@@ -58,17 +58,24 @@ def lfc(data: PerturbationData, *, variant: Variant = "auto", large_batch_cells:
     Returns
     -------
     Targets with ``values[p]`` = LFC over ``data.genes``; perturbations sharing
-    no batch with controls (``large``) are in ``dropped``.
+    no batch with controls (``large``) are in ``dropped``. Differential input
+    (``data.input == "differential"``) gives the mean over batches of each
+    batch's mean of the perturbation's samples, no control subtracted.
     """
     lay = layout(data)
-    chosen = choose_variant(lay, variant, large_batch_cells)
-    a, c = lfc_design(lay, chosen)
+    if data.input == "differential":  # already differences: replicates averaged per batch, then over batches
+        chosen = "differential"
+        a, _ = lfc_design(lay, "small")
+        c = np.zeros((a.shape[0], a.shape[1]))
+    else:
+        chosen = choose_variant(lay, variant, large_batch_cells)
+        a, c = lfc_design(lay, chosen)
     keep = a.sum(axis=1) > 0
     n_p, n_b = a.shape
     is_pert = lay.pert >= 0
     pw = np.zeros(len(lay.pert))
     pw[is_pert] = a[lay.pert[is_pert], lay.batch[is_pert]] / lay.n[lay.pert[is_pert], lay.batch[is_pert]]
-    pw[~is_pert] = 1.0 / lay.n_ctrl[lay.batch[~is_pert]]
+    pw[~is_pert] = 1.0 / lay.n_ctrl[lay.batch[~is_pert]] if chosen != "differential" else 0.0
     group = np.where(is_pert, lay.pert, n_p + lay.batch)
     use = pw > 0
     sums, _ = group_sums(data.matrix, rows=lay.rows[use], group=group[use], weight=pw[use], n_groups=n_p + n_b,
@@ -76,6 +83,7 @@ def lfc(data: PerturbationData, *, variant: Variant = "auto", large_batch_cells:
     values = sums[:n_p] - c @ sums[n_p:]
     (kept,) = np.nonzero(keep)
     dropped = dropped_frame(data, np.flatnonzero(~keep), "no batch holds both its cells and control cells")
-    params = variant_params(lay, variant, chosen, large_batch_cells)
+    params = (variant_params(lay, variant, chosen, large_batch_cells) if chosen != "differential"
+              else {"variant": chosen})
     return Targets(kind="lfc", variant=chosen, perts=kept, values=values[kept], params=params, dropped=dropped,
                    discarded_pairs=pairs_frame(data, lay, (lay.n > 0) & (a == 0)))

@@ -44,6 +44,8 @@ class CellMatrix:
     source
         ``(file, element)`` the matrix was read from (e.g. ``("cells.h5ad", "X")``),
         so that Dask workers can open it themselves.
+    allow_negative
+        Accept negative values (differential input such as z-scores).
     genes, normalise_kept
         Keep only these columns (sorted positions; None: all). Counts are
         normalised over every gene of the file first (``normalise_kept=False``,
@@ -53,7 +55,7 @@ class CellMatrix:
 
     def __init__(self, elem: Any, *, is_counts: bool, obs_names: np.ndarray, var_names: np.ndarray,
                  source: tuple[str, str] | None = None, genes: np.ndarray | None = None,
-                 normalise_kept: bool = False) -> None:
+                 normalise_kept: bool = False, allow_negative: bool = False) -> None:
         if isinstance(elem, sp.spmatrix | sp.sparray) and not isinstance(elem, sp.csr_matrix):
             elem = sp.csr_matrix(elem)
         if isinstance(elem, sp.csr_matrix):
@@ -65,6 +67,7 @@ class CellMatrix:
         self.source = source
         self.genes = None if genes is None else np.asarray(genes, dtype=np.int64)
         self.normalise_kept = normalise_kept
+        self.allow_negative = allow_negative
         self._column = None
         if self.genes is not None:
             self._column = np.full(elem.shape[1], -1, dtype=np.int64)
@@ -125,7 +128,7 @@ class CellMatrix:
         """Raise naming the cell and gene of the first negative, non-finite or (counts) non-integer value."""
         if data.dtype.kind == "u" or data.dtype == bool:
             return
-        bad = data < 0
+        bad = np.zeros(data.shape, dtype=bool) if self.allow_negative else data < 0
         if data.dtype.kind == "f":
             bad |= ~np.isfinite(data)
             if self.is_counts:
@@ -248,7 +251,7 @@ def _dask_sums(client: Any, matrix: CellMatrix, g_of: np.ndarray, w_of: np.ndarr
         if (g_of[start:stop] >= 0).any():
             fut = client.submit(_file_sums, matrix.source, matrix.is_counts, start, stop, g_of[start:stop],
                                 w_of[start:stop], matrix.obs_names[start:stop], matrix.var_names, n_groups, squares,
-                                block_rows, matrix.genes, matrix.normalise_kept, pure=False)
+                                block_rows, matrix.genes, matrix.normalise_kept, matrix.allow_negative, pure=False)
             futures[fut] = stop - start
     out = np.zeros((n_groups, n_genes))
     out2 = np.zeros((n_groups, n_genes)) if squares else None
@@ -267,8 +270,8 @@ def _dask_sums(client: Any, matrix: CellMatrix, g_of: np.ndarray, w_of: np.ndarr
 
 def _file_sums(source: tuple[str, str], is_counts: bool, start: int, stop: int, g_of: np.ndarray, w_of: np.ndarray,
                obs_names: np.ndarray, var_names: np.ndarray, n_groups: int, squares: bool,
-               block_rows: int, genes: np.ndarray | None = None,
-               normalise_kept: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+               block_rows: int, genes: np.ndarray | None = None, normalise_kept: bool = False,
+               allow_negative: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
     """On a worker: open the file backed and sum rows ``start:stop``."""
     import h5py
     import zarr
@@ -284,7 +287,7 @@ def _file_sums(source: tuple[str, str], is_counts: bool, start: int, stop: int, 
         names = np.empty(stop, dtype=object)
         names[start:] = obs_names
         matrix = CellMatrix(elem, is_counts=is_counts, obs_names=names, var_names=var_names, genes=genes,
-                            normalise_kept=normalise_kept)
+                            normalise_kept=normalise_kept, allow_negative=allow_negative)
         return _sums(matrix, start, stop, g_of, w_of, n_groups, squares, block_rows)
     finally:
         if not is_zarr:

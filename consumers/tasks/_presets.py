@@ -18,7 +18,8 @@ from pertstore.errors import InvalidInputError
 
 #: Options of :func:`read_perturbation_data` a preset sets.
 READ_FIELDS = ("pert_col", "control_col", "control_label", "batch_col", "context_col", "context", "dose_col", "dose",
-               "obs_filter", "exclude", "exclude_contexts", "batch_from_barcode", "genes", "normalise_kept")
+               "dose_as_context", "obs_filter", "exclude", "exclude_contexts", "batch_from_barcode", "genes",
+               "normalise_kept", "input", "alias_cols")
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,11 @@ class Preset:
     context: str = ""
     dose_col: str | None = None
     dose: float | None = None
+    dose_as_context: bool = False
+    """Every dose kept, each as its own context (``A375_dose10``), folds shared across doses."""
+    input: str = "auto"
+    alias_cols: Sequence[str] = ()
+    """obs columns with other ids of a perturbation, tried when its label does not resolve."""
     obs_filter: Mapping[str, Sequence[str]] = field(default_factory=dict)
     exclude: Sequence[str] = ()
     exclude_contexts: Sequence[str] = ()
@@ -71,7 +77,7 @@ class Preset:
         if kind == "deg":
             out["min_cells"] = self.min_cells
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in out.items()
-                if v not in (None, (), {}, "", False)}
+                if v not in (None, (), {}, "", False, "auto")}
 
     def with_overrides(self, **overrides: Any) -> Preset:
         """A copy with some fields changed (None values are ignored); unknown fields are an error."""
@@ -115,6 +121,18 @@ PRESETS: dict[str, Preset] = {
         dose_col="dose", dose=10000.0, genes="coding", lfc_variant="large", deg_variant="large", min_cells=21,
         notes=("10 uM (dose 10000 nM) only; Vehicle controls matched by plate; pooled by drug and dose",
                "DEG: > 20 cells per (plate, drug), t-test per plate, then a vote over plates")),
+    "l1000-dose": Preset(
+        name="l1000-dose", reference="pseudobulk_tahoe.py's plate-matched LFC, on L1000 wells",
+        entity="molecule", pert_col="perturbation", control_col="is_control", batch_col="batch",
+        context_col="cell_line", dose_col="dose_uM", dose_as_context=True, input="log", lfc_variant="large",
+        alias_cols=("pert_id", "smiles"),
+        notes=("a well stands for a pseudobulk; LFC = mean over plates of (drug wells - the plate's DMSO wells)",
+               "each dose a context, folds by drug shared across doses; names, then Broad ids, then SMILES")),
+    "l1000-knockdown": Preset(
+        name="l1000-knockdown", reference="(bulk) replicate wells of differential z-scores averaged",
+        pert_col="perturbation", control_col="is_control", batch_col="batch", input="differential",
+        alias_cols=("pert_univ_id_entrez",),
+        notes=("per-well z-scores are already differential: replicates averaged, no control subtracted",)),
 }
 
 

@@ -24,7 +24,7 @@ from pertstore.store._storage import GROUP_META, Storage
 
 from ._ingest import read_perturbation_data
 from ._presets import Preset, get_preset
-from ._task import ENCODING_TYPE, Task, build_task, import_task
+from ._task import ENCODING_TYPE, Task, build_per_dose, build_task, deg_table_task, import_task
 
 if TYPE_CHECKING:
     from pertstore._store import Store
@@ -164,11 +164,25 @@ class Tasks:
         entity = entity or "gene"
         if entity not in ("gene", "molecule"):
             raise InvalidInputError(f"entity must be 'gene' or 'molecule', not {entity!r}")
-        data = read_perturbation_data(path, resolve=lambda ids: self.store.resolve(ids, kind=entity),
-                                      **read_options)
-        task = build_task(data, kind=kind, name=name, preset=settings,
-                          **{k: v for k, v in {"variant": variant, "min_cells": min_cells}.items() if v is not None},
-                          **build_options)
+        dose_as_context = read_options.pop("dose_as_context", False)
+        resolve = lambda ids: self.store.resolve(ids, kind=entity)  # noqa: E731
+        options = {k: v for k, v in {"variant": variant, "min_cells": min_cells}.items() if v is not None}
+        if not dose_as_context:
+            data = read_perturbation_data(path, resolve=resolve, **read_options)
+            task = build_task(data, kind=kind, name=name, preset=settings, **options, **build_options)
+        else:
+            task = build_per_dose(path, read_options, resolve=resolve, kind=kind, name=name, preset=settings,
+                                  **options, **build_options)
+        return task, save_task(self.store, task)[1]
+
+    def import_deg_table(self, path: str | Path, *, name: str, entity: str = "gene",
+                         **kwargs: Any) -> tuple[Task, str]:
+        """A DEG task from a long table of significant genes (:func:`deg_table_task`), its perturbations
+        resolved through this store's registry as ``entity`` ids, saved; returns ``(task, version)``."""
+        if entity not in ("gene", "molecule"):
+            raise InvalidInputError(f"entity must be 'gene' or 'molecule', not {entity!r}")
+        task = deg_table_task(path, name=name, entity=entity,
+                              resolve=lambda ids: self.store.resolve(ids, kind=entity), **kwargs)
         return task, save_task(self.store, task)[1]
 
     def import_file(self, path: str | Path, *, name: str, entity: str = "gene", **kwargs: Any) -> tuple[Task, str]:

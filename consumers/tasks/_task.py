@@ -16,11 +16,11 @@ import zarr
 
 from pertstore.errors import InvalidInputError
 
-from ._bootstrap import ExperimentalError, experimental_error
+from ._bootstrap import ExperimentalError, concat_errors, experimental_error
 from ._deg import ALPHA, MIN_CELLS, deg
 from ._folds import N_FOLDS, make_folds
 from ._groups import LARGE_BATCH_CELLS, Variant, cell_counts, layout
-from ._ingest import PerturbationData, Resolver, file_sha256, resolve_labels
+from ._ingest import DOSE_SEP, PerturbationData, Resolver, file_sha256, read_perturbation_data, resolve_labels
 from ._lfc import lfc
 from ._matrix import BLOCK_ROWS, TARGET_SUM, Progress
 
@@ -239,6 +239,57 @@ def build_task(data: PerturbationData, *, kind: Kind = "lfc", variant: Variant =
                 cell_counts=cell_counts(data, layout(data)), recipe=recipe, report=report, error=error, name=name)
 
 
+def build_per_dose(path: str | Path, read_options: dict[str, Any], *, resolve: Any, kind: Kind = "lfc",
+                   name: str = "", preset: dict[str, Any] | None = None, n_folds: int = N_FOLDS, seed: int = 0,
+                   folds_per_context: bool = False, **build_options: Any) -> Task:
+    """One task whose contexts are (context, dose) pairs: ``A375_dose0.04``, ``A375_dose10``, ...
+
+    Each dose is built on its own (its perturbed cells or samples against all
+    controls, :func:`build_task`); the rows are then stacked and the folds drawn
+    over the perturbation labels, so a drug falls in the same fold at every
+    dose (a model per dose, scored on the same held-out drugs). The recipe
+    maps each context to its dose (``recipe["dose_contexts"]``).
+    """
+    dose_col = read_options.get("dose_col")
+    if not dose_col or read_options.get("dose") is not None:
+        raise InvalidInputError("dose as context needs a dose column (dose_col) and no single dose")
+    probe = read_perturbation_data(path, **read_options)
+    doses = sorted({float(label.rsplit(DOSE_SEP, 1)[1]) for label in probe.perturbations["label"]})
+    parts = []
+    for dose in doses:
+        data = read_perturbation_data(path, resolve=resolve, **{**read_options, "dose": dose})
+        parts.append((dose, build_task(data, kind=kind, name=name, preset=preset, n_folds=n_folds, seed=seed,
+                                       **build_options)))
+    first = parts[0][1]
+    if any(t.gene_ids != first.gene_ids for _, t in parts):
+        raise InvalidInputError(f"{path}: the doses of {dose_col!r} do not share their genes")
+    renamed = [{c: f"{c}_dose{dose:g}" for c in set(t.contexts)} for dose, t in parts]
+    contexts = [names[c] for names, (_, t) in zip(renamed, parts) for c in t.contexts]
+    pert_ids = [p for _, t in parts for p in t.pert_ids]
+    counts = pd.concat([t.cell_counts.assign(context=t.cell_counts["context"].map(names))
+                        for names, (_, t) in zip(renamed, parts)], ignore_index=True)
+    recipe = dict(first.recipe)
+    recipe["columns"] = {**recipe["columns"], "dose": "each dose as a context"}
+    recipe["params"] = {**recipe["params"], "folds": "per_context" if folds_per_context else "shared"}
+    recipe["dose_contexts"] = {names[c]: dose for names, (dose, t) in zip(renamed, parts) for c in set(t.contexts)}
+    report = {"dropped": _stack([t.report["dropped"] for _, t in parts]),
+              "discarded_pairs": _stack([t.report["discarded_pairs"] for _, t in parts]),
+              "unresolved": sorted({u for _, t in parts for u in t.report["unresolved"]}),
+              "excluded": first.report["excluded"],
+              "notes": [f"doses of {dose_col!r} as contexts: {', '.join(f'{d:g}' for d in doses)}",
+                        *[n for n in first.report["notes"] if not n.startswith("kept perturbed cells at dose")]],
+              "ambiguous": first.report["ambiguous"]}
+    return Task(kind=kind, pert_ids=pert_ids, entity_ids=[e for _, t in parts for e in t.entity_ids],
+                contexts=contexts, gene_ids=first.gene_ids, targets=np.vstack([t.targets for _, t in parts]),
+                folds=make_folds(contexts, labels=None if folds_per_context else pert_ids, n_folds=n_folds, seed=seed),
+                cell_counts=counts, recipe=recipe, report=report,
+                error=concat_errors([t.error for _, t in parts], renamed), name=name)
+
+
+def _stack(frames: list[dict[str, list]]) -> dict[str, list]:
+    return pd.concat([pd.DataFrame(f) for f in frames], ignore_index=True).to_dict("list")
+
+
 PERT_ID_COLS = ("pert_id", "gene_id")
 CONTEXT_COLS = ("cell_line", "context")
 _FOLD_COL = re.compile(r"^fold_(\d+)$")
@@ -337,6 +388,87 @@ def import_task(path: str | Path, *, kind: Kind | None = None, context: str = ""
     return Task(kind=kind, pert_ids=pert_ids, entity_ids=[mapping[p] for p in pert_ids], contexts=contexts,
                 gene_ids=genes, targets=values, folds=folds, cell_counts=counts, recipe=recipe,
                 report=report, name=name)
+
+
+def deg_table_task(path: str | Path, *, resolve: Resolver | None = None, pert_col: str = "perturbagen",
+                   gene_col: str = "entrez_gene_id", direction_col: str = "direction", status_col: str | None = "status",
+                   status: str | None = "measured", min_genes: int = 5, min_perts: int = 1, context: str = "",
+                   entity: str = "gene", n_folds: int = N_FOLDS, seed: int = 0, name: str = "") -> Task:
+    """A DEG task from a long table of significant genes: one row per (perturbation, gene, direction).
+
+    The gene universe is stated by rule: the genes listed (with ``status`` in
+    ``status_col``, e.g. measured L1000 landmarks) for at least ``min_perts`` of
+    the perturbations kept, which are those with at least ``min_genes`` such
+    genes. A listed gene is +1 (``up``) or -1 (``down``), every other gene of the
+    universe 0 (not significant). Perturbations are resolved through
+    ``resolve``; unresolved ones are listed, not dropped. Folds are drawn over
+    the perturbations (seeded); a table has no replicates, so no experimental
+    error.
+    """
+    path = Path(path)
+    name_lower = path.name.lower()
+    if name_lower.endswith(".parquet"):
+        table = pd.read_parquet(path)
+    elif name_lower.endswith((".csv", ".csv.gz")):
+        table = pd.read_csv(path, dtype=str)
+    elif name_lower.endswith((".tsv", ".tsv.gz", ".txt", ".txt.gz")):
+        table = pd.read_csv(path, sep="\t", dtype=str)
+    else:
+        raise InvalidInputError(f"{path}: a table of significant genes must be .tsv(.gz), .csv(.gz) or .parquet")
+    needed = [pert_col, gene_col, direction_col] + ([status_col] if status is not None and status_col else [])
+    if missing := [c for c in needed if c not in table.columns]:
+        raise InvalidInputError(f"{path}: no column(s) {missing}; columns are {list(table.columns)}")
+    table = table.astype({c: str for c in needed})
+    notes = []
+    if status is not None and status_col:
+        kept = table[status_col] == status
+        notes.append(f"rows with {status_col} == {status!r}: {int(kept.sum()):,} of {len(table):,}")
+        table = table[kept]
+    direction = table[direction_col].str.lower().map({"up": 1, "down": -1, "1": 1, "-1": -1, "+1": 1})
+    if direction.isna().any():
+        row = table.index[direction.isna().to_numpy()][0]
+        raise InvalidInputError(f"{path}: row {row}: direction {table.loc[row, direction_col]!r} is not up or down")
+    table = table.assign(label=direction.astype(np.int8))
+    if table.duplicated([pert_col, gene_col]).any():
+        row = table.index[table.duplicated([pert_col, gene_col]).to_numpy()][0]
+        raise InvalidInputError(f"{path}: row {row}: gene {table.loc[row, gene_col]!r} is listed twice for "
+                                f"perturbation {table.loc[row, pert_col]!r}")
+    per_pert = table.groupby(pert_col).size()
+    perts = sorted(per_pert.index[per_pert >= min_genes])
+    table = table[table[pert_col].isin(perts)]
+    per_gene = table.groupby(gene_col)[pert_col].nunique()
+    genes = sorted(per_gene.index[per_gene >= min_perts], key=_natural)
+    table = table[table[gene_col].isin(genes)]
+    notes.append(f"{len(perts):,} of {len(per_pert):,} perturbations have >= {min_genes} listed gene(s); gene "
+                 f"universe: the {len(genes):,} genes listed for >= {min_perts} of them; unlisted genes are 0")
+    if not perts or not genes:
+        raise InvalidInputError(f"{path}: no perturbation has >= {min_genes} listed genes")
+    perts = sorted(perts, key=_natural)
+    targets = np.zeros((len(perts), len(genes)), dtype=np.int8)
+    targets[pd.Index(perts).get_indexer(table[pert_col]), pd.Index(genes).get_indexer(table[gene_col])] = table["label"]
+    mapping, unresolved, ambiguous = resolve_labels(perts, resolve)
+    if unresolved:
+        notes.append(f"{len(unresolved)} perturbation(s) did not resolve to an entity: {unresolved[:10]}")
+    notes.append("no experimental error: the table has no replicates")
+    contexts = [context] * len(perts)
+    recipe = {"producer": "pertstore.consumers.tasks.table", "producer_version": version("pertstore"), "kind": "deg",
+              "input": {"file": path.name, "sha256": file_sha256(path)},
+              "params": {"pert_col": pert_col, "gene_col": gene_col, "direction_col": direction_col,
+                         "status_col": status_col, "status": status, "min_genes": min_genes, "min_perts": min_perts,
+                         "context": context, "entity": entity, "n_folds": n_folds, "seed": seed, "folds": "shared"}}
+    counts = pd.DataFrame({"context": pd.Series(dtype=str), "pert_id": pd.Series(dtype=str),
+                           "batch": pd.Series(dtype=str), "n_cells": pd.Series(dtype=np.int64)})
+    report = {"unresolved": unresolved, "notes": notes,
+              "ambiguous": {"label": list(ambiguous), "candidates": [";".join(v) for v in ambiguous.values()]}}
+    return Task(kind="deg", pert_ids=list(perts), entity_ids=[mapping[p] for p in perts], contexts=contexts,
+                gene_ids=list(genes), targets=targets, folds=make_folds(contexts, labels=perts, n_folds=n_folds,
+                                                                        seed=seed),
+                cell_counts=counts, recipe=recipe, report=report, name=name)
+
+
+def _natural(value: str) -> tuple:
+    """Numbers in numeric order (Entrez ids), then other names."""
+    return (0, int(value), "") if value.isdigit() else (1, 0, value)
 
 
 def _folds(obs: pd.DataFrame, path: Path, notes: list[str]) -> np.ndarray | None:

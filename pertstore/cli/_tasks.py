@@ -73,6 +73,11 @@ def build(file: Annotated[Path, typer.Argument(help="h5ad file or AnnData-zarr d
           dose_col: Annotated[Optional[str], typer.Option(help="obs column with doses")] = None,
           dose: Annotated[Optional[float], typer.Option(
               help="Keep perturbed cells at this dose (default with --dose-col: every dose, labels name@dose)")] = None,
+          dose_as_context: Annotated[Optional[bool], typer.Option(
+              "--dose-as-context", help="Every dose a context of its own (folds by perturbation shared)")] = None,
+          alias_col: Annotated[Optional[list[str]], typer.Option(
+              help="obs column with other ids of a perturbation (Broad id, SMILES, Entrez), tried when its "
+                   "label does not resolve; repeat")] = None,
           keep: Annotated[Optional[list[str]], typer.Option(
               "--filter", help="Keep cells with COLUMN=VALUE (repeat; e.g. pass_filter=full)")] = None,
           exclude: Annotated[Optional[list[str]], typer.Option(help="Perturbation label to leave out; repeat")] = None,
@@ -82,7 +87,8 @@ def build(file: Annotated[Path, typer.Argument(help="h5ad file or AnnData-zarr d
           normalise_kept: Annotated[Optional[bool], typer.Option(
               "--normalise-kept", help="Normalise counts over the kept genes only")] = None,
           layer: Annotated[Optional[str], typer.Option(help="Use layers[LAYER] instead of X")] = None,
-          input: Annotated[str, typer.Option("--input", help="auto, counts or log1p")] = "auto",
+          input: Annotated[Optional[str], typer.Option(
+              "--input", help="auto, counts, log1p / log (used as is) or differential (z-scores: averaged)")] = None,
           variant: Annotated[Optional[str], typer.Option(
               help="auto, large or small (batch-size variant) [default: the preset's, else auto]")] = None,
           min_cells: Annotated[Optional[int], typer.Option(
@@ -123,7 +129,8 @@ def build(file: Annotated[Path, typer.Argument(help="h5ad file or AnnData-zarr d
                 file, name=name, kind=kind, preset=preset, entity=entity, variant=variant, min_cells=min_cells,
                 pert_col=pert_col, control_col=control_col, control_label=control_label, batch_col=batch_col,
                 batch_from_barcode=batch_from_barcode, context_col=context_col, context=context, dose_col=dose_col,
-                dose=dose, obs_filter=obs_filter, exclude=exclude or None, exclude_contexts=exclude_context or None,
+                dose=dose, dose_as_context=dose_as_context, alias_cols=alias_col or None, obs_filter=obs_filter,
+                exclude=exclude or None, exclude_contexts=exclude_context or None,
                 genes=gene_universe, normalise_kept=normalise_kept, layer=layer, input=input,
                 combinatorial=combinatorial, backed=backed or scheduler is not None,
                 build_options={"alpha": alpha, "trials": trials, "seed": seed, "n_folds": n_folds,
@@ -154,6 +161,34 @@ def import_(file: Annotated[Path, typer.Argument(help="h5ad, parquet or csv resp
         task, version = s.tasks.import_file(file, name=name, kind=kind, context=context, seed=seed, entity=entity,
                                             combo_sep=combo_sep)
     _summary(task, name, version)
+
+
+@tasks_app.command("deg-table")
+def deg_table(file: Annotated[Path, typer.Argument(help="Long table of significant genes (.tsv[.gz], .csv, .parquet)",
+                                                   exists=True)],
+              name: NameOpt,
+              pert_col: Annotated[str, typer.Option(help="Column of the perturbation")] = "perturbagen",
+              gene_col: Annotated[str, typer.Option(help="Column of the changed gene")] = "entrez_gene_id",
+              direction_col: Annotated[str, typer.Option(help="Column with up / down")] = "direction",
+              status_col: Annotated[str, typer.Option(help="Column that --status selects on")] = "status",
+              status: Annotated[Optional[str], typer.Option(
+                  help="Keep rows with this status (e.g. measured landmarks); 'any' keeps all")] = "measured",
+              min_genes: Annotated[int, typer.Option(help="Keep perturbations with at least this many genes")] = 5,
+              min_perts: Annotated[int, typer.Option(help="Gene universe: genes listed for at least this many "
+                                                          "kept perturbations")] = 1,
+              context: Annotated[str, typer.Option("--context", "-c", help="Context of the task")] = "",
+              entity: Annotated[str, typer.Option(help="Resolve perturbations as gene or molecule ids")] = "gene",
+              seed: Annotated[int, typer.Option(help="Seed of the folds")] = 0,
+              store: StoreOpt = None) -> None:
+    """Store a DEG task from a long table of significant genes (perturbation, gene, up/down; others 0)."""
+    with _local(store) as s, console.status(f"reading {file}"):
+        task, version = s.tasks.import_deg_table(
+            file, name=name, pert_col=pert_col, gene_col=gene_col, direction_col=direction_col,
+            status_col=status_col, status=None if status == "any" else status, min_genes=min_genes,
+            min_perts=min_perts, context=context, entity=entity, seed=seed)
+    _summary(task, name, version)
+    for note in task.report.get("notes", []):
+        console.print(f"[dim]{note}[/]")
 
 
 @tasks_app.command("ls")

@@ -46,18 +46,27 @@ def compute_sets(store: Store, recipes: Path, *, console: Console, molecules: bo
         return store.jobs.submit(specs, progress=_Bar(bar))
 
 
-#: The demo's tasks: (name, file under the data directory, kind, read options).
+#: The demo's tasks: (name, file under the data directory, kind, build options).
 DEMO_TASKS = [
     ("papalexi-lfc", "perturb/papalexi2021_thp1_crispr_ko.h5ad", "lfc", {"context": "THP-1"}),
     ("papalexi-deg", "perturb/papalexi2021_thp1_crispr_ko.h5ad", "deg", {"context": "THP-1"}),
     # the norman preset; this file has no gemgroup column (its barcodes carry it) and holds McFaline cells too
     ("norman-lfc", "perturb/norman2019_mcfaline2023_devel.h5ad", "lfc",
      {"preset": "norman", "batch_from_barcode": True, "obs_filter": {"dataset": ["norman19"]}}),
+    # bulk L1000 tasks large enough to rank on (docs/tasks.md "Bulk and table tasks")
+    ("lincs-overexpression-deg", "perturb/lincs_l1000_overexpression_dysreg.tsv.gz", "deg-table", {}),
+    ("cmap-knockdown-lfc", "perturb/cmap_shrna_knockdown_l1000.h5ad", "lfc", {"preset": "l1000-knockdown"}),
+    ("ljp-kinase-dose-lfc", "perturb/lincs_ljp_a375_kinase_inhibitors_l1000.h5ad", "lfc", {"preset": "l1000-dose"}),
 ]
+
+#: Per task: the entity kind of the sets evaluated on it and the evaluators (DEG tasks use the logistic model).
+DEMO_BENCH = {"papalexi-lfc": ("gene", ["knn", "lasso", "fusion"]), "papalexi-deg": ("gene", ["logistic"]),
+              "norman-lfc": ("gene", ["knn", "lasso", "fusion"]), "lincs-overexpression-deg": ("gene", ["logistic"]),
+              "cmap-knockdown-lfc": ("gene", ["knn", "lasso"]), "ljp-kinase-dose-lfc": ("molecule", ["knn"])}
 
 
 def build_tasks(store: Store, data_dir: Path, *, console: Console) -> list[tuple[str, str]]:
-    """Build and store the LFC/DEG tasks of the shared Perturb-seq files (skipping stored ones)."""
+    """Build and store the demo's tasks from the data directory's perturbation files (skipping stored ones)."""
     from pertstore.consumers.tasks import list_tasks
 
     stored = set(list_tasks(store)["name"])
@@ -67,22 +76,26 @@ def build_tasks(store: Store, data_dir: Path, *, console: Console) -> list[tuple
             out.append((name, "stored"))
             continue
         with console.status(f"building task {name} ({kind}) from {rel}"):
-            task, version = store.tasks.build(data_dir / rel, name=name, kind=kind, **options)
+            if kind == "deg-table":
+                task, version = store.tasks.import_deg_table(data_dir / rel, name=name, **options)
+            else:
+                task, version = store.tasks.build(data_dir / rel, name=name, kind=kind, **options)
             out.append((name, version))
+        resolved = sum(e is not None for e in task.entity_ids)
         console.print(f"task {name}: {len(task.pert_ids)} perturbations x {len(task.gene_ids)} genes "
-                      f"in {', '.join(sorted(set(task.contexts)))}")
+                      f"in {', '.join(sorted(set(task.contexts))) or 'one context'}; {resolved} resolved")
     return out
 
 
 def run_benchmark(store: Store, out: Path, *, console: Console) -> Path | None:
-    """Evaluate every gene set on every stored task (kNN, Lasso, fusion, controls) and draw the report."""
+    """Evaluate the sets of each task's entity kind on every stored task (DEMO_BENCH's evaluators, the
+    controls) and draw the report."""
     from pertstore.consumers.evaluators import CoverageWarning, Plan, plan_coverage, results, run_plan
     from pertstore.consumers.tasks import list_tasks
 
     sources = store.sources()
-    gene_sets = sorted(sources[sources.kind == "gene"].source)
     tasks = sorted(set(list_tasks(store)["name"]))
-    if not gene_sets or not tasks:
+    if sources.empty or not tasks:
         return None
     from sklearn.exceptions import ConvergenceWarning
 
@@ -90,29 +103,33 @@ def run_benchmark(store: Store, out: Path, *, console: Console) -> Path | None:
         warnings.simplefilter("ignore", ConvergenceWarning)  # Lasso's smallest alphas of the grid; CV picks alpha
         warnings.simplefilter("always", CoverageWarning)
         for task in tasks:
-            coverage = plan_coverage(store, Plan(task=task, sets=gene_sets))
-            empty = sorted(set(coverage[coverage.n_covered == 0].set) | (set(gene_sets) - set(coverage.set)))
+            kind, evaluators = DEMO_BENCH.get(task, ("gene", ["knn"]))
+            sets = sorted(sources[sources.kind == kind].source)
+            coverage = plan_coverage(store, Plan(task=task, sets=sets))
+            empty = sorted(set(coverage[coverage.n_covered == 0].set) | (set(sets) - set(coverage.set)))
             if empty:  # e.g. a cell line's control PCA on another cell line's task
                 console.print(f"[yellow]task {task}: left out sets covering none of its perturbations in a "
                               f"context: {', '.join(empty)}[/]")
-            run_plan(store, Plan(task=task, sets=[s for s in gene_sets if s not in empty],
-                                 evaluators=["knn", "lasso", "fusion"], fusion={"max_epochs": 60, "lr": 1e-3}),
+            run_plan(store, Plan(task=task, sets=[s for s in sets if s not in empty], evaluators=evaluators,
+                                 fusion={"max_epochs": 60, "lr": 1e-3}),
                      progress=lambda msg: status.update(f"benchmark: {msg}"))
         table = results(store)
         page = _report_if_changed(table, out / "report", store, status)
     for w in caught:
         if issubclass(w.category, CoverageWarning):
             console.print(f"[yellow]warning:[/] {w.message}")
-    l2 = table[table.metric == "l2"].groupby(["task", "context", "set", "evaluator"]).value.mean().reset_index()
-    best = l2[~l2.set.isin(["train_mean", "no_change", "idealised", "experimental_error"])]
-    best = best.loc[best.groupby(["task", "context"]).value.idxmin()]
-    view = Table(title="best set per task and context (mean L2 over folds; lower is better)")
-    for c in ("task", "context", "set", "evaluator", "L2", "train mean", "experimental error"):
+    main = table[table.metric.isin(["l2", "f1"])]
+    main = main.groupby(["task", "context", "set", "evaluator", "metric"]).value.mean().reset_index()
+    models = main[~main.set.isin(["train_mean", "no_change", "idealised", "experimental_error"])]
+    best = models.loc[[(g.value.idxmin() if g.metric.iloc[0] == "l2" else g.value.idxmax())
+                       for _, g in models.groupby(["task", "context"])]]
+    view = Table(title="best set per task and context (mean over folds; L2 lower is better, F1 higher)")
+    for c in ("task", "context", "set", "evaluator", "metric", "value", "train mean", "experimental error"):
         view.add_column(c)
     for r in best.itertuples():
-        ctl = l2[(l2.task == r.task) & (l2.context == r.context)].set_index("set").value
-        view.add_row(r.task, r.context, r.set, r.evaluator, f"{r.value:.3f}", f"{ctl.get('train_mean', float('nan')):.3f}",
-                     f"{ctl.get('experimental_error', float('nan')):.3f}")
+        ctl = main[(main.task == r.task) & (main.context == r.context)].set_index("set").value
+        view.add_row(r.task, r.context or "-", r.set, r.evaluator, r.metric, f"{r.value:.3f}",
+                     f"{ctl.get('train_mean', float('nan')):.3f}", f"{ctl.get('experimental_error', float('nan')):.3f}")
     console.print(view)
     return page
 

@@ -391,8 +391,8 @@ def import_task(path: str | Path, *, kind: Kind | None = None, context: str = ""
 
 
 def deg_table_task(path: str | Path, *, resolve: Resolver | None = None, pert_col: str = "perturbagen",
-                   gene_col: str = "entrez_gene_id", direction_col: str = "direction", status_col: str | None = "status",
-                   status: str | None = "measured", min_genes: int = 5, min_perts: int = 1, context: str = "",
+                   gene_col: str = "entrez_gene_id", direction_col: str = "direction",
+                   status_col: str | None = "status", status: str | None = "measured", min_genes: int = 5, min_perts: int = 1, context: str = "",
                    entity: str = "gene", n_folds: int = N_FOLDS, seed: int = 0, name: str = "") -> Task:
     """A DEG task from a long table of significant genes: one row per (perturbation, gene, direction).
 

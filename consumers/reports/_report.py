@@ -201,10 +201,10 @@ def plot_label(label: str, width: int = 48) -> str:
 def _fig_to_files(fig, out: Path, name: str) -> str:
     import matplotlib.pyplot as plt
 
-    fig.savefig(out / f"{name}.png", dpi=120, bbox_inches="tight")
-    fig.savefig(out / f"{name}.svg", bbox_inches="tight")
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    (out / f"{name}.png").write_bytes(buf.getvalue())
+    fig.savefig(out / f"{name}.svg", bbox_inches="tight")
     plt.close(fig)
     return base64.b64encode(buf.getvalue()).decode()
 
@@ -357,11 +357,12 @@ def cca_similarity(store, versions: dict[str, str], out: Path) -> tuple[list[tup
         colours = dict(zip(sorted(set(producer)), sns.color_palette("tab10", len(set(producer)))))
         row_colors = producer.map(colours).rename("producer")
         grid = sns.clustermap(sim, cmap="RdBu_r", center=0, vmin=-1, vmax=1, linewidths=0.5, linecolor="white",
-                              cbar_kws={"label": "CCA Score"}, figsize=(3 + 0.45 * len(names),) * 2,
+                              cbar_pos=(1, 0.5, 0.03, 0.15), cbar_kws={"label": "CCA Score"},
+                              figsize=(4 + 0.45 * len(names),) * 2,
                               dendrogram_ratio=(0.1, 0.1), row_colors=row_colors, col_colors=row_colors)
         grid.fig.legend(handles=[Patch(facecolor=c, label=p) for p, c in colours.items()], loc="upper left",
                         bbox_to_anchor=(1, 0.8), title="producer")
-        grid.fig.suptitle(f"CCA score of {kind} sets on their {len(common):,} common entities", y=1.02)
+        grid.ax_col_dendrogram.set_title(f"CCA score of {kind} sets on their {len(common):,} common entities")
         figures.append((f"CCA similarity ({kind} sets, {len(common):,} common entities)",
                         _fig_to_files(grid.fig, out, _file_name("fig3_cca", kind))))
     return figures, notes
@@ -373,6 +374,15 @@ def evaluated_versions(results: pd.DataFrame, sources: set[str]) -> dict[str, st
     rows = results[results.set.isin(sources) & (results.set_version.fillna("") != "")]
     first = rows.sort_values(["context", "set_version"]).groupby("set").set_version.first()
     return {str(k): str(v) for k, v in first.items()}
+
+
+def _missing_floors(results: pd.DataFrame) -> list[str]:
+    """A note per (task, context) without per-fold experimental error rows: no floor line, no gap closed."""
+    prim = _primary(results)
+    has = set(map(tuple, prim[prim.set == "experimental_error"][["task", "context"]].drop_duplicates().values))
+    return [f"{task} / {context or '-'}: no per-fold experimental error stored; its figures have no floor line "
+            "and its gap closed is undefined" for task, context in sorted(set(map(tuple, prim[["task", "context"]]
+                                                                               .drop_duplicates().values)) - has)]
 
 
 def _errors(store, results: pd.DataFrame) -> pd.DataFrame:
@@ -404,7 +414,7 @@ def write_report(results: pd.DataFrame, out: str | Path, *, store=None, errors: 
     if not ranked.empty:
         ranked.drop(columns=["label"]).to_csv(out / "ranks.csv", index=False)
     figures = boxplots(results, out, producers) + rank_plot(results, out, producers)
-    notes = []
+    notes = _missing_floors(results)
     if store is not None:  # sets of the store (not controls, not fusion models)
         cca, notes = cca_similarity(store, evaluated_versions(results, set(store.sources()["source"])), out)
         figures += cca

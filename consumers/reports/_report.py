@@ -134,7 +134,7 @@ def paired_tests(results: pd.DataFrame, errors: pd.DataFrame | None = None, *, a
     metric, ``l2`` for LFC) within a context, matched on (task version, fold, perturbation). Where no
     per-perturbation scores are stored for a task (DEG tasks today), pairs are the (context, fold) values of
     the task and ``paired_over`` says so: five folds alone can never reach p < 0.05 (the smallest two-sided
-    p of 5 pairs is 1/16), only several contexts can.
+    p of 5 pairs is 1/16), only several contexts can. Rows stored twice for one key (a rerun) are averaged.
     """
     from scipy.stats import false_discovery_control, wilcoxon
 
@@ -162,15 +162,15 @@ def paired_tests(results: pd.DataFrame, errors: pd.DataFrame | None = None, *, a
             control = str(med.idxmin() if lower else med.idxmax())
             keys = ["task_version", "fold", "pert_id"]
             if per_pert.empty:
-                ref = u[u.set == control].set_index(["context", "fold"]).value
+                ref = u[u.set == control].groupby(["context", "fold"]).value.mean()
             else:
                 sel = per_pert[(per_pert.context == context)]
-                ref = sel[(sel.set == control) & (sel.evaluator == "none")].set_index(keys)[metric]
+                ref = sel[(sel.set == control) & (sel.evaluator == "none")].groupby(keys)[metric].mean()
             for (set_name, ev), m in models[models.context.isin(u.context.unique())].groupby(["set", "evaluator"]):
                 if per_pert.empty:
-                    mine = m.set_index(["context", "fold"]).value
+                    mine = m.groupby(["context", "fold"]).value.mean()
                 else:
-                    mine = sel[(sel.set == set_name) & (sel.evaluator == ev)].set_index(keys)[metric]
+                    mine = sel[(sel.set == set_name) & (sel.evaluator == ev)].groupby(keys)[metric].mean()
                 paired = pd.concat([mine.rename("model"), ref.rename("control")], axis=1, join="inner").dropna()
                 diff = (paired.model - paired.control).to_numpy()
                 p = float(wilcoxon(diff).pvalue) if len(diff) and np.any(diff != 0) else np.nan

@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +36,7 @@ LOWER_IS_BETTER = {"l2": True, "f1": False}
 
 def _primary(results: pd.DataFrame, producers: dict[str, str] | None = None) -> pd.DataFrame:
     """One row per (task, context, fold, set, evaluator) with its primary metric (folds >= 0 only), a figure
-    label, the model type of the figures' hue and the evaluator family it belongs to.
+    label and the model type of the figures' hue.
 
     A task evaluated under several task versions is reported per version (``task@version``), never mixed.
     """
@@ -398,11 +399,13 @@ def _errors(store, results: pd.DataFrame) -> pd.DataFrame:
     return store.catalog.query(f"SELECT * FROM bench_errors WHERE task IN ({marks})", tasks)
 
 
-def write_report(results: pd.DataFrame, out: str | Path, *, store=None, errors: pd.DataFrame | None = None) -> Path:
+def write_report(results: pd.DataFrame, out: str | Path, *, store=None, errors: pd.DataFrame | None = None,
+                 on_note: Callable[[str], None] | None = None) -> Path:
     """Write tables, figures and ``report.html`` into ``out``; returns the HTML path.
 
     ``errors`` (per-perturbation scores, ``bench_errors``) default to the store's; with neither, the paired
-    tests pair over (context, fold) and say so."""
+    tests pair over (context, fold) and say so. Notes (what a figure or table lacks, and why) head the page
+    and go to ``on_note``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if errors is None and store is not None:
@@ -423,8 +426,11 @@ def write_report(results: pd.DataFrame, out: str | Path, *, store=None, errors: 
     figures = boxplots(results, out, producers) + rank_plot(results, out, producers)
     notes = _missing_floors(results)
     if store is not None:  # sets of the store (not controls, not fusion models)
-        cca, notes = cca_similarity(store, evaluated_versions(results, set(store.sources()["source"])), out)
+        cca, cca_notes = cca_similarity(store, evaluated_versions(results, set(store.sources()["source"])), out)
+        notes += cca_notes
         figures += cca
+    for note in notes if on_note else []:
+        on_note(note)
     parts = ["<html><head><meta charset='utf-8'><title>pertstore benchmark report</title>",
              ("<style>body{font-family:sans-serif;max-width:1400px;margin:auto}table{border-collapse:collapse;"
               "font-size:12px}td,th{border:1px solid #ccc;padding:2px 6px}img{max-width:100%}</style></head><body>"),

@@ -58,6 +58,7 @@ def _stored_rows() -> pd.DataFrame:
                                    ("idealised", "logistic"): 0.90}.items():
                 rows.append(_row("deg", context, fold, s, ev, "f1", level + 0.02 * rng.normal()))
     rows.append(_row("lfc", "K562", -1, "experimental_error", "none", "l2", 1.0))  # old form: not drawn
+    rows += [_row("nofloor", "K562", fold, s, "none", "l2", 5.0) for fold in range(5) for s in ("train_mean", "no_change")]
     return pd.DataFrame(rows)
 
 
@@ -67,11 +68,14 @@ def test_report_of_stored_rows_follows_the_figure_notebooks(store, tmp_path):
     root = store.uri
     store.close()
     out = tmp_path / "report"
-    assert "report.html" in run("report", "--out", out, "--store", root)
-    assert "no per-fold experimental error" not in (out / "report.html").read_text()  # both tasks have one
+    printed = run("report", "--out", out, "--store", root)
+    assert "report.html" in printed
+    note = "nofloor / K562: no per-fold experimental error stored"
+    assert note in " ".join(printed.split()) and note in (out / "report.html").read_text()
+    assert "lfc / K562: no per-fold" not in (out / "report.html").read_text()  # its fold -1 row is not drawn
     for name in ("fig1_lfc_knn", "fig1_lfc_lasso", "fig1_deg_logistic", "fig2_ranks_lfc_knn", "fig2_ranks_deg_logistic"):
         assert (out / f"{name}.png").stat().st_size > 0 and (out / f"{name}.svg").stat().st_size > 0
-    l2 = rows[(rows.metric == "l2") & (rows.fold >= 0)]
+    l2 = rows[(rows.task == "lfc") & (rows.metric == "l2") & (rows.fold >= 0)]
 
     # gap closed from medians over folds; best = best median, positive controls and fusion left out
     gaps = pd.read_csv(out / "gap_closed.csv", keep_default_na=False, na_values=[""])

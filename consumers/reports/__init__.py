@@ -1,14 +1,16 @@
-"""Benchmark reports: tables, the paper's figures, significance tests, one HTML page."""
+"""Benchmark reports: the paper's figures, gap closed, ranks, paired significance tests, one HTML page."""
 
 from pertstore.consumers.reports._report import (
     boxplots,
+    cca_scores,
     cca_similarity,
     gap_closed,
+    paired_tests,
     rank_plot,
+    ranks,
     summary_table,
-    wilcoxon_vs_best_control,
     write_report,
 )
 
-__all__ = ["boxplots", "cca_similarity", "gap_closed", "rank_plot", "summary_table", "wilcoxon_vs_best_control",
-           "write_report"]
+__all__ = ["boxplots", "cca_scores", "cca_similarity", "gap_closed", "paired_tests", "rank_plot", "ranks",
+           "summary_table", "write_report"]

@@ -97,7 +97,8 @@ def results(task: Annotated[Optional[str], typer.Option(help="Only this task")] 
 def report(out: Annotated[Path, typer.Option(help="Folder for the figures, tables and report.html")] = Path("report"),
            task: Annotated[Optional[str], typer.Option(help="Only this task")] = None,
            store: StoreOpt = None) -> None:
-    """Draw the benchmark report (box plots, ranks, CCA similarity, gap closed, Wilcoxon tests) as HTML."""
+    """Draw the benchmark report as HTML: the paper's figures (box plots, ranks, CCA clustermap), gap closed and
+    Wilcoxon tests paired over perturbations (docs/evaluation.md, "Report")."""
     from pertstore.consumers.evaluators import results as load
     from pertstore.consumers.reports import write_report
 
@@ -106,5 +107,5 @@ def report(out: Annotated[Path, typer.Option(help="Folder for the figures, table
         if df.empty:
             raise typer.BadParameter("no results stored yet; run `pertstore bench run` first")
         with console.status("drawing the report"):
-            path = write_report(df, out, store=s)
+            path = write_report(df, out, store=s, on_note=lambda note: console.print(f"[yellow]note:[/] {note}"))
     console.print(f"report: {path}")

@@ -118,5 +118,5 @@ def test_runner_on_the_papalexi_task_with_controls_resume_and_report(store, data
     assert set(fused_l2.set) == {"fusion(random-16,random-8)"} and len(fused_l2) == 5
     assert (fused_l2.coverage == 1.0).all() and np.isfinite(fused_l2.value).all()
     page = write_report(results(store), tmp_path / "report", store=store)
-    assert page.exists() and (tmp_path / "report" / "fig2_ranks.png").exists()
+    assert page.exists() and (tmp_path / "report" / "fig2_ranks_papalexi-lfc_knn.png").exists()
     assert "data:image/png;base64" in page.read_text()

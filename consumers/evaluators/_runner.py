@@ -363,8 +363,12 @@ def save_results(store, results: pd.DataFrame, errors: pd.DataFrame) -> None:
         con.register("new_results", results)
         con.execute("INSERT INTO bench_results SELECT * FROM new_results").fetchall()
         con.unregister("new_results")
-        if not errors.empty:
+        if not errors.empty:  # a run computed again replaces its per-perturbation errors
             con.register("new_errors", errors)
+            con.execute("DELETE FROM bench_errors e USING (SELECT DISTINCT task, task_version, context, fold, set, "
+                        "evaluator FROM new_errors) k WHERE e.task = k.task AND e.task_version = k.task_version "
+                        "AND e.context = k.context AND e.fold = k.fold AND e.set = k.set "
+                        "AND e.evaluator = k.evaluator").fetchall()
             con.execute("INSERT INTO bench_errors SELECT task, task_version, context, fold, set, evaluator, pert_id, l2 "
                         "FROM new_errors").fetchall()
             con.unregister("new_errors")

@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pertstore.consumers.reports._dose import dose_table, plot_dose_curves
+
 CONTROL_SETS = ("train_mean", "no_change", "idealised", "experimental_error")
 NEGATIVE, POSITIVE, EMBEDDING, FUSION = "Negative Control", "Positive Control", "Embedding", "Fusion"
 #: The reference's ``genes_model_type_palette`` (``results/metadata/save_figure_index.py``).
@@ -191,6 +193,40 @@ def plot_label(label: str, width: int = 48) -> str:
     sets, _, evaluator = label[len("fusion("):].partition(")")
     names = sets.split(",")
     return f"fusion({', '.join(names[:2])}, ... {len(names)} sets){evaluator}"
+
+
+def coverage_table(results: pd.DataFrame) -> pd.DataFrame:
+    """Per task, context, set and evaluator: test perturbations (summed over folds) and how many were covered."""
+    runs = results[~results.set.isin(CONTROL_SETS)]
+    if "n_test" not in runs.columns or runs.empty:
+        return pd.DataFrame(columns=["task", "context", "set", "evaluator", "n_test", "n_test_covered", "coverage"])
+    runs = runs.drop_duplicates(["task", "context", "set", "evaluator", "fold"])
+    counts = runs[["n_test", "n_test_covered"]].astype(float).fillna(0)
+    table = counts.groupby([runs.task, runs.context, runs.set, runs.evaluator]).sum().reset_index()
+    table["coverage"] = table.n_test_covered / table.n_test.where(table.n_test > 0)
+    table = table.astype({"n_test": np.int64, "n_test_covered": np.int64})
+    return table.sort_values(["task", "context", "coverage"])
+
+
+def dose_figures(results: pd.DataFrame, store, out: Path) -> list[tuple[str, str]]:
+    """The error-against-dose figure of every task whose contexts are doses (``recipe["dose_contexts"]``)."""
+    import json
+
+    tasks = store.catalog.query("SELECT name, version, recipe FROM tasks")
+    used = set(zip(results.task, results.task_version))
+    doses = {}
+    for name, version, recipe in tasks.itertuples(index=False):
+        contexts = json.loads(recipe).get("dose_contexts") if (name, version) in used else None
+        if contexts:
+            doses[name] = contexts
+    table = dose_table(results, doses)
+    figures = []
+    for task in sorted(set(table.task)):
+        _pyplot()
+        table[table.task == task].to_csv(out / f"dose_{task}.csv", index=False)
+        figures.append((f"{task}: error against dose (a line per set; dashed: the train mean of each dose)",
+                        _fig_to_files(plot_dose_curves(table, task), out, f"fig_dose_{task}")))
+    return figures
 
 
 def _fig_to_files(fig, out: Path, name: str) -> str:
@@ -424,6 +460,10 @@ def write_report(results: pd.DataFrame, out: str | Path, *, store=None, errors: 
     if not ranked.empty:
         ranked.drop(columns=["label"]).to_csv(out / "ranks.csv", index=False)
     figures = boxplots(results, out, producers) + rank_plot(results, out, producers)
+    if store is not None:
+        figures += dose_figures(results, store, out)
+    covered = coverage_table(results)
+    covered.to_csv(out / "coverage.csv", index=False)
     notes = _missing_floors(results)
     if store is not None:  # sets of the store (not controls, not fusion models)
         cca, cca_notes = cca_similarity(store, evaluated_versions(results, set(store.sources()["source"])), out)
@@ -445,6 +485,8 @@ def write_report(results: pd.DataFrame, out: str | Path, *, store=None, errors: 
     parts.append("<h2>Paired Wilcoxon signed-rank tests vs the best negative control (Benjamini-Hochberg q)</h2>"
                  + tests.to_html(index=False, float_format="%.3g"))
     parts.append("<h2>Gap closed, every model</h2>" + gaps.to_html(index=False, float_format="%.4g"))
+    parts.append("<h2>Coverage: test perturbations with an embedding (the others got the train mean)</h2>"
+                 + covered.to_html(index=False, float_format="%.3g"))
     main = table[table.metric.isin(["l2", "f1", "pearson", "auroc"])]
     parts.append("<h2>Results over folds</h2>" + main.to_html(index=False, float_format="%.4g"))
     parts.append("</body></html>")

@@ -128,3 +128,32 @@ def test_a_set_covering_no_perturbation_is_refused(store, paper_files):
 
     with Store.open(root) as s:
         assert s.catalog.query("SELECT count(*) AS n FROM bench_results").n[0] == 0   # no train-mean rows stored
+
+
+def test_dose_contexts_get_a_dose_curve_and_the_report_shows_coverage(store, gene_ids, tmp_path):
+    """Synthetic bulk wells (log expression) of 60 genes' perturbations at three doses on two plates."""
+    rng = np.random.default_rng(3)
+    rows = []
+    for plate in ("P1", "P2"):
+        rows += [(plate, "DMSO", np.nan, True)] * 6
+        rows += [(plate, g, d, False) for g in gene_ids[:60] for d in (0.1, 1.0, 10.0)]
+    obs = pd.DataFrame(rows, columns=["batch", "perturbation", "dose_uM", "is_control"])
+    obs["cell_line"] = "A375"
+    x = rng.normal(8, 1, size=(len(obs), 30)) + np.log10(obs.dose_uM.fillna(1).to_numpy())[:, None]
+    obs.index = [f"w{i}" for i in range(len(obs))]
+    ad.AnnData(X=x.astype(np.float32), obs=obs).write_h5ad(tmp_path / "wells.h5ad")
+    root = store.uri
+    store.produce("random", source="random-16", params={"dim": 16})
+    store.close()
+    out = run("tasks", "build", tmp_path / "wells.h5ad", "--name", "doses", "--input", "log", "--variant", "large",
+              "--dose-col", "dose_uM", "--dose-as-context", "--trials", 0, "--no-progress", "--store", root)
+    assert "A375_dose0.1" in out and "A375_dose10" in out
+    run("bench", "run", "--task", "doses", "--set", "random-16", "--evaluator", "knn", "--store", root)
+    run("report", "--out", tmp_path / "report", "--store", root)
+    curve = pd.read_csv(tmp_path / "report" / "dose_doses.csv")
+    knn = curve[(curve.set == "random-16") & (curve.evaluator == "knn")].sort_values("dose")
+    assert knn.dose.tolist() == [0.1, 1.0, 10.0] and (knn.n_folds == 5).all()
+    assert (tmp_path / "report" / "fig_dose_doses.png").exists()
+    coverage = pd.read_csv(tmp_path / "report" / "coverage.csv")
+    row = coverage[(coverage.set == "random-16") & (coverage.context == "A375_dose1")].iloc[0]
+    assert row.n_test == 60 and row.coverage == 1.0

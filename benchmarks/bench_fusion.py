@@ -69,6 +69,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--variant", default="simple")
     ap.add_argument("--option", "-o", action="append", default=[], help="fusion setting KEY=VALUE")
+    ap.add_argument("--tuned", action="store_true", help="start from the best configuration of the stored study "
+                    "(`pertstore fusion tune --task papalexi-lfc --set ...` first)")
     args = ap.parse_args()
     build(args.store, args.data)
 
@@ -77,7 +79,7 @@ def main() -> None:
     from pertstore import Store
     from pertstore.consumers.evaluators import Plan, run_plan
     from pertstore.consumers.evaluators._metrics import regression_metrics
-    from pertstore.consumers.fusion import FusionConfig, FusionPredictor, task_inputs
+    from pertstore.consumers.fusion import FusionPredictor, plan_config, task_inputs
     from pertstore.consumers.tasks import load_task
 
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
@@ -92,6 +94,7 @@ def main() -> None:
         l2 = rows[(rows.metric == "l2") & rows.evaluator.isin(["knn", "none"])]
         per_set = l2.groupby("set").value.mean()
         data = task_inputs(s, task, SETS, contexts)
+        base, origin = plan_config(s, TASK, "lfc", SETS, {**options, "variant": args.variant, "tuned": args.tuned})
     del knn
     folds = sorted(set(data.folds.tolist()) - {-1})
     print(f"task {TASK}: {len(task.pert_ids)} perturbations x {len(task.gene_ids)} genes, {len(folds)} folds; "
@@ -101,10 +104,12 @@ def main() -> None:
         print(f"  kNN / control {name:>18}: mean L2 over folds {value:.4f}")
     best_set = per_set[[s for s in SETS if s in per_set.index]].idxmin()
     fusion_l2, seconds, epochs = [], [], []
+    before = peak_rss_gib()
+    Path("/proc/self/clear_refs").write_text("5")  # reset the peak (VmHWM): what follows is fusion's
     for seed in range(args.seeds):
         fold_l2 = []
         for fold in folds:
-            config = FusionConfig.preset(args.variant, "lfc", **{**options, "seed": seed})
+            config = base.model_copy(update={"seed": seed})
             train = (data.folds != fold) & data.covered
             test = data.folds == fold
             model = FusionPredictor(config).fit(data.x.subset(data.position[train]), data.y[train],
@@ -120,11 +125,13 @@ def main() -> None:
               + ", ".join(f"{v:.3f}" for v in fold_l2) + ")")
     median = float(np.median(fusion_l2))
     best = float(per_set[best_set])
-    print(f"fusion ({args.variant}, {options or 'reference defaults'}): median over {args.seeds} seeds {median:.4f}; "
+    print(f"fusion ({origin}, {options or 'reference defaults'}; depth {base.depth}, lr {base.lr:.3g}, "
+          f"{base.context_injection}): median over {args.seeds} seeds {median:.4f}; "
           f"best single set {best_set} (kNN) {best:.4f}; train mean {per_set.get('train_mean', float('nan')):.4f}; "
           f"fusion - best = {median - best:+.4f} ({(median - best) / best:+.1%})")
     print(f"epochs per fit: median {int(np.median(epochs))} (max {max(epochs)}); wall time per epoch: median "
-          f"{np.median(seconds):.3f} s; peak RSS of the process {peak_rss_gib():.2f} GiB; "
+          f"{np.median(seconds):.3f} s; peak RSS while training {peak_rss_gib():.2f} GiB (before: {before:.2f} GiB, "
+          "store and kNN runs); "
           f"{torch.get_num_threads()} thread(s)")
 
 

@@ -7,7 +7,8 @@ fold; then the fusion model over all sets on the same folds, once per seed; repo
 seeds of the mean L2 over folds, the seconds per epoch and the process's peak resident memory.
 
     python benchmarks/bench_fusion.py --store /tmp/fusion-bench/store [--seeds 3] [--variant simple]
-        [--option max_epochs=20 ...]
+        [--option max_epochs=20 ...] [--tuned]
+    python benchmarks/bench_fusion.py --scale 2000 9 6640 [--variant full]   # time per epoch, synthetic
 
 The store is built there when it lacks the task or a set (minutes: genept embeds ~20k summaries).
 """
@@ -62,6 +63,28 @@ def build(store: Path, data: Path) -> None:
                         "--kind", "lfc", "--context", "THP-1", "--store", str(store)], check=True)
 
 
+def scale(n: int, n_sources: int, genes: int, variant: str) -> None:
+    """Seconds per epoch and peak memory on synthetic inputs (random values, 20% of sources missing)."""
+    import torch
+
+    from pertstore.consumers.fusion import FusionConfig, FusionInputs, FusionPredictor
+
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+    rng = np.random.default_rng(0)
+    dims = [int(d) for d in rng.choice([128, 256, 512, 768, 1024], size=n_sources)]
+    present = rng.random((n, n_sources)) > 0.2
+    present[:, 0] = True
+    x = FusionInputs([f"s{i}" for i in range(n_sources)], [rng.normal(size=(n, d)).astype(np.float32) for d in dims],
+                     present, rng.integers(0, 4, n), ["a", "b", "c", "d"])
+    y = rng.normal(size=(n, genes)).astype(np.float32)
+    before = peak_rss_gib()
+    Path("/proc/self/clear_refs").write_text("5")
+    model = FusionPredictor(FusionConfig.preset(variant, "lfc", max_epochs=3)).fit(x, y)
+    print(f"synthetic {n} perturbations x {n_sources} sources (dims 128-1,024) x {genes} genes, {variant}: "
+          f"{np.median([h['seconds'] for h in model.history]):.2f} s per epoch (median of 3), peak RSS while "
+          f"training {peak_rss_gib():.2f} GiB (inputs loaded: {before:.2f} GiB), {torch.get_num_threads()} thread(s)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--store", type=Path, default=Path("/tmp/fusion-bench/store"))
@@ -71,7 +94,11 @@ def main() -> None:
     ap.add_argument("--option", "-o", action="append", default=[], help="fusion setting KEY=VALUE")
     ap.add_argument("--tuned", action="store_true", help="start from the best configuration of the stored study "
                     "(`pertstore fusion tune --task papalexi-lfc --set ...` first)")
+    ap.add_argument("--scale", type=int, nargs=3, metavar=("PERTS", "SOURCES", "GENES"),
+                    help="instead: seconds and memory per epoch on synthetic data of this size (said so)")
     args = ap.parse_args()
+    if args.scale:
+        return scale(*args.scale, args.variant)
     build(args.store, args.data)
 
     import torch

@@ -241,8 +241,9 @@ def _run_fusion(store, task, plan: Plan, version: str, contexts: list[str], done
     """The fusion model over all of the plan's sets, trained jointly over contexts, one model per fold.
 
     ``plan.fusion`` picks the reference variant, a tuned study, control features and overrides
-    (:func:`pertstore.consumers.fusion.plan_config`); each row's ``chosen`` carries the configuration
-    and the sets used.
+    (:func:`pertstore.consumers.fusion.plan_config`); the evaluator column names it (``fusion``,
+    ``fusion-full``, ``fusion-tuned``, ``fusion-full-tuned``) and each row's ``chosen`` carries the
+    configuration and the sets used.
     """
     from pertstore.consumers.fusion import FusionPredictor, plan_config, task_inputs
 
@@ -251,9 +252,11 @@ def _run_fusion(store, task, plan: Plan, version: str, contexts: list[str], done
                        control_source=plan.fusion.get("control_source"), control_means=plan.fusion.get("control_means"))
     y, ctx, folds, covered, position = data.y, data.ctx, data.folds, data.covered, data.position
     label = "fusion(" + ",".join(plan.sets) + ")"
+    ev = "fusion" + ("" if origin["variant"] == "simple" else f"-{origin['variant']}") + ("-tuned" if "tuned" in origin
+                                                                                          else "")
     results, errors = [], []
     for fold in sorted(set(folds.tolist()) - {-1}) if plan.folds is None else plan.folds:
-        if all((c, fold, label, "fusion") in done for c in contexts):
+        if all((c, fold, label, ev) in done for c in contexts):
             continue
         if progress is not None:
             progress(f"{plan.task} fold {fold}: fusion of {len(plan.sets)} sets")
@@ -278,13 +281,13 @@ def _run_fusion(store, task, plan: Plan, version: str, contexts: list[str], done
             truth = y[test]
             metrics = deg_metrics(truth, pred) if task.kind == "deg" else regression_metrics(truth, pred)
             base = {"task": plan.task, "task_version": version, "context": context, "fold": int(fold), "set": label,
-                    "set_version": "", "evaluator": "fusion", "chosen": chosen,
+                    "set_version": "", "evaluator": ev, "chosen": chosen,
                     "coverage": float(has.mean()), "seconds": time.perf_counter() - t0,
                     **_counts(covered[ctx == context], test[ctx == context])}
             results.extend({**base, "metric": m, "value": v} for m, v in metrics.items())
             if task.kind == "lfc":
                 errors.extend({"task": plan.task, "task_version": version, "context": context, "fold": int(fold),
-                               "set": label, "evaluator": "fusion", "pert_id": p, "l2": float(e)}
+                               "set": label, "evaluator": ev, "pert_id": p, "l2": float(e)}
                               for p, e in zip(np.asarray(task.pert_ids)[data.rows][test],
                                               l2_per_perturbation(truth, pred)))
     return results, errors

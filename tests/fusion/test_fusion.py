@@ -239,3 +239,17 @@ def test_optuna_study_is_stored_and_resumed(tmp_path):
     assert len(optuna.load_study(study_name="fusion", storage=f"sqlite:///{db}").trials) == 2
     tune(x, y, base=base, n_trials=3, storage=db)
     assert len(optuna.load_study(study_name="fusion", storage=f"sqlite:///{db}").trials) == 3
+
+
+def test_control_means_table_gives_the_context_features(tmp_path):
+    from pertstore.consumers.fusion import control_features_from_table
+
+    table = pd.DataFrame({"context": ["RPE1", "K562"], "g2": [5.0, 6.0], "g1": [1.0, 2.0], "other": [0.0, 0.0]})
+    table.to_csv(tmp_path / "means.tsv", sep="\t", index=False)
+    got = control_features_from_table(tmp_path / "means.tsv", ["g1", "g2", "g3"], CONTEXTS)
+    np.testing.assert_array_equal(got, [[2.0, 6.0], [1.0, 5.0]])  # contexts in the model's order, task genes
+    with pytest.raises(InvalidInputError, match="no row for context"):
+        control_features_from_table(tmp_path / "means.tsv", ["g1"], ["HepG2"])
+    with pytest.raises(InvalidInputError, match="cell-line autoencoder needs control features"):
+        a, b, y, present, context = _synthetic(7, 50)
+        FusionPredictor(FusionConfig(**FAST, cell_line="autoencoder")).fit(_inputs(a, b, present, context), y)

@@ -156,6 +156,7 @@ class FusionPredictor:
         the validation task loss after ``patience`` epochs without a strict improvement.
         """
         cfg = self.config
+        self.history = []
         y = self._targets(y, len(x.context))
         train, val = validation_split(np.arange(len(y)) if groups is None else np.asarray(groups), cfg.val_fraction,
                                       cfg.val_seed)

@@ -238,30 +238,35 @@ def _counts(covered: np.ndarray, test: np.ndarray) -> dict[str, int]:
 
 
 def _run_fusion(store, task, plan: Plan, version: str, contexts: list[str], done: set, progress):
-    """The fusion model over all of the plan's sets, trained jointly over contexts, one model per fold."""
-    from pertstore.consumers.fusion import FusionConfig, FusionPredictor, inputs_from_store
+    """The fusion model over all of the plan's sets, trained jointly over contexts, one model per fold.
 
-    rows = np.flatnonzero(np.isin(np.asarray(task.contexts), contexts))
-    y = task.targets[rows]
-    ctx = np.asarray(task.contexts)[rows]
-    folds = task.folds[rows]
-    x, kept = inputs_from_store(store, plan.sets, [task.entity_ids[r] for r in rows], list(ctx), tag=plan.tag,
-                                drop_empty=True)
-    covered = np.zeros(len(rows), dtype=bool)
-    covered[kept] = True
-    position = np.full(len(rows), -1)
-    position[kept] = np.arange(len(kept))
-    config = FusionConfig(**{**plan.fusion, "task": task.kind})
+    ``plan.fusion`` picks the reference variant, a tuned study, control features and overrides
+    (:func:`pertstore.consumers.fusion.plan_config`); the evaluator column names it (``fusion``,
+    ``fusion-full``, ``fusion-tuned``, ``fusion-full-tuned``) and each row's ``chosen`` carries the
+    configuration and the sets used.
+    """
+    from pertstore.consumers.fusion import FusionPredictor, plan_config, task_inputs
+
+    config, origin = plan_config(store, plan.task, task.kind, list(plan.sets), plan.fusion)
+    data = task_inputs(store, task, list(plan.sets), contexts, tag=plan.tag,
+                       control_source=plan.fusion.get("control_source"), control_means=plan.fusion.get("control_means"))
+    y, ctx, folds, covered, position = data.y, data.ctx, data.folds, data.covered, data.position
     label = "fusion(" + ",".join(plan.sets) + ")"
+    ev = "fusion" + ("" if origin["variant"] == "simple" else f"-{origin['variant']}") + ("-tuned" if "tuned" in origin
+                                                                                          else "")
     results, errors = [], []
     for fold in sorted(set(folds.tolist()) - {-1}) if plan.folds is None else plan.folds:
-        if all((c, fold, label, "fusion") in done for c in contexts):
+        if all((c, fold, label, ev) in done for c in contexts):
             continue
         if progress is not None:
             progress(f"{plan.task} fold {fold}: fusion of {len(plan.sets)} sets")
         t0 = time.perf_counter()
         train = (folds != fold) & covered
-        model = FusionPredictor(config).fit(x.subset(position[train]), y[train]) if train.sum() >= 2 else None
+        model = (FusionPredictor(config).fit(data.x.subset(position[train]), y[train], groups=data.groups[train])
+                 if train.sum() >= 2 else None)
+        chosen = json.dumps({**origin, "sets": data.x.sources, "epochs": len(model.history) if model else 0,
+                             "best_val_loss": model.best_val_loss if model else None,
+                             "config": config.model_dump()})
         for context in contexts:
             test = (folds == fold) & (ctx == context)
             if not test.any():
@@ -272,18 +277,19 @@ def _run_fusion(store, task, plan: Plan, version: str, contexts: list[str], done
                 pred = np.zeros((int(test.sum()), y.shape[1]), dtype=np.int8)
             has = covered[test] & (model is not None)
             if has.any():
-                pred[has] = model.predict(x.subset(position[test][has]))
+                pred[has] = model.predict(data.x.subset(position[test][has]))
             truth = y[test]
             metrics = deg_metrics(truth, pred) if task.kind == "deg" else regression_metrics(truth, pred)
             base = {"task": plan.task, "task_version": version, "context": context, "fold": int(fold), "set": label,
-                    "set_version": "", "evaluator": "fusion", "chosen": json.dumps({"epochs": len(model.history) if model else 0}),
+                    "set_version": "", "evaluator": ev, "chosen": chosen,
                     "coverage": float(has.mean()), "seconds": time.perf_counter() - t0,
                     **_counts(covered[ctx == context], test[ctx == context])}
             results.extend({**base, "metric": m, "value": v} for m, v in metrics.items())
             if task.kind == "lfc":
                 errors.extend({"task": plan.task, "task_version": version, "context": context, "fold": int(fold),
-                               "set": label, "evaluator": "fusion", "pert_id": p, "l2": float(e)}
-                              for p, e in zip(np.asarray(task.pert_ids)[rows][test], l2_per_perturbation(truth, pred)))
+                               "set": label, "evaluator": ev, "pert_id": p, "l2": float(e)}
+                              for p, e in zip(np.asarray(task.pert_ids)[data.rows][test],
+                                              l2_per_perturbation(truth, pred)))
     return results, errors
 
 

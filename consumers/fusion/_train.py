@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 
@@ -21,7 +23,9 @@ class FusionInputs:
     """Embeddings of perturbations from several sources, with the sources each one has.
 
     ``values[s]`` is ``[n, d_s]`` float32 (rows of absent sources are ignored, whatever they hold);
-    ``present`` is ``[n, S]`` bool; ``context`` holds context codes into ``contexts``.
+    ``present`` is ``[n, S]`` bool; ``context`` holds context codes into ``contexts``;
+    ``context_features`` (optional, ``[len(contexts), F]``) are the control features of each
+    context that the cell-line autoencoder reads.
     """
 
     sources: list[str]
@@ -29,6 +33,7 @@ class FusionInputs:
     present: np.ndarray
     context: np.ndarray
     contexts: list[str]
+    context_features: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.context)
@@ -41,10 +46,15 @@ class FusionInputs:
         if len(empty):
             raise InvalidInputError(f"fusion inputs: {len(empty)} perturbation(s) have no embedding from any source "
                                     f"(first row {empty[0]}); drop them or give them the train mean")
+        if self.context_features is not None:
+            f = np.asarray(self.context_features)
+            if f.ndim != 2 or len(f) != len(self.contexts) or not np.isfinite(f).all():
+                raise InvalidInputError(f"fusion inputs: context features must be finite, one row per context "
+                                        f"({len(self.contexts)}), got shape {f.shape}")
 
     def subset(self, rows: np.ndarray) -> "FusionInputs":
         return FusionInputs(self.sources, [v[rows] for v in self.values], self.present[rows], self.context[rows],
-                            self.contexts)
+                            self.contexts, self.context_features)
 
     def tensors(self, rows: np.ndarray | None = None):
         idx = slice(None) if rows is None else rows
@@ -89,6 +99,43 @@ def inputs_from_store(store, sources: Sequence[str], entity_ids: Sequence[str | 
     return FusionInputs(list(sources), [v[kept] for v in values], present[kept], codes[kept], ctx_names), kept
 
 
+def validation_split(groups: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(train rows, validation rows)``: ``fraction`` of the distinct groups held out, every row of a
+    group on one side (``LeaderboardSplitDataModule.setup``: scikit-learn's ``train_test_split`` over
+    the unique split keys in order of appearance)."""
+    from sklearn.model_selection import train_test_split
+
+    groups = np.asarray(groups).astype(str)
+    unique = pd.unique(groups)
+    if len(unique) < 2:
+        return np.arange(len(groups)), np.zeros(0, dtype=np.int64)
+    _, held = train_test_split(unique, test_size=fraction, random_state=seed, shuffle=True)
+    is_val = np.isin(groups, held)
+    return np.flatnonzero(~is_val), np.flatnonzero(is_val)
+
+
+def lfc_loss(pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The mean over perturbations of the L2 norm of the error (``PseudobulkRegressionTask.loss_fn``)."""
+    return torch.linalg.vector_norm(pred - y, dim=-1).mean()
+
+
+def class_weights(labels: np.ndarray) -> torch.Tensor:
+    """``[genes, 3]`` weights ``n / (3 * count)`` of each gene's classes in training (0 where a class
+    never occurs; ``ClassWeightingCallback``); ``labels`` are class indices 0, 1, 2."""
+    counts = torch.from_numpy(np.stack([(labels == k).sum(axis=0) for k in range(3)], axis=1).astype(np.int64))
+    return (counts.sum(dim=1)[0] / (3 * counts)).nan_to_num(posinf=0.0)
+
+
+def deg_loss(logits: torch.Tensor, y: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Class-weighted cross-entropy per gene (weighted mean over perturbations), averaged over genes
+    (``DEGClassificationTask.loss_fn``); a gene whose batch labels all weigh 0 adds 0."""
+    nll = -torch.log_softmax(logits, dim=-1).gather(-1, y[..., None])[..., 0]  # [batch, genes]
+    w = weights[torch.arange(y.shape[1])[None, :], y]
+    denom = w.sum(dim=0)
+    per_gene = torch.where(denom > 0, (w * nll).sum(dim=0) / denom.clamp(min=1e-12), 0.0)
+    return per_gene.mean()
+
+
 class FusionPredictor:
     """Fit the fusion model on some perturbations and predict others (sklearn-like)."""
 
@@ -97,62 +144,88 @@ class FusionPredictor:
         self.model: FusionModel | None = None
         self.history: list[dict] = []
         self.meta: dict = {}
+        self.best_val_loss = float("nan")
 
-    def fit(self, x: FusionInputs, y: np.ndarray, *, progress=None) -> "FusionPredictor":
-        """Train with Adam on a random 80% and early-stop on the other 20% (best validation state)."""
+    def fit(self, x: FusionInputs, y: np.ndarray, *, groups: Sequence | None = None, progress=None
+            ) -> "FusionPredictor":
+        """Train as the reference does and keep the state of the best validation loss.
+
+        ``groups`` (e.g. the perturbed gene of each row) are split 80/20 by :func:`validation_split`,
+        so no gene is in both; without them each row is its own group. Adam, a linear warm-up over
+        ``warmup_epochs`` (per step, from ``lr * 1e-8``), gradient-norm clipping, early stopping on
+        the validation task loss after ``patience`` epochs without a strict improvement.
+        """
         cfg = self.config
+        self.history = []
         y = self._targets(y, len(x.context))
+        train, val = validation_split(np.arange(len(y)) if groups is None else np.asarray(groups), cfg.val_fraction,
+                                      cfg.val_seed)
+        if not len(train):
+            raise InvalidInputError("fusion needs training perturbations of more than one gene (validation split)")
         torch.manual_seed(cfg.seed)
-        rng = np.random.default_rng(cfg.seed)
-        order = rng.permutation(len(y))
-        n_val = max(1, int(round(cfg.val_fraction * len(y)))) if len(y) > 4 else 0
-        val, train = order[:n_val], order[n_val:]
-        self.model = FusionModel([v.shape[1] for v in x.values], len(x.contexts), y.shape[1], cfg)
+        features = None if x.context_features is None else torch.from_numpy(np.asarray(x.context_features, np.float32))
+        self.model = FusionModel([v.shape[1] for v in x.values], len(x.contexts), y.shape[1], cfg, features)
         self.meta = {"sources": x.sources, "contexts": x.contexts, "n_genes": int(y.shape[1]),
-                     "source_dims": [int(v.shape[1]) for v in x.values], "config": cfg.model_dump()}
-        self._start_at_train_mean(y[train])
-        opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        train_t, val_t = x.tensors(train), x.tensors(val) if n_val else None
-        y_train, y_val = torch.from_numpy(y[train]), torch.from_numpy(y[val]) if n_val else None
+                     "source_dims": [int(v.shape[1]) for v in x.values], "config": cfg.model_dump(),
+                     "context_features": None if features is None else list(features.shape)}
+        self._fit_statistics(x, train)
+        train_t, val_t = x.tensors(train), x.tensors(val)
+        y_t = torch.from_numpy(y)
+        y_train, y_val = y_t[train], y_t[val]
+        self.class_weights = class_weights(y[train]) if cfg.task == "deg" else None
+        opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
+        steps_per_epoch = -(-len(train) // cfg.batch_size)
+        warmup = (torch.optim.lr_scheduler.LinearLR(opt, start_factor=1e-8, total_iters=steps_per_epoch * cfg.warmup_epochs)
+                  if cfg.warmup_epochs else None)
         best, best_state, waited = np.inf, None, 0
         gen = torch.Generator().manual_seed(cfg.seed)
         for epoch in range(cfg.max_epochs):
+            t0 = time.perf_counter()
             self.model.train()
             perm = torch.randperm(len(train), generator=gen)
-            total = 0.0
+            total, task_total = 0.0, 0.0
             for start in range(0, len(train), cfg.batch_size):
                 b = perm[start:start + cfg.batch_size]
-                loss = self._loss([v[b] for v in train_t[0]], train_t[1][b], train_t[2][b], y_train[b])
+                task_loss, loss = self._losses([v[b] for v in train_t[0]], train_t[1][b], train_t[2][b], y_train[b])
                 opt.zero_grad()
                 loss.backward()
+                if cfg.grad_clip is not None:
+                    nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
                 opt.step()
+                if warmup is not None and warmup.last_epoch < warmup.total_iters:
+                    warmup.step()
                 total += float(loss.detach()) * len(b)
-            val_loss = self._eval_loss(val_t, y_val) if n_val else total / len(train)
-            self.history.append({"epoch": epoch, "train_loss": total / len(train), "val_loss": val_loss})
+                task_total += float(task_loss.detach()) * len(b)
+            val_loss = self._eval_loss(val_t, y_val) if len(val) else task_total / len(train)
+            self.history.append({"epoch": epoch, "train_loss": task_total / len(train),
+                                 "train_total_loss": total / len(train), "val_loss": val_loss,
+                                 "seconds": time.perf_counter() - t0})
             if progress is not None:
                 progress(epoch, val_loss)
-            if val_loss < best - 1e-7:
+            if val_loss < best:
                 best, best_state, waited = val_loss, copy.deepcopy(self.model.state_dict()), 0
             else:
                 waited += 1
                 if waited >= cfg.patience:
                     break
-        self.model.load_state_dict(best_state)
+        if best_state is not None:
+            self.model.load_state_dict(best_state)
         self.model.eval()
         self.best_val_loss = float(best)
         return self
 
     @torch.no_grad()
-    def _start_at_train_mean(self, y: np.ndarray) -> None:
-        """Zero the head's weights and set its bias to the train mean (LFC) or the log class prior
-        per gene (DEG): training starts from the train-mean control and improves on it."""
-        head = self.model.head
-        head.weight.zero_()
-        if self.config.task == "deg":
-            counts = np.stack([(y == c).sum(axis=0) for c in range(3)], axis=1) + 1.0  # [genes, 3], +1 smoothing
-            head.bias.copy_(torch.from_numpy(np.log(counts / counts.sum(axis=1, keepdims=True)).reshape(-1)))
-        else:
-            head.bias.copy_(torch.from_numpy(y.mean(axis=0)))
+    def _fit_statistics(self, x: FusionInputs, train: np.ndarray) -> None:
+        """z-score statistics per source from the training rows that have it (``FitStatisticsCallback``)."""
+        if self.config.input_norm != "zscore":
+            return
+        for s, v in enumerate(x.values):
+            rows = train[x.present[train, s]]
+            if len(rows) < 2:
+                continue
+            values = torch.from_numpy(np.ascontiguousarray(v[rows], dtype=np.float32))
+            getattr(self.model, f"mean_{s}").copy_(values.mean(dim=0))
+            getattr(self.model, f"std_{s}").copy_(values.std(dim=0).clamp(min=1e-8))
 
     def _targets(self, y: np.ndarray, n: int) -> np.ndarray:
         y = np.asarray(y)
@@ -166,25 +239,24 @@ class FusionPredictor:
             raise InvalidInputError("LFC targets hold NaN or inf")
         return y.astype(np.float32)
 
-    def _loss(self, sources, present, context, y) -> torch.Tensor:
-        out, tokens = self.model(sources, present, context)
-        if self.config.task == "deg":
-            loss = nn.functional.cross_entropy(out.permute(0, 2, 1), y)
-        else:
-            loss = nn.functional.mse_loss(out, y)
-        if self.model.training and self.model.reconstruct is not None:
-            rec = 0.0
-            for s, (dec, x) in enumerate(zip(self.model.reconstruct, sources)):
-                mask = present[:, s]
-                if mask.any():
-                    rec = rec + nn.functional.mse_loss(dec(tokens[mask, s]), x[mask])
-            loss = loss + self.config.reconstruction_weight * rec
-        return loss
+    def _losses(self, sources, present, context, y) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(task loss, total loss)``: total adds the weighted reconstruction and autoencoder losses."""
+        out, aux = self.model(sources, present, context)
+        task = (deg_loss(out, y, self.class_weights) if self.config.task == "deg" else lfc_loss(out, y))
+        total = (task + self.config.reconstruction_weight * aux["reconstruction"]
+                 + self.config.autoencoder_weight * aux["autoencoder"])
+        return task, total
 
     @torch.no_grad()
     def _eval_loss(self, tensors, y) -> float:
+        """Validation task loss: the mean over batches weighted by their size (Lightning's epoch mean)."""
         self.model.eval()
-        return float(self._loss(*tensors, y))
+        sources, present, context = tensors
+        total = 0.0
+        for start in range(0, len(y), self.config.batch_size):
+            b = slice(start, start + self.config.batch_size)
+            total += float(self._losses([v[b] for v in sources], present[b], context[b], y[b])[0]) * len(y[b])
+        return total / len(y)
 
     @torch.no_grad()
     def predict(self, x: FusionInputs) -> np.ndarray:
@@ -215,7 +287,9 @@ class FusionPredictor:
             raise InvalidInputError(f"{path} holds no saved fusion model (fusion.json missing)")
         meta = json.loads((path / "fusion.json").read_text())
         self = cls(FusionConfig(**meta["config"]))
-        self.model = FusionModel(meta["source_dims"], len(meta["contexts"]), meta["n_genes"], self.config)
+        shape = meta.get("context_features")
+        features = None if shape is None else torch.zeros(shape)  # the saved values come with the state
+        self.model = FusionModel(meta["source_dims"], len(meta["contexts"]), meta["n_genes"], self.config, features)
         self.model.load_state_dict(torch.load(path / "model.pt", weights_only=True))
         self.model.eval()
         self.history = meta.pop("history")

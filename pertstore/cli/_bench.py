@@ -21,7 +21,7 @@ def register(app: typer.Typer) -> None:
 @bench_app.command("run")
 def run(task: Annotated[Optional[str], typer.Option(help="Stored task name")] = None,
         sets: Annotated[Optional[list[str]], typer.Option("--set", help="Set (source) to evaluate; repeat")] = None,
-        evaluators: Annotated[Optional[list[str]], typer.Option("--evaluator", help="knn, lasso, ridge, mlp; repeat")] = None,
+        evaluators: Annotated[Optional[list[str]], typer.Option("--evaluator", help="knn, lasso, ridge, mlp, fusion; repeat")] = None,
         contexts: Annotated[Optional[list[str]], typer.Option("--context", help="Only these contexts; repeat")] = None,
         folds: Annotated[Optional[list[int]], typer.Option("--fold", help="Only these folds; repeat")] = None,
         plan: Annotated[Optional[Path], typer.Option(help="YAML plan: runs: [{task, sets, evaluators, ...}]")] = None,
@@ -31,6 +31,8 @@ def run(task: Annotated[Optional[str], typer.Option(help="Stored task name")] = 
         controls: Annotated[bool, typer.Option(help="Also run the controls")] = True,
         scheduler: Annotated[Optional[str], typer.Option(help="Dask scheduler address for the model fits")] = None,
         workers: Annotated[int, typer.Option(help="Fit on a local Dask cluster of this many workers (0: in-process)")] = 0,
+        fusion: Annotated[Optional[list[str]], typer.Option(
+            help="Fusion setting KEY=VALUE (variant=full, tuned=true, max_epochs=20, ...; docs/fusion.md); repeat")] = None,
         store: StoreOpt = None) -> None:
     """Run evaluations; runs already stored are skipped (an interrupted plan resumes)."""
     from pertstore.consumers.evaluators import Plan, run_plan
@@ -38,8 +40,11 @@ def run(task: Annotated[Optional[str], typer.Option(help="Stored task name")] = 
     if plan is not None:
         plans = Plan.from_yaml(plan)
     elif task and sets:
+        from pertstore.cli._fusion import parse_options
+
         plans = [Plan(task=task, sets=list(sets), evaluators=list(evaluators or ["knn"]), contexts=contexts or None,
-                      folds=folds or None, controls=controls, coverage=coverage, min_coverage=min_coverage)]
+                      folds=folds or None, controls=controls, coverage=coverage, min_coverage=min_coverage,
+                      fusion=parse_options(fusion))]
     else:
         raise typer.BadParameter("give --task and --set (repeatable), or --plan FILE")
     import warnings

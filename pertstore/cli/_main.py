@@ -238,7 +238,7 @@ def demo(out: Annotated[Path, typer.Option(help="Where the demo store goes")] = 
 
 
 #: Command groups that live in their own modules; each defines ``register(app)``.
-EXTENSIONS = ("_jobs", "_tasks", "_bench", "_serve")
+EXTENSIONS = ("_jobs", "_tasks", "_bench", "_serve", "_fusion")
 
 
 def _register_extensions() -> None:

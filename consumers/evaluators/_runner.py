@@ -339,17 +339,23 @@ def _predict(kind, source, ev, x, y, covered, test, coverage_policy):
 
 
 def _experimental_error_rows(task, name, version, contexts, done) -> list[dict]:
+    """The task's experimental-error limit of every (context, fold, metric), as result rows of the
+    ``experimental_error`` control (see :meth:`ExperimentalError.fold_limits`)."""
     if task.error is None:
         return []
+    limits = task.error.fold_limits(task.folds, task.contexts)
+    rows = np.asarray(task.contexts)
     out = []
-    for context in contexts:
-        value = task.error.dataset.get(context)
-        if (context, -1, "experimental_error", "none") in done or value is None:
+    for r in limits[limits.context.isin(contexts)].itertuples(index=False):
+        if (r.context, int(r.fold), "experimental_error", "none") in done:
             continue
-        metric = "l2" if task.kind == "lfc" else "f1"
-        out.append({"task": name, "task_version": version, "context": context, "fold": -1,
+        in_fold = (rows == r.context) & (task.folds == r.fold)
+        out.append({"task": name, "task_version": version, "context": r.context, "fold": int(r.fold),
                     "set": "experimental_error", "set_version": "", "evaluator": "none", "chosen": "{}",
-                    "coverage": 1.0, "seconds": 0.0, "metric": metric, "value": float(value)})
+                    "coverage": 1.0, "seconds": 0.0, "metric": r.metric, "value": float(r.value),
+                    "n_test": int(in_fold.sum()), "n_test_covered": int(in_fold.sum()),
+                    "n_train": int(((rows == r.context) & ~in_fold).sum()),
+                    "n_train_covered": int(((rows == r.context) & ~in_fold).sum())})
     return out
 
 

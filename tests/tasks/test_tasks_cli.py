@@ -31,11 +31,11 @@ def test_papalexi_build_ls_show_export(store, data_dir, tmp_path):
         "--store", root)
     listing = run("tasks", "ls", "--store", root)
     assert "2 task version(s)" in listing and "papalexi" in listing
-    assert "l2 q0.9" in run("tasks", "show", "papalexi-lfc", "--store", root)
+    assert "error limit (l2) per fold" in run("tasks", "show", "papalexi-lfc", "--store", root)
     run("tasks", "export", "papalexi-deg", "--out", tmp_path / "deg.h5ad", "--store", root)
     a = ad.read_h5ad(tmp_path / "deg.h5ad")
     assert set(a.obs["context"]) == {"THP-1"} and a.n_vars == 299 and set(np.unique(a.X)) <= {-1, 0, 1}
-    assert a.uns["recipe"]["columns"]["context"] == "THP-1" and a.uns["error"]["metric"] == "f1"
+    assert a.uns["recipe"]["columns"]["context"] == "THP-1" and a.uns["error"]["kind"] == "deg"
     from pertstore import Store
 
     with Store.open(root) as s:

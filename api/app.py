@@ -12,6 +12,7 @@ import hmac
 import json
 import logging
 import os
+import re
 import tempfile
 import threading
 import uuid
@@ -20,30 +21,35 @@ from typing import Annotated, Literal
 
 import numpy as np
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StringConstraints, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from pertstore._store import Store
 from pertstore.api._formats import respond
-from pertstore.errors import ConflictError, InvalidInputError, NotFoundError, PertstoreError
+from pertstore.errors import ConflictError, CorruptedSetError, InvalidInputError, NotFoundError, PertstoreError
+from pertstore.store import check_name, check_names
+from pertstore.store._recipe import MAX_ID_CHARS
 
 MAX_IDS = 20_000
 MAX_PAGE = 1_000
 MAX_BODY = 8 * 2**20
 log = logging.getLogger("pertstore.api")
+Id = Annotated[str, StringConstraints(max_length=MAX_ID_CHARS)]
+Name = Annotated[str, StringConstraints(max_length=128)]
 
 
 class AlignRequest(BaseModel):
-    sources: list[str] = Field(min_length=1, max_length=100)
-    ids: list[str] = Field(min_length=1, max_length=MAX_IDS)
+    sources: list[Name] = Field(min_length=1, max_length=100)
+    ids: list[Id] = Field(min_length=1, max_length=MAX_IDS)
     context: str | None = None
     version: str | dict[str, str] | None = None
     tag: str | dict[str, str] | None = None
 
 
 class FetchRequest(BaseModel):
-    ids: list[str] = Field(min_length=1, max_length=MAX_IDS)
+    ids: list[Id] = Field(min_length=1, max_length=MAX_IDS)
     context: str | None = None
     version: str | None = None
     tag: str | None = None
@@ -54,7 +60,7 @@ class TagRequest(BaseModel):
 
 
 class ResolveRequest(BaseModel):
-    ids: list[str] = Field(min_length=1, max_length=MAX_IDS)
+    ids: list[Id] = Field(min_length=1, max_length=MAX_IDS)
     kind: str = Field("gene", pattern="^(gene|molecule)$")
 
 
@@ -73,9 +79,15 @@ def create_app(store: Store, *, token: str | None = None, protect_reads: bool = 
     def _check(authorization: str | None) -> None:
         if not token:
             raise HTTPException(403, "writes are disabled: the server has no token configured (PERTSTORE_TOKEN)")
-        given = (authorization or "").removeprefix("Bearer ").strip()
-        if not given or not hmac.compare_digest(given.encode(), token.encode()):
-            raise HTTPException(401, "a valid bearer token is required", headers={"WWW-Authenticate": "Bearer"})
+        if not _authorised(authorization):
+            raise HTTPException(401, "a valid bearer token is required (header 'Authorization: Bearer <token>')",
+                                headers={"WWW-Authenticate": "Bearer"})
+
+    def _authorised(authorization: str | None) -> bool:
+        """Whether the request carries the server's token as ``Authorization: Bearer <token>``."""
+        scheme, _, given = (authorization or "").partition(" ")
+        return bool(token) and scheme.lower() == "bearer" and bool(given.strip()) and \
+            hmac.compare_digest(given.strip().encode(), token.encode())
 
     def write_auth(authorization: Annotated[str | None, Header()] = None) -> None:
         _check(authorization)
@@ -87,9 +99,6 @@ def create_app(store: Store, *, token: str | None = None, protect_reads: bool = 
     @app.middleware("http")
     async def request_ids(request: Request, call_next):
         rid = request.headers.get("x-request-id") or uuid.uuid4().hex[:12]
-        size = int(request.headers.get("content-length") or 0)
-        if size > MAX_BODY:
-            return JSONResponse({"detail": f"body of {size} bytes exceeds {MAX_BODY}"}, status_code=413)
         response = await call_next(request)
         response.headers["x-request-id"] = rid
         log.info("%s %s %s -> %d", rid, request.method, request.url.path, response.status_code)
@@ -98,8 +107,20 @@ def create_app(store: Store, *, token: str | None = None, protect_reads: bool = 
     @app.exception_handler(PertstoreError)
     async def store_errors(_request: Request, exc: PertstoreError):
         status = 404 if isinstance(exc, NotFoundError) else 409 if isinstance(exc, ConflictError) else \
-            422 if isinstance(exc, InvalidInputError) else 500
-        return JSONResponse({"detail": str(exc)}, status_code=status)
+            500 if isinstance(exc, CorruptedSetError) else 422 if isinstance(exc, InvalidInputError) else 400
+        detail = str(exc) if status < 500 else f"{type(exc).__name__}: the store needs attention (`pertstore verify`)"
+        if status >= 500:
+            log.error("%s", exc)
+        return JSONResponse({"detail": detail}, status_code=status)
+
+    @app.exception_handler(ValidationError)
+    @app.exception_handler(RequestValidationError)
+    async def model_errors(_request: Request, exc: ValidationError | RequestValidationError):
+        """422 naming each bad field, without echoing the input (it may not even encode as UTF-8)."""
+        detail = [{"loc": [str(x) for x in e.get("loc", ())], "msg": str(e.get("msg", "")), "type": str(e.get("type"))}
+                  for e in exc.errors()]
+        return Response(json.dumps({"detail": detail}, ensure_ascii=True), status_code=422,
+                        media_type="application/json")
 
     reads = [Depends(read_auth)]
 
@@ -108,9 +129,9 @@ def create_app(store: Store, *, token: str | None = None, protect_reads: bool = 
         return {"status": "ok"}
 
     @app.get("/v1/ready")
-    def ready() -> dict:
+    def ready(authorization: Annotated[str | None, Header()] = None) -> dict:
         store.catalog.query("SELECT 1")
-        return {"status": "ready", "store": store.uri}
+        return {"status": "ready", **({"store": store.uri} if _authorised(authorization) else {})}
 
     @app.get("/v1/sources", dependencies=reads)
     def sources() -> list[dict]:
@@ -181,6 +202,7 @@ def create_app(store: Store, *, token: str | None = None, protect_reads: bool = 
     async def import_(request: Request, source: str, kind: Literal["gene", "molecule"] = "gene", context: str = "",
                       format: Literal["h5ad", "npz", "parquet", "csv"] = "parquet", field: str | None = None,
                       id_col: str | None = None) -> dict:
+        check_names(source=source, context=context)
         body = await request.body()
         if not body:
             raise InvalidInputError("the request body is empty: send the embedding file's bytes")
@@ -189,7 +211,12 @@ def create_app(store: Store, *, token: str | None = None, protect_reads: bool = 
             with tempfile.TemporaryDirectory() as tmp, lock:
                 path = Path(tmp) / f"upload.{format}"
                 path.write_bytes(body)
-                card = store.import_file(path, source=source, kind=kind, context=context, field=field, id_col=id_col)
+                try:
+                    card = store.import_file(path, source=source, kind=kind, context=context, field=field,
+                                             id_col=id_col)
+                except PertstoreError as e:  # name the upload, not the server's temporary folder
+                    e.args = tuple(str(a).replace(str(path), f"upload.{format}") for a in e.args)
+                    raise
             return card.model_dump(mode="json")
 
         return await run_in_threadpool(write_set)
@@ -202,33 +229,92 @@ def create_app(store: Store, *, token: str | None = None, protect_reads: bool = 
         response.headers["Location"] = f"/v1/jobs/{job_id}"
         return {"job_id": job_id, "state": "queued"}
 
+    def _for_reader(row: dict, authorization: str | None) -> dict:
+        """A job row as a reader may see it: without the token, no host, pid or scheduler address, and
+        errors reduced to their kinds (a raw error can quote input files and the store's paths)."""
+        if _authorised(authorization):
+            return row
+        return {k: _public_error(v) if k == "error" else v for k, v in row.items()
+                if k not in ("host", "pid", "scheduler")}
+
     @app.get("/v1/jobs", dependencies=reads)
-    def jobs() -> list[dict]:
-        return _records(store.jobs.ls())
+    def jobs(authorization: Annotated[str | None, Header()] = None) -> list[dict]:
+        return [_for_reader(r, authorization) for r in _records(store.jobs.ls())]
 
     @app.get("/v1/jobs/{job_id}", dependencies=reads)
-    def job(job_id: str) -> dict:
-        st = store.jobs.status(job_id)
-        return {**{k: _plain(v) for k, v in st.items() if k != "recipes"}, "recipes": _records(st["recipes"])}
+    def job(job_id: Name, authorization: Annotated[str | None, Header()] = None) -> dict:
+        st = store.jobs.status(check_name(job_id, "job id"))
+        row = {**{k: _plain(v) for k, v in st.items() if k != "recipes"},
+               "recipes": [_for_reader(r, authorization) for r in _records(st["recipes"])]}
+        return _for_reader(row, authorization)
 
     @app.get("/v1/jobs/{job_id}/failures", dependencies=reads)
-    def failures(job_id: str) -> list[dict]:
-        return _records(store.jobs.failures(job_id))
+    def failures(job_id: Name) -> list[dict]:
+        return _records(store.jobs.failures(check_name(job_id, "job id")))
 
     @app.post("/v1/jobs/{job_id}/cancel", dependencies=[Depends(write_auth)])
-    def cancel(job_id: str) -> dict:
-        return {"job_id": job_id, "state": store.jobs.cancel(job_id)}
+    def cancel(job_id: Name) -> dict:
+        return {"job_id": job_id, "state": store.jobs.cancel(check_name(job_id, "job id"))}
 
     @app.post("/v1/jobs/{job_id}/resume", status_code=202, dependencies=[Depends(write_auth)])
-    def resume(job_id: str, response: Response) -> dict:
-        state = store.jobs.status(job_id)["state"]
+    def resume(job_id: Name, response: Response) -> dict:
+        state = store.jobs.status(check_name(job_id, "job id"))["state"]
         if state in ("done", "cancelled", "cancelling"):
             raise ConflictError(f"job {job_id} is {state}; nothing to resume")
         threading.Thread(target=_run_job, args=(store, job_id, scheduler, True), daemon=True).start()
         response.headers["Location"] = f"/v1/jobs/{job_id}"
         return {"job_id": job_id, "state": "resuming"}
 
+    app.add_middleware(BodyLimit, max_bytes=MAX_BODY)
     return app
+
+
+class BodyLimit:
+    """Refuse (413) a request whose body grows past ``max_bytes``, counting the bytes actually received,
+    so a chunked body without Content-Length is capped too; the body is read before the route runs."""
+
+    def __init__(self, app, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            return await self._refuse(send, declared.decode("latin-1"))
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            more = message.get("more_body", False)
+            if size > self.max_bytes:
+                return await self._refuse(send, f"more than {size}")
+        body = b"".join(chunks)
+        sent = False
+
+        async def replay():
+            nonlocal sent
+            if sent:
+                return await receive()
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, send, size: str) -> None:
+        await JSONResponse({"detail": f"request body of {size} bytes exceeds the limit of {self.max_bytes}"},
+                           status_code=413, headers={"Connection": "close"})({"type": "http"}, None, send)
+
+
+def _public_error(text: str | None) -> str | None:
+    """The kinds of error in a job's error text (``ValueError, ...``), without their messages."""
+    if not text:
+        return text
+    kinds = sorted(set(re.findall(r"\b([A-Z][A-Za-z]*(?:Error|Exception|Exit|Interrupt))\b", text)))
+    return f"{', '.join(kinds) or 'failed'} (details for token holders: GET /v1/jobs/{{id}} with the token)"
 
 
 def _run_job(store: Store, job_id: str, scheduler: str | None, resume: bool = False) -> None:

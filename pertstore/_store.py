@@ -27,7 +27,8 @@ from pertstore.store import (
     SetWriter,
     Storage,
     aligned_dataset,
-    check_name,
+    check_ids,
+    check_names,
     check_values,
     file_sha256,
     open_storage,
@@ -158,7 +159,7 @@ class Store:
         """Canonical ids for ids of any namespace (symbols, Entrez, Ensembl, names, SMILES, ...)."""
         if kind not in ("gene", "molecule"):
             raise InvalidInputError(f"unknown entity kind {kind!r}; use 'gene' or 'molecule'")
-        return self.catalog.resolve(ids, kind)
+        return self.catalog.resolve(check_ids([str(i) for i in ids]), kind)
 
     # ---- writing -------------------------------------------------------------------------------
 
@@ -177,6 +178,7 @@ class Store:
 
         Publishing a recipe that is already published changes nothing and returns its card.
         """
+        check_names(tags=tags)
         card, newly = writer.publish(failed=failed)
         if newly:
             self._index(card, ["latest", *tags])
@@ -188,6 +190,7 @@ class Store:
     def write_set(self, recipe: Recipe, ids: Sequence[str], values: np.ndarray, *,
                   failed: dict[str, str] | None = None, tags: Sequence[str] = ()) -> SetCard:
         """Write a whole ``[entity, dim]`` matrix for canonical ``ids`` as the set of ``recipe``."""
+        check_names(tags=tags)
         values = check_values(values, list(ids), where=f"set {recipe.source}")
         if self.has(recipe):
             return self._existing(recipe, tags)
@@ -209,6 +212,7 @@ class Store:
         from pertstore.producers._jobs import produce_inline
         from pertstore.producers._spec import RecipeSpec
 
+        check_names(source=source, context=context, tags=tags)
         spec = RecipeSpec(producer=producer, source=source, params=params or {}, inputs=inputs or {},
                           context=context, tags=list(tags))
         (planned,) = self.jobs.plan([spec])
@@ -230,6 +234,7 @@ class Store:
 
     def _existing(self, recipe: Recipe, tags: Sequence[str]) -> SetCard:
         """The card of an already published recipe (indexed now if a crash left it unindexed)."""
+        check_names(tags=tags)
         key = set_key(recipe.source, recipe.version)
         card = read_card(self.storage, key)
         if self.catalog.query("SELECT 1 FROM sets WHERE path = ?", [key]).empty:
@@ -239,6 +244,7 @@ class Store:
         return card
 
     def _index(self, card: SetCard, tags: Sequence[str]) -> None:
+        check_names(tags=tags)
         key = set_key(card.source, card.version)
         ids = self.cache.get(key).ids
         now = datetime.now(timezone.utc)
@@ -254,7 +260,7 @@ class Store:
 
     def tag(self, source: str, version: str, tag: str) -> None:
         """Point ``tag`` of ``source`` (in the set's context) at ``version``."""
-        check_name(tag, "tag")
+        check_names(source=source, version=version, tags=tag)
         row = self.catalog.find_set(source, version=version)
         now = datetime.now(timezone.utc)
         self._write_tag(source, row.context, tag, version, now)
@@ -271,6 +277,7 @@ class Store:
         left out and listed too). Two rows resolving to the same entity are an error. The recipe
         records the file's SHA-256, so importing the same file again is a no-op.
         """
+        check_names(source=source, context=context, tags=tags)
         path = Path(path)
         ids, values, params = read_embedding_file(path, field=field, id_col=id_col)
         recipe = Recipe(source=source, producer="import", kind=kind, context=context,
@@ -316,6 +323,7 @@ class Store:
 
     def ls(self, source: str | None = None, context: str | None = None) -> pd.DataFrame:
         """Published sets (one row per source, version), with their tags."""
+        check_names(source=source, context=context)
         return self.catalog.list_sets(source, context)
 
     def sources(self) -> pd.DataFrame:
@@ -327,11 +335,13 @@ class Store:
     def show(self, source: str, *, context: str | None = None, version: str | None = None,
              tag: str | None = None) -> SetCard:
         """The card of one set."""
+        check_names(source=source, context=context, version=version, tags=tag)
         row = self.catalog.find_set(source, context=context, version=version, tag=tag)
         return read_card(self.storage, row.path)
 
     def open_set(self, source: str, *, context: str | None = None, version: str | None = None,
                  tag: str | None = None) -> OpenSet:
+        check_names(source=source, context=context, version=version, tags=tag)
         row = self.catalog.find_set(source, context=context, version=version, tag=tag)
         return self.cache.get(row.path)
 
@@ -369,7 +379,9 @@ class Store:
         sources = [sources] if isinstance(sources, str) else list(sources)
         if not sources:
             raise InvalidInputError("align needs at least one source")
-        ids = [str(i) for i in ids]
+        ids = check_ids([str(i) for i in ids])
+        for s in sources:
+            check_names(source=s, context=context, version=_pick(version, s), tags=_pick(tag, s))
         rows = {s: self.catalog.find_set(s, context=context, version=_pick(version, s), tag=_pick(tag, s))
                 for s in sources}
         kinds = {r.kind for r in rows.values()}

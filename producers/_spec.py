@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pertstore.errors import InvalidInputError
 from pertstore.producers._base import Producer
 from pertstore.producers._registry import get_producer
-from pertstore.store._recipe import Recipe, file_sha256
+from pertstore.store._recipe import Recipe, check_names, file_sha256
 
 SET_PREFIX = "set:"
 
@@ -165,6 +165,7 @@ def plan(specs: list[RecipeSpec], find_version) -> list[PlannedRecipe]:
     planned = []
     hashes: dict[str, str] = {}
     for spec in specs:
+        check_names(source=spec.source, context=spec.context, tags=spec.tags)
         cls = get_producer(spec.producer)
         params = cls.parse_params(spec.params).model_dump(mode="json")
         unknown = set(spec.inputs) - set(cls.inputs)

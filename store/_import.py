@@ -32,7 +32,12 @@ def read_embedding_file(path: str | Path, *, field: str | None = None, id_col: s
     if fmt is None:
         raise InvalidInputError(f"{path}: unknown format {path.suffix!r}; use one of {sorted(set(FORMATS))}")
     reader = {"h5ad": _read_h5ad, "npz": _read_npz, "parquet": _read_table, "csv": _read_table}[fmt]
-    ids, values, params = reader(path, field=field, id_col=id_col)
+    try:
+        ids, values, params = reader(path, field=field, id_col=id_col)
+    except InvalidInputError:
+        raise
+    except Exception as e:  # truncated, bit-flipped or garbage files fail deep inside h5py/pyarrow/zipfile
+        raise InvalidInputError(f"{path}: not a readable {fmt} file ({_reason(e, path)})") from e
     if len(ids) == 0:
         raise InvalidInputError(f"{path}: the file holds no rows")
     if values.ndim != 2 or values.shape[1] == 0:
@@ -40,6 +45,12 @@ def read_embedding_file(path: str | Path, *, field: str | None = None, id_col: s
     if values.dtype.kind not in "biuf":
         raise InvalidInputError(f"{path}: values are not numeric (dtype {values.dtype})")
     return [str(i) for i in ids], values, {"format": fmt, **params}
+
+
+def _reason(error: Exception, path: Path) -> str:
+    """The library's complaint, without the file's path (the caller names it) and cut short."""
+    text = str(error).replace(str(path), "<file>").replace(str(path.resolve()), "<file>").splitlines()
+    return f"{type(error).__name__}: {(text[0] if text else '')[:200]}"
 
 
 def _read_h5ad(path: Path, *, field: str | None, id_col: str | None):

@@ -11,6 +11,8 @@ Layout (all keys relative to the root):
 
 from __future__ import annotations
 
+from pertstore.store._recipe import check_names
+
 STORE_MARKER = "pertstore.json"
 STORE_ENCODING = {"encoding-type": "pertstore-store", "encoding-version": "0.1.0"}
 SET_ENCODING_TYPE = "pertstore-embedding-set"
@@ -20,14 +22,17 @@ GLOBAL_CONTEXT_DIR = "_global"
 
 
 def set_key(source: str, version: str) -> str:
+    check_names(source=source, version=version)
     return f"sets/{source}/{version}"
 
 
 def staging_key(source: str, version: str) -> str:
+    check_names(source=source, version=version)
     return f"staging/{source}/{version}"
 
 
 def tag_key(source: str, context: str, tag: str) -> str:
+    check_names(source=source, context=context, tags=tag)
     return f"tags/{source}/{context or GLOBAL_CONTEXT_DIR}/{tag}.json"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -12,14 +13,44 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pertstore.errors import InvalidInputError
 
 EntityKind = Literal["gene", "molecule"]
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")
+MAX_ID_CHARS = 1_000
+"""Longest entity id (symbol, Ensembl id, SMILES, name) a store accepts."""
 
 
 def check_name(value: str, what: str) -> str:
-    """A source, tag or context name usable as a path segment."""
-    if not _NAME.match(value):
-        raise InvalidInputError(f"{what} {value!r} must match {_NAME.pattern} (letters, digits, '_', '.', '-')")
+    """A user-given name (source, tag, context, version, task, job) usable as one path segment.
+
+    The whole string must match (``fullmatch``: a final newline does not), so no name holds ``/`` or
+    starts with ``.``; every front end (CLI, REST, Python) gets this one check through :class:`Store`.
+    """
+    if not isinstance(value, str) or not _NAME.fullmatch(value):
+        raise InvalidInputError(f"{what} {value!r} must be 1-128 letters, digits, '_', '.' or '-', "
+                                "starting with a letter or digit")
     return value
+
+
+def check_names(*, source: str | None = None, context: str | None = None, version: str | None = None,
+                tags: Sequence[str] | str | None = (), **names: str | None) -> None:
+    """:func:`check_name` for each name given (an empty context means global, ``None`` means unset)."""
+    tags = [tags] if isinstance(tags, str) else list(tags or ())
+    for what, value in [("source", source), ("version", version), *(("tag", t) for t in tags), *names.items()]:
+        if value is not None:
+            check_name(value, what)
+    if context:
+        check_name(context, "context")
+
+
+def check_ids(ids: list[str]) -> list[str]:
+    """Entity ids a request may carry: valid UTF-8 text of at most :data:`MAX_ID_CHARS` characters."""
+    for i, q in enumerate(ids):
+        if len(q) > MAX_ID_CHARS:
+            raise InvalidInputError(f"id #{i} has {len(q):,} characters; ids have at most {MAX_ID_CHARS:,}")
+        try:
+            q.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidInputError(f"id #{i} is not valid text (it holds a lone surrogate)") from None
+    return ids
 
 
 class Recipe(BaseModel):

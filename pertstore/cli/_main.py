@@ -23,6 +23,7 @@ app.add_typer(catalog_app, name="catalog")
 app.add_typer(registry_app, name="registry")
 console = Console()
 err = Console(stderr=True)
+OUT_FORMATS = (".npz", ".parquet", ".csv", ".h5ad", ".arrow", ".feather")
 
 StoreOpt = Annotated[Optional[str], typer.Option("--store", "-s", help="Store URI, or a server's http(s):// URL [default: $PERTSTORE_STORE or ./pertstore-data]")]
 ContextOpt = Annotated[Optional[str], typer.Option("--context", "-c", help="Context (e.g. a cell line)")]
@@ -56,6 +57,17 @@ def _table(df: pd.DataFrame, title: str | None = None) -> Table:
     for row in df.itertuples(index=False):
         t.add_row(*["" if pd.isna(v) else str(v) for v in row])
     return t
+
+
+def _check_out(out: Path | None) -> None:
+    """Fail before any work when ``--out`` cannot be written: a missing folder or an unknown format."""
+    if out is None:
+        return
+    if not out.parent.is_dir():
+        raise typer.BadParameter(f"folder {out.parent} does not exist (create it first)", param_hint="--out")
+    if out.suffix.lower() not in OUT_FORMATS:
+        raise typer.BadParameter(f"unknown format {out.suffix!r}; use one of {', '.join(OUT_FORMATS)}",
+                                 param_hint="--out")
 
 
 def _ids(ids: list[str], ids_file: Path | None) -> list[str]:
@@ -125,6 +137,7 @@ def align(sources: Annotated[list[str], typer.Argument(help="Source names")],
     """Fetch the embeddings of ids from several sources, aligned row by row."""
     from pertstore.store import write_aligned
 
+    _check_out(out)
     with _open(store) as s:
         ds = s.align(sources, _ids(ids or [], ids_file), context=context, tag=tag)
     cov = ds["covered"].values.sum(axis=0)
@@ -148,6 +161,7 @@ def export(source: str, out: Annotated[Path, typer.Option(help="Write .npz/.parq
     """Export a whole set to a file."""
     from pertstore.store import write_aligned
 
+    _check_out(out)
     with _local(store) as s:
         ids = s.open_set(source, context=context, version=version, tag=tag).ids
         ds = s.align([source], ids, context=context, version=version, tag=tag)

@@ -44,7 +44,10 @@ def keep_at_least(a: np.ndarray, b: np.ndarray, score: np.ndarray, threshold: fl
         return above
     nodes = pd.Index(pd.unique(np.concatenate([a, b])))
     ia, ib = nodes.get_indexer(a), nodes.get_indexer(b)
-    count = lambda m: np.bincount(ia[m], minlength=len(nodes)) + np.bincount(ib[m], minlength=len(nodes))  # noqa: E731
+
+    def count(m: np.ndarray) -> np.ndarray:
+        return np.bincount(ia[m], minlength=len(nodes)) + np.bincount(ib[m], minlength=len(nodes))
+
     needed = np.minimum(k, count(np.ones_like(above))) - count(above)
     below = np.flatnonzero(~above)
     # each below row listed under its first then its second protein, best score first, then file order

@@ -97,3 +97,21 @@ def test_recombined_channels_above_threshold_equal_strings_rule(sample, channels
 def test_text_mining_is_refused_where_the_file_has_none(data_dir):
     with pytest.raises(InvalidInputError, match="textmining"):
         read_string(data_dir / "network" / "string_v12_human_notextmining.tsv.gz", ("textmining",))
+
+
+def test_spectral_set_is_built_on_the_recipes_rules(store, string_small_file):
+    from scipy.sparse.csgraph import connected_components
+
+    from pertstore.producers.graph._common import GeneGraph
+
+    rules = {"score": "combined", "threshold": 900, "keep_at_least": 3}
+    card = store.produce("string-spectral", source="spectral-rules", params={"dims": 8, **rules},
+                         inputs={"network": str(string_small_file)}, max_failed_fraction=0.5)
+    edges = read_string(string_small_file, threshold=900, score="combined", keep=3)
+    assert len(edges) > (pd.read_csv(string_small_file, sep="\t").combined_score >= 900).sum()  # the rescue added
+    graph = GeneGraph.from_edges(edges)
+    _, labels = connected_components(graph.adjacency(), directed=False)
+    assert card.dim == 8 and card.n_rows == np.bincount(labels).max()
+    with pytest.raises(InvalidInputError, match="textmining"):
+        store.produce("string-spectral", source="spectral-text", params={"channels": ["textmining"]},
+                      inputs={"network": str(string_small_file)})

@@ -1,8 +1,14 @@
 """``fingerprint``: RDKit molecular fingerprints of the registered molecules.
 
-Variants (the paper's names): ``maccs`` (167 keys), ``rdkit`` (topological paths), ``ecfp2``
-(Morgan radius 1), ``ecfp4`` (Morgan radius 2), ``secfp`` (RDKit's MHFP encoder, SMILES-extended
-connectivity), ``avalon``, ``erg`` (extended reduced graph, 315 floats).
+Variants are molfeat's ``FPVecTransformer`` kinds, which name the paper's sets, computed with the
+RDKit calls and parameters of molfeat's ``FP_DEF_PARAMS`` (``molfeat/calc/fingerprints.py``):
+``maccs`` (167 keys), ``rdkit`` (paths of 1-7 bonds, 2 bits per feature), ``ecfp2``/``ecfp4``
+(molfeat's ``ecfp:2``/``ecfp:4``: Morgan radius 1/2), ``fcfp`` (Morgan radius 2 on feature
+invariants), ``topological`` (topological torsions of 4 atoms with count simulation, not RDKit's
+path fingerprint), ``secfp`` (MHFP encoder of 128 permutations, seed 0, radius 3), ``avalon``,
+``erg`` (extended reduced graph, 315 floats). Hashed fingerprints are 2,000 long by default, the
+``length`` default of ``FPVecTransformer`` (molfeat's ``FPCalculator`` alone defaults to 2,048,
+Avalon 512).
 
 Standardisation: the SMILES is parsed, the largest organic fragment kept (salts and mixtures lose
 their counter-ions and solvents) and charges neutralised where possible (RDKit's
@@ -18,7 +24,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pertstore.producers._base import Batch, Producer
 
-VARIANTS = ("maccs", "rdkit", "ecfp2", "ecfp4", "secfp", "avalon", "erg")
+VARIANTS = ("maccs", "rdkit", "ecfp2", "ecfp4", "fcfp", "topological", "secfp", "avalon", "erg")
+DEFAULT_BITS = 2000
+"""``FPVecTransformer``'s default ``length``."""
 FIXED_SIZE = {"maccs": 167, "erg": 315}
 
 
@@ -26,14 +34,14 @@ class FingerprintParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     variant: str = Field("ecfp4", pattern="^(" + "|".join(VARIANTS) + ")$")
-    n_bits: int = Field(2048, ge=64, le=16384)
+    n_bits: int = Field(DEFAULT_BITS, ge=64, le=16384)
     """Length of hashed fingerprints (ignored by maccs and erg)."""
     radius: int | None = Field(None, ge=1, le=6)
-    """Morgan/SECFP radius; default: 1 for ecfp2, 2 for ecfp4, 3 for secfp."""
+    """Morgan/SECFP radius; default: 1 for ecfp2, 2 for ecfp4 and fcfp, 3 for secfp."""
     counts: bool = False
-    """Count fingerprints instead of bits (rdkit, ecfp*, avalon)."""
+    """Count fingerprints instead of bits (rdkit, ecfp*, fcfp, topological, avalon; not molfeat's folded counts)."""
     chirality: bool = False
-    """Include chirality (ecfp*, secfp)."""
+    """Include chirality (ecfp*, fcfp, topological, secfp)."""
     standardise: bool = True
 
 
@@ -70,11 +78,17 @@ def _generator(variant: str, n_bits: int, radius: int | None, chirality: bool):
     from rdkit.Chem import rdFingerprintGenerator, rdMHFPFingerprint
 
     if variant == "secfp":
-        return rdMHFPFingerprint.MHFPEncoder(2048, 42)
+        return rdMHFPFingerprint.MHFPEncoder(128, 0)
     if variant == "rdkit":
-        return rdFingerprintGenerator.GetRDKitFPGenerator(fpSize=n_bits)
+        return rdFingerprintGenerator.GetRDKitFPGenerator(minPath=1, maxPath=7, useHs=True, branchedPaths=True,
+                                                         useBondOrder=True, fpSize=n_bits, numBitsPerFeature=2)
+    if variant == "topological":
+        return rdFingerprintGenerator.GetTopologicalTorsionGenerator(includeChirality=chirality, torsionAtomCount=4,
+                                                                     countSimulation=True, fpSize=n_bits)
     radius = radius or (1 if variant == "ecfp2" else 2)
-    return rdFingerprintGenerator.GetMorganGenerator(radius=radius, fpSize=n_bits, includeChirality=chirality)
+    features = rdFingerprintGenerator.GetMorganFeatureAtomInvGen() if variant == "fcfp" else None
+    return rdFingerprintGenerator.GetMorganGenerator(radius=radius, fpSize=n_bits, includeChirality=chirality,
+                                                     useBondTypes=True, atomInvariantsGenerator=features)
 
 
 def fingerprint(mol, params: FingerprintParams) -> np.ndarray:
@@ -85,13 +99,15 @@ def fingerprint(mol, params: FingerprintParams) -> np.ndarray:
     if v == "maccs":
         return _bits(MACCSkeys.GenMACCSKeys(mol), 167)
     if v == "erg":
-        return np.asarray(rdReducedGraphs.GetErGFingerprint(mol), dtype=np.float32)
+        return np.asarray(rdReducedGraphs.GetErGFingerprint(mol, atomTypes=0, fuzzIncrement=0.3, minPath=1, maxPath=15),
+                          dtype=np.float32)
     if v == "avalon":
         from rdkit.Avalon import pyAvalonTools
 
         if params.counts:
             return _dense(pyAvalonTools.GetAvalonCountFP(mol, nBits=params.n_bits), params.n_bits)
-        return _bits(pyAvalonTools.GetAvalonFP(mol, nBits=params.n_bits), params.n_bits)
+        return _bits(pyAvalonTools.GetAvalonFP(mol, nBits=params.n_bits, isQuery=False, resetVect=False,
+                                               bitFlags=pyAvalonTools.avalonSimilarityBits), params.n_bits)
     gen = _generator(v, params.n_bits, params.radius, params.chirality)
     if v == "secfp":
         bits = gen.EncodeSECFPMol(mol, radius=params.radius or 3, rings=True, isomeric=params.chirality,
@@ -122,9 +138,9 @@ class FingerprintProducer(Producer):
     name = "fingerprint"
     kind = "molecule"
     Params = FingerprintParams
-    description = "RDKit fingerprints: maccs, rdkit, ecfp2, ecfp4, secfp, avalon, erg"
+    description = "RDKit fingerprints as molfeat names them: " + ", ".join(VARIANTS)
     chunk_size = 512
-    code_version = "2"  # 2: ChemAxon extended SMILES are read (they failed before)
+    code_version = "3"  # 2: ChemAxon extended SMILES are read; 3: molfeat's parameters and 2,000 bits
 
     @classmethod
     def libraries(cls) -> dict[str, str]:

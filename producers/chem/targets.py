@@ -8,6 +8,9 @@ names resolve to registered molecules through the registry's aliases (a molecule
 several names gets the union of its targets, at the highest confidence); target symbols resolve to
 genes through the gene registry.
 
+``ranked: true`` is the paper's encoding: a molecule's targets ranked by confidence (highest first),
+ties by canonical gene id, the first three weighted 1, 0.5 and 0.25 and the others left at 0.
+
 What is recorded rather than guessed:
 - a registered molecule the table does not describe has no row ("no targets in the table");
 - a molecule none of whose targets resolves to a gene has no row, the reason lists the symbols;
@@ -83,11 +86,23 @@ def _missing(molecules: list[str], described: set[str]) -> dict[str, str]:
     return {m: "no targets in the table" for m in molecules if m not in described}
 
 
+RANK_WEIGHTS = (1.0, 0.5, 0.25)
+"""The paper's weights of a drug's first, second and third target."""
+
+
+def ranked_targets(genes: dict[str, float]) -> list[str]:
+    """A molecule's target genes ranked: highest confidence first, ties by canonical gene id (``fm-targets``' order)."""
+    return [g for g, _ in sorted(genes.items(), key=lambda gc: (-gc[1], gc[0]))]
+
+
 class DrugTargetParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     weighted: bool = False
     """Confidence-weighted entries instead of 0/1."""
+    ranked: bool = False
+    """The paper's weighting: the first three targets of :func:`ranked_targets` get 1, 0.5, 0.25, the rest 0.
+    On the Repurposing Hub every confidence is 1, so the rank there is the gene-id order."""
     min_drugs: int = Field(1, ge=1)
     """Keep only targets hit by at least this many molecules (dims); molecules left with none fail."""
 
@@ -103,7 +118,7 @@ class DrugTargetProducer(Producer):
     Params = DrugTargetParams
     inputs = {"targets": "file"}
     chunked = False
-    description = "binary or weighted drug-target vectors over the union of target genes"
+    description = "binary, confidence- or rank-weighted (1/0.5/0.25) drug-target vectors over the union of target genes"
 
     def compute(self) -> Batch:
         targets, failed = molecule_targets(self.ctx, str(self.ctx.path("targets")))
@@ -113,13 +128,18 @@ class DrugTargetProducer(Producer):
             raise InvalidInputError(f"no target gene is hit by {self.params.min_drugs} or more molecules")
         where = {g: j for j, g in enumerate(columns)}
         ids, rows = [], []
+        if self.params.weighted and self.params.ranked:
+            raise InvalidInputError("drug-targets: choose one of weighted (confidences) and ranked (1, 0.5, 0.25)")
         for molecule in sorted(targets):
             kept = {g: c for g, c in targets[molecule].items() if g in where}
             if not kept:
                 failed[molecule] = f"no target hit by {self.params.min_drugs} or more molecules"
                 continue
             row = np.zeros(len(columns), dtype=np.float32)
-            for gene, conf in kept.items():
+            if self.params.ranked:
+                for gene, weight in zip(ranked_targets(kept), RANK_WEIGHTS):
+                    row[where[gene]] = weight
+            for gene, conf in ({} if self.params.ranked else kept).items():
                 row[where[gene]] = conf if self.params.weighted else 1.0
             ids.append(molecule)
             rows.append(row)
@@ -163,11 +183,11 @@ class FMTargetProducer(Producer):
         symbols = self.ctx.registry("gene").set_index("entity_id")["symbol"]
         ids, chosen = [], []
         for molecule in sorted(targets):
-            ranked = sorted(targets[molecule].items(), key=lambda gc: (-gc[1], gc[0]))
-            positions = genes.positions([g for g, _ in ranked])
+            ranked = ranked_targets(targets[molecule])
+            positions = genes.positions(ranked)
             present = [pos for pos in positions if pos >= 0][:p.n_targets]
             if len(present) < p.min_targets:
-                absent = [str(symbols.get(g, g)) for (g, _), pos in zip(ranked, positions) if pos < 0]
+                absent = [str(symbols.get(g, g)) for g, pos in zip(ranked, positions) if pos < 0]
                 failed[molecule] = (f"{len(present)} of its targets in set {genes.card.source} (needs "
                                     f"{p.min_targets}); missing: {', '.join(absent[:10])}")
                 continue

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -14,13 +15,18 @@ from pertstore.producers.graph._string import gene_graph, read_string
 
 
 class GraphParams(BaseModel):
-    """The STRING graph: channels recombined with STRING's rule, edges kept above ``threshold``."""
+    """The STRING graph rules (:func:`read_string`); edge weights are the score / 1000."""
 
     model_config = ConfigDict(extra="forbid")
 
     channels: list[str] = Field(default_factory=lambda: ["experiments", "coexpression", "database"])
+    """Evidence channels recombined with STRING's rule when ``score`` is ``channels`` (textmining where the file has it)."""
+    score: Literal["channels", "combined"] = "channels"
+    """``channels``: the channels recombined; ``combined``: the file's ``combined_score`` (all of STRING's channels)."""
     threshold: float = Field(400.0, ge=0, lt=1000)
-    """Keep edges whose recombined score is above this (STRING's 0-1000 scale)."""
+    """Keep edges whose score is at least this (STRING's 0-1000 scale)."""
+    keep_at_least: int = Field(0, ge=0)
+    """Rescue each protein to this many rows by its best edges below the threshold (reference's adaptive filter)."""
     seed: int = 0
 
 
@@ -58,7 +64,8 @@ class _Identity:
 
 def load_gene_graph(ctx: ProducerContext, params: GraphParams) -> GeneGraph:
     """The recipe's STRING file (input ``network``) as a gene graph."""
-    edges = read_string(ctx.path("network"), tuple(params.channels), params.threshold)
+    edges = read_string(ctx.path("network"), tuple(params.channels), params.threshold, params.score,
+                        params.keep_at_least)
     nodes, rows, cols, weights, _ = gene_graph(edges, lambda ids: ctx.resolve(ids, "gene"))
     return GeneGraph(nodes, np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64),
                      np.asarray(weights, dtype=np.float64))

@@ -1,17 +1,21 @@
 """Link-prediction training shared by the graph neural producers (``string-gnn``, ``string-wavegc``).
 
 The undirected edges are split 90:10 (seeded) into training and validation edges; the encoder
-passes messages over the training edges only. Each step scores a batch of training edges and as
-many negatives from torch-geometric's ``negative_sampling`` by the dot product of the two node
-embeddings (binary cross-entropy on logits). After every epoch the validation AUC (validation
-edges against a fixed set of sampled non-edges, scikit-learn's ``roc_auc_score``) is measured; the
-best epoch's weights are kept, and training stops after ``patience`` epochs without improvement.
-The embedding is the encoder's output at the best epoch.
+passes messages over the training edges while it trains. Each step scores a batch of training edges
+and as many negatives from torch-geometric's ``negative_sampling`` by the dot product of the two node
+embeddings; the loss is the binary cross-entropy of the positives plus that of the negatives, as
+``train_gnn/data.py``; gradients are clipped to norm ``clip`` when set. After every epoch the
+validation edges are scored against a fixed set of sampled non-edges: the AUC (scikit-learn's
+``roc_auc_score``) and the same BCE loss. The epoch with the best ``select`` metric (highest AUC or
+lowest loss) is kept; training stops after ``patience`` epochs without improvement. With
+``full_graph`` (``train_gnn``'s way) validation and the final embedding pass messages over every
+edge, training and validation alike; otherwise over the training edges only.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -32,6 +36,12 @@ class LinkPredParams(GraphParams):
     batch_size: int = Field(65536, ge=1)
     """Training edges (and as many negatives) per optimiser step; each step runs the encoder once."""
     val_fraction: float = Field(0.1, gt=0, lt=1)
+    clip: float | None = Field(None, gt=0)
+    """Clip the gradient norm to this (None: no clipping)."""
+    select: Literal["auc", "loss"] = "auc"
+    """Keep the epoch with the highest validation AUC or the lowest validation BCE loss."""
+    full_graph: bool = False
+    """Validate and embed with messages over every edge (training and validation), as ``train_gnn``."""
 
 
 @dataclass
@@ -42,9 +52,16 @@ class EdgeSplit:
     train_weight: torch.Tensor
     val: torch.Tensor
 
+    val_weight: torch.Tensor
+
     def message_edges(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The training edges in both directions with their weights, for message passing."""
         return torch.cat([self.train, self.train.flip(0)], 1), torch.cat([self.train_weight, self.train_weight])
+
+    def all_edges(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every edge (training and validation) in both directions with its weight."""
+        edges, weight = torch.cat([self.train, self.val], 1), torch.cat([self.train_weight, self.val_weight])
+        return torch.cat([edges, edges.flip(0)], 1), torch.cat([weight, weight])
 
 
 def split_edges(graph: GeneGraph, val_fraction: float, seed: int) -> EdgeSplit:
@@ -54,12 +71,19 @@ def split_edges(graph: GeneGraph, val_fraction: float, seed: int) -> EdgeSplit:
     edges = torch.from_numpy(np.stack([graph.rows, graph.cols]))
     weight = torch.from_numpy(graph.weights.astype(np.float32))
     train, val = torch.from_numpy(np.sort(order[n_val:])), torch.from_numpy(np.sort(order[:n_val]))
-    return EdgeSplit(edges[:, train], weight[train], edges[:, val])
+    return EdgeSplit(edges[:, train], weight[train], edges[:, val], weight[val])
 
 
 def dot_scores(z: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
     """The decoder: ``z[a] . z[b]`` for each column ``(a, b)`` of ``pairs``."""
     return (z[pairs[0]] * z[pairs[1]]).sum(-1)
+
+
+def link_loss(z: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+    """``train_gnn``'s loss: mean BCE on logits of the edges ``pos`` (label 1) plus that of ``neg`` (label 0)."""
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    pos_scores, neg_scores = dot_scores(z, pos), dot_scores(z, neg)
+    return bce(pos_scores, torch.ones_like(pos_scores)) + bce(neg_scores, torch.zeros_like(neg_scores))
 
 
 def link_auc(z: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> float:
@@ -73,46 +97,56 @@ def link_auc(z: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> float:
 class LinkPredResult:
     embedding: np.ndarray
     best_auc: float
+    """Validation AUC at the kept epoch."""
     best_epoch: int
     history: list[float]
     """Validation AUC after each epoch run."""
     val_neg: torch.Tensor
     """The non-edges the validation edges were ranked against."""
+    val_loss: list[float]
+    """Validation BCE loss after each epoch run."""
+    encoder: torch.nn.Module
+    """The trained encoder at the kept epoch (eval mode)."""
 
 
 def train_link_prediction(encoder: torch.nn.Module, split: EdgeSplit, n: int,
                           params: LinkPredParams) -> LinkPredResult:
-    """Train ``encoder`` (``encoder() -> [n, dims]``) by link prediction; call under :func:`seeded`."""
-    all_edges = torch.cat([split.train, split.val], 1)
-    all_edges = torch.cat([all_edges, all_edges.flip(0)], 1)
+    """Train ``encoder`` by link prediction; call under :func:`seeded`.
+
+    ``encoder()`` embeds ``[n, dims]`` over the training edges; with ``params.full_graph``,
+    ``encoder(edge_index, edge_weight)`` embeds over the edges given.
+    """
+    all_edges, all_weight = split.all_edges()
     val_neg = negative_sampling(all_edges, num_nodes=n, num_neg_samples=split.val.shape[1])
     train_edges = split.message_edges()[0]
     optimizer = torch.optim.Adam(encoder.parameters(), lr=params.lr, weight_decay=params.weight_decay)
-    loss_fn = torch.nn.BCEWithLogitsLoss()
     order = torch.Generator().manual_seed(params.seed)
-    best = (-1.0, -1, {k: v.detach().clone() for k, v in encoder.state_dict().items()})
+    evaluate = (lambda: encoder(all_edges, all_weight)) if params.full_graph else encoder
+    sign = 1.0 if params.select == "auc" else -1.0  # higher is better
+    best = (-np.inf, -1, {k: v.detach().clone() for k, v in encoder.state_dict().items()})
     history: list[float] = []
+    losses: list[float] = []
     for epoch in range(params.epochs):
         encoder.train()
         for batch in torch.randperm(split.train.shape[1], generator=order).split(params.batch_size):
-            pos = split.train[:, batch]
             neg = negative_sampling(train_edges, num_nodes=n, num_neg_samples=len(batch))
             optimizer.zero_grad()
-            z = encoder()
-            logits = torch.cat([dot_scores(z, pos), dot_scores(z, neg)])
-            target = torch.cat([torch.ones(pos.shape[1]), torch.zeros(neg.shape[1])])
-            loss_fn(logits, target).backward()
+            link_loss(encoder(), split.train[:, batch], neg).backward()
+            if params.clip is not None:
+                torch.nn.utils.clip_grad_norm_(encoder.parameters(), params.clip)
             optimizer.step()
         encoder.eval()
         with torch.no_grad():
-            auc = link_auc(encoder(), split.val, val_neg)
-        history.append(auc)
-        if auc > best[0]:
-            best = (auc, epoch, {k: v.detach().clone() for k, v in encoder.state_dict().items()})
+            z = evaluate()
+            history.append(link_auc(z, split.val, val_neg))
+            losses.append(float(link_loss(z, split.val, val_neg)))
+        metric = sign * (history[-1] if params.select == "auc" else losses[-1])
+        if metric > best[0]:
+            best = (metric, epoch, {k: v.detach().clone() for k, v in encoder.state_dict().items()})
         elif epoch - best[1] >= params.patience:
             break
     encoder.load_state_dict(best[2])
     encoder.eval()
     with torch.no_grad():
-        z = encoder().numpy().copy()
-    return LinkPredResult(z, best[0], best[1], history, val_neg)
+        z = evaluate().numpy().copy()
+    return LinkPredResult(z, history[best[1]], best[1], history, val_neg, losses, encoder)

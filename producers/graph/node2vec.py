@@ -22,13 +22,17 @@ from pertstore.producers.graph._walks import WalkGraph, random_walks
 
 
 class Node2VecParams(GraphParams):
+    """Defaults are SPACE's (``deweihu96/SPACE`` ``scripts/node2vec.py``): 128 dims, p = 0.3, q = 0.7, 10 walks
+    of length 50 per node, window 5 (``context_size`` 6: the node and the 5 after it; the loss is symmetric,
+    so 5 on each side as gensim's window), 5 negatives, 5 epochs."""
+
     dims: int = Field(128, ge=1, le=2048)
-    walk_length: int = Field(20, ge=2)
-    context_size: int = Field(10, ge=2)
+    walk_length: int = Field(50, ge=2)
+    context_size: int = Field(6, ge=2)
     walks_per_node: int = Field(10, ge=1)
-    p: float = Field(1.0, gt=0)
-    q: float = Field(1.0, gt=0)
-    num_negative_samples: int = Field(1, ge=1)
+    p: float = Field(0.3, gt=0)
+    q: float = Field(0.7, gt=0)
+    num_negative_samples: int = Field(5, ge=1)
     epochs: int = Field(5, ge=1)
     lr: float = Field(0.01, gt=0)
     batch_size: int = Field(128, ge=1)
@@ -119,7 +123,7 @@ class Node2VecProducer(Producer):
     Params = Node2VecParams
     inputs = {"network": "file"}
     chunked = False
-    description = "node2vec on the STRING network (experiments+coexpression+database > 400), score-weighted walks"
+    description = "node2vec on the STRING network, score-weighted p/q walks (SPACE's settings by default)"
 
     @classmethod
     def libraries(cls) -> dict[str, str]:

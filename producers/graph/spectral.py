@@ -12,22 +12,17 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from scipy.sparse.csgraph import connected_components
 from scipy.sparse.linalg import eigsh
 
 from pertstore.producers._base import Batch, Producer
+from pertstore.producers.graph._common import GraphParams
 from pertstore.producers.graph._string import gene_graph, read_string
 
 
-class SpectralParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class SpectralParams(GraphParams):
     dims: int = Field(128, ge=1, le=2048)
-    channels: list[str] = Field(default_factory=lambda: ["experiments", "coexpression", "database"])
-    threshold: float = Field(400.0, ge=0, lt=1000)
-    """Keep edges whose recombined score is above this (STRING's 0-1000 scale)."""
-    seed: int = 0
 
 
 def adjacency(n: int, rows: np.ndarray, cols: np.ndarray, weights: np.ndarray) -> sp.csr_matrix:
@@ -58,14 +53,14 @@ def spectral_embedding(adj: sp.csr_matrix, dims: int, *, seed: int = 0) -> np.nd
 
 
 class SpectralProducer(Producer):
-    """Spectral embedding of the largest component of the STRING graph (recombined channels, > threshold)."""
+    """Spectral embedding of the largest component of the STRING graph (graph rules as parameters)."""
 
     name = "string-spectral"
     kind = "gene"
     Params = SpectralParams
     inputs = {"network": "file"}
     chunked = False
-    description = "spectral embedding of the STRING network (experiments+coexpression+database > 400)"
+    description = "spectral embedding of the STRING network (graph rules as parameters)"
 
     @classmethod
     def libraries(cls) -> dict[str, str]:
@@ -74,7 +69,8 @@ class SpectralProducer(Producer):
         return {"scipy": scipy.__version__}
 
     def compute(self) -> Batch:
-        edges = read_string(self.ctx.path("network"), tuple(self.params.channels), self.params.threshold)
+        p = self.params
+        edges = read_string(self.ctx.path("network"), tuple(p.channels), p.threshold, p.score, p.keep_at_least)
         nodes, rows, cols, weights, unmapped = gene_graph(edges, lambda ids: self.ctx.resolve(ids, "gene"))
         adj = adjacency(len(nodes), rows, cols, weights)
         keep = largest_component(adj)

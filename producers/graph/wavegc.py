@@ -17,6 +17,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
+from pertstore.errors import InvalidInputError
 from pertstore.producers._base import Batch, Producer
 from pertstore.producers.graph._chebyshev import (chebyshev_basis, chebyshev_nodes, chebyshev_terms,
                                                   interpolation_matrix, normalised_adjacency)
@@ -116,6 +117,8 @@ def train_wavegc(split: EdgeSplit, n: int, params: WaveGCParams) -> LinkPredResu
     rows, cols = split.train.numpy()
     adj = sp.coo_matrix((split.train_weight.numpy().astype(np.float64), (rows, cols)), shape=(n, n))
     norm_adj = normalised_adjacency(adj + adj.T)
+    if params.full_graph:
+        raise InvalidInputError("string-wavegc: full_graph is not supported (its filters are fixed on the training graph)")
     with seeded(params.seed):
         return train_link_prediction(WaveGC(n, norm_adj, params), split, n, params)
 
@@ -128,7 +131,7 @@ class WaveGCProducer(Producer):
     Params = WaveGCParams
     inputs = {"network": "file"}
     chunked = False
-    description = "WaveGC (Chebyshev wavelet graph convolution) trained by link prediction on STRING (> 400)"
+    description = "WaveGC (Chebyshev wavelet graph convolution) trained by link prediction on STRING"
 
     @classmethod
     def libraries(cls) -> dict[str, str]:

@@ -78,3 +78,25 @@ def test_bad_confidence_names_the_row(target_store, tmp_path):
     TARGETS.assign(confidence=[1, 1, 1, 1, 1, 1, 7, 1]).to_csv(tmp_path / "bad.tsv", sep="\t", index=False)
     with pytest.raises(InvalidInputError, match=r"row 8: confidence '7' of 'vorinostat'"):
         store.produce("drug-targets", source="bad", inputs={"targets": str(tmp_path / "bad.tsv")})
+
+
+def test_ranked_vectors_weight_the_top_three_1_half_quarter(target_store, tmp_path):
+    store, _ = target_store
+    # imatinib: five targets, two tied at 0.5 (ranked by canonical gene id); the fifth gets 0
+    table = pd.DataFrame({"drug": ["imatinib"] * 5 + ["gefitinib"],
+                          "target": ["KIT", "ABL1", "PDGFRA", "PDGFRB", "DDR1", "EGFR"],
+                          "confidence": [0.5, 1.0, 0.5, 0.25, 0.1, 1.0]})
+    table.to_csv(tmp_path / "ranked.tsv", sep="\t", index=False)
+    card = store.produce("drug-targets", source="targets-r", params={"ranked": True},
+                         inputs={"targets": str(tmp_path / "ranked.tsv")}, max_failed_fraction=1)
+    columns = sorted(_gene(store, g) for g in table.target)
+    x = store.get("targets-r", ["imatinib", "gefitinib"]).values
+    tied = sorted([_gene(store, "KIT"), _gene(store, "PDGFRA")])
+    want = np.zeros(card.dim)
+    for gene, w in [(_gene(store, "ABL1"), 1.0), (tied[0], 0.5), (tied[1], 0.25)]:
+        want[columns.index(gene)] = w
+    np.testing.assert_array_equal(x[0], want)
+    assert x[1].sum() == 1.0 and x[1][columns.index(_gene(store, "EGFR"))] == 1.0
+    with pytest.raises(InvalidInputError, match="choose one"):
+        store.produce("drug-targets", source="targets-x", params={"ranked": True, "weighted": True},
+                      inputs={"targets": str(tmp_path / "ranked.tsv")}, max_failed_fraction=1)

@@ -4,6 +4,7 @@ link prediction on held-out edges of the real STRING network."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import scipy.sparse as sp
 import torch
 
@@ -27,9 +28,9 @@ def test_first_step_is_proportional_to_weights():
     np.testing.assert_allclose(freq, [1 / 6, 2 / 6, 3 / 6], atol=0.005)
 
 
-def test_second_step_follows_node2vec_bias():
+@pytest.mark.parametrize("p,q", [(0.5, 4.0), (0.3, 0.7)])  # the second: SPACE's, the recipe default
+def test_second_step_follows_node2vec_bias(p, q):
     adj = _toy()
-    p, q = 0.5, 4.0
     g = WalkGraph(adj)
     walks = random_walks(g, np.full(400_000, 1, dtype=np.int64), 2, p, q, np.random.default_rng(1))
     came = walks[walks[:, 1] == 0]  # 1 -> 0, then: back to 1 (1/p), to 2 (neighbour of 1: 1), to 3 (1/q)
@@ -58,7 +59,8 @@ def test_node2vec_predicts_held_out_string_edges(string_top, neighbour_gap):
     rows, cols = split.train.numpy()
     train = sp.coo_matrix((split.train_weight.numpy(), (rows, cols)), shape=(string_top.n,) * 2)
     train = (train + train.T).tocsr()
-    params = Node2VecParams(dims=32, walk_length=10, context_size=5, walks_per_node=2, epochs=20, batch_size=64, lr=0.05)
+    params = Node2VecParams(dims=32, walk_length=10, context_size=5, walks_per_node=2, epochs=20, batch_size=64, lr=0.05,
+                            p=1.0, q=1.0, num_negative_samples=1)
     emb = train_node2vec(train, params)
     assert emb.shape == (string_top.n, 32)
     np.testing.assert_array_equal(emb, train_node2vec(train, params))  # deterministic under a seed

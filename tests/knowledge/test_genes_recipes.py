@@ -18,5 +18,12 @@ def test_genes_recipes_plan_at_the_papers_settings(store, data_dir):
     assert (wave["depth"], wave["scales"], wave["terms"], wave["lr"], wave["epochs"], wave["patience"]) == \
         (2, 3, 7, 0.001, 200, 30)
     assert by_source["string-gcn"].recipe.params["val_fraction"] == 0.1
+    gnn = by_source["string-gcn"].recipe.params  # train_gnn: combined >= 900, rescued; 256 dims, 3 layers
+    assert (gnn["score"], gnn["threshold"], gnn["keep_at_least"], gnn["dims"], gnn["depth"], gnn["clip"]) == \
+        ("combined", 900, 10, 256, 3, 1.0)
+    n2v = by_source["string-node2vec"].recipe.params  # SPACE: the full network, the producer's defaults
+    assert (n2v["score"], n2v["threshold"], n2v["p"], n2v["q"], n2v["walk_length"], n2v["num_negative_samples"]) == \
+        ("combined", 0, 0.3, 0.7, 50, 5)
+    assert by_source["string-spectral"].recipe.params["threshold"] == 400
     assert by_source["go-vae"].recipe.params["latent"] == 128
     assert len({p.recipe.version for p in planned}) == len(planned)

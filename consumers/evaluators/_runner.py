@@ -339,17 +339,26 @@ def _predict(kind, source, ev, x, y, covered, test, coverage_policy):
 
 
 def _experimental_error_rows(task, name, version, contexts, done) -> list[dict]:
+    """The task's experimental error as result rows: one per (context, fold, metric), as the reference.
+
+    LFC: ``l2, mse, mae, pearson, spearman`` = the mean over the fold's test perturbations of
+    each one's 0.9 quantile over bootstrap trials; DEG: the evaluator's DEG metrics, the 0.1
+    quantile over trials of the fold's score (see ``ExperimentalError.fold_limits``).
+    """
     if task.error is None:
         return []
+    limits = task.error.fold_limits(task.folds, task.contexts)
+    limits = limits[limits["context"].isin(contexts)]
+    contexts_arr, folds = np.asarray(task.contexts), np.asarray(task.folds)
     out = []
-    for context in contexts:
-        value = task.error.dataset.get(context)
-        if (context, -1, "experimental_error", "none") in done or value is None:
+    for (context, fold), rows in limits.groupby(["context", "fold"], sort=True):
+        if (context, int(fold), "experimental_error", "none") in done:
             continue
-        metric = "l2" if task.kind == "lfc" else "f1"
-        out.append({"task": name, "task_version": version, "context": context, "fold": -1,
-                    "set": "experimental_error", "set_version": "", "evaluator": "none", "chosen": "{}",
-                    "coverage": 1.0, "seconds": 0.0, "metric": metric, "value": float(value)})
+        n_test = int(((contexts_arr == context) & (folds == fold)).sum())
+        base = {"task": name, "task_version": version, "context": context, "fold": int(fold),
+                "set": "experimental_error", "set_version": "", "evaluator": "none", "chosen": "{}",
+                "coverage": 1.0, "seconds": 0.0, "n_test": n_test, "n_test_covered": n_test}
+        out.extend({**base, "metric": m, "value": float(v)} for m, v in zip(rows["metric"], rows["value"]))
     return out
 
 

@@ -1,338 +1,397 @@
-"""Experimental error by hierarchical bootstrap (batches, then cells within batches), memory bounded."""
+"""Experimental error as the paper's code computes it (``benchmark/experimental_error/``), memory bounded.
+
+- LFC, ``small`` variant (``run_exp_error_essential.py``): per context, the control cells are
+  bootstrapped once and every perturbation's own cells on their own, each in two stages
+  (``outer`` draws of the batches with replacement, then ``inner`` draws of the cells of each drawn
+  batch, batches weighted equally); trial ``(i, t)`` of a perturbation is paired with trial
+  ``(i, t)`` of the controls.
+- LFC, ``large`` variant (``run_exp_error_plate_matched.py``): per perturbation, its batches that
+  hold controls are drawn; in each drawn batch its cells and then that batch's controls are
+  resampled from one random stream; the replicate is the mean over drawn batches of the
+  differences.
+- Random streams as the reference's: ``SeedSequence(seed)`` per context, spawned ``[controls,
+  perturbation 0, 1, ...]`` (small) or ``[perturbation 0, 1, ...]`` (large) over the context's
+  perturbations in sorted label order, outer draws and drawn batches spawned below.
+- Per trial: L2, MSE, MAE, Pearson and Spearman of the replicate LFC against the LFC; per
+  perturbation the 0.9 quantile over trials; per fold the mean over its test perturbations.
+- DEG, ``small`` (``run_exp_error_essential_deg.py``): per trial
+  (``SeedSequence(seed).generate_state(trials)``), the cells of every label (controls included)
+  are resampled with replacement as ``DataFrame.groupby(label).sample(frac=1, replace=True)``
+  does; the labels are recomputed and scored, per fold, against the task's labels as one-hot
+  predictions (the evaluator's DEG metrics); the limit is the 0.1 quantile over trials
+  (``nearest``, as polars).
+
+No ``[trials, cells, genes]`` array exists: a replicate is a sparse product ``X_p.T @ W`` of the
+perturbation's cells with resampling weights ``W [cells, trials]``.
+"""
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
+from scipy import stats
 
-from ._deg import mean_var, vote, welch_labels
+from pertstore.errors import InvalidInputError
+
+from ._deg import mean_var, welch_labels
 from ._groups import Layout, Targets, layout
 from ._ingest import PerturbationData
 from ._lfc import lfc_design
-from ._matrix import BLOCK_ROWS, Progress
+from ._matrix import BLOCK_ROWS, Progress, group_sums
 
-CHUNK_TRIALS = 32
-"""Trials computed together; fixed so that results do not depend on memory settings."""
+LFC_METRICS = ("l2", "mse", "mae", "pearson", "spearman")
+"""Named as the runner's regression metrics."""
 QUANTILE = {"lfc": 0.9, "deg": 0.1}
+OUTER, INNER, SEED = 10, 10, 5050
+"""The reference's trials (outer x inner) and seed."""
 
 
 @dataclass
 class ExperimentalError:
-    """Bootstrap error of a task.
+    """Bootstrap error of a task, as the reference computes it.
 
-    ``trials[i, t]`` is perturbation ``i``'s error in trial ``t`` (L2 distance
-    of the replicate LFC to the LFC, or macro F1 of the replicate labels
-    against the labels; NaN when the trial drew none of its batches);
-    ``per_pert`` its ``quantile`` over trials; ``dataset[context]`` the
-    quantile over trials of the task-level metric (mean L2 over
-    perturbations, or F1 per gene averaged over genes): the limit a model
-    can be expected to reach.
+    LFC: ``trials[i, t, m]`` is metric ``metrics[m]`` of row ``i``'s replicate
+    ``t`` against its LFC (NaN: not estimated) and ``per_pert[i, m]`` its
+    ``quantile`` (0.9) over trials. DEG: ``fold_trials`` holds ``context,
+    fold, metric, trial, value`` (the metric of one replicate of the labels of
+    a fold's test perturbations), computed on ``folds``.
+    :meth:`fold_limits` gives the limit per (context, fold, metric).
     """
 
-    metric: str
+    kind: str
     quantile: float
-    trials: np.ndarray
-    per_pert: np.ndarray
-    dataset: dict[str, float]
-    dataset_trials: dict[str, np.ndarray]
+    metrics: list[str]
     params: dict
+    trials: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0)))
+    per_pert: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    fold_trials: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(
+        {"context": pd.Series(dtype=str), "fold": pd.Series(dtype=np.int64), "metric": pd.Series(dtype=str),
+         "trial": pd.Series(dtype=np.int64), "value": pd.Series(dtype=np.float64)}))
+    folds: np.ndarray | None = None
+
+    def fold_limits(self, folds: np.ndarray, contexts: list[str]) -> pd.DataFrame:
+        """``context, fold, metric, value``: the limit of each fold (fold -1, in no fold, has none).
+
+        LFC: the mean over the fold's test perturbations of their ``quantile``
+        of each metric (NaN ones left out). DEG: the ``quantile`` over trials
+        (method ``nearest``) of each metric; ``folds`` must be the ones the
+        bootstrap scored.
+        """
+        folds = np.asarray(folds)
+        contexts = np.asarray(contexts, dtype=str)
+        if self.kind == "deg":
+            if self.folds is None or not np.array_equal(self.folds, folds):
+                raise InvalidInputError("the DEG experimental error was scored on other folds than the task's")
+            g = self.fold_trials.groupby(["context", "fold", "metric"], sort=True)["value"]
+            out = g.agg(lambda v: nearest_quantile(v.to_numpy(), self.quantile)).reset_index()
+            return out[["context", "fold", "metric", "value"]]
+        rows = []
+        for ctx in sorted(set(contexts)):
+            for f in sorted(set(folds[contexts == ctx].tolist()) - {-1}):
+                test = (contexts == ctx) & (folds == f)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)  # a metric NaN for every test row
+                    means = np.nanmean(self.per_pert[test], axis=0)
+                rows += [(ctx, int(f), m, float(v)) for m, v in zip(self.metrics, means, strict=True)]
+        return pd.DataFrame(rows, columns=["context", "fold", "metric", "value"])
+
+
+def nearest_quantile(values: np.ndarray, q: float) -> float:
+    """polars' ``quantile(q)`` (method ``nearest``): the ``round((n - 1) q)``-th smallest, halves away from 0."""
+    v = np.sort(values[~np.isnan(values)])
+    return float(v[int(np.floor((v.size - 1) * q + 0.5))]) if v.size else float("nan")
 
 
 def concat_errors(errors: list[ExperimentalError | None],
                   renamed: list[dict[str, str]]) -> ExperimentalError | None:
-    """The errors of tasks stacked row-wise (their contexts renamed by ``renamed``); None if any is None."""
-    if not errors or any(e is None for e in errors):
+    """The LFC errors of tasks stacked row-wise; None if any is None or is DEG (scored on its own folds)."""
+    if not errors or any(e is None or e.kind != "lfc" for e in errors):
         return None
     first = errors[0]
-    n = min(e.trials.shape[1] for e in errors)
-    return ExperimentalError(
-        metric=first.metric, quantile=first.quantile, trials=np.vstack([e.trials[:, :n] for e in errors]),
-        per_pert=np.concatenate([e.per_pert for e in errors]),
-        dataset={names[c]: v for e, names in zip(errors, renamed) for c, v in e.dataset.items()},
-        dataset_trials={names[c]: v for e, names in zip(errors, renamed) for c, v in e.dataset_trials.items()},
-        params=first.params)
+    return ExperimentalError(kind="lfc", quantile=first.quantile, metrics=first.metrics, params=first.params,
+                             trials=np.concatenate([e.trials for e in errors]),
+                             per_pert=np.concatenate([e.per_pert for e in errors]))
 
 
-@dataclass
-class Draws:
-    """Inner bootstrap draws of a set of cells: draw ``i`` picks cell ``cell[i]`` in copy ``copy[i]``.
-
-    A copy is one outer draw of one group's batch; ``copy_trial`` and
-    ``copy_group`` give its trial and group.
-    """
-
-    n: int
-    cell: np.ndarray
-    copy: np.ndarray
-    copy_trial: np.ndarray
-    copy_group: np.ndarray
-
-    def per_trial(self, n_trials: int) -> np.ndarray:
-        """``[cells, trials]``: how often each cell was drawn in each trial."""
-        flat = self.copy_trial[self.copy] * self.n + self.cell
-        return np.bincount(flat, minlength=n_trials * self.n).reshape(n_trials, self.n).T.astype(np.float64)
-
-    def per_copy(self) -> np.ndarray:
-        """``[cells, copies]``: how often each cell was drawn in each copy."""
-        k = self.copy_trial.size
-        return np.bincount(self.copy * self.n + self.cell, minlength=k * self.n).reshape(k, self.n).T.astype(
-            np.float64)
-
-
-def resample(seed: int, key: tuple[int, ...], starts: np.ndarray, sizes: np.ndarray, copies: np.ndarray,
-             n: int) -> Draws:
-    """Inner bootstrap of groups of cells (rows ``starts[g] : starts[g] + sizes[g]`` of ``n``).
-
-    ``copies[t, g]`` is how often the outer bootstrap drew group ``g``'s batch
-    in trial ``t``; each copy redraws the group's cells with replacement, from
-    ``numpy.random.default_rng([seed, 1, *key])``.
-    """
-    n_t, n_g = copies.shape
-    reps = copies.ravel()
-    copy_trial = np.repeat(np.repeat(np.arange(n_t), n_g), reps)
-    copy_group = np.repeat(np.tile(np.arange(n_g), n_t), reps)
-    copy = np.repeat(np.arange(copy_trial.size), sizes[copy_group])
-    group = copy_group[copy]
-    cell = starts[group] + np.random.default_rng([seed, 1, *key]).integers(0, sizes[group])
-    return Draws(n=n, cell=cell, copy=copy, copy_trial=copy_trial, copy_group=copy_group)
-
-
-def batch_draws(seed: int, context: int, n_batches: int, trials: int) -> np.ndarray:
-    """Outer bootstrap: ``m[t, b]`` = times batch ``b`` is drawn in trial ``t`` (``n_batches`` draws)."""
-    rng = np.random.default_rng([seed, 0, context, 0, 0])
-    return rng.multinomial(n_batches, np.full(n_batches, 1.0 / n_batches), size=trials)
-
-
-def macro_f1(conf: np.ndarray) -> np.ndarray:
-    """Macro F1 over the classes present (in truth or prediction) of confusion matrices ``[..., true, pred]``."""
-    tp = np.diagonal(conf, axis1=-2, axis2=-1).astype(float)
-    true, pred = conf.sum(axis=-1), conf.sum(axis=-2)
-    present = (true + pred) > 0
-    with np.errstate(invalid="ignore", divide="ignore"):
-        f1 = np.where(present, 2 * tp / (true + pred), 0.0)
-        return f1.sum(axis=-1) / present.sum(axis=-1)
-
-
-def experimental_error(data: PerturbationData, targets: Targets, *, trials: int = 100, seed: int = 0,
+def experimental_error(data: PerturbationData, targets: Targets, *, folds: np.ndarray | None = None,
+                       trials: int = OUTER * INNER, inner: int = INNER, seed: int = SEED,
                        block_rows: int = BLOCK_ROWS, progress: Progress | None = None) -> ExperimentalError:
-    """Hierarchical bootstrap of ``targets`` (from :func:`lfc` or :func:`deg`).
+    """The reference's experimental error of ``targets`` (from :func:`lfc` or :func:`deg`).
 
-    Each trial draws, per context, as many batches as it has with replacement
-    (batch ``b`` drawn ``m_b`` times), then for each draw resamples the cells
-    of every (perturbation, batch) group and of the batch's controls with
-    replacement, and recomputes the targets with the same variant and
-    parameters. A batch drawn twice contributes two independent resamples:
-    for LFC and pooled DEG their cells add up; for per-batch DEG each draw
-    votes. Replicates come from sparse products of the cells with resampling
-    counts (``X_p.T @ K``, ``K`` of shape ``[cells, trials]``), 32 trials at
-    a time, so memory does not grow with ``trials`` (beyond the
-    ``[perturbations, trials]`` error table) and no ``[trials, cells, genes]``
-    array exists.
-
-    ``progress("bootstrap", done, total)`` is called after each chunk of
-    trials of each context.
-
-    Returns
-    -------
-    Per-perturbation error distributions and the dataset-level limit per
-    context: 0.9 quantile of L2 (LFC), 0.1 quantile of F1 (DEG).
+    Parameters
+    ----------
+    folds
+        DEG only: the fold of each target row (the limit is per fold).
+    trials, inner
+        LFC: ``trials // inner`` outer draws of batches times ``inner`` draws
+        of cells (the reference: 10 x 10). DEG: the number of replicates (the
+        reference ran 20).
+    seed
+        The reference's 5050 by default.
+    progress
+        ``progress("bootstrap", done, total)`` after each perturbation (LFC) or trial (DEG).
     """
+    if trials < 1:
+        raise InvalidInputError(f"trials must be at least 1, not {trials}")
+    inner = min(inner, trials)
     lay = layout(data)
-    run = _Run(data, lay, targets, seed, block_rows)
-    contexts = sorted(data.perturbations["context"].unique())
-    errors = np.full((targets.perts.size, trials), np.nan)
-    dataset_trials: dict[str, np.ndarray] = {}
-    for ci, ctx in enumerate(contexts):
-        bidx = np.flatnonzero(lay.batch_context == ci)
-        m = np.zeros((trials, lay.n.shape[1]), dtype=np.int64)
-        m[:, bidx] = batch_draws(seed, ci, bidx.size, trials)
-        rows = np.flatnonzero(lay.pert_context[targets.perts] == ci)
-        level = np.full(trials, np.nan)
-        for chunk, t0 in enumerate(range(0, trials, CHUNK_TRIALS)):
-            mc = m[t0:t0 + CHUNK_TRIALS]
-            err, level[t0:t0 + mc.shape[0]] = run.chunk(ci, rows, mc, chunk)
-            errors[rows, t0:t0 + mc.shape[0]] = err
-            if progress is not None:
-                progress("bootstrap", ci * trials + t0 + mc.shape[0], len(contexts) * trials)
-        dataset_trials[ctx] = level
-    q = QUANTILE[targets.kind]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows give NaN
-        per_pert = np.nanquantile(errors, q, axis=1)
-        dataset = {ctx: float(np.nanquantile(v, q)) for ctx, v in dataset_trials.items()}
-    return ExperimentalError(metric="l2" if targets.kind == "lfc" else "f1", quantile=q, trials=errors,
-                             per_pert=per_pert, dataset=dataset, dataset_trials=dataset_trials,
-                             params={"trials": trials, "seed": seed, "quantile": q,
-                                     "chunk_trials": CHUNK_TRIALS})
+    params = {"trials": trials, "seed": seed, "quantile": QUANTILE[targets.kind], "variant": targets.variant,
+              "reference": _REFERENCE[(targets.kind, targets.variant)]}
+    if targets.kind == "lfc":
+        if trials % inner:
+            raise InvalidInputError(f"LFC trials ({trials}) must be a multiple of inner ({inner})")
+        params.update({"outer": trials // inner, "inner": inner})
+        values = _lfc_trials(data, lay, targets, trials // inner, inner, seed, block_rows, progress)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # rows never estimated stay NaN
+            per_pert = np.nanquantile(values, QUANTILE["lfc"], axis=1)
+        return ExperimentalError(kind="lfc", quantile=QUANTILE["lfc"], metrics=list(LFC_METRICS), params=params,
+                                 trials=values, per_pert=per_pert)
+    if targets.variant != "small":
+        raise InvalidInputError("the experimental error of per-batch (large) DEG labels is not implemented; "
+                                "build the task with trials=0 or variant='small'")
+    if folds is None or len(folds) != targets.perts.size:
+        raise InvalidInputError("the DEG experimental error needs the fold of every target row")
+    frame = _deg_fold_trials(data, lay, targets, np.asarray(folds), trials, seed, block_rows, progress)
+    return ExperimentalError(kind="deg", quantile=QUANTILE["deg"], metrics=sorted(frame["metric"].unique()),
+                             params=params, fold_trials=frame, folds=np.asarray(folds).copy())
 
 
-class _Run:
-    """One bootstrap: fixed data, targets and seed; computes a chunk of trials for one context."""
+_REFERENCE = {("lfc", "small"): "run_exp_error_essential.py", ("lfc", "large"): "run_exp_error_plate_matched.py",
+              ("deg", "small"): "run_exp_error_essential_deg.py", ("deg", "large"): "run_exp_error_tahoe_deg.py"}
 
-    def __init__(self, data: PerturbationData, lay: Layout, targets: Targets, seed: int, block_rows: int) -> None:
-        self.data, self.lay, self.targets, self.seed, self.block_rows = data, lay, targets, seed, block_rows
-        self.kind, self.variant = targets.kind, targets.variant
-        n_genes = data.matrix.shape[1]
-        if self.kind == "lfc":
-            a, c = lfc_design(lay, self.variant)
-            self.pert_batches, self.ctrl_batches = a > 0, c > 0
+
+# ---- LFC ---------------------------------------------------------------------------------------
+
+
+def _cell_counts(ss: np.random.SeedSequence, sizes: list[int], inner: int) -> list[np.ndarray]:
+    """``bootstrap_csr_mean``'s draws for consecutive groups from one stream: ``[size, inner]`` counts each."""
+    rng = np.random.default_rng(ss)
+    out = []
+    for n in sizes:
+        idx = rng.integers(n, size=(inner, n))
+        out.append(np.bincount((idx + np.arange(inner)[:, None] * n).ravel(), minlength=inner * n)
+                   .reshape(inner, n).T)
+    return out
+
+
+def two_stage_weights(starts: np.ndarray, sizes: np.ndarray, ss: np.random.SeedSequence, outer: int,
+                      inner: int) -> np.ndarray:
+    """``two_stage_bootstrap_global``'s replicate means as weights ``W [cells, outer * inner]``.
+
+    Cells of group (batch) ``g`` are rows ``starts[g] : starts[g] + sizes[g]``,
+    groups in sorted batch order. The mean of replicate ``i * inner + t`` is
+    ``X.T @ W[:, i * inner + t]``.
+    """
+    n_g = sizes.size
+    w = np.zeros((int(sizes.sum()), outer * inner))
+    for i, ss_outer in enumerate(ss.spawn(outer)):
+        drawn = np.random.default_rng(ss_outer).choice(n_g, size=n_g, replace=True) if n_g > 1 else np.zeros(1, int)
+        cols = slice(i * inner, (i + 1) * inner)
+        for g, ss_inner in zip(drawn, ss_outer.spawn(drawn.size), strict=True):
+            (counts,) = _cell_counts(ss_inner, [int(sizes[g])], inner)
+            w[starts[g]:starts[g] + sizes[g], cols] += counts / (sizes[g] * drawn.size)
+    return w
+
+
+def matched_weights(starts: np.ndarray, sizes: np.ndarray, ctrl_sizes: np.ndarray, ss: np.random.SeedSequence,
+                    outer: int, inner: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The plate-matched bootstrap's weights: perturbed cells ``[cells, trials]`` and controls per batch.
+
+    Batch ``g`` (in the order the reference lists them) holds perturbed rows
+    ``starts[g] : starts[g] + sizes[g]`` and ``ctrl_sizes[g]`` controls; in
+    each drawn batch the perturbed cells, then the controls, are resampled from
+    one stream. Replicate = ``X.T @ W - sum_g C_g.T @ V_g``.
+    """
+    n_g = sizes.size
+    w = np.zeros((int(sizes.sum()), outer * inner))
+    v = [np.zeros((int(n), outer * inner)) for n in ctrl_sizes]
+    for i, ss_outer in enumerate(ss.spawn(outer)):
+        drawn = np.random.default_rng(ss_outer).choice(n_g, size=n_g)
+        cols = slice(i * inner, (i + 1) * inner)
+        for g, ss_inner in zip(drawn, ss_outer.spawn(drawn.size), strict=True):
+            pert, ctrl = _cell_counts(ss_inner, [int(sizes[g]), int(ctrl_sizes[g])], inner)
+            w[starts[g]:starts[g] + sizes[g], cols] += pert / (sizes[g] * drawn.size)
+            v[g][:, cols] += ctrl / (ctrl_sizes[g] * drawn.size)
+    return w, v
+
+
+def lfc_metrics(replicates: np.ndarray, lfc: np.ndarray) -> np.ndarray:
+    """``[trials, 5]``: L2, MSE, MAE, Pearson, Spearman of each replicate (column of ``[genes, trials]``)."""
+    diff = replicates - lfc[:, None]
+    out = np.empty((replicates.shape[1], len(LFC_METRICS)))
+    out[:, 0] = np.linalg.norm(diff, axis=0)
+    out[:, 1] = (diff ** 2).mean(axis=0)
+    out[:, 2] = np.abs(diff).mean(axis=0)
+    out[:, 3] = _pearson(replicates, lfc)
+    out[:, 4] = _pearson(stats.rankdata(replicates, axis=0), stats.rankdata(lfc))
+    return out
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pearson of every column of ``a`` with ``b`` (NaN when one is constant, as scipy)."""
+    a = a - a.mean(axis=0)
+    b = b - b.mean()
+    denom = np.sqrt((a * a).sum(axis=0) * (b * b).sum())
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denom > 0, (b @ a) / denom, np.nan)
+
+
+def _lfc_trials(data: PerturbationData, lay: Layout, targets: Targets, outer: int, inner: int, seed: int,
+                block_rows: int, progress: Progress | None) -> np.ndarray:
+    n_trials = outer * inner
+    out = np.full((targets.perts.size, n_trials, len(LFC_METRICS)), np.nan)
+    cells = _Cells(data, lay)
+    row_of = {int(p): i for i, p in enumerate(targets.perts)}
+    a, _ = lfc_design(lay, targets.variant)
+    done = 0
+    for ci in range(len(data.cells["context"].cat.categories)):
+        ctx_perts = np.flatnonzero(lay.pert_context == ci)   # sorted by label: the reference's order
+        seq = np.random.SeedSequence(seed)
+        if targets.variant == "small":
+            ctrl_b = np.flatnonzero((lay.batch_context == ci) & (lay.n_ctrl > 0))
+            ss_ctrl, *ss_perts = seq.spawn(1 + ctx_perts.size)
+            x_ctrl = cells.controls(ctrl_b)
+            sizes = lay.n_ctrl[ctrl_b]
+            ctrl_rep = x_ctrl.T @ two_stage_weights(np.r_[0, np.cumsum(sizes)[:-1]], sizes, ss_ctrl, outer, inner)
         else:
-            min_cells = targets.params["min_cells"]
-            if self.variant == "large":
-                self.pert_batches = (lay.n >= min_cells) & (lay.n_ctrl >= min_cells)[None, :]
-                self.ctrl_batches = self.pert_batches
+            ss_perts = seq.spawn(ctx_perts.size)
+        wanted = [p for p in ctx_perts if int(p) in row_of]
+        for p, x in cells.perturbed(wanted, block_rows):
+            i, k = row_of[int(p)], int(np.searchsorted(ctx_perts, p))
+            groups = cells.groups(p)
+            if targets.variant == "small":
+                starts = np.array([s.start for _, s in groups])
+                sizes = np.array([s.stop - s.start for _, s in groups])
+                rep = x.T @ two_stage_weights(starts, sizes, ss_perts[k], outer, inner) - ctrl_rep
             else:
-                self.pert_batches = lay.n > 0
-                same = lay.pert_context[:, None] == lay.batch_context[None, :]
-                self.ctrl_batches = same & (lay.n_ctrl > 0)[None, :]
-        self.n_genes = n_genes
+                groups = [(b, s) for b, s in groups if a[p, b] > 0]
+                groups.sort(key=lambda g: cells.first_row(p, g[1]))     # plates as the reference lists them
+                starts = np.array([s.start for _, s in groups])
+                sizes = np.array([s.stop - s.start for _, s in groups])
+                batches = [b for b, _ in groups]
+                w, v = matched_weights(starts, sizes, lay.n_ctrl[batches], ss_perts[k], outer, inner)
+                rep = x.T @ w - sum(cells.controls([b]).T @ vb for b, vb in zip(batches, v, strict=True))
+            out[i] = lfc_metrics(np.asarray(rep), targets.values[i])
+            done += 1
+            if progress is not None:
+                progress("bootstrap", done, targets.perts.size)
+    return out
+
+
+class _Cells:
+    """Normalised cells of one perturbation (sorted by batch, file order within) or of control batches."""
+
+    def __init__(self, data: PerturbationData, lay: Layout) -> None:
+        self.data, self.lay = data, lay
         ctrl = lay.pert < 0
-        self.ctrl_rows = {b: lay.rows[ctrl & (lay.batch == b)] for b in np.flatnonzero(lay.n_ctrl)}
+        self.ctrl_rows = {int(b): lay.rows[ctrl & (lay.batch == b)] for b in np.flatnonzero(lay.n_ctrl)}
+        self._ctrl_cache: dict[int, sp.csr_matrix] = {}
         is_pert = ~ctrl
         order = np.lexsort((lay.batch[is_pert], lay.pert[is_pert]))
         self.cell_rows = lay.rows[is_pert][order]
         self.cell_batch = lay.batch[is_pert][order]
         self.offsets = np.concatenate([[0], np.cumsum(lay.n.sum(axis=1))])
 
-    # ---- one chunk of trials -------------------------------------------------------------------
+    def controls(self, batches) -> sp.csr_matrix:
+        """Control cells of ``batches`` (in that order), each batch read once."""
+        for b in batches:
+            if int(b) not in self._ctrl_cache:
+                self._ctrl_cache[int(b)] = self.data.matrix.take(self.ctrl_rows[int(b)])
+        return sp.vstack([self._ctrl_cache[int(b)] for b in batches], format="csr")
 
-    def chunk(self, ci: int, rows: np.ndarray, m: np.ndarray, chunk: int) -> tuple[np.ndarray, np.ndarray]:
-        """Errors ``[len(rows), trials in chunk]`` and the dataset-level metric per trial."""
-        n_t = m.shape[0]
-        batches = [b for b in self.ctrl_rows if self.lay.batch_context[b] == ci
-                   and self.ctrl_batches[:, b].any()]
-        ctrl = {b: self._ctrl_stats(b, m[:, b], chunk) for b in batches}
-        err = np.full((rows.size, n_t), np.nan)
-        conf = np.zeros((n_t, self.n_genes, 9), dtype=np.int64) if self.kind == "deg" else None
-        for i, p, x in self._pert_rows(rows):
-            if self.kind == "lfc":
-                err[i] = self._lfc_error(p, x, m, chunk, ctrl, self.targets.values[rows[i]])
-            else:
-                labels, valid = self._deg_labels(p, x, m, chunk, ctrl)
-                truth = self.targets.values[rows[i]].astype(np.int64) + 1
-                code = truth[None, :] * 3 + labels.astype(np.int64) + 1
-                code[~valid] = -1
-                per = np.zeros((n_t, 9), dtype=np.int64)
-                ok = np.flatnonzero(valid)
-                for t in ok:
-                    per[t] = np.bincount(code[t], minlength=9)
-                    conf[t, np.arange(self.n_genes), code[t]] += 1
-                err[i, ok] = macro_f1(per[ok].reshape(-1, 3, 3))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # a trial may hold no perturbation at all
-            if self.kind == "lfc":
-                return err, np.nanmean(err, axis=0)
-            return err, np.nanmean(macro_f1(conf.reshape(n_t, self.n_genes, 3, 3)), axis=1)
+    def size(self, p: int) -> int:
+        return int(self.offsets[p + 1] - self.offsets[p])
 
-    def _pert_rows(self, rows: np.ndarray) -> Iterator[tuple[int, int, sp.csr_matrix]]:
-        """Yield (position in ``rows``, perturbation, its normalised cells sorted by batch), gathered in blocks."""
-        perts = self.targets.perts[rows]
+    def perturbed(self, perts: list[int], block_rows: int) -> Iterator[tuple[int, sp.csr_matrix]]:
+        """``(p, its cells)`` for ``perts``, read in blocks of about ``block_rows`` cells."""
         start = 0
-        while start < perts.size:
+        while start < len(perts):
             stop, total = start, 0
-            while stop < perts.size and (stop == start or total + self._size(perts[stop]) <= self.block_rows):
-                total += self._size(perts[stop])
+            while stop < len(perts) and (stop == start or total + self.size(perts[stop]) <= block_rows):
+                total += self.size(perts[stop])
                 stop += 1
             sel = np.concatenate([self.cell_rows[self.offsets[p]:self.offsets[p + 1]] for p in perts[start:stop]])
             x = self.data.matrix.take(sel)
             pos = 0
-            for i in range(start, stop):
-                size = self._size(perts[i])
-                yield i, int(perts[i]), x[pos:pos + size]
-                pos += size
+            for p in perts[start:stop]:
+                yield int(p), x[pos:pos + self.size(p)]
+                pos += self.size(p)
             start = stop
 
-    def _size(self, p: int) -> int:
-        return int(self.offsets[p + 1] - self.offsets[p])
-
-    def _groups(self, p: int) -> Iterator[tuple[int, slice]]:
-        """(batch, slice of p's cells) for every batch of p."""
+    def groups(self, p: int) -> list[tuple[int, slice]]:
+        """(batch, slice of p's cells) for every batch of p, in batch order."""
         batch = self.cell_batch[self.offsets[p]:self.offsets[p + 1]]
         bounds = np.flatnonzero(np.diff(batch)) + 1
-        starts = np.concatenate([[0], bounds])
-        stops = np.concatenate([bounds, [batch.size]])
-        for s, e in zip(starts, stops, strict=True):
-            yield int(batch[s]), slice(int(s), int(e))
+        starts, stops = np.r_[0, bounds], np.r_[bounds, batch.size]
+        return [(int(batch[s]), slice(int(s), int(e))) for s, e in zip(starts, stops, strict=True)]
 
-    # ---- controls ------------------------------------------------------------------------------
+    def first_row(self, p: int, rows: slice) -> int:
+        return int(self.cell_rows[self.offsets[p] + rows.start])
 
-    def _ctrl_stats(self, b: int, copies: np.ndarray, chunk: int) -> tuple:
-        x = self.data.matrix.take(self.ctrl_rows[b])
-        n = x.shape[0]
-        draws = resample(self.seed, (0, b + 1, chunk), np.zeros(1, int), np.array([n]), copies[:, None], n)
-        if self.kind == "lfc":
-            return (x.T @ draws.per_trial(copies.size) / n,)
-        x2 = x.copy()
-        x2.data **= 2
-        if self.variant == "large":
-            counts = draws.per_copy()
-            s1, s2 = (x.T @ counts).T, (x2.T @ counts).T
-            return mean_var(s1, s2, np.full((counts.shape[1], 1), float(n)))
-        k = draws.per_trial(copies.size)
-        return k.sum(axis=0), (x.T @ k).T, (x2.T @ k).T
 
-    # ---- LFC -----------------------------------------------------------------------------------
+# ---- DEG ---------------------------------------------------------------------------------------
 
-    def _draws(self, p: int, m: np.ndarray, chunk: int) -> tuple[list[tuple[int, slice]], Draws]:
-        """p's groups (one per batch, sorted) and their inner draws (key ``(p + 1, 0, chunk)``)."""
-        groups = list(self._groups(p))
-        starts = np.array([r.start for _, r in groups], dtype=np.int64)
-        sizes = np.array([r.stop - r.start for _, r in groups], dtype=np.int64)
-        batches = np.array([b for b, _ in groups], dtype=np.int64)
-        return groups, resample(self.seed, (p + 1, 0, chunk), starts, sizes, m[:, batches], self._size(p))
 
-    def _lfc_error(self, p: int, x: sp.csr_matrix, m: np.ndarray, chunk: int, ctrl: dict,
-                   lfc: np.ndarray) -> np.ndarray:
-        n_t = m.shape[0]
-        groups, draws = self._draws(p, m, chunk)
-        scale = np.zeros(x.shape[0])
-        for b, rows in groups:
-            scale[rows] = self.pert_batches[p, b] / (rows.stop - rows.start)
-        weights = draws.per_trial(n_t) * scale[:, None]
-        cb = np.flatnonzero(self.ctrl_batches[p])
-        pert_m, ctrl_m = m[:, self.pert_batches[p]].sum(axis=1), m[:, cb].sum(axis=1)
-        ok = (pert_m > 0) & (ctrl_m > 0)
-        delta = (x.T @ weights[:, ok]) / pert_m[ok] - sum(ctrl[b][0][:, ok] for b in cb) / ctrl_m[ok]
-        err = np.full(n_t, np.nan)
-        err[ok] = np.linalg.norm(delta - lfc[:, None], axis=0)
-        return err
+def groupby_sample_counts(labels: np.ndarray, seed: int) -> np.ndarray:
+    """How often each cell is drawn by ``df.groupby(labels).sample(frac=1, replace=True, random_state=seed)``.
 
-    # ---- DEG -----------------------------------------------------------------------------------
+    pandas draws ``RandomState(seed).choice(n_g, n_g, replace=True)`` for each
+    group in sorted key order, the group's rows in frame order.
+    """
+    rs = np.random.RandomState(seed)
+    keys, inverse = np.unique(labels, return_inverse=True)
+    order = np.argsort(inverse, kind="stable")
+    bounds = np.r_[0, np.cumsum(np.bincount(inverse, minlength=keys.size))]
+    counts = np.zeros(labels.size, dtype=np.int64)
+    for g in range(keys.size):
+        rows = order[bounds[g]:bounds[g + 1]]
+        counts += np.bincount(rows[rs.choice(rows.size, size=rows.size, replace=True)], minlength=labels.size)
+    return counts
 
-    def _deg_labels(self, p: int, x: sp.csr_matrix, m: np.ndarray, chunk: int,
-                    ctrl: dict) -> tuple[np.ndarray, np.ndarray]:
-        n_t = m.shape[0]
-        alpha = self.targets.params["alpha"]
-        x2 = x.copy()
-        x2.data **= 2
-        if self.variant == "large":
-            votes = np.zeros((3, n_t, self.n_genes), dtype=np.int32)
-            groups, draws = self._draws(p, m, chunk)
-            per_copy = draws.per_copy()
-            for g, (b, rows) in enumerate(groups):
-                cols = np.flatnonzero(draws.copy_group == g)
-                if not cols.size or not self.pert_batches[p, b]:
-                    continue
-                n, counts, trial = rows.stop - rows.start, per_copy[rows][:, cols], draws.copy_trial[cols]
-                mean, var = mean_var((x[rows].T @ counts).T, (x2[rows].T @ counts).T, np.full((trial.size, 1), n))
-                ref_mean, ref_var = ctrl[b]
-                labels = welch_labels(mean, var, n, ref_mean, ref_var, self.lay.n_ctrl[b], alpha=alpha)
-                onehot = sp.csr_matrix((np.ones(trial.size), (trial, np.arange(trial.size))),
-                                       shape=(n_t, trial.size))
-                for k in range(3):
-                    votes[k] += (onehot @ (labels == k - 1)).astype(np.int32)
-            valid = (m[:, self.pert_batches[p]].sum(axis=1) > 0)
-            return vote(votes), valid
-        weights = self._draws(p, m, chunk)[1].per_trial(n_t)
-        n = weights.sum(axis=0)[:, None]
-        mean, var = mean_var((x.T @ weights).T, (x2.T @ weights).T, n)
-        cb = np.flatnonzero(self.ctrl_batches[p])
-        cn = sum(ctrl[b][0] for b in cb)[:, None]
-        cmean, cvar = mean_var(sum(ctrl[b][1] for b in cb), sum(ctrl[b][2] for b in cb), cn)
-        valid = (n[:, 0] > 0) & (cn[:, 0] > 0)
-        return welch_labels(mean, var, n, cmean, cvar, cn, alpha=alpha), valid
 
+def _deg_fold_trials(data: PerturbationData, lay: Layout, targets: Targets, folds: np.ndarray, trials: int,
+                     seed: int, block_rows: int, progress: Progress | None) -> pd.DataFrame:
+    from pertstore.consumers.evaluators._metrics import deg_metrics
+
+    alpha = targets.params["alpha"]
+    cells = data.cells
+    labels = cells["label"].astype(str).to_numpy()
+    ctx_codes = lay.batch_context[lay.batch]
+    contexts = [str(c) for c in data.cells["context"].cat.categories]
+    n_contexts = len(contexts)
+    slot = np.full(len(data.perturbations), -1)
+    slot[targets.perts] = np.arange(targets.perts.size)
+    is_pert = lay.pert >= 0
+    group = np.where(is_pert, slot[np.maximum(lay.pert, 0)], targets.perts.size + ctx_codes)
+    use = group >= 0
+    n_groups = targets.perts.size + n_contexts
+    ref = targets.perts.size + lay.pert_context[targets.perts]
+    row_ctx = lay.pert_context[targets.perts]
+    states = np.random.SeedSequence(seed).generate_state(trials)
+    rows = []
+    for t, state in enumerate(states):
+        weight = np.zeros(len(cells))
+        for ci in range(n_contexts):      # the reference runs each context (cell line) on its own
+            in_ctx = ctx_codes == ci
+            weight[in_ctx] = groupby_sample_counts(labels[in_ctx], int(state))
+        use_t = use & (weight > 0)
+        s1, s2 = group_sums(data.matrix, rows=lay.rows[use_t], group=group[use_t], weight=weight[use_t],
+                            n_groups=n_groups, squares=True, block_rows=block_rows)
+        n = np.bincount(group[use_t], weights=weight[use_t], minlength=n_groups)[:, None]
+        mean, var = mean_var(s1, s2, n)
+        k = targets.perts.size
+        replicate = welch_labels(mean[:k], var[:k], n[:k], mean[ref], var[ref], n[ref], alpha=alpha)
+        for ci, ctx in enumerate(contexts):
+            for f in sorted(set(folds[row_ctx == ci].tolist()) - {-1}):
+                test = (row_ctx == ci) & (folds == f)
+                for m, v in deg_metrics(targets.values[test], replicate[test]).items():
+                    rows.append((ctx, int(f), m, t, float(v)))
+        if progress is not None:
+            progress("bootstrap", t + 1, trials)
+    return pd.DataFrame(rows, columns=["context", "fold", "metric", "trial", "value"])

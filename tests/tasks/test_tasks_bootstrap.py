@@ -1,211 +1,228 @@
-"""The bootstrap equals a brute-force bootstrap that materialises every resampled cell."""
+"""The experimental error equals the paper's code (``benchmark/experimental_error/``), re-implemented here.
+
+Each reference function is written below from the reference script, with numpy on the dense
+normalised cells and the reference's own random streams (``SeedSequence`` spawns,
+``bootstrap_csr_mean``'s ``rng.integers``, pandas' ``groupby().sample``), so the comparison is
+exact up to floating-point summation order.
+"""
 
 from __future__ import annotations
 
 import tracemalloc
 
 import numpy as np
+import pandas as pd
 import pytest
-from task_helpers import synthetic
 from scipy import stats
-from sklearn.metrics import f1_score
 from statsmodels.stats.multitest import multipletests
+from task_helpers import synthetic
 
-from pertstore.consumers.tasks import deg, experimental_error, lfc, read_perturbation_data
-from pertstore.consumers.tasks._bootstrap import CHUNK_TRIALS, batch_draws, macro_f1, resample
+from pertstore.consumers.evaluators._metrics import deg_metrics
+from pertstore.consumers.tasks import deg, experimental_error, lfc, make_folds, read_perturbation_data
+from pertstore.consumers.tasks._bootstrap import groupby_sample_counts, nearest_quantile
 
 CELLS = {("A", b, lab): n for b in ("b1", "b2", "b3") for lab, n in (("control", 40), ("P1", 31), ("P2", 33),
                                                                        ("P3", 45))}
 CELLS.update({("A", "b4", "P1"): 12, ("A", "b4", "control"): 10, ("B", "b1", "control"): 30, ("B", "b1", "P1"): 30,
-              ("B", "b2", "control"): 35, ("B", "b2", "P4"): 32})
+              ("B", "b2", "control"): 35, ("B", "b2", "P4"): 32, ("B", "b2", "P1"): 6})
+OUTER, INNER = 3, 4
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     path = tmp_path_factory.mktemp("boot") / "cells.h5ad"
-    synthetic(cells=CELLS, n_genes=20, seed=11, effect=1.5).write_h5ad(path)
+    a = synthetic(cells=CELLS, n_genes=20, seed=11, effect=1.5)
+    a = a[np.random.default_rng(3).permutation(a.n_obs)].copy()   # batches appear in no sorted order
+    a.write_h5ad(path)
     return read_perturbation_data(path)
 
 
-def dense_normalised(data) -> np.ndarray:
-    return data.matrix.take(np.arange(data.matrix.shape[0])).toarray()
+def frame(data) -> pd.DataFrame:
+    """The cells as the reference sees them: obs (file order) and dense normalised X."""
+    x = data.matrix.take(np.arange(data.matrix.shape[0])).toarray()
+    obs = data.cells[["context", "label", "batch", "is_control"]].astype({"context": str, "label": str, "batch": str})
+    return obs.reset_index(drop=True), x
 
 
-def slots(data, seed: int, trials: int, t: int):
-    """Brute force: every (context, batch copy) of trial t with its explicitly resampled cells per group.
-
-    Draws follow the documented scheme: outer ``batch_draws`` per context; inner
-    ``resample`` keyed ``(0, b + 1, chunk)`` for the controls of batch ``b`` and
-    ``(p + 1, 0, chunk)`` for perturbation ``p`` (its batches in order, cells in file order).
-    """
-    cells, x = data.cells, dense_normalised(data)
-    pairs = sorted(set(zip(cells["context"].astype(str), cells["batch"].astype(str))))
-    chunk, tc = divmod(t, CHUNK_TRIALS)
-    out = []
-    for ci, ctx in enumerate(sorted({c for c, _ in pairs})):
-        gb = [i for i, (c, _) in enumerate(pairs) if c == ctx]
-        m = np.zeros((trials, len(pairs)), dtype=int)
-        m[:, gb] = batch_draws(seed, ci, len(gb), trials)
-        m = m[chunk * CHUNK_TRIALS:(chunk + 1) * CHUNK_TRIALS]
-        copies = {b: [dict() for _ in range(m[tc, b])] for b in gb}
-        for b in gb:
-            rows = cells.loc[(cells["context"] == ctx) & (cells["batch"] == pairs[b][1]) & cells["is_control"], "row"]
-            if len(rows):
-                d = resample(seed, (0, b + 1, chunk), np.array([0]), np.array([len(rows)]), m[:, [b]], len(rows))
-                for j, c in enumerate(np.flatnonzero(d.copy_trial == tc)):
-                    copies[b][j]["control"] = x[rows.to_numpy()[d.cell[d.copy == c]]]
-        for p, (pc, lab) in enumerate(zip(data.perturbations["context"], data.perturbations["label"], strict=True)):
-            if pc != ctx:
-                continue
-            own = cells[(cells["context"] == ctx) & (cells["label"] == lab) & ~cells["is_control"]]
-            bs = [b for b in gb if (own["batch"] == pairs[b][1]).any()]
-            rows = np.concatenate([own.loc[own["batch"] == pairs[b][1], "row"].to_numpy() for b in bs])
-            sizes = np.array([(own["batch"] == pairs[b][1]).sum() for b in bs])
-            starts = np.r_[0, np.cumsum(sizes)[:-1]]
-            d = resample(seed, (p + 1, 0, chunk), starts, sizes, m[:, bs], rows.size)
-            for g, b in enumerate(bs):
-                for j, c in enumerate(np.flatnonzero((d.copy_trial == tc) & (d.copy_group == g))):
-                    copies[b][j][lab] = x[rows[d.cell[d.copy == c]]]
-        out += [(ctx, pairs[b][1], drawn) for b in gb for drawn in copies[b]]
-    return out
+# ---- the reference, written from its scripts -------------------------------------------------------------
 
 
-def brute_lfc(data, variant: str, seed: int, trials: int, t: int) -> dict:
-    by_ctx: dict = {}
-    for ctx, _, drawn in slots(data, seed, trials, t):
-        by_ctx.setdefault(ctx, []).append(drawn)
+def bootstrap_csr_mean(x, n_trials, rng):                                    # utils.py
+    idx = rng.integers(x.shape[0], size=(n_trials, x.shape[0]))
+    return x[idx].mean(axis=1)
+
+
+def two_stage_bootstrap_global(x, batch, root_seq, n_inner, n_outer):        # run_exp_error_essential.py
+    batch_to_x = {b: x[batch == b] for b in np.unique(batch)}
+    batch_id_list = sorted(batch_to_x)
+    outer_results = []
+    for ss_outer in root_seq.spawn(n_outer):
+        if len(batch_id_list) > 1:
+            boot_batches = np.random.default_rng(ss_outer).choice(batch_id_list, size=len(batch_id_list), replace=True)
+        else:
+            boot_batches = batch_id_list
+        batch_results = [bootstrap_csr_mean(batch_to_x[b], n_inner, np.random.default_rng(ss))
+                         for b, ss in zip(boot_batches, ss_outer.spawn(len(boot_batches)))]
+        outer_results.append(np.array(batch_results).mean(axis=0))
+    return np.array(outer_results)
+
+
+def metrics(delta_boot, point):                                              # run_pert, both LFC scripts
+    diff = delta_boot - point
+    return {"l2": np.linalg.norm(diff, axis=1), "mse": np.mean(diff ** 2, axis=1), "mae": np.mean(np.abs(diff), axis=1),
+            "pearson": [stats.pearsonr(d, point)[0] for d in delta_boot],
+            "spearman": [stats.spearmanr(d, point)[0] for d in delta_boot]}
+
+
+def reference_essential(obs, x, context, seed=5050):
+    """``run_exp_error_essential.main`` on one context: {pert: {metric: 0.9 quantile}}."""
+    obs_c, x_c = obs[obs["context"] == context], x[(obs["context"] == context).to_numpy()]
+    ctrl = obs_c["is_control"].to_numpy()
+    pert_id_list = sorted(obs_c.loc[~ctrl, "label"].unique())
+    seed_seq = np.random.SeedSequence(seed)
+    ctrl_boot = two_stage_bootstrap_global(x_c[ctrl], obs_c["batch"].to_numpy()[ctrl], seed_seq.spawn(1)[0],
+                                           INNER, OUTER)
+    ctrl_point = np.mean([x_c[ctrl & (obs_c["batch"] == b).to_numpy()].mean(0)       # pseudobulk_delta
+                          for b in np.unique(obs_c["batch"][ctrl])], axis=0)
     out = {}
-    for ctx, copies in by_ctx.items():
-        ctrl_means = [d["control"].mean(axis=0) for d in copies if "control" in d]
-        for lab in {lab for d in copies for lab in d} - {"control"}:
-            if variant == "large":
-                diffs = [d[lab].mean(axis=0) - d["control"].mean(axis=0) for d in copies if lab in d and "control" in d]
-                out[(ctx, lab)] = np.mean(diffs, axis=0) if diffs else None
-            else:
-                out[(ctx, lab)] = np.mean([d[lab].mean(axis=0) for d in copies if lab in d], axis=0) - np.mean(
-                    ctrl_means, axis=0)
+    for lab, ss in zip(pert_id_list, seed_seq.spawn(len(pert_id_list))):
+        mine = (obs_c["label"] == lab).to_numpy() & ~ctrl
+        batch = obs_c["batch"].to_numpy()[mine]
+        point = np.mean([x_c[mine][batch == b].mean(0) for b in np.unique(batch)], axis=0) - ctrl_point
+        delta = (two_stage_bootstrap_global(x_c[mine], batch, ss, INNER, OUTER) - ctrl_boot).reshape(-1, x.shape[1])
+        out[lab] = {m: np.quantile(v, 0.9) for m, v in metrics(delta, point).items()}
     return out
 
 
-@pytest.mark.parametrize("variant", ["large", "small"])
-def test_lfc_bootstrap_equals_brute_force(data, variant):
+def reference_plate_matched(obs, x, context, seed=5050):
+    """``run_exp_error_plate_matched.main`` on one context (all five metrics, the script keeps L2)."""
+    obs_c, x_c = obs[obs["context"] == context], x[(obs["context"] == context).to_numpy()]
+    ctrl = obs_c["is_control"].to_numpy()
+    pert_id_list = sorted(obs_c.loc[~ctrl, "label"].unique())
+    key = np.where(ctrl, "control", obs_c["label"])
+    plate_x = {(b, p): x_c[(obs_c["batch"] == b).to_numpy() & (key == p)] for b, p in set(zip(obs_c["batch"], key))}
+    out = {}
+    for lab, ss in zip(pert_id_list, np.random.SeedSequence(seed).spawn(len(pert_id_list))):
+        plates = obs_c[(key == lab)]["batch"].unique()
+        results = []
+        for ss_outer in ss.spawn(OUTER):
+            batch = np.random.default_rng(ss_outer).choice(plates, size=len(plates))
+            batch_results = []
+            for plate, ss_inner in zip(batch, ss_outer.spawn(len(batch))):
+                rng = np.random.default_rng(ss_inner)
+                batch_results.append(bootstrap_csr_mean(plate_x[(plate, lab)], INNER, rng)
+                                     - bootstrap_csr_mean(plate_x[(plate, "control")], INNER, rng))
+            results.append(np.stack(batch_results).mean(axis=0))
+        truth = np.mean([plate_x[(p, lab)].mean(0) - plate_x[(p, "control")].mean(0) for p in plates], axis=0)
+        out[lab] = {m: np.quantile(v, 0.9) for m, v in metrics(np.stack(results).reshape(-1, x.shape[1]),
+                                                                  truth).items()}
+    return out
+
+
+# ---- tests ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", ["small", "large"])
+def test_lfc_error_equals_the_reference_scripts(data, variant):
     targets = lfc(data, variant=variant)
-    trials = CHUNK_TRIALS + 3     # two chunks
-    err = experimental_error(data, targets, trials=trials, seed=7)
-    keys = list(zip(data.perturbations["context"].to_numpy()[targets.perts],
-                    data.perturbations["label"].to_numpy()[targets.perts]))
-    for t in (0, 5, CHUNK_TRIALS + 1):
-        rep = brute_lfc(data, variant, 7, trials, t)
-        for i, key in enumerate(keys):
-            if rep.get(key) is None:
-                assert np.isnan(err.trials[i, t])
-            else:
-                assert err.trials[i, t] == pytest.approx(np.linalg.norm(rep[key] - targets.values[i]), abs=1e-9)
-    assert err.per_pert == pytest.approx(np.nanquantile(err.trials, 0.9, axis=1))
-    for ci, ctx in enumerate(("A", "B")):
-        rows = [i for i, k in enumerate(keys) if k[0] == ctx]
-        assert err.dataset[ctx] == pytest.approx(np.nanquantile(np.nanmean(err.trials[rows], axis=0), 0.9))
-
-
-def test_pooled_deg_bootstrap_equals_brute_force_with_scipy_and_sklearn(data):
-    targets = deg(data, variant="small", min_cells=30)
-    err = experimental_error(data, targets, trials=4, seed=3)
-    keys = list(zip(data.perturbations["context"].to_numpy()[targets.perts],
-                    data.perturbations["label"].to_numpy()[targets.perts]))
-    for t in range(4):
-        pooled: dict = {}
-        for ctx, _, drawn in slots(data, 3, 4, t):
-            for lab, x in drawn.items():
-                pooled.setdefault((ctx, lab), []).append(x)
-        labels = {}
-        for i, (ctx, lab) in enumerate(keys):
-            if (ctx, lab) not in pooled:
-                assert np.isnan(err.trials[i, t])
-                continue
-            x, c = np.concatenate(pooled[(ctx, lab)]), np.concatenate(pooled[(ctx, "control")])
-            with np.errstate(all="ignore"):
-                score, p = stats.ttest_ind(x, c, equal_var=False)
-            score, p = np.nan_to_num(score), np.nan_to_num(p, nan=1.0)
-            labels[i] = (np.sign(score) * (multipletests(p, method="fdr_bh")[1] < 0.05)).astype(int)
-            assert err.trials[i, t] == pytest.approx(f1_score(targets.values[i], labels[i], average="macro"))
-        ctx_a = [i for i, k in enumerate(keys) if k[0] == "A" and i in labels]
-        per_gene = [f1_score(targets.values[ctx_a, g], [labels[i][g] for i in ctx_a], average="macro")
-                    for g in range(targets.values.shape[1])]
-        assert err.dataset_trials["A"][t] == pytest.approx(np.mean(per_gene))
-
-
-def test_per_batch_deg_bootstrap_runs_and_replicates_agree_mostly(data):
-    targets = deg(data, variant="large", min_cells=30)
-    err = experimental_error(data, targets, trials=20, seed=1)
-    assert err.metric == "f1" and err.quantile == 0.1
-    assert 0.3 < err.dataset["A"] <= 1.0 and np.nanmean(err.trials) > 0.5
-
-
-def test_macro_f1_matches_sklearn():
-    rng = np.random.default_rng(0)
-    for _ in range(20):
-        y, z = rng.integers(-1, 2, 50), rng.integers(-1, 2, 50)
-        z[: rng.integers(0, 50)] = 0
-        conf = np.zeros((3, 3), int)
-        np.add.at(conf, (y + 1, z + 1), 1)
-        assert macro_f1(conf) == pytest.approx(f1_score(y, z, average="macro"))
-
-
-def test_seeded_and_stable_across_seeds(data):
-    targets = lfc(data, variant="large")
-    a = experimental_error(data, targets, trials=150, seed=1)
-    b = experimental_error(data, targets, trials=150, seed=1)
-    c = experimental_error(data, targets, trials=150, seed=2)
-    np.testing.assert_array_equal(a.trials, b.trials)
-    assert not np.array_equal(a.trials, c.trials)
-    for ctx in ("A", "B"):
-        assert a.dataset[ctx] == pytest.approx(c.dataset[ctx], rel=0.1)
-    np.testing.assert_allclose(a.per_pert, c.per_pert, rtol=0.2)
-    more = experimental_error(data, targets, trials=160, seed=1)       # same first trials
-    np.testing.assert_array_equal(more.trials[:, :150], a.trials)
-
-
-def independent_bootstrap(data, targets, trials: int, seed: int) -> np.ndarray:
-    """Textbook hierarchical bootstrap with its own random stream, context A, large variant."""
-    rng = np.random.default_rng(seed)
-    x, cells = dense_normalised(data), data.cells
-    cells = cells[cells["context"] == "A"]
-    batches = sorted(cells["batch"].unique())
+    err = experimental_error(data, targets, trials=OUTER * INNER, inner=INNER)
+    obs, x = frame(data)
+    reference = reference_essential if variant == "small" else reference_plate_matched
+    contexts = data.perturbations["context"].to_numpy()[targets.perts]
     labels = data.perturbations["label"].to_numpy()[targets.perts]
-    keep = data.perturbations["context"].to_numpy()[targets.perts] == "A"
+    for ctx in ("A", "B"):
+        want = reference(obs, x, ctx)
+        for i in np.flatnonzero(contexts == ctx):
+            for m, name in enumerate(err.metrics):
+                assert err.per_pert[i, m] == pytest.approx(want[labels[i]][name], rel=1e-9, abs=1e-12), (ctx, name)
+    assert err.params["reference"] == ("run_exp_error_essential.py" if variant == "small"
+                                       else "run_exp_error_plate_matched.py")
+    # per fold and per metric: the mean of the test perturbations' 0.9 quantiles
+    folds = make_folds(contexts, labels=labels, n_folds=2)
+    limits = err.fold_limits(folds, list(contexts))
+    pairs = set(zip(contexts, folds.tolist()))
+    assert len(limits) == 5 * len(pairs) and set(limits["metric"]) == {"l2", "mse", "mae", "pearson", "spearman"}
+    for row in limits.itertuples():
+        test = (contexts == row.context) & (folds == row.fold)
+        want = np.mean([reference(obs, x, row.context)[lab][row.metric] for lab in labels[test]]) \
+            if row.metric == "l2" else np.mean(err.per_pert[test, err.metrics.index(row.metric)])
+        assert row.value == pytest.approx(want, rel=1e-9)
+
+
+def test_groupby_sample_counts_are_pandas_draws():
+    labels = np.array(list("bacbbcaacbzb"))
+    df = pd.DataFrame({"label": labels, "obs_id": np.arange(labels.size)})
+    for seed in (0, 7, 2**31):
+        ids = df.groupby("label").sample(frac=1, replace=True, random_state=seed)["obs_id"].to_numpy()
+        np.testing.assert_array_equal(groupby_sample_counts(labels, seed), np.bincount(ids, minlength=labels.size))
+
+
+def reference_deg_replicates(obs, x, context, perts, trials, seed=5050, alpha=0.05):
+    """``run_exp_error_essential_deg.main``'s resampled labels (Welch t against the controls, BH) per trial."""
+    obs_c = obs[obs["context"] == context].reset_index(drop=True)
+    x_c = x[(obs["context"] == context).to_numpy()]
+    obs_c["obs_id"] = np.arange(len(obs_c))
     out = []
-    for _ in range(trials):
-        diffs: dict = {}
-        for b in rng.choice(batches, size=len(batches)):
-            in_b = cells[cells["batch"] == b]
-            ctrl = in_b.loc[in_b["is_control"], "row"].to_numpy()
-            cmean = x[rng.choice(ctrl, ctrl.size)].mean(axis=0)
-            for lab in labels[keep]:
-                rows = in_b.loc[(in_b["label"] == lab) & ~in_b["is_control"], "row"].to_numpy()
-                if rows.size:
-                    diffs.setdefault(lab, []).append(x[rng.choice(rows, rows.size)].mean(axis=0) - cmean)
-        errs = [np.linalg.norm(np.mean(diffs[lab], axis=0) - targets.values[i])
-                for i, lab in zip(np.flatnonzero(keep), labels[keep], strict=True) if lab in diffs]
-        out.append(np.mean(errs))
-    return np.asarray(out)
+    for state in np.random.SeedSequence(seed).generate_state(trials):
+        ids = obs_c.groupby("label").sample(frac=1, replace=True, random_state=state)["obs_id"].to_numpy()
+        sample, xs = obs_c.iloc[ids], x_c[ids]
+        ctrl = xs[sample["is_control"].to_numpy()]
+        labels = []
+        for lab in perts:
+            with np.errstate(all="ignore"):
+                score, p = stats.ttest_ind(xs[(sample["label"] == lab).to_numpy() & ~sample["is_control"].to_numpy()],
+                                           ctrl, equal_var=False)
+            score, p = np.nan_to_num(score), np.nan_to_num(p, nan=1.0)
+            labels.append((np.sign(score) * (multipletests(p, method="fdr_bh")[1] < alpha)).astype(np.int8))
+        out.append(np.array(labels))
+    return out
 
 
-def test_quantile_matches_an_independent_bootstrap(data):
-    targets = lfc(data, variant="large")
-    ours = experimental_error(data, targets, trials=200, seed=4).dataset["A"]
-    theirs = np.quantile(independent_bootstrap(data, targets, 200, seed=99), 0.9)
-    assert ours == pytest.approx(theirs, rel=0.1)
+def test_deg_error_equals_the_reference_script(data):
+    targets = deg(data, variant="small", min_cells=30)
+    contexts = data.perturbations["context"].to_numpy()[targets.perts]
+    labels = data.perturbations["label"].to_numpy()[targets.perts]
+    folds = make_folds(contexts, labels=labels, n_folds=2)
+    trials = 7
+    err = experimental_error(data, targets, folds=folds, trials=trials)
+    assert err.params["reference"] == "run_exp_error_essential_deg.py" and err.quantile == 0.1
+    obs, x = frame(data)
+    got = err.fold_limits(folds, list(contexts))
+    for ctx in ("A", "B"):
+        rows = np.flatnonzero(contexts == ctx)
+        replicates = reference_deg_replicates(obs, x, ctx, labels[rows], trials)
+        for f in sorted(set(folds[rows])):
+            test = folds[rows] == f
+            per_trial = [deg_metrics(targets.values[rows][test], r[test]) for r in replicates]
+            for m in per_trial[0]:
+                values = np.sort([t[m] for t in per_trial])
+                want = values[int(np.floor((trials - 1) * 0.1 + 0.5))]          # polars quantile(0.1), nearest
+                value = got[(got.context == ctx) & (got.fold == f) & (got.metric == m)]["value"].item()
+                assert value == pytest.approx(want, rel=1e-12), (ctx, f, m)
+    with pytest.raises(Exception, match="other folds"):
+        err.fold_limits(1 - folds, list(contexts))
 
 
-def test_memory_does_not_grow_with_trials(data):
-    targets = lfc(data, variant="large")
+def test_nearest_quantile_is_polars_rule():
+    v = np.arange(6.0)[::-1]
+    assert nearest_quantile(v, 0.1) == 1.0      # (6 - 1) * 0.1 = 0.5 rounds away from zero (numpy: 0)
+    assert nearest_quantile(np.arange(20.0), 0.1) == 2.0
+    assert nearest_quantile(np.array([np.nan, 3.0]), 0.1) == 3.0
+
+
+def test_memory_stays_bounded(data):
+    """No [trials, cells, genes] array: peak memory grows with trials only by the [pert, trial, metric] table."""
+    targets = lfc(data, variant="small")
 
     def peak(trials: int) -> int:
         tracemalloc.start()
-        experimental_error(data, targets, trials=trials, seed=0)
+        experimental_error(data, targets, trials=trials, inner=10)
         _, top = tracemalloc.get_traced_memory()
         tracemalloc.stop()
         return top
 
-    small, large = peak(CHUNK_TRIALS), peak(8 * CHUNK_TRIALS)
-    assert large < 1.3 * small + 8 * targets.perts.size * 8 * CHUNK_TRIALS
+    small, large = peak(10), peak(200)
+    n_cells, n_genes = data.matrix.shape
+    cube = 200 * max(CELLS.values()) * n_genes * 8            # one perturbation's [trials, cells, genes]
+    table = targets.perts.size * 200 * 5 * 8
+    assert large - small < cube / 2 + 4 * table + (n_cells + n_genes) * 200 * 8

@@ -38,7 +38,7 @@ from scipy import stats
 
 from pertstore.errors import InvalidInputError
 
-from ._deg import mean_var, welch_labels
+from ._deg import mean_var, vote, welch_labels
 from ._groups import Layout, Targets, layout
 from ._ingest import PerturbationData
 from ._lfc import lfc_design
@@ -152,12 +152,14 @@ def experimental_error(data: PerturbationData, targets: Targets, *, folds: np.nd
             per_pert = np.nanquantile(values, QUANTILE["lfc"], axis=1)
         return ExperimentalError(kind="lfc", quantile=QUANTILE["lfc"], metrics=list(LFC_METRICS), params=params,
                                  trials=values, per_pert=per_pert)
-    if targets.variant != "small":
-        raise InvalidInputError("the experimental error of per-batch (large) DEG labels is not implemented; "
-                                "build the task with trials=0 or variant='small'")
     if folds is None or len(folds) != targets.perts.size:
         raise InvalidInputError("the DEG experimental error needs the fold of every target row")
-    frame = _deg_fold_trials(data, lay, targets, np.asarray(folds), trials, seed, block_rows, progress)
+    if targets.variant == "small":
+        replicates = _deg_small_replicates(data, lay, targets, trials, seed, block_rows, progress)
+    else:
+        params.update({"outer": trials // inner, "inner": inner})
+        replicates = _deg_large_replicates(data, lay, targets, trials // inner, inner, seed, progress)
+    frame = _score(data, lay, targets, np.asarray(folds), replicates)
     return ExperimentalError(kind="deg", quantile=QUANTILE["deg"], metrics=sorted(frame["metric"].unique()),
                              params=params, fold_trials=frame, folds=np.asarray(folds).copy())
 
@@ -355,43 +357,96 @@ def groupby_sample_counts(labels: np.ndarray, seed: int) -> np.ndarray:
     return counts
 
 
-def _deg_fold_trials(data: PerturbationData, lay: Layout, targets: Targets, folds: np.ndarray, trials: int,
-                     seed: int, block_rows: int, progress: Progress | None) -> pd.DataFrame:
-    from pertstore.consumers.evaluators._metrics import deg_metrics
-
+def _deg_small_replicates(data: PerturbationData, lay: Layout, targets: Targets, trials: int, seed: int,
+                          block_rows: int, progress: Progress | None) -> Iterator[np.ndarray]:
+    """``run_exp_error_essential_deg``: per trial, every label's cells resampled, the labels recomputed."""
     alpha = targets.params["alpha"]
-    cells = data.cells
-    labels = cells["label"].astype(str).to_numpy()
+    labels = data.cells["label"].astype(str).to_numpy()
     ctx_codes = lay.batch_context[lay.batch]
-    contexts = [str(c) for c in data.cells["context"].cat.categories]
-    n_contexts = len(contexts)
+    n_contexts = len(data.cells["context"].cat.categories)
     slot = np.full(len(data.perturbations), -1)
     slot[targets.perts] = np.arange(targets.perts.size)
-    is_pert = lay.pert >= 0
-    group = np.where(is_pert, slot[np.maximum(lay.pert, 0)], targets.perts.size + ctx_codes)
-    use = group >= 0
-    n_groups = targets.perts.size + n_contexts
-    ref = targets.perts.size + lay.pert_context[targets.perts]
-    row_ctx = lay.pert_context[targets.perts]
-    states = np.random.SeedSequence(seed).generate_state(trials)
-    rows = []
-    for t, state in enumerate(states):
-        weight = np.zeros(len(cells))
+    group = np.where(lay.pert >= 0, slot[np.maximum(lay.pert, 0)], targets.perts.size + ctx_codes)
+    n_groups, k = targets.perts.size + n_contexts, targets.perts.size
+    ref = k + lay.pert_context[targets.perts]
+    for t, state in enumerate(np.random.SeedSequence(seed).generate_state(trials)):
+        weight = np.zeros(len(labels))
         for ci in range(n_contexts):      # the reference runs each context (cell line) on its own
             in_ctx = ctx_codes == ci
             weight[in_ctx] = groupby_sample_counts(labels[in_ctx], int(state))
-        use_t = use & (weight > 0)
-        s1, s2 = group_sums(data.matrix, rows=lay.rows[use_t], group=group[use_t], weight=weight[use_t],
+        use = (group >= 0) & (weight > 0)
+        s1, s2 = group_sums(data.matrix, rows=lay.rows[use], group=group[use], weight=weight[use],
                             n_groups=n_groups, squares=True, block_rows=block_rows)
-        n = np.bincount(group[use_t], weights=weight[use_t], minlength=n_groups)[:, None]
+        n = np.bincount(group[use], weights=weight[use], minlength=n_groups)[:, None]
         mean, var = mean_var(s1, s2, n)
-        k = targets.perts.size
-        replicate = welch_labels(mean[:k], var[:k], n[:k], mean[ref], var[ref], n[ref], alpha=alpha)
+        yield welch_labels(mean[:k], var[:k], n[:k], mean[ref], var[ref], n[ref], alpha=alpha)
+        if progress is not None:
+            progress("bootstrap", t + 1, trials)
+
+
+def _deg_large_replicates(data: PerturbationData, lay: Layout, targets: Targets, outer: int, inner: int, seed: int,
+                          progress: Progress | None) -> Iterator[np.ndarray]:
+    """``run_exp_error_tahoe_deg``: per perturbation, its kept batches drawn (``outer`` states of
+    ``SeedSequence(seed)``, the same for every perturbation), then per inner state the cells of each
+    (drawn batch ``plate_i``, perturbation or ``control``) group resampled as pandas does; labels per
+    drawn batch against its controls, then the vote."""
+    alpha, min_cells = targets.params["alpha"], targets.params["min_cells"]
+    kept = (lay.n >= min_cells) & (lay.n_ctrl >= min_cells)[None, :]
+    cells = _Cells(data, lay)
+    label = data.perturbations["label"].to_numpy()
+    out = np.zeros((outer * inner, targets.perts.size, data.matrix.shape[1]), dtype=np.int8)
+    outer_states = np.random.SeedSequence(seed).generate_state(outer)
+    for i, (p, x) in enumerate(cells.perturbed([int(p) for p in targets.perts], BLOCK_ROWS)):
+        groups = sorted(((b, s) for b, s in cells.groups(p) if kept[p, b]), key=lambda g: cells.first_row(p, g[1]))
+        x2 = x.copy()
+        x2.data **= 2
+        for o, state in enumerate(outer_states):
+            drawn = np.random.default_rng(state).choice(len(groups), size=len(groups))
+            names = [f"plate_{j}" for j in range(drawn.size)]
+            # pandas' group order: (plate name, label) sorted; the controls are 'control'
+            order = sorted(((names[j], key) for j in range(drawn.size) for key in ("control", str(label[p]))))
+            inner_states = np.random.SeedSequence(int(state)).generate_state(inner)
+            counts = {key: np.zeros((_size(groups, drawn, key, lay), inner)) for key in order}
+            for t, inner_state in enumerate(inner_states):
+                rs = np.random.RandomState(int(inner_state))
+                for key in order:
+                    n = counts[key].shape[0]
+                    counts[key][:, t] = np.bincount(rs.choice(n, size=n, replace=True), minlength=n)
+            votes = np.zeros((3, inner, x.shape[1]), dtype=np.int32)
+            for j, g in enumerate(drawn):
+                b, rows = groups[g]
+                kp, kc = counts[(names[j], str(label[p]))], counts[(names[j], "control")]
+                xc = cells.controls([b])
+                xc2 = xc.copy()
+                xc2.data **= 2
+                mean, var = mean_var((x[rows].T @ kp).T, (x2[rows].T @ kp).T, float(kp.shape[0]))
+                cmean, cvar = mean_var((xc.T @ kc).T, (xc2.T @ kc).T, float(kc.shape[0]))
+                lab = welch_labels(mean, var, kp.shape[0], cmean, cvar, kc.shape[0], alpha=alpha)
+                for c in range(3):
+                    votes[c] += lab == c - 1
+            out[o * inner:(o + 1) * inner, i] = vote(votes)
+        if progress is not None:
+            progress("bootstrap", i + 1, targets.perts.size)
+    yield from out
+
+
+def _size(groups: list[tuple[int, slice]], drawn: np.ndarray, key: tuple[str, str], lay: Layout) -> int:
+    b, rows = groups[drawn[int(key[0].split("_")[1])]]
+    return int(lay.n_ctrl[b]) if key[1] == "control" else rows.stop - rows.start
+
+
+def _score(data: PerturbationData, lay: Layout, targets: Targets, folds: np.ndarray,
+           replicates: Iterator[np.ndarray]) -> pd.DataFrame:
+    """Each replicate's labels scored per fold against the task's labels with the evaluator's DEG metrics."""
+    from pertstore.consumers.evaluators._metrics import deg_metrics
+
+    contexts = [str(c) for c in data.cells["context"].cat.categories]
+    row_ctx = lay.pert_context[targets.perts]
+    rows = []
+    for t, replicate in enumerate(replicates):
         for ci, ctx in enumerate(contexts):
             for f in sorted(set(folds[row_ctx == ci].tolist()) - {-1}):
                 test = (row_ctx == ci) & (folds == f)
                 for m, v in deg_metrics(targets.values[test], replicate[test]).items():
                     rows.append((ctx, int(f), m, t, float(v)))
-        if progress is not None:
-            progress("bootstrap", t + 1, trials)
     return pd.DataFrame(rows, columns=["context", "fold", "metric", "trial", "value"])

@@ -19,7 +19,8 @@ from task_helpers import synthetic
 
 from pertstore.consumers.evaluators._metrics import deg_metrics
 from pertstore.consumers.tasks import deg, experimental_error, lfc, make_folds, read_perturbation_data
-from pertstore.consumers.tasks._bootstrap import groupby_sample_counts, nearest_quantile
+from pertstore.consumers.tasks._bootstrap import _deg_large_replicates, groupby_sample_counts, nearest_quantile
+from pertstore.consumers.tasks._groups import layout
 
 CELLS = {("A", b, lab): n for b in ("b1", "b2", "b3") for lab, n in (("control", 40), ("P1", 31), ("P2", 33),
                                                                        ("P3", 45))}
@@ -226,3 +227,58 @@ def test_memory_stays_bounded(data):
     cube = 200 * max(CELLS.values()) * n_genes * 8            # one perturbation's [trials, cells, genes]
     table = targets.perts.size * 200 * 5 * 8
     assert large - small < cube / 2 + 4 * table + (n_cells + n_genes) * 200 * 8
+
+
+def reference_tahoe_replicates(obs, x, context, lab, outer, inner, min_cells, seed=5050, alpha=0.05):
+    """``run_exp_error_tahoe_deg.main``'s replicate labels of one perturbation (outer x inner), voted over plates."""
+    in_ctx = (obs["context"] == context).to_numpy()
+    obs_c, x_c = obs[in_ctx].reset_index(drop=True), x[in_ctx]
+    pert_id = np.where(obs_c["is_control"], "control", obs_c["label"])
+    n_ctrl = obs_c[obs_c["is_control"]].groupby("batch").size()
+    mine = obs_c[pert_id == lab]
+    sizes = mine.groupby("batch").size()
+    plates = [b for b in mine["batch"].unique() if sizes[b] >= min_cells and n_ctrl.get(b, 0) >= min_cells]
+    out = []
+    for outer_seed in np.random.SeedSequence(seed).generate_state(outer):
+        sampled = np.random.default_rng(outer_seed).choice(plates, size=len(plates))
+        parts = [pd.DataFrame({"plate": f"plate_{i}", "pert_id": pert_id[rows], "row": rows})
+                 for i, plate in enumerate(sampled)
+                 for rows in [np.flatnonzero(((pert_id == "control") | (pert_id == lab)) & (obs_c["batch"] == plate))]]
+        adata = pd.concat(parts).reset_index(drop=True)
+        for inner_seed in np.random.SeedSequence(outer_seed).generate_state(inner):
+            sample = adata.loc[adata.groupby(["plate", "pert_id"]).sample(frac=1, replace=True,
+                                                                            random_state=inner_seed).index]
+            votes = []
+            for _, g in sample.groupby("plate"):
+                xs, c = x_c[g["row"][g["pert_id"] == lab]], x_c[g["row"][g["pert_id"] == "control"]]
+                with np.errstate(all="ignore"):
+                    score, p = stats.ttest_ind(xs, c, equal_var=False)
+                score, p = np.nan_to_num(score), np.nan_to_num(p, nan=1.0)
+                votes.append(np.sign(score) * (multipletests(p, method="fdr_bh")[1] < alpha))
+            votes = np.array(votes)
+            counts = np.stack([(votes == k).sum(0) for k in (-1, 0, 1)])
+            top = counts.max(0)   # most votes wins; a tie: the sign of the sum of the tied labels (deg_tahoe README)
+            out.append(np.sign((counts[2] == top).astype(int) - (counts[0] == top)).astype(np.int8))
+    return np.array(out)
+
+
+def test_per_batch_deg_error_equals_the_tahoe_script(data):
+    targets = deg(data, variant="large", min_cells=30)
+    contexts = data.perturbations["context"].to_numpy()[targets.perts]
+    labels = data.perturbations["label"].to_numpy()[targets.perts]
+    folds = make_folds(contexts, labels=labels, n_folds=2)
+    outer, inner = 2, 3
+    err = experimental_error(data, targets, folds=folds, trials=outer * inner, inner=inner)
+    assert err.params["reference"] == "run_exp_error_tahoe_deg.py"
+    obs, x = frame(data)
+    replicates = np.stack([reference_tahoe_replicates(obs, x, c, lab, outer, inner, 30)
+                           for c, lab in zip(contexts, labels)], axis=1)         # [trials, perts, genes]
+    ours = np.stack(list(_deg_large_replicates(data, layout(data), targets, outer, inner, 5050, None)))
+    np.testing.assert_array_equal(ours, replicates)
+    assert (replicates != targets.values[None]).any()            # the replicates do differ from the labels
+    got = err.fold_limits(folds, list(contexts))
+    for (ctx, f), rows in got.groupby(["context", "fold"]):
+        test = (contexts == ctx) & (folds == f)
+        per_trial = [deg_metrics(targets.values[test], r[test]) for r in replicates]
+        for m, value in zip(rows["metric"], rows["value"]):
+            assert value == pytest.approx(nearest_quantile(np.array([t[m] for t in per_trial]), 0.1), rel=1e-12)

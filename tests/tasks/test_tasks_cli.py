@@ -31,18 +31,25 @@ def test_papalexi_build_ls_show_export(store, data_dir, tmp_path):
         "--store", root)
     listing = run("tasks", "ls", "--store", root)
     assert "2 task version(s)" in listing and "papalexi" in listing
-    assert "l2 q0.9" in run("tasks", "show", "papalexi-lfc", "--store", root)
+    shown = run("tasks", "show", "papalexi-lfc", "--store", root)
+    assert "error limit (l2) per fold" in shown and "run_exp_error_plate_matched.py (seed 5050, 1 x 8 trials" in shown
     run("tasks", "export", "papalexi-deg", "--out", tmp_path / "deg.h5ad", "--store", root)
     a = ad.read_h5ad(tmp_path / "deg.h5ad")
     assert set(a.obs["context"]) == {"THP-1"} and a.n_vars == 299 and set(np.unique(a.X)) <= {-1, 0, 1}
-    assert a.uns["recipe"]["columns"]["context"] == "THP-1" and a.uns["error"]["metric"] == "f1"
+    assert a.uns["recipe"]["columns"]["context"] == "THP-1" and a.uns["error"]["kind"] == "deg"
+    assert {"f1", "precision", "recall"} <= set(a.uns["error"]["limits"]["metric"])
     from pertstore import Store
 
     with Store.open(root) as s:
         task = load_task(s, "papalexi-lfc")
         assert set(task.contexts) == {"THP-1"} and len(task.pert_ids) == 25
         assert all(e is not None for e in task.entity_ids[:3])          # knocked-out genes resolve
-        assert task.error.trials.shape == (25, 8)
+        assert task.error.trials.shape == (25, 8, 5)
+        limits = task.error.fold_limits(task.folds, task.contexts)
+        l2 = limits[limits.metric == "l2"].sort_values("fold")["value"].to_numpy()
+        want = [task.error.per_pert[task.folds == f, 0].mean() for f in range(5)]
+        np.testing.assert_allclose(l2, want)
+        assert "/".join(f"{v:.4g}" for v in l2) in shown
 
 
 def test_synthetic_build_uses_the_context_column_and_import(store, tmp_path):

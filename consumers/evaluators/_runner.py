@@ -358,7 +358,8 @@ def _experimental_error_rows(task, name, version, contexts, done) -> list[dict]:
         base = {"task": name, "task_version": version, "context": context, "fold": int(fold),
                 "set": "experimental_error", "set_version": "", "evaluator": "none", "chosen": "{}",
                 "coverage": 1.0, "seconds": 0.0, "n_test": n_test, "n_test_covered": n_test}
-        out.extend({**base, "metric": m, "value": float(v)} for m, v in zip(rows["metric"], rows["value"], strict=True))
+        out.extend({**base, "metric": m, "value": float(v)}
+                   for m, v in zip(rows["metric"], rows["value"], strict=True))
     return out
 
 

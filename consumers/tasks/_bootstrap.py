@@ -171,15 +171,32 @@ _REFERENCE = {("lfc", "small"): "run_exp_error_essential.py", ("lfc", "large"): 
 # ---- LFC ---------------------------------------------------------------------------------------
 
 
-def _cell_counts(ss: np.random.SeedSequence, sizes: list[int], inner: int) -> list[np.ndarray]:
-    """``bootstrap_csr_mean``'s draws for consecutive groups from one stream: ``[size, inner]`` counts each."""
+def _draw_rows(ss: np.random.SeedSequence, sizes: list[int], inner: int) -> list[np.ndarray]:
+    """``bootstrap_csr_mean``'s draws for consecutive groups from one stream: ``[inner, size]`` row indices each."""
     rng = np.random.Generator(np.random.PCG64(ss))      # = default_rng(ss), without its dispatch
-    out = []
-    for n in sizes:
-        idx = rng.integers(n, size=(inner, n))
-        idx += np.arange(0, inner * n, n)[:, None]
-        out.append(np.bincount(idx.ravel(), minlength=inner * n).reshape(inner, n).T)
-    return out
+    return [rng.integers(n, size=inner * n).reshape(inner, n) for n in sizes]   # C order: the same stream
+
+
+class _Weights:
+    """Accumulates ``W[row, trial] += weight`` for whole ``[inner, n]`` draws; one ``bincount`` at the end."""
+
+    def __init__(self, n_rows: int, n_trials: int) -> None:
+        self.shape, self.keys, self.weights, self.sizes = (n_rows, n_trials), [], [], []
+
+    def add(self, idx: np.ndarray, start: int, first_trial: int, weight: float) -> None:
+        inner, n = idx.shape
+        key = (idx + start) * self.shape[1]
+        key += np.arange(first_trial, first_trial + inner)[:, None]
+        self.keys.append(key.ravel())
+        self.weights.append(weight)
+        self.sizes.append(key.size)
+
+    def matrix(self) -> np.ndarray:
+        if not self.keys:
+            return np.zeros(self.shape)
+        size = self.shape[0] * self.shape[1]
+        weights = np.repeat(self.weights, self.sizes)
+        return np.bincount(np.concatenate(self.keys), weights=weights, minlength=size).reshape(self.shape)
 
 
 def two_stage_weights(starts: np.ndarray, sizes: np.ndarray, ss: np.random.SeedSequence, outer: int,
@@ -191,14 +208,13 @@ def two_stage_weights(starts: np.ndarray, sizes: np.ndarray, ss: np.random.SeedS
     ``X.T @ W[:, i * inner + t]``.
     """
     n_g = sizes.size
-    w = np.zeros((int(sizes.sum()), outer * inner))
+    w = _Weights(int(sizes.sum()), outer * inner)
     for i, ss_outer in enumerate(ss.spawn(outer)):
         drawn = np.random.default_rng(ss_outer).choice(n_g, size=n_g, replace=True) if n_g > 1 else np.zeros(1, int)
-        cols = slice(i * inner, (i + 1) * inner)
         for g, ss_inner in zip(drawn, ss_outer.spawn(drawn.size), strict=True):
-            (counts,) = _cell_counts(ss_inner, [int(sizes[g])], inner)
-            w[starts[g]:starts[g] + sizes[g], cols] += counts / (sizes[g] * drawn.size)
-    return w
+            (idx,) = _draw_rows(ss_inner, [int(sizes[g])], inner)
+            w.add(idx, int(starts[g]), i * inner, 1.0 / (sizes[g] * drawn.size))
+    return w.matrix()
 
 
 def matched_weights(starts: np.ndarray, sizes: np.ndarray, ctrl_sizes: np.ndarray, ss: np.random.SeedSequence,
@@ -211,16 +227,15 @@ def matched_weights(starts: np.ndarray, sizes: np.ndarray, ctrl_sizes: np.ndarra
     one stream. Replicate = ``X.T @ W - sum_g C_g.T @ V_g``.
     """
     n_g = sizes.size
-    w = np.zeros((int(sizes.sum()), outer * inner))
-    v = [np.zeros((int(n), outer * inner)) for n in ctrl_sizes]
+    w = _Weights(int(sizes.sum()), outer * inner)
+    v = [_Weights(int(n), outer * inner) for n in ctrl_sizes]
     for i, ss_outer in enumerate(ss.spawn(outer)):
         drawn = np.random.default_rng(ss_outer).choice(n_g, size=n_g)
-        cols = slice(i * inner, (i + 1) * inner)
         for g, ss_inner in zip(drawn, ss_outer.spawn(drawn.size), strict=True):
-            pert, ctrl = _cell_counts(ss_inner, [int(sizes[g]), int(ctrl_sizes[g])], inner)
-            w[starts[g]:starts[g] + sizes[g], cols] += pert / (sizes[g] * drawn.size)
-            v[g][:, cols] += ctrl / (ctrl_sizes[g] * drawn.size)
-    return w, v
+            pert, ctrl = _draw_rows(ss_inner, [int(sizes[g]), int(ctrl_sizes[g])], inner)
+            w.add(pert, int(starts[g]), i * inner, 1.0 / (sizes[g] * drawn.size))
+            v[g].add(ctrl, 0, i * inner, 1.0 / (ctrl_sizes[g] * drawn.size))
+    return w.matrix(), [vg.matrix() for vg in v]
 
 
 def lfc_metrics(replicates: np.ndarray, lfc: np.ndarray) -> np.ndarray:

@@ -167,7 +167,7 @@ def our_boot(path: str, *, trials: int, **_: object) -> dict:
 
     data = read_perturbation_data(path)
     e = experimental_error(data, lfc(data, variant="small"), trials=trials)
-    return {"n": int(e.trials.shape[0]), "limit": float(next(iter(e.dataset.values())))}
+    return {"n": int(e.trials.shape[0]), "limit": float(np.nanmean(e.per_pert[:, 0]))}   # mean 0.9 quantile of L2
 
 
 WORKERS = {f.__name__: f for f in (ref_lfc, our_lfc, ref_deg, our_deg, ref_boot, our_boot)}

@@ -163,6 +163,8 @@ def ref_boot(path: str, *, subset: int, trials: int, **_: object) -> dict:
 
 
 def our_boot(path: str, *, trials: int, **_: object) -> dict:
+    import numpy as np
+
     from pertstore.consumers.tasks import experimental_error, lfc, read_perturbation_data
 
     data = read_perturbation_data(path)

@@ -107,8 +107,7 @@ def nearest_quantile(values: np.ndarray, q: float) -> float:
     return float(v[int(np.floor((v.size - 1) * q + 0.5))]) if v.size else float("nan")
 
 
-def concat_errors(errors: list[ExperimentalError | None],
-                  renamed: list[dict[str, str]]) -> ExperimentalError | None:
+def concat_errors(errors: list[ExperimentalError | None]) -> ExperimentalError | None:
     """The LFC errors of tasks stacked row-wise; None if any is None or is DEG (scored on its own folds)."""
     if not errors or any(e is None or e.kind != "lfc" for e in errors):
         return None

@@ -308,7 +308,7 @@ def build_per_dose(path: str | Path, read_options: dict[str, Any], *, resolve: A
               "notes": [f"doses of {dose_col!r} as contexts: {', '.join(f'{d:g}' for d in doses)}",
                         *[n for n in first.report["notes"] if not n.startswith("kept perturbed cells at dose")]],
               "ambiguous": first.report["ambiguous"]}
-    error = concat_errors([t.error for _, t in parts], renamed)
+    error = concat_errors([t.error for _, t in parts])
     if error is None and any(t.error is not None for _, t in parts):
         report["notes"].append("no experimental error: a DEG error is scored per fold, and the stacked task's "
                                "folds are not those of each dose")

@@ -145,12 +145,16 @@ def experimental_error(data: PerturbationData, targets: Targets, *, folds: np.nd
         if trials % inner:
             raise InvalidInputError(f"LFC trials ({trials}) must be a multiple of inner ({inner})")
         params.update({"outer": trials // inner, "inner": inner})
+        if targets.variant not in ("small", "large", "differential"):
+            raise InvalidInputError(f"no experimental error for LFC variant {targets.variant!r}")
         values = _lfc_trials(data, lay, targets, trials // inner, inner, seed, block_rows, progress)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # rows never estimated stay NaN
             per_pert = np.nanquantile(values, QUANTILE["lfc"], axis=1)
         return ExperimentalError(kind="lfc", quantile=QUANTILE["lfc"], metrics=list(LFC_METRICS), params=params,
                                  trials=values, per_pert=per_pert)
+    if targets.variant not in ("small", "large"):
+        raise InvalidInputError(f"no experimental error for DEG variant {targets.variant!r}")
     if folds is None or len(folds) != targets.perts.size:
         raise InvalidInputError("the DEG experimental error needs the fold of every target row")
     if targets.variant == "small":
@@ -164,6 +168,7 @@ def experimental_error(data: PerturbationData, targets: Targets, *, folds: np.nd
 
 
 _REFERENCE = {("lfc", "small"): "run_exp_error_essential.py", ("lfc", "large"): "run_exp_error_plate_matched.py",
+              ("lfc", "differential"): "run_exp_error_essential.py (differential input: no control subtracted)",
               ("deg", "small"): "run_exp_error_essential_deg.py", ("deg", "large"): "run_exp_error_tahoe_deg.py"}
 
 
@@ -269,19 +274,21 @@ def _lfc_trials(data: PerturbationData, lay: Layout, targets: Targets, outer: in
     for ci in range(len(data.cells["context"].cat.categories)):
         ctx_perts = np.flatnonzero(lay.pert_context == ci)   # sorted by label: the reference's order
         seq = np.random.SeedSequence(seed)
-        if targets.variant == "small":
+        if targets.variant in ("small", "differential"):
             ctrl_b = np.flatnonzero((lay.batch_context == ci) & (lay.n_ctrl > 0))
             ss_ctrl, *ss_perts = seq.spawn(1 + ctx_perts.size)
-            x_ctrl = cells.controls(ctrl_b)
-            sizes = lay.n_ctrl[ctrl_b]
-            ctrl_rep = x_ctrl.T @ two_stage_weights(np.r_[0, np.cumsum(sizes)[:-1]], sizes, ss_ctrl, outer, inner)
+            ctrl_rep = 0.0
+            if targets.variant == "small":       # differential input holds differences already
+                sizes = lay.n_ctrl[ctrl_b]
+                ctrl_rep = cells.controls(ctrl_b).T @ two_stage_weights(np.r_[0, np.cumsum(sizes)[:-1]], sizes,
+                                                                       ss_ctrl, outer, inner)
         else:
             ss_perts = seq.spawn(ctx_perts.size)
         wanted = [p for p in ctx_perts if int(p) in row_of]
         for p, x in cells.perturbed(wanted, block_rows):
             i, k = row_of[int(p)], int(np.searchsorted(ctx_perts, p))
             groups = cells.groups(p)
-            if targets.variant == "small":
+            if targets.variant in ("small", "differential"):
                 starts = np.array([s.start for _, s in groups])
                 sizes = np.array([s.stop - s.start for _, s in groups])
                 rep = x.T @ two_stage_weights(starts, sizes, ss_perts[k], outer, inner) - ctrl_rep

@@ -339,23 +339,27 @@ def _predict(kind, source, ev, x, y, covered, test, coverage_policy):
 
 
 def _experimental_error_rows(task, name, version, contexts, done) -> list[dict]:
-    """The task's experimental-error limit of every (context, fold, metric), as result rows of the
-    ``experimental_error`` control (see :meth:`ExperimentalError.fold_limits`)."""
+    """The task's experimental error as result rows: one per (context, fold, metric), as the reference.
+
+    LFC: ``l2, mse, mae, pearson, spearman`` = the mean over the fold's test perturbations of
+    each one's 0.9 quantile over bootstrap trials; DEG: the evaluator's DEG metrics, the 0.1
+    quantile over trials of the fold's score (see ``ExperimentalError.fold_limits``).
+    """
     if task.error is None:
         return []
     limits = task.error.fold_limits(task.folds, task.contexts)
-    rows = np.asarray(task.contexts)
+    limits = limits[limits["context"].isin(contexts)]
+    contexts_arr, folds = np.asarray(task.contexts), np.asarray(task.folds)
     out = []
-    for r in limits[limits.context.isin(contexts)].itertuples(index=False):
-        if (r.context, int(r.fold), "experimental_error", "none") in done:
+    for (context, fold), rows in limits.groupby(["context", "fold"], sort=True):
+        if (context, int(fold), "experimental_error", "none") in done:
             continue
-        in_fold = (rows == r.context) & (task.folds == r.fold)
-        out.append({"task": name, "task_version": version, "context": r.context, "fold": int(r.fold),
-                    "set": "experimental_error", "set_version": "", "evaluator": "none", "chosen": "{}",
-                    "coverage": 1.0, "seconds": 0.0, "metric": r.metric, "value": float(r.value),
-                    "n_test": int(in_fold.sum()), "n_test_covered": int(in_fold.sum()),
-                    "n_train": int(((rows == r.context) & ~in_fold).sum()),
-                    "n_train_covered": int(((rows == r.context) & ~in_fold).sum())})
+        n_test = int(((contexts_arr == context) & (folds == fold)).sum())
+        base = {"task": name, "task_version": version, "context": context, "fold": int(fold),
+                "set": "experimental_error", "set_version": "", "evaluator": "none", "chosen": "{}",
+                "coverage": 1.0, "seconds": 0.0, "n_test": n_test, "n_test_covered": n_test}
+        out.extend({**base, "metric": m, "value": float(v)}
+                   for m, v in zip(rows["metric"], rows["value"], strict=True))
     return out
 
 

@@ -1,433 +1,473 @@
-"""Experimental error by hierarchical bootstrap (batches, then cells within batches), memory bounded."""
+"""Experimental error as the paper's code computes it (``benchmark/experimental_error/``), memory bounded.
+
+- LFC, ``small`` variant (``run_exp_error_essential.py``): per context, the control cells are
+  bootstrapped once and every perturbation's own cells on their own, each in two stages
+  (``outer`` draws of the batches with replacement, then ``inner`` draws of the cells of each drawn
+  batch, batches weighted equally); trial ``(i, t)`` of a perturbation is paired with trial
+  ``(i, t)`` of the controls.
+- LFC, ``large`` variant (``run_exp_error_plate_matched.py``): per perturbation, its batches that
+  hold controls are drawn; in each drawn batch its cells and then that batch's controls are
+  resampled from one random stream; the replicate is the mean over drawn batches of the
+  differences.
+- Random streams as the reference's: ``SeedSequence(seed)`` per context, spawned ``[controls,
+  perturbation 0, 1, ...]`` (small) or ``[perturbation 0, 1, ...]`` (large) over the context's
+  perturbations in sorted label order, outer draws and drawn batches spawned below.
+- Per trial: L2, MSE, MAE, Pearson and Spearman of the replicate LFC against the LFC; per
+  perturbation the 0.9 quantile over trials; per fold the mean over its test perturbations.
+- DEG, ``small`` (``run_exp_error_essential_deg.py``): per trial
+  (``SeedSequence(seed).generate_state(trials)``), the cells of every label (controls included)
+  are resampled with replacement as ``DataFrame.groupby(label).sample(frac=1, replace=True)``
+  does; the labels are recomputed and scored, per fold, against the task's labels as one-hot
+  predictions (the evaluator's DEG metrics); the limit is the 0.1 quantile over trials
+  (``nearest``, as polars).
+
+No ``[trials, cells, genes]`` array exists: a replicate is a sparse product ``X_p.T @ W`` of the
+perturbation's cells with resampling weights ``W [cells, trials]``.
+"""
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from scipy import stats
 
+from pertstore.errors import InvalidInputError
+
 from ._deg import mean_var, vote, welch_labels
 from ._groups import Layout, Targets, layout
 from ._ingest import PerturbationData
-from ._matrix import BLOCK_ROWS, Progress
+from ._lfc import lfc_design
+from ._matrix import BLOCK_ROWS, Progress, group_sums
 
-CHUNK_TRIALS = 32
-"""Trials computed together; fixed so that results do not depend on memory settings."""
 LFC_METRICS = ("l2", "mse", "mae", "pearson", "spearman")
-DEG_METRICS = ("f1", "precision", "recall")
-HIGHER_IS_BETTER = {"pearson", "spearman", "f1", "precision", "recall"}
-ERROR_QUANTILE = 0.9
-"""The limit is the 0.9 quantile of an error (L2, MSE, MAE) and the 0.1 quantile of a score (correlations, F1)."""
-REFERENCE_SEED = 5050
-
-
-def limit_quantile(metric: str) -> float:
-    """The quantile of a metric's bootstrap distribution that is its experimental-error limit."""
-    return 1 - ERROR_QUANTILE if metric in HIGHER_IS_BETTER else ERROR_QUANTILE
+"""Named as the runner's regression metrics."""
+QUANTILE = {"lfc": 0.9, "deg": 0.1}
+OUTER, INNER, SEED = 10, 10, 5050
+"""The reference's trials (outer x inner) and seed."""
 
 
 @dataclass
 class ExperimentalError:
-    """Bootstrap experimental error of a task, per perturbation (LFC) or per fold (DEG).
+    """Bootstrap error of a task, as the reference computes it.
 
-    LFC (``run_exp_error_essential.py`` / ``run_exp_error_plate_matched.py``): ``per_pert[i, m]`` is
-    perturbation ``i``'s limit for metric ``metrics[m]`` (the 0.9 quantile over its trials of the
-    error of the replicate LFC against the LFC; 0.1 for correlations); ``trials[i, t]`` the L2 of
-    trial ``t``. A fold's limit is the mean over its test perturbations (:meth:`fold_limits`).
-    DEG (``run_exp_error_*_deg.py``): ``fold_trials`` holds each fold's F1, precision and recall of
-    the replicate labels against the labels, per trial; a fold's limit is their 0.1 quantile.
+    LFC: ``trials[i, t, m]`` is metric ``metrics[m]`` of row ``i``'s replicate
+    ``t`` against its LFC (NaN: not estimated) and ``per_pert[i, m]`` its
+    ``quantile`` (0.9) over trials. DEG: ``fold_trials`` holds ``context,
+    fold, metric, trial, value`` (the metric of one replicate of the labels of
+    a fold's test perturbations), computed on ``folds``.
+    :meth:`fold_limits` gives the limit per (context, fold, metric).
     """
 
     kind: str
+    quantile: float
     metrics: list[str]
-    per_pert: np.ndarray
-    trials: np.ndarray
-    fold_trials: pd.DataFrame
     params: dict
+    trials: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0)))
+    per_pert: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    fold_trials: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(
+        {"context": pd.Series(dtype=str), "fold": pd.Series(dtype=np.int64), "metric": pd.Series(dtype=str),
+         "trial": pd.Series(dtype=np.int64), "value": pd.Series(dtype=np.float64)}))
+    folds: np.ndarray | None = None
 
     def fold_limits(self, folds: np.ndarray, contexts: list[str]) -> pd.DataFrame:
-        """The limit of every (context, fold, metric): ``context, fold, metric, value``."""
+        """``context, fold, metric, value``: the limit of each fold (fold -1, in no fold, has none).
+
+        LFC: the mean over the fold's test perturbations of their ``quantile``
+        of each metric (NaN ones left out). DEG: the ``quantile`` over trials
+        (method ``nearest``) of each metric; ``folds`` must be the ones the
+        bootstrap scored.
+        """
+        folds = np.asarray(folds)
+        contexts = np.asarray(contexts, dtype=str)
         if self.kind == "deg":
-            g = self.fold_trials.groupby(["context", "fold", "metric"]).value
-            out = g.quantile(1 - ERROR_QUANTILE).reset_index()
+            if self.folds is None or not np.array_equal(self.folds, folds):
+                raise InvalidInputError("the DEG experimental error was scored on other folds than the task's")
+            g = self.fold_trials.groupby(["context", "fold", "metric"], sort=True)["value"]
+            out = g.agg(lambda v: nearest_quantile(v.to_numpy(), self.quantile)).reset_index()
             return out[["context", "fold", "metric", "value"]]
-        frame = pd.DataFrame(self.per_pert, columns=self.metrics).assign(context=contexts, fold=folds)
-        frame = frame[frame.fold >= 0]
-        long = frame.melt(id_vars=["context", "fold"], var_name="metric", value_name="value")
-        return long.groupby(["context", "fold", "metric"]).value.mean().reset_index()
+        rows = []
+        for ctx in sorted(set(contexts)):
+            for f in sorted(set(folds[contexts == ctx].tolist()) - {-1}):
+                test = (contexts == ctx) & (folds == f)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)  # a metric NaN for every test row
+                    means = np.nanmean(self.per_pert[test], axis=0)
+                rows += [(ctx, int(f), m, float(v)) for m, v in zip(self.metrics, means, strict=True)]
+        return pd.DataFrame(rows, columns=["context", "fold", "metric", "value"])
 
 
-def concat_errors(errors: list[ExperimentalError | None],
-                  renamed: list[dict[str, str]]) -> ExperimentalError | None:
-    """The errors of tasks stacked row-wise (their contexts renamed by ``renamed``); None if any is None."""
-    if not errors or any(e is None for e in errors):
+def nearest_quantile(values: np.ndarray, q: float) -> float:
+    """polars' ``quantile(q)`` (method ``nearest``): the ``round((n - 1) q)``-th smallest, halves away from 0."""
+    v = np.sort(values[~np.isnan(values)])
+    return float(v[int(np.floor((v.size - 1) * q + 0.5))]) if v.size else float("nan")
+
+
+def concat_errors(errors: list[ExperimentalError | None]) -> ExperimentalError | None:
+    """The LFC errors of tasks stacked row-wise; None if any is None or is DEG (scored on its own folds)."""
+    if not errors or any(e is None or e.kind != "lfc" for e in errors):
         return None
     first = errors[0]
-    n = min(e.trials.shape[1] for e in errors)
-    fold_trials = pd.concat([e.fold_trials.assign(context=e.fold_trials["context"].map(names))
-                             for e, names in zip(errors, renamed)], ignore_index=True)
-    return ExperimentalError(kind=first.kind, metrics=first.metrics,
-                             per_pert=np.vstack([e.per_pert for e in errors]),
-                             trials=np.vstack([e.trials[:, :n] for e in errors]), fold_trials=fold_trials,
-                             params=first.params)
-
-
-@dataclass
-class Draws:
-    """Inner bootstrap draws of a set of cells: draw ``i`` picks cell ``cell[i]`` in copy ``copy[i]``.
-
-    A copy is one outer draw of one group's batch; ``copy_trial`` and
-    ``copy_group`` give its trial and group.
-    """
-
-    n: int
-    cell: np.ndarray
-    copy: np.ndarray
-    copy_trial: np.ndarray
-    copy_group: np.ndarray
-
-    def per_trial(self, n_trials: int) -> np.ndarray:
-        """``[cells, trials]``: how often each cell was drawn in each trial."""
-        flat = self.copy_trial[self.copy] * self.n + self.cell
-        return np.bincount(flat, minlength=n_trials * self.n).reshape(n_trials, self.n).T.astype(np.float64)
-
-    def per_copy(self) -> np.ndarray:
-        """``[cells, copies]``: how often each cell was drawn in each copy."""
-        k = self.copy_trial.size
-        return np.bincount(self.copy * self.n + self.cell, minlength=k * self.n).reshape(k, self.n).T.astype(
-            np.float64)
-
-
-def resample(seed: int, key: tuple[int, ...], starts: np.ndarray, sizes: np.ndarray, copies: np.ndarray,
-             n: int) -> Draws:
-    """Inner bootstrap of groups of cells (rows ``starts[g] : starts[g] + sizes[g]`` of ``n``).
-
-    ``copies[t, g]`` is how often the outer bootstrap drew group ``g``'s batch
-    in trial ``t``; each copy redraws the group's cells with replacement, from
-    ``numpy.random.default_rng([seed, 1, *key])``.
-    """
-    n_t, n_g = copies.shape
-    reps = copies.ravel()
-    copy_trial = np.repeat(np.repeat(np.arange(n_t), n_g), reps)
-    copy_group = np.repeat(np.tile(np.arange(n_g), n_t), reps)
-    copy = np.repeat(np.arange(copy_trial.size), sizes[copy_group])
-    group = copy_group[copy]
-    cell = starts[group] + np.random.default_rng([seed, 1, *key]).integers(0, sizes[group])
-    return Draws(n=n, cell=cell, copy=copy, copy_trial=copy_trial, copy_group=copy_group)
-
-
-def batch_draws(seed: int, context: int, n_batches: int, trials: int) -> np.ndarray:
-    """Outer bootstrap: ``m[t, b]`` = times batch ``b`` is drawn in trial ``t`` (``n_batches`` draws)."""
-    rng = np.random.default_rng([seed, 0, context, 0, 0])
-    return rng.multinomial(n_batches, np.full(n_batches, 1.0 / n_batches), size=trials)
-
-
-def truth_present_scores(conf: np.ndarray) -> dict[str, np.ndarray]:
-    """F1, precision and recall of confusion matrices ``[trial, gene, true, pred]``, averaged over the classes
-    present in each gene's truth, then over genes (``task/metrics.py``): one value per trial."""
-    tp = np.diagonal(conf, axis1=-2, axis2=-1).astype(float)
-    true, pred = conf.sum(axis=-1).astype(float), conf.sum(axis=-2).astype(float)
-    present = true > 0
-    with np.errstate(invalid="ignore", divide="ignore"):
-        precision = np.where(pred > 0, tp / pred, 0.0)
-        recall = np.where(true > 0, tp / true, 0.0)
-        f1 = np.where(true + pred > 0, 2 * tp / (true + pred), 0.0)
-        return {name: np.nanmean((v * present).sum(axis=-1) / present.sum(axis=-1), axis=-1)
-                for name, v in (("f1", f1), ("precision", precision), ("recall", recall))}
+    return ExperimentalError(kind="lfc", quantile=first.quantile, metrics=first.metrics, params=first.params,
+                             trials=np.concatenate([e.trials for e in errors]),
+                             per_pert=np.concatenate([e.per_pert for e in errors]))
 
 
 def experimental_error(data: PerturbationData, targets: Targets, *, folds: np.ndarray | None = None,
-                       outer: int = 10, inner: int = 10, seed: int = REFERENCE_SEED, block_rows: int = BLOCK_ROWS,
-                       progress: Progress | None = None) -> ExperimentalError:
-    """The experimental error of ``targets`` (from :func:`lfc` or :func:`deg`), as the reference computes it.
+                       trials: int = OUTER * INNER, inner: int = INNER, seed: int = SEED,
+                       block_rows: int = BLOCK_ROWS, progress: Progress | None = None) -> ExperimentalError:
+    """The reference's experimental error of ``targets`` (from :func:`lfc` or :func:`deg`).
 
-    LFC (``experimental_error/run_exp_error_essential.py`` for small batches and differential input,
-    ``run_exp_error_plate_matched.py`` for large ones): per context, ``SeedSequence(seed)``; per
-    perturbation (sorted) its own batches are drawn with replacement (``outer`` times), then each
-    drawn batch's cells ``inner`` times (``bootstrap_csr_mean``), batch means averaged with equal
-    weight. Small batches: the controls are bootstrapped once the same way and subtracted trial by
-    trial; large batches: each drawn plate's control cells are resampled with the same generator and
-    subtracted plate by plate. Each trial's replicate LFC is scored against the LFC (L2, MSE, MAE,
-    Pearson, Spearman). Resampling counts multiply the sparse cells (``K @ X``): no
-    ``[trials, cells, genes]`` array.
-
-    DEG (``run_exp_error_essential_deg.py``, ``run_exp_error_tahoe_deg.py``): ``outer * inner``
-    trials; small batches resample the cells of every perturbation and of the controls (no batch
-    level), large ones draw batches, then cells, and vote; each trial's labels are scored per fold
-    (``folds`` needed) with F1, precision and recall over the classes present in the truth.
+    Parameters
+    ----------
+    folds
+        DEG only: the fold of each target row (the limit is per fold).
+    trials, inner
+        LFC: ``trials // inner`` outer draws of batches times ``inner`` draws
+        of cells (the reference: 10 x 10). DEG: the number of replicates (the
+        reference ran 20).
+    seed
+        The reference's 5050 by default.
+    progress
+        ``progress("bootstrap", done, total)`` after each perturbation (LFC) or trial (DEG).
     """
+    if trials < 1:
+        raise InvalidInputError(f"trials must be at least 1, not {trials}")
+    inner = min(inner, trials)
     lay = layout(data)
-    params = {"outer": outer, "inner": inner, "seed": seed, "quantile_error": ERROR_QUANTILE,
-              "quantile_score": 1 - ERROR_QUANTILE}
+    params = {"trials": trials, "seed": seed, "quantile": QUANTILE[targets.kind], "variant": targets.variant,
+              "reference": _REFERENCE[(targets.kind, targets.variant)]}
     if targets.kind == "lfc":
-        per_pert, l2 = _lfc_reference(data, lay, targets, outer, inner, seed, progress)
-        return ExperimentalError(kind="lfc", metrics=list(LFC_METRICS), per_pert=per_pert, trials=l2,
-                                 fold_trials=pd.DataFrame(columns=["context", "fold", "trial", "metric", "value"]),
-                                 params=params)
-    if folds is None:
-        raise ValueError("the DEG experimental error is computed per fold: pass folds")
-    trials = outer * inner
-    run = _Run(data, lay, targets, seed, block_rows)
-    contexts = sorted(data.perturbations["context"].unique())
-    frames = []
-    for ci, ctx in enumerate(contexts):
-        bidx = np.flatnonzero(lay.batch_context == ci)
-        m = np.zeros((trials, lay.n.shape[1]), dtype=np.int64)
-        m[:, bidx] = batch_draws(seed, ci, bidx.size, trials) if targets.variant == "large" else 1
-        rows = np.flatnonzero(lay.pert_context[targets.perts] == ci)
-        for chunk, t0 in enumerate(range(0, trials, CHUNK_TRIALS)):
-            mc = m[t0:t0 + CHUNK_TRIALS]
-            frames.append(run.chunk(rows, folds[rows], mc, chunk).assign(context=ctx, trial=lambda d: d.trial + t0))
-            if progress is not None:
-                progress("bootstrap", ci * trials + t0 + mc.shape[0], len(contexts) * trials)
-    return ExperimentalError(kind="deg", metrics=list(DEG_METRICS), per_pert=np.zeros((targets.perts.size, 0)),
-                             trials=np.zeros((targets.perts.size, 0)), fold_trials=pd.concat(frames, ignore_index=True),
-                             params=params)
+        if trials % inner:
+            raise InvalidInputError(f"LFC trials ({trials}) must be a multiple of inner ({inner})")
+        params.update({"outer": trials // inner, "inner": inner})
+        if targets.variant not in ("small", "large", "differential"):
+            raise InvalidInputError(f"no experimental error for LFC variant {targets.variant!r}")
+        values = _lfc_trials(data, lay, targets, trials // inner, inner, seed, block_rows, progress)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # rows never estimated stay NaN
+            per_pert = np.nanquantile(values, QUANTILE["lfc"], axis=1)
+        return ExperimentalError(kind="lfc", quantile=QUANTILE["lfc"], metrics=list(LFC_METRICS), params=params,
+                                 trials=values, per_pert=per_pert)
+    if targets.variant not in ("small", "large"):
+        raise InvalidInputError(f"no experimental error for DEG variant {targets.variant!r}")
+    if folds is None or len(folds) != targets.perts.size:
+        raise InvalidInputError("the DEG experimental error needs the fold of every target row")
+    if targets.variant == "small":
+        replicates = _deg_small_replicates(data, lay, targets, trials, seed, block_rows, progress)
+    else:
+        params.update({"outer": trials // inner, "inner": inner})
+        replicates = _deg_large_replicates(data, lay, targets, trials // inner, inner, seed, progress)
+    frame = _score(data, lay, targets, np.asarray(folds), replicates)
+    return ExperimentalError(kind="deg", quantile=QUANTILE["deg"], metrics=sorted(frame["metric"].unique()),
+                             params=params, fold_trials=frame, folds=np.asarray(folds).copy())
 
 
-def _lfc_reference(data: PerturbationData, lay: Layout, targets: Targets, outer: int, inner: int, seed: int,
-                   progress: Progress | None) -> tuple[np.ndarray, np.ndarray]:
-    """Per-perturbation limits ``[pert, metric]`` and per-trial L2 ``[pert, trial]`` (see experimental_error)."""
-    perts = data.perturbations.iloc[targets.perts]
-    labels = lay.batches["batch"].to_numpy()
-    per_pert = np.full((targets.perts.size, len(LFC_METRICS)), np.nan)
-    l2 = np.full((targets.perts.size, outer * inner), np.nan)
-    ctrl_of = {b: lay.rows[(lay.pert < 0) & (lay.batch == b)] for b in np.flatnonzero(lay.n_ctrl)}
+_REFERENCE = {("lfc", "small"): "run_exp_error_essential.py", ("lfc", "large"): "run_exp_error_plate_matched.py",
+              ("lfc", "differential"): "run_exp_error_essential.py (differential input: no control subtracted)",
+              ("deg", "small"): "run_exp_error_essential_deg.py", ("deg", "large"): "run_exp_error_tahoe_deg.py"}
+
+
+# ---- LFC ---------------------------------------------------------------------------------------
+
+
+def _draw_rows(ss: np.random.SeedSequence, sizes: list[int], inner: int) -> list[np.ndarray]:
+    """``bootstrap_csr_mean``'s draws for consecutive groups from one stream: ``[inner, size]`` row indices each."""
+    rng = np.random.Generator(np.random.PCG64(ss))      # = default_rng(ss), without its dispatch
+    return [rng.integers(n, size=inner * n).reshape(inner, n) for n in sizes]   # C order: the same stream
+
+
+class _Weights:
+    """Accumulates ``W[row, trial] += weight`` for whole ``[inner, n]`` draws; one ``bincount`` at the end."""
+
+    def __init__(self, n_rows: int, n_trials: int) -> None:
+        self.shape, self.keys, self.weights, self.sizes = (n_rows, n_trials), [], [], []
+
+    def add(self, idx: np.ndarray, start: int, first_trial: int, weight: float) -> None:
+        inner, n = idx.shape
+        key = (idx + start) * self.shape[1]
+        key += np.arange(first_trial, first_trial + inner)[:, None]
+        self.keys.append(key.ravel())
+        self.weights.append(weight)
+        self.sizes.append(key.size)
+
+    def matrix(self) -> np.ndarray:
+        if not self.keys:
+            return np.zeros(self.shape)
+        size = self.shape[0] * self.shape[1]
+        weights = np.repeat(self.weights, self.sizes)
+        return np.bincount(np.concatenate(self.keys), weights=weights, minlength=size).reshape(self.shape)
+
+
+def two_stage_weights(starts: np.ndarray, sizes: np.ndarray, ss: np.random.SeedSequence, outer: int,
+                      inner: int) -> np.ndarray:
+    """``two_stage_bootstrap_global``'s replicate means as weights ``W [cells, outer * inner]``.
+
+    Cells of group (batch) ``g`` are rows ``starts[g] : starts[g] + sizes[g]``,
+    groups in sorted batch order. The mean of replicate ``i * inner + t`` is
+    ``X.T @ W[:, i * inner + t]``.
+    """
+    n_g = sizes.size
+    w = _Weights(int(sizes.sum()), outer * inner)
+    for i, ss_outer in enumerate(ss.spawn(outer)):
+        drawn = np.random.default_rng(ss_outer).choice(n_g, size=n_g, replace=True) if n_g > 1 else np.zeros(1, int)
+        for g, ss_inner in zip(drawn, ss_outer.spawn(drawn.size), strict=True):
+            (idx,) = _draw_rows(ss_inner, [int(sizes[g])], inner)
+            w.add(idx, int(starts[g]), i * inner, 1.0 / (sizes[g] * drawn.size))
+    return w.matrix()
+
+
+def matched_weights(starts: np.ndarray, sizes: np.ndarray, ctrl_sizes: np.ndarray, ss: np.random.SeedSequence,
+                    outer: int, inner: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The plate-matched bootstrap's weights: perturbed cells ``[cells, trials]`` and controls per batch.
+
+    Batch ``g`` (in the order the reference lists them) holds perturbed rows
+    ``starts[g] : starts[g] + sizes[g]`` and ``ctrl_sizes[g]`` controls; in
+    each drawn batch the perturbed cells, then the controls, are resampled from
+    one stream. Replicate = ``X.T @ W - sum_g C_g.T @ V_g``.
+    """
+    n_g = sizes.size
+    w = _Weights(int(sizes.sum()), outer * inner)
+    v = [_Weights(int(n), outer * inner) for n in ctrl_sizes]
+    for i, ss_outer in enumerate(ss.spawn(outer)):
+        drawn = np.random.default_rng(ss_outer).choice(n_g, size=n_g)
+        for g, ss_inner in zip(drawn, ss_outer.spawn(drawn.size), strict=True):
+            pert, ctrl = _draw_rows(ss_inner, [int(sizes[g]), int(ctrl_sizes[g])], inner)
+            w.add(pert, int(starts[g]), i * inner, 1.0 / (sizes[g] * drawn.size))
+            v[g].add(ctrl, 0, i * inner, 1.0 / (ctrl_sizes[g] * drawn.size))
+    return w.matrix(), [vg.matrix() for vg in v]
+
+
+def lfc_metrics(replicates: np.ndarray, lfc: np.ndarray) -> np.ndarray:
+    """``[trials, 5]``: L2, MSE, MAE, Pearson, Spearman of each replicate (column of ``[genes, trials]``)."""
+    diff = replicates - lfc[:, None]
+    out = np.empty((replicates.shape[1], len(LFC_METRICS)))
+    out[:, 0] = np.linalg.norm(diff, axis=0)
+    out[:, 1] = (diff ** 2).mean(axis=0)
+    out[:, 2] = np.abs(diff).mean(axis=0)
+    out[:, 3] = _pearson(replicates, lfc)
+    out[:, 4] = _pearson(stats.rankdata(replicates, axis=0), stats.rankdata(lfc))
+    return out
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pearson of every column of ``a`` with ``b`` (NaN when one is constant, as scipy)."""
+    a = a - a.mean(axis=0)
+    b = b - b.mean()
+    denom = np.sqrt((a * a).sum(axis=0) * (b * b).sum())
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denom > 0, (b @ a) / denom, np.nan)
+
+
+def _lfc_trials(data: PerturbationData, lay: Layout, targets: Targets, outer: int, inner: int, seed: int,
+                block_rows: int, progress: Progress | None) -> np.ndarray:
+    n_trials = outer * inner
+    out = np.full((targets.perts.size, n_trials, len(LFC_METRICS)), np.nan)
+    cells = _Cells(data, lay)
+    row_of = {int(p): i for i, p in enumerate(targets.perts)}
+    a, _ = lfc_design(lay, targets.variant)
     done = 0
-    for ctx in sorted(perts["context"].unique()):
+    for ci in range(len(data.cells["context"].cat.categories)):
+        ctx_perts = np.flatnonzero(lay.pert_context == ci)   # sorted by label: the reference's order
         seq = np.random.SeedSequence(seed)
-        rows = np.flatnonzero(perts["context"].to_numpy() == ctx)
-        rows = rows[np.argsort(perts["label"].to_numpy()[rows], kind="stable")]
-        ctrl = None
-        if targets.variant == "small":   # the global control, bootstrapped once (the first child seed)
-            batches = sorted((b for b in ctrl_of if lay.batches["context"].iloc[b] == ctx), key=lambda b: labels[b])
-            ctrl = _two_stage([data.matrix.take(ctrl_of[b]) for b in batches], seq.spawn(1)[0], outer, inner)
-        for r, child in zip(rows, seq.spawn(rows.size), strict=True):
-            p = int(targets.perts[r])
-            if targets.variant == "large":
-                delta = _plate_matched(data, lay, p, ctrl_of, child, outer, inner)
+        if targets.variant in ("small", "differential"):
+            ctrl_b = np.flatnonzero((lay.batch_context == ci) & (lay.n_ctrl > 0))
+            ss_ctrl, *ss_perts = seq.spawn(1 + ctx_perts.size)
+            ctrl_rep = 0.0
+            if targets.variant == "small":       # differential input holds differences already
+                sizes = lay.n_ctrl[ctrl_b]
+                ctrl_rep = cells.controls(ctrl_b).T @ two_stage_weights(np.r_[0, np.cumsum(sizes)[:-1]], sizes,
+                                                                       ss_ctrl, outer, inner)
+        else:
+            ss_perts = seq.spawn(ctx_perts.size)
+        wanted = [p for p in ctx_perts if int(p) in row_of]
+        for p, x in cells.perturbed(wanted, block_rows):
+            i, k = row_of[int(p)], int(np.searchsorted(ctx_perts, p))
+            groups = cells.groups(p)
+            if targets.variant in ("small", "differential"):
+                starts = np.array([s.start for _, s in groups])
+                sizes = np.array([s.stop - s.start for _, s in groups])
+                rep = x.T @ two_stage_weights(starts, sizes, ss_perts[k], outer, inner) - ctrl_rep
             else:
-                own = sorted(np.flatnonzero(lay.n[p] > 0), key=lambda b: labels[b])
-                delta = _two_stage([data.matrix.take(_cells(lay, p, b)) for b in own], child, outer, inner)
-                if ctrl is not None:
-                    delta = delta - ctrl
-            scores = _scores(delta, targets.values[r])
-            l2[r] = scores["l2"]
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)   # constant replicates have no correlation
-                per_pert[r] = [np.nanquantile(scores[m], limit_quantile(m)) for m in LFC_METRICS]
+                groups = [(b, s) for b, s in groups if a[p, b] > 0]
+                groups.sort(key=lambda g: cells.first_row(p, g[1]))     # plates as the reference lists them
+                starts = np.array([s.start for _, s in groups])
+                sizes = np.array([s.stop - s.start for _, s in groups])
+                batches = [b for b, _ in groups]
+                w, v = matched_weights(starts, sizes, lay.n_ctrl[batches], ss_perts[k], outer, inner)
+                rep = x.T @ w - sum(cells.controls([b]).T @ vb for b, vb in zip(batches, v, strict=True))
+            out[i] = lfc_metrics(np.asarray(rep), targets.values[i])
             done += 1
             if progress is not None:
                 progress("bootstrap", done, targets.perts.size)
-    return per_pert, l2
+    return out
 
 
-def _cells(lay: Layout, p: int, b: int) -> np.ndarray:
-    """File rows of perturbation ``p``'s cells in batch ``b``, in file order."""
-    return lay.rows[(lay.pert == p) & (lay.batch == b)]
+class _Cells:
+    """Normalised cells of one perturbation (sorted by batch, file order within) or of control batches."""
 
-
-def _draw_counts(rng: np.random.Generator, n: int, n_trials: int) -> np.ndarray:
-    """The reference's ``bootstrap_csr_mean`` draws (``rng.integers(n, size=(n_trials, n))``) as counts
-    ``[n_trials, n]``: the mean of the drawn rows is ``counts @ X / n``."""
-    idx = rng.integers(n, size=(n_trials, n))
-    return np.bincount((np.arange(n_trials)[:, None] * n + idx).ravel(), minlength=n_trials * n).reshape(n_trials, n)
-
-
-def _stack(groups: list[sp.csr_matrix]) -> tuple[sp.csr_matrix, np.ndarray]:
-    offsets = np.concatenate([[0], np.cumsum([g.shape[0] for g in groups])]).astype(np.int64)
-    return sp.vstack(groups, format="csr"), offsets
-
-
-def _two_stage(groups: list[sp.csr_matrix], seq: np.random.SeedSequence, outer: int, inner: int) -> np.ndarray:
-    """``two_stage_bootstrap_global``: batches drawn (when more than one), cells within each, batch means
-    averaged with equal weight; ``[outer * inner, genes]``. The draws of all trials become one weight
-    matrix and one sparse product (no ``[trials, cells, genes]`` array)."""
-    x, offsets = _stack(groups)
-    weights = np.zeros((outer * inner, x.shape[0]))
-    for o, s_outer in enumerate(seq.spawn(outer)):
-        drawn = (np.random.default_rng(s_outer).choice(len(groups), size=len(groups), replace=True)
-                 if len(groups) > 1 else np.zeros(1, dtype=np.int64))
-        trials = slice(o * inner, (o + 1) * inner)
-        for g, s in zip(drawn, s_outer.spawn(len(drawn)), strict=True):
-            n = int(offsets[g + 1] - offsets[g])
-            weights[trials, offsets[g]:offsets[g + 1]] += _draw_counts(np.random.default_rng(s), n, inner) / (
-                n * len(drawn))
-    return np.asarray((x.T @ weights.T).T)
-
-
-def _plate_matched(data: PerturbationData, lay: Layout, p: int, ctrl_of: dict, seq: np.random.SeedSequence,
-                   outer: int, inner: int) -> np.ndarray:
-    """``run_exp_error_plate_matched.bootstrap``: the perturbation's plates (in the order they first occur)
-    drawn, then per drawn plate its cells and the plate's controls resampled with one generator."""
-    own = (lay.pert == p) & np.isin(lay.batch, list(ctrl_of))
-    first = pd.unique(lay.batch[own][np.argsort(lay.rows[own], kind="stable")])
-    xp, op = _stack([data.matrix.take(_cells(lay, p, b)) for b in first])
-    xc, oc = _stack([data.matrix.take(ctrl_of[b]) for b in first])
-    wp, wc = np.zeros((outer * inner, xp.shape[0])), np.zeros((outer * inner, xc.shape[0]))
-    for o, s_outer in enumerate(seq.spawn(outer)):
-        drawn = np.random.default_rng(s_outer).choice(len(first), size=len(first))
-        trials = slice(o * inner, (o + 1) * inner)
-        for g, s in zip(drawn, s_outer.spawn(len(drawn)), strict=True):
-            rng = np.random.default_rng(s)
-            n_p, n_c = int(op[g + 1] - op[g]), int(oc[g + 1] - oc[g])
-            wp[trials, op[g]:op[g + 1]] += _draw_counts(rng, n_p, inner) / (n_p * len(drawn))
-            wc[trials, oc[g]:oc[g + 1]] += _draw_counts(rng, n_c, inner) / (n_c * len(drawn))
-    return np.asarray((xp.T @ wp.T).T) - np.asarray((xc.T @ wc.T).T)
-
-
-def _scores(delta: np.ndarray, point: np.ndarray) -> dict[str, np.ndarray]:
-    """Each trial's L2, MSE, MAE, Pearson and Spearman of a replicate LFC against the LFC (scipy's definitions)."""
-    diff = delta - point[None, :]
-
-    def pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        a = a - a.mean(axis=1, keepdims=True)
-        b = b - b.mean()
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return (a @ b) / np.sqrt((a * a).sum(axis=1) * (b @ b))
-
-    return {"l2": np.linalg.norm(diff, axis=1), "mse": (diff ** 2).mean(axis=1), "mae": np.abs(diff).mean(axis=1),
-            "pearson": pearson(delta, point),
-            "spearman": pearson(stats.rankdata(delta, axis=1), stats.rankdata(point))}
-
-
-class _Run:
-    """One DEG bootstrap: fixed data, targets and seed; computes a chunk of trials for one context."""
-
-    def __init__(self, data: PerturbationData, lay: Layout, targets: Targets, seed: int, block_rows: int) -> None:
-        self.data, self.lay, self.targets, self.seed, self.block_rows = data, lay, targets, seed, block_rows
-        self.variant = targets.variant
-        min_cells = targets.params["min_cells"]
-        if self.variant == "large":
-            self.pert_batches = (lay.n >= min_cells) & (lay.n_ctrl >= min_cells)[None, :]
-            self.ctrl_batches = self.pert_batches
-        else:
-            self.pert_batches = lay.n > 0
-            same = lay.pert_context[:, None] == lay.batch_context[None, :]
-            self.ctrl_batches = same & (lay.n_ctrl > 0)[None, :]
-        self.n_genes = data.matrix.shape[1]
+    def __init__(self, data: PerturbationData, lay: Layout) -> None:
+        self.data, self.lay = data, lay
         ctrl = lay.pert < 0
-        self.ctrl_rows = {b: lay.rows[ctrl & (lay.batch == b)] for b in np.flatnonzero(lay.n_ctrl)}
+        self.ctrl_rows = {int(b): lay.rows[ctrl & (lay.batch == b)] for b in np.flatnonzero(lay.n_ctrl)}
+        self._ctrl_cache: dict[int, sp.csr_matrix] = {}
         is_pert = ~ctrl
         order = np.lexsort((lay.batch[is_pert], lay.pert[is_pert]))
         self.cell_rows = lay.rows[is_pert][order]
         self.cell_batch = lay.batch[is_pert][order]
         self.offsets = np.concatenate([[0], np.cumsum(lay.n.sum(axis=1))])
 
-    def chunk(self, rows: np.ndarray, folds: np.ndarray, m: np.ndarray, chunk: int) -> pd.DataFrame:
-        """Each fold's F1, precision and recall per trial of the chunk: ``fold, trial, metric, value``."""
-        n_t = m.shape[0]
-        ci = int(self.lay.pert_context[self.targets.perts[rows[0]]]) if rows.size else 0
-        batches = [b for b in self.ctrl_rows if self.lay.batch_context[b] == ci and self.ctrl_batches[:, b].any()]
-        ctrl = {b: self._ctrl_stats(b, m[:, b], chunk) for b in batches}
-        fold_ids = sorted(set(folds.tolist()) - {-1})
-        conf = {f: np.zeros((n_t, self.n_genes, 9), dtype=np.int64) for f in fold_ids}
-        genes = np.arange(self.n_genes)
-        for i, p, x in self._pert_rows(rows):
-            if folds[i] < 0:
-                continue
-            labels, valid = self._deg_labels(p, x, m, chunk, ctrl)
-            truth = self.targets.values[rows[i]].astype(np.int64) + 1
-            code = truth[None, :] * 3 + labels.astype(np.int64) + 1
-            for t in np.flatnonzero(valid):
-                conf[folds[i]][t, genes, code[t]] += 1
-        out = []
-        for f in fold_ids:
-            for name, value in truth_present_scores(conf[f].reshape(n_t, self.n_genes, 3, 3)).items():
-                out.append(pd.DataFrame({"fold": f, "trial": np.arange(n_t), "metric": name, "value": value}))
-        return pd.concat(out, ignore_index=True) if out else pd.DataFrame(columns=["fold", "trial", "metric",
-                                                                                     "value"])
+    def controls(self, batches) -> sp.csr_matrix:
+        """Control cells of ``batches`` (in that order), each batch read once."""
+        for b in batches:
+            if int(b) not in self._ctrl_cache:
+                self._ctrl_cache[int(b)] = self.data.matrix.take(self.ctrl_rows[int(b)])
+        return sp.vstack([self._ctrl_cache[int(b)] for b in batches], format="csr")
 
-    def _pert_rows(self, rows: np.ndarray) -> Iterator[tuple[int, int, sp.csr_matrix]]:
-        """Yield (position in ``rows``, perturbation, its normalised cells sorted by batch), gathered in blocks."""
-        perts = self.targets.perts[rows]
+    def size(self, p: int) -> int:
+        return int(self.offsets[p + 1] - self.offsets[p])
+
+    def perturbed(self, perts: list[int], block_rows: int) -> Iterator[tuple[int, sp.csr_matrix]]:
+        """``(p, its cells)`` for ``perts``, read in blocks of about ``block_rows`` cells."""
         start = 0
-        while start < perts.size:
+        while start < len(perts):
             stop, total = start, 0
-            while stop < perts.size and (stop == start or total + self._size(perts[stop]) <= self.block_rows):
-                total += self._size(perts[stop])
+            while stop < len(perts) and (stop == start or total + self.size(perts[stop]) <= block_rows):
+                total += self.size(perts[stop])
                 stop += 1
             sel = np.concatenate([self.cell_rows[self.offsets[p]:self.offsets[p + 1]] for p in perts[start:stop]])
             x = self.data.matrix.take(sel)
             pos = 0
-            for i in range(start, stop):
-                size = self._size(perts[i])
-                yield i, int(perts[i]), x[pos:pos + size]
-                pos += size
+            for p in perts[start:stop]:
+                yield int(p), x[pos:pos + self.size(p)]
+                pos += self.size(p)
             start = stop
 
-    def _size(self, p: int) -> int:
-        return int(self.offsets[p + 1] - self.offsets[p])
-
-    def _groups(self, p: int) -> Iterator[tuple[int, slice]]:
-        """(batch, slice of p's cells) for every batch of p."""
+    def groups(self, p: int) -> list[tuple[int, slice]]:
+        """(batch, slice of p's cells) for every batch of p, in batch order."""
         batch = self.cell_batch[self.offsets[p]:self.offsets[p + 1]]
         bounds = np.flatnonzero(np.diff(batch)) + 1
-        starts = np.concatenate([[0], bounds])
-        stops = np.concatenate([bounds, [batch.size]])
-        for s, e in zip(starts, stops, strict=True):
-            yield int(batch[s]), slice(int(s), int(e))
+        starts, stops = np.r_[0, bounds], np.r_[bounds, batch.size]
+        return [(int(batch[s]), slice(int(s), int(e))) for s, e in zip(starts, stops, strict=True)]
 
-    # ---- controls ------------------------------------------------------------------------------
+    def first_row(self, p: int, rows: slice) -> int:
+        return int(self.cell_rows[self.offsets[p] + rows.start])
 
-    def _ctrl_stats(self, b: int, copies: np.ndarray, chunk: int) -> tuple:
-        x = self.data.matrix.take(self.ctrl_rows[b])
-        n = x.shape[0]
-        draws = resample(self.seed, (0, b + 1, chunk), np.zeros(1, int), np.array([n]), copies[:, None], n)
+
+# ---- DEG ---------------------------------------------------------------------------------------
+
+
+def groupby_sample_counts(labels: np.ndarray, seed: int) -> np.ndarray:
+    """How often each cell is drawn by ``df.groupby(labels).sample(frac=1, replace=True, random_state=seed)``.
+
+    pandas draws ``RandomState(seed).choice(n_g, n_g, replace=True)`` for each
+    group in sorted key order, the group's rows in frame order.
+    """
+    rs = np.random.RandomState(seed)
+    keys, inverse = np.unique(labels, return_inverse=True)
+    order = np.argsort(inverse, kind="stable")
+    bounds = np.r_[0, np.cumsum(np.bincount(inverse, minlength=keys.size))]
+    counts = np.zeros(labels.size, dtype=np.int64)
+    for g in range(keys.size):
+        rows = order[bounds[g]:bounds[g + 1]]
+        counts += np.bincount(rows[rs.choice(rows.size, size=rows.size, replace=True)], minlength=labels.size)
+    return counts
+
+
+def _deg_small_replicates(data: PerturbationData, lay: Layout, targets: Targets, trials: int, seed: int,
+                          block_rows: int, progress: Progress | None) -> Iterator[np.ndarray]:
+    """``run_exp_error_essential_deg``: per trial, every label's cells resampled, the labels recomputed."""
+    alpha = targets.params["alpha"]
+    labels = data.cells["label"].astype(str).to_numpy()
+    ctx_codes = lay.batch_context[lay.batch]
+    n_contexts = len(data.cells["context"].cat.categories)
+    slot = np.full(len(data.perturbations), -1)
+    slot[targets.perts] = np.arange(targets.perts.size)
+    group = np.where(lay.pert >= 0, slot[np.maximum(lay.pert, 0)], targets.perts.size + ctx_codes)
+    n_groups, k = targets.perts.size + n_contexts, targets.perts.size
+    ref = k + lay.pert_context[targets.perts]
+    for t, state in enumerate(np.random.SeedSequence(seed).generate_state(trials)):
+        weight = np.zeros(len(labels))
+        for ci in range(n_contexts):      # the reference runs each context (cell line) on its own
+            in_ctx = ctx_codes == ci
+            weight[in_ctx] = groupby_sample_counts(labels[in_ctx], int(state))
+        use = (group >= 0) & (weight > 0)
+        s1, s2 = group_sums(data.matrix, rows=lay.rows[use], group=group[use], weight=weight[use],
+                            n_groups=n_groups, squares=True, block_rows=block_rows)
+        n = np.bincount(group[use], weights=weight[use], minlength=n_groups)[:, None]
+        mean, var = mean_var(s1, s2, n)
+        yield welch_labels(mean[:k], var[:k], n[:k], mean[ref], var[ref], n[ref], alpha=alpha)
+        if progress is not None:
+            progress("bootstrap", t + 1, trials)
+
+
+def _deg_large_replicates(data: PerturbationData, lay: Layout, targets: Targets, outer: int, inner: int, seed: int,
+                          progress: Progress | None) -> Iterator[np.ndarray]:
+    """``run_exp_error_tahoe_deg``: per perturbation, its kept batches drawn (``outer`` states of
+    ``SeedSequence(seed)``, the same for every perturbation), then per inner state the cells of each
+    (drawn batch ``plate_i``, perturbation or ``control``) group resampled as pandas does; labels per
+    drawn batch against its controls, then the vote."""
+    alpha, min_cells = targets.params["alpha"], targets.params["min_cells"]
+    kept = (lay.n >= min_cells) & (lay.n_ctrl >= min_cells)[None, :]
+    cells = _Cells(data, lay)
+    label = data.perturbations["label"].to_numpy()
+    out = np.zeros((outer * inner, targets.perts.size, data.matrix.shape[1]), dtype=np.int8)
+    outer_states = np.random.SeedSequence(seed).generate_state(outer)
+    for i, (p, x) in enumerate(cells.perturbed([int(p) for p in targets.perts], BLOCK_ROWS)):
+        groups = sorted(((b, s) for b, s in cells.groups(p) if kept[p, b]), key=lambda g: cells.first_row(p, g[1]))
         x2 = x.copy()
         x2.data **= 2
-        if self.variant == "large":
-            counts = draws.per_copy()
-            s1, s2 = (x.T @ counts).T, (x2.T @ counts).T
-            return mean_var(s1, s2, np.full((counts.shape[1], 1), float(n)))
-        k = draws.per_trial(copies.size)
-        return k.sum(axis=0), (x.T @ k).T, (x2.T @ k).T
+        for o, state in enumerate(outer_states):
+            drawn = np.random.default_rng(state).choice(len(groups), size=len(groups))
+            names = [f"plate_{j}" for j in range(drawn.size)]
+            # pandas' group order: (plate name, label) sorted; the controls are 'control'
+            order = sorted(((names[j], key) for j in range(drawn.size) for key in ("control", str(label[p]))))
+            inner_states = np.random.SeedSequence(int(state)).generate_state(inner)
+            counts = {key: np.zeros((_size(groups, drawn, key, lay), inner)) for key in order}
+            for t, inner_state in enumerate(inner_states):
+                rs = np.random.RandomState(int(inner_state))
+                for key in order:
+                    n = counts[key].shape[0]
+                    counts[key][:, t] = np.bincount(rs.choice(n, size=n, replace=True), minlength=n)
+            votes = np.zeros((3, inner, x.shape[1]), dtype=np.int32)
+            for j, g in enumerate(drawn):
+                b, rows = groups[g]
+                kp, kc = counts[(names[j], str(label[p]))], counts[(names[j], "control")]
+                xc = cells.controls([b])
+                xc2 = xc.copy()
+                xc2.data **= 2
+                mean, var = mean_var((x[rows].T @ kp).T, (x2[rows].T @ kp).T, float(kp.shape[0]))
+                cmean, cvar = mean_var((xc.T @ kc).T, (xc2.T @ kc).T, float(kc.shape[0]))
+                lab = welch_labels(mean, var, kp.shape[0], cmean, cvar, kc.shape[0], alpha=alpha)
+                for c in range(3):
+                    votes[c] += lab == c - 1
+            out[o * inner:(o + 1) * inner, i] = vote(votes)
+        if progress is not None:
+            progress("bootstrap", i + 1, targets.perts.size)
+    yield from out
 
-    def _draws(self, p: int, m: np.ndarray, chunk: int) -> tuple[list[tuple[int, slice]], Draws]:
-        """p's groups (one per batch, sorted) and their inner draws (key ``(p + 1, 0, chunk)``)."""
-        groups = list(self._groups(p))
-        starts = np.array([r.start for _, r in groups], dtype=np.int64)
-        sizes = np.array([r.stop - r.start for _, r in groups], dtype=np.int64)
-        batches = np.array([b for b, _ in groups], dtype=np.int64)
-        return groups, resample(self.seed, (p + 1, 0, chunk), starts, sizes, m[:, batches], self._size(p))
 
-    # ---- DEG -----------------------------------------------------------------------------------
+def _size(groups: list[tuple[int, slice]], drawn: np.ndarray, key: tuple[str, str], lay: Layout) -> int:
+    b, rows = groups[drawn[int(key[0].split("_")[1])]]
+    return int(lay.n_ctrl[b]) if key[1] == "control" else rows.stop - rows.start
 
-    def _deg_labels(self, p: int, x: sp.csr_matrix, m: np.ndarray, chunk: int,
-                    ctrl: dict) -> tuple[np.ndarray, np.ndarray]:
-        n_t = m.shape[0]
-        alpha = self.targets.params["alpha"]
-        x2 = x.copy()
-        x2.data **= 2
-        if self.variant == "large":
-            votes = np.zeros((3, n_t, self.n_genes), dtype=np.int32)
-            groups, draws = self._draws(p, m, chunk)
-            per_copy = draws.per_copy()
-            for g, (b, rows) in enumerate(groups):
-                cols = np.flatnonzero(draws.copy_group == g)
-                if not cols.size or not self.pert_batches[p, b]:
-                    continue
-                n, counts, trial = rows.stop - rows.start, per_copy[rows][:, cols], draws.copy_trial[cols]
-                mean, var = mean_var((x[rows].T @ counts).T, (x2[rows].T @ counts).T, np.full((trial.size, 1), n))
-                ref_mean, ref_var = ctrl[b]
-                labels = welch_labels(mean, var, n, ref_mean, ref_var, self.lay.n_ctrl[b], alpha=alpha)
-                onehot = sp.csr_matrix((np.ones(trial.size), (trial, np.arange(trial.size))),
-                                       shape=(n_t, trial.size))
-                for k in range(3):
-                    votes[k] += (onehot @ (labels == k - 1)).astype(np.int32)
-            valid = (m[:, self.pert_batches[p]].sum(axis=1) > 0)
-            return vote(votes), valid
-        weights = self._draws(p, m, chunk)[1].per_trial(n_t)
-        n = weights.sum(axis=0)[:, None]
-        mean, var = mean_var((x.T @ weights).T, (x2.T @ weights).T, n)
-        cb = np.flatnonzero(self.ctrl_batches[p])
-        cn = sum(ctrl[b][0] for b in cb)[:, None]
-        cmean, cvar = mean_var(sum(ctrl[b][1] for b in cb), sum(ctrl[b][2] for b in cb), cn)
-        valid = (n[:, 0] > 0) & (cn[:, 0] > 0)
-        return welch_labels(mean, var, n, cmean, cvar, cn, alpha=alpha), valid
 
+def _score(data: PerturbationData, lay: Layout, targets: Targets, folds: np.ndarray,
+           replicates: Iterator[np.ndarray]) -> pd.DataFrame:
+    """Each replicate's labels scored per fold against the task's labels with the evaluator's DEG metrics."""
+    from pertstore.consumers.evaluators._metrics import deg_metrics
+
+    contexts = [str(c) for c in data.cells["context"].cat.categories]
+    row_ctx = lay.pert_context[targets.perts]
+    rows = []
+    for t, replicate in enumerate(replicates):
+        for ci, ctx in enumerate(contexts):
+            for f in sorted(set(folds[row_ctx == ci].tolist()) - {-1}):
+                test = (row_ctx == ci) & (folds == f)
+                for m, v in deg_metrics(targets.values[test], replicate[test]).items():
+                    rows.append((ctx, int(f), m, t, float(v)))
+    return pd.DataFrame(rows, columns=["context", "fold", "metric", "trial", "value"])

@@ -16,7 +16,7 @@ import zarr
 
 from pertstore.errors import InvalidInputError
 
-from ._bootstrap import REFERENCE_SEED, ExperimentalError, concat_errors, experimental_error
+from ._bootstrap import INNER, SEED, ExperimentalError, concat_errors, experimental_error
 from ._deg import ALPHA, MIN_CELLS, deg
 from ._folds import N_FOLDS, make_folds
 from ._groups import LARGE_BATCH_CELLS, Variant, cell_counts, layout
@@ -26,6 +26,7 @@ from ._matrix import BLOCK_ROWS, TARGET_SUM, Progress
 
 ENCODING_TYPE = "pertstore-task"
 ENCODING_VERSION = "0.2.0"
+"""0.2.0: the experimental error as the reference computes it (per metric, per fold); 0.1.0 tasks are refused."""
 Kind = Literal["lfc", "deg"]
 
 
@@ -52,7 +53,8 @@ class Task:
         Perturbations dropped and why, (perturbation, batch) pairs discarded,
         unresolved and excluded labels, notes.
     error
-        The bootstrap experimental error, or None.
+        The bootstrap experimental error, or None; its limit per (context,
+        fold, metric) is ``error.fold_limits(folds, contexts)``.
     name
         The name it is stored under (``tasks/<name>/<version>``), "" when unnamed.
     """
@@ -84,10 +86,11 @@ class Task:
         -------
         ``X`` = targets; ``obs`` (index ``pert_id``, or ``context:pert_id`` when
         labels repeat across contexts) with ``pert_id, entity_id, context,
-        fold, n_cells`` (and ``error``); ``var`` = genes; ``uns['recipe']``,
-        ``uns['report']``, ``uns['cell_counts']``, ``uns['error']`` (parameters and
-        the per-fold limits); LFC: ``obs['error_<metric>']`` (each perturbation's
-        limit) and ``obsm['error_trials']`` (per-trial L2).
+        fold, n_cells`` (and, LFC, ``error_<metric>``: the 0.9 quantile per
+        perturbation); ``var`` = genes; ``uns['recipe']``, ``uns['report']``,
+        ``uns['cell_counts']``, ``uns['error']`` (settings and the limit per
+        fold: ``context, fold, metric, value``); LFC ``obsm['error_trials_<metric>']``
+        = per-trial values.
         """
         names = pd.Index(self.pert_ids)
         if not names.is_unique:
@@ -100,25 +103,26 @@ class Task:
                                "cell_counts": self.cell_counts.astype({"n_cells": np.int64})}
         obsm = {}
         if self.error is not None:
-            if self.error.kind == "lfc":
-                for m, name in enumerate(self.error.metrics):
-                    obs[f"error_{name}"] = self.error.per_pert[:, m]
-                obsm["error_trials"] = self.error.trials
-            uns["error"] = _no_none({**_error_attrs(self.error),
-                                     "fold_limits": self.error.fold_limits(self.folds, self.contexts)})
+            e = self.error
+            if e.kind == "lfc":
+                for m, name in enumerate(e.metrics):
+                    obs[f"error_{name}"] = e.per_pert[:, m]
+                    obsm[f"error_trials_{name}"] = e.trials[:, :, m]
+            limits = e.fold_limits(self.folds, self.contexts)
+            uns["error"] = _no_none({**_error_attrs(e), "limits": {c: limits[c].tolist() for c in limits.columns}})
         return ad.AnnData(X=self.targets, obs=obs, var=pd.DataFrame(index=pd.Index(self.gene_ids)), uns=uns,
                           obsm=obsm)
 
     def write_zarr(self, store: Any) -> zarr.Group:
-        """Write the task as a Zarr v3 group (``encoding-type: pertstore-task``, version 0.2.0).
+        """Write the task as a Zarr v3 group (``encoding-type: pertstore-task``, version 0.1.0).
 
         Layout: arrays ``targets [pert, gene]``, ``pert_id``, ``entity_id``
         ("" = none), ``context``, ``fold``, ``gene_id``; group ``cell_counts``
-        (``context, pert_id, batch, n_cells``); group ``error`` when estimated
-        (``per_pert [pert, metric]`` and ``trials [pert, trial]`` for LFC; the
-        long table ``fold_trials`` (``context, fold, trial, metric, value``) for
-        DEG; attrs ``kind``, ``metrics``, ``params``). Group attrs hold ``kind``,
-        ``recipe`` and ``report``.
+        (``context, pert_id, batch, n_cells``); group ``error`` when
+        estimated: LFC ``trials [pert, trial, metric]`` and ``per_pert [pert,
+        metric]``; DEG ``folds [pert]`` and a group ``fold_trials`` (``context,
+        fold, metric, trial, value``). Group attrs hold ``kind``, ``recipe``, ``report`` and the
+        error summary.
         """
         g = zarr.open_group(store, mode="w", zarr_format=3)
         g.attrs.update({"encoding-type": ENCODING_TYPE, "encoding-version": ENCODING_VERSION, "kind": self.kind,
@@ -138,15 +142,17 @@ class Task:
         if self.error is not None:
             e = g.create_group("error")
             e.attrs.update(_error_attrs(self.error))
-            e.create_array("trials", data=self.error.trials, dimension_names=("pert", "trial"))
-            e.create_array("per_pert", data=self.error.per_pert, dimension_names=("pert", "metric"))
-            ft = e.create_group("fold_trials")
-            table = self.error.fold_trials
-            _strings(ft, "context", table["context"].astype(str).tolist())
-            _strings(ft, "metric", table["metric"].astype(str).tolist())
-            for col in ("fold", "trial"):
-                ft.create_array(col, data=table[col].to_numpy(np.int64))
-            ft.create_array("value", data=table["value"].to_numpy(np.float64))
+            if self.error.kind == "lfc":
+                e.create_array("trials", data=self.error.trials, dimension_names=("pert", "trial", "metric"))
+                e.create_array("per_pert", data=self.error.per_pert, dimension_names=("pert", "metric"))
+            else:
+                e.create_array("folds", data=np.asarray(self.error.folds, dtype=np.int8), dimension_names=("pert",))
+                ft, frame = e.create_group("fold_trials"), self.error.fold_trials
+                for col in ("context", "metric"):
+                    _strings(ft, col, frame[col].astype(str).tolist())
+                ft.create_array("fold", data=frame["fold"].to_numpy(np.int64))
+                ft.create_array("trial", data=frame["trial"].to_numpy(np.int64))
+                ft.create_array("value", data=frame["value"].to_numpy(np.float64))
         return g
 
     @classmethod
@@ -154,6 +160,10 @@ class Task:
         """Read a task written by :meth:`write_zarr`; refuses other encodings or versions."""
         g = zarr.open_group(store, mode="r")
         etype, ever = g.attrs.get("encoding-type"), g.attrs.get("encoding-version")
+        if etype == ENCODING_TYPE and ever == "0.1.0":
+            raise InvalidInputError(f"{store}: a task of encoding version 0.1.0, whose experimental error is not the "
+                                    f"reference's (one quantile per context); rebuild it (pertstore tasks build) or "
+                                    f"import it again to get version {ENCODING_VERSION}")
         if etype != ENCODING_TYPE or ever != ENCODING_VERSION:
             raise InvalidInputError(f"{store}: not a pertstore task of version {ENCODING_VERSION} "
                                     f"(encoding-type {etype!r}, encoding-version {ever!r})")
@@ -164,12 +174,16 @@ class Task:
         if "error" in g:
             e = g["error"]
             attrs = dict(e.attrs)
-            ft = e["fold_trials"]
-            table = pd.DataFrame({"context": _read_strings(ft["context"]), "fold": ft["fold"][...],
-                                  "trial": ft["trial"][...], "metric": _read_strings(ft["metric"]),
-                                  "value": ft["value"][...]})
-            error = ExperimentalError(kind=attrs["kind"], metrics=list(attrs["metrics"]), per_pert=e["per_pert"][...],
-                                      trials=e["trials"][...], fold_trials=table, params=attrs["params"])
+            common = {"kind": attrs["kind"], "quantile": attrs["quantile"], "metrics": list(attrs["metrics"]),
+                      "params": dict(attrs["params"])}
+            if attrs["kind"] == "lfc":
+                error = ExperimentalError(**common, trials=e["trials"][...], per_pert=e["per_pert"][...])
+            else:
+                ft = e["fold_trials"]
+                frame = pd.DataFrame({"context": _read_strings(ft["context"]), "fold": ft["fold"][...],
+                                      "metric": _read_strings(ft["metric"]), "trial": ft["trial"][...],
+                                      "value": ft["value"][...]})
+                error = ExperimentalError(**common, fold_trials=frame, folds=e["folds"][...].astype(np.int8))
         return cls(kind=g.attrs["kind"], pert_ids=_read_strings(g["pert_id"]),
                    entity_ids=[e or None for e in _read_strings(g["entity_id"])],
                    contexts=_read_strings(g["context"]), gene_ids=_read_strings(g["gene_id"]),
@@ -180,8 +194,8 @@ class Task:
 
 def build_task(data: PerturbationData, *, kind: Kind = "lfc", variant: Variant = "auto",
                large_batch_cells: int = LARGE_BATCH_CELLS, min_cells: int = MIN_CELLS, alpha: float = ALPHA,
-               trials: int = 100, inner_trials: int = 10, error_seed: int = REFERENCE_SEED, seed: int = 0,
-               n_folds: int = N_FOLDS, folds_per_context: bool = False, fold_of: dict[str, int] | None = None,
+               trials: int = 100, seed: int = 0, error_seed: int = SEED, inner: int = INNER,
+               n_folds: int = N_FOLDS, folds_per_context: bool = False,
                block_rows: int = BLOCK_ROWS, name: str = "", progress: Progress | None = None,
                client: Any = None, preset: dict[str, Any] | None = None) -> Task:
     """Compute a task from single-cell data: targets, folds and (``trials > 0``) experimental error.
@@ -194,14 +208,14 @@ def build_task(data: PerturbationData, *, kind: Kind = "lfc", variant: Variant =
         ``lfc`` (:func:`lfc`) or ``deg`` (:func:`deg`; uses ``min_cells`` and ``alpha``).
     variant, large_batch_cells
         See :func:`lfc`.
-    trials, inner_trials, error_seed
-        Bootstrap trials in all (0: no error estimate): ``trials / inner_trials``
-        outer draws of batches times ``inner_trials`` draws of cells (the
-        reference: 10 x 10, ``SeedSequence(5050)``); see :func:`experimental_error`.
-    seed, n_folds, folds_per_context, fold_of
-        Folds over perturbations (seeded by ``seed``), shared across contexts (the
-        same perturbation in the same fold in every context, as the reference) or
-        drawn per context; ``fold_of`` gives them by label instead.
+    trials, inner, error_seed
+        Bootstrap trials of the experimental error (0: none; LFC: ``trials //
+        inner`` outer draws x ``inner``), its seed (the reference's 5050).
+    seed
+        The seed of the folds.
+    n_folds, folds_per_context
+        Folds over perturbations, shared across contexts (the same perturbation
+        in the same fold in every context, as the reference) or drawn per context.
     name
         The name to store the task under (see :func:`save_task`).
     progress, client
@@ -222,25 +236,15 @@ def build_task(data: PerturbationData, *, kind: Kind = "lfc", variant: Variant =
     perts = data.perturbations.iloc[targets.perts]
     contexts = perts["context"].tolist()
     labels = perts["label"].tolist()
-    if fold_of is not None:
-        folds = np.array([fold_of[label] for label in labels], dtype=np.int8)
-    else:
-        folds = make_folds(contexts, labels=None if folds_per_context else labels, n_folds=n_folds, seed=seed)
-    error = None
-    if trials:
-        inner = min(inner_trials, trials)
-        if trials % inner:
-            raise InvalidInputError(f"trials ({trials}) must be a multiple of the inner trials ({inner}): "
-                                    "outer draws of batches times inner draws of cells")
-        error = experimental_error(data, targets, folds=folds, outer=trials // inner, inner=inner, seed=error_seed,
-                                   block_rows=block_rows, progress=progress)
+    folds = make_folds(contexts, labels=None if folds_per_context else labels, n_folds=n_folds, seed=seed)
+    error = (experimental_error(data, targets, folds=folds, trials=trials, inner=inner, seed=error_seed,
+                                block_rows=block_rows, progress=progress) if trials else None)
     recipe = {
         "producer": "pertstore.consumers.tasks", "producer_version": version("pertstore"), "kind": kind,
         "input": {"file": Path(data.path).name, "sha256": data.sha256, "type": data.input},
         "columns": data.columns,
         "params": {**targets.params, "target_sum": TARGET_SUM if data.input == "counts" else None,
-                   "trials": trials, "inner_trials": inner_trials, "error_seed": error_seed, "seed": seed,
-                   "n_folds": n_folds,
+                   "trials": trials, "inner": inner, "error_seed": error_seed, "seed": seed, "n_folds": n_folds,
                    "folds": "per_context" if folds_per_context else "shared", "excluded_combinatorial": data.excluded},
         "libraries": {lib: version(lib) for lib in ("numpy", "scipy", "anndata")},
     }
@@ -280,14 +284,11 @@ def build_per_dose(path: str | Path, read_options: dict[str, Any], *, resolve: A
         raise InvalidInputError("dose as context needs a dose column (dose_col) and no single dose")
     probe = read_perturbation_data(path, **read_options)
     doses = sorted({float(label.rsplit(DOSE_SEP, 1)[1]) for label in probe.perturbations["label"]})
-    names = sorted({label.rsplit(DOSE_SEP, 1)[0] for label in probe.perturbations["label"]})
-    shared = dict(zip(names, make_folds([""] * len(names), labels=names, n_folds=n_folds, seed=seed), strict=True))
     parts = []
     for dose in doses:
         data = read_perturbation_data(path, resolve=resolve, **{**read_options, "dose": dose})
         parts.append((dose, build_task(data, kind=kind, name=name, preset=preset, n_folds=n_folds, seed=seed,
-                                       fold_of=None if folds_per_context else shared,
-                                       folds_per_context=folds_per_context, **build_options)))
+                                       **build_options)))
     first = parts[0][1]
     if any(t.gene_ids != first.gene_ids for _, t in parts):
         raise InvalidInputError(f"{path}: the doses of {dose_col!r} do not share their genes")
@@ -307,10 +308,15 @@ def build_per_dose(path: str | Path, read_options: dict[str, Any], *, resolve: A
               "notes": [f"doses of {dose_col!r} as contexts: {', '.join(f'{d:g}' for d in doses)}",
                         *[n for n in first.report["notes"] if not n.startswith("kept perturbed cells at dose")]],
               "ambiguous": first.report["ambiguous"]}
+    error = concat_errors([t.error for _, t in parts])
+    if error is None and any(t.error is not None for _, t in parts):
+        report["notes"].append("no experimental error: a DEG error is scored per fold, and the stacked task's "
+                               "folds are not those of each dose")
     return Task(kind=kind, pert_ids=pert_ids, entity_ids=[e for _, t in parts for e in t.entity_ids],
                 contexts=contexts, gene_ids=first.gene_ids, targets=np.vstack([t.targets for _, t in parts]),
-                folds=np.concatenate([t.folds for _, t in parts]), cell_counts=counts, recipe=recipe, report=report,
-                error=concat_errors([t.error for _, t in parts], renamed), name=name)
+                folds=make_folds(contexts, labels=None if folds_per_context else pert_ids, n_folds=n_folds, seed=seed),
+                cell_counts=counts, recipe=recipe, report=report,
+                error=error, name=name)
 
 
 def _stack(frames: list[dict[str, list]]) -> dict[str, list]:
@@ -535,7 +541,7 @@ def _read_strings(a: zarr.Array) -> list[str]:
 
 
 def _error_attrs(e: ExperimentalError) -> dict[str, Any]:
-    return {"kind": e.kind, "metrics": list(e.metrics), "params": e.params}
+    return {"kind": e.kind, "quantile": e.quantile, "metrics": list(e.metrics), "params": e.params}
 
 
 def _no_none(x: Any) -> Any:

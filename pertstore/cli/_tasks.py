@@ -95,9 +95,9 @@ def build(file: Annotated[Path, typer.Argument(help="h5ad file or AnnData-zarr d
               help="DEG: minimum cells per (perturbation, batch) [default: the preset's, else 30]")] = None,
           alpha: Annotated[float, typer.Option(help="DEG: adjusted p-value threshold")] = 0.05,
           trials: Annotated[int, typer.Option(
-              help="Bootstrap trials for the experimental error, outer x inner in all (0: none)")] = 100,
-          inner_trials: Annotated[int, typer.Option(help="Inner (cell) draws per outer (batch) draw")] = 10,
-          error_seed: Annotated[int, typer.Option(help="Seed of the bootstrap (the reference's: 5050)")] = 5050,
+              help="Bootstrap trials of the experimental error (0: none; LFC: outer x 10 inner, the reference's "
+                   "10 x 10 = 100; DEG: replicates, the reference ran 20)")] = 100,
+          error_seed: Annotated[int, typer.Option(help="Seed of the bootstrap (the reference's 5050)")] = 5050,
           seed: Annotated[int, typer.Option(help="Seed of the folds")] = 0,
           n_folds: Annotated[int, typer.Option(help="Folds over perturbations")] = 5,
           folds_per_context: Annotated[bool, typer.Option(
@@ -136,8 +136,7 @@ def build(file: Annotated[Path, typer.Argument(help="h5ad file or AnnData-zarr d
                 exclude=exclude or None, exclude_contexts=exclude_context or None,
                 genes=gene_universe, normalise_kept=normalise_kept, layer=layer, input=input,
                 combinatorial=combinatorial, backed=backed or scheduler is not None,
-                build_options={"alpha": alpha, "trials": trials, "inner_trials": inner_trials,
-                               "error_seed": error_seed, "seed": seed, "n_folds": n_folds,
+                build_options={"alpha": alpha, "trials": trials, "error_seed": error_seed, "seed": seed, "n_folds": n_folds,
                                "folds_per_context": folds_per_context, "progress": tick, "client": client})
         finally:
             if client is not None:
@@ -237,21 +236,27 @@ def export(name: str, out: Annotated[Path, typer.Option("--out", "-o", help="Out
 
 def _summary(task, name: str, version: str) -> None:
     t = Table(title=f"task [bold]{name}[/] version {version} ({task.kind})")
-    metric = "l2" if task.kind == "lfc" else "f1"
-    for c in ("context", "perturbations", "genes", "folds", f"error limit ({metric}) per fold"):
+    limits = task.error.fold_limits(task.folds, task.contexts) if task.error is not None else None
+    primary = {"lfc": "l2", "deg": "f1"}.get(task.kind, "")
+    for c in ("context", "perturbations", "genes", "folds", f"error limit ({primary}) per fold"):
         t.add_column(c)
     contexts = pd.Series(task.contexts)
-    limits = task.error.fold_limits(task.folds, task.contexts) if task.error is not None else None
     for ctx in sorted(contexts.unique()):
         rows = (contexts == ctx).to_numpy()
         sizes = np.bincount(task.folds[rows][task.folds[rows] >= 0])
         limit = ""
         if limits is not None:
-            mine = limits[(limits.context == ctx) & (limits.metric == metric)].sort_values("fold")
-            limit = " / ".join(f"{v:.4g}" for v in mine.value)
+            mine = limits[(limits["context"] == ctx) & (limits["metric"] == primary)]
+            limit = "/".join(f"{v:.4g}" for v in mine.sort_values("fold")["value"])
         t.add_row(ctx or "(none)", f"{int(rows.sum()):,}", f"{len(task.gene_ids):,}",
                   "/".join(map(str, sizes)), limit)
     console.print(t)
+    if task.error is not None:
+        p = task.error.params
+        how = (f"{p.get('outer')} x {p.get('inner')} trials, q{task.error.quantile:g} per perturbation, mean per fold"
+               if task.error.kind == "lfc" else f"{p.get('trials')} trials, q{task.error.quantile:g} per fold")
+        console.print(f"experimental error as {p.get('reference')} (seed {p.get('seed')}, {how}); "
+                      f"metrics: {', '.join(task.error.metrics)}")
     dropped = len(task.report.get("dropped", {}).get("pert_id", []))
     pairs = len(task.report.get("discarded_pairs", {}).get("pert_id", []))
     if dropped or pairs:

@@ -1,10 +1,9 @@
-"""The experimental error against the reference scripts, re-implemented here as they are written.
+"""The experimental error equals the paper's code (``benchmark/experimental_error/``), re-implemented here.
 
-``run_exp_error_essential.py`` (small batches: the perturbation's batches, then cells, batch means
-averaged; controls bootstrapped once and subtracted trial by trial) and
-``run_exp_error_plate_matched.py`` (large batches: plates drawn, then each plate's cells and its
-controls with one generator) use dense ``X[idx].mean(axis=1)`` on the normalised cells and numpy's
-``SeedSequence`` tree from seed 5050; pertstore must give the same numbers.
+Each reference function is written below from the reference script, with numpy on the dense
+normalised cells and the reference's own random streams (``SeedSequence`` spawns,
+``bootstrap_csr_mean``'s ``rng.integers``, pandas' ``groupby().sample``), so the comparison is
+exact up to floating-point summation order.
 """
 
 from __future__ import annotations
@@ -15,144 +14,271 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
-from sklearn.metrics import f1_score, precision_score, recall_score
+from statsmodels.stats.multitest import multipletests
 from task_helpers import synthetic
 
-from pertstore.consumers.tasks import build_task, experimental_error, lfc, read_perturbation_data
-from pertstore.consumers.tasks._bootstrap import truth_present_scores
+from pertstore.consumers.evaluators._metrics import deg_metrics
+from pertstore.consumers.tasks import deg, experimental_error, lfc, make_folds, read_perturbation_data
+from pertstore.consumers.tasks._bootstrap import _deg_large_replicates, groupby_sample_counts, nearest_quantile
+from pertstore.consumers.tasks._groups import layout
 
-OUTER, INNER, SEED = 4, 5, 5050
-
-
-@pytest.fixture
-def data():
-    cells = {(ctx, b, lab): n for ctx in ("A", "B") for b in ("b1", "b2", "b3")
-             for lab, n in (("control", 25), ("P1", 9), ("P2", 6), ("P3", 12))}
-    cells[("A", "b3", "P2")] = 0      # P2 misses a batch in context A
-    return read_perturbation_data(synthetic(cells={k: v for k, v in cells.items() if v}, n_genes=20))
+CELLS = {("A", b, lab): n for b in ("b1", "b2", "b3") for lab, n in (("control", 40), ("P1", 31), ("P2", 33),
+                                                                       ("P3", 45))}
+CELLS.update({("A", "b4", "P1"): 12, ("A", "b4", "control"): 10, ("B", "b1", "control"): 30, ("B", "b1", "P1"): 30,
+              ("B", "b2", "control"): 35, ("B", "b2", "P4"): 32, ("B", "b2", "P1"): 6})
+OUTER, INNER = 3, 4
 
 
-def _normalised(data) -> np.ndarray:
-    return data.matrix.take(np.arange(data.matrix.shape[0])).toarray()
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    path = tmp_path_factory.mktemp("boot") / "cells.h5ad"
+    a = synthetic(cells=CELLS, n_genes=20, seed=11, effect=1.5)
+    a = a[np.random.default_rng(3).permutation(a.n_obs)].copy()   # batches appear in no sorted order
+    a.write_h5ad(path)
+    return read_perturbation_data(path)
 
 
-def _boot(x: np.ndarray, n_trials: int, rng) -> np.ndarray:
-    """utils.bootstrap_csr_mean, as written."""
+def frame(data) -> pd.DataFrame:
+    """The cells as the reference sees them: obs (file order) and dense normalised X."""
+    x = data.matrix.take(np.arange(data.matrix.shape[0])).toarray()
+    obs = data.cells[["context", "label", "batch", "is_control"]].astype({"context": str, "label": str, "batch": str})
+    return obs.reset_index(drop=True), x
+
+
+# ---- the reference, written from its scripts -------------------------------------------------------------
+
+
+def bootstrap_csr_mean(x, n_trials, rng):                                    # utils.py
     idx = rng.integers(x.shape[0], size=(n_trials, x.shape[0]))
     return x[idx].mean(axis=1)
 
 
-def _two_stage(groups: dict[str, np.ndarray], seq) -> np.ndarray:
-    """run_exp_error_essential.two_stage_bootstrap_global, as written."""
-    ids = sorted(groups)
-    out = []
-    for s_outer in seq.spawn(OUTER):
-        drawn = np.random.default_rng(s_outer).choice(ids, size=len(ids), replace=True) if len(ids) > 1 else ids
-        res = [_boot(groups[b], INNER, np.random.default_rng(s)) for b, s in zip(drawn, s_outer.spawn(len(drawn)))]
-        out.append(np.array(res).mean(axis=0))
-    return np.array(out)
+def two_stage_bootstrap_global(x, batch, root_seq, n_inner, n_outer):        # run_exp_error_essential.py
+    batch_to_x = {b: x[batch == b] for b in np.unique(batch)}
+    batch_id_list = sorted(batch_to_x)
+    outer_results = []
+    for ss_outer in root_seq.spawn(n_outer):
+        if len(batch_id_list) > 1:
+            boot_batches = np.random.default_rng(ss_outer).choice(batch_id_list, size=len(batch_id_list), replace=True)
+        else:
+            boot_batches = batch_id_list
+        batch_results = [bootstrap_csr_mean(batch_to_x[b], n_inner, np.random.default_rng(ss))
+                         for b, ss in zip(boot_batches, ss_outer.spawn(len(boot_batches)))]
+        outer_results.append(np.array(batch_results).mean(axis=0))
+    return np.array(outer_results)
 
 
-def _plate_matched(pert: dict, ctrl: dict, plates: list[str], seq) -> np.ndarray:
-    """run_exp_error_plate_matched.bootstrap, as written."""
-    out = []
-    for s_outer in seq.spawn(OUTER):
-        drawn = np.random.default_rng(s_outer).choice(plates, size=len(plates))
-        res = []
-        for plate, s in zip(drawn, s_outer.spawn(len(drawn))):
-            rng = np.random.default_rng(s)
-            res.append(_boot(pert[plate], INNER, rng) - _boot(ctrl[plate], INNER, rng))
-        out.append(np.stack(res).mean(axis=0))
-    return np.stack(out)
+def metrics(delta_boot, point):                                              # run_pert, both LFC scripts
+    diff = delta_boot - point
+    return {"l2": np.linalg.norm(diff, axis=1), "mse": np.mean(diff ** 2, axis=1), "mae": np.mean(np.abs(diff), axis=1),
+            "pearson": [stats.pearsonr(d, point)[0] for d in delta_boot],
+            "spearman": [stats.spearmanr(d, point)[0] for d in delta_boot]}
 
 
-def _limits(delta: np.ndarray, point: np.ndarray) -> list[float]:
-    """run_pert's metrics, then the limit quantiles (0.9 of errors, 0.1 of correlations)."""
-    d = delta.reshape(-1, delta.shape[-1])
-    l2 = np.linalg.norm(d - point, axis=1)
-    mse, mae = ((d - point) ** 2).mean(axis=1), np.abs(d - point).mean(axis=1)
-    spearman = [stats.spearmanr(r, point)[0] for r in d]
-    pearson = [stats.pearsonr(r, point)[0] for r in d]
-    return [np.quantile(l2, 0.9), np.quantile(mse, 0.9), np.quantile(mae, 0.9), np.quantile(pearson, 0.1),
-            np.quantile(spearman, 0.1)]
+def reference_essential(obs, x, context, seed=5050):
+    """``run_exp_error_essential.main`` on one context: {pert: {metric: 0.9 quantile}}."""
+    obs_c, x_c = obs[obs["context"] == context], x[(obs["context"] == context).to_numpy()]
+    ctrl = obs_c["is_control"].to_numpy()
+    pert_id_list = sorted(obs_c.loc[~ctrl, "label"].unique())
+    seed_seq = np.random.SeedSequence(seed)
+    ctrl_boot = two_stage_bootstrap_global(x_c[ctrl], obs_c["batch"].to_numpy()[ctrl], seed_seq.spawn(1)[0],
+                                           INNER, OUTER)
+    ctrl_point = np.mean([x_c[ctrl & (obs_c["batch"] == b).to_numpy()].mean(0)       # pseudobulk_delta
+                          for b in np.unique(obs_c["batch"][ctrl])], axis=0)
+    out = {}
+    for lab, ss in zip(pert_id_list, seed_seq.spawn(len(pert_id_list))):
+        mine = (obs_c["label"] == lab).to_numpy() & ~ctrl
+        batch = obs_c["batch"].to_numpy()[mine]
+        point = np.mean([x_c[mine][batch == b].mean(0) for b in np.unique(batch)], axis=0) - ctrl_point
+        delta = (two_stage_bootstrap_global(x_c[mine], batch, ss, INNER, OUTER) - ctrl_boot).reshape(-1, x.shape[1])
+        out[lab] = {m: np.quantile(v, 0.9) for m, v in metrics(delta, point).items()}
+    return out
+
+
+def reference_plate_matched(obs, x, context, seed=5050):
+    """``run_exp_error_plate_matched.main`` on one context (all five metrics, the script keeps L2)."""
+    obs_c, x_c = obs[obs["context"] == context], x[(obs["context"] == context).to_numpy()]
+    ctrl = obs_c["is_control"].to_numpy()
+    pert_id_list = sorted(obs_c.loc[~ctrl, "label"].unique())
+    key = np.where(ctrl, "control", obs_c["label"])
+    plate_x = {(b, p): x_c[(obs_c["batch"] == b).to_numpy() & (key == p)] for b, p in set(zip(obs_c["batch"], key))}
+    out = {}
+    for lab, ss in zip(pert_id_list, np.random.SeedSequence(seed).spawn(len(pert_id_list))):
+        plates = obs_c[(key == lab)]["batch"].unique()
+        results = []
+        for ss_outer in ss.spawn(OUTER):
+            batch = np.random.default_rng(ss_outer).choice(plates, size=len(plates))
+            batch_results = []
+            for plate, ss_inner in zip(batch, ss_outer.spawn(len(batch))):
+                rng = np.random.default_rng(ss_inner)
+                batch_results.append(bootstrap_csr_mean(plate_x[(plate, lab)], INNER, rng)
+                                     - bootstrap_csr_mean(plate_x[(plate, "control")], INNER, rng))
+            results.append(np.stack(batch_results).mean(axis=0))
+        truth = np.mean([plate_x[(p, lab)].mean(0) - plate_x[(p, "control")].mean(0) for p in plates], axis=0)
+        out[lab] = {m: np.quantile(v, 0.9) for m, v in metrics(np.stack(results).reshape(-1, x.shape[1]),
+                                                                  truth).items()}
+    return out
+
+
+# ---- tests ---------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("variant", ["small", "large"])
 def test_lfc_error_equals_the_reference_scripts(data, variant):
     targets = lfc(data, variant=variant)
-    got = experimental_error(data, targets, outer=OUTER, inner=INNER, seed=SEED)
-    x, cells = _normalised(data), data.cells
-    perts = data.perturbations.iloc[targets.perts].reset_index(drop=True)
+    err = experimental_error(data, targets, trials=OUTER * INNER, inner=INNER)
+    obs, x = frame(data)
+    reference = reference_essential if variant == "small" else reference_plate_matched
+    contexts = data.perturbations["context"].to_numpy()[targets.perts]
+    labels = data.perturbations["label"].to_numpy()[targets.perts]
     for ctx in ("A", "B"):
-        seq = np.random.SeedSequence(SEED)
-        here = cells[cells.context == ctx]
-        ctrl = {str(b): x[g.row.to_numpy()] for b, g in here[here.is_control].groupby("batch", observed=True)}
-        ctrl_boot = _two_stage(ctrl, seq.spawn(1)[0]) if variant == "small" else None
-        rows = perts.index[perts.context == ctx].to_numpy()
-        rows = rows[np.argsort(perts.label[rows].to_numpy())]
-        for r, child in zip(rows, seq.spawn(len(rows))):
-            mine = here[here.label == perts.label[r]]
-            own = {str(b): x[g.row.to_numpy()] for b, g in mine.groupby("batch", observed=True)}
-            if variant == "small":
-                delta = _two_stage(own, child) - ctrl_boot
-            else:
-                plates = list(pd.unique(mine.sort_values("row").batch.astype(str)))
-                delta = _plate_matched(own, ctrl, plates, child)
-            np.testing.assert_allclose(got.per_pert[r], _limits(delta, targets.values[r]), rtol=1e-9, atol=1e-12)
-            np.testing.assert_allclose(got.trials[r], np.linalg.norm(delta.reshape(-1, delta.shape[-1])
-                                                                    - targets.values[r], axis=1), rtol=1e-9)
+        want = reference(obs, x, ctx)
+        for i in np.flatnonzero(contexts == ctx):
+            for m, name in enumerate(err.metrics):
+                assert err.per_pert[i, m] == pytest.approx(want[labels[i]][name], rel=1e-9, abs=1e-12), (ctx, name)
+    assert err.params["reference"] == ("run_exp_error_essential.py" if variant == "small"
+                                       else "run_exp_error_plate_matched.py")
+    # per fold and per metric: the mean of the test perturbations' 0.9 quantiles
+    folds = make_folds(contexts, labels=labels, n_folds=2)
+    limits = err.fold_limits(folds, list(contexts))
+    pairs = set(zip(contexts, folds.tolist()))
+    assert len(limits) == 5 * len(pairs) and set(limits["metric"]) == {"l2", "mse", "mae", "pearson", "spearman"}
+    for row in limits.itertuples():
+        test = (contexts == row.context) & (folds == row.fold)
+        want = np.mean([reference(obs, x, row.context)[lab][row.metric] for lab in labels[test]]) \
+            if row.metric == "l2" else np.mean(err.per_pert[test, err.metrics.index(row.metric)])
+        assert row.value == pytest.approx(want, rel=1e-9)
 
 
-def test_fold_limits_are_means_of_the_fold_perturbations_per_metric(data):
-    task = build_task(data, kind="lfc", variant="small", trials=OUTER * INNER, inner_trials=INNER)
-    limits = task.error.fold_limits(task.folds, task.contexts)
-    assert set(limits.metric) == {"l2", "mse", "mae", "pearson", "spearman"}
-    frame = pd.DataFrame(task.error.per_pert, columns=task.error.metrics).assign(context=task.contexts,
-                                                                                 fold=task.folds)
-    for r in limits.itertuples():
-        rows = frame[(frame.context == r.context) & (frame.fold == r.fold)]
-        assert r.value == pytest.approx(rows[r.metric].mean())
-    assert task.error.params["seed"] == 5050 and task.error.params["outer"] == OUTER
+def test_groupby_sample_counts_are_pandas_draws():
+    labels = np.array(list("bacbbcaacbzb"))
+    df = pd.DataFrame({"label": labels, "obs_id": np.arange(labels.size)})
+    for seed in (0, 7, 2**31):
+        ids = df.groupby("label").sample(frac=1, replace=True, random_state=seed)["obs_id"].to_numpy()
+        np.testing.assert_array_equal(groupby_sample_counts(labels, seed), np.bincount(ids, minlength=labels.size))
 
 
-def test_deg_scores_average_over_the_classes_present_in_the_truth():
-    rng = np.random.default_rng(4)
-    truth = rng.choice([-1, 0, 1], size=(30, 12), p=[0.1, 0.8, 0.1])
-    truth[:, 0] = 0                                   # a gene whose truth holds one class only
-    pred = np.where(rng.random((30, 12)) < 0.7, truth, rng.choice([-1, 0, 1], size=(30, 12)))
-    conf = np.zeros((1, 12, 3, 3), dtype=np.int64)
-    for g in range(12):
-        np.add.at(conf[0, g], (truth[:, g] + 1, pred[:, g] + 1), 1)
-    got = truth_present_scores(conf)
-    for name, fn in (("f1", f1_score), ("precision", precision_score), ("recall", recall_score)):
-        expected = np.mean([fn(truth[:, g], pred[:, g], labels=np.unique(truth[:, g]), average="macro",
-                               zero_division=0) for g in range(12)])
-        assert got[name][0] == pytest.approx(expected)
+def reference_deg_replicates(obs, x, context, perts, trials, seed=5050, alpha=0.05):
+    """``run_exp_error_essential_deg.main``'s resampled labels (Welch t against the controls, BH) per trial."""
+    obs_c = obs[obs["context"] == context].reset_index(drop=True)
+    x_c = x[(obs["context"] == context).to_numpy()]
+    obs_c["obs_id"] = np.arange(len(obs_c))
+    out = []
+    for state in np.random.SeedSequence(seed).generate_state(trials):
+        ids = obs_c.groupby("label").sample(frac=1, replace=True, random_state=state)["obs_id"].to_numpy()
+        sample, xs = obs_c.iloc[ids], x_c[ids]
+        ctrl = xs[sample["is_control"].to_numpy()]
+        labels = []
+        for lab in perts:
+            with np.errstate(all="ignore"):
+                score, p = stats.ttest_ind(xs[(sample["label"] == lab).to_numpy() & ~sample["is_control"].to_numpy()],
+                                           ctrl, equal_var=False)
+            score, p = np.nan_to_num(score), np.nan_to_num(p, nan=1.0)
+            labels.append((np.sign(score) * (multipletests(p, method="fdr_bh")[1] < alpha)).astype(np.int8))
+        out.append(np.array(labels))
+    return out
 
 
-def test_deg_error_is_drawn_per_fold(data):
-    task = build_task(data, kind="deg", variant="small", min_cells=5, trials=40, inner_trials=10)
-    table = task.error.fold_trials
-    assert set(table.metric) == {"f1", "precision", "recall"}
-    assert table.groupby(["context", "fold", "metric"]).trial.nunique().eq(40).all()
-    limits = task.error.fold_limits(task.folds, task.contexts)
-    for r in limits.itertuples():
-        values = table[(table.context == r.context) & (table.fold == r.fold) & (table.metric == r.metric)].value
-        assert r.value == pytest.approx(np.quantile(values, 0.1))
+def test_deg_error_equals_the_reference_script(data):
+    targets = deg(data, variant="small", min_cells=30)
+    contexts = data.perturbations["context"].to_numpy()[targets.perts]
+    labels = data.perturbations["label"].to_numpy()[targets.perts]
+    folds = make_folds(contexts, labels=labels, n_folds=2)
+    trials = 7
+    err = experimental_error(data, targets, folds=folds, trials=trials)
+    assert err.params["reference"] == "run_exp_error_essential_deg.py" and err.quantile == 0.1
+    obs, x = frame(data)
+    got = err.fold_limits(folds, list(contexts))
+    for ctx in ("A", "B"):
+        rows = np.flatnonzero(contexts == ctx)
+        replicates = reference_deg_replicates(obs, x, ctx, labels[rows], trials)
+        for f in sorted(set(folds[rows])):
+            test = folds[rows] == f
+            per_trial = [deg_metrics(targets.values[rows][test], r[test]) for r in replicates]
+            for m in per_trial[0]:
+                values = np.sort([t[m] for t in per_trial])
+                want = values[int(np.floor((trials - 1) * 0.1 + 0.5))]          # polars quantile(0.1), nearest
+                value = got[(got.context == ctx) & (got.fold == f) & (got.metric == m)]["value"].item()
+                assert value == pytest.approx(want, rel=1e-12), (ctx, f, m)
+    with pytest.raises(Exception, match="other folds"):
+        err.fold_limits(1 - folds, list(contexts))
 
 
-def test_memory_does_not_grow_with_trials():
-    data = read_perturbation_data(synthetic(n_genes=400, cells={("A", b, lab): n for b in ("b1", "b2")
-                                                              for lab, n in (("control", 400), ("P1", 300))}))
+def test_nearest_quantile_is_polars_rule():
+    v = np.arange(6.0)[::-1]
+    assert nearest_quantile(v, 0.1) == 1.0      # (6 - 1) * 0.1 = 0.5 rounds away from zero (numpy: 0)
+    assert nearest_quantile(np.arange(20.0), 0.1) == 2.0
+    assert nearest_quantile(np.array([np.nan, 3.0]), 0.1) == 3.0
+
+
+def test_memory_stays_bounded(data):
+    """No [trials, cells, genes] array: peak memory grows with trials only by the [pert, trial, metric] table."""
     targets = lfc(data, variant="small")
 
-    def peak(outer: int) -> int:
+    def peak(trials: int) -> int:
         tracemalloc.start()
-        experimental_error(data, targets, outer=outer, inner=20, seed=1)
-        size = tracemalloc.get_traced_memory()[1]
+        experimental_error(data, targets, trials=trials, inner=10)
+        _, top = tracemalloc.get_traced_memory()
         tracemalloc.stop()
-        return size
+        return top
 
-    small, large = peak(2), peak(20)
-    # [trials, cells, genes] would be 400 trials x 300 cells x 400 genes x 8 bytes = 384 MB
-    assert large < 60e6 and large < 4 * small + 20e6
+    small, large = peak(10), peak(200)
+    n_cells, n_genes = data.matrix.shape
+    cube = 200 * max(CELLS.values()) * n_genes * 8            # one perturbation's [trials, cells, genes]
+    table = targets.perts.size * 200 * 5 * 8
+    assert large - small < cube / 2 + 4 * table + (n_cells + n_genes) * 200 * 8
+
+
+def reference_tahoe_replicates(obs, x, context, lab, outer, inner, min_cells, seed=5050, alpha=0.05):
+    """``run_exp_error_tahoe_deg.main``'s replicate labels of one perturbation (outer x inner), voted over plates."""
+    in_ctx = (obs["context"] == context).to_numpy()
+    obs_c, x_c = obs[in_ctx].reset_index(drop=True), x[in_ctx]
+    pert_id = np.where(obs_c["is_control"], "control", obs_c["label"])
+    n_ctrl = obs_c[obs_c["is_control"]].groupby("batch").size()
+    mine = obs_c[pert_id == lab]
+    sizes = mine.groupby("batch").size()
+    plates = [b for b in mine["batch"].unique() if sizes[b] >= min_cells and n_ctrl.get(b, 0) >= min_cells]
+    out = []
+    for outer_seed in np.random.SeedSequence(seed).generate_state(outer):
+        sampled = np.random.default_rng(outer_seed).choice(plates, size=len(plates))
+        parts = [pd.DataFrame({"plate": f"plate_{i}", "pert_id": pert_id[rows], "row": rows})
+                 for i, plate in enumerate(sampled)
+                 for rows in [np.flatnonzero(((pert_id == "control") | (pert_id == lab)) & (obs_c["batch"] == plate))]]
+        adata = pd.concat(parts).reset_index(drop=True)
+        for inner_seed in np.random.SeedSequence(outer_seed).generate_state(inner):
+            sample = adata.loc[adata.groupby(["plate", "pert_id"]).sample(frac=1, replace=True,
+                                                                            random_state=inner_seed).index]
+            votes = []
+            for _, g in sample.groupby("plate"):
+                xs, c = x_c[g["row"][g["pert_id"] == lab]], x_c[g["row"][g["pert_id"] == "control"]]
+                with np.errstate(all="ignore"):
+                    score, p = stats.ttest_ind(xs, c, equal_var=False)
+                score, p = np.nan_to_num(score), np.nan_to_num(p, nan=1.0)
+                votes.append(np.sign(score) * (multipletests(p, method="fdr_bh")[1] < alpha))
+            votes = np.array(votes)
+            counts = np.stack([(votes == k).sum(0) for k in (-1, 0, 1)])
+            top = counts.max(0)   # most votes wins; a tie: the sign of the sum of the tied labels (deg_tahoe README)
+            out.append(np.sign((counts[2] == top).astype(int) - (counts[0] == top)).astype(np.int8))
+    return np.array(out)
+
+
+def test_per_batch_deg_error_equals_the_tahoe_script(data):
+    targets = deg(data, variant="large", min_cells=30)
+    contexts = data.perturbations["context"].to_numpy()[targets.perts]
+    labels = data.perturbations["label"].to_numpy()[targets.perts]
+    folds = make_folds(contexts, labels=labels, n_folds=2)
+    outer, inner = 2, 3
+    err = experimental_error(data, targets, folds=folds, trials=outer * inner, inner=inner)
+    assert err.params["reference"] == "run_exp_error_tahoe_deg.py"
+    obs, x = frame(data)
+    replicates = np.stack([reference_tahoe_replicates(obs, x, c, lab, outer, inner, 30)
+                           for c, lab in zip(contexts, labels)], axis=1)         # [trials, perts, genes]
+    ours = np.stack(list(_deg_large_replicates(data, layout(data), targets, outer, inner, 5050, None)))
+    np.testing.assert_array_equal(ours, replicates)
+    assert (replicates != targets.values[None]).any()            # the replicates do differ from the labels
+    got = err.fold_limits(folds, list(contexts))
+    for (ctx, f), rows in got.groupby(["context", "fold"]):
+        test = (contexts == ctx) & (folds == f)
+        per_trial = [deg_metrics(targets.values[test], r[test]) for r in replicates]
+        for m, value in zip(rows["metric"], rows["value"]):
+            assert value == pytest.approx(nearest_quantile(np.array([t[m] for t in per_trial]), 0.1), rel=1e-12)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 from task_helpers import PAPALEXI, synthetic
 from typer.testing import CliRunner
 
@@ -31,18 +32,25 @@ def test_papalexi_build_ls_show_export(store, data_dir, tmp_path):
         "--store", root)
     listing = run("tasks", "ls", "--store", root)
     assert "2 task version(s)" in listing and "papalexi" in listing
-    assert "error limit (l2) per fold" in run("tasks", "show", "papalexi-lfc", "--store", root)
+    shown = run("tasks", "show", "papalexi-lfc", "--store", root)
+    assert "error limit (l2) per fold" in shown and "run_exp_error_plate_matched.py (seed 5050, 1 x 8 trials" in shown
     run("tasks", "export", "papalexi-deg", "--out", tmp_path / "deg.h5ad", "--store", root)
     a = ad.read_h5ad(tmp_path / "deg.h5ad")
     assert set(a.obs["context"]) == {"THP-1"} and a.n_vars == 299 and set(np.unique(a.X)) <= {-1, 0, 1}
     assert a.uns["recipe"]["columns"]["context"] == "THP-1" and a.uns["error"]["kind"] == "deg"
+    assert {"f1", "precision", "recall"} <= set(a.uns["error"]["limits"]["metric"])
     from pertstore import Store
 
     with Store.open(root) as s:
         task = load_task(s, "papalexi-lfc")
         assert set(task.contexts) == {"THP-1"} and len(task.pert_ids) == 25
         assert all(e is not None for e in task.entity_ids[:3])          # knocked-out genes resolve
-        assert task.error.trials.shape == (25, 8)
+        assert task.error.trials.shape == (25, 8, 5)
+        limits = task.error.fold_limits(task.folds, task.contexts)
+        l2 = limits[limits.metric == "l2"].sort_values("fold")["value"].to_numpy()
+        want = [task.error.per_pert[task.folds == f, 0].mean() for f in range(5)]
+        np.testing.assert_allclose(l2, want)
+        assert "/".join(f"{v:.4g}" for v in l2) in shown
 
 
 def test_synthetic_build_uses_the_context_column_and_import(store, tmp_path):
@@ -78,3 +86,30 @@ def test_errors_are_clear(store, tmp_path):
     assert result.exit_code != 0 and "no task named 'missing'" in str(result.exception)
     result = runner.invoke(app, ["tasks", "export", "missing", "--out", str(tmp_path / "x.csv"), "--store", root])
     assert result.exit_code != 0 and ".h5ad" in result.output
+
+
+def test_experimental_error_rows_per_fold_and_metric_in_bench_results(store, data_dir, tmp_path):
+    """tasks build -> bench run -> bench results: one experimental_error row per (context, fold, metric)."""
+    store.produce("random", source="random-16", params={"dim": 16})
+    root = store.uri
+    store.close()
+    run("tasks", "build", data_dir / PAPALEXI, "--name", "pap", "--context", "THP-1", "--trials", 20, "--no-progress",
+        "--store", root)
+    run("bench", "run", "--task", "pap", "--set", "random-16", "--evaluator", "knn", "--store", root)
+    shown = run("bench", "results", "--task", "pap", "--store", root)
+    assert "experimen" in shown
+    run("bench", "results", "--task", "pap", "--out", tmp_path / "res.csv", "--store", root)
+    res = pd.read_csv(tmp_path / "res.csv")
+    ee = res[res.set == "experimental_error"]
+    assert (ee.evaluator == "none").all() and sorted(set(ee.fold)) == [0, 1, 2, 3, 4]
+    assert len(ee) == 5 * 5 and set(ee.metric) == {"l2", "mse", "mae", "pearson", "spearman"}
+    from pertstore import Store
+
+    with Store.open(root) as s:
+        task = load_task(s, "pap")
+    want = task.error.fold_limits(task.folds, task.contexts).set_index(["fold", "metric"])["value"]
+    got = ee.set_index(["fold", "metric"])["value"]
+    np.testing.assert_allclose(got.sort_index().to_numpy(), want.sort_index().to_numpy())
+    # the floor sits below the train mean on every fold
+    l2 = res[res.metric == "l2"].pivot_table(index="fold", columns="set", values="value")
+    assert (l2["experimental_error"] < l2["train_mean"]).all()

@@ -418,8 +418,17 @@ class Store:
         for k in lagging:
             self._index(read_card(self.storage, k), ["latest"])
         problems = [f"{k} is in the catalog but not in the store" for k in sorted(indexed - set(keys))]
-        staging = [f"staging/{s}/{v}" for s in self.storage.list_dir("staging") for v in self.storage.list_dir(f"staging/{s}")]
-        return {"sets": reports, "catalog": problems, "indexed": lagging, "staging": staging}
+        return {"sets": reports, "catalog": problems, "indexed": lagging, "staging": _staging_areas(self.storage)}
+
+
+def _staging_areas(storage: Storage) -> list[str]:
+    """Staging areas that still hold files (a writer died or is at work); the empty folders a
+    finished job leaves behind are not reported."""
+    areas = set()
+    for key in storage.walk("staging"):
+        parts = key.split("/")  # staging/<source>/<version>/..., staging/_parts|_tasks/<name>/<version>/...
+        areas.add("/".join(parts[:4 if parts[1].startswith("_") else 3]))
+    return sorted(areas)
 
 
 def _pick(value: str | dict[str, str] | None, source: str) -> str | None:

@@ -131,3 +131,12 @@ def test_cli_subprocess_exit_code_for_a_garbage_file(store, tmp_path):
                            "--source", "up", "--store", root], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr
     assert "not a readable h5ad file" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_verify_reports_only_staging_areas_holding_files(store):
+    store.produce("random", source="r4", params={"dim": 4})
+    assert store.storage.list_dir("staging")  # the empty folders a finished write leaves behind...
+    assert store.verify()["staging"] == []  # ...are not unpublished staging areas
+    store.storage.write_bytes("staging/_parts/r9/abc/000000.npz", b"x")
+    store.storage.write_bytes("staging/r8/def/zarr.json", b"{}")
+    assert store.verify()["staging"] == ["staging/_parts/r9/abc", "staging/r8/def"]

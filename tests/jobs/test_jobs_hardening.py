@@ -90,7 +90,6 @@ BIG = """
 recipes:
   - producer: random
     source: "rnd-{seed}-{dim}"
-    params: {n: 10}
     sweep: {seed: [%s], dim: [%s]}
 """ % (", ".join(map(str, range(300))), ", ".join(map(str, range(1, 301))))
 

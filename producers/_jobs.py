@@ -234,11 +234,12 @@ class Jobs:
         _RUNNING.add(job_id)
         try:
             if all(self.store.has(p.recipe) for p in planned):  # a resubmission: no cluster needed
-                _Driver(self, None, job_id, planned, state, frac, progress).run()
-                return state
-            with _dask_client(scheduler, n_workers) as client:
-                driver = _Driver(self, client, job_id, planned, state, frac, progress)
+                driver = _Driver(self, None, job_id, planned, state, frac, progress)
                 driver.run()
+            else:
+                with _dask_client(scheduler, n_workers) as client:
+                    driver = _Driver(self, client, job_id, planned, state, frac, progress)
+                    driver.run()
             if state.state == "cancelled":  # the workers are gone: drop what this job staged
                 self._abort(job_id, [planned[pos] for pos in sorted(driver.claimed)])
                 if progress is not None:

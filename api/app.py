@@ -223,8 +223,9 @@ def create_app(store: Store, *, token: str | None = None, protect_reads: bool = 
 
     @app.post("/v1/jobs", status_code=202, dependencies=[Depends(write_auth)])
     def submit(body: JobRequest, response: Response) -> dict:
+        planned = store.jobs.plan(body.recipes)  # outside the write lock: planning reads and hashes inputs
         with lock:
-            job_id = store.jobs.create(body.recipes, max_failed_fraction=body.max_failed_fraction, scheduler=scheduler)
+            job_id = store.jobs.create(planned, max_failed_fraction=body.max_failed_fraction, scheduler=scheduler)
         threading.Thread(target=_run_job, args=(store, job_id, scheduler), daemon=True).start()
         response.headers["Location"] = f"/v1/jobs/{job_id}"
         return {"job_id": job_id, "state": "queued"}

@@ -20,6 +20,8 @@ class Settings(BaseSettings):
     """Memory budget of the decoded-chunk cache of a long-lived process."""
     read_threads: int = 8
     """Threads that fetch and decode chunks in parallel."""
+    max_plan_recipes: int = 1000
+    """Most recipes one job may plan (sweeps times contexts); bigger recipe files are refused."""
 
 
 def get_settings() -> Settings:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -36,6 +37,41 @@ FLUSH_EVERY_S = 0.5
 TERMINAL = ("done", "failed", "cancelled")
 _RUNNING: set[str] = set()
 """Jobs driven by this process right now."""
+WAIT_S = 0.2
+"""How often a driver that waits (on Dask work or another job's recipe) looks for a cancel request."""
+
+
+@dataclass
+class _Claim:
+    """The job of this process that computes a recipe; other jobs with the same recipe wait on it."""
+
+    job_id: str
+    released: threading.Event = field(default_factory=threading.Event)
+
+
+_CLAIMS: dict[tuple[str, str], _Claim] = {}
+_CLAIMS_LOCK = threading.Lock()
+
+
+def _claim(source: str, version: str, job_id: str) -> _Claim:
+    """Claim a recipe for ``job_id``, or return the claim of the job that computes it already."""
+    with _CLAIMS_LOCK:
+        return _CLAIMS.setdefault((source, version), _Claim(job_id))
+
+
+def _release(source: str, version: str, job_id: str) -> None:
+    with _CLAIMS_LOCK:
+        claim = _CLAIMS.get((source, version))
+        if claim is not None and claim.job_id == job_id:
+            del _CLAIMS[(source, version)]
+            claim.released.set()
+
+
+def _release_all(job_id: str) -> None:
+    with _CLAIMS_LOCK:
+        mine = [key for key, claim in _CLAIMS.items() if claim.job_id == job_id]
+    for key in mine:
+        _release(*key, job_id)
 
 
 @dataclass
@@ -93,7 +129,8 @@ class Jobs:
         if isinstance(recipes, (list, tuple)) and recipes and isinstance(recipes[0], RecipeSpec):
             specs = list(recipes)
         else:
-            specs = load_recipes(recipes, data_dir=self.store.settings.data_dir)
+            specs = load_recipes(recipes, data_dir=self.store.settings.data_dir,
+                                 max_recipes=self.store.settings.max_plan_recipes)
         return plan(specs, self._find_version)
 
     def _find_version(self, source: str, context: str, *, version: str | None = None, tag: str | None = None) -> str:
@@ -107,10 +144,12 @@ class Jobs:
         return str(row.version)
 
     def create(self, recipes, *, max_failed_fraction: float = 0.05, scheduler: str | None = None) -> str:
-        """Plan ``recipes`` and record a new job; returns its id (run it with :meth:`run`)."""
+        """Plan ``recipes`` (or take the result of :meth:`plan`) and record a new job; returns its id
+        (run it with :meth:`run`)."""
         if not 0.0 <= max_failed_fraction <= 1.0:
             raise InvalidInputError(f"max_failed_fraction must be within [0, 1], got {max_failed_fraction}")
-        planned = self.plan(recipes)
+        is_plan = isinstance(recipes, (list, tuple)) and recipes and isinstance(recipes[0], PlannedRecipe)
+        planned = list(recipes) if is_plan else self.plan(recipes)
         job_id = uuid.uuid4().hex[:12]
         now = _now()
         doc = json.dumps([p.to_json() for p in planned])
@@ -183,21 +222,26 @@ class Jobs:
         planned = self._load_plan(job_id)
         with self._catalog() as cat:
             frac = float(first(cat.con.execute("SELECT max_failed_fraction FROM jobs WHERE job_id = ?", [job_id]))[0])
-        with self._catalog() as cat, cat.transaction() as con:
-            con.execute("UPDATE jobs SET state = 'running', started_at = coalesce(started_at, ?), updated_at = ?, "
-                        "pid = ?, host = ?, error = NULL WHERE job_id = ?",
-                        [_now(), _now(), os.getpid(), socket.gethostname(), job_id]).fetchall()
+        with self._catalog() as cat, cat.transaction() as con:  # a job cancelled while queued stays cancelled
+            started = con.execute("UPDATE jobs SET state = 'running', started_at = coalesce(started_at, ?), "
+                                  "updated_at = ?, pid = ?, host = ?, error = NULL "
+                                  "WHERE job_id = ? AND state NOT IN ('cancelled', 'cancelling') RETURNING job_id",
+                                  [_now(), _now(), os.getpid(), socket.gethostname(), job_id]).fetchall()
+        if not started:
+            return JobProgress(job_id, self._state(job_id), [])
         state = JobProgress(job_id, "running", [RecipeProgress(p.recipe.source, p.recipe.version, p.recipe.context,
                                                                p.recipe.producer) for p in planned])
         _RUNNING.add(job_id)
         try:
             if all(self.store.has(p.recipe) for p in planned):  # a resubmission: no cluster needed
-                _Driver(self, None, job_id, planned, state, frac, progress).run()
-                return state
-            with _dask_client(scheduler, n_workers) as client:
-                _Driver(self, client, job_id, planned, state, frac, progress).run()
-            if state.state == "cancelled":
-                self._abort(job_id, planned)
+                driver = _Driver(self, None, job_id, planned, state, frac, progress)
+                driver.run()
+            else:
+                with _dask_client(scheduler, n_workers) as client:
+                    driver = _Driver(self, client, job_id, planned, state, frac, progress)
+                    driver.run()
+            if state.state == "cancelled":  # the workers are gone: drop what this job staged
+                self._abort(job_id, [planned[pos] for pos in sorted(driver.claimed)])
                 if progress is not None:
                     progress(state)
         except BaseException as e:
@@ -205,6 +249,7 @@ class Jobs:
             self._set_state(job_id, "interrupted", f"{type(e).__name__}: {e}")
             raise
         finally:
+            _release_all(job_id)
             _RUNNING.discard(job_id)
         return state
 
@@ -271,27 +316,42 @@ class _Driver:
         self.ledger: list[tuple[str, str, str, str, str]] = []
         self.staged: dict[int, dict] = {}
         self.t0: dict[int, float] = {}
+        self.claimed: set[int] = set()
+        """Recipes this job computes; the others it waits for (``waiting``) are computed by other jobs."""
+        self.waiting: dict[int, _Claim] = {}
 
     def run(self) -> None:
         kind: dict[str, tuple[int, str]] = {}
-        scheduled = []
+        pending = set()
         for pos, p in enumerate(self.planned):
             for fut, what in self._schedule(pos, p):
                 kind[fut.key] = (pos, what)
-                scheduled.append(fut)
+                pending.add(fut)
+            if self._update() == "cancelling":
+                return self._cancel(pending)
         self._update(force=True)
-        if scheduled:
-            from distributed import as_completed
+        if pending:
+            from distributed import wait
 
-            futures = as_completed(scheduled, with_results=False)
-            for fut in futures:
-                pos, what = kind.pop(fut.key)
-                self._finish(fut, pos, what)
+            while pending:
+                try:
+                    done, pending = wait(pending, timeout=WAIT_S, return_when="FIRST_COMPLETED")
+                except TimeoutError:
+                    done = set()
+                for fut in done:
+                    pos, what = kind.pop(fut.key)
+                    self._finish(fut, pos, what)
                 if self._update() == "cancelling":  # Jobs.run aborts once the workers are gone
-                    self.client.cancel(list(futures.futures))
-                    self.state.state = "cancelled"
-                    return
+                    return self._cancel(pending)
         self._publish()
+        if self._await_others() == "cancelling":
+            return self._cancel(set())
+        self._finalize()
+
+    def _cancel(self, pending) -> None:
+        if pending:
+            self.client.cancel(list(pending))
+        self.state.state = "cancelled"
 
     def _schedule(self, pos: int, p: PlannedRecipe):
         r = self.state.recipes[pos]
@@ -302,6 +362,12 @@ class _Driver:
             r.items_done = r.items_reused = r.items_total
             r.items_failed = len(card.failed)
             return []
+        claim = _claim(p.recipe.source, p.recipe.version, self.job_id)
+        if claim.job_id != self.job_id:  # another job of this process computes it: wait for that one
+            r.state = "waiting"
+            self.waiting[pos] = claim
+            return []
+        self.claimed.add(pos)
         r.state = "running"
         key = f"{self.job_id}-{pos}"
         if not p.producer_cls.chunked:
@@ -348,7 +414,9 @@ class _Driver:
         r = self.state.recipes[pos]
         r.state, r.error = "failed", f"{type(error).__name__}: {error}"
         r.seconds = time.perf_counter() - self.t0[pos]
-        _work.abort(self.storage, self.planned[pos])
+        if pos in self.claimed:
+            _work.abort(self.storage, self.planned[pos])
+            _release(self.planned[pos].recipe.source, self.planned[pos].recipe.version, self.job_id)
 
     def _publish(self) -> None:
         store = self.jobs.store
@@ -365,8 +433,31 @@ class _Driver:
             except Exception as e:
                 self._fail(pos, e)
                 continue
+            _release(p.recipe.source, p.recipe.version, self.job_id)
             self.ledger.extend((self.job_id, p.recipe.source, p.recipe.version, e, why)
                                for e, why in sorted(result["failed"].items()))
+
+    def _await_others(self) -> str:
+        """Wait for the recipes other jobs compute; their sets then count as existing ones."""
+        store = self.jobs.store
+        for pos, claim in sorted(self.waiting.items()):
+            while not claim.released.wait(WAIT_S):
+                if self._update() == "cancelling":
+                    return "cancelling"
+            p, r = self.planned[pos], self.state.recipes[pos]
+            if store.has(p.recipe):
+                with self.jobs._catalog():
+                    card = store._existing(p.recipe, p.spec.tags)
+                r.state, r.items_total = "exists", card.n_rows + len(card.failed)
+                r.items_done = r.items_reused = r.items_total
+                r.items_failed = len(card.failed)
+            else:
+                self._fail(pos, PertstoreError(f"job {claim.job_id}, which computed the same recipe, did not "
+                                               f"publish it (see `pertstore jobs status {claim.job_id}`)"))
+            r.seconds = time.perf_counter() - self.t0[pos]
+        return self.state.state
+
+    def _finalize(self) -> None:
         errors = [f"{r.source}: {r.error}" for r in self.state.recipes if r.state == "failed"]
         self.state.state = "failed" if errors else "done"
         self._update(force=True)

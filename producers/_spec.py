@@ -22,6 +22,7 @@ the recipes file.
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -82,8 +83,13 @@ class PlannedRecipe:
                    dict(doc["files"]), dict(doc["sets"]))
 
 
-def load_recipes(source: str | Path | list | dict, *, data_dir: str | None = None) -> list[RecipeSpec]:
-    """Read a recipes file (path, YAML text, or parsed list/dict) into expanded recipe specs."""
+def load_recipes(source: str | Path | list | dict, *, data_dir: str | None = None,
+                 max_recipes: int | None = None) -> list[RecipeSpec]:
+    """Read a recipes file (path, YAML text, or parsed list/dict) into expanded recipe specs.
+
+    Raises :class:`InvalidInputError` before expanding anything when the sweeps and contexts would
+    make more than ``max_recipes`` recipes.
+    """
     base = Path.cwd()
     where = "recipes"
     if isinstance(source, Path) or (isinstance(source, str) and "\n" not in source and Path(source).exists()):
@@ -104,14 +110,22 @@ def load_recipes(source: str | Path | list | dict, *, data_dir: str | None = Non
     if not isinstance(entries, list) or not entries:
         raise InvalidInputError(f"{where}: expected a non-empty list under 'recipes:'")
     data = data_dir or os.environ.get("PERTSTORE_DATA_DIR")
-    specs: list[RecipeSpec] = []
+    parsed = []
     for n, raw in enumerate(entries, start=1):
         try:
-            entry = _Entry.model_validate(raw)
+            parsed.append(_Entry.model_validate(raw))
         except ValidationError as e:
             raise InvalidInputError(f"{where}: recipe #{n}: {e}") from e
-        specs.extend(_expand(entry, n, where, base, data))
-    return specs
+    total = sum(_size(entry) for entry in parsed)
+    if max_recipes is not None and total > max_recipes:
+        raise InvalidInputError(f"{where}: the sweeps make {total:,} recipes, more than the limit of {max_recipes:,} "
+                                "per job; split the file or raise PERTSTORE_MAX_PLAN_RECIPES")
+    return [spec for n, entry in enumerate(parsed, start=1) for spec in _expand(entry, n, where, base, data)]
+
+
+def _size(entry: _Entry) -> int:
+    """How many recipes an entry expands into (contexts times sweep points)."""
+    return len(entry.contexts or [entry.context]) * math.prod(len(v) for v in entry.sweep.values())
 
 
 def _expand(entry: _Entry, n: int, where: str, base: Path, data_dir: str | None) -> list[RecipeSpec]:

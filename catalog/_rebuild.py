@@ -28,21 +28,29 @@ def parse_registry(raw: bytes) -> pd.DataFrame:
     return pd.read_parquet(io.BytesIO(raw)).fillna("")
 
 
-def read_tags(storage: Storage) -> list[tuple[str, str, str, str, str]]:
-    """Every ``(source, context, tag, version, updated_at)`` stored under ``tags/``."""
-    out = []
+def read_tags(storage: Storage) -> tuple[list[tuple[str, str, str, str, str]], list[str]]:
+    """Every ``(source, context, tag, version, updated_at)`` stored under ``tags/``, and one message per
+    tag file that cannot be read (it is skipped: one bad file never stops a rebuild)."""
+    out, problems = [], []
     for key in storage.walk("tags"):
         parts = key.split("/")
         if len(parts) != 4 or not parts[3].endswith(".json"):
             continue
-        doc = json.loads(storage.read_bytes(key))
+        try:
+            doc = json.loads(storage.read_bytes(key))
+            version, updated = str(doc["version"]), str(doc["updated_at"])
+            pd.Timestamp(updated)
+        except (ValueError, KeyError, TypeError) as e:
+            problems.append(f"{key}: not a tag file ({type(e).__name__}: {e}); skipped")
+            continue
         context = "" if parts[2] == "_global" else parts[2]
-        out.append((parts[1], context, parts[3][: -len(".json")], doc["version"], doc["updated_at"]))
-    return out
+        out.append((parts[1], context, parts[3][: -len(".json")], version, updated))
+    return out, problems
 
 
-def rebuild(catalog: Catalog, storage: Storage, *, progress: bool = False) -> dict[str, int]:
-    """Empty ``catalog`` and index everything the store holds; returns counts."""
+def rebuild(catalog: Catalog, storage: Storage, *, progress: bool = False) -> dict:
+    """Empty ``catalog`` and index everything the store holds; returns counts and, under ``problems``,
+    the files that were skipped."""
     catalog.clear()
     counts = {"sets": 0, "tags": 0, "gene": 0, "molecule": 0}
     for kind in ("gene", "molecule"):
@@ -56,10 +64,12 @@ def rebuild(catalog: Catalog, storage: Storage, *, progress: bool = False) -> di
             s = OpenSet(storage, key, threads=1)
             catalog._insert_set(con, s.card, key, s.ids)
             counts["sets"] += 1
-        for source, context, tag, version, updated in read_tags(storage):
+        tags, problems = read_tags(storage)
+        for source, context, tag, version, updated in tags:
             catalog._upsert_tag(con, source, context, tag, version, pd.Timestamp(updated).to_pydatetime())
             counts["tags"] += 1
     from pertstore.consumers.tasks import index_tasks
 
     counts["tasks"] = index_tasks(catalog, storage)
+    counts["problems"] = problems
     return counts

@@ -15,7 +15,7 @@ import xarray as xr
 
 from pertstore._config import Settings, get_settings
 from pertstore.catalog import Catalog, Resolution, default_gene_table, gene_registry, merge_registry, molecule_registry
-from pertstore.catalog._rebuild import read_registry, rebuild
+from pertstore.catalog._rebuild import read_registry, read_tags, rebuild
 from pertstore.errors import InvalidInputError, NotFoundError, PertstoreError
 from pertstore.store import (
     STORE_ENCODING,
@@ -399,8 +399,9 @@ class Store:
 
     # ---- maintenance ---------------------------------------------------------------------------
 
-    def rebuild_catalog(self, *, progress: bool = False) -> dict[str, int]:
-        """Recreate the catalog from the store alone; returns what it indexed."""
+    def rebuild_catalog(self, *, progress: bool = False) -> dict:
+        """Recreate the catalog from the store alone; returns what it indexed and, under ``problems``,
+        the files it skipped (a malformed tag file never stops a rebuild)."""
         return rebuild(self.catalog, self.storage, progress=progress)
 
     def verify(self, *, progress: bool = False) -> dict:
@@ -418,6 +419,7 @@ class Store:
         for k in lagging:
             self._index(read_card(self.storage, k), ["latest"])
         problems = [f"{k} is in the catalog but not in the store" for k in sorted(indexed - set(keys))]
+        problems += read_tags(self.storage)[1]  # what a catalog rebuild would have to skip
         return {"sets": reports, "catalog": problems, "indexed": lagging, "staging": _staging_areas(self.storage)}
 
 

@@ -20,3 +20,24 @@ def test_a_store_left_open_exits_cleanly_with_background_work_running(store):
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr[-500:]
         assert "terminate called" not in done.stderr
+
+
+def test_a_malformed_tag_file_is_reported_and_skipped_by_rebuild_and_flagged_by_verify(store, tmp_path):
+    from typer.testing import CliRunner
+
+    from pertstore.cli import app
+
+    store.produce("random", source="a", params={"dim": 8})
+    store.produce("random", source="b", params={"dim": 4})
+    bad = tmp_path / "store" / "tags" / "b" / "_global" / "broken.json"
+    bad.parent.mkdir(parents=True, exist_ok=True)
+    bad.write_text('{"version": ')                                 # a torn write or a hand edit
+    assert any("broken.json" in p for p in store.verify()["catalog"])
+    counts = store.rebuild_catalog()
+    assert counts["sets"] == 2 and counts["tags"] == 2               # both sets' latest tags are back
+    assert len(counts["problems"]) == 1 and "broken.json" in counts["problems"][0]
+    assert set(store.ls().source) == {"a", "b"}
+    root = store.uri
+    store.close()
+    result = CliRunner().invoke(app, ["catalog", "rebuild", "--store", str(root)])
+    assert result.exit_code == 0 and "skipped" in result.output and "broken.json" in result.output

@@ -215,6 +215,9 @@ def catalog_rebuild(store: StoreOpt = None) -> None:
     """Recreate the catalog from the store alone."""
     with _local(store) as s:
         counts = s.rebuild_catalog(progress=True)
+    problems = counts.pop("problems", [])
+    for p in problems:
+        err.print(f"[yellow]skipped[/]: {p}")
     console.print(", ".join(f"{v:,} {k}" for k, v in counts.items()))
 
 

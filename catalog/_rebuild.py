@@ -9,6 +9,7 @@ import pandas as pd
 from rich.progress import track
 
 from pertstore.catalog._catalog import Catalog
+from pertstore.errors import CorruptedSetError
 from pertstore.store._layout import registry_key
 from pertstore.store._reader import OpenSet
 from pertstore.store._storage import Storage
@@ -59,12 +60,18 @@ def rebuild(catalog: Catalog, storage: Storage, *, progress: bool = False) -> di
             catalog.replace_registry(kind, reg)
             counts[kind] = len(reg)
     keys = published_sets(storage)
+    problems = []
     with catalog.transaction() as con:
         for key in track(keys, description="indexing sets", disable=not progress):
-            s = OpenSet(storage, key, threads=1)
-            catalog._insert_set(con, s.card, key, s.ids)
+            try:
+                s = OpenSet(storage, key, threads=1)
+                catalog._insert_set(con, s.card, key, s.ids)
+            except CorruptedSetError as e:  # never index ids that fail their checksum: `verify` names the set
+                problems.append(f"{e}; set not indexed")
+                continue
             counts["sets"] += 1
-        tags, problems = read_tags(storage)
+        tags, tag_problems = read_tags(storage)
+        problems += tag_problems
         for source, context, tag, version, updated in tags:
             catalog._upsert_tag(con, source, context, tag, version, pd.Timestamp(updated).to_pydatetime())
             counts["tags"] += 1

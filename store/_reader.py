@@ -361,13 +361,20 @@ def _read_entity_ids(storage: Storage, key: str, entity_meta: dict) -> list[str]
     codecs = [c["name"] for c in entity_meta.get("codecs", [])]
     n = entity_meta["shape"][0]
     chunk = entity_meta["chunk_grid"]["configuration"]["chunk_shape"][0]
-    if codecs != ["vlen-utf8", "zstd"] or chunk < n:
+    if codecs not in (["vlen-utf8", "zstd", "crc32c"], ["vlen-utf8", "zstd"]) or chunk < n:
         raise CorruptedSetError(f"{key}: 'entity' uses codecs {codecs} / chunk {chunk}, which this pertstore does not read")
     try:
         raw = storage.read_bytes(f"{key}/entity/c/0")
-        ids = _VLEN.decode(_ZSTD.decode(raw))
     except FileNotFoundError as e:
         raise CorruptedSetError(f"{key}: the entity ids are missing") from e
+    if codecs[-1] == "crc32c":  # sets written since the ids carry a checksum: a flipped bit is an error, not NaN
+        raw, stored = raw[:-4], raw[-4:]
+        if google_crc32c.value(raw).to_bytes(4, "little") != stored:
+            raise CorruptedSetError(f"{key}: the entity ids fail their CRC32C (entity/c/0 is corrupted)")
+    try:
+        ids = _VLEN.decode(_ZSTD.decode(raw))
+    except (RuntimeError, ValueError) as e:
+        raise CorruptedSetError(f"{key}: the entity ids cannot be decoded ({e})") from e
     return [str(x) for x in ids[:n]]
 
 

@@ -27,7 +27,7 @@ import google_crc32c
 import numpy as np
 import zarr
 from numcodecs import Blosc
-from zarr.codecs import BloscCodec, Crc32cCodec
+from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
 
 from pertstore.errors import InvalidInputError, PertstoreError
 from pertstore.store._card import SetCard
@@ -62,6 +62,11 @@ def shard_chunks_for(n_chunks: int, chunk_nbytes: int, shard_bytes: int = DEFAUL
     """Chunks per shard: as few shards as keep each under ``shard_bytes``, of near-equal size."""
     n_shards = max(1, -(-n_chunks * chunk_nbytes // shard_bytes))
     return max(1, -(-n_chunks // n_shards))
+
+
+def _entity_codecs() -> list:
+    """Zarr compressors of the ``entity`` array: Zstandard, then a CRC32C checked on every read of the ids."""
+    return [ZstdCodec(), Crc32cCodec()]
 
 
 def _values_codecs() -> list:
@@ -161,7 +166,7 @@ class SetWriter:
                 config={"write_empty_chunks": True},
             )
             ent = group.create_array("entity", shape=(len(self.ids),), dtype=str, chunks=(len(self.ids),),
-                                     dimension_names=("entity",))
+                                     dimension_names=("entity",), compressors=_entity_codecs())
             ent[:] = np.array(self.ids, dtype=object)
         self._group = group
         return group
@@ -284,7 +289,7 @@ class SetWriter:
             compressors=_values_codecs(), fill_value=0.0,
         )
         ent = group.create_array("entity", shape=(len(self.ids),), dtype=str, chunks=(len(self.ids),),
-                                 dimension_names=("entity",))
+                                 dimension_names=("entity",), compressors=_entity_codecs())
         ent[:] = np.array(self.ids, dtype=object)
         return group
 

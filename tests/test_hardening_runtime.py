@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 
 def test_a_store_left_open_exits_cleanly_with_background_work_running(store):
@@ -41,3 +42,30 @@ def test_a_malformed_tag_file_is_reported_and_skipped_by_rebuild_and_flagged_by_
     store.close()
     result = CliRunner().invoke(app, ["catalog", "rebuild", "--store", str(root)])
     assert result.exit_code == 0 and "skipped" in result.output and "broken.json" in result.output
+
+
+def test_a_flipped_bit_in_the_entity_ids_is_caught_on_read_never_nan(store, gene_ids):
+    import numpy as np
+    import pytest
+
+    from pertstore.errors import CorruptedSetError
+
+    card = store.produce("random", source="a", params={"dim": 8})
+    ids = gene_ids[:50]
+    expected = store.align(["a"], ids)["a"].values
+    store.close()
+    from pertstore import Store
+
+    chunk = Path(str(store.uri)) / "sets" / "a" / card.version / "entity" / "c" / "0"
+    raw = bytearray(chunk.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    chunk.write_bytes(bytes(raw))
+    with Store.open(store.uri) as s:
+        for _ in range(3):   # cold, then warm (ids read in the background): right values or an error, never NaN
+            got = s.align(["a"], ids)["a"].values
+            np.testing.assert_array_equal(got, expected)
+        with pytest.raises(CorruptedSetError, match="CRC32C"):
+            s.open_set("a").ids
+        assert any("CRC32C" in p for r in s.verify()["sets"] for p in r.problems)
+        counts = s.rebuild_catalog()
+        assert counts["sets"] == 0 and any("CRC32C" in p for p in counts["problems"])

@@ -19,13 +19,13 @@ import time
 for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[var] = "1"
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from sklearn.linear_model import LogisticRegression  # noqa: E402
-from sklearn.model_selection import KFold  # noqa: E402
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import KFold
 
-from pertstore.consumers.evaluators._metrics import deg_gene_scores  # noqa: E402
-from pertstore.consumers.evaluators._models import LOGISTIC_C, VectorLogistic, project  # noqa: E402
+from pertstore.consumers.evaluators._metrics import deg_f1_per_gene, deg_gene_scores
+from pertstore.consumers.evaluators._models import LOGISTIC_C, VectorLogistic, project
 
 
 def per_gene_sklearn(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray) -> np.ndarray:
@@ -49,7 +49,7 @@ def per_gene_sklearn(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarra
         return out
 
     for g in range(y_train.shape[1]):
-        scores = [np.mean([deg_gene_scores(y_train[va, g:g + 1], predict(fit(fa, y_train[tr, g], c), fb)[:, None])["f1"]
+        scores = [np.mean([deg_f1_per_gene(y_train[va, g:g + 1], predict(fit(fa, y_train[tr, g], c), fb)[:, None])
                            for (fa, (fb,)), tr, va in folds]) for c in LOGISTIC_C]
         proba[:, g] = predict(fit(a, y_train[:, g], LOGISTIC_C[int(np.argmax(scores))]), b)
     return proba
@@ -65,7 +65,8 @@ def main() -> None:
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)
     x = rng.normal(size=(args.perts, args.dim))
-    z = x @ rng.normal(size=(args.dim, args.genes)) / np.sqrt(args.dim) + 0.5 * rng.normal(size=(args.perts, args.genes))
+    z = x @ rng.normal(size=(args.dim, args.genes)) / np.sqrt(args.dim)
+    z += 0.5 * rng.normal(size=z.shape)
     y = np.where(z > 1.0, 1, np.where(z < -1.0, -1, 0))
     n_test = args.perts // 5
     xt, yt, xs, ys = x[:-n_test], y[:-n_test], x[-n_test:], y[-n_test:]
@@ -78,7 +79,8 @@ def main() -> None:
         t0 = time.perf_counter()
         theirs = per_gene_sklearn(xt, yt, xs)
         times["sklearn per gene"].append(time.perf_counter() - t0)
-        f1 = {"vectorised": deg_gene_scores(ys, ours)["f1"].mean(), "sklearn per gene": deg_gene_scores(ys, theirs)["f1"].mean()}
+        f1 = {"vectorised": deg_gene_scores(ys, ours)["f1"].mean(),
+              "sklearn per gene": deg_gene_scores(ys, theirs)["f1"].mean()}
     print(f"synthetic: {args.perts} perturbations ({n_test} test), {args.dim} dims, {args.genes} genes, "
           f"{args.repeats} runs, one thread")
     for name, t in times.items():

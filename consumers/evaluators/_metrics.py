@@ -118,6 +118,13 @@ def deg_gene_scores(y: np.ndarray, pred: np.ndarray) -> dict[str, np.ndarray]:
             "recall": _present_mean(recall, present), "auroc": auroc, "auprc": ap}
 
 
+def deg_f1_per_gene(y: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """Each gene's present-class macro F1 (:func:`deg_gene_scores`' ``f1`` alone, as the inner CV scores)."""
+    truth = np.asarray(y, dtype=np.int64) + 1
+    _, _, f1, present = _prf(truth, as_proba(pred).argmax(-1), axis=0)
+    return _present_mean(f1, present)
+
+
 def deg_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     """Macro F1 (primary), precision, recall, AUROC and AUPRC per gene (:func:`deg_gene_scores`), averaged
     over genes. ``pred``: labels -1/0/1 or class probabilities ``[perturbations, genes, 3]``."""

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from pertstore.consumers.evaluators._metrics import deg_metrics, l2_per_perturbation, regression_metrics
+from pertstore.consumers.evaluators._metrics import (as_proba, deg_f1_per_perturbation, deg_metrics,
+                                                     l2_per_perturbation, regression_metrics)
 from pertstore.consumers.evaluators._models import evaluator
 from pertstore.errors import InvalidInputError, NotFoundError
 
@@ -32,6 +33,7 @@ from pertstore.errors import InvalidInputError, NotFoundError
 CONTROLS = ("train_mean", "no_change", "idealised", "experimental_error")
 WARN_COVERAGE = 0.9
 """A set covering less than this fraction of a context's perturbations gets a :class:`CoverageWarning`."""
+ERROR_COLUMNS = ["task", "task_version", "context", "fold", "set", "evaluator", "pert_id", "l2", "f1"]
 RESULT_COLUMNS = ["task", "task_version", "context", "fold", "set", "set_version", "evaluator", "metric", "value",
                   "chosen", "coverage", "seconds", "n_test", "n_test_covered", "n_train", "n_train_covered"]
 
@@ -146,11 +148,10 @@ def run_plan(store, plan: Plan, *, progress: Callable[[str], None] | None = None
                 "coverage": float(covered[test].mean()) if test.any() else float("nan"), "seconds": seconds,
                 **_counts(covered, test)}
         results.extend({**base, "metric": m, "value": v} for m, v in metrics.items())
-        if kind == "lfc":
-            test_ids = np.asarray(task.pert_ids)[rows][test][used]
-            errors.extend({"task": plan.task, "task_version": version, "context": context, "fold": int(fold),
-                           "set": source, "evaluator": ev, "pert_id": p, "l2": float(e)}
-                          for p, e in zip(test_ids, l2_per_perturbation(truth, pred)))
+        test_ids = np.asarray(task.pert_ids)[rows][test][used]
+        errors.extend({"task": plan.task, "task_version": version, "context": context, "fold": int(fold),
+                       "set": source, "evaluator": ev, "pert_id": p, **score}
+                      for p, score in zip(test_ids, _per_perturbation(kind, truth, pred)))
     if use_fusion:
         fused, fused_errors = _run_fusion(store, task, plan, version, contexts, done, progress)
         results.extend(fused)
@@ -293,6 +294,13 @@ def _run_fusion(store, task, plan: Plan, version: str, contexts: list[str], done
     return results, errors
 
 
+def _per_perturbation(kind: str, truth: np.ndarray, pred: np.ndarray) -> list[dict]:
+    """The paired scores of ``bench_errors``: ``l2`` (LFC) or the macro ``f1`` over genes (DEG); the other NULL."""
+    if kind == "lfc":
+        return [{"l2": float(e), "f1": None} for e in l2_per_perturbation(truth, pred)]
+    return [{"l2": None, "f1": float(f)} for f in deg_f1_per_perturbation(truth, pred)]
+
+
 def _timed_predict(*args):
     t0 = time.perf_counter()
     pred, chosen, used = _predict(*args)
@@ -313,29 +321,37 @@ def _fit_all(arg_lists: list[tuple], client, progress, task_name: str) -> list[t
     return client.gather([client.submit(_timed_predict, *args, pure=False) for args in arg_lists])
 
 
+def _most_frequent(y: np.ndarray) -> np.ndarray:
+    """One-hot probabilities ``[genes, 3]`` of each gene's most frequent label in ``y`` (first of -1/0/1 on
+    ties): scikit-learn's ``DummyClassifier(strategy="most_frequent")``, the reference's DEG fallback."""
+    counts = np.stack([(y == c).sum(0) for c in (-1, 0, 1)], axis=-1)
+    return (counts.argmax(-1)[:, None] == np.arange(3)).astype(np.float64)
+
+
 def _predict(kind, source, ev, x, y, covered, test, coverage_policy):
+    """``(prediction, chosen, used test rows)``: LFC values, or DEG class probabilities ``[test, genes, 3]``."""
     train = ~test & covered
-    mean = y[~test].mean(axis=0) if kind == "lfc" else None
+    n_test = int(test.sum())
+    # the fallback for a test perturbation without a prediction (and the train_mean control): the train mean
+    # (LFC) or the most frequent training label of each gene (DEG), over all training perturbations
+    fill = y[~test].mean(axis=0) if kind == "lfc" else _most_frequent(y[~test])
     if source == "train_mean":
-        if kind == "deg":  # the train-prior: the most frequent label per gene
-            vals = np.stack([(y[~test] == c).sum(0) for c in (-1, 0, 1)])
-            return np.tile(np.array([-1, 0, 1])[vals.argmax(0)], (int(test.sum()), 1)), {}, np.ones(int(test.sum()), bool)
-        return np.tile(mean, (int(test.sum()), 1)), {}, np.ones(int(test.sum()), bool)
+        return np.repeat(fill[None], n_test, axis=0), {}, np.ones(n_test, bool)
     if source == "no_change":
-        return np.zeros((int(test.sum()), y.shape[1])), {}, np.ones(int(test.sum()), bool)
+        none = np.zeros((n_test, y.shape[1])) if kind == "lfc" else np.zeros((n_test, y.shape[1]), dtype=np.int8)
+        return none, {}, np.ones(n_test, bool)
     test_covered = covered[test]
     if train.sum() < 2 or not test_covered.any():  # nothing to learn from or to predict: the coverage policy decides
-        test_covered = np.zeros(int(test.sum()), dtype=bool)
-        pred_cov, chosen = np.zeros((0, y.shape[1])), {"note": "too few covered perturbations"}
+        test_covered = np.zeros(n_test, dtype=bool)
+        pred_cov, chosen = np.zeros((0, *fill.shape)), {"note": "too few covered perturbations"}
     else:
         model = evaluator(ev, transform=source != "idealised")
         pred_cov, chosen = model.fit_predict(x[train], y[train], x[test][test_covered])
     if coverage_policy == "covered":
         return pred_cov, chosen, test_covered
-    fill = mean if kind == "lfc" else np.zeros(y.shape[1], dtype=np.int8)
-    pred = np.tile(fill, (int(test.sum()), 1)).astype(np.float64 if kind == "lfc" else np.int8)
-    pred[test_covered] = pred_cov
-    return pred, chosen, np.ones(int(test.sum()), bool)
+    pred = np.repeat(fill[None], n_test, axis=0).astype(np.float64)
+    pred[test_covered] = pred_cov if kind == "lfc" else as_proba(pred_cov)
+    return pred, chosen, np.ones(n_test, bool)
 
 
 def _experimental_error_rows(task, name, version, contexts, done) -> list[dict]:
@@ -380,13 +396,14 @@ def save_results(store, results: pd.DataFrame, errors: pd.DataFrame) -> None:
         con.execute("INSERT INTO bench_results SELECT * FROM new_results").fetchall()
         con.unregister("new_results")
         if not errors.empty:  # a run computed again replaces its per-perturbation errors
+            errors = errors.reindex(columns=ERROR_COLUMNS).astype({"l2": "float64", "f1": "float64"})
             con.register("new_errors", errors)
             con.execute("DELETE FROM bench_errors e USING (SELECT DISTINCT task, task_version, context, fold, set, "
                         "evaluator FROM new_errors) k WHERE e.task = k.task AND e.task_version = k.task_version "
                         "AND e.context = k.context AND e.fold = k.fold AND e.set = k.set "
                         "AND e.evaluator = k.evaluator").fetchall()
-            con.execute("INSERT INTO bench_errors SELECT task, task_version, context, fold, set, evaluator, pert_id, l2 "
-                        "FROM new_errors").fetchall()
+            con.execute("INSERT INTO bench_errors SELECT task, task_version, context, fold, set, evaluator, pert_id, l2, "
+                        "f1 FROM new_errors").fetchall()
             con.unregister("new_errors")
 
 

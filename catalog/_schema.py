@@ -168,7 +168,7 @@ MIGRATIONS: list[tuple[str, str]] = [
     ALTER TABLE bench_results ADD COLUMN n_train_covered INTEGER;
     """),
     # per-perturbation DEG scores for the report's paired tests: LFC rows fill l2 (f1 NULL), DEG rows f1 (l2 NULL)
-    ("0007_bench_errors_f1", """
+    ("0006_bench_errors_f1", """
     ALTER TABLE bench_errors ADD COLUMN f1 DOUBLE;
     ALTER TABLE bench_errors ALTER COLUMN l2 DROP NOT NULL;
     """),

@@ -275,7 +275,8 @@ def _run_fusion(store, task, plan: Plan, version: str, contexts: list[str], done
             if task.kind == "lfc":
                 pred = np.tile(y[(folds != fold) & (ctx == context)].mean(axis=0), (int(test.sum()), 1))
             else:
-                pred = np.zeros((int(test.sum()), y.shape[1]), dtype=np.int8)
+                prior = _most_frequent(y[(folds != fold) & (ctx == context)]).argmax(-1) - 1   # labels -1/0/1
+                pred = np.tile(prior, (int(test.sum()), 1)).astype(np.int8)
             has = covered[test] & (model is not None)
             if has.any():
                 pred[has] = model.predict(data.x.subset(position[test][has]))

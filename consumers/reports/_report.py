@@ -134,8 +134,8 @@ def paired_tests(results: pd.DataFrame, errors: pd.DataFrame | None = None, *, a
     or no change, by median over folds), Benjamini-Hochberg adjusted across all comparisons of the table.
 
     Pairs are perturbations (the per-perturbation scores in ``bench_errors``: a column named as the primary
-    metric, ``l2`` for LFC) within a context, matched on (task version, fold, perturbation). Where no
-    per-perturbation scores are stored for a task (DEG tasks today), pairs are the (context, fold) values of
+    metric, ``l2`` for LFC, ``f1`` for DEG) within a context, matched on (task version, fold, perturbation). Where no
+    per-perturbation scores are stored (fusion DEG runs), pairs are the (context, fold) values of
     the task and ``paired_over`` says so: five folds alone can never reach p < 0.05 (the smallest two-sided
     p of 5 pairs is 1/16), only several contexts can. Rows stored twice for one key (a rerun) are averaged.
     """

@@ -565,9 +565,9 @@ def produce_inline(store: "Store", planned: PlannedRecipe, *, max_failed_fractio
             for i, ids in enumerate(parts):
                 if i not in done:
                     _work.run_part(storage, planned, i, ids)
-            result = _work.assemble(storage, planned, len(parts), max_failed_fraction)
+            _work.assemble(storage, planned, len(parts), max_failed_fraction)
         else:
-            result = _work.run_whole(storage, planned, max_failed_fraction)
+            _work.run_whole(storage, planned, max_failed_fraction)
         card, newly = _work.publish_staged(storage, planned)
     except BaseException:
         _work.abort(storage, planned)

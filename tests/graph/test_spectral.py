@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import pytest
 from scipy.linalg import subspace_angles
 from sklearn.manifold import SpectralEmbedding
 

@@ -131,6 +131,16 @@ def deg_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     return {k: float(np.mean(v)) for k, v in deg_gene_scores(y, pred).items()}
 
 
+def deg_label_metrics(y: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Macro F1, precision and recall of predicted labels (:func:`deg_gene_scores`' first three, vectorised
+    over genes), averaged over genes: what the experimental error of a DEG task reports per fold."""
+    truth = np.asarray(y, dtype=np.int64) + 1
+    precision, recall, f1, present = _prf(truth, np.asarray(labels, dtype=np.int64) + 1, axis=0)
+    return {"f1": float(np.mean(_present_mean(f1, present))),
+            "precision": float(np.mean(_present_mean(precision, present))),
+            "recall": float(np.mean(_present_mean(recall, present)))}
+
+
 def deg_f1_per_perturbation(y: np.ndarray, pred: np.ndarray) -> np.ndarray:
     """Each perturbation's macro F1 over its genes (classes present in its truth): the paired score."""
     truth = np.asarray(y, dtype=np.int64) + 1

@@ -57,6 +57,8 @@ class Preset:
     deg_normalise_kept: bool | None = None
     """DEG's own ``normalise_kept`` where the reference's DEG script filters genes before normalising."""
     error_seed: int = 5050
+    error_inner: int = 10
+    """Inner (cell) draws per outer (batch) draw of the experimental error (the plate-matched script: 20)."""
     notes: Sequence[str] = ()
     """What the data directory or the preset cannot reproduce of the reference."""
 
@@ -73,7 +75,8 @@ class Preset:
     def settings(self, kind: str) -> dict[str, Any]:
         """The settings a task of ``kind`` is built with (recorded in its recipe and report)."""
         out = {"name": self.name, "reference": self.reference, "entity": self.entity, **self.read_options(kind),
-               "variant": self.lfc_variant if kind == "lfc" else self.deg_variant, "error_seed": self.error_seed}
+               "variant": self.lfc_variant if kind == "lfc" else self.deg_variant, "error_seed": self.error_seed,
+               "error_inner": self.error_inner}
         if kind == "deg":
             out["min_cells"] = self.min_cells
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in out.items()
@@ -111,14 +114,14 @@ PRESETS: dict[str, Preset] = {
         entity="molecule", pert_col="drug", control_label="DMSO_TF", batch_col="plate", context_col="cell_line",
         dose_col="drugname_drugconc", dose=5.0, obs_filter={"pass_filter": ["full"]},
         exclude=TAHOE_EXCLUDED_DRUGS, exclude_contexts=TAHOE_EXCLUDED_CELL_LINES, genes="coding",
-        lfc_variant="large", deg_variant="large", min_cells=21, deg_normalise_kept=True,
+        error_inner=20, lfc_variant="large", deg_variant="large", min_cells=21, deg_normalise_kept=True,
         notes=("5 uM only; QC pass_filter == 'full'; plate-matched DMSO_TF controls",
                "LFC: normalised over all genes, coding genes kept after; DEG: coding genes kept, then normalised",
                "DEG: > 20 cells per (plate, drug), t-test per plate, then a vote over plates")),
     "sciplex": Preset(
         name="sciplex", reference="pseudobulk_sciplex3.py, deg_sciplex3.py, run_exp_error_sciplex_deg.py",
         entity="molecule", pert_col="drug", control_label="Vehicle", batch_col="plate", context_col="cell_line",
-        dose_col="dose", dose=10000.0, genes="coding", lfc_variant="large", deg_variant="large", min_cells=21,
+        dose_col="dose", dose=10000.0, genes="coding", error_inner=20, lfc_variant="large", deg_variant="large", min_cells=21,
         notes=("10 uM (dose 10000 nM) only; Vehicle controls matched by plate; pooled by drug and dose",
                "DEG: > 20 cells per (plate, drug), t-test per plate, then a vote over plates")),
     "l1000-dose": Preset(

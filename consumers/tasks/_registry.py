@@ -158,6 +158,7 @@ class Tasks:
                 **{k: v for k, v in read_options.items() if k in fields}, entity=entity, min_cells=min_cells,
                 **({f"{kind}_variant": variant} if variant else {}))
             settings = chosen.settings(kind)
+            build_options.setdefault("inner", chosen.error_inner)
             read_options = {**chosen.read_options(kind), **{k: v for k, v in read_options.items() if k not in fields}}
             entity, variant, min_cells = chosen.entity, settings["variant"], chosen.min_cells
         read_options = {k: v for k, v in read_options.items() if v is not None}

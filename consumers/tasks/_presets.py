@@ -121,7 +121,8 @@ PRESETS: dict[str, Preset] = {
     "sciplex": Preset(
         name="sciplex", reference="pseudobulk_sciplex3.py, deg_sciplex3.py, run_exp_error_sciplex_deg.py",
         entity="molecule", pert_col="drug", control_label="Vehicle", batch_col="plate", context_col="cell_line",
-        dose_col="dose", dose=10000.0, genes="coding", error_inner=20, lfc_variant="large", deg_variant="large", min_cells=21,
+        dose_col="dose", dose=10000.0, genes="coding", error_inner=20, lfc_variant="large", deg_variant="large",
+        min_cells=21,
         notes=("10 uM (dose 10000 nM) only; Vehicle controls matched by plate; pooled by drug and dose",
                "DEG: > 20 cells per (plate, drug), t-test per plate, then a vote over plates")),
     "l1000-dose": Preset(

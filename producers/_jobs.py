@@ -335,7 +335,8 @@ class _Driver:
 
             while pending:
                 try:
-                    done, pending = wait(pending, timeout=WAIT_S, return_when="FIRST_COMPLETED")
+                    with self.client.as_current():  # this job's client, not a process-wide default
+                        done, pending = wait(pending, timeout=WAIT_S, return_when="FIRST_COMPLETED")
                 except TimeoutError:
                     done = set()
                 for fut in done:
@@ -502,17 +503,33 @@ def worker_environment():
 
     The nanny is told not to set it, and it is absent from this process's environment while the
     workers spawn (a Dask cluster started earlier in this process leaves it set here, and children
-    inherit it); the environment is restored afterwards.
+    inherit it); the environment is restored afterwards. Jobs running at once in one process share
+    one change: the first to enter makes it, the last to leave undoes it (the environment and Dask's
+    configuration are process-wide, so nested undos in another order would leak the change).
     """
     import dask
 
-    old = os.environ.pop(MALLOC_VAR, None)
+    key = f"distributed.nanny.pre-spawn-environ.{MALLOC_VAR}"
+    with _ENV_LOCK:
+        if _ENV_USERS[0] == 0:
+            _ENV_SAVED[:] = [os.environ.pop(MALLOC_VAR, None), dask.config.get(key, None)]
+            dask.config.set({key: None})
+        _ENV_USERS[0] += 1
     try:
-        with dask.config.set({f"distributed.nanny.pre-spawn-environ.{MALLOC_VAR}": None}):
-            yield
+        yield
     finally:
-        if old is not None:
-            os.environ[MALLOC_VAR] = old
+        with _ENV_LOCK:
+            _ENV_USERS[0] -= 1
+            if _ENV_USERS[0] == 0:
+                old_env, old_config = _ENV_SAVED
+                if old_env is not None:
+                    os.environ[MALLOC_VAR] = old_env
+                dask.config.set({key: old_config})
+
+
+_ENV_LOCK = threading.Lock()
+_ENV_USERS = [0]
+_ENV_SAVED: list = [None, None]
 
 
 @contextmanager
@@ -524,7 +541,7 @@ def _dask_client(scheduler: str | None, n_workers: int | None):
 
     logging.getLogger("distributed").setLevel(logging.ERROR)
     if scheduler:
-        client = Client(scheduler, timeout="30s")
+        client = Client(scheduler, timeout="30s", set_as_default=False)
         try:
             yield client
         finally:
@@ -533,7 +550,7 @@ def _dask_client(scheduler: str | None, n_workers: int | None):
     workers = n_workers or min(2, os.cpu_count() or 1)
     with worker_environment(), \
             LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                         silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+                         silence_logs=logging.ERROR) as cluster, Client(cluster, set_as_default=False) as client:
         yield client
 
 

@@ -61,7 +61,7 @@ def run(task: Annotated[Optional[str], typer.Option(help="Stored task name")] = 
 
             target = scheduler or stack.enter_context(LocalCluster(n_workers=workers, threads_per_worker=1,
                                                                    dashboard_address=None))
-            client = stack.enter_context(Client(target))
+            client = stack.enter_context(Client(target, set_as_default=False))
         total, coverage_tables = 0, []
         for p in plans:
             frame = run_plan(s, p, progress=lambda msg: status.update(msg), client=client)

@@ -51,7 +51,7 @@ def _client(scheduler: str | None):
         return None
     from distributed import Client
 
-    return Client(scheduler)
+    return Client(scheduler, set_as_default=False)
 
 
 @tasks_app.command("build")

@@ -84,6 +84,12 @@ def test_concurrent_submits_in_one_process_share_the_computation(store: Store):
     assert states == ["done", "exists", "exists"], states
     assert len(store.ls("ck-same")) == 1
     assert store.show("ck-same").n_rows == 1500
+    # jobs at once leave this process's Dask settings as they found them (no default client, dask's
+    # nanny environment): a leak made later xarray/dask code ask for a closed distributed client
+    import dask
+
+    assert dask.config.get("scheduler", None) is None
+    assert dask.config.get("distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_") is not None
 
 
 SEEDS, DIMS = ", ".join(map(str, range(300))), ", ".join(map(str, range(1, 301)))

@@ -16,8 +16,9 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from pertstore.catalog._registry import (AliasIndex, Resolution, aliases_for, entity_rows, pick, probe_keys,
-                                        smiles_to_inchikey)
+from pertstore.catalog._registry import (ANSWER_BYTES, AliasIndex, Resolution, aliases_for, entity_rows, pick,
+                                        probe_keys, smiles_to_inchikey)
+from pertstore.catalog import _job_records
 from pertstore.catalog._schema import first, migrate
 from pertstore.errors import ConflictError, NotFoundError, PertstoreError
 from pertstore.store._card import SetCard
@@ -30,6 +31,10 @@ INDEX_AFTER_CALLS = 2
 notebooks). The index is built in the background (about 2 s for the human genes' 445,000
 aliases) while the catalog's join answers (60 ms for 2,000 ids, 0.36 s for 60,000), so a one-shot
 process never pays for it and no request waits for it."""
+INDEX_SHARE = 4
+"""An alias index is kept only within 1/``INDEX_SHARE`` of the store's cache budget (the human
+genes': about 65 MB), its kept answers within 1/16 of it; decoded rows of sets get the rest (see
+``SetCache.trim``)."""
 
 
 _OPEN_CATALOGS: weakref.WeakSet = weakref.WeakSet()
@@ -54,10 +59,14 @@ class Catalog:
     first use and kept until :meth:`close`; opening waits up to 30 s while another process holds
     the file's lock. Each thread works through its own cursor, so a server can read while a job
     publishes.
+
+    ``cache_bytes`` is the store's cache budget: the in-memory alias indexes and their answers stay
+    within a share of it (:data:`INDEX_SHARE`) and are counted in it (:attr:`cache_nbytes`).
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, cache_bytes: int | None = None) -> None:
         self.path = Path(path)
+        self.cache_bytes = cache_bytes
         self._con: duckdb.DuckDBPyConnection | None = None
         self._local = threading.local()
         self._open_lock = threading.Lock()
@@ -66,7 +75,8 @@ class Catalog:
         (no other process can write it then) and until this process writes (see ``_generation``)."""
         self._generation = 0
         """Bumped after every write; a view read while a write was under way is not kept."""
-        self._alias_indexes: dict[str, tuple[int, AliasIndex]] = {}
+        self._alias_indexes: dict[str, tuple[int, AliasIndex | None]] = {}
+        """Per kind: the registry generation and its index (None: too large for the budget)."""
         self._resolve_calls: dict[str, int] = {}
         self._index_lock = threading.Lock()
         self._index_builders: dict[str, threading.Thread] = {}
@@ -112,6 +122,11 @@ class Catalog:
         for builder in list(self._index_builders.values()):
             builder.join()
 
+    @property
+    def cache_nbytes(self) -> int:
+        """Estimated memory of the alias indexes kept and their answers."""
+        return sum(index.nbytes + index.answer_nbytes for _, index in list(self._alias_indexes.values()) if index)
+
     def close(self) -> None:
         self.settle()  # an alias index being built holds a cursor
         with self._open_lock:
@@ -121,6 +136,10 @@ class Catalog:
             self._local = threading.local()
             self._sets_view = None
             self._alias_indexes.clear()
+
+    def export_job(self, job_id: str) -> bytes:
+        """Job ``job_id``'s rows (job, recipes, failures) as the record kept in the store."""
+        return _job_records.export(self.con, job_id)
 
     @contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -336,12 +355,19 @@ class Catalog:
         return None
 
     def _build_alias_index(self, kind: str, generation: int) -> None:
+        budget = None if self.cache_bytes is None else self.cache_bytes // INDEX_SHARE
+        answer_bytes = ANSWER_BYTES if budget is None else min(ANSWER_BYTES, budget // 4)
         try:
-            index = AliasIndex(self.con.execute("SELECT key, priority, entity_id FROM aliases WHERE kind = ?",
-                                                [kind]).fetchall())
+            index: AliasIndex | None = AliasIndex(
+                self.con.execute("SELECT key, priority, entity_id FROM aliases WHERE kind = ?", [kind]).fetchall(),
+                answer_bytes=answer_bytes)
         except duckdb.Error as e:  # the catalog closed meanwhile: the join keeps answering
             log.debug("alias index of %s not built: %s", kind, e)
             return
+        if budget is not None and index.nbytes > budget:  # remembered as None: not built again for this registry
+            log.info("alias index of %s not kept: %d bytes exceed 1/%d of the cache budget", kind, index.nbytes,
+                     INDEX_SHARE)
+            index = None
         with self._index_lock:
             if generation == self._registry_generation:  # not kept when the registry changed meanwhile
                 self._alias_indexes[kind] = (generation, index)

@@ -8,6 +8,7 @@ import json
 import pandas as pd
 from rich.progress import track
 
+from pertstore.catalog import _job_records
 from pertstore.catalog._catalog import Catalog
 from pertstore.errors import CorruptedSetError
 from pertstore.store._layout import registry_key
@@ -49,6 +50,22 @@ def read_tags(storage: Storage) -> tuple[list[tuple[str, str, str, str, str]], l
     return out, problems
 
 
+def job_records(storage: Storage) -> list[str]:
+    """Keys of the job records kept in the store."""
+    return [k for k in storage.walk("jobs") if k.endswith(".json")]
+
+
+def job_record_problems(storage: Storage) -> list[str]:
+    """One message per job record a catalog rebuild would have to skip."""
+    problems = []
+    for key in job_records(storage):
+        try:
+            _job_records.check(storage.read_bytes(key), key)
+        except ValueError as e:
+            problems.append(str(e))
+    return problems
+
+
 def rebuild(catalog: Catalog, storage: Storage, *, progress: bool = False) -> dict:
     """Empty ``catalog`` and index everything the store holds; returns counts and, under ``problems``,
     the files that were skipped."""
@@ -75,6 +92,14 @@ def rebuild(catalog: Catalog, storage: Storage, *, progress: bool = False) -> di
         for source, context, tag, version, updated in tags:
             catalog._upsert_tag(con, source, context, tag, version, pd.Timestamp(updated).to_pydatetime())
             counts["tags"] += 1
+    counts["jobs"] = 0
+    for key in job_records(storage):
+        try:
+            with catalog.transaction() as con:
+                _job_records.restore(con, storage.read_bytes(key), key)
+            counts["jobs"] += 1
+        except ValueError as e:
+            problems.append(str(e))
     from pertstore.consumers.tasks import index_tasks
 
     counts["tasks"] = index_tasks(catalog, storage)

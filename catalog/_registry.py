@@ -17,6 +17,10 @@ at that level make it ambiguous, and it is reported as such, never picked silent
 from __future__ import annotations
 
 import re
+import sys
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import resources
 
@@ -146,54 +150,92 @@ def probe_keys(query: list[str]) -> pd.DataFrame:
     return pd.DataFrame([(pos, k) for pos, raw in enumerate(query) for k in _keys_of(raw)], columns=["pos", "key"])
 
 
-ANSWERS_KEPT = 1_000_000
-"""Query strings whose answers an :class:`AliasIndex` keeps (a warm align of 2,000 ids: 18 ms of
-resolving without them, about 2 ms with them)."""
+ANSWER_BYTES = 64 * 2**20
+"""Most bytes of resolver answers an :class:`AliasIndex` keeps (least recently used dropped first;
+a warm align of 2,000 ids: 18 ms of resolving without them, about 2 ms with them)."""
+ANSWER_MAX_CHARS = 512
+"""Query strings longer than this are resolved but their answers are not kept (no registered alias
+is that long; a flood of long ids must not fill the memory)."""
+_ANSWER_OVERHEAD = 200
+"""Bytes of one kept answer besides its query string: its dictionary slot, list and LRU links."""
+_KEY_OVERHEAD = 64
+"""Bytes of one alias key besides its string and the dictionary's table: its ``(priority, *entities)`` tuple."""
 
 
 class AliasIndex:
     """Every alias of one entity kind in memory, for long-lived processes that resolve often.
 
     Maps each key to its best (lowest) priority and the entities at that priority; resolving is
-    then dictionary lookups, with the same answers as the catalog's join (:func:`pick`).
+    then dictionary lookups, with the same answers as the catalog's join (:func:`pick`). Answers
+    found are kept per query string, up to ``answer_bytes`` (least recently used dropped first).
     """
 
-    def __init__(self, rows: list[tuple[str, int, str]]) -> None:
-        best: dict[str, tuple[int, set[str]]] = {}
+    def __init__(self, rows: Iterable[tuple[str, int, str]], *, answer_bytes: int = ANSWER_BYTES) -> None:
+        best: dict[str, tuple] = {}
+        entities: dict[str, str] = {}  # one string object per entity, however many keys name it
         for key, priority, entity in rows:
+            entity = entities.setdefault(entity, entity)
             current = best.get(key)
             if current is None or priority < current[0]:
-                best[key] = (priority, {entity})
-            elif priority == current[0]:
-                current[1].add(entity)
+                best[key] = (priority, entity)
+            elif priority == current[0] and entity not in current[1:]:
+                best[key] = current + (entity,)
         self._best = best
-        self._answers: dict[str, list[str]] = {}
+        self.nbytes = (sys.getsizeof(best) + sum(sys.getsizeof(k) + _KEY_OVERHEAD for k in best)
+                       + sum(sys.getsizeof(e) for e in entities))
+        """Estimated memory of the index itself (the answers it keeps are :attr:`answer_nbytes`)."""
+        self.answer_bytes = answer_bytes
+        self._answers: OrderedDict[str, list[str]] = OrderedDict()
         """Entities found for each query string already resolved (the index never changes)."""
+        self.answer_nbytes = 0
+        self._lock = threading.Lock()
 
     def resolve(self, query: list[str]) -> Resolution:
         ids: list[str | None] = [None] * len(query)
         ambiguous: dict[str, list[str]] = {}
         answers = self._answers
-        for pos, raw in enumerate(query):
-            found = answers.get(raw)
-            if found is None:
-                found = self._lookup(raw)
-                if len(answers) < ANSWERS_KEPT:
-                    answers[raw] = found
-            if len(found) == 1:
-                ids[pos] = found[0]
-            elif found:
-                ambiguous[query[pos]] = found
+        new: dict[str, list[str]] = {}
+        with self._lock:
+            for pos, raw in enumerate(query):
+                found = answers.get(raw)
+                if found is None:
+                    found = new.get(raw)
+                    if found is None:
+                        found = new[raw] = self._lookup(raw)
+                else:
+                    answers.move_to_end(raw)
+                if len(found) == 1:
+                    ids[pos] = found[0]
+                elif found:
+                    ambiguous[query[pos]] = found
+            self._keep(new)
         unresolved = [q for pos, q in enumerate(query) if ids[pos] is None and q not in ambiguous]
         return Resolution(query=list(query), ids=ids, unresolved=unresolved, ambiguous=ambiguous)
+
+    def _keep(self, new: dict[str, list[str]]) -> None:
+        """Keep the answers of short query strings, dropping the least recently used over budget."""
+        answers = self._answers
+        for raw, found in new.items():
+            if len(raw) > ANSWER_MAX_CHARS:
+                continue
+            answers[raw] = found
+            self.answer_nbytes += _answer_nbytes(raw, found)
+        while self.answer_nbytes > self.answer_bytes and answers:
+            raw, found = answers.popitem(last=False)
+            self.answer_nbytes -= _answer_nbytes(raw, found)
 
     def _lookup(self, raw: str) -> list[str]:
         """The entities at the best priority among ``raw``'s keys (empty: unresolved)."""
         hits = [self._best[k] for k in _keys_of(raw) if k in self._best]
         if not hits:
             return []
-        top = min(p for p, _ in hits)
-        return sorted(set().union(*(e for p, e in hits if p == top)))
+        top = min(h[0] for h in hits)
+        return sorted(set().union(*(h[1:] for h in hits if h[0] == top)))
+
+
+def _answer_nbytes(raw: str, found: list[str]) -> int:
+    """Memory of one kept answer: its query string (entity strings are the index's own)."""
+    return sys.getsizeof(raw) + _ANSWER_OVERHEAD + 8 * len(found)
 
 
 def pick(query: list[str], hits: pd.DataFrame) -> Resolution:

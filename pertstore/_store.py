@@ -15,7 +15,7 @@ import xarray as xr
 
 from pertstore._config import Settings, get_settings
 from pertstore.catalog import Catalog, Resolution, default_gene_table, gene_registry, merge_registry, molecule_registry
-from pertstore.catalog._rebuild import read_registry, read_tags, rebuild
+from pertstore.catalog._rebuild import job_record_problems, read_registry, read_tags, rebuild
 from pertstore.errors import InvalidInputError, NotFoundError, PertstoreError
 from pertstore.store import (
     STORE_ENCODING,
@@ -95,7 +95,7 @@ class Store:
     @property
     def catalog(self) -> Catalog:
         if self._catalog is None:
-            self._catalog = Catalog(self.catalog_path)
+            self._catalog = Catalog(self.catalog_path, cache_bytes=self.settings.cache_bytes)
         return self._catalog
 
     @property
@@ -394,7 +394,7 @@ class Store:
             [(s.card.source, s.card.version) for s in those], res.ids))
         ds = aligned_dataset(ids, res.ids, sets, positions, context=context or "", unresolved=res.unresolved,
                              ambiguous=res.ambiguous)
-        self.cache.trim()
+        self.cache.trim(extra=self.catalog.cache_nbytes)
         return ds
 
     # ---- maintenance ---------------------------------------------------------------------------
@@ -419,7 +419,7 @@ class Store:
         for k in lagging:
             self._index(read_card(self.storage, k), ["latest"])
         problems = [f"{k} is in the catalog but not in the store" for k in sorted(indexed - set(keys))]
-        problems += read_tags(self.storage)[1]  # what a catalog rebuild would have to skip
+        problems += read_tags(self.storage)[1] + job_record_problems(self.storage)  # what a rebuild would skip
         return {"sets": reports, "catalog": problems, "indexed": lagging, "staging": _staging_areas(self.storage)}
 
 

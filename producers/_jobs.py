@@ -29,6 +29,7 @@ from pertstore.catalog._schema import first
 from pertstore.errors import ConflictError, InvalidInputError, NotFoundError, PertstoreError
 from pertstore.producers._spec import PlannedRecipe, RecipeSpec, load_recipes, plan
 from pertstore.producers import _work
+from pertstore.store._layout import job_key
 
 if TYPE_CHECKING:
     from pertstore._store import Store
@@ -161,6 +162,7 @@ class Jobs:
                 con.execute("INSERT INTO job_recipes VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, 0, 0, 0, 0, NULL)",
                             [job_id, pos, p.recipe.source, p.recipe.version, p.recipe.context,
                              p.recipe.producer]).fetchall()
+            self._keep_record(cat, job_id)
         return job_id
 
     def submit(self, recipes, *, scheduler: str | None = None, n_workers: int | None = None,
@@ -277,6 +279,11 @@ class Jobs:
         with self._catalog() as cat, cat.transaction() as con:
             con.execute("UPDATE jobs SET state = ?, updated_at = ?, finished_at = coalesce(?, finished_at), "
                         "error = coalesce(?, error) WHERE job_id = ?", [state, _now(), finished, error, job_id]).fetchall()
+            self._keep_record(cat, job_id)
+
+    def _keep_record(self, cat, job_id: str) -> None:
+        """Write the job's record into the store (``jobs/<id>.json``), so a catalog rebuild keeps it."""
+        self.store.storage.write_bytes(job_key(job_id), cat.export_job(job_id))
 
     def _state(self, job_id: str) -> str:
         with self._catalog() as cat:

@@ -7,6 +7,7 @@ Layout (all keys relative to the root):
 - ``staging/<source>/<version>/``: a set being written; never read by readers.
 - ``tags/<source>/<context or _global>/<tag>.json``: a tag pointing at a version.
 - ``registry/<kind>.parquet``: the entity registry (genes, molecules).
+- ``jobs/<job_id>.json``: a producer job's record (its catalog rows), so a catalog rebuild keeps it.
 """
 
 from __future__ import annotations
@@ -34,6 +35,11 @@ def staging_key(source: str, version: str) -> str:
 def tag_key(source: str, context: str, tag: str) -> str:
     check_names(source=source, context=context, tags=tag)
     return f"tags/{source}/{context or GLOBAL_CONTEXT_DIR}/{tag}.json"
+
+
+def job_key(job_id: str) -> str:
+    check_names(job=job_id)
+    return f"jobs/{job_id}.json"
 
 
 def registry_key(kind: str) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import mmap
+import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -104,6 +105,7 @@ class OpenSet:
         self._entity_meta = arrays["entity"]
         self._ids: list[str] | None = None
         self._id_index: pd.Index | None = None
+        self._ids_nbytes = 0
         self.reads = 0
         """Row reads of this set so far (see :func:`load_rows` and :meth:`SetCache.positions`)."""
         self.n_chunks = -(-self.card.n_rows // self.card.chunk_rows)
@@ -120,8 +122,9 @@ class OpenSet:
         return self.card.chunk_rows * self.card.dim * 4
 
     @property
-    def loaded_nbytes(self) -> int:
-        return self._n_have * self.card.dim * 4
+    def nbytes(self) -> int:
+        """Estimated memory of what this set holds: decoded rows and, once read, its ids."""
+        return self._n_have * self.card.dim * 4 + self._ids_nbytes
 
     def shard_key(self, shard: int) -> str:
         return f"{self.key}/values/c/{shard}/0"
@@ -129,18 +132,22 @@ class OpenSet:
     @property
     def ids(self) -> list[str]:
         """The set's entity ids in row order, read on first use."""
-        if self._ids is None:
+        ids = self._ids
+        if ids is None:
             ids = _read_entity_ids(self.storage, self.key, self._entity_meta)
             if len(ids) != self.card.n_rows:
                 raise CorruptedSetError(f"{self.key}: {len(ids)} entity ids but the card says {self.card.n_rows} rows")
+            self._ids_nbytes = sys.getsizeof(ids) + sum(map(sys.getsizeof, ids))
             self._ids = ids
-        return self._ids
+        return ids
 
     def positions(self, entity_ids: Sequence[str]) -> np.ndarray:
         """Row of each canonical id in this set, -1 where the set lacks it (hashes the ids on first use)."""
-        if self._id_index is None:
-            self._id_index = pd.Index(self.ids)
-        return self._id_index.get_indexer(entity_ids)
+        index = self._id_index
+        if index is None:
+            index = self._id_index = pd.Index(self.ids)
+            self._ids_nbytes += 24 * len(index)  # its hash table, about
+        return index.get_indexer(entity_ids)
 
     def rows(self, positions: np.ndarray) -> np.ndarray:
         """``values[positions]`` as a new float32 array, reading only the chunks needed."""
@@ -152,10 +159,12 @@ class OpenSet:
         return self._buffer[: self.card.n_rows]
 
     def drop(self) -> None:
+        """Let go of the decoded rows and the ids (read again when needed)."""
         with self._lock:
             self._buffer = None
             self._have[:] = False
             self._n_have = 0
+            self._ids, self._id_index, self._ids_nbytes = None, None, 0
 
     # ---- loading (the caller holds self._lock) --------------------------------------------------
 
@@ -379,7 +388,7 @@ def _read_entity_ids(storage: Storage, key: str, entity_meta: dict) -> list[str]
 
 
 class SetCache:
-    """Open sets of one process, with an LRU budget on decoded bytes."""
+    """Open sets of one process, with an LRU budget on the bytes they hold (see :meth:`trim`)."""
 
     def __init__(self, storage: Storage, *, max_bytes: int, threads: int = 8) -> None:
         self.storage = storage
@@ -393,6 +402,8 @@ class SetCache:
         """Per entity kind: every id of the sets whose rows are mapped, in the order first seen."""
         self._row_maps: dict[str, np.ndarray] = {}
         """Per set key: the row of each id of its kind's universe (-1 where absent)."""
+        self._map_nbytes = 0
+        """Estimated memory of the universes and row maps."""
 
     def get(self, key: str) -> OpenSet:
         with self._lock:
@@ -481,10 +492,14 @@ class SetCache:
             new = codes < 0
             if new.any():  # appended: the codes of earlier ids stay valid in earlier row maps
                 codes[new] = len(universe) + np.arange(int(new.sum()))
-                universe = self._universes[s.card.kind] = universe.append(ids[new])
+                added = ids[new]
+                universe = self._universes[s.card.kind] = universe.append(added)
+                # the index's pointers and hash table, and strings not shared with an open set's ids
+                self._map_nbytes += 32 * len(added) + sum(map(sys.getsizeof, added))
             row_map = np.full(len(universe), -1, dtype=np.int32)
             row_map[codes] = np.arange(len(ids), dtype=np.int32)
             self._row_maps[s.key] = row_map
+            self._map_nbytes += row_map.nbytes
 
     def settle(self) -> None:
         """Wait for sets' rows being mapped in the background."""
@@ -492,15 +507,27 @@ class SetCache:
         if mapper is not None:
             mapper.join()
 
-    def trim(self) -> None:
-        """Drop decoded data of the least recently used sets until the budget holds."""
+    @property
+    def nbytes(self) -> int:
+        """Estimated memory held: decoded rows, ids, universes and row maps."""
         with self._lock:
-            total = sum(s.loaded_nbytes for s in self._sets.values())
+            return self._map_nbytes + sum(s.nbytes for s in self._sets.values())
+
+    def trim(self, extra: int = 0) -> None:
+        """Keep this cache plus ``extra`` (the catalog's alias indexes) within the budget: drop the
+        decoded rows and ids of the least recently used sets (never the last one read), then, if
+        that is not enough, the row maps (rebuilt for sets read again)."""
+        with self._lock:
+            total = extra + self._map_nbytes + sum(s.nbytes for s in self._sets.values())
             for s in list(self._sets.values())[:-1]:
                 if total <= self.max_bytes:
                     break
-                total -= s.loaded_nbytes
+                total -= s.nbytes
                 s.drop()
+            if total > self.max_bytes and self._row_maps:
+                self._universes.clear()
+                self._row_maps.clear()
+                self._map_nbytes = 0
 
     def clear(self) -> None:
         self.settle()
@@ -508,3 +535,4 @@ class SetCache:
             self._sets.clear()
             self._universes.clear()
             self._row_maps.clear()
+            self._map_nbytes = 0

@@ -69,3 +69,41 @@ def test_a_flipped_bit_in_the_entity_ids_is_caught_on_read_never_nan(store, gene
         assert any("CRC32C" in p for r in s.verify()["sets"] for p in r.problems)
         counts = s.rebuild_catalog()
         assert counts["sets"] == 0 and any("CRC32C" in p for p in counts["problems"])
+
+
+def test_resolver_answers_are_bounded_in_bytes_and_long_ids_are_not_kept():
+    from pertstore.catalog._registry import ANSWER_MAX_CHARS, AliasIndex, probe_keys
+
+    index = AliasIndex([(key, 0, "ENSG00000141510") for key in probe_keys(["TP53"]).key], answer_bytes=200_000)
+    for start in range(0, 300_000, 20_000):      # 300k distinct ids of ~380 B, as the attack sent them
+        res = index.resolve([f"{i:0380d}" for i in range(start, start + 20_000)] + ["TP53"])
+        assert res.ids[-1] == "ENSG00000141510" and res.unresolved[0].startswith("0")
+        assert index.answer_nbytes <= index.answer_bytes
+    assert len(index._answers) < 1_000                           # least recently used answers dropped
+    index.resolve(["x" * (ANSWER_MAX_CHARS + 1)])
+    assert "x" * (ANSWER_MAX_CHARS + 1) not in index._answers
+
+
+def test_caches_stay_within_the_store_budget(store, gene_ids, monkeypatch):
+    """Decoded rows, ids, row maps and the alias index are all counted in ``PERTSTORE_CACHE_BYTES``."""
+    import numpy as np
+
+    from pertstore import Store
+
+    for name in "abcd":
+        store.produce("random", source=name, params={"dim": 64})
+    root = store.uri
+    expected = {name: store.align([name], gene_ids)[name].values for name in "abcd"}
+    store.close()
+    budget = 3 * 2**20                                           # far below the human genes' alias index
+    monkeypatch.setenv("PERTSTORE_CACHE_BYTES", str(budget))
+    with Store.open(root) as s:
+        for _ in range(4):
+            for name in "abcd":
+                np.testing.assert_array_equal(s.align([name], gene_ids)[name].values, expected[name])
+            s.catalog.settle()
+            s.cache.settle()
+        assert s.catalog.cache_nbytes == 0                       # the index (about 65 MB) is not kept
+        assert s.catalog._alias_indexes["gene"][1] is None       # ... and not built again
+        held = s.cache.nbytes - max(o.nbytes for o in s.cache._sets.values())   # the last set read is kept
+        assert held <= budget

@@ -139,3 +139,28 @@ def test_cancel_stops_running_work_within_seconds(store: Store):
         assert httpx.get(f"{url}/v1/sets", params={"source": "ck-same"}, timeout=10).json()["items"] == []
         time.sleep(1.0)
         assert _staging_files(root) == []
+
+
+def test_catalog_rebuild_keeps_every_job_record(store: Store):
+    """Item 9: job records live in the store (``jobs/<id>.json``), so `catalog rebuild` keeps them."""
+    progress = store.jobs.submit(SAME.replace("ck-same", "ck-kept"))
+    failed = store.jobs.create(SAME.replace("ck-same", "ck-queued"))
+    store.jobs.cancel(failed)
+    before = store.jobs.ls().set_index("job_id")
+    recipes_before = store.jobs.status(progress.job_id)["recipes"]
+    root = store.uri
+    store.close()
+    (Path(root) / "jobs" / "junk.json").write_text("{not json")      # a torn or foreign file is reported, not fatal
+    with Store.open(root) as s:
+        assert any("junk.json" in p for p in s.verify()["catalog"])
+    done = subprocess.run([sys.executable, "-m", "pertstore.cli", "catalog", "rebuild", "--store", str(root)],
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-800:]
+    assert "junk.json" in done.stdout + done.stderr
+    with Store.open(root) as s:
+        after = s.jobs.ls().set_index("job_id")
+        assert sorted(after.index) == sorted(before.index)
+        assert after.loc[progress.job_id, "state"] == "done" and after.loc[failed, "state"] == "cancelled"
+        assert after.loc[progress.job_id, "items_done"] == before.loc[progress.job_id, "items_done"] > 0
+        recipes_after = s.jobs.status(progress.job_id)["recipes"]
+        assert recipes_after[["source", "state", "items_done"]].equals(recipes_before[["source", "state", "items_done"]])

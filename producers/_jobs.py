@@ -29,7 +29,8 @@ from pertstore.catalog._schema import first
 from pertstore.errors import ConflictError, InvalidInputError, NotFoundError, PertstoreError
 from pertstore.producers._spec import PlannedRecipe, RecipeSpec, load_recipes, plan
 from pertstore.producers import _work
-from pertstore.store._layout import job_key
+from pertstore.store._layout import claim_key, job_key
+from pertstore.store._storage import Storage
 
 if TYPE_CHECKING:
     from pertstore._store import Store
@@ -44,35 +45,83 @@ WAIT_S = 0.2
 
 @dataclass
 class _Claim:
-    """The job of this process that computes a recipe; other jobs with the same recipe wait on it."""
+    """The job that computes a recipe; other jobs with the same recipe wait on it.
+
+    A claim of this process is an event; a claim of another process (``marker`` set: its
+    ``claims/<source>/<version>.json`` in the store) is polled until the marker goes or its
+    driver is gone.
+    """
 
     job_id: str
     released: threading.Event = field(default_factory=threading.Event)
+    storage: Storage | None = None
+    marker: str = ""
+
+    def wait(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds; True once the claiming job let go of the recipe."""
+        if self.storage is None:
+            return self.released.wait(timeout)
+        time.sleep(timeout)
+        return not _held_by_live_driver(self.storage, self.marker)
 
 
 _CLAIMS: dict[tuple[str, str], _Claim] = {}
 _CLAIMS_LOCK = threading.Lock()
 
 
-def _claim(source: str, version: str, job_id: str) -> _Claim:
-    """Claim a recipe for ``job_id``, or return the claim of the job that computes it already."""
+def _claim(storage: Storage, source: str, version: str, job_id: str) -> _Claim:
+    """Claim a recipe for ``job_id``, or return the claim of the job (of this process or another)
+    that computes it already. A marker left by a driver that is gone (or by this job, resumed) is
+    taken over."""
     with _CLAIMS_LOCK:
-        return _CLAIMS.setdefault((source, version), _Claim(job_id))
+        claim = _CLAIMS.get((source, version))
+        if claim is not None:
+            return claim
+        marker = claim_key(source, version)
+        mine = json.dumps({"job_id": job_id, "host": socket.gethostname(), "pid": os.getpid()}).encode()
+        while not storage.create_exclusive(marker, mine):
+            try:
+                owner = _read_marker(storage, marker)
+            except FileNotFoundError:  # released meanwhile: try again
+                continue
+            if owner is None or (owner["job_id"] != job_id and _alive(owner["host"], owner["pid"], owner["job_id"])):
+                return _Claim(owner["job_id"] if owner else "(unknown)", storage=storage, marker=marker)
+            storage.delete_prefix(marker)
+        claim = _CLAIMS[(source, version)] = _Claim(job_id)
+        return claim
 
 
-def _release(source: str, version: str, job_id: str) -> None:
+def _read_marker(storage: Storage, marker: str) -> dict | None:
+    """The claim marker's ``job_id``, ``host`` and ``pid``; None while it is being written."""
+    try:
+        owner = json.loads(storage.read_bytes(marker))
+        return {"job_id": str(owner["job_id"]), "host": str(owner["host"]), "pid": int(owner["pid"])}
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _held_by_live_driver(storage: Storage, marker: str) -> bool:
+    try:
+        owner = _read_marker(storage, marker)
+    except FileNotFoundError:
+        return False
+    return owner is None or _alive(owner["host"], owner["pid"], owner["job_id"])
+
+
+def _release(storage: Storage, source: str, version: str, job_id: str) -> None:
     with _CLAIMS_LOCK:
         claim = _CLAIMS.get((source, version))
         if claim is not None and claim.job_id == job_id:
             del _CLAIMS[(source, version)]
+            storage.delete_prefix(claim_key(source, version))
             claim.released.set()
 
 
-def _release_all(job_id: str) -> None:
+def _release_all(storage: Storage, job_id: str) -> None:
     with _CLAIMS_LOCK:
         mine = [key for key, claim in _CLAIMS.items() if claim.job_id == job_id]
     for key in mine:
-        _release(*key, job_id)
+        _release(storage, *key, job_id)
 
 
 @dataclass
@@ -251,7 +300,7 @@ class Jobs:
             self._set_state(job_id, "interrupted", f"{type(e).__name__}: {e}")
             raise
         finally:
-            _release_all(job_id)
+            _release_all(self.store.storage, job_id)
             _RUNNING.discard(job_id)
         return state
 
@@ -370,8 +419,8 @@ class _Driver:
             r.items_done = r.items_reused = r.items_total
             r.items_failed = len(card.failed)
             return []
-        claim = _claim(p.recipe.source, p.recipe.version, self.job_id)
-        if claim.job_id != self.job_id:  # another job of this process computes it: wait for that one
+        claim = _claim(self.storage, p.recipe.source, p.recipe.version, self.job_id)
+        if claim.job_id != self.job_id:  # another job computes it: wait for that one
             r.state = "waiting"
             self.waiting[pos] = claim
             return []
@@ -424,7 +473,7 @@ class _Driver:
         r.seconds = time.perf_counter() - self.t0[pos]
         if pos in self.claimed:
             _work.abort(self.storage, self.planned[pos])
-            _release(self.planned[pos].recipe.source, self.planned[pos].recipe.version, self.job_id)
+            _release(self.storage, self.planned[pos].recipe.source, self.planned[pos].recipe.version, self.job_id)
 
     def _publish(self) -> None:
         store = self.jobs.store
@@ -441,7 +490,7 @@ class _Driver:
             except Exception as e:
                 self._fail(pos, e)
                 continue
-            _release(p.recipe.source, p.recipe.version, self.job_id)
+            _release(self.storage, p.recipe.source, p.recipe.version, self.job_id)
             self.ledger.extend((self.job_id, p.recipe.source, p.recipe.version, e, why)
                                for e, why in sorted(result["failed"].items()))
 
@@ -449,7 +498,7 @@ class _Driver:
         """Wait for the recipes other jobs compute; their sets then count as existing ones."""
         store = self.jobs.store
         for pos, claim in sorted(self.waiting.items()):
-            while not claim.released.wait(WAIT_S):
+            while not claim.wait(WAIT_S):
                 if self._update() == "cancelling":
                     return "cancelling"
             p, r = self.planned[pos], self.state.recipes[pos]

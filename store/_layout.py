@@ -7,6 +7,8 @@ Layout (all keys relative to the root):
 - ``staging/<source>/<version>/``: a set being written; never read by readers.
 - ``tags/<source>/<context or _global>/<tag>.json``: a tag pointing at a version.
 - ``registry/<kind>.parquet``: the entity registry (genes, molecules).
+- ``claims/<source>/<version>.json``: the job computing a recipe right now (host, pid), so a job
+  of another process with the same recipe waits for it instead of computing it too.
 - ``jobs/<job_id>.json``: a producer job's record (its catalog rows), so a catalog rebuild keeps it.
 """
 
@@ -35,6 +37,11 @@ def staging_key(source: str, version: str) -> str:
 def tag_key(source: str, context: str, tag: str) -> str:
     check_names(source=source, context=context, tags=tag)
     return f"tags/{source}/{context or GLOBAL_CONTEXT_DIR}/{tag}.json"
+
+
+def claim_key(source: str, version: str) -> str:
+    check_names(source=source, version=version)
+    return f"claims/{source}/{version}.json"
 
 
 def job_key(job_id: str) -> str:

@@ -75,6 +75,15 @@ class Storage(ABC):
         """Write the concatenation of ``parts`` at ``key`` atomically, without holding it all in memory."""
         self.write_bytes(key, b"".join(parts))
 
+    def create_exclusive(self, key: str, data: bytes) -> bool:
+        """Write ``key`` only if it does not exist; False when it does. Atomic on a local
+        directory; on an object store a check then a write (two racing writers may both win)."""
+        self._check_writable()
+        if self.exists(key):
+            return False
+        self.write_bytes(key, data)
+        return True
+
     @abstractmethod
     def exists(self, key: str) -> bool: ...
 
@@ -166,6 +175,18 @@ class LocalStorage(Storage):
 
     def exists(self, key: str) -> bool:
         return (self.root / key).exists()
+
+    def create_exclusive(self, key: str, data: bytes) -> bool:
+        self._check_writable()
+        target = self.root / key
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        return True
 
     def list_dir(self, prefix: str) -> list[str]:
         p = self.root / prefix

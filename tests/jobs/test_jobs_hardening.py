@@ -164,3 +164,35 @@ def test_catalog_rebuild_keeps_every_job_record(store: Store):
         assert after.loc[progress.job_id, "items_done"] == before.loc[progress.job_id, "items_done"] > 0
         recipes_after = s.jobs.status(progress.job_id)["recipes"]
         assert recipes_after[["source", "state", "items_done"]].equals(recipes_before[["source", "state", "items_done"]])
+
+
+def test_same_recipe_submitted_by_two_cli_processes_is_computed_once(store: Store, tmp_path: Path):
+    """Item 7 across processes: the second driver sees the first one's claim in the store and waits."""
+    recipe = tmp_path / "same.yaml"
+    recipe.write_text(SAME.replace("dim: 4}", "dim: 4, delay: 1.0}"))
+    root = _server_store(store)
+    command = [sys.executable, "-m", "pertstore.cli", "jobs", "submit", str(recipe), "--store", str(root),
+               "--workers", "1", "--no-progress"]
+    procs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [p.communicate(timeout=200) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err[-800:] for _, err in outputs]
+    assert _staging_files(root) == [] and not list((Path(root) / "claims").rglob("*.json"))
+    with Store.open(root) as s:
+        jobs = s.jobs.ls()
+        assert list(jobs.state) == ["done", "done"]
+        states = sorted(s.jobs.status(j)["recipes"].state[0] for j in jobs.job_id)
+        assert states == ["done", "exists"], states        # one process computed it, the other waited for it
+        assert len(s.ls("ck-same")) == 1 and s.show("ck-same").n_rows == 1500
+
+
+def test_a_claim_left_by_a_dead_driver_is_taken_over(store: Store):
+    from pertstore.store._layout import claim_key
+
+    planned = store.jobs.plan(SAME)[0]
+    marker = Path(str(store.uri)) / claim_key(planned.recipe.source, planned.recipe.version)
+    marker.parent.mkdir(parents=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    marker.write_text(f'{{"job_id": "gone", "host": "{__import__("socket").gethostname()}", "pid": {dead.stdout}}}')
+    progress = store.jobs.submit(SAME, n_workers=1)
+    assert progress.state == "done" and progress.recipes[0].state == "done"
+    assert not marker.exists()

@@ -20,6 +20,8 @@ from pertstore.catalog._registry import (ANSWER_BYTES, AliasIndex, Resolution, a
                                         probe_keys, smiles_to_inchikey)
 from pertstore.catalog import _job_records
 from pertstore.catalog._schema import first, migrate
+from pertstore.catalog._results import ResultIndex
+from pertstore.catalog._tasks import TaskIndex
 from pertstore.errors import ConflictError, NotFoundError, PertstoreError
 from pertstore.store._card import SetCard
 
@@ -136,6 +138,16 @@ class Catalog:
             self._local = threading.local()
             self._sets_view = None
             self._alias_indexes.clear()
+
+    @property
+    def tasks(self) -> TaskIndex:
+        """The index of tasks (find, list, add, reindex)."""
+        return TaskIndex(self)
+
+    @property
+    def results(self) -> ResultIndex:
+        """Benchmark results (save, rows, errors, reindex)."""
+        return ResultIndex(self)
 
     def export_job(self, job_id: str) -> bytes:
         """Job ``job_id``'s rows (job, recipes, failures) as the record kept in the store."""

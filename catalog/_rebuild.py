@@ -100,8 +100,8 @@ def rebuild(catalog: Catalog, storage: Storage, *, progress: bool = False) -> di
             counts["jobs"] += 1
         except ValueError as e:
             problems.append(str(e))
-    from pertstore.consumers.tasks import index_tasks
-
-    counts["tasks"] = index_tasks(catalog, storage)
+    counts["tasks"] = catalog.tasks.reindex(storage)
+    counts["results"], result_problems = catalog.results.reindex(storage)
+    problems += result_problems
     counts["problems"] = problems
     return counts

@@ -9,6 +9,8 @@ Layout (all keys relative to the root):
 - ``registry/<kind>.parquet``: the entity registry (genes, molecules).
 - ``claims/<source>/<version>.json``: the job computing a recipe right now (host, pid), so a job
   of another process with the same recipe waits for it instead of computing it too.
+- ``results/<task>/<task_version>/<stem>.results.parquet`` (and ``.errors.parquet``): one save of
+  benchmark results, replayed in order by a catalog rebuild.
 - ``jobs/<job_id>.json``: a producer job's record (its catalog rows), so a catalog rebuild keeps it.
 """
 
@@ -22,6 +24,9 @@ SET_ENCODING_TYPE = "pertstore-embedding-set"
 SET_ENCODING_VERSION = "0.2.0"
 """0.2.0: 16 KiB chunks, each ending in its CRC32C (Zarr's ``crc32c`` codec) instead of digests on the card."""
 GLOBAL_CONTEXT_DIR = "_global"
+TASKS_PREFIX = "tasks"
+TASK_ENCODING_TYPE = "pertstore-task"
+RESULTS_PREFIX = "results"
 
 
 def set_key(source: str, version: str) -> str:
@@ -42,6 +47,11 @@ def tag_key(source: str, context: str, tag: str) -> str:
 def claim_key(source: str, version: str) -> str:
     check_names(source=source, version=version)
     return f"claims/{source}/{version}.json"
+
+
+def results_key(task: str, task_version: str, stem: str) -> str:
+    check_names(task=task, version=task_version)
+    return f"{RESULTS_PREFIX}/{task}/{task_version}/{stem}"
 
 
 def job_key(job_id: str) -> str:

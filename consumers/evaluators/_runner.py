@@ -33,9 +33,6 @@ from pertstore.errors import InvalidInputError, NotFoundError
 CONTROLS = ("train_mean", "no_change", "idealised", "experimental_error")
 WARN_COVERAGE = 0.9
 """A set covering less than this fraction of a context's perturbations gets a :class:`CoverageWarning`."""
-ERROR_COLUMNS = ["task", "task_version", "context", "fold", "set", "evaluator", "pert_id", "l2", "f1"]
-RESULT_COLUMNS = ["task", "task_version", "context", "fold", "set", "set_version", "evaluator", "metric", "value",
-                  "chosen", "coverage", "seconds", "n_test", "n_test_covered", "n_train", "n_train_covered"]
 
 
 class CoverageWarning(UserWarning):
@@ -109,7 +106,7 @@ def run_plan(store, plan: Plan, *, progress: Callable[[str], None] | None = None
     cache = {(source, context): _fetch(store, task, source, context, plan.tag)
              for source in plan.sets for context in contexts}
     table = check_coverage(task, plan, cache)
-    done = _done_keys(store, plan.task, version)
+    done = store.catalog.results.done(plan.task, version)
     units = []
     for context in contexts:
         rows = _context_rows(task, context)
@@ -380,35 +377,11 @@ def _experimental_error_rows(task, name, version, contexts, done) -> list[dict]:
     return out
 
 
-def _done_keys(store, task: str, version: str) -> set[tuple]:
-    df = store.catalog.query("SELECT DISTINCT context, fold, set, evaluator FROM bench_results "
-                             "WHERE task = ? AND task_version = ?", [task, version])
-    return set(map(tuple, df.itertuples(index=False, name=None)))
-
-
 def save_results(store, results: pd.DataFrame, errors: pd.DataFrame) -> None:
-    """Append result and per-perturbation error rows to the catalog."""
-    if results.empty:
-        return
-    results = results.reindex(columns=RESULT_COLUMNS)
-    results = results.astype({c: "Int64" for c in RESULT_COLUMNS[-4:]})
-    with store.catalog.transaction() as con:
-        con.register("new_results", results)
-        con.execute("INSERT INTO bench_results SELECT * FROM new_results").fetchall()
-        con.unregister("new_results")
-        if not errors.empty:  # a run computed again replaces its per-perturbation errors
-            errors = errors.reindex(columns=ERROR_COLUMNS).astype({"l2": "float64", "f1": "float64"})
-            con.register("new_errors", errors)
-            con.execute("DELETE FROM bench_errors e USING (SELECT DISTINCT task, task_version, context, fold, set, "
-                        "evaluator FROM new_errors) k WHERE e.task = k.task AND e.task_version = k.task_version "
-                        "AND e.context = k.context AND e.fold = k.fold AND e.set = k.set "
-                        "AND e.evaluator = k.evaluator").fetchall()
-            con.execute("INSERT INTO bench_errors SELECT task, task_version, context, fold, set, evaluator, pert_id, l2, "
-                        "f1 FROM new_errors").fetchall()
-            con.unregister("new_errors")
+    """Keep result and per-perturbation error rows (in the store and its catalog)."""
+    store.catalog.results.save(store.storage, results, errors)
 
 
 def results(store, task: str | None = None) -> pd.DataFrame:
     """Every stored result row (of ``task``)."""
-    sql = "SELECT * FROM bench_results" + (" WHERE task = ?" if task else "") + " ORDER BY task, context, set, evaluator, fold, metric"
-    return store.catalog.query(sql, [task] if task else [])
+    return store.catalog.results.rows(task)

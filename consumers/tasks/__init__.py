@@ -15,7 +15,7 @@ from ._groups import Targets
 from ._ingest import PerturbationData, read_perturbation_data
 from ._lfc import lfc
 from ._presets import PRESETS, Preset, get_preset
-from ._registry import Tasks, index_tasks, list_tasks, load_task, save_task, task_version
+from ._registry import Tasks, list_tasks, load_task, save_task, task_version
 from ._task import Task, build_per_dose, build_task, deg_table_task, import_task
 
 __all__ = [
@@ -33,7 +33,6 @@ __all__ = [
     "experimental_error",
     "get_preset",
     "import_task",
-    "index_tasks",
     "lfc",
     "list_tasks",
     "load_task",

@@ -20,17 +20,17 @@ import zarr
 
 from pertstore.errors import InvalidInputError, NotFoundError
 from pertstore.store._recipe import check_name
-from pertstore.store._storage import GROUP_META, Storage
+from pertstore.catalog import TaskEntry
+from pertstore.store._layout import TASKS_PREFIX
+from pertstore.store._storage import GROUP_META
 
 from ._ingest import read_perturbation_data
 from ._presets import Preset, get_preset
-from ._task import ENCODING_TYPE, Task, build_per_dose, build_task, deg_table_task, import_task
+from ._task import Task, build_per_dose, build_task, deg_table_task, import_task
 
 if TYPE_CHECKING:
     from pertstore._store import Store
-    from pertstore.catalog import Catalog
 
-TASKS_PREFIX = "tasks"
 VOLATILE = ("producer_version", "libraries")
 """Recipe entries that do not enter the version."""
 
@@ -84,54 +84,19 @@ def save_task(store: Store, task: Task, *, name: str | None = None) -> tuple[str
             storage.delete_prefix(staged)
             raise
         storage.publish(staged, final)
-    with store.catalog.transaction() as con:
-        _insert(con, storage, final)
+    store.catalog.tasks.add(TaskEntry.from_group(storage, final))
     return name, version
 
 
 def load_task(store: Store, name: str, version: str | None = None) -> Task:
     """The stored task ``name`` at ``version`` (default: the latest saved)."""
-    row = find_task(store.catalog, name, version)
+    row = store.catalog.tasks.find(name, version)
     return Task.read_zarr(store.storage.zarr_store(row["path"], read_only=True))
-
-
-def find_task(catalog: Catalog, name: str, version: str | None = None) -> pd.Series:
-    """The catalog row of a task; :class:`NotFoundError` naming the known names or versions."""
-    if version is None:
-        df = catalog.query("SELECT * FROM latest_tasks WHERE name = ?", [name])
-    else:
-        df = catalog.query("SELECT * FROM tasks WHERE name = ? AND version = ?", [name, version])
-    if df.empty:
-        known = catalog.query("SELECT DISTINCT name FROM tasks ORDER BY 1")["name"].tolist()
-        if name not in known:
-            raise NotFoundError(f"no task named {name!r}; stored tasks: {known}")
-        versions = catalog.query("SELECT version FROM tasks WHERE name = ? ORDER BY created_at", [name])
-        raise NotFoundError(f"task {name!r} has no version {version!r}; versions: {versions['version'].tolist()}")
-    return df.iloc[0]
 
 
 def list_tasks(store: Store, name: str | None = None) -> pd.DataFrame:
     """Stored tasks, newest first: ``name, version, kind, n_perts, n_genes, contexts, created_at, latest, path``."""
-    sql = ("SELECT t.name, t.version, t.kind, t.n_perts, t.n_genes, t.contexts, t.created_at, "
-           "(l.version IS NOT NULL) AS latest, t.path FROM tasks t "
-           "LEFT JOIN latest_tasks l ON l.name = t.name AND l.version = t.version "
-           + ("WHERE t.name = ? " if name else "") + "ORDER BY t.name, t.created_at DESC")
-    return store.catalog.query(sql, [name] if name else [])
-
-
-def index_tasks(catalog: Catalog, storage: Storage) -> int:
-    """Re-index every published task from the store alone (for a catalog rebuild); returns how many.
-
-    Reads only each group's ``zarr.json`` and the small ``pert_id``/``context``
-    arrays, never the targets.
-    """
-    keys = [task_key(n, v) for n in storage.list_dir(TASKS_PREFIX) for v in storage.list_dir(f"{TASKS_PREFIX}/{n}")
-            if storage.exists(f"{TASKS_PREFIX}/{n}/{v}/{GROUP_META}")]
-    with catalog.transaction() as con:
-        con.execute("DELETE FROM tasks").fetchall()
-        for key in keys:
-            _insert(con, storage, key)
-    return len(keys)
+    return store.catalog.tasks.ls(name)
 
 
 class Tasks:
@@ -204,16 +169,3 @@ class Tasks:
     def ls(self, name: str | None = None) -> pd.DataFrame:
         return list_tasks(self.store, name)
 
-
-def _insert(con: Any, storage: Storage, key: str) -> None:
-    g = zarr.open_group(storage.zarr_store(key, read_only=True), mode="r")
-    attrs = dict(g.attrs)
-    if attrs.get("encoding-type") != ENCODING_TYPE:
-        raise InvalidInputError(f"{key}: not a pertstore task (encoding-type {attrs.get('encoding-type')!r})")
-    name, version = key.split("/")[1:3]
-    contexts = sorted({str(c) for c in g["context"][...]}) if g["context"].shape[0] else []
-    targets = g["targets"]
-    con.execute("INSERT OR REPLACE INTO tasks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [name, version, attrs["kind"], int(targets.shape[0]), int(targets.shape[1]), ",".join(contexts),
-                 json.dumps(attrs["recipe"], sort_keys=True), key,
-                 pd.Timestamp(attrs.get("created_at") or datetime.now(timezone.utc)).to_pydatetime()]).fetchall()

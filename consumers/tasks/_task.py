@@ -15,6 +15,7 @@ import scipy.sparse as sp
 import zarr
 
 from pertstore.errors import InvalidInputError
+from pertstore.store._layout import TASK_ENCODING_TYPE
 
 from ._bootstrap import INNER, SEED, ExperimentalError, concat_errors, experimental_error
 from ._deg import ALPHA, MIN_CELLS, deg
@@ -24,7 +25,7 @@ from ._ingest import DOSE_SEP, PerturbationData, Resolver, file_sha256, read_per
 from ._lfc import lfc
 from ._matrix import BLOCK_ROWS, TARGET_SUM, Progress
 
-ENCODING_TYPE = "pertstore-task"
+ENCODING_TYPE = TASK_ENCODING_TYPE
 ENCODING_VERSION = "0.2.0"
 """0.2.0: the experimental error as the reference computes it (per metric, per fold); 0.1.0 tasks are refused."""
 Kind = Literal["lfc", "deg"]

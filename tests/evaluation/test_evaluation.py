@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import stats
 from sklearn.decomposition import PCA
@@ -120,3 +121,9 @@ def test_runner_on_the_papalexi_task_with_controls_resume_and_report(store, data
     page = write_report(results(store), tmp_path / "report", store=store)
     assert page.exists() and (tmp_path / "report" / "fig2_ranks_papalexi-lfc_knn.png").exists()
     assert "data:image/png;base64" in page.read_text()
+    before = results(store)                     # results live in the store: a catalog rebuild replays them
+    n_errors = len(store.catalog.results.errors(["papalexi-lfc"]))
+    counts = store.rebuild_catalog()
+    assert counts["results"] >= len(before) and not counts["problems"]
+    pd.testing.assert_frame_equal(results(store), before)
+    assert len(store.catalog.results.errors(["papalexi-lfc"])) == n_errors

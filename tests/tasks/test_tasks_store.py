@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from task_helpers import synthetic
 
-from pertstore.consumers.tasks import (build_task, deg, index_tasks, list_tasks, lfc, load_task,
+from pertstore.consumers.tasks import (build_task, deg, list_tasks, lfc, load_task,
                                        read_perturbation_data, save_task, task_version)
 from pertstore.errors import InvalidInputError, NotFoundError
 
@@ -74,7 +74,7 @@ def test_catalog_rebuild_reindexes_tasks(store, cells):
     _, version = save_task(store, task)
     store.catalog.con.execute("DELETE FROM tasks").fetchall()
     assert list_tasks(store).empty
-    assert index_tasks(store.catalog, store.storage) == 1
+    assert store.catalog.tasks.reindex(store.storage) == 1
     row = list_tasks(store).iloc[0]
     assert (row["name"], row["version"], row["kind"], bool(row["latest"])) == ("degs", version, "deg", True)
     assert load_task(store, "degs").targets.dtype == np.int8

@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
-import zarr
 
-from pertstore.errors import InvalidInputError, NotFoundError
+from pertstore.errors import InvalidInputError
 from pertstore.store._recipe import check_name
 from pertstore.catalog import TaskEntry
 from pertstore.store._layout import TASKS_PREFIX

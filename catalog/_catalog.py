@@ -312,6 +312,17 @@ class Catalog:
     def contexts(self) -> list[str]:
         return [r[0] for r in self.con.execute("SELECT context FROM contexts ORDER BY 1").fetchall()]
 
+    def sources(self) -> pd.DataFrame:
+        """One row per source: kind, dim and description."""
+        return self.query("SELECT * FROM sources ORDER BY source")
+
+    def indexed_paths(self) -> set[str]:
+        """Store keys of every indexed set."""
+        return {r[0] for r in self.con.execute("SELECT path FROM sets").fetchall()}
+
+    def is_indexed(self, path: str) -> bool:
+        return first(self.con.execute("SELECT 1 FROM sets WHERE path = ?", [path])) is not None
+
     # ---- entities ------------------------------------------------------------------------------
 
     def replace_registry(self, kind: str, registry: pd.DataFrame) -> None:

@@ -237,7 +237,7 @@ class Store:
         check_names(tags=tags)
         key = set_key(recipe.source, recipe.version)
         card = read_card(self.storage, key)
-        if self.catalog.query("SELECT 1 FROM sets WHERE path = ?", [key]).empty:
+        if not self.catalog.is_indexed(key):
             self._index(card, ["latest"])
         for t in tags:
             self.tag(card.source, card.version, t)
@@ -327,7 +327,7 @@ class Store:
         return self.catalog.list_sets(source, context)
 
     def sources(self) -> pd.DataFrame:
-        return self.catalog.query("SELECT * FROM sources ORDER BY source")
+        return self.catalog.sources()
 
     def contexts(self) -> list[str]:
         return self.catalog.contexts()
@@ -414,7 +414,7 @@ class Store:
 
         keys = published_sets(self.storage)
         reports = [verify_set(self.storage, k) for k in track(keys, description="verifying", disable=not progress)]
-        indexed = set(self.catalog.query("SELECT path FROM sets").path)
+        indexed = self.catalog.indexed_paths()
         lagging = sorted(set(keys) - indexed)  # published, then the writer died before indexing: the store wins
         for k in lagging:
             self._index(read_card(self.storage, k), ["latest"])

@@ -16,6 +16,7 @@ import xarray as xr
 from pertstore._config import Settings, get_settings
 from pertstore.catalog import Catalog, Resolution, default_gene_table, gene_registry, merge_registry, molecule_registry
 from pertstore.catalog._rebuild import read_registry, read_tags, rebuild
+from pertstore.catalog._registry import ensembl_assignment, note_rules
 from pertstore.errors import InvalidInputError, NotFoundError, PertstoreError
 from pertstore.store import (
     STORE_ENCODING,
@@ -57,19 +58,29 @@ class Store:
         self.catalog_path = Path(catalog_path) if catalog_path else _default_catalog_path(storage)
         self._catalog: Catalog | None = None
         self._cache: SetCache | None = None
+        self._shared_rules: dict[str, tuple[str, str]] | None = None
+        """Shared Ensembl ids a rule gave to one gene: ``{id: (entity id, rule)}`` (read on first need)."""
         self.release_catalog = False
         """Let go of the catalog file between job updates, so other processes can read it (the CLI)."""
 
     # ---- opening -------------------------------------------------------------------------------
 
     @classmethod
-    def init(cls, uri: str | Path | None = None, *, catalog: str | Path | None = None, **options) -> "Store":
-        """Create a store at ``uri`` (default ``$PERTSTORE_STORE``); opening an existing one is fine."""
+    def init(cls, uri: str | Path | None = None, *, catalog: str | Path | None = None, genes: bool = True,
+             **options) -> "Store":
+        """Create a store at ``uri`` (default ``$PERTSTORE_STORE``); opening an existing one is fine.
+
+        With ``genes`` (the default, as ``pertstore init``), a store without a gene registry gets
+        the human genes (:meth:`register_genes`); ``genes=False`` leaves the registry empty.
+        """
         settings = get_settings()
         storage = open_storage(uri or settings.store, storage_options=options.get("storage_options"))
         if not storage.exists(STORE_MARKER):
             storage.write_bytes(STORE_MARKER, json.dumps(STORE_ENCODING).encode())
-        return cls(storage, catalog_path=catalog or settings.catalog, settings=settings)
+        store = cls(storage, catalog_path=catalog or settings.catalog, settings=settings)
+        if genes and not storage.exists(registry_key("gene")):
+            store.register_genes()
+        return store
 
     @classmethod
     def open(cls, uri: str | Path | None = None, *, catalog: str | Path | None = None, read_only: bool = False,
@@ -131,13 +142,23 @@ class Store:
 
     # ---- entities ------------------------------------------------------------------------------
 
-    def register_genes(self, table: pd.DataFrame | None = None) -> int:
+    def register_genes(self, table: pd.DataFrame | None = None, *, ensembl: pd.DataFrame | None = None) -> int:
         """Register genes from a table shaped like ``genes/human_genes.tsv.gz`` (default: the vendored one).
 
-        Returns the number of genes now registered; the registry is written to ``registry/gene.parquet``.
+        ``ensembl``: Ensembl's ``(ensembl_id, symbol)`` assignment, which gives an Ensembl id listed
+        under several genes to the gene Ensembl names (default: ``genes/tss_grch38.tsv.gz`` of the
+        data directory, ``$PERTSTORE_DATA_DIR``, when it is there). Returns the number of genes now
+        registered; the registry is written to ``registry/gene.parquet``.
         """
-        reg = gene_registry(default_gene_table() if table is None else table)
-        return self._save_registry("gene", merge_registry(read_registry(self.storage, "gene"), reg))
+        if ensembl is None and self.settings.data_dir:
+            path = Path(self.settings.data_dir) / "genes" / "tss_grch38.tsv.gz"
+            ensembl = ensembl_assignment(path) if path.is_file() else None
+        reg = gene_registry(default_gene_table() if table is None else table, ensembl)
+        merged = merge_registry(read_registry(self.storage, "gene"), reg)
+        given = dict(zip(reg.entity_id, reg.shared_ensembl))  # the newest rules win for genes already registered
+        merged["shared_ensembl"] = [given.get(e, old) for e, old in
+                                    zip(merged.entity_id, merged.get("shared_ensembl", pd.Series("", merged.index)))]
+        return self._save_registry("gene", merged.fillna(""))
 
     def register_molecules(self, table: pd.DataFrame, *, name_col: str = "name", smiles_col: str = "smiles",
                            alias_cols: Sequence[str] = ()) -> tuple[int, list[str]]:
@@ -153,13 +174,26 @@ class Store:
         reg.to_parquet(buf, index=False)
         self.storage.write_bytes(registry_key(kind), buf.getvalue())
         self.catalog.replace_registry(kind, reg)
+        self._shared_rules = None
         return len(reg)
 
     def resolve(self, ids: Sequence[str], kind: str = "gene") -> Resolution:
-        """Canonical ids for ids of any namespace (symbols, Entrez, Ensembl, names, SMILES, ...)."""
+        """Canonical ids for ids of any namespace (symbols, Entrez, Ensembl, names, SMILES, ...).
+
+        An Ensembl id several genes share resolves by a rule, named in ``rules`` of the answer.
+        """
         if kind not in ("gene", "molecule"):
             raise InvalidInputError(f"unknown entity kind {kind!r}; use 'gene' or 'molecule'")
-        return self.catalog.resolve(check_ids([str(i) for i in ids]), kind)
+        query = check_ids([str(i) for i in ids])
+        res = self.catalog.resolve(query, kind)
+        if kind == "gene" and any("ENSG" in q.upper() for q in query):
+            if self._shared_rules is None:
+                rows = self.catalog.query("SELECT key, namespace, entity_id FROM aliases WHERE kind = 'gene' "
+                                          "AND namespace LIKE 'ensembl_gene:%' AND namespace <> 'ensembl_gene:shared'")
+                self._shared_rules = {k: (e, ns.split(":", 1)[1]) for k, ns, e in
+                                      zip(rows.key, rows.namespace, rows.entity_id)}
+            note_rules(res, self._shared_rules)
+        return res
 
     # ---- writing -------------------------------------------------------------------------------
 
@@ -402,6 +436,7 @@ class Store:
     def rebuild_catalog(self, *, progress: bool = False) -> dict:
         """Recreate the catalog from the store alone; returns what it indexed and, under ``problems``,
         the files it skipped (a malformed tag file never stops a rebuild)."""
+        self._shared_rules = None
         return rebuild(self.catalog, self.storage, progress=progress)
 
     def verify(self, *, progress: bool = False) -> dict:

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from pertstore.cli._main import StoreOpt, _local, _open, _table, console, err
+from pertstore.cli._main import Format, FormatOpt, StoreOpt, _emit, _local, _open, _table, console, err
 from pertstore.producers import describe_producers
 
 jobs_app = typer.Typer(help="Batch jobs: compute the sets of a recipes file on Dask.", no_args_is_help=True)
@@ -93,10 +93,10 @@ def resume(job_id: str, scheduler: SchedulerOpt = None, workers: WorkersOpt = No
 
 
 @jobs_app.command("ls")
-def ls(store: StoreOpt = None) -> None:
+def ls(store: StoreOpt = None, format: FormatOpt = Format.table) -> None:
     """List jobs, newest first."""
     with _open(store) as s:
-        console.print(_table(s.jobs.ls()))
+        _emit(s.jobs.ls(), format)
 
 
 @jobs_app.command("status")
@@ -133,6 +133,6 @@ def failures(job_id: str, out: Annotated[Optional[Path], typer.Option(help="Writ
 
 
 @producers_app.command("ls")
-def producers_ls() -> None:
+def producers_ls(format: FormatOpt = Format.table) -> None:
     """Installed producers with their parameters and defaults."""
-    console.print(_table(describe_producers()))
+    _emit(describe_producers(), format)

@@ -208,6 +208,41 @@ def align(sources: Annotated[list[str], typer.Argument(help="Source names")],
 
 
 @app.command()
+def neighbors(args: Annotated[list[str], typer.Argument(
+                  help="SOURCE and query ids; with --compare: SOURCE_A SOURCE_B [ids, default every shared entity]")],
+              k: Annotated[int, typer.Option("-k", "--k", min=1, max=1000, help="Neighbours per query")] = 20,
+              metric: Annotated[str, typer.Option(help="cosine (score: similarity) or euclidean (distance)")] = "cosine",
+              compare: Annotated[bool, typer.Option(
+                  "--compare", help="Per entity, the share of its top-k neighbours two sets agree on")] = False,
+              restrict_file: Annotated[Optional[Path], typer.Option(
+                  help="File with one id per line: only these entities are candidates")] = None,
+              ids_file: Annotated[Optional[Path], typer.Option(help="File with one query id per line")] = None,
+              context: ContextOpt = None, tag: TagOpt = None, store: StoreOpt = None,
+              format: FormatOpt = Format.table) -> None:
+    """Which entities a set places nearest to each query id (exact search), or how two sets agree."""
+    with _local(store) as s:
+        if compare:
+            if len(args) < 2:
+                raise typer.BadParameter("--compare needs two sources: SOURCE_A SOURCE_B [ids]")
+            query = list(args[2:]) + (_ids([], ids_file) if ids_file else [])
+            df = s.compare_neighbors(args[0], args[1], query or None, k=k, metric=metric, context=context)
+            title = (f"top-{k} neighbours shared by {args[0]} and {args[1]} over {df.attrs['n_shared']:,} shared "
+                     f"entities: mean {df.attrs['mean_overlap']:.3f}")
+        else:
+            df = s.neighbors(args[0], _ids(args[1:], ids_file), k=k, metric=metric, context=context, tag=tag,
+                             restrict_to=_ids([], restrict_file) if restrict_file else None)
+            title = f"{args[0]} {df.attrs['version']}: {k} nearest by {metric}"
+    _emit(df, format, title=title)
+    if compare and format is not Format.table:
+        err.print(title)
+    for what in ("unresolved", "missing", "restrict_ignored"):
+        if df.attrs.get(what):
+            err.print(f"[yellow]{what.replace('_', ' ')}:[/] {', '.join(df.attrs[what][:20])}")
+    for q, cands in df.attrs.get("ambiguous", {}).items():
+        err.print(f"[yellow]ambiguous:[/] {q} -> {', '.join(cands)}")
+
+
+@app.command()
 def export(source: str, out: Annotated[Path, typer.Option(help="Write .npz/.parquet/.csv/.h5ad/.arrow")],
            context: ContextOpt = None, version: VersionOpt = None, tag: TagOpt = None, store: StoreOpt = None) -> None:
     """Export a whole set to a file."""
@@ -234,7 +269,7 @@ def resolve(ids: Annotated[list[str], typer.Argument()], kind: str = "gene", sto
     with _open(store) as s:
         res = s.resolve(ids, kind)
     df = pd.DataFrame({"query": res.query, "entity_id": [i or "" for i in res.ids],
-                       "status": ["ok" if i else ("ambiguous: " + ",".join(res.ambiguous[q]) if q in res.ambiguous
+                       "status": [("ok" + (f" ({res.rules[q]})" if q in res.rules else "")) if i else ("ambiguous: " + ",".join(res.ambiguous[q]) if q in res.ambiguous
                                                   else "unresolved") for q, i in zip(res.query, res.ids)]})
     console.print(_table(df))
 

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import pandas as pd
 import typer
 
-from pertstore.cli._main import Format, FormatOpt, StoreOpt, _emit, _local, _table, console
+from pertstore.cli._main import Format, FormatOpt, StoreOpt, _emit, _local, _print_table, _table, console
 
 bench_app = typer.Typer(help="Evaluate embedding sets on stored tasks (the paper's protocol).", no_args_is_help=True)
 
@@ -69,7 +69,7 @@ def run(task: Annotated[Optional[str], typer.Option(help="Stored task name")] = 
             coverage_tables.append(frame.attrs["coverage"].assign(task=p.task))
     table = pd.concat(coverage_tables, ignore_index=True)
     table["covered"] = [f"{c:,} / {n:,} ({f:.0%})" for c, n, f in zip(table.n_covered, table.n_perts, table.fraction)]
-    console.print(_table(table[["task", "set", "context", "covered"]], title="perturbations covered by each set"))
+    _print_table(_table(table[["task", "set", "context", "covered"]], title="perturbations covered by each set"))
     for w in caught:
         if issubclass(w.category, CoverageWarning):
             console.print(f"[yellow]warning:[/] {w.message}")

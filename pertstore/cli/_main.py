@@ -198,7 +198,7 @@ def align(sources: Annotated[list[str], typer.Argument(help="Source names")],
         t.add_column(c)
     for j, src in enumerate(sources):
         t.add_row(src, ds.attrs["versions"][src], str(ds.sizes[f"{src}_dim"]), f"{cov[j]}/{ds.sizes['entity']}")
-    console.print(t)
+    _print_table(t)
     if ds.attrs["unresolved"]:
         console.print(f"[yellow]unresolved:[/] {', '.join(ds.attrs['unresolved'][:20])}")
     for q, cands in ds.attrs["ambiguous"].items():
@@ -264,14 +264,15 @@ def tag(source: str, version: str, name: str, store: StoreOpt = None) -> None:
 
 
 @app.command()
-def resolve(ids: Annotated[list[str], typer.Argument()], kind: str = "gene", store: StoreOpt = None) -> None:
+def resolve(ids: Annotated[list[str], typer.Argument()], kind: str = "gene", store: StoreOpt = None,
+            format: FormatOpt = Format.table) -> None:
     """Resolve ids of any namespace to canonical entity ids."""
     with _open(store) as s:
         res = s.resolve(ids, kind)
     df = pd.DataFrame({"query": res.query, "entity_id": [i or "" for i in res.ids],
                        "status": [("ok" + (f" ({res.rules[q]})" if q in res.rules else "")) if i else ("ambiguous: " + ",".join(res.ambiguous[q]) if q in res.ambiguous
                                                   else "unresolved") for q, i in zip(res.query, res.ids)]})
-    console.print(_table(df))
+    _emit(df, format)
 
 
 @app.command()

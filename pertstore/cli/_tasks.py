@@ -13,7 +13,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from pertstore.cli._main import Format, FormatOpt, StoreOpt, _emit, _local, _table, console
+from pertstore.cli._main import Format, FormatOpt, StoreOpt, _emit, _local, _print_table, console
 
 tasks_app = typer.Typer(help="Perturbation tasks: LFC or DEG targets, folds and experimental error.",
                         no_args_is_help=True)
@@ -251,7 +251,7 @@ def _summary(task, name: str, version: str) -> None:
             limit = "/".join(f"{v:.4g}" for v in mine.sort_values("fold")["value"])
         t.add_row(ctx or "(none)", f"{int(rows.sum()):,}", f"{len(task.gene_ids):,}",
                   "/".join(map(str, sizes)), limit)
-    console.print(t)
+    _print_table(t)
     if task.error is not None:
         p = task.error.params
         how = (f"{p.get('outer')} x {p.get('inner')} trials, q{task.error.quantile:g} per perturbation, mean per fold"

@@ -117,7 +117,8 @@ def _shared_ids(t: pd.DataFrame, shared: dict[str, set[str]],
     """``{entrez id: {shared Ensembl id: rule}}``: which gene each shared id goes to, and by what rule."""
     symbol = {e: s.upper() for e, s in zip(t.entrez_id, t.symbol)}
     n_ids = {e: len(_split(ids)) for e, ids in zip(t.entrez_id, t.ensembl_gene_ids)}
-    named = {} if ensembl is None else dict(zip(ensembl.ensembl_id.str.upper(), ensembl.symbol.str.upper()))
+    named = {} if ensembl is None else dict(zip(ensembl.ensembl_id.astype(str).str.upper(),
+                                                 ensembl.symbol.astype(str).str.upper()))
     given: dict[str, dict[str, str]] = {}
     for e, genes in shared.items():
         by_symbol = [g for g in genes if e.upper() in named and symbol[g] == named[e.upper()]]

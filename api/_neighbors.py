@@ -94,10 +94,11 @@ def neighbors_router(store: Store) -> APIRouter:
 
 
 def _model(df: pd.DataFrame) -> NeighborsResponse:
-    results = [QueryNeighbors(query=q, entity_id=g.query_entity_id.iat[0],
-                              neighbors=[Neighbor(entity_id=e, symbol=s, score=v)
-                                         for e, s, v in zip(g.entity_id, g.symbol, g.score)])
-               for q, g in df.groupby("query", sort=False)]
+    results = []
+    for _, g in df.groupby((df["rank"] == 1).cumsum(), sort=False):  # one group per query, a repeated one too
+        neighbors = [Neighbor(entity_id=e, symbol=s, score=v) for e, s, v in zip(g.entity_id, g.symbol, g.score)]
+        results.append(QueryNeighbors(query=g["query"].iat[0], entity_id=g.query_entity_id.iat[0],
+                                      neighbors=neighbors))
     return NeighborsResponse(results=results, **{k: df.attrs[k] for k in NeighborsResponse.model_fields
                                                  if k != "results"})
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import threading
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -59,6 +60,7 @@ class Store:
         self._catalog: Catalog | None = None
         self._cache: SetCache | None = None
         self._neighbor_indexes: dict[tuple[str, str], object] = {}
+        self._neighbor_lock = threading.Lock()
         self._shared_rules: dict[str, tuple[str, str]] | None = None
         """Shared Ensembl ids a rule gave to one gene: ``{id: (entity id, rule)}`` (read on first need)."""
         self.release_catalog = False
@@ -543,12 +545,14 @@ class Store:
         from pertstore.store._neighbors import ExactIndex
 
         key = (s.key, metric)
-        index = self._neighbor_indexes.pop(key, None)
+        with self._neighbor_lock:
+            index = self._neighbor_indexes.pop(key, None)
         if index is None:
             index = ExactIndex(s.all_rows(), metric)  # type: ignore[arg-type]
-        self._neighbor_indexes[key] = index
-        while len(self._neighbor_indexes) > 2:
-            self._neighbor_indexes.pop(next(iter(self._neighbor_indexes)))
+        with self._neighbor_lock:
+            self._neighbor_indexes[key] = index
+            while len(self._neighbor_indexes) > 2:
+                self._neighbor_indexes.pop(next(iter(self._neighbor_indexes)))
         return index
 
     def _labels(self, kind: str, entity_ids: Sequence[str]) -> list[str]:

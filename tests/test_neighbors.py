@@ -13,7 +13,6 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from pertstore import Store
 from pertstore.store import Recipe
 from servers import api_server
 
@@ -137,12 +136,15 @@ def test_neighbors_over_http(store, emb):
         assert [n["symbol"] for r in body["results"] for n in r["neighbors"]] == want.symbol.tolist()
         posted = httpx.post(f"{url}/v1/neighbors", json={"source": "a", "ids": [ids[4], ids[9]], "k": 3}, timeout=60)
         assert posted.json() == body
+        twice = httpx.post(f"{url}/v1/neighbors", json={"source": "a", "ids": [ids[4], ids[4]], "k": 3}, timeout=60)
+        assert [len(r["neighbors"]) for r in twice.json()["results"]] == [3, 3]  # a repeated id answered twice
         arrow = httpx.post(f"{url}/v1/neighbors", json={"source": "a", "ids": [ids[4], ids[9]], "k": 3},
                            headers={"Accept": "application/vnd.apache.arrow.stream"}, timeout=60)
         table = pa.ipc.open_stream(io.BytesIO(arrow.content)).read_all()
         assert table.column("entity_id").to_pylist() == want.entity_id.tolist()
         np.testing.assert_allclose(table.column("score").to_numpy(), want.score, rtol=1e-6)
         assert json.loads(table.schema.metadata[b"pertstore"])["version"] == body["version"]
-        assert httpx.get(f"{url}/v1/neighbors", params={"source": "a", "ids": ["TP53"], "metric": "dot"}).status_code == 422
+        bad = httpx.get(f"{url}/v1/neighbors", params={"source": "a", "ids": ["TP53"], "metric": "dot"})
+        assert bad.status_code == 422
         assert httpx.get(f"{url}/v1/neighbors", params={"source": "nope", "ids": ["TP53"]}).status_code == 404
         assert httpx.post(f"{url}/v1/neighbors", json={"source": "a", "ids": []}).status_code == 422

@@ -74,7 +74,10 @@ def default_gene_table() -> pd.DataFrame:
 
 def ensembl_assignment(path) -> pd.DataFrame:
     """``(ensembl_id, symbol)`` rows of Ensembl's own gene table (``genes/tss_grch38.tsv.gz``)."""
-    t = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    try:
+        t = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise InvalidInputError(f"{path}: not a readable Ensembl gene table ({e})") from e
     if missing := {"ensembl_id", "symbol"} - set(t.columns):
         raise InvalidInputError(f"{path}: Ensembl gene table lacks column(s) {sorted(missing)}")
     return t[["ensembl_id", "symbol"]]

@@ -63,6 +63,15 @@ def test_sole_id_rule_and_truly_ambiguous_ids_without_ensembl_table(tmp_path):
         out = runner.invoke(app, ["resolve", "ENSG02", "--store", s.uri, "--format", "json"])
         assert out.exit_code == 0, out.output
         assert json.loads(out.output)[0]["status"] == f"ok (sole-id: {SHARED_ID_RULES['sole-id']})"
+    # registering again with Ensembl's table (CLI) settles ENSG04: Ensembl names DDD
+    table.to_csv(tmp_path / "genes.tsv", sep="\t", index=False)
+    pd.DataFrame({"ensembl_id": ["ENSG04"], "symbol": ["DDD"]}).to_csv(tmp_path / "ens.tsv", sep="\t", index=False)
+    _run("registry", "genes", "--table", tmp_path / "genes.tsv", "--ensembl", tmp_path / "ens.tsv",
+         "--store", tmp_path / "s")
+    with Store.open(tmp_path / "s") as s:
+        res = s.resolve(["ensg04", "ENSG02"])
+        assert res.ids == [by_id["DDD"], by_id["BBB"]] and not res.ambiguous
+        assert res.rules["ensg04"].startswith("ensembl: ")
 
 
 def test_python_init_registers_genes_like_the_cli(tmp_path):

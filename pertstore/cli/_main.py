@@ -311,10 +311,16 @@ def catalog_rebuild(store: StoreOpt = None) -> None:
 
 @registry_app.command("genes")
 def registry_genes(table: Annotated[Optional[Path], typer.Option(help="Gene table (default: the vendored one)")] = None,
+                   ensembl: Annotated[Optional[Path], typer.Option(
+                       exists=True, dir_okay=False, help="Ensembl's gene table (ensembl_id, symbol), which settles Ensembl ids several genes "
+                            "share [default: genes/tss_grch38.tsv.gz of $PERTSTORE_DATA_DIR when there]")] = None,
                    store: StoreOpt = None) -> None:
     """Register genes."""
+    from pertstore.catalog._registry import ensembl_assignment
+
     with _local(store) as s:
-        n = s.register_genes(None if table is None else pd.read_csv(table, sep="\t", dtype=str, keep_default_na=False))
+        n = s.register_genes(None if table is None else pd.read_csv(table, sep="\t", dtype=str, keep_default_na=False),
+                             ensembl=None if ensembl is None else ensembl_assignment(ensembl))
     console.print(f"{n:,} genes registered")
 
 

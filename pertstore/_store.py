@@ -189,7 +189,7 @@ class Store:
             raise InvalidInputError(f"unknown entity kind {kind!r}; use 'gene' or 'molecule'")
         query = check_ids([str(i) for i in ids])
         res = self.catalog.resolve(query, kind)
-        if kind == "gene" and any("ENSG" in q.upper() for q in query):
+        if kind == "gene":
             if self._shared_rules is None:
                 rows = self.catalog.query("SELECT key, namespace, entity_id FROM aliases WHERE kind = 'gene' "
                                           "AND namespace LIKE 'ensembl_gene:%' AND namespace <> 'ensembl_gene:shared'")

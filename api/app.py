@@ -28,6 +28,7 @@ from starlette.concurrency import run_in_threadpool
 
 from pertstore._store import Store
 from pertstore.api._formats import respond
+from pertstore.api._neighbors import neighbors_router
 from pertstore.errors import ConflictError, CorruptedSetError, InvalidInputError, NotFoundError, PertstoreError
 from pertstore.store import check_name, check_names
 from pertstore.store._recipe import MAX_ID_CHARS
@@ -267,6 +268,7 @@ def create_app(store: Store, *, token: str | None = None, protect_reads: bool = 
         return {"job_id": job_id, "state": "resuming"}
 
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY)
+    app.include_router(neighbors_router(store), dependencies=reads)
     return app
 
 

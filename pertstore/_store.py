@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import threading
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -16,6 +17,7 @@ import xarray as xr
 from pertstore._config import Settings, get_settings
 from pertstore.catalog import Catalog, Resolution, default_gene_table, gene_registry, merge_registry, molecule_registry
 from pertstore.catalog._rebuild import job_record_problems, read_registry, read_tags, rebuild
+from pertstore.catalog._registry import ensembl_assignment, note_rules
 from pertstore.errors import InvalidInputError, NotFoundError, PertstoreError
 from pertstore.store import (
     STORE_ENCODING,
@@ -57,19 +59,31 @@ class Store:
         self.catalog_path = Path(catalog_path) if catalog_path else _default_catalog_path(storage)
         self._catalog: Catalog | None = None
         self._cache: SetCache | None = None
+        self._neighbor_indexes: dict[tuple[str, str], object] = {}
+        self._neighbor_lock = threading.Lock()
+        self._shared_rules: dict[str, tuple[str, str]] | None = None
+        """Shared Ensembl ids a rule gave to one gene: ``{id: (entity id, rule)}`` (read on first need)."""
         self.release_catalog = False
         """Let go of the catalog file between job updates, so other processes can read it (the CLI)."""
 
     # ---- opening -------------------------------------------------------------------------------
 
     @classmethod
-    def init(cls, uri: str | Path | None = None, *, catalog: str | Path | None = None, **options) -> "Store":
-        """Create a store at ``uri`` (default ``$PERTSTORE_STORE``); opening an existing one is fine."""
+    def init(cls, uri: str | Path | None = None, *, catalog: str | Path | None = None, genes: bool = True,
+             **options) -> "Store":
+        """Create a store at ``uri`` (default ``$PERTSTORE_STORE``); opening an existing one is fine.
+
+        With ``genes`` (the default, as ``pertstore init``), a store without a gene registry gets
+        the human genes (:meth:`register_genes`); ``genes=False`` leaves the registry empty.
+        """
         settings = get_settings()
         storage = open_storage(uri or settings.store, storage_options=options.get("storage_options"))
         if not storage.exists(STORE_MARKER):
             storage.write_bytes(STORE_MARKER, json.dumps(STORE_ENCODING).encode())
-        return cls(storage, catalog_path=catalog or settings.catalog, settings=settings)
+        store = cls(storage, catalog_path=catalog or settings.catalog, settings=settings)
+        if genes and not storage.exists(registry_key("gene")):
+            store.register_genes()
+        return store
 
     @classmethod
     def open(cls, uri: str | Path | None = None, *, catalog: str | Path | None = None, read_only: bool = False,
@@ -131,13 +145,23 @@ class Store:
 
     # ---- entities ------------------------------------------------------------------------------
 
-    def register_genes(self, table: pd.DataFrame | None = None) -> int:
+    def register_genes(self, table: pd.DataFrame | None = None, *, ensembl: pd.DataFrame | None = None) -> int:
         """Register genes from a table shaped like ``genes/human_genes.tsv.gz`` (default: the vendored one).
 
-        Returns the number of genes now registered; the registry is written to ``registry/gene.parquet``.
+        ``ensembl``: Ensembl's ``(ensembl_id, symbol)`` assignment, which gives an Ensembl id listed
+        under several genes to the gene Ensembl names (default: ``genes/tss_grch38.tsv.gz`` of the
+        data directory, ``$PERTSTORE_DATA_DIR``, when it is there). Returns the number of genes now
+        registered; the registry is written to ``registry/gene.parquet``.
         """
-        reg = gene_registry(default_gene_table() if table is None else table)
-        return self._save_registry("gene", merge_registry(read_registry(self.storage, "gene"), reg))
+        if ensembl is None and self.settings.data_dir:
+            path = Path(self.settings.data_dir) / "genes" / "tss_grch38.tsv.gz"
+            ensembl = ensembl_assignment(path) if path.is_file() else None
+        reg = gene_registry(default_gene_table() if table is None else table, ensembl)
+        merged = merge_registry(read_registry(self.storage, "gene"), reg)
+        given = dict(zip(reg.entity_id, reg.shared_ensembl))  # the newest rules win for genes already registered
+        merged["shared_ensembl"] = [given.get(e, old) for e, old in
+                                    zip(merged.entity_id, merged.get("shared_ensembl", pd.Series("", merged.index)))]
+        return self._save_registry("gene", merged.fillna(""))
 
     def register_molecules(self, table: pd.DataFrame, *, name_col: str = "name", smiles_col: str = "smiles",
                            alias_cols: Sequence[str] = ()) -> tuple[int, list[str]]:
@@ -153,13 +177,26 @@ class Store:
         reg.to_parquet(buf, index=False)
         self.storage.write_bytes(registry_key(kind), buf.getvalue())
         self.catalog.replace_registry(kind, reg)
+        self._shared_rules = None
         return len(reg)
 
     def resolve(self, ids: Sequence[str], kind: str = "gene") -> Resolution:
-        """Canonical ids for ids of any namespace (symbols, Entrez, Ensembl, names, SMILES, ...)."""
+        """Canonical ids for ids of any namespace (symbols, Entrez, Ensembl, names, SMILES, ...).
+
+        An Ensembl id several genes share resolves by a rule, named in ``rules`` of the answer.
+        """
         if kind not in ("gene", "molecule"):
             raise InvalidInputError(f"unknown entity kind {kind!r}; use 'gene' or 'molecule'")
-        return self.catalog.resolve(check_ids([str(i) for i in ids]), kind)
+        query = check_ids([str(i) for i in ids])
+        res = self.catalog.resolve(query, kind)
+        if kind == "gene":
+            if self._shared_rules is None:
+                rows = self.catalog.query("SELECT key, namespace, entity_id FROM aliases WHERE kind = 'gene' "
+                                          "AND namespace LIKE 'ensembl_gene:%' AND namespace <> 'ensembl_gene:shared'")
+                self._shared_rules = {k: (e, ns.split(":", 1)[1]) for k, ns, e in
+                                      zip(rows.key, rows.namespace, rows.entity_id)}
+            note_rules(res, self._shared_rules)
+        return res
 
     # ---- writing -------------------------------------------------------------------------------
 
@@ -397,11 +434,148 @@ class Store:
         self.cache.trim(extra=self.catalog.cache_nbytes)
         return ds
 
+    # ---- similarity ----------------------------------------------------------------------------
+
+    def neighbors(self, source: str, ids: Sequence[str], *, k: int = 20, metric: str = "cosine",
+                  context: str | None = None, version: str | None = None, tag: str | None = None,
+                  restrict_to: Sequence[str] | None = None) -> pd.DataFrame:
+        """The ``k`` entities of set ``source`` nearest to each of ``ids`` (exact search).
+
+        Parameters
+        ----------
+        ids
+            Query entities in any namespace the registry knows (resolved as :meth:`align` does).
+        metric
+            ``cosine`` (score: cosine similarity, higher is nearer) or ``euclidean`` (score: distance).
+        restrict_to
+            Only these entities are candidates (ids of any namespace; those not in the set are ignored).
+
+        Returns
+        -------
+        One row per (query, rank): ``query, query_entity_id, rank, entity_id, symbol, score``, nearest
+        first; a query's own row is never its neighbour. ``attrs``: ``source``, ``version``, ``context``,
+        ``metric``, ``k``, ``unresolved``, ``ambiguous``, ``rules``, ``missing`` (resolved ids the set
+        lacks) and ``restrict_ignored`` (``restrict_to`` ids that did not resolve or the set lacks).
+        """
+        from pertstore.store._neighbors import check_search
+
+        ids = check_ids([str(i) for i in ids])
+        check_names(source=source, context=context, version=version, tags=tag)
+        check_search(k, metric)
+        row = self.catalog.find_set(source, context=context, version=version, tag=tag)
+        s = self.cache.get(row.path)
+        res = self.resolve(ids, row.kind)
+        pos = s.positions([i or "" for i in res.ids])
+        found = np.flatnonzero(pos >= 0)
+        candidates, ignored = None, []
+        if restrict_to is not None:
+            restrict = check_ids([str(i) for i in restrict_to])
+            rres = self.resolve(restrict, row.kind)
+            rpos = s.positions([i or "" for i in rres.ids])
+            ignored = [q for q, p in zip(restrict, rpos) if p < 0]
+            candidates = np.unique(rpos[rpos >= 0])
+        index = self._neighbor_index(s, metric)
+        nb, scores = index.search(s.rows(pos[found]) if len(found) else np.zeros((0, s.card.dim), "f4"), k,
+                                  candidates=candidates, exclude=pos[found])
+        self.cache.trim()
+        set_ids = np.asarray(s.ids, dtype=object)
+        q_rows = np.repeat(found, k)
+        keep = nb.ravel() >= 0
+        entity = set_ids[nb.ravel()[keep]].tolist()
+        out = pd.DataFrame({"query": np.asarray(ids, dtype=object)[q_rows[keep]],
+                            "query_entity_id": np.asarray(res.ids, dtype=object)[q_rows[keep]],
+                            "rank": np.tile(np.arange(1, k + 1), len(found))[keep],
+                            "entity_id": entity, "symbol": self._labels(row.kind, entity),
+                            "score": scores.ravel()[keep].astype(float)})
+        out.attrs = {"source": source, "version": row.version, "context": row.context, "metric": metric, "k": k,
+                     "unresolved": res.unresolved, "ambiguous": res.ambiguous, "rules": res.rules,
+                     "missing": [ids[i] for i in np.flatnonzero((pos < 0) & np.array([e is not None for e in res.ids],
+                                                                                     dtype=bool))],
+                     "restrict_ignored": ignored}
+        return out
+
+    def compare_neighbors(self, a: str, b: str, ids: Sequence[str] | None = None, *, k: int = 20,
+                          metric: str = "cosine", context: str | None = None) -> pd.DataFrame:
+        """Per entity, how far two sets agree on its neighbours: the share of its top-``k`` in set ``a``
+        that are also its top-``k`` in set ``b``, both searched among the entities the sets share.
+
+        ``ids``: the entities to compare (any namespace; default every shared entity). Returns
+        ``entity_id, symbol, overlap`` rows (attrs: ``versions``, ``n_shared``, ``mean_overlap``, ``k``,
+        ``metric``, ``unresolved``, ``ambiguous``, ``missing``).
+        """
+        from pertstore.store._neighbors import check_search, top_k_overlap
+
+        check_names(source=a, context=context)
+        check_names(source=b, context=context)
+        check_search(k, metric)
+        rows = [self.catalog.find_set(x, context=context) for x in (a, b)]
+        if rows[0].kind != rows[1].kind:
+            raise InvalidInputError(f"{a} holds {rows[0].kind}s and {b} {rows[1].kind}s; compare sets of one kind")
+        sa, sb = (self.cache.get(r.path) for r in rows)
+        shared = pd.Index(sa.ids).intersection(pd.Index(sb.ids))
+        if len(shared) < 2:
+            raise InvalidInputError(f"{a} and {b} share {len(shared)} entit(ies); neighbours need at least 2")
+        res = None
+        if ids is None:
+            query = shared
+        else:
+            res = self.resolve(check_ids([str(i) for i in ids]), rows[0].kind)
+            got = pd.Index([i for i in res.ids if i is not None]).unique()
+            query = got[got.isin(shared)]
+        common = [np.asarray(x.positions(shared)) for x in (sa, sb)]
+        found = []
+        for x, pool in zip((sa, sb), common):
+            qpos = x.positions(query)
+            nb, _ = self._neighbor_index(x, metric).search(x.rows(qpos), k, candidates=pool, exclude=qpos)
+            column = np.full(x.card.n_rows + 1, -1)
+            column[pool] = np.arange(len(pool))
+            found.append(column[nb])  # set positions -> places in ``shared``, comparable across sets
+        self.cache.trim()
+        entity = query.tolist()
+        out = pd.DataFrame({"entity_id": entity, "symbol": self._labels(rows[0].kind, entity),
+                            "overlap": top_k_overlap(found[0], found[1])})
+        out.attrs = {"versions": {a: rows[0].version, b: rows[1].version}, "n_shared": len(shared), "k": k,
+                     "metric": metric, "mean_overlap": float(out.overlap.mean()) if len(out) else float("nan"),
+                     "unresolved": res.unresolved if res else [], "ambiguous": res.ambiguous if res else {},
+                     "missing": [] if res is None else sorted({i for i in res.ids if i is not None} - set(shared))}
+        return out
+
+    def _neighbor_index(self, s: OpenSet, metric: str):
+        """The prepared matrix of set ``s`` for ``metric``, kept for the last two (set, metric) pairs."""
+        from pertstore.store._neighbors import ExactIndex
+
+        key = (s.key, metric)
+        with self._neighbor_lock:
+            index = self._neighbor_indexes.pop(key, None)
+        if index is None:
+            index = ExactIndex(s.all_rows(), metric)  # type: ignore[arg-type]
+        with self._neighbor_lock:
+            self._neighbor_indexes[key] = index
+            while len(self._neighbor_indexes) > 2:
+                self._neighbor_indexes.pop(next(iter(self._neighbor_indexes)))
+        return index
+
+    def _labels(self, kind: str, entity_ids: Sequence[str]) -> list[str]:
+        """The registry label (gene symbol, molecule name) of each entity id, empty if unregistered."""
+        if not len(entity_ids):
+            return []
+        wanted = pd.DataFrame({"entity_id": pd.unique(pd.Series(entity_ids, dtype=object))})
+        con = self.catalog.con
+        con.register("_wanted", wanted)
+        try:
+            got = con.execute("SELECT e.entity_id, e.label FROM entities e JOIN _wanted w USING (entity_id) "
+                              "WHERE e.kind = ?", [kind]).df()
+        finally:
+            con.unregister("_wanted")
+        labels = dict(zip(got.entity_id, got.label))
+        return [labels.get(e, "") for e in entity_ids]
+
     # ---- maintenance ---------------------------------------------------------------------------
 
     def rebuild_catalog(self, *, progress: bool = False) -> dict:
         """Recreate the catalog from the store alone; returns what it indexed and, under ``problems``,
         the files it skipped (a malformed tag file never stops a rebuild)."""
+        self._shared_rules = None
         return rebuild(self.catalog, self.storage, progress=progress)
 
     def verify(self, *, progress: bool = False) -> dict:

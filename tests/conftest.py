@@ -13,8 +13,7 @@ from pertstore import Store
 def _template_store(tmp_path_factory) -> Path:
     """A store with the human genes registered, built once and copied per test."""
     root = tmp_path_factory.mktemp("template") / "store"
-    with Store.init(root) as s:
-        s.register_genes()
+    Store.init(root).close()  # registers the human genes, as `pertstore init` does
     return root
 
 

@@ -171,7 +171,7 @@ def test_catalog_schema_is_versioned(store):
 def test_store_marker_and_missing_store(tmp_path):
     with pytest.raises(NotFoundError, match="no pertstore store"):
         Store.open(tmp_path / "nothing")
-    s = Store.init(tmp_path / "new")
+    s = Store.init(tmp_path / "new", genes=False)
     assert json.loads(s.storage.read_bytes("pertstore.json"))["encoding-type"] == "pertstore-store"
     s.close()
 

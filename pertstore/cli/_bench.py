@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import pandas as pd
 import typer
 
-from pertstore.cli._main import StoreOpt, _local, _table, console
+from pertstore.cli._main import Format, FormatOpt, StoreOpt, _emit, _local, _print_table, _table, console
 
 bench_app = typer.Typer(help="Evaluate embedding sets on stored tasks (the paper's protocol).", no_args_is_help=True)
 
@@ -69,7 +69,7 @@ def run(task: Annotated[Optional[str], typer.Option(help="Stored task name")] = 
             coverage_tables.append(frame.attrs["coverage"].assign(task=p.task))
     table = pd.concat(coverage_tables, ignore_index=True)
     table["covered"] = [f"{c:,} / {n:,} ({f:.0%})" for c, n, f in zip(table.n_covered, table.n_perts, table.fraction)]
-    console.print(_table(table[["task", "set", "context", "covered"]], title="perturbations covered by each set"))
+    _print_table(_table(table[["task", "set", "context", "covered"]], title="perturbations covered by each set"))
     for w in caught:
         if issubclass(w.category, CoverageWarning):
             console.print(f"[yellow]warning:[/] {w.message}")
@@ -79,7 +79,7 @@ def run(task: Annotated[Optional[str], typer.Option(help="Stored task name")] = 
 @bench_app.command("results")
 def results(task: Annotated[Optional[str], typer.Option(help="Only this task")] = None,
             out: Annotated[Optional[Path], typer.Option(help="Write .csv or .parquet")] = None,
-            store: StoreOpt = None) -> None:
+            store: StoreOpt = None, format: FormatOpt = Format.table) -> None:
     """The stored results: one row per (task, context, fold, set, evaluator, metric)."""
     from pertstore.consumers.evaluators import results as load
 
@@ -91,8 +91,8 @@ def results(task: Annotated[Optional[str], typer.Option(help="Only this task")] 
         main["value"] = main["value"].map(lambda v: f"{v:.4g}")
         main["test covered"] = [f"{c:,} / {n:,} ({c / n:.0%})" if n else "" for c, n in
                                 zip(main.pop("covered").fillna(0).astype(int), main.pop("n_test").fillna(0).astype(int))]
-        console.print(_table(main.reset_index(), title=f"{len(df)} result rows (mean over folds; test "
-                                                       "perturbations covered, summed over folds)"))
+        _emit(main.reset_index(), format, title=f"{len(df)} result rows (mean over folds; test "
+                                                "perturbations covered, summed over folds)")
     elif out.suffix == ".parquet":
         df.to_parquet(out, index=False)
     else:

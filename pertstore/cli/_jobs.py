@@ -8,7 +8,8 @@ from typing import Annotated, Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from pertstore.cli._main import StoreOpt, _local, _open, _table, console, err
+from pertstore.cli._main import (Format, FormatOpt, StoreOpt, _emit, _local, _open, _print_table, _table, console,
+                                 err)
 from pertstore.producers import describe_producers
 
 jobs_app = typer.Typer(help="Batch jobs: compute the sets of a recipes file on Dask.", no_args_is_help=True)
@@ -49,7 +50,7 @@ def _run(call, progress: bool):
 
 def _report(state, store) -> None:
     status = store.jobs.status(state.job_id)
-    console.print(_table(status["recipes"][["source", "context", "version", "state", "items_total", "items_done",
+    _print_table(_table(status["recipes"][["source", "context", "version", "state", "items_total", "items_done",
                                             "items_failed", "items_reused", "seconds", "error"]],
                          title=f"job {state.job_id}: {state.state}"))
     if state.state != "done":
@@ -71,7 +72,7 @@ def submit(recipes: Annotated[Path, typer.Argument(help="Recipes YAML file", exi
                      "version": p.recipe.version, "exists": s.has(p.recipe)} for p in s.jobs.plan(recipes)]
             import pandas as pd
 
-            console.print(_table(pd.DataFrame(rows), title=str(recipes)))
+            _print_table(_table(pd.DataFrame(rows), title=str(recipes)))
             return
         job_id = s.jobs.create(recipes, max_failed_fraction=max_failed, scheduler=scheduler)
         err.print(f"job [bold]{job_id}[/] submitted (resume it with `pertstore jobs resume {job_id}`)")
@@ -93,10 +94,10 @@ def resume(job_id: str, scheduler: SchedulerOpt = None, workers: WorkersOpt = No
 
 
 @jobs_app.command("ls")
-def ls(store: StoreOpt = None) -> None:
+def ls(store: StoreOpt = None, format: FormatOpt = Format.table) -> None:
     """List jobs, newest first."""
     with _open(store) as s:
-        console.print(_table(s.jobs.ls()))
+        _emit(s.jobs.ls(), format)
 
 
 @jobs_app.command("status")
@@ -108,7 +109,7 @@ def status(job_id: str, store: StoreOpt = None) -> None:
     console.print(f"job [bold]{job_id}[/]: {st['state']}  {done}/{total} items, {int(st['items_failed'])} failed")
     if st.get("error"):
         console.print(f"[red]{st['error']}[/]")
-    console.print(_table(st["recipes"].drop(columns=["position"])))
+    _print_table(_table(st["recipes"].drop(columns=["position"])))
 
 
 @jobs_app.command("cancel")
@@ -125,7 +126,7 @@ def failures(job_id: str, out: Annotated[Optional[Path], typer.Option(help="Writ
     with _open(store) as s:
         df = s.jobs.failures(job_id)
     if out is None:
-        console.print(_table(df.head(200), title=f"{len(df)} failed entities"))
+        _print_table(_table(df.head(200), title=f"{len(df)} failed entities"))
     elif out.suffix == ".parquet":
         df.to_parquet(out, index=False)
     else:
@@ -133,6 +134,6 @@ def failures(job_id: str, out: Annotated[Optional[Path], typer.Option(help="Writ
 
 
 @producers_app.command("ls")
-def producers_ls() -> None:
+def producers_ls(format: FormatOpt = Format.table) -> None:
     """Installed producers with their parameters and defaults."""
-    console.print(_table(describe_producers()))
+    _emit(describe_producers(), format)

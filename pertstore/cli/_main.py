@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import sys
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
+import numpy as np
 import pandas as pd
 import typer
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
+from rich.text import Text
 
 from pertstore._config import get_settings
 from pertstore._store import Store
@@ -29,6 +34,17 @@ StoreOpt = Annotated[Optional[str], typer.Option("--store", "-s", help="Store UR
 ContextOpt = Annotated[Optional[str], typer.Option("--context", "-c", help="Context (e.g. a cell line)")]
 VersionOpt = Annotated[Optional[str], typer.Option("--version", "-v", help="Set version")]
 TagOpt = Annotated[Optional[str], typer.Option("--tag", "-t", help="Tag [default: latest]")]
+
+
+class Format(str, Enum):
+    """How a listing is printed."""
+
+    table = "table"
+    tsv = "tsv"
+    json = "json"
+
+
+FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="table (full width when piped), tsv or json")]
 
 
 def _open(store: str | None):
@@ -55,8 +71,37 @@ def _table(df: pd.DataFrame, title: str | None = None) -> Table:
     for c in df.columns:
         t.add_column(str(c))
     for row in df.itertuples(index=False):
-        t.add_row(*["" if pd.isna(v) else str(v) for v in row])
+        t.add_row(*[Text(_cell(v)) for v in row])  # Text: a value's brackets are not read as markup
     return t
+
+
+def _cell(v) -> str:
+    """One value as listed: lists and mappings as JSON, missing values empty, anything else as ``str``."""
+    if isinstance(v, np.ndarray):
+        v = v.tolist()
+    if isinstance(v, (list, tuple, dict)):
+        return json.dumps(v, default=str)
+    return "" if v is None or (pd.api.types.is_scalar(v) and pd.isna(v)) else str(v)
+
+
+def _print_table(table: Table) -> None:
+    """Print a rich table: fitted to a terminal, at its full natural width anywhere else (files, CI logs)."""
+    if console.is_terminal:
+        console.print(table)
+        return
+    width = Measurement.get(console, console.options.update(width=1_000_000), table).maximum
+    Console(file=sys.stdout, width=max(width, 80), no_color=True, highlight=False).print(table)
+
+
+def _emit(df: pd.DataFrame, fmt: Format = Format.table, title: str | None = None) -> None:
+    """Print a listing as a table, TSV (every value as is) or JSON records."""
+    if fmt is Format.json:
+        sys.stdout.write(json.dumps(json.loads(df.to_json(orient="records", date_format="iso", default_handler=str)),
+                                    indent=2) + "\n")
+    elif fmt is Format.tsv:
+        df.map(_cell).to_csv(sys.stdout, sep="\t", index=False)
+    else:
+        _print_table(_table(df, title=title))
 
 
 def _check_out(out: Path | None) -> None:
@@ -83,11 +128,11 @@ def _ids(ids: list[str], ids_file: Path | None) -> list[str]:
 def init(uri: Annotated[Optional[str], typer.Argument(help="Store URI")] = None,
          genes: Annotated[bool, typer.Option(help="Register the vendored human gene table")] = True) -> None:
     """Create a store (and register the human genes)."""
-    with Store.init(uri or get_settings().store) as s:
+    with console.status("creating the store" + (" and registering genes" if genes else "")):
+        s = Store.init(uri or get_settings().store, genes=genes)
+    with s:
         if genes:
-            with console.status("registering genes"):
-                n = s.register_genes()
-            console.print(f"registered {n:,} genes")
+            console.print(f"{s.catalog.n_entities('gene'):,} genes registered")
         console.print(f"store ready at [bold]{s.uri}[/] (catalog {s.catalog_path})")
 
 
@@ -111,21 +156,28 @@ def import_(file: Annotated[Path, typer.Argument(help="h5ad, npz, parquet or csv
 
 
 @app.command()
-def ls(source: Annotated[Optional[str], typer.Argument()] = None, context: ContextOpt = None, store: StoreOpt = None) -> None:
+def ls(source: Annotated[Optional[str], typer.Argument()] = None, context: ContextOpt = None, store: StoreOpt = None,
+       format: FormatOpt = Format.table) -> None:
     """List sets."""
     with _open(store) as s:
         df = s.ls(source, context)
     df["created_at"] = df["created_at"].astype(str).str[:19]
-    console.print(_table(df, title=f"{len(df)} set(s)"))
+    _emit(df, format, title=f"{len(df)} set(s)")
 
 
 @app.command()
 def show(source: str, context: ContextOpt = None, version: VersionOpt = None, tag: TagOpt = None,
-         store: StoreOpt = None) -> None:
+         store: StoreOpt = None,
+         format: Annotated[Format, typer.Option("--format", "-f", help="json, or table/tsv of fields")] = Format.json
+         ) -> None:
     """Show one set's card."""
     with _open(store) as s:
         card = s.show(source, context=context, version=version, tag=tag)
-    console.print_json(json.dumps(card.to_attrs(), default=str))
+    attrs = json.loads(json.dumps(card.to_attrs(), default=str))
+    if format is Format.json:
+        sys.stdout.write(json.dumps(attrs, indent=2) + "\n")
+    else:
+        _emit(pd.DataFrame({"field": list(attrs), "value": [_cell(v) for v in attrs.values()]}), format)
 
 
 @app.command()
@@ -146,13 +198,48 @@ def align(sources: Annotated[list[str], typer.Argument(help="Source names")],
         t.add_column(c)
     for j, src in enumerate(sources):
         t.add_row(src, ds.attrs["versions"][src], str(ds.sizes[f"{src}_dim"]), f"{cov[j]}/{ds.sizes['entity']}")
-    console.print(t)
+    _print_table(t)
     if ds.attrs["unresolved"]:
         console.print(f"[yellow]unresolved:[/] {', '.join(ds.attrs['unresolved'][:20])}")
     for q, cands in ds.attrs["ambiguous"].items():
         console.print(f"[yellow]ambiguous:[/] {q} -> {', '.join(cands)}")
     if out is not None:
         console.print(f"wrote {write_aligned(ds, out)}")
+
+
+@app.command()
+def neighbors(args: Annotated[list[str], typer.Argument(
+                  help="SOURCE and query ids; with --compare: SOURCE_A SOURCE_B [ids, default every shared entity]")],
+              k: Annotated[int, typer.Option("-k", "--k", min=1, max=1000, help="Neighbours per query")] = 20,
+              metric: Annotated[str, typer.Option(help="cosine (score: similarity) or euclidean (distance)")] = "cosine",
+              compare: Annotated[bool, typer.Option(
+                  "--compare", help="Per entity, the share of its top-k neighbours two sets agree on")] = False,
+              restrict_file: Annotated[Optional[Path], typer.Option(
+                  help="File with one id per line: only these entities are candidates")] = None,
+              ids_file: Annotated[Optional[Path], typer.Option(help="File with one query id per line")] = None,
+              context: ContextOpt = None, tag: TagOpt = None, store: StoreOpt = None,
+              format: FormatOpt = Format.table) -> None:
+    """Which entities a set places nearest to each query id (exact search), or how two sets agree."""
+    with _local(store) as s:
+        if compare:
+            if len(args) < 2:
+                raise typer.BadParameter("--compare needs two sources: SOURCE_A SOURCE_B [ids]")
+            query = list(args[2:]) + (_ids([], ids_file) if ids_file else [])
+            df = s.compare_neighbors(args[0], args[1], query or None, k=k, metric=metric, context=context)
+            title = (f"top-{k} neighbours shared by {args[0]} and {args[1]} over {df.attrs['n_shared']:,} shared "
+                     f"entities: mean {df.attrs['mean_overlap']:.3f}")
+        else:
+            df = s.neighbors(args[0], _ids(args[1:], ids_file), k=k, metric=metric, context=context, tag=tag,
+                             restrict_to=_ids([], restrict_file) if restrict_file else None)
+            title = f"{args[0]} {df.attrs['version']}: {k} nearest by {metric}"
+    _emit(df, format, title=title)
+    if compare and format is not Format.table:
+        err.print(title)
+    for what in ("unresolved", "missing", "restrict_ignored"):
+        if df.attrs.get(what):
+            err.print(f"[yellow]{what.replace('_', ' ')}:[/] {', '.join(df.attrs[what][:20])}")
+    for q, cands in df.attrs.get("ambiguous", {}).items():
+        err.print(f"[yellow]ambiguous:[/] {q} -> {', '.join(cands)}")
 
 
 @app.command()
@@ -177,14 +264,15 @@ def tag(source: str, version: str, name: str, store: StoreOpt = None) -> None:
 
 
 @app.command()
-def resolve(ids: Annotated[list[str], typer.Argument()], kind: str = "gene", store: StoreOpt = None) -> None:
+def resolve(ids: Annotated[list[str], typer.Argument()], kind: str = "gene", store: StoreOpt = None,
+            format: FormatOpt = Format.table) -> None:
     """Resolve ids of any namespace to canonical entity ids."""
     with _open(store) as s:
         res = s.resolve(ids, kind)
     df = pd.DataFrame({"query": res.query, "entity_id": [i or "" for i in res.ids],
-                       "status": ["ok" if i else ("ambiguous: " + ",".join(res.ambiguous[q]) if q in res.ambiguous
+                       "status": [("ok" + (f" ({res.rules[q]})" if q in res.rules else "")) if i else ("ambiguous: " + ",".join(res.ambiguous[q]) if q in res.ambiguous
                                                   else "unresolved") for q, i in zip(res.query, res.ids)]})
-    console.print(_table(df))
+    _emit(df, format)
 
 
 @app.command()
@@ -223,10 +311,16 @@ def catalog_rebuild(store: StoreOpt = None) -> None:
 
 @registry_app.command("genes")
 def registry_genes(table: Annotated[Optional[Path], typer.Option(help="Gene table (default: the vendored one)")] = None,
+                   ensembl: Annotated[Optional[Path], typer.Option(
+                       exists=True, dir_okay=False, help="Ensembl's gene table (ensembl_id, symbol), which settles Ensembl ids several genes "
+                            "share [default: genes/tss_grch38.tsv.gz of $PERTSTORE_DATA_DIR when there]")] = None,
                    store: StoreOpt = None) -> None:
     """Register genes."""
+    from pertstore.catalog._registry import ensembl_assignment
+
     with _local(store) as s:
-        n = s.register_genes(None if table is None else pd.read_csv(table, sep="\t", dtype=str, keep_default_na=False))
+        n = s.register_genes(None if table is None else pd.read_csv(table, sep="\t", dtype=str, keep_default_na=False),
+                             ensembl=None if ensembl is None else ensembl_assignment(ensembl))
     console.print(f"{n:,} genes registered")
 
 

@@ -13,7 +13,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from pertstore.cli._main import StoreOpt, _local, _table, console
+from pertstore.cli._main import Format, FormatOpt, StoreOpt, _emit, _local, _print_table, console
 
 tasks_app = typer.Typer(help="Perturbation tasks: LFC or DEG targets, folds and experimental error.",
                         no_args_is_help=True)
@@ -196,16 +196,17 @@ def deg_table(file: Annotated[Path, typer.Argument(help="Long table of significa
 
 @tasks_app.command("ls")
 def ls(name: Annotated[Optional[str], typer.Argument(help="Only this task's versions")] = None,
-       store: StoreOpt = None) -> None:
+       store: StoreOpt = None, format: FormatOpt = Format.table) -> None:
     """List stored tasks."""
     from pertstore.consumers.tasks import list_tasks
 
     with _local(store) as s:
         df = list_tasks(s, name)
-    df["created_at"] = df["created_at"].astype(str).str[:16]
-    df["latest"] = np.where(df["latest"], "*", "")
-    df = df.drop(columns=["path"]).rename(columns={"n_perts": "perts", "n_genes": "genes", "created_at": "created"})
-    console.print(_table(df, title=f"{len(df)} task version(s)"))
+    if format is Format.table:
+        df["created_at"] = df["created_at"].astype(str).str[:16]
+        df["latest"] = np.where(df["latest"], "*", "")
+        df = df.drop(columns=["path"]).rename(columns={"n_perts": "perts", "n_genes": "genes", "created_at": "created"})
+    _emit(df, format, title=f"{len(df)} task version(s)")
 
 
 @tasks_app.command("show")
@@ -250,7 +251,7 @@ def _summary(task, name: str, version: str) -> None:
             limit = "/".join(f"{v:.4g}" for v in mine.sort_values("fold")["value"])
         t.add_row(ctx or "(none)", f"{int(rows.sum()):,}", f"{len(task.gene_ids):,}",
                   "/".join(map(str, sizes)), limit)
-    console.print(t)
+    _print_table(t)
     if task.error is not None:
         p = task.error.params
         how = (f"{p.get('outer')} x {p.get('inner')} trials, q{task.error.quantile:g} per perturbation, mean per fold"

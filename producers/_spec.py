@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +31,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from pertstore._config import get_settings
 from pertstore.errors import InvalidInputError
 from pertstore.producers._base import Producer
 from pertstore.producers._registry import get_producer
@@ -109,7 +109,7 @@ def load_recipes(source: str | Path | list | dict, *, data_dir: str | None = Non
     entries = doc.get("recipes") if isinstance(doc, dict) else doc
     if not isinstance(entries, list) or not entries:
         raise InvalidInputError(f"{where}: expected a non-empty list under 'recipes:'")
-    data = data_dir or os.environ.get("PERTSTORE_DATA_DIR")
+    data = data_dir or get_settings().data_dir
     parsed = []
     for n, raw in enumerate(entries, start=1):
         try:

@@ -35,7 +35,8 @@ from pertstore._config import get_settings
 from pertstore.errors import InvalidInputError
 from pertstore.producers._base import Producer
 from pertstore.producers._registry import get_producer
-from pertstore.store._recipe import Recipe, check_names, file_sha256
+from pertstore.store import file_sha256
+from pertstore.store._recipe import Recipe, check_names
 
 SET_PREFIX = "set:"
 
@@ -200,7 +201,7 @@ def plan(specs: list[RecipeSpec], find_version) -> list[PlannedRecipe]:
                 if "://" not in value and not Path(value).exists():
                     raise InvalidInputError(f"recipe {spec.source}: input file {name!r} not found: {value}")
                 files[name] = value
-                pins[name] = hashes[value] if value in hashes else hashes.setdefault(value, _hash_file(value))
+                pins[name] = hashes[value] if value in hashes else hashes.setdefault(value, file_sha256(value))
         recipe = Recipe(source=spec.source, producer=cls.name, kind=cls.kind, params=params, inputs=pins,
                         context=spec.context, code_version=cls.code_version, libraries=cls.libraries())
         planned.append(PlannedRecipe(spec, recipe, files, sets))
@@ -215,15 +216,3 @@ def _pin_set(ref: str, context: str, find_version) -> str:
     return f"{source}@{find_version(source, context, tag=tag or 'latest')}"
 
 
-def _hash_file(value: str) -> str:
-    if "://" in value:
-        import fsspec
-
-        with fsspec.open(value, "rb") as f:
-            import hashlib
-
-            h = hashlib.sha256()
-            while chunk := f.read(1 << 22):
-                h.update(chunk)
-            return f"sha256:{h.hexdigest()}"
-    return file_sha256(value)

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from pertstore._dask import dask_client
 from pertstore.catalog._schema import first
 from pertstore.errors import ConflictError, InvalidInputError, NotFoundError, PertstoreError
 from pertstore.producers._spec import PlannedRecipe, RecipeSpec, load_recipes, plan
@@ -237,7 +238,7 @@ class Jobs:
                 driver = _Driver(self, None, job_id, planned, state, frac, progress)
                 driver.run()
             else:
-                with _dask_client(scheduler, n_workers) as client:
+                with dask_client(scheduler, n_workers=n_workers) as client:
                     driver = _Driver(self, client, job_id, planned, state, frac, progress)
                     driver.run()
             if state.state == "cancelled":  # the workers are gone: drop what this job staged
@@ -488,70 +489,6 @@ def _frac(planned: PlannedRecipe, default: float) -> float:
 def _assemble_after(storage, planned, n_parts, frac, _parts):
     """Assemble once every part future (``_parts``) has finished."""
     return _work.assemble(storage, planned, n_parts, frac)
-
-
-MALLOC_VAR = "MALLOC_TRIM_THRESHOLD_"
-"""Dask's nanny sets it to 65536 in its workers, which turns off glibc's adaptive mmap threshold:
-every tensor above 128 KiB is then mapped and unmapped on each use, and the page faults made the
-graph and text producers up to 3.5x slower (node2vec steps: 12.5 s vs 3.6 s). docker-compose
-workers drop it through ``producers/dask.yaml``."""
-
-
-@contextmanager
-def worker_environment():
-    """Dask workers started inside this block run without ``MALLOC_TRIM_THRESHOLD_``.
-
-    The nanny is told not to set it, and it is absent from this process's environment while the
-    workers spawn (a Dask cluster started earlier in this process leaves it set here, and children
-    inherit it); the environment is restored afterwards. Jobs running at once in one process share
-    one change: the first to enter makes it, the last to leave undoes it (the environment and Dask's
-    configuration are process-wide, so nested undos in another order would leak the change).
-    """
-    import dask
-
-    key = f"distributed.nanny.pre-spawn-environ.{MALLOC_VAR}"
-    with _ENV_LOCK:
-        if _ENV_USERS[0] == 0:
-            _ENV_SAVED[:] = [os.environ.pop(MALLOC_VAR, None), dask.config.get(key, None)]
-            dask.config.set({key: None})
-        _ENV_USERS[0] += 1
-    try:
-        yield
-    finally:
-        with _ENV_LOCK:
-            _ENV_USERS[0] -= 1
-            if _ENV_USERS[0] == 0:
-                old_env, old_config = _ENV_SAVED
-                if old_env is not None:
-                    os.environ[MALLOC_VAR] = old_env
-                dask.config.set({key: old_config})
-
-
-_ENV_LOCK = threading.Lock()
-_ENV_USERS = [0]
-_ENV_SAVED: list = [None, None]
-
-
-@contextmanager
-def _dask_client(scheduler: str | None, n_workers: int | None):
-    """A client of ``scheduler``, or of a new in-process ``LocalCluster`` with one thread per worker."""
-    import logging
-
-    from distributed import Client, LocalCluster
-
-    logging.getLogger("distributed").setLevel(logging.ERROR)
-    if scheduler:
-        client = Client(scheduler, timeout="30s", set_as_default=False)
-        try:
-            yield client
-        finally:
-            client.close()
-        return
-    workers = n_workers or min(2, os.cpu_count() or 1)
-    with worker_environment(), \
-            LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                         silence_logs=logging.ERROR) as cluster, Client(cluster, set_as_default=False) as client:
-        yield client
 
 
 def _alive(host: str, pid: int, job_id: str) -> bool:

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Response
 from pertstore._store import Store
 from pertstore.api._deps import READS, WRITES, Owner, State
 from pertstore.api._models import FailureRow, JobAccepted, JobRequest, JobRow, JobStatus, Name, plain, records
+from pertstore.catalog import JobState
 from pertstore.errors import ConflictError
 from pertstore.store import check_name
 
@@ -33,7 +34,7 @@ def submit(state: State, body: JobRequest, response: Response) -> JobAccepted:
                                          scheduler=state.scheduler)
     _start(state.store, job_id, state.scheduler)
     response.headers["Location"] = f"/v1/jobs/{job_id}"
-    return JobAccepted(job_id=job_id, state="queued")
+    return JobAccepted(job_id=job_id, state=JobState.QUEUED)
 
 
 @router.get("/jobs", response_model=list[JobRow], response_model_exclude_unset=True)
@@ -62,7 +63,7 @@ def cancel(state: State, job_id: Name) -> JobAccepted:
 @writes.post("/jobs/{job_id}/resume", status_code=202)
 def resume(state: State, job_id: Name, response: Response) -> JobAccepted:
     current = state.store.jobs.status(check_name(job_id, "job id"))["state"]
-    if current in ("done", "cancelled", "cancelling"):
+    if current in (JobState.DONE, JobState.CANCELLED, JobState.CANCELLING):
         raise ConflictError(f"job {job_id} is {current}; nothing to resume")
     _start(state.store, job_id, state.scheduler, resume=True)
     response.headers["Location"] = f"/v1/jobs/{job_id}"

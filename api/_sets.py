@@ -71,8 +71,8 @@ def put_tag(state: State, source: str, tag: str, body: TagRequest) -> TagSet:
 def recipes(state: State, source: str | None = None, producer: str | None = None, offset: Offset = 0,
             limit: Limit = 100) -> dict:
     where = [c for c, v in (("source = ?", source), ("producer = ?", producer)) if v]
-    frame = state.store.catalog.query("SELECT source, version, context, producer, recipe FROM sets"
-                                      + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY source, version",
-                                      [v for v in (source, producer) if v] or None)
+    sql = ("SELECT source, version, context, producer, recipe FROM sets"
+           + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY source, version")
+    frame = state.store.catalog.query(sql, [v for v in (source, producer) if v] or None)
     items = [{**row, "recipe": json.loads(row["recipe"])} for row in records(frame.iloc[offset:offset + limit])]
     return {"total": len(frame), "offset": offset, "items": items}

@@ -37,8 +37,8 @@ def create_app(store: Store, *, token: str | None = None, protect_reads: bool = 
     """The FastAPI application serving ``store`` (the process owns its catalog); ``token`` defaults to the
     ``PERTSTORE_TOKEN`` setting."""
     token = token if token is not None else get_settings().token
-    app = FastAPI(title="pertstore", version="1", description="Embedding feature store for perturbation-response prediction",
-                  responses=ERRORS)
+    app = FastAPI(title="pertstore", version="1", responses=ERRORS,
+                  description="Embedding feature store for perturbation-response prediction")
     app.state.pertstore = ApiState(store, token, protect_reads=protect_reads, scheduler=scheduler)
     _errors.install(app)
     for router in ROUTERS:

@@ -4,8 +4,9 @@ from pertstore.catalog._catalog import Catalog
 from pertstore.catalog._molecules import merge_registry, molecule_registry, read_repurposing_hub, read_sciplex3
 from pertstore.catalog._registry import Resolution, default_gene_table, gene_registry
 from pertstore.catalog._schema import MIGRATIONS, migrate
+from pertstore.catalog._states import JobState, RecipeState
 
 __all__ = [
-    "MIGRATIONS", "Catalog", "Resolution", "default_gene_table", "gene_registry", "merge_registry", "migrate",
+    "MIGRATIONS", "Catalog", "JobState", "RecipeState", "Resolution", "default_gene_table", "gene_registry", "merge_registry", "migrate",
     "molecule_registry", "read_repurposing_hub", "read_sciplex3",
 ]

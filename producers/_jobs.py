@@ -27,6 +27,7 @@ import pandas as pd
 
 from pertstore._dask import dask_client
 from pertstore.catalog._schema import first
+from pertstore.catalog import JobState, RecipeState
 from pertstore.errors import ConflictError, InvalidInputError, NotFoundError, PertstoreError
 from pertstore.producers._spec import PlannedRecipe, RecipeSpec, load_recipes, plan
 from pertstore.producers import _work
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
     from pertstore._store import Store
 
 FLUSH_EVERY_S = 0.5
-TERMINAL = ("done", "failed", "cancelled")
+TERMINAL = (JobState.DONE, JobState.FAILED, JobState.CANCELLED)
 _RUNNING: set[str] = set()
 """Jobs driven by this process right now."""
 WAIT_S = 0.2
@@ -81,7 +82,7 @@ class RecipeProgress:
     version: str
     context: str
     producer: str
-    state: str = "pending"
+    state: str = RecipeState.PENDING
     items_total: int = 0
     items_done: int = 0
     items_failed: int = 0
@@ -199,11 +200,11 @@ class Jobs:
         st = self.status(job_id)
         if st["state"] in TERMINAL:
             raise ConflictError(f"job {job_id} is already {st['state']}")
-        if st["state"] == "running" and _alive(st["host"], int(st["pid"]), job_id):
-            self._set_state(job_id, "cancelling")
-            return "cancelling"
+        if st["state"] == JobState.RUNNING and _alive(st["host"], int(st["pid"]), job_id):
+            self._set_state(job_id, JobState.CANCELLING)
+            return JobState.CANCELLING
         self._abort(job_id, self._load_plan(job_id))
-        return "cancelled"
+        return JobState.CANCELLED
 
     # ---- running ---------------------------------------------------------------------------------
 
@@ -211,9 +212,9 @@ class Jobs:
                progress: Callable[[JobProgress], None] | None = None, force: bool = False) -> JobProgress:
         """Finish an interrupted job, reusing every finished work item."""
         st = self.status(job_id)
-        if st["state"] in ("done", "cancelled", "cancelling"):
+        if st["state"] in (JobState.DONE, JobState.CANCELLED, JobState.CANCELLING):
             raise ConflictError(f"job {job_id} is {st['state']}; nothing to resume")
-        if st["state"] == "running" and _alive(st["host"], int(st["pid"]), job_id) and not force:
+        if st["state"] == JobState.RUNNING and _alive(st["host"], int(st["pid"]), job_id) and not force:
             raise ConflictError(f"job {job_id} is still running in process {st['pid']} on {st['host']}")
         return self.run(job_id, scheduler=scheduler, n_workers=n_workers, progress=progress)
 
@@ -230,8 +231,9 @@ class Jobs:
                                   [_now(), _now(), os.getpid(), socket.gethostname(), job_id]).fetchall()
         if not started:
             return JobProgress(job_id, self._state(job_id), [])
-        state = JobProgress(job_id, "running", [RecipeProgress(p.recipe.source, p.recipe.version, p.recipe.context,
-                                                               p.recipe.producer) for p in planned])
+        recipes = [RecipeProgress(p.recipe.source, p.recipe.version, p.recipe.context, p.recipe.producer)
+                   for p in planned]
+        state = JobProgress(job_id, JobState.RUNNING, recipes)
         _RUNNING.add(job_id)
         try:
             if all(self.store.has(p.recipe) for p in planned):  # a resubmission: no cluster needed
@@ -241,13 +243,13 @@ class Jobs:
                 with dask_client(scheduler, n_workers=n_workers) as client:
                     driver = _Driver(self, client, job_id, planned, state, frac, progress)
                     driver.run()
-            if state.state == "cancelled":  # the workers are gone: drop what this job staged
+            if state.state == JobState.CANCELLED:  # the workers are gone: drop what this job staged
                 self._abort(job_id, [planned[pos] for pos in sorted(driver.claimed)])
                 if progress is not None:
                     progress(state)
         except BaseException as e:
-            state.state = "interrupted"
-            self._set_state(job_id, "interrupted", f"{type(e).__name__}: {e}")
+            state.state = JobState.INTERRUPTED
+            self._set_state(job_id, JobState.INTERRUPTED, f"{type(e).__name__}: {e}")
             raise
         finally:
             _release_all(job_id)
@@ -273,7 +275,7 @@ class Jobs:
             raise NotFoundError(f"no job {job_id!r}; `pertstore jobs ls` lists them")
         return [PlannedRecipe.from_json(d) for d in json.loads(row[0])]
 
-    def _set_state(self, job_id: str, state: str, error: str | None = None) -> None:
+    def _set_state(self, job_id: str, state: JobState, error: str | None = None) -> None:
         finished = _now() if state in TERMINAL else None
         with self._catalog() as cat, cat.transaction() as con:
             con.execute("UPDATE jobs SET state = ?, updated_at = ?, finished_at = coalesce(?, finished_at), "
@@ -290,7 +292,7 @@ class Jobs:
         with self._catalog() as cat, cat.transaction() as con:
             con.execute("UPDATE job_recipes SET state = 'cancelled' WHERE job_id = ? AND state NOT IN ('done', 'failed')",
                         [job_id]).fetchall()
-        self._set_state(job_id, "cancelled")
+        self._set_state(job_id, JobState.CANCELLED)
 
     def _flush(self, state: JobProgress, ledger: list[tuple[str, str, str, str, str]]) -> None:
         with self._catalog() as cat, cat.transaction() as con:
@@ -328,7 +330,7 @@ class _Driver:
             for fut, what in self._schedule(pos, p):
                 kind[fut.key] = (pos, what)
                 pending.add(fut)
-            if self._update() == "cancelling":
+            if self._update() == JobState.CANCELLING:
                 return self._cancel(pending)
         self._update(force=True)
         if pending:
@@ -343,34 +345,34 @@ class _Driver:
                 for fut in done:
                     pos, what = kind.pop(fut.key)
                     self._finish(fut, pos, what)
-                if self._update() == "cancelling":  # Jobs.run aborts once the workers are gone
+                if self._update() == JobState.CANCELLING:  # Jobs.run aborts once the workers are gone
                     return self._cancel(pending)
         self._publish()
-        if self._await_others() == "cancelling":
+        if self._await_others() == JobState.CANCELLING:
             return self._cancel(set())
         self._finalize()
 
     def _cancel(self, pending) -> None:
         if pending:
             self.client.cancel(list(pending))
-        self.state.state = "cancelled"
+        self.state.state = JobState.CANCELLED
 
     def _schedule(self, pos: int, p: PlannedRecipe):
         r = self.state.recipes[pos]
         self.t0[pos] = time.perf_counter()
         if self.jobs.store.has(p.recipe):
             card = self.jobs.store._existing(p.recipe, p.spec.tags)
-            r.state, r.items_total = "exists", card.n_rows + len(card.failed)
+            r.state, r.items_total = RecipeState.EXISTS, card.n_rows + len(card.failed)
             r.items_done = r.items_reused = r.items_total
             r.items_failed = len(card.failed)
             return []
         claim = _claim(p.recipe.source, p.recipe.version, self.job_id)
         if claim.job_id != self.job_id:  # another job of this process computes it: wait for that one
-            r.state = "waiting"
+            r.state = RecipeState.WAITING
             self.waiting[pos] = claim
             return []
         self.claimed.add(pos)
-        r.state = "running"
+        r.state = RecipeState.RUNNING
         key = f"{self.job_id}-{pos}"
         if not p.producer_cls.chunked:
             r.items_total = 1
@@ -394,7 +396,7 @@ class _Driver:
 
     def _finish(self, fut, pos: int, what: str) -> None:
         r = self.state.recipes[pos]
-        if r.state == "failed":
+        if r.state == RecipeState.FAILED:
             return
         try:
             result = fut.result()
@@ -409,12 +411,12 @@ class _Driver:
                 r.items_total = r.items_done = result["n_rows"] + len(result["failed"])
             r.items_failed = len(result["failed"])
             r.failed = result["failed"]
-            r.state, r.seconds = "staged", time.perf_counter() - self.t0[pos]
+            r.state, r.seconds = RecipeState.STAGED, time.perf_counter() - self.t0[pos]
             self.staged[pos] = result
 
     def _fail(self, pos: int, error: BaseException) -> None:
         r = self.state.recipes[pos]
-        r.state, r.error = "failed", f"{type(error).__name__}: {error}"
+        r.state, r.error = RecipeState.FAILED, f"{type(error).__name__}: {error}"
         r.seconds = time.perf_counter() - self.t0[pos]
         if pos in self.claimed:
             _work.abort(self.storage, self.planned[pos])
@@ -431,7 +433,7 @@ class _Driver:
                         store._index(card, ["latest", *p.spec.tags])
                     else:
                         store._existing(p.recipe, p.spec.tags)
-                r.state = "done"
+                r.state = RecipeState.DONE
             except Exception as e:
                 self._fail(pos, e)
                 continue
@@ -444,13 +446,13 @@ class _Driver:
         store = self.jobs.store
         for pos, claim in sorted(self.waiting.items()):
             while not claim.released.wait(WAIT_S):
-                if self._update() == "cancelling":
-                    return "cancelling"
+                if self._update() == JobState.CANCELLING:
+                    return JobState.CANCELLING
             p, r = self.planned[pos], self.state.recipes[pos]
             if store.has(p.recipe):
                 with self.jobs._catalog():
                     card = store._existing(p.recipe, p.spec.tags)
-                r.state, r.items_total = "exists", card.n_rows + len(card.failed)
+                r.state, r.items_total = RecipeState.EXISTS, card.n_rows + len(card.failed)
                 r.items_done = r.items_reused = r.items_total
                 r.items_failed = len(card.failed)
             else:
@@ -460,8 +462,8 @@ class _Driver:
         return self.state.state
 
     def _finalize(self) -> None:
-        errors = [f"{r.source}: {r.error}" for r in self.state.recipes if r.state == "failed"]
-        self.state.state = "failed" if errors else "done"
+        errors = [f"{r.source}: {r.error}" for r in self.state.recipes if r.state == RecipeState.FAILED]
+        self.state.state = JobState.FAILED if errors else JobState.DONE
         self._update(force=True)
         self.jobs._set_state(self.job_id, self.state.state, "; ".join(errors) or None)
 

@@ -7,6 +7,7 @@ from pertstore.catalog._schema import MIGRATIONS, migrate
 from pertstore.catalog._states import JobState, RecipeState
 
 __all__ = [
-    "MIGRATIONS", "Catalog", "JobState", "RecipeState", "Resolution", "default_gene_table", "gene_registry", "merge_registry", "migrate",
+    "MIGRATIONS", "Catalog", "JobState", "RecipeState", "Resolution", "default_gene_table", "gene_registry",
+    "merge_registry", "migrate",
     "molecule_registry", "read_repurposing_hub", "read_sciplex3",
 ]

@@ -15,7 +15,8 @@ from pertstore.store._writer import SetWriter, check_values, chunk_rows_for, rea
 __all__ = [
     "STORE_ENCODING", "STORE_MARKER", "EntityKind", "FsspecStorage", "LocalStorage", "OpenSet", "Recipe",
     "SetCache", "SetCard", "SetReport", "SetWriter", "Storage", "aligned_dataset", "check_ids", "check_name", "check_names", "check_values",
-    "chunk_rows_for", "decode_chunk", "file_digest", "file_sha256", "file_stamp", "from_arrow", "open_storage", "published_sets", "read_card",
+    "chunk_rows_for", "decode_chunk", "file_digest", "file_sha256", "file_stamp", "from_arrow", "open_storage",
+    "published_sets", "read_card",
     "read_embedding_file", "registry_key", "set_key", "staging_key", "tag_key", "to_anndata", "to_arrow",
     "to_numpy", "to_pandas", "verify_set", "write_aligned",
 ]

@@ -18,6 +18,7 @@ def test_a_job_stores_and_reads_back_plain_state_strings(store):
     store.produce("checksum", source="ck", params={"limit": 20, "dim": 2})
     state = store.jobs.submit(recipe)  # the set exists: no cluster needed
     assert state.state is JobState.DONE and state.recipes[0].state is RecipeState.EXISTS
-    stored = store.catalog.query("SELECT j.state AS job, r.state AS recipe FROM jobs j JOIN job_recipes r USING (job_id)")
+    stored = store.catalog.query("SELECT j.state AS job, r.state AS recipe FROM jobs j "
+                                 "JOIN job_recipes r USING (job_id)")
     assert stored.to_dict(orient="records") == [{"job": "done", "recipe": "exists"}]
     assert JobState(store.jobs.status(state.job_id)["state"]) is JobState.DONE

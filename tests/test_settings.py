@@ -35,10 +35,11 @@ def test_every_variable_is_in_the_readme_table():
 
 def test_each_field_reads_its_variable(monkeypatch):
     """Generic: every field of the object (today's and any added later) comes from ``PERTSTORE_<NAME>``."""
+    samples = {int: ("7", 7), float: ("7.5", 7.5), bool: ("true", True)}
     for variable, name in VARIABLES.items():
-        value = "7" if Settings.model_fields[name].annotation in (int, "int") else f"value-of-{name}"
-        monkeypatch.setenv(variable, value)
-        assert str(getattr(get_settings(), name)) == value, variable
+        text, value = samples.get(Settings.model_fields[name].annotation, (f"value-of-{name}",) * 2)
+        monkeypatch.setenv(variable, text)
+        assert getattr(get_settings(), name) == value, variable
 
 
 def test_store_catalog_cache_and_threads_take_effect(monkeypatch, tmp_path):

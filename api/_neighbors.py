@@ -15,7 +15,7 @@ import pyarrow as pa
 from fastapi import APIRouter, Header, Query, Response
 from pydantic import BaseModel, Field, StringConstraints
 
-from pertstore._store import Store
+from pertstore.api._deps import READS, ApiState, State
 from pertstore.api._formats import ARROW, negotiate
 from pertstore.store._recipe import MAX_ID_CHARS
 
@@ -25,6 +25,7 @@ MAX_RESTRICT = 100_000
 Id = Annotated[str, StringConstraints(max_length=MAX_ID_CHARS)]
 Name = Annotated[str, StringConstraints(max_length=128)]
 Metric = Literal["cosine", "euclidean"]
+Method = Literal["auto", "exact", "index"]
 
 
 class NeighborsRequest(BaseModel):
@@ -36,6 +37,7 @@ class NeighborsRequest(BaseModel):
     version: Name | None = None
     tag: Name | None = None
     restrict_to: list[Id] | None = Field(None, min_length=1, max_length=MAX_RESTRICT)
+    method: Method = Field("auto", description="exact, index (approximate HNSW) or auto (exact up to 100,000 rows)")
 
 
 class Neighbor(BaseModel):
@@ -55,6 +57,7 @@ class NeighborsResponse(BaseModel):
     version: str
     context: str
     metric: Metric
+    method: Method
     k: int
     results: list[QueryNeighbors]
     unresolved: list[str]
@@ -64,33 +67,37 @@ class NeighborsResponse(BaseModel):
     restrict_ignored: list[str]
 
 
-def neighbors_router(store: Store) -> APIRouter:
-    """The neighbours routes over ``store`` (include with the app's read dependencies)."""
-    router = APIRouter(tags=["neighbors"])
+router = APIRouter(prefix="/v1", tags=["neighbors"], dependencies=READS)
+ANSWERS = {200: {"content": {ARROW: {"schema": {"type": "string", "format": "binary"}}},
+                 "description": "The neighbours: JSON, or an Arrow IPC stream as the Accept header asks"}}
+Accept = Annotated[str | None, Header()]
 
-    def answer(body: NeighborsRequest, accept: str | None) -> NeighborsResponse | Response:
-        df = store.neighbors(body.source, body.ids, k=body.k, metric=body.metric, context=body.context,
-                             version=body.version, tag=body.tag, restrict_to=body.restrict_to)
-        if negotiate(accept) == "arrow":
-            return _arrow(df)
-        return _model(df)
 
-    @router.post("/v1/neighbors", response_model=NeighborsResponse)
-    def post_neighbors(body: NeighborsRequest, accept: Annotated[str | None, Header()] = None):
-        return answer(body, accept)
+def _answer(state: ApiState, body: NeighborsRequest, accept: str | None) -> NeighborsResponse | Response:
+    df = state.store.neighbors(body.source, body.ids, k=body.k, metric=body.metric, context=body.context,
+                               version=body.version, tag=body.tag, restrict_to=body.restrict_to, method=body.method)
+    if negotiate(accept) == "arrow":
+        return _arrow(df)
+    return _model(df)
 
-    @router.get("/v1/neighbors", response_model=NeighborsResponse)
-    def get_neighbors(source: Annotated[str, Query(max_length=128)],
-                      ids: Annotated[list[str], Query(min_length=1, max_length=MAX_QUERIES)],
-                      k: Annotated[int, Query(ge=1, le=MAX_K)] = 20, metric: Metric = "cosine",
-                      context: str | None = None, version: str | None = None, tag: str | None = None,
-                      restrict_to: Annotated[list[str] | None, Query(max_length=MAX_RESTRICT)] = None,
-                      accept: Annotated[str | None, Header()] = None):
-        body = NeighborsRequest(source=source, ids=ids, k=k, metric=metric, context=context, version=version,
-                                tag=tag, restrict_to=restrict_to)
-        return answer(body, accept)
 
-    return router
+@router.post("/neighbors", response_model=NeighborsResponse, responses=ANSWERS)
+def post_neighbors(state: State, body: NeighborsRequest, accept: Accept = None):
+    """The ``k`` entities of a set nearest to each query id."""
+    return _answer(state, body, accept)
+
+
+@router.get("/neighbors", response_model=NeighborsResponse, responses=ANSWERS)
+def get_neighbors(state: State, source: Annotated[str, Query(max_length=128)],
+                  ids: Annotated[list[str], Query(min_length=1, max_length=MAX_QUERIES)],
+                  k: Annotated[int, Query(ge=1, le=MAX_K)] = 20, metric: Metric = "cosine",
+                  context: str | None = None, version: str | None = None, tag: str | None = None,
+                  restrict_to: Annotated[list[str] | None, Query(max_length=MAX_RESTRICT)] = None,
+                  method: Method = "auto", accept: Accept = None):
+    """As ``POST /v1/neighbors``, with the query in the URL."""
+    body = NeighborsRequest(source=source, ids=ids, k=k, metric=metric, context=context, version=version,
+                            tag=tag, restrict_to=restrict_to, method=method)
+    return _answer(state, body, accept)
 
 
 def _model(df: pd.DataFrame) -> NeighborsResponse:

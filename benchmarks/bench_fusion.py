@@ -86,9 +86,11 @@ def scale(n: int, n_sources: int, genes: int, variant: str) -> None:
 
 
 def main() -> None:
+    from pertstore._config import get_settings
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--store", type=Path, default=Path("/tmp/fusion-bench/store"))
-    ap.add_argument("--data", type=Path, default=Path(os.environ.get("PERTSTORE_DATA_DIR", "/work/shared/data")))
+    ap.add_argument("--data", type=Path, default=Path(get_settings().data_dir or "/work/shared/data"))
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--variant", default="simple")
     ap.add_argument("--option", "-o", action="append", default=[], help="fusion setting KEY=VALUE")

@@ -23,6 +23,7 @@ import numpy as np  # noqa: E402
 from scipy.linalg import subspace_angles  # noqa: E402
 from sklearn.manifold import SpectralEmbedding  # noqa: E402
 
+from pertstore._config import get_settings  # noqa: E402
 from pertstore.producers.graph._string import read_string  # noqa: E402
 from pertstore.producers.graph.spectral import adjacency, largest_component, spectral_embedding  # noqa: E402
 
@@ -42,7 +43,7 @@ def main() -> None:
     ap.add_argument("--dims", type=int, default=128)
     ap.add_argument("--quick", action="store_true", help="the 4,000 best-connected genes only")
     args = ap.parse_args()
-    data = os.environ.get("PERTSTORE_DATA_DIR")
+    data = get_settings().data_dir
     if not data:
         raise SystemExit("set PERTSTORE_DATA_DIR to the data directory")
     edges = read_string(os.path.join(data, "network", "string_v12_human_notextmining.tsv.gz"))

@@ -27,6 +27,7 @@ import numpy as np  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
 import torch  # noqa: E402
 
+from pertstore._config import get_settings  # noqa: E402
 from pertstore.producers.graph._common import GeneGraph  # noqa: E402
 from pertstore.producers.graph._linkpred import EdgeSplit, link_auc, split_edges  # noqa: E402
 from pertstore.producers.graph._seeding import seeded  # noqa: E402
@@ -36,7 +37,7 @@ MODELS = ("spectral", "node2vec", "gcn", "gin", "wavegc")
 
 
 def _graph() -> GeneGraph:
-    data = os.environ.get("PERTSTORE_DATA_DIR")
+    data = get_settings().data_dir
     if not data:
         raise SystemExit("set PERTSTORE_DATA_DIR to the data directory")
     return GeneGraph.from_edges(read_string(os.path.join(data, "network", "string_v12_human_notextmining.tsv.gz")))

@@ -22,10 +22,8 @@ from pathlib import Path
 for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(var, "1")
 
-from distributed import Client, LocalCluster  # noqa: E402
-
 from pertstore import Store  # noqa: E402
-from pertstore.producers._jobs import worker_environment  # noqa: E402
+from pertstore._dask import dask_client  # noqa: E402
 
 
 def _recipes(n: int, work: int, tag: str) -> str:
@@ -65,9 +63,7 @@ def main() -> None:
             s.register_genes()
         timings: dict[str, list[float]] = {"1 worker": [], "2 workers": [], "empty chunks": []}
         for workers in (1, 2):
-            with worker_environment(), \
-                    LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
-                    Client(cluster) as client:
+            with dask_client(n_workers=workers) as client:
                 label = f"{workers} worker" + ("s" if workers > 1 else "")
                 for r in range(args.repeats):
                     timings[label].append(_job_seconds(template, work, _recipes(args.entities, args.work, f"{workers}-{r}"),

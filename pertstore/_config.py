@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -16,6 +17,12 @@ class Settings(BaseSettings):
     """Path of the DuckDB catalog; default: ``<store>/catalog.duckdb`` for local stores."""
     data_dir: str | None = None
     """Folder holding the public data files (see the README)."""
+    token: str | None = Field(None, repr=False)
+    """Bearer token of the REST API: ``pertstore serve`` needs it for writes, the Python client sends it."""
+    device: str | None = None
+    """Torch device of the model producers (``cuda``, ``cpu``, ``cuda:1``); default: ``cuda`` when available."""
+    text_runtime: str = "onnx"
+    """Runtime of the sentence-transformer text encoders: ``onnx`` (ONNX Runtime, faster on CPU) or ``torch``."""
     cache_bytes: int = 4 * 2**30
     """Memory budget of the decoded-chunk cache of a long-lived process."""
     read_threads: int = 8

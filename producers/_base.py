@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from abc import ABC
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
@@ -13,6 +12,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
+from pertstore._config import get_settings
 from pertstore.errors import InvalidInputError
 from pertstore.store._recipe import EntityKind
 from pertstore.store._storage import Storage
@@ -67,8 +67,8 @@ class ProducerContext:
     @cached_property
     def device(self) -> str:
         """``cuda`` when torch sees a GPU, else ``cpu`` (``PERTSTORE_DEVICE`` overrides); imports torch."""
-        if os.environ.get("PERTSTORE_DEVICE"):
-            return os.environ["PERTSTORE_DEVICE"]
+        if device := get_settings().device:
+            return device
         import torch
 
         return "cuda" if torch.cuda.is_available() else "cpu"

@@ -25,7 +25,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from pertstore._dask import dask_client
 from pertstore.catalog._schema import first
+from pertstore.catalog import JobState, RecipeState
 from pertstore.errors import ConflictError, InvalidInputError, NotFoundError, PertstoreError
 from pertstore.producers._spec import PlannedRecipe, RecipeSpec, load_recipes, plan
 from pertstore.producers import _work
@@ -36,7 +38,7 @@ if TYPE_CHECKING:
     from pertstore._store import Store
 
 FLUSH_EVERY_S = 0.5
-TERMINAL = ("done", "failed", "cancelled")
+TERMINAL = (JobState.DONE, JobState.FAILED, JobState.CANCELLED)
 _RUNNING: set[str] = set()
 """Jobs driven by this process right now."""
 WAIT_S = 0.2
@@ -130,7 +132,7 @@ class RecipeProgress:
     version: str
     context: str
     producer: str
-    state: str = "pending"
+    state: str = RecipeState.PENDING
     items_total: int = 0
     items_done: int = 0
     items_failed: int = 0
@@ -249,11 +251,11 @@ class Jobs:
         st = self.status(job_id)
         if st["state"] in TERMINAL:
             raise ConflictError(f"job {job_id} is already {st['state']}")
-        if st["state"] == "running" and _alive(st["host"], int(st["pid"]), job_id):
-            self._set_state(job_id, "cancelling")
-            return "cancelling"
+        if st["state"] == JobState.RUNNING and _alive(st["host"], int(st["pid"]), job_id):
+            self._set_state(job_id, JobState.CANCELLING)
+            return JobState.CANCELLING
         self._abort(job_id, self._load_plan(job_id))
-        return "cancelled"
+        return JobState.CANCELLED
 
     # ---- running ---------------------------------------------------------------------------------
 
@@ -261,9 +263,9 @@ class Jobs:
                progress: Callable[[JobProgress], None] | None = None, force: bool = False) -> JobProgress:
         """Finish an interrupted job, reusing every finished work item."""
         st = self.status(job_id)
-        if st["state"] in ("done", "cancelled", "cancelling"):
+        if st["state"] in (JobState.DONE, JobState.CANCELLED, JobState.CANCELLING):
             raise ConflictError(f"job {job_id} is {st['state']}; nothing to resume")
-        if st["state"] == "running" and _alive(st["host"], int(st["pid"]), job_id) and not force:
+        if st["state"] == JobState.RUNNING and _alive(st["host"], int(st["pid"]), job_id) and not force:
             raise ConflictError(f"job {job_id} is still running in process {st['pid']} on {st['host']}")
         return self.run(job_id, scheduler=scheduler, n_workers=n_workers, progress=progress)
 
@@ -280,24 +282,25 @@ class Jobs:
                                   [_now(), _now(), os.getpid(), socket.gethostname(), job_id]).fetchall()
         if not started:
             return JobProgress(job_id, self._state(job_id), [])
-        state = JobProgress(job_id, "running", [RecipeProgress(p.recipe.source, p.recipe.version, p.recipe.context,
-                                                               p.recipe.producer) for p in planned])
+        recipes = [RecipeProgress(p.recipe.source, p.recipe.version, p.recipe.context, p.recipe.producer)
+                   for p in planned]
+        state = JobProgress(job_id, JobState.RUNNING, recipes)
         _RUNNING.add(job_id)
         try:
             if all(self.store.has(p.recipe) for p in planned):  # a resubmission: no cluster needed
                 driver = _Driver(self, None, job_id, planned, state, frac, progress)
                 driver.run()
             else:
-                with _dask_client(scheduler, n_workers) as client:
+                with dask_client(scheduler, n_workers=n_workers) as client:
                     driver = _Driver(self, client, job_id, planned, state, frac, progress)
                     driver.run()
-            if state.state == "cancelled":  # the workers are gone: drop what this job staged
+            if state.state == JobState.CANCELLED:  # the workers are gone: drop what this job staged
                 self._abort(job_id, [planned[pos] for pos in sorted(driver.claimed)])
                 if progress is not None:
                     progress(state)
         except BaseException as e:
-            state.state = "interrupted"
-            self._set_state(job_id, "interrupted", f"{type(e).__name__}: {e}")
+            state.state = JobState.INTERRUPTED
+            self._set_state(job_id, JobState.INTERRUPTED, f"{type(e).__name__}: {e}")
             raise
         finally:
             _release_all(self.store.storage, job_id)
@@ -323,7 +326,7 @@ class Jobs:
             raise NotFoundError(f"no job {job_id!r}; `pertstore jobs ls` lists them")
         return [PlannedRecipe.from_json(d) for d in json.loads(row[0])]
 
-    def _set_state(self, job_id: str, state: str, error: str | None = None) -> None:
+    def _set_state(self, job_id: str, state: JobState, error: str | None = None) -> None:
         finished = _now() if state in TERMINAL else None
         with self._catalog() as cat, cat.transaction() as con:
             con.execute("UPDATE jobs SET state = ?, updated_at = ?, finished_at = coalesce(?, finished_at), "
@@ -345,7 +348,7 @@ class Jobs:
         with self._catalog() as cat, cat.transaction() as con:
             con.execute("UPDATE job_recipes SET state = 'cancelled' WHERE job_id = ? AND state NOT IN ('done', 'failed')",
                         [job_id]).fetchall()
-        self._set_state(job_id, "cancelled")
+        self._set_state(job_id, JobState.CANCELLED)
 
     def _flush(self, state: JobProgress, ledger: list[tuple[str, str, str, str, str]]) -> None:
         with self._catalog() as cat, cat.transaction() as con:
@@ -383,7 +386,7 @@ class _Driver:
             for fut, what in self._schedule(pos, p):
                 kind[fut.key] = (pos, what)
                 pending.add(fut)
-            if self._update() == "cancelling":
+            if self._update() == JobState.CANCELLING:
                 return self._cancel(pending)
         self._update(force=True)
         if pending:
@@ -398,34 +401,34 @@ class _Driver:
                 for fut in done:
                     pos, what = kind.pop(fut.key)
                     self._finish(fut, pos, what)
-                if self._update() == "cancelling":  # Jobs.run aborts once the workers are gone
+                if self._update() == JobState.CANCELLING:  # Jobs.run aborts once the workers are gone
                     return self._cancel(pending)
         self._publish()
-        if self._await_others() == "cancelling":
+        if self._await_others() == JobState.CANCELLING:
             return self._cancel(set())
         self._finalize()
 
     def _cancel(self, pending) -> None:
         if pending:
             self.client.cancel(list(pending))
-        self.state.state = "cancelled"
+        self.state.state = JobState.CANCELLED
 
     def _schedule(self, pos: int, p: PlannedRecipe):
         r = self.state.recipes[pos]
         self.t0[pos] = time.perf_counter()
         if self.jobs.store.has(p.recipe):
             card = self.jobs.store._existing(p.recipe, p.spec.tags)
-            r.state, r.items_total = "exists", card.n_rows + len(card.failed)
+            r.state, r.items_total = RecipeState.EXISTS, card.n_rows + len(card.failed)
             r.items_done = r.items_reused = r.items_total
             r.items_failed = len(card.failed)
             return []
         claim = _claim(self.storage, p.recipe.source, p.recipe.version, self.job_id)
         if claim.job_id != self.job_id:  # another job computes it: wait for that one
-            r.state = "waiting"
+            r.state = RecipeState.WAITING
             self.waiting[pos] = claim
             return []
         self.claimed.add(pos)
-        r.state = "running"
+        r.state = RecipeState.RUNNING
         key = f"{self.job_id}-{pos}"
         if not p.producer_cls.chunked:
             r.items_total = 1
@@ -449,7 +452,7 @@ class _Driver:
 
     def _finish(self, fut, pos: int, what: str) -> None:
         r = self.state.recipes[pos]
-        if r.state == "failed":
+        if r.state == RecipeState.FAILED:
             return
         try:
             result = fut.result()
@@ -464,12 +467,12 @@ class _Driver:
                 r.items_total = r.items_done = result["n_rows"] + len(result["failed"])
             r.items_failed = len(result["failed"])
             r.failed = result["failed"]
-            r.state, r.seconds = "staged", time.perf_counter() - self.t0[pos]
+            r.state, r.seconds = RecipeState.STAGED, time.perf_counter() - self.t0[pos]
             self.staged[pos] = result
 
     def _fail(self, pos: int, error: BaseException) -> None:
         r = self.state.recipes[pos]
-        r.state, r.error = "failed", f"{type(error).__name__}: {error}"
+        r.state, r.error = RecipeState.FAILED, f"{type(error).__name__}: {error}"
         r.seconds = time.perf_counter() - self.t0[pos]
         if pos in self.claimed:
             _work.abort(self.storage, self.planned[pos])
@@ -486,7 +489,7 @@ class _Driver:
                         store._index(card, ["latest", *p.spec.tags])
                     else:
                         store._existing(p.recipe, p.spec.tags)
-                r.state = "done"
+                r.state = RecipeState.DONE
             except Exception as e:
                 self._fail(pos, e)
                 continue
@@ -499,13 +502,13 @@ class _Driver:
         store = self.jobs.store
         for pos, claim in sorted(self.waiting.items()):
             while not claim.wait(WAIT_S):
-                if self._update() == "cancelling":
-                    return "cancelling"
+                if self._update() == JobState.CANCELLING:
+                    return JobState.CANCELLING
             p, r = self.planned[pos], self.state.recipes[pos]
             if store.has(p.recipe):
                 with self.jobs._catalog():
                     card = store._existing(p.recipe, p.spec.tags)
-                r.state, r.items_total = "exists", card.n_rows + len(card.failed)
+                r.state, r.items_total = RecipeState.EXISTS, card.n_rows + len(card.failed)
                 r.items_done = r.items_reused = r.items_total
                 r.items_failed = len(card.failed)
             else:
@@ -515,8 +518,8 @@ class _Driver:
         return self.state.state
 
     def _finalize(self) -> None:
-        errors = [f"{r.source}: {r.error}" for r in self.state.recipes if r.state == "failed"]
-        self.state.state = "failed" if errors else "done"
+        errors = [f"{r.source}: {r.error}" for r in self.state.recipes if r.state == RecipeState.FAILED]
+        self.state.state = JobState.FAILED if errors else JobState.DONE
         self._update(force=True)
         self.jobs._set_state(self.job_id, self.state.state, "; ".join(errors) or None)
 
@@ -544,70 +547,6 @@ def _frac(planned: PlannedRecipe, default: float) -> float:
 def _assemble_after(storage, planned, n_parts, frac, _parts):
     """Assemble once every part future (``_parts``) has finished."""
     return _work.assemble(storage, planned, n_parts, frac)
-
-
-MALLOC_VAR = "MALLOC_TRIM_THRESHOLD_"
-"""Dask's nanny sets it to 65536 in its workers, which turns off glibc's adaptive mmap threshold:
-every tensor above 128 KiB is then mapped and unmapped on each use, and the page faults made the
-graph and text producers up to 3.5x slower (node2vec steps: 12.5 s vs 3.6 s). docker-compose
-workers drop it through ``producers/dask.yaml``."""
-
-
-@contextmanager
-def worker_environment():
-    """Dask workers started inside this block run without ``MALLOC_TRIM_THRESHOLD_``.
-
-    The nanny is told not to set it, and it is absent from this process's environment while the
-    workers spawn (a Dask cluster started earlier in this process leaves it set here, and children
-    inherit it); the environment is restored afterwards. Jobs running at once in one process share
-    one change: the first to enter makes it, the last to leave undoes it (the environment and Dask's
-    configuration are process-wide, so nested undos in another order would leak the change).
-    """
-    import dask
-
-    key = f"distributed.nanny.pre-spawn-environ.{MALLOC_VAR}"
-    with _ENV_LOCK:
-        if _ENV_USERS[0] == 0:
-            _ENV_SAVED[:] = [os.environ.pop(MALLOC_VAR, None), dask.config.get(key, None)]
-            dask.config.set({key: None})
-        _ENV_USERS[0] += 1
-    try:
-        yield
-    finally:
-        with _ENV_LOCK:
-            _ENV_USERS[0] -= 1
-            if _ENV_USERS[0] == 0:
-                old_env, old_config = _ENV_SAVED
-                if old_env is not None:
-                    os.environ[MALLOC_VAR] = old_env
-                dask.config.set({key: old_config})
-
-
-_ENV_LOCK = threading.Lock()
-_ENV_USERS = [0]
-_ENV_SAVED: list = [None, None]
-
-
-@contextmanager
-def _dask_client(scheduler: str | None, n_workers: int | None):
-    """A client of ``scheduler``, or of a new in-process ``LocalCluster`` with one thread per worker."""
-    import logging
-
-    from distributed import Client, LocalCluster
-
-    logging.getLogger("distributed").setLevel(logging.ERROR)
-    if scheduler:
-        client = Client(scheduler, timeout="30s", set_as_default=False)
-        try:
-            yield client
-        finally:
-            client.close()
-        return
-    workers = n_workers or min(2, os.cpu_count() or 1)
-    with worker_environment(), \
-            LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                         silence_logs=logging.ERROR) as cluster, Client(cluster, set_as_default=False) as client:
-        yield client
 
 
 def _alive(host: str, pid: int, job_id: str) -> bool:

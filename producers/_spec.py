@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,10 +31,12 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from pertstore._config import get_settings
 from pertstore.errors import InvalidInputError
 from pertstore.producers._base import Producer
 from pertstore.producers._registry import get_producer
-from pertstore.store._recipe import Recipe, check_names, file_sha256
+from pertstore.store import file_sha256
+from pertstore.store._recipe import Recipe, check_names
 
 SET_PREFIX = "set:"
 
@@ -109,7 +110,7 @@ def load_recipes(source: str | Path | list | dict, *, data_dir: str | None = Non
     entries = doc.get("recipes") if isinstance(doc, dict) else doc
     if not isinstance(entries, list) or not entries:
         raise InvalidInputError(f"{where}: expected a non-empty list under 'recipes:'")
-    data = data_dir or os.environ.get("PERTSTORE_DATA_DIR")
+    data = data_dir or get_settings().data_dir
     parsed = []
     for n, raw in enumerate(entries, start=1):
         try:
@@ -200,7 +201,7 @@ def plan(specs: list[RecipeSpec], find_version) -> list[PlannedRecipe]:
                 if "://" not in value and not Path(value).exists():
                     raise InvalidInputError(f"recipe {spec.source}: input file {name!r} not found: {value}")
                 files[name] = value
-                pins[name] = hashes[value] if value in hashes else hashes.setdefault(value, _hash_file(value))
+                pins[name] = hashes[value] if value in hashes else hashes.setdefault(value, file_sha256(value))
         recipe = Recipe(source=spec.source, producer=cls.name, kind=cls.kind, params=params, inputs=pins,
                         context=spec.context, code_version=cls.code_version, libraries=cls.libraries())
         planned.append(PlannedRecipe(spec, recipe, files, sets))
@@ -215,15 +216,3 @@ def _pin_set(ref: str, context: str, find_version) -> str:
     return f"{source}@{find_version(source, context, tag=tag or 'latest')}"
 
 
-def _hash_file(value: str) -> str:
-    if "://" in value:
-        import fsspec
-
-        with fsspec.open(value, "rb") as f:
-            import hashlib
-
-            h = hashlib.sha256()
-            while chunk := f.read(1 << 22):
-                h.update(chunk)
-            return f"sha256:{h.hexdigest()}"
-    return file_sha256(value)

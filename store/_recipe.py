@@ -88,11 +88,3 @@ class Recipe(BaseModel):
         """First 16 hex digits of the SHA-256 of the canonical JSON."""
         return hashlib.sha256(self.canonical_json().encode()).hexdigest()[:16]
 
-
-def file_sha256(path: str, *, block: int = 1 << 22) -> str:
-    """``sha256:<hex>`` of a file's bytes (streamed)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(block):
-            h.update(chunk)
-    return f"sha256:{h.hexdigest()}"

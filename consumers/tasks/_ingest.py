@@ -20,6 +20,7 @@ import zarr
 from anndata.io import read_elem, sparse_dataset
 
 from pertstore.errors import InvalidInputError
+from pertstore.store import file_digest
 
 from ._matrix import CellMatrix
 
@@ -86,26 +87,12 @@ class PerturbationData:
     def sha256(self) -> str:
         """SHA-256 of the input file, or of an in-memory AnnData's matrix and names (computed on first use)."""
         if self.path:
-            return file_sha256(self.path)
+            return file_digest(self.path)
         h = hashlib.sha256()
         m = sp.csr_matrix(self.matrix.elem)
         for part in (m.data, m.indices, m.indptr, self.matrix.obs_names.astype(str), self.matrix.var_names.astype(str)):
             h.update(np.ascontiguousarray(part).tobytes())
         return h.hexdigest()
-
-
-def file_sha256(path: str | Path) -> str:
-    """SHA-256 of a file, or of every file under a directory (sorted by relative path)."""
-    path = Path(path)
-    h = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for f in files:
-        if path.is_dir():
-            h.update(str(f.relative_to(path)).encode())
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
 
 
 def read_perturbation_data(

@@ -15,13 +15,14 @@ import scipy.sparse as sp
 import zarr
 
 from pertstore.errors import InvalidInputError
+from pertstore.store import file_digest
 from pertstore.store._layout import TASK_ENCODING_TYPE
 
 from ._bootstrap import INNER, SEED, ExperimentalError, concat_errors, experimental_error
 from ._deg import ALPHA, MIN_CELLS, deg
 from ._folds import N_FOLDS, make_folds
 from ._groups import LARGE_BATCH_CELLS, Variant, cell_counts, layout
-from ._ingest import DOSE_SEP, PerturbationData, Resolver, file_sha256, read_perturbation_data, resolve_labels
+from ._ingest import DOSE_SEP, PerturbationData, Resolver, read_perturbation_data, resolve_labels
 from ._lfc import lfc
 from ._matrix import BLOCK_ROWS, TARGET_SUM, Progress
 
@@ -413,7 +414,7 @@ def import_task(path: str | Path, *, kind: Kind | None = None, context: str = ""
         if ambiguous:
             notes.append(f"{len(ambiguous)} perturbation label(s) resolved ambiguously: {sorted(ambiguous)[:10]}")
     recipe = {"producer": "pertstore.consumers.tasks.import", "producer_version": version("pertstore"),
-              "kind": kind, "input": {"file": path.name, "sha256": file_sha256(path)},
+              "kind": kind, "input": {"file": path.name, "sha256": file_digest(path)},
               "params": params if ctx_col else {**params, "context": context}}
     counts = pd.DataFrame({"context": pd.Series(dtype=str), "pert_id": pd.Series(dtype=str),
                            "batch": pd.Series(dtype=str), "n_cells": pd.Series(dtype=np.int64)})
@@ -486,7 +487,7 @@ def deg_table_task(path: str | Path, *, resolve: Resolver | None = None, pert_co
     notes.append("no experimental error: the table has no replicates")
     contexts = [context] * len(perts)
     recipe = {"producer": "pertstore.consumers.tasks.table", "producer_version": version("pertstore"), "kind": "deg",
-              "input": {"file": path.name, "sha256": file_sha256(path)},
+              "input": {"file": path.name, "sha256": file_digest(path)},
               "params": {"pert_col": pert_col, "gene_col": gene_col, "direction_col": direction_col,
                          "status_col": status_col, "status": status, "min_genes": min_genes, "min_perts": min_perts,
                          "context": context, "entity": entity, "n_folds": n_folds, "seed": seed, "folds": "shared"}}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -13,6 +13,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from pertstore._dask import dask_client
 from pertstore.cli._main import Format, FormatOpt, StoreOpt, _emit, _local, _print_table, console
 
 tasks_app = typer.Typer(help="Perturbation tasks: LFC or DEG targets, folds and experimental error.",
@@ -44,14 +45,6 @@ def _progress(enabled: bool):
             bar.update(ids[stage], completed=done, total=total)
 
         yield update
-
-
-def _client(scheduler: str | None):
-    if scheduler is None:
-        return None
-    from distributed import Client
-
-    return Client(scheduler, set_as_default=False)
 
 
 @tasks_app.command("build")
@@ -125,22 +118,18 @@ def build(file: Annotated[Path, typer.Argument(help="h5ad file or AnnData-zarr d
         if not path.is_file():
             raise typer.BadParameter(f"--genes takes all, coding or a file of gene names; no file {genes!r}")
         gene_universe = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    with _local(store) as s, _progress(progress) as tick:
-        client = _client(scheduler)
-        try:
-            task, version = s.tasks.build(
-                file, name=name, kind=kind, preset=preset, entity=entity, variant=variant, min_cells=min_cells,
-                pert_col=pert_col, control_col=control_col, control_label=control_label, batch_col=batch_col,
-                batch_from_barcode=batch_from_barcode, context_col=context_col, context=context, dose_col=dose_col,
-                dose=dose, dose_as_context=dose_as_context, alias_cols=alias_col or None, obs_filter=obs_filter,
-                exclude=exclude or None, exclude_contexts=exclude_context or None,
-                genes=gene_universe, normalise_kept=normalise_kept, layer=layer, input=input,
-                combinatorial=combinatorial, backed=backed or scheduler is not None,
-                build_options={"alpha": alpha, "trials": trials, "error_seed": error_seed, "seed": seed, "n_folds": n_folds,
-                               "folds_per_context": folds_per_context, "progress": tick, "client": client})
-        finally:
-            if client is not None:
-                client.close()
+    with _local(store) as s, _progress(progress) as tick, \
+            (dask_client(scheduler) if scheduler else nullcontext()) as client:
+        task, version = s.tasks.build(
+            file, name=name, kind=kind, preset=preset, entity=entity, variant=variant, min_cells=min_cells,
+            pert_col=pert_col, control_col=control_col, control_label=control_label, batch_col=batch_col,
+            batch_from_barcode=batch_from_barcode, context_col=context_col, context=context, dose_col=dose_col,
+            dose=dose, dose_as_context=dose_as_context, alias_cols=alias_col or None, obs_filter=obs_filter,
+            exclude=exclude or None, exclude_contexts=exclude_context or None,
+            genes=gene_universe, normalise_kept=normalise_kept, layer=layer, input=input,
+            combinatorial=combinatorial, backed=backed or scheduler is not None,
+            build_options={"alpha": alpha, "trials": trials, "error_seed": error_seed, "seed": seed, "n_folds": n_folds,
+                           "folds_per_context": folds_per_context, "progress": tick, "client": client})
     _summary(task, name, version)
     for note in task.report.get("notes", []):
         if note.startswith(("preset", "variant 'auto'")):

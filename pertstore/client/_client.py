@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -11,6 +10,7 @@ import httpx
 import pandas as pd
 import xarray as xr
 
+from pertstore._config import get_settings
 from pertstore.catalog import Resolution
 from pertstore.errors import ConflictError, InvalidInputError, NotFoundError, PertstoreError
 from pertstore.producers._jobs import TERMINAL, JobProgress, RecipeProgress
@@ -31,7 +31,7 @@ class Client:
     def __init__(self, url: str, *, token: str | None = None, timeout: float = 120.0,
                  http: httpx.Client | None = None) -> None:
         self.url = url.rstrip("/")
-        token = token if token is not None else os.environ.get("PERTSTORE_TOKEN")
+        token = token if token is not None else get_settings().token
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = http or httpx.Client(base_url=self.url, timeout=timeout)
         self._http.headers.update(headers)

@@ -10,7 +10,6 @@ Chromosome names are matched as written, else with the ``chr`` prefix added or r
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from pertstore.errors import InvalidInputError
+from pertstore.store import file_stamp
 
 TSS_COLUMNS = ["ensembl_id", "symbol", "chromosome", "tss", "strand"]
 _COMPLEMENT = str.maketrans("ACGTRYKMSWBDHVN", "TGCAYRMKSWVHDBN")
@@ -62,9 +62,7 @@ def _index(path: Path) -> Path:
     beside = Path(f"{path}.fai")
     if fresh(beside):
         return beside
-    st = path.stat()
-    digest = hashlib.sha256(f"{path.resolve()}\0{st.st_size}\0{st.st_mtime_ns}".encode()).hexdigest()[:16]
-    cached = Path(tempfile.gettempdir()) / "pertstore-faidx" / f"{path.name}.{digest}.fai"
+    cached = Path(tempfile.gettempdir()) / "pertstore-faidx" / f"{path.name}.{file_stamp(path)}.fai"
     if not fresh(cached):
         cached.parent.mkdir(parents=True, exist_ok=True)
         partial = cached.with_name(f"{cached.name}.{os.getpid()}.partial")

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import warnings
 
 import torch
+
+from pertstore._config import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ def export_session(model: torch.nn.Module, sample: dict[str, torch.Tensor], name
 
 def wanted() -> bool:
     """Whether the text encoders should run on ONNX Runtime (``PERTSTORE_TEXT_RUNTIME``, default ``onnx``)."""
-    runtime = os.environ.get("PERTSTORE_TEXT_RUNTIME", "onnx").lower()
+    runtime = get_settings().text_runtime.lower()
     if runtime not in ("onnx", "torch"):
         raise ValueError(f"PERTSTORE_TEXT_RUNTIME must be 'onnx' or 'torch', not {runtime!r}")
     return runtime == "onnx"

@@ -37,6 +37,7 @@ from pertstore.store import (
     published_sets,
     read_card,
     read_embedding_file,
+    neighbor_index_key,
     registry_key,
     set_key,
     tag_key,
@@ -438,8 +439,8 @@ class Store:
 
     def neighbors(self, source: str, ids: Sequence[str], *, k: int = 20, metric: str = "cosine",
                   context: str | None = None, version: str | None = None, tag: str | None = None,
-                  restrict_to: Sequence[str] | None = None) -> pd.DataFrame:
-        """The ``k`` entities of set ``source`` nearest to each of ``ids`` (exact search).
+                  restrict_to: Sequence[str] | None = None, method: str = "auto") -> pd.DataFrame:
+        """The ``k`` entities of set ``source`` nearest to each of ``ids``.
 
         Parameters
         ----------
@@ -448,16 +449,20 @@ class Store:
         metric
             ``cosine`` (score: cosine similarity, higher is nearer) or ``euclidean`` (score: distance).
         restrict_to
-            Only these entities are candidates (ids of any namespace; those not in the set are ignored).
+            Only these entities are candidates (ids of any namespace; those not in the set are ignored);
+            searched exactly.
+        method
+            ``exact`` (torch matrix products), ``index`` (an approximate HNSW graph, usearch, built on
+            first use and kept in the store beside the set) or ``auto``: exact up to 100,000 rows.
 
         Returns
         -------
         One row per (query, rank): ``query, query_entity_id, rank, entity_id, symbol, score``, nearest
         first; a query's own row is never its neighbour. ``attrs``: ``source``, ``version``, ``context``,
-        ``metric``, ``k``, ``unresolved``, ``ambiguous``, ``rules``, ``missing`` (resolved ids the set
+        ``metric``, ``k``, ``method`` (the one used), ``unresolved``, ``ambiguous``, ``rules``, ``missing`` (resolved ids the set
         lacks) and ``restrict_ignored`` (``restrict_to`` ids that did not resolve or the set lacks).
         """
-        from pertstore.store._neighbors import check_search
+        from pertstore.store._neighbors import EXACT_MAX_ROWS, check_search
 
         ids = check_ids([str(i) for i in ids])
         check_names(source=source, context=context, version=version, tags=tag)
@@ -474,9 +479,18 @@ class Store:
             rpos = s.positions([i or "" for i in rres.ids])
             ignored = [q for q, p in zip(restrict, rpos) if p < 0]
             candidates = np.unique(rpos[rpos >= 0])
-        index = self._neighbor_index(s, metric)
-        nb, scores = index.search(s.rows(pos[found]) if len(found) else np.zeros((0, s.card.dim), "f4"), k,
-                                  candidates=candidates, exclude=pos[found])
+        if method not in ("auto", "exact", "index"):
+            raise InvalidInputError(f"unknown method {method!r}; use auto, exact or index")
+        if method == "auto":
+            method = "exact" if s.card.n_rows <= EXACT_MAX_ROWS or candidates is not None else "index"
+        if method == "index" and candidates is not None:
+            raise InvalidInputError("restrict_to is searched exactly; use method='exact' (or 'auto') with it")
+        queries = s.rows(pos[found]) if len(found) else np.zeros((0, s.card.dim), "f4")
+        if method == "index":
+            nb, scores = self._graph_index(s, metric).search(queries, k, exclude=pos[found])
+        else:
+            nb, scores = self._neighbor_index(s, metric).search(queries, k, candidates=candidates,
+                                                                exclude=pos[found])
         self.cache.trim()
         set_ids = np.asarray(s.ids, dtype=object)
         q_rows = np.repeat(found, k)
@@ -488,6 +502,7 @@ class Store:
                             "entity_id": entity, "symbol": self._labels(row.kind, entity),
                             "score": scores.ravel()[keep].astype(float)})
         out.attrs = {"source": source, "version": row.version, "context": row.context, "metric": metric, "k": k,
+                     "method": method,
                      "unresolved": res.unresolved, "ambiguous": res.ambiguous, "rules": res.rules,
                      "missing": [ids[i] for i in np.flatnonzero((pos < 0) & np.array([e is not None for e in res.ids],
                                                                                      dtype=bool))],
@@ -549,6 +564,28 @@ class Store:
             index = self._neighbor_indexes.pop(key, None)
         if index is None:
             index = ExactIndex(s.all_rows(), metric)  # type: ignore[arg-type]
+        with self._neighbor_lock:
+            self._neighbor_indexes[key] = index
+            while len(self._neighbor_indexes) > 2:
+                self._neighbor_indexes.pop(next(iter(self._neighbor_indexes)))
+        return index
+
+    def _graph_index(self, s: OpenSet, metric: str):
+        """The approximate index of set ``s`` for ``metric``: kept in memory like :meth:`_neighbor_index`,
+        read from the store, or built and written there (atomically) on first use."""
+        from pertstore.store._neighbors import GraphIndex
+
+        key = (s.key, f"graph-{metric}")
+        with self._neighbor_lock:
+            index = self._neighbor_indexes.pop(key, None)
+        if index is None:
+            stored = neighbor_index_key(s.card.source, s.card.version, metric)
+            if self.storage.exists(stored):
+                index = GraphIndex.restore(self.storage.read_bytes(stored), metric)  # type: ignore[arg-type]
+            else:
+                index = GraphIndex.build(s.all_rows(), metric)  # type: ignore[arg-type]
+                if not self.storage.read_only:
+                    self.storage.write_bytes(stored, index.to_bytes())
         with self._neighbor_lock:
             self._neighbor_indexes[key] = index
             while len(self._neighbor_indexes) > 2:

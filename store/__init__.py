@@ -4,7 +4,8 @@ from pertstore.store._align import aligned_dataset
 from pertstore.store._card import SetCard
 from pertstore.store._export import from_arrow, to_anndata, to_arrow, to_numpy, to_pandas, write_aligned
 from pertstore.store._import import read_embedding_file
-from pertstore.store._layout import STORE_ENCODING, STORE_MARKER, registry_key, set_key, staging_key, tag_key
+from pertstore.store._layout import (STORE_ENCODING, STORE_MARKER, neighbor_index_key, registry_key, set_key,
+                                     staging_key, tag_key)
 from pertstore.store._reader import OpenSet, SetCache, decode_chunk
 from pertstore.store._hashing import file_digest, file_sha256, file_stamp
 from pertstore.store._recipe import EntityKind, Recipe, check_ids, check_name, check_names
@@ -17,6 +18,6 @@ __all__ = [
     "SetCache", "SetCard", "SetReport", "SetWriter", "Storage", "aligned_dataset", "check_ids", "check_name", "check_names", "check_values",
     "chunk_rows_for", "decode_chunk", "file_digest", "file_sha256", "file_stamp", "from_arrow", "open_storage",
     "published_sets", "read_card",
-    "read_embedding_file", "registry_key", "set_key", "staging_key", "tag_key", "to_anndata", "to_arrow",
+    "neighbor_index_key", "read_embedding_file", "registry_key", "set_key", "staging_key", "tag_key", "to_anndata", "to_arrow",
     "to_numpy", "to_pandas", "verify_set", "write_aligned",
 ]

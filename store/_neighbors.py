@@ -1,8 +1,11 @@
-"""Exact nearest-neighbour search over one embedding set: chunked matrix products with torch, then top-k.
+"""Nearest-neighbour search over one embedding set.
+
+:class:`ExactIndex`: chunked matrix products with torch, then top-k; a set's prepared matrix (float32,
+rows unit-normalised for cosine) is kept, so repeated queries pay only for the products.
+:class:`GraphIndex`: an approximate HNSW graph (usearch), for sets above :data:`EXACT_MAX_ROWS`; built
+once per set version and metric and kept in the store beside the set (``indexes/...``).
 
 Cosine scores are similarities (higher is nearer); Euclidean scores are distances (lower is nearer).
-A set's prepared matrix (float32, rows unit-normalised for cosine) is kept by :class:`ExactIndex`,
-so repeated queries on one set pay only for the products.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from pertstore.errors import InvalidInputError
 
 Metric = Literal["cosine", "euclidean"]
 METRICS = ("cosine", "euclidean")
+EXACT_MAX_ROWS = 100_000
+"""Sets up to this many rows are searched exactly; larger ones through a :class:`GraphIndex`."""
 BLOCK_ELEMENTS = 2**24
 """Query-by-candidate scores computed at once (64 MiB of float32): bounds memory for any set size."""
 
@@ -90,13 +95,72 @@ class ExactIndex:
                 out_score[start:start + len(block), :kk] = top.numpy()
         return out_pos, out_score
 
-
     def _columns(self, rows: np.ndarray, pool: np.ndarray) -> np.ndarray:
         """Each of ``rows`` (set positions, -1 for none) as a column of the candidate ``pool`` (-1: not in it)."""
         column = np.full(self.n_rows + 1, -1, dtype=np.int64)  # last slot: what -1 maps to
         column[pool] = np.arange(len(pool))
         rows = np.asarray(rows, dtype=np.int64)
         return column[np.where(rows >= 0, rows, self.n_rows)]
+
+
+class GraphIndex:
+    """An approximate HNSW index of one set's rows (usearch), searched with ``expansion`` candidates."""
+
+    def __init__(self, index, metric: Metric, expansion: int = 128) -> None:
+        self.index, self.metric, self.expansion = index, metric, expansion
+
+    @classmethod
+    def build(cls, values: np.ndarray, metric: Metric = "cosine", *, connectivity: int = 16,
+              expansion_add: int = 128, threads: int = 0) -> GraphIndex:
+        """Index every row of ``values`` (keys: row positions)."""
+        from usearch.index import Index
+
+        check_search(1, metric)
+        x = np.ascontiguousarray(values, dtype=np.float32)
+        if not np.isfinite(x).all():
+            raise InvalidInputError("the set holds NaN or infinite values; neighbours are undefined")
+        index = Index(ndim=x.shape[1], metric="cos" if metric == "cosine" else "l2sq", dtype="f32",
+                      connectivity=connectivity, expansion_add=expansion_add)
+        index.add(np.arange(len(x)), x, threads=threads)
+        return cls(index, metric)
+
+    @classmethod
+    def restore(cls, raw: bytes, metric: Metric) -> GraphIndex:
+        from usearch.index import Index
+
+        return cls(Index.restore(bytearray(raw)), metric)
+
+    def to_bytes(self) -> bytes:
+        return bytes(self.index.save())
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.index)
+
+    def search(self, queries: np.ndarray, k: int, *, exclude: np.ndarray | None = None,
+               threads: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """As :meth:`ExactIndex.search` (without ``candidates``), approximately."""
+        check_search(k, self.metric)
+        q = np.ascontiguousarray(queries, dtype=np.float32)
+        out_pos = np.full((len(q), k), -1, dtype=np.int64)
+        out_score = np.full((len(q), k), np.nan, dtype=np.float32)
+        if not len(q):
+            return out_pos, out_score
+        self.index.expansion_search = max(self.expansion, k + 1)
+        found = self.index.search(q, min(k + 1, self.n_rows), threads=threads)
+        keys = np.asarray(found.keys, dtype=np.int64).reshape(len(q), -1)
+        dist = np.asarray(found.distances, dtype=np.float32).reshape(len(q), -1)
+        counts = np.asarray(found.counts).reshape(-1)
+        for i in range(len(q)):
+            row_keys, row_dist = keys[i, :counts[i]], dist[i, :counts[i]]
+            if exclude is not None and exclude[i] >= 0:
+                keep = row_keys != exclude[i]
+                row_keys, row_dist = row_keys[keep], row_dist[keep]
+            row_keys, row_dist = row_keys[:k], row_dist[:k]
+            out_pos[i, :len(row_keys)] = row_keys
+            # usearch: cosine distance 1 - similarity; l2sq the squared distance
+            out_score[i, :len(row_keys)] = 1 - row_dist if self.metric == "cosine" else np.sqrt(np.maximum(row_dist, 0))
+        return out_pos, out_score
 
 
 def _unit(x: torch.Tensor) -> torch.Tensor:

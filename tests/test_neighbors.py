@@ -7,12 +7,14 @@ import io
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import httpx
 import numpy as np
 import pyarrow as pa
 import pytest
 
+from pertstore.errors import InvalidInputError
 from pertstore.store import Recipe
 from servers import api_server
 
@@ -148,3 +150,33 @@ def test_neighbors_over_http(store, emb):
         assert bad.status_code == 422
         assert httpx.get(f"{url}/v1/neighbors", params={"source": "nope", "ids": ["TP53"]}).status_code == 404
         assert httpx.post(f"{url}/v1/neighbors", json={"source": "a", "ids": []}).status_code == 422
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_the_graph_index_reaches_recall_095_and_is_kept_in_the_store(store, emb, metric):
+    from pertstore import Store
+    from pertstore.store import neighbor_index_key
+
+    ids, a, _ = emb
+    queries = np.arange(0, 2000, 10)
+    got = store.neighbors("a", [ids[i] for i in queries], k=K, metric=metric, method="index")
+    assert got.attrs["method"] == "index"
+    top, score = brute_force(a, queries, K, metric, queries)
+    found = got.groupby("query", sort=False)["entity_id"].apply(list)
+    recall = np.mean([len(set(found[ids[q]]) & {ids[j] for j in row}) / K for q, row in zip(queries, top)])
+    assert recall >= 0.95, recall
+    exact = dict(zip(got.entity_id + "|" + got["query"], got.score))
+    pairs = [(f"{ids[j]}|{ids[q]}", s) for q, row, srow in zip(queries, top, score) for j, s in zip(row, srow)]
+    shared = [(exact[p], s) for p, s in pairs if p in exact]
+    np.testing.assert_allclose(*zip(*shared), rtol=1e-4, atol=1e-4)   # scores on the definitions' scale
+    card = store.show("a")
+    kept = Path(str(store.uri)) / neighbor_index_key("a", card.version, metric)
+    assert kept.exists()
+    stamp = kept.stat().st_mtime_ns
+    root = store.uri
+    store.close()
+    with Store.open(root) as s:                      # a new process reads the kept index, never rebuilds it
+        again = s.neighbors("a", [ids[i] for i in queries], k=K, metric=metric, method="index")
+    assert kept.stat().st_mtime_ns == stamp and again["entity_id"].tolist() == got["entity_id"].tolist()
+    with pytest.raises(InvalidInputError, match="exactly"):
+        store.neighbors("a", [ids[0]], method="index", restrict_to=ids[:50])

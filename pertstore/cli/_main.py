@@ -212,6 +212,8 @@ def neighbors(args: Annotated[list[str], typer.Argument(
                   help="SOURCE and query ids; with --compare: SOURCE_A SOURCE_B [ids, default every shared entity]")],
               k: Annotated[int, typer.Option("-k", "--k", min=1, max=1000, help="Neighbours per query")] = 20,
               metric: Annotated[str, typer.Option(help="cosine (score: similarity) or euclidean (distance)")] = "cosine",
+              method: Annotated[str, typer.Option(
+                  help="exact, index (approximate HNSW, kept in the store) or auto (exact up to 100,000 rows)")] = "auto",
               compare: Annotated[bool, typer.Option(
                   "--compare", help="Per entity, the share of its top-k neighbours two sets agree on")] = False,
               restrict_file: Annotated[Optional[Path], typer.Option(
@@ -219,7 +221,7 @@ def neighbors(args: Annotated[list[str], typer.Argument(
               ids_file: Annotated[Optional[Path], typer.Option(help="File with one query id per line")] = None,
               context: ContextOpt = None, tag: TagOpt = None, store: StoreOpt = None,
               format: FormatOpt = Format.table) -> None:
-    """Which entities a set places nearest to each query id (exact search), or how two sets agree."""
+    """Which entities a set places nearest to each query id, or how two sets agree."""
     with _local(store) as s:
         if compare:
             if len(args) < 2:
@@ -230,8 +232,8 @@ def neighbors(args: Annotated[list[str], typer.Argument(
                      f"entities: mean {df.attrs['mean_overlap']:.3f}")
         else:
             df = s.neighbors(args[0], _ids(args[1:], ids_file), k=k, metric=metric, context=context, tag=tag,
-                             restrict_to=_ids([], restrict_file) if restrict_file else None)
-            title = f"{args[0]} {df.attrs['version']}: {k} nearest by {metric}"
+                             restrict_to=_ids([], restrict_file) if restrict_file else None, method=method)
+            title = f"{args[0]} {df.attrs['version']}: {k} nearest by {metric} ({df.attrs['method']})"
     _emit(df, format, title=title)
     if compare and format is not Format.table:
         err.print(title)

@@ -18,5 +18,5 @@ def health() -> Health:
 @router.get("/ready", response_model_exclude_none=True)
 def ready(state: State, owner: Owner) -> Ready:
     """Ready once the catalog answers; token holders also see the store's URI."""
-    state.store.catalog.query("SELECT 1")
+    state.store.catalog.ping()
     return Ready(status="ready", store=state.store.uri if owner else None)

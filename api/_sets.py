@@ -56,8 +56,7 @@ def coverage(state: State) -> list[dict]:
 
 @router.get("/tags", response_model=list[TagRow])
 def tags(state: State, source: str | None = None) -> list[dict]:
-    sql = "SELECT source, context, tag, version, updated_at FROM tags" + (" WHERE source = ?" if source else "")
-    return records(state.store.catalog.query(sql + " ORDER BY source, context, tag", [source] if source else None))
+    return records(state.store.catalog.tags(source))
 
 
 @writes.put("/sets/{source}/tags/{tag}")
@@ -70,9 +69,6 @@ def put_tag(state: State, source: str, tag: str, body: TagRequest) -> TagSet:
 @router.get("/recipes", response_model=RecipePage)
 def recipes(state: State, source: str | None = None, producer: str | None = None, offset: Offset = 0,
             limit: Limit = 100) -> dict:
-    where = [c for c, v in (("source = ?", source), ("producer = ?", producer)) if v]
-    sql = ("SELECT source, version, context, producer, recipe FROM sets"
-           + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY source, version")
-    frame = state.store.catalog.query(sql, [v for v in (source, producer) if v] or None)
+    frame = state.store.catalog.recipes(source=source, producer=producer)
     items = [{**row, "recipe": json.loads(row["recipe"])} for row in records(frame.iloc[offset:offset + limit])]
     return {"total": len(frame), "offset": offset, "items": items}

@@ -18,8 +18,8 @@ import pandas as pd
 
 from pertstore.catalog._registry import (ANSWER_BYTES, AliasIndex, Resolution, aliases_for, entity_rows, pick,
                                         probe_keys, smiles_to_inchikey)
-from pertstore.catalog import _job_records
 from pertstore.catalog._schema import first, migrate
+from pertstore.catalog._jobs import JobIndex
 from pertstore.catalog._results import ResultIndex
 from pertstore.catalog._tasks import TaskIndex
 from pertstore.errors import ConflictError, NotFoundError, PertstoreError
@@ -149,9 +149,10 @@ class Catalog:
         """Benchmark results (save, rows, errors, reindex)."""
         return ResultIndex(self)
 
-    def export_job(self, job_id: str) -> bytes:
-        """Job ``job_id``'s rows (job, recipes, failures) as the record kept in the store."""
-        return _job_records.export(self.con, job_id)
+    @property
+    def jobs(self) -> JobIndex:
+        """Producer jobs (add, ls, row, recipes, failures, state changes, progress, export)."""
+        return JobIndex(self)
 
     @contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -311,6 +312,39 @@ class Catalog:
 
     def contexts(self) -> list[str]:
         return [r[0] for r in self.con.execute("SELECT context FROM contexts ORDER BY 1").fetchall()]
+
+    def labels(self, kind: str, entity_ids: Sequence[str]) -> dict[str, str]:
+        """The registry label (gene symbol, molecule name) of each registered id among ``entity_ids``."""
+        con = self.con
+        con.register("_wanted", pd.DataFrame({"entity_id": list(entity_ids)}, dtype=object))
+        try:
+            got = con.execute("SELECT e.entity_id, e.label FROM entities e JOIN _wanted w USING (entity_id) "
+                              "WHERE e.kind = ?", [kind]).fetchall()
+        finally:
+            con.unregister("_wanted")
+        return dict(got)
+
+    def shared_id_rules(self) -> dict[str, tuple[str, str]]:
+        """Ensembl ids several genes share, resolved by a rule: key -> (gene, rule)."""
+        rows = self.con.execute("SELECT key, namespace, entity_id FROM aliases WHERE kind = 'gene' AND namespace "
+                                "LIKE 'ensembl_gene:%' AND namespace <> 'ensembl_gene:shared'").fetchall()
+        return {key: (entity, namespace.split(":", 1)[1]) for key, namespace, entity in rows}
+
+    def tags(self, source: str | None = None) -> pd.DataFrame:
+        """``source, context, tag, version, updated_at`` of every tag (of ``source``)."""
+        sql = "SELECT source, context, tag, version, updated_at FROM tags" + (" WHERE source = ?" if source else "")
+        return self.query(sql + " ORDER BY source, context, tag", [source] if source else None)
+
+    def recipes(self, *, source: str | None = None, producer: str | None = None) -> pd.DataFrame:
+        """``source, version, context, producer, recipe`` (JSON text) of every set, optionally filtered."""
+        where = [c for c, v in (("source = ?", source), ("producer = ?", producer)) if v]
+        sql = ("SELECT source, version, context, producer, recipe FROM sets"
+               + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY source, version")
+        return self.query(sql, [v for v in (source, producer) if v] or None)
+
+    def ping(self) -> None:
+        """Raise unless the catalog answers a query."""
+        self.con.execute("SELECT 1").fetchall()
 
     def sources(self) -> pd.DataFrame:
         """One row per source: kind, dim and description."""

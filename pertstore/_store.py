@@ -192,10 +192,7 @@ class Store:
         res = self.catalog.resolve(query, kind)
         if kind == "gene":
             if self._shared_rules is None:
-                rows = self.catalog.query("SELECT key, namespace, entity_id FROM aliases WHERE kind = 'gene' "
-                                          "AND namespace LIKE 'ensembl_gene:%' AND namespace <> 'ensembl_gene:shared'")
-                self._shared_rules = {k: (e, ns.split(":", 1)[1]) for k, ns, e in
-                                      zip(rows.key, rows.namespace, rows.entity_id)}
+                self._shared_rules = self.catalog.shared_id_rules()
             note_rules(res, self._shared_rules)
         return res
 
@@ -581,7 +578,7 @@ class Store:
         if index is None:
             stored = neighbor_index_key(s.card.source, s.card.version, metric)
             if self.storage.exists(stored):
-                index = GraphIndex.restore(self.storage.read_bytes(stored), metric)  # type: ignore[arg-type]
+                index = GraphIndex.restore(self.storage.read_bytes(stored), s.all_rows(), metric)  # type: ignore[arg-type]
             else:
                 index = GraphIndex.build(s.all_rows(), metric)  # type: ignore[arg-type]
                 if not self.storage.read_only:
@@ -596,15 +593,7 @@ class Store:
         """The registry label (gene symbol, molecule name) of each entity id, empty if unregistered."""
         if not len(entity_ids):
             return []
-        wanted = pd.DataFrame({"entity_id": pd.unique(pd.Series(entity_ids, dtype=object))})
-        con = self.catalog.con
-        con.register("_wanted", wanted)
-        try:
-            got = con.execute("SELECT e.entity_id, e.label FROM entities e JOIN _wanted w USING (entity_id) "
-                              "WHERE e.kind = ?", [kind]).df()
-        finally:
-            con.unregister("_wanted")
-        labels = dict(zip(got.entity_id, got.label))
+        labels = self.catalog.labels(kind, pd.unique(pd.Series(entity_ids, dtype=object)).tolist())
         return [labels.get(e, "") for e in entity_ids]
 
     # ---- maintenance ---------------------------------------------------------------------------

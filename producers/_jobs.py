@@ -18,7 +18,6 @@ import uuid
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,8 +25,7 @@ import numpy as np
 import pandas as pd
 
 from pertstore._dask import dask_client
-from pertstore.catalog._schema import first
-from pertstore.catalog import JobState, RecipeState
+from pertstore.catalog import JobState, RecipeRow, RecipeState
 from pertstore.errors import ConflictError, InvalidInputError, NotFoundError, PertstoreError
 from pertstore.producers._spec import PlannedRecipe, RecipeSpec, load_recipes, plan
 from pertstore.producers import _work
@@ -164,10 +162,6 @@ class JobProgress:
         return sum(r.items_failed for r in self.recipes)
 
 
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
 class Jobs:
     """Submit, watch, cancel and resume producer jobs of a store (``store.jobs``)."""
 
@@ -203,16 +197,11 @@ class Jobs:
         is_plan = isinstance(recipes, (list, tuple)) and recipes and isinstance(recipes[0], PlannedRecipe)
         planned = list(recipes) if is_plan else self.plan(recipes)
         job_id = uuid.uuid4().hex[:12]
-        now = _now()
-        doc = json.dumps([p.to_json() for p in planned])
-        with self._catalog() as cat, cat.transaction() as con:
-            con.execute("INSERT INTO jobs VALUES (?, 'queued', ?, NULL, NULL, ?, ?, 0, 0, 0, ?, ?, ?, ?, NULL, ?)",
-                        [job_id, now, now, len(planned), max_failed_fraction, scheduler or "local",
-                         socket.gethostname(), os.getpid(), doc]).fetchall()
-            for pos, p in enumerate(planned):
-                con.execute("INSERT INTO job_recipes VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, 0, 0, 0, 0, NULL)",
-                            [job_id, pos, p.recipe.source, p.recipe.version, p.recipe.context,
-                             p.recipe.producer]).fetchall()
+        with self._catalog() as cat:
+            cat.jobs.add(job_id, recipes=[(p.recipe.source, p.recipe.version, p.recipe.context, p.recipe.producer)
+                                          for p in planned],
+                         plan=[p.to_json() for p in planned], max_failed_fraction=max_failed_fraction,
+                         scheduler=scheduler or "local", host=socket.gethostname(), pid=os.getpid())
             self._keep_record(cat, job_id)
         return job_id
 
@@ -227,24 +216,18 @@ class Jobs:
     def ls(self) -> pd.DataFrame:
         """Every job, newest first."""
         with self._catalog() as cat:
-            return cat.query("SELECT job_id, state, submitted_at, finished_at, n_recipes, items_total, items_done, "
-                             "items_failed, scheduler, error FROM jobs ORDER BY submitted_at DESC")
+            return cat.jobs.ls()
 
     def status(self, job_id: str) -> dict:
         """A job's row plus one row per recipe."""
         with self._catalog() as cat:
-            job = cat.query("SELECT * EXCLUDE (plan) FROM jobs WHERE job_id = ?", [job_id])
-            if job.empty:
-                raise NotFoundError(f"no job {job_id!r}; `pertstore jobs ls` lists them")
-            recipes = cat.query("SELECT * EXCLUDE (job_id) FROM job_recipes WHERE job_id = ? ORDER BY position", [job_id])
-        return {**job.iloc[0].to_dict(), "recipes": recipes}
+            return {**cat.jobs.row(job_id), "recipes": cat.jobs.recipes(job_id)}
 
     def failures(self, job_id: str) -> pd.DataFrame:
         """The per-entity failure ledger of a job."""
-        self.status(job_id)
         with self._catalog() as cat:
-            return cat.query("SELECT source, version, entity_id, reason FROM job_failures WHERE job_id = ? "
-                             "ORDER BY source, entity_id", [job_id])
+            cat.jobs.row(job_id)
+            return cat.jobs.failures(job_id)
 
     def cancel(self, job_id: str) -> str:
         """Ask a running job to stop (its driver aborts it), or abort a job whose driver is gone."""
@@ -254,7 +237,7 @@ class Jobs:
         if st["state"] == JobState.RUNNING and _alive(st["host"], int(st["pid"]), job_id):
             self._set_state(job_id, JobState.CANCELLING)
             return JobState.CANCELLING
-        self._abort(job_id, self._load_plan(job_id))
+        self._abort(job_id, self._load_plan(job_id)[0])
         return JobState.CANCELLED
 
     # ---- running ---------------------------------------------------------------------------------
@@ -272,14 +255,9 @@ class Jobs:
     def run(self, job_id: str, *, scheduler: str | None = None, n_workers: int | None = None,
             progress: Callable[[JobProgress], None] | None = None) -> JobProgress:
         """Run (or rerun) a recorded job to the end in this process."""
-        planned = self._load_plan(job_id)
-        with self._catalog() as cat:
-            frac = float(first(cat.con.execute("SELECT max_failed_fraction FROM jobs WHERE job_id = ?", [job_id]))[0])
-        with self._catalog() as cat, cat.transaction() as con:  # a job cancelled while queued stays cancelled
-            started = con.execute("UPDATE jobs SET state = 'running', started_at = coalesce(started_at, ?), "
-                                  "updated_at = ?, pid = ?, host = ?, error = NULL "
-                                  "WHERE job_id = ? AND state NOT IN ('cancelled', 'cancelling') RETURNING job_id",
-                                  [_now(), _now(), os.getpid(), socket.gethostname(), job_id]).fetchall()
+        planned, frac = self._load_plan(job_id)
+        with self._catalog() as cat:  # a job cancelled while queued stays cancelled
+            started = cat.jobs.start(job_id, host=socket.gethostname(), pid=os.getpid())
         if not started:
             return JobProgress(job_id, self._state(job_id), [])
         recipes = [RecipeProgress(p.recipe.source, p.recipe.version, p.recipe.context, p.recipe.producer)
@@ -319,49 +297,38 @@ class Jobs:
             if self.store.release_catalog:
                 cat.close()
 
-    def _load_plan(self, job_id: str) -> list[PlannedRecipe]:
+    def _load_plan(self, job_id: str) -> tuple[list[PlannedRecipe], float]:
+        """The job's planned recipes and its ``max_failed_fraction``."""
         with self._catalog() as cat:
-            row = first(cat.con.execute("SELECT plan FROM jobs WHERE job_id = ?", [job_id]))
-        if row is None:
-            raise NotFoundError(f"no job {job_id!r}; `pertstore jobs ls` lists them")
-        return [PlannedRecipe.from_json(d) for d in json.loads(row[0])]
+            docs, frac = cat.jobs.plan(job_id)
+        return [PlannedRecipe.from_json(d) for d in docs], frac
 
     def _set_state(self, job_id: str, state: JobState, error: str | None = None) -> None:
-        finished = _now() if state in TERMINAL else None
-        with self._catalog() as cat, cat.transaction() as con:
-            con.execute("UPDATE jobs SET state = ?, updated_at = ?, finished_at = coalesce(?, finished_at), "
-                        "error = coalesce(?, error) WHERE job_id = ?", [state, _now(), finished, error, job_id]).fetchall()
+        with self._catalog() as cat:
+            cat.jobs.set_state(job_id, state, finished=state in TERMINAL, error=error)
             self._keep_record(cat, job_id)
 
     def _keep_record(self, cat, job_id: str) -> None:
         """Write the job's record into the store (``jobs/<id>.json``), so a catalog rebuild keeps it."""
-        self.store.storage.write_bytes(job_key(job_id), cat.export_job(job_id))
+        self.store.storage.write_bytes(job_key(job_id), cat.jobs.export(job_id))
 
     def _state(self, job_id: str) -> str:
         with self._catalog() as cat:
-            return str(first(cat.con.execute("SELECT state FROM jobs WHERE job_id = ?", [job_id]))[0])
+            return cat.jobs.state(job_id)
 
     def _abort(self, job_id: str, planned: list[PlannedRecipe]) -> None:
         for p in planned:
             if not self.store.has(p.recipe):
                 _work.abort(self.store.storage, p)
-        with self._catalog() as cat, cat.transaction() as con:
-            con.execute("UPDATE job_recipes SET state = 'cancelled' WHERE job_id = ? AND state NOT IN ('done', 'failed')",
-                        [job_id]).fetchall()
+        with self._catalog() as cat:
+            cat.jobs.cancel_open_recipes(job_id)
         self._set_state(job_id, JobState.CANCELLED)
 
     def _flush(self, state: JobProgress, ledger: list[tuple[str, str, str, str, str]]) -> None:
-        with self._catalog() as cat, cat.transaction() as con:
-            for pos, r in enumerate(state.recipes):
-                con.execute("UPDATE job_recipes SET state = ?, items_total = ?, items_done = ?, items_failed = ?, "
-                            "items_reused = ?, seconds = ?, error = ? WHERE job_id = ? AND position = ?",
-                            [r.state, r.items_total, r.items_done, r.items_failed, r.items_reused, r.seconds, r.error,
-                             state.job_id, pos]).fetchall()
-            if ledger:
-                con.executemany("INSERT INTO job_failures VALUES (?, ?, ?, ?, ?)", ledger).fetchall()
-            con.execute("UPDATE jobs SET items_total = ?, items_done = ?, items_failed = ?, updated_at = ? "
-                        "WHERE job_id = ?", [state.items_total, state.items_done, state.items_failed, _now(),
-                                             state.job_id]).fetchall()
+        rows = [RecipeRow(r.state, r.items_total, r.items_done, r.items_failed, r.items_reused, r.seconds, r.error)
+                for r in state.recipes]
+        with self._catalog() as cat:
+            cat.jobs.progress(state.job_id, rows, (state.items_total, state.items_done, state.items_failed), ledger)
 
 
 class _Driver:

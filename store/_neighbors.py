@@ -104,31 +104,42 @@ class ExactIndex:
 
 
 class GraphIndex:
-    """An approximate HNSW index of one set's rows (usearch), searched with ``expansion`` candidates."""
+    """An approximate HNSW index of one set's rows (usearch, vectors kept as float16).
 
-    def __init__(self, index, metric: Metric, expansion: int = 128) -> None:
+    A search asks the graph for ``2 k`` candidates (``expansion`` of them explored), then scores them
+    exactly on the set's float32 rows and keeps the best ``k``: scores are exact, only the candidate
+    list is approximate. Defaults measured in ``benchmarks/bench_neighbors.py``.
+    """
+
+    def __init__(self, index, values: np.ndarray, metric: Metric, expansion: int = 32) -> None:
         self.index, self.metric, self.expansion = index, metric, expansion
+        self.values = np.ascontiguousarray(values, dtype=np.float32)
 
     @classmethod
-    def build(cls, values: np.ndarray, metric: Metric = "cosine", *, connectivity: int = 16,
-              expansion_add: int = 128, threads: int = 0) -> GraphIndex:
-        """Index every row of ``values`` (keys: row positions)."""
+    def build(cls, values: np.ndarray, metric: Metric = "cosine", *, connectivity: int = 8,
+              expansion_add: int = 64, threads: int = 1) -> GraphIndex:
+        """Index every row of ``values`` (keys: row positions); one thread by default, so the graph,
+        and so every answer, is the same on every build."""
         from usearch.index import Index
 
         check_search(1, metric)
         x = np.ascontiguousarray(values, dtype=np.float32)
         if not np.isfinite(x).all():
             raise InvalidInputError("the set holds NaN or infinite values; neighbours are undefined")
-        index = Index(ndim=x.shape[1], metric="cos" if metric == "cosine" else "l2sq", dtype="f32",
+        index = Index(ndim=x.shape[1], metric="cos" if metric == "cosine" else "l2sq", dtype="f16",
                       connectivity=connectivity, expansion_add=expansion_add)
         index.add(np.arange(len(x)), x, threads=threads)
-        return cls(index, metric)
+        return cls(index, x, metric)
 
     @classmethod
-    def restore(cls, raw: bytes, metric: Metric) -> GraphIndex:
+    def restore(cls, raw: bytes, values: np.ndarray, metric: Metric) -> GraphIndex:
+        """An index saved by :meth:`to_bytes`, over the same ``values``."""
         from usearch.index import Index
 
-        return cls(Index.restore(bytearray(raw)), metric)
+        index = Index.restore(bytearray(raw))
+        if index is None or len(index) != len(values) or index.ndim != values.shape[1]:
+            raise InvalidInputError("the kept neighbour index does not match its set; delete it to rebuild")
+        return cls(index, values, metric)
 
     def to_bytes(self) -> bytes:
         return bytes(self.index.save())
@@ -139,27 +150,33 @@ class GraphIndex:
 
     def search(self, queries: np.ndarray, k: int, *, exclude: np.ndarray | None = None,
                threads: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """As :meth:`ExactIndex.search` (without ``candidates``), approximately."""
+        """As :meth:`ExactIndex.search` (without ``candidates``), with an approximate candidate list."""
         check_search(k, self.metric)
         q = np.ascontiguousarray(queries, dtype=np.float32)
         out_pos = np.full((len(q), k), -1, dtype=np.int64)
         out_score = np.full((len(q), k), np.nan, dtype=np.float32)
         if not len(q):
             return out_pos, out_score
-        self.index.expansion_search = max(self.expansion, k + 1)
-        found = self.index.search(q, min(k + 1, self.n_rows), threads=threads)
+        count = min(2 * k + 1, self.n_rows)
+        self.index.expansion_search = max(self.expansion, count)
+        found = self.index.search(q, count, threads=threads)
         keys = np.asarray(found.keys, dtype=np.int64).reshape(len(q), -1)
-        dist = np.asarray(found.distances, dtype=np.float32).reshape(len(q), -1)
         counts = np.asarray(found.counts).reshape(-1)
+        cosine = self.metric == "cosine"
         for i in range(len(q)):
-            row_keys, row_dist = keys[i, :counts[i]], dist[i, :counts[i]]
+            cand = keys[i, :counts[i]]
             if exclude is not None and exclude[i] >= 0:
-                keep = row_keys != exclude[i]
-                row_keys, row_dist = row_keys[keep], row_dist[keep]
-            row_keys, row_dist = row_keys[:k], row_dist[:k]
-            out_pos[i, :len(row_keys)] = row_keys
-            # usearch: cosine distance 1 - similarity; l2sq the squared distance
-            out_score[i, :len(row_keys)] = 1 - row_dist if self.metric == "cosine" else np.sqrt(np.maximum(row_dist, 0))
+                cand = cand[cand != exclude[i]]
+            rows = self.values[cand]
+            if cosine:
+                norms = np.linalg.norm(rows, axis=1) * np.linalg.norm(q[i])
+                score = rows @ q[i] / np.maximum(norms, np.finfo(np.float32).tiny)
+                order = np.argsort(-score, kind="stable")[:k]
+            else:
+                score = np.sqrt(np.maximum(((rows - q[i]) ** 2).sum(axis=1), 0))
+                order = np.argsort(score, kind="stable")[:k]
+            out_pos[i, :len(order)] = cand[order]
+            out_score[i, :len(order)] = score[order]
         return out_pos, out_score
 
 

@@ -9,6 +9,7 @@ process, which reports its wall time, seconds per epoch and peak resident memory
 pinned to one thread. Needs PERTSTORE_DATA_DIR.
 
     python benchmarks/bench_graph_quality.py [--models spectral,node2vec,gcn,gin,wavegc] [--epochs N]
+        [--eig-ratio R]
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def _train_adjacency(split: EdgeSplit, n: int) -> sp.csr_matrix:
     return (a + a.T).tocsr()
 
 
-def _embed(model: str, split: EdgeSplit, n: int, epochs: int | None) -> tuple[np.ndarray, int]:
+def _embed(model: str, split: EdgeSplit, n: int, epochs: int | None, eig_ratio: float | None) -> tuple[np.ndarray, int]:
     """The model's embedding of all ``n`` nodes from the training edges, and the epochs it ran."""
     cap = {} if epochs is None else {"epochs": epochs}
     if model == "spectral":
@@ -72,11 +73,11 @@ def _embed(model: str, split: EdgeSplit, n: int, epochs: int | None) -> tuple[np
         return result.embedding, len(result.history)
     from pertstore.producers.graph.wavegc import WaveGCParams, train_wavegc
 
-    result = train_wavegc(split, n, WaveGCParams(**cap))
+    result = train_wavegc(split, n, WaveGCParams(**cap, **({} if eig_ratio is None else {"eig_ratio": eig_ratio})))
     return result.embedding, len(result.history)
 
 
-def _run(model: str, epochs: int | None, out: mp.Queue) -> None:
+def _run(model: str, epochs: int | None, eig_ratio: float | None, out: mp.Queue) -> None:
     torch.set_num_threads(1)
     graph = _graph()
     split = split_edges(graph, 0.1, seed=0)
@@ -86,7 +87,7 @@ def _run(model: str, epochs: int | None, out: mp.Queue) -> None:
         both = torch.cat([split.train, split.val], 1)
         neg = negative_sampling(torch.cat([both, both.flip(0)], 1), num_nodes=graph.n, num_neg_samples=split.val.shape[1])
     t0 = time.perf_counter()
-    emb, ran = _embed(model, split, graph.n, epochs)
+    emb, ran = _embed(model, split, graph.n, epochs, eig_ratio)
     wall = time.perf_counter() - t0
     z = torch.from_numpy(np.asarray(emb, dtype=np.float64))
     unit = z / z.norm(dim=1, keepdim=True).clamp_min(1e-12)
@@ -99,11 +100,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--epochs", type=int, default=None, help="cap on epochs (default: each producer's own)")
+    ap.add_argument("--eig-ratio", type=float, default=None,
+                    help="WaveGC's share of Laplacian eigenpairs (default: the producer's 0.05)")
     args = ap.parse_args()
     ctx = mp.get_context("spawn")
     for model in args.models.split(","):
         out = ctx.Queue()
-        proc = ctx.Process(target=_run, args=(model, args.epochs, out))
+        proc = ctx.Process(target=_run, args=(model, args.epochs, args.eig_ratio, out))
         proc.start()
         proc.join()
         if proc.exitcode != 0:

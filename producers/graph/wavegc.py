@@ -32,7 +32,7 @@ from typing import Literal
 import numpy as np
 import scipy.sparse as sp
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import nn
 from torch_geometric.nn import GCNConv
 
@@ -73,6 +73,12 @@ class WaveGCParams(LinkPredParams):
     batch_size: int = Field(4096, ge=1)
     clip: float | None = Field(1.0, gt=0)
     select: Literal["auc", "loss"] = "loss"
+
+    @model_validator(mode="after")
+    def _heads_divide_dims(self) -> "WaveGCParams":
+        if self.dims % 2 or self.dims % self.heads:
+            raise ValueError(f"dims ({self.dims}) must be even and divisible by heads ({self.heads})")
+        return self
 
 
 def laplacian_eigenpairs(adj: sp.spmatrix, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -215,9 +221,6 @@ class WaveGC(nn.Module):
     def __init__(self, n: int, eigenvalues: np.ndarray, vectors: np.ndarray, edge_index: torch.Tensor,
                  edge_weight: torch.Tensor | None, params: WaveGCParams) -> None:
         super().__init__()
-        if params.dims % params.heads or params.dims % 2:
-            raise InvalidInputError(f"string-wavegc: dims ({params.dims}) must be even and divisible by "
-                                    f"heads ({params.heads})")
         self.n = n
         self.embedding = nn.Embedding(n, params.dims)
         self.generator = WaveletGenerator(params.dims, params.heads, params.terms, params.scales, params.max_scale,

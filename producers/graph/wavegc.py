@@ -240,18 +240,27 @@ class WaveGC(nn.Module):
         return self.out(h)
 
 
-def train_wavegc(split: EdgeSplit, n: int, params: WaveGCParams) -> LinkPredResult:
-    """Build WaveGC on ``split``'s training graph (its Laplacian eigenpairs) and train it by link prediction."""
+def train_wavegc(split: EdgeSplit, n: int, params: WaveGCParams,
+                 eigenpairs: tuple[np.ndarray, np.ndarray] | None = None) -> LinkPredResult:
+    """Build WaveGC on ``split``'s training graph and train it by link prediction.
+
+    ``eigenpairs``: the training graph's from :func:`training_eigenpairs`, when computed beforehand.
+    """
     if params.full_graph:
         raise InvalidInputError("string-wavegc: full_graph is not supported (its eigenbasis is the training graph's)")
     edge_index, weight = split.message_edges()
-    values = weight.numpy().astype(np.float64) if params.weighted else np.ones(edge_index.shape[1])
-    adj = sp.csr_matrix((values, (edge_index[0].numpy(), edge_index[1].numpy())), shape=(n, n))
-    k = max(1, min(n, int(params.eig_ratio * n)))
-    eigenvalues, vectors = laplacian_eigenpairs(adj, k)
+    eigenvalues, vectors = training_eigenpairs(split, n, params) if eigenpairs is None else eigenpairs
     with seeded(params.seed):
         model = WaveGC(n, eigenvalues, vectors, edge_index, weight if params.weighted else None, params)
         return train_link_prediction(model, split, n, params)
+
+
+def training_eigenpairs(split: EdgeSplit, n: int, params: WaveGCParams) -> tuple[np.ndarray, np.ndarray]:
+    """The ``eig_ratio * n`` smallest eigenpairs of the training graph's normalised Laplacian."""
+    edge_index, weight = split.message_edges()
+    values = weight.numpy().astype(np.float64) if params.weighted else np.ones(edge_index.shape[1])
+    adj = sp.csr_matrix((values, (edge_index[0].numpy(), edge_index[1].numpy())), shape=(n, n))
+    return laplacian_eigenpairs(adj, max(1, min(n, int(params.eig_ratio * n))))
 
 
 class WaveGCProducer(Producer):

@@ -13,6 +13,9 @@ Reference notebooks (``results/figures/`` of the paper's code):
 - ``fig_3_embedding_clustermap``: StandardScaler, PCA(10) per set on the entities common to all sets,
   ``CCA(min dims)`` per pair, ``CCA.score`` (R^2 of predicting one set's components from the other's),
   clustered with ``RdBu_r`` from -1 to 1.
+
+The paper's Figure 5 (fusion against the best single embedding) has no notebook in the reference: its view here
+(:func:`fusion_vs_best`, :func:`fusion_plot`) puts both on Figure 1's gap-closed scale.
 """
 
 from __future__ import annotations

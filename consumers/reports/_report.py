@@ -388,7 +388,7 @@ def fusion_plot(table: pd.DataFrame, out: Path) -> list[tuple[str, str]]:
     single set and of each fusion run as bars, 0 at the train mean and 1 at the experimental error (dashed);
     a bar left of 0 is worse than the train mean, a fusion bar shorter than the best set's is worse than it."""
     plt = _pyplot()
-    drawn = table[np.isfinite(table.gap_closed_fusion) & np.isfinite(table.gap_closed_best)]
+    drawn = table[table.gap_closed_fusion.notna() & table.gap_closed_best.notna()]
     if drawn.empty:
         return []
     groups = list(drawn.groupby(["task", "context", "evaluator_family"], sort=True))

@@ -401,8 +401,8 @@ def fusion_plot(table: pd.DataFrame, out: Path) -> list[tuple[str, str]]:
                  for r in g.itertuples()]
         for text, gap, kind, median in bars:
             ax.barh(y, gap, color=PALETTE[kind], height=0.8)
-            ax.annotate(f"{gap:+.2f} ({g.metric.iloc[0]} {median:.3g})", (gap, y), xytext=(4 if gap >= 0 else -4, 0),
-                        textcoords="offset points", va="center", ha="left" if gap >= 0 else "right", fontsize=7)
+            ax.annotate(f"{gap:+.3f} ({g.metric.iloc[0]} {median:.4g})", (max(gap, 0), y), xytext=(4, 0),
+                        textcoords="offset points", va="center", ha="left", fontsize=7)
             ticks.append(y)
             labels.append(f"{task} / {context or '-'}: {text}" if kind == EMBEDDING else text)
             y += 1

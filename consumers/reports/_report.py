@@ -71,7 +71,8 @@ def _model_type(set_name: str, evaluator: str, producers: dict[str, str]) -> str
 def families(prim: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame]]:
     """The (task, evaluator) groups the figures draw, as the reference draws one figure per head type: that
     evaluator's rows, the controls without a model (train mean, no change, experimental error) and the
-    task's fusion rows (every fusion variant). Tasks are never mixed, so LFC regressors and DEG classifiers are never ranked together."""
+    task's fusion rows (every fusion variant). Tasks are never mixed, so LFC regressors and DEG classifiers are
+    never ranked together."""
     out = []
     for task, g in prim.groupby("task", sort=True):
         fused = g.evaluator.map(is_fusion)
@@ -133,9 +134,9 @@ def fusion_vs_best(gaps: pd.DataFrame) -> pd.DataFrame:
 
     ``gap_closed_fusion`` / ``gap_closed_best``: each one's gap closed (train mean 0, experimental error 1);
     ``gain`` = their difference (the share of the train-mean-to-limit range fusion adds; negative when fusion is
-    worse); ``remaining_gap_closed`` = ``gain / (1 - gap_closed_best)``, which for L2 is
-    ``(best - fusion) / (best - experimental error)``: the share of the gap the best set left that fusion
-    closes (NaN when the best set already reaches the limit)."""
+    worse); ``remaining_gap_closed`` = ``gain / (1 - gap_closed_best)`` = ``(fusion - best) / (experimental error
+    - best)``: the share of the gap the best set left that fusion closes (NaN when the best set already reaches
+    the limit)."""
     rows = []
     for (task, family, context), g in gaps.groupby(["task", "evaluator_family", "context"], sort=True):
         singles = g[g.type == EMBEDDING]

@@ -240,6 +240,8 @@ def plot_label(label: str, width: int = 48) -> str:
         return label
     sets, _, evaluator = label[len("fusion("):].partition(")")
     names = sets.split(",")
+    if len(names) <= 2:
+        return label
     return f"fusion({', '.join(names[:2])}, ... {len(names)} sets){evaluator}"
 
 
@@ -398,7 +400,7 @@ def fusion_plot(table: pd.DataFrame, out: Path) -> list[tuple[str, str]]:
     for (task, context, family), g in groups:
         bars = [(f"best single: {g.best_set.iloc[0]} / {family}", g.gap_closed_best.iloc[0], EMBEDDING,
                  g.best_median.iloc[0])]
-        bars += [(f"{plot_label(r.fusion, 36)} / {r.fusion_evaluator}", r.gap_closed_fusion, FUSION, r.fusion_median)
+        bars += [(f"{plot_label(r.fusion)} / {r.fusion_evaluator}", r.gap_closed_fusion, FUSION, r.fusion_median)
                  for r in g.itertuples()]
         for text, gap, kind, median in bars:
             ax.barh(y, gap, color=PALETTE[kind], height=0.8)

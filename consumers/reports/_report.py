@@ -13,6 +13,9 @@ Reference notebooks (``results/figures/`` of the paper's code):
 - ``fig_3_embedding_clustermap``: StandardScaler, PCA(10) per set on the entities common to all sets,
   ``CCA(min dims)`` per pair, ``CCA.score`` (R^2 of predicting one set's components from the other's),
   clustered with ``RdBu_r`` from -1 to 1.
+
+The paper's Figure 5 (fusion against the best single embedding) has no notebook in the reference: its view here
+(:func:`fusion_vs_best`, :func:`fusion_plot`) puts both on Figure 1's gap-closed scale.
 """
 
 from __future__ import annotations
@@ -50,8 +53,13 @@ def _primary(results: pd.DataFrame, producers: dict[str, str] | None = None) -> 
     return prim
 
 
+def is_fusion(evaluator: str) -> bool:
+    """Whether an evaluator is one of the fusion model's (``fusion``, ``fusion-full``, ``fusion-tuned``, ...)."""
+    return str(evaluator).startswith("fusion")
+
+
 def _model_type(set_name: str, evaluator: str, producers: dict[str, str]) -> str:
-    if evaluator == "fusion":
+    if is_fusion(evaluator):
         return FUSION
     if set_name in ("idealised", "experimental_error"):
         return POSITIVE
@@ -63,12 +71,14 @@ def _model_type(set_name: str, evaluator: str, producers: dict[str, str]) -> str
 def families(prim: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame]]:
     """The (task, evaluator) groups the figures draw, as the reference draws one figure per head type: that
     evaluator's rows, the controls without a model (train mean, no change, experimental error) and the
-    task's fusion rows. Tasks are never mixed, so LFC regressors and DEG classifiers are never ranked together."""
+    task's fusion rows (every fusion variant). Tasks are never mixed, so LFC regressors and DEG classifiers are
+    never ranked together."""
     out = []
     for task, g in prim.groupby("task", sort=True):
-        models = sorted(set(g.evaluator) - {"none", "fusion"}) or (["fusion"] if "fusion" in set(g.evaluator) else [])
+        fused = g.evaluator.map(is_fusion)
+        models = sorted(set(g.evaluator[~fused]) - {"none"}) or (["fusion"] if fused.any() else [])
         for ev in models:
-            out.append((task, ev, g[g.evaluator.isin([ev, "none", "fusion"])]))
+            out.append((task, ev, g[g.evaluator.isin([ev, "none"]) | fused]))
     return out
 
 
@@ -86,12 +96,13 @@ def best_model(rows: pd.DataFrame) -> str | None:
     return str(medians.idxmin() if _lower(rows) else medians.idxmax())
 
 
-def gap_closed(results: pd.DataFrame) -> pd.DataFrame:
+def gap_closed(results: pd.DataFrame, producers: dict[str, str] | None = None) -> pd.DataFrame:
     """Per (task, evaluator family, context) and label, the median over folds of the primary metric and the gap
     closed ``(median train_mean - median) / (median train_mean - median experimental_error)`` ("fraction
-    achieved" in ``fig_1.ipynb``); ``best`` marks the figure's best model. NaN without both controls."""
+    achieved" in ``fig_1.ipynb``); ``best`` marks the figure's best model, ``type`` the figures' model type
+    (``producers``: set -> producer, so random sets count as negative controls). NaN without both controls."""
     rows = []
-    for task, ev, fam in families(_primary(results)):
+    for task, ev, fam in families(_primary(results, producers)):
         for context, g in fam.groupby("context", sort=True):
             med = g.groupby("label").value.median()
             base, floor = med.get("train_mean", np.nan), med.get("experimental_error", np.nan)
@@ -104,9 +115,46 @@ def gap_closed(results: pd.DataFrame) -> pd.DataFrame:
                 rows.append({"task": task, "evaluator_family": ev, "context": context, "set": one.set,
                              "evaluator": one.evaluator, "metric": one.metric, "median": value,
                              "train_mean": base, "experimental_error": floor,
-                             "gap_closed": (base - value) / span if span else np.nan, "best": label == best})
+                             "gap_closed": (base - value) / span if span else np.nan, "best": label == best,
+                             "type": one.type})
     return pd.DataFrame(rows, columns=["task", "evaluator_family", "context", "set", "evaluator", "metric", "median",
-                                       "train_mean", "experimental_error", "gap_closed", "best"])
+                                       "train_mean", "experimental_error", "gap_closed", "best", "type"])
+
+
+FUSION_COLUMNS = ["task", "evaluator_family", "context", "metric", "fusion", "fusion_evaluator", "fusion_median",
+                  "best_set", "best_median", "train_mean", "experimental_error", "gap_closed_fusion",
+                  "gap_closed_best", "gain", "remaining_gap_closed", "fusion_better"]
+
+
+def fusion_vs_best(gaps: pd.DataFrame) -> pd.DataFrame:
+    """The paper's Figure 5 view from :func:`gap_closed`'s rows: per (task, evaluator family, context) and fusion
+    run, the fusion's median over folds against the best single set's, where the best single set is the best
+    median among the family's embedding sets (controls, random sets, the idealised baseline and fusion are never
+    candidates, so unlike Figure 1's "best model" it is never the train mean).
+
+    ``gap_closed_fusion`` / ``gap_closed_best``: each one's gap closed (train mean 0, experimental error 1);
+    ``gain`` = their difference (the share of the train-mean-to-limit range fusion adds; negative when fusion is
+    worse); ``remaining_gap_closed`` = ``gain / (1 - gap_closed_best)`` = ``(fusion - best) / (experimental error
+    - best)``: the share of the gap the best set left that fusion closes (NaN when the best set already reaches
+    the limit)."""
+    rows = []
+    for (task, family, context), g in gaps.groupby(["task", "evaluator_family", "context"], sort=True):
+        singles = g[g.type == EMBEDDING]
+        if singles.empty:
+            continue
+        lower = LOWER_IS_BETTER[g.metric.iloc[0]]
+        best = singles.loc[singles["median"].idxmin() if lower else singles["median"].idxmax()]
+        for one in g[g.type == FUSION].itertuples():
+            gain = one.gap_closed - best.gap_closed
+            rest = 1 - best.gap_closed
+            rows.append({"task": task, "evaluator_family": family, "context": context, "metric": one.metric,
+                         "fusion": one.set, "fusion_evaluator": one.evaluator, "fusion_median": one.median,
+                         "best_set": best.set, "best_median": best["median"], "train_mean": one.train_mean,
+                         "experimental_error": one.experimental_error, "gap_closed_fusion": one.gap_closed,
+                         "gap_closed_best": best.gap_closed, "gain": gain,
+                         "remaining_gap_closed": gain / rest if rest > 0 else np.nan,
+                         "fusion_better": bool(one.median < best["median"] if lower else one.median > best["median"])})
+    return pd.DataFrame(rows, columns=FUSION_COLUMNS)
 
 
 def ranks(results: pd.DataFrame, producers: dict[str, str] | None = None) -> pd.DataFrame:
@@ -192,6 +240,8 @@ def plot_label(label: str, width: int = 48) -> str:
         return label
     sets, _, evaluator = label[len("fusion("):].partition(")")
     names = sets.split(",")
+    if len(names) <= 2:
+        return label
     return f"fusion({', '.join(names[:2])}, ... {len(names)} sets){evaluator}"
 
 
@@ -336,6 +386,41 @@ def rank_plot(results: pd.DataFrame, out: Path, producers: dict[str, str] | None
     return figures
 
 
+def fusion_plot(table: pd.DataFrame, out: Path) -> list[tuple[str, str]]:
+    """Figure 5 (the paper's fusion figure): per (task, context, evaluator family), the gap closed of the best
+    single set and of each fusion run as bars, 0 at the train mean and 1 at the experimental error (dashed);
+    a bar left of 0 is worse than the train mean, a fusion bar shorter than the best set's is worse than it."""
+    plt = _pyplot()
+    drawn = table[table.gap_closed_fusion.notna() & table.gap_closed_best.notna()]
+    if drawn.empty:
+        return []
+    groups = list(drawn.groupby(["task", "context", "evaluator_family"], sort=True))
+    fig, ax = plt.subplots(figsize=(9, 0.3 * sum(1 + len(g) for _, g in groups) + 1.5))
+    y, ticks, labels = 0.0, [], []
+    for (task, context, family), g in groups:
+        bars = [(f"best single: {g.best_set.iloc[0]} / {family}", g.gap_closed_best.iloc[0], EMBEDDING,
+                 g.best_median.iloc[0])]
+        bars += [(f"{plot_label(r.fusion)} / {r.fusion_evaluator}", r.gap_closed_fusion, FUSION, r.fusion_median)
+                 for r in g.itertuples()]
+        for text, gap, kind, median in bars:
+            ax.barh(y, gap, color=PALETTE[kind], height=0.8)
+            ax.annotate(f"{gap:+.3f} ({g.metric.iloc[0]} {median:.4g})", (max(gap, 0), y), xytext=(4, 0),
+                        textcoords="offset points", va="center", ha="left", fontsize=7)
+            ticks.append(y)
+            labels.append(f"{task} / {context or '-'}: {text}" if kind == EMBEDDING else text)
+            y += 1
+        y += 0.6
+    ax.axvline(0, color=PALETTE[NEGATIVE], linestyle="--", linewidth=1, label="train mean (0)")
+    ax.axvline(1, color=PALETTE[POSITIVE], linestyle="--", linewidth=1, label="experimental error (1)")
+    ax.set_yticks(ticks, labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("gap closed: (median train mean - median) / (median train mean - median experimental error)")
+    ax.set_title("Fusion vs the best single set (medians over folds)")
+    ax.legend(fontsize=8, loc="lower right")
+    return [("Fusion vs the best single set per task and context: gap closed (Figure 5 view; fusion_vs_best.csv)",
+             _fig_to_files(fig, out, "fig5_fusion_vs_best"))]
+
+
 def _cca_score(xa: np.ndarray, xb: np.ndarray) -> float:
     import warnings
 
@@ -452,14 +537,17 @@ def write_report(results: pd.DataFrame, out: str | Path, *, store=None, errors: 
     results.to_csv(out / "results.csv", index=False)
     table = summary_table(results)
     table.to_csv(out / "summary.csv", index=False)
-    gaps = gap_closed(results)
+    gaps = gap_closed(results, producers)
     gaps.to_csv(out / "gap_closed.csv", index=False)
+    fused = fusion_vs_best(gaps)
+    if not fused.empty:
+        fused.to_csv(out / "fusion_vs_best.csv", index=False)
     tests = paired_tests(results, errors)
     tests.to_csv(out / "wilcoxon.csv", index=False)
     ranked = ranks(results, producers)
     if not ranked.empty:
         ranked.drop(columns=["label"]).to_csv(out / "ranks.csv", index=False)
-    figures = boxplots(results, out, producers) + rank_plot(results, out, producers)
+    figures = boxplots(results, out, producers) + rank_plot(results, out, producers) + fusion_plot(fused, out)
     if store is not None:
         figures += dose_figures(results, store, out)
     covered = coverage_table(results)
@@ -482,6 +570,10 @@ def write_report(results: pd.DataFrame, out: str | Path, *, store=None, errors: 
     best = gaps[gaps.best]
     parts.append("<h2>Gap closed by the best model (medians over folds; train mean = 0, experimental error = 1)"
                  "</h2>" + best.to_html(index=False, float_format="%.4g"))
+    if not fused.empty:
+        parts.append("<h2>Fusion vs the best single set (medians over folds; gain = gap closed by fusion - gap closed "
+                     "by the best set, negative when fusion is worse)</h2>"
+                     + fused.to_html(index=False, float_format="%.4g"))
     parts.append("<h2>Paired Wilcoxon signed-rank tests vs the best negative control (Benjamini-Hochberg q)</h2>"
                  + tests.to_html(index=False, float_format="%.3g"))
     parts.append("<h2>Gap closed, every model</h2>" + gaps.to_html(index=False, float_format="%.4g"))

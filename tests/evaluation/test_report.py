@@ -111,6 +111,63 @@ def test_report_of_stored_rows_follows_the_figure_notebooks(store, tmp_path):
     assert deg_test.better and deg_test.significant
 
 
+def test_fusion_vs_best_single_set_figure_5(store, tmp_path):
+    """The Figure 5 view through `pertstore report`: every fusion variant against the best single embedding set
+    of the same task, context and evaluator family, its gap closed computed here from the stored rows' medians.
+    Fusion worse than the best set (K562, fusion-full), and everything worse than the train mean (RPE1), stay
+    negative; the idealised baseline and the train mean are never the best single set."""
+    rng = np.random.default_rng(11)
+    levels = {"K562": {("train_mean", "none"): 5.0, ("no_change", "none"): 5.6, ("experimental_error", "none"): 4.0,
+                       ("idealised", "knn"): 3.0, ("setA", "knn"): 4.6, ("setB", "knn"): 4.9, ("setB", "lasso"): 4.7,
+                       ("fusion(setA,setB)", "fusion"): 4.3, ("fusion(setA,setB)", "fusion-full"): 4.8},
+              "RPE1": {("train_mean", "none"): 5.0, ("no_change", "none"): 5.6, ("experimental_error", "none"): 4.5,
+                       ("idealised", "knn"): 3.0, ("setA", "knn"): 5.2, ("setB", "knn"): 5.4, ("setB", "lasso"): 5.3,
+                       ("fusion(setA,setB)", "fusion"): 5.1, ("fusion(setA,setB)", "fusion-full"): 5.5}}
+    rows = [_row("lfc", c, fold, s, ev, "l2", v + 0.02 * rng.normal()) for c, lv in levels.items()
+            for fold in range(5) for (s, ev), v in lv.items()]
+    deg = {("train_mean", "none"): 0.40, ("experimental_error", "none"): 0.80, ("setA", "logistic"): 0.50,
+           ("setB", "logistic"): 0.55, ("fusion(setA,setB)", "fusion"): 0.52}
+    rows += [_row("deg", "K562", fold, s, ev, "f1", v + 0.02 * rng.normal()) for fold in range(5)
+             for (s, ev), v in deg.items()]
+    rows = pd.DataFrame(rows)
+    save_results(store, rows, pd.DataFrame())
+    root = store.uri
+    store.close()
+    out = tmp_path / "report"
+    run("report", "--out", out, "--store", root)
+    assert (out / "fig5_fusion_vs_best.png").stat().st_size > 0 and (out / "fig5_fusion_vs_best.svg").exists()
+    assert "Fusion vs the best single set" in (out / "report.html").read_text()
+    got = pd.read_csv(out / "fusion_vs_best.csv").set_index(["task", "evaluator_family", "context", "fusion_evaluator"])
+    med = rows.groupby(["task", "context", "set", "evaluator"]).value.median()
+    expected = {}
+    for task, family, context, singles, fusions, lower in [
+            ("lfc", "knn", "K562", ["setA", "setB"], ["fusion", "fusion-full"], True),
+            ("lfc", "knn", "RPE1", ["setA", "setB"], ["fusion", "fusion-full"], True),
+            ("lfc", "lasso", "K562", ["setB"], ["fusion", "fusion-full"], True),
+            ("lfc", "lasso", "RPE1", ["setB"], ["fusion", "fusion-full"], True),
+            ("deg", "logistic", "K562", ["setA", "setB"], ["fusion"], False)]:
+        m = med.loc[(task, context)]
+        single = {s: m[(s, family)] for s in singles}
+        best = (min if lower else max)(single, key=single.get)
+        tm, ee = m[("train_mean", "none")], m[("experimental_error", "none")]
+        for ev in fusions:
+            fused = m[("fusion(setA,setB)", ev)]
+            row = got.loc[(task, family, context, ev)]
+            assert row.best_set == best and row.fusion == "fusion(setA,setB)"
+            assert row.gap_closed_fusion == pytest.approx((tm - fused) / (tm - ee), rel=1e-12)
+            assert row.gap_closed_best == pytest.approx((tm - single[best]) / (tm - ee), rel=1e-12)
+            assert row.remaining_gap_closed == pytest.approx((single[best] - fused) / (single[best] - ee), rel=1e-9)
+            assert row.fusion_better == (fused < single[best] if lower else fused > single[best])
+            expected[(task, family, context, ev)] = row.gain
+    assert len(got) == len(expected) == 9
+    assert expected[("lfc", "knn", "K562", "fusion")] > 0 > expected[("lfc", "knn", "K562", "fusion-full")]
+    rpe1 = got.loc[("lfc", "knn", "RPE1", "fusion")]
+    assert rpe1.best_set == "setA" and rpe1.gap_closed_best < 0 and rpe1.gap_closed_fusion < 0 < rpe1.gain
+    # the fusion variants share the families: no figure or ranking of their own
+    assert not list(out.glob("fig1_lfc_fusion*")) and set(pd.read_csv(out / "ranks.csv").evaluator_family) == {
+        "knn", "lasso", "logistic"}
+
+
 def test_paired_tests_pair_over_perturbations_and_adjust_with_bh():
     """Five folds can never reach p < 0.05 (two-sided minimum 1/16); 300 paired perturbations can."""
     rng = np.random.default_rng(0)

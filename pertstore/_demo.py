@@ -154,7 +154,7 @@ def _print_fusion(table, store: Store, console: Console) -> None:
     """The report's Figure 5 view on the console: each fusion run against the best single set."""
     from pertstore.consumers.reports import fusion_vs_best, gap_closed
 
-    producers = dict(store.catalog.query("SELECT DISTINCT source, producer FROM sets").itertuples(index=False))
+    producers = dict(store.catalog.list_sets()[["source", "producer"]].drop_duplicates().itertuples(index=False))
     fused = fusion_vs_best(gap_closed(table, producers))
     if fused.empty:
         return

@@ -4,7 +4,7 @@ front ends (``pertstore.cli``, ``pertstore.api``, ``pertstore.client``, the demo
   -> the facade (``pertstore.Store``)
   -> compute (``pertstore.producers``, ``pertstore.consumers``)
   -> data (``pertstore.store``, ``pertstore.catalog``)
-  -> core (``pertstore.errors``, ``pertstore._config``)
+  -> core (``pertstore.errors``, ``pertstore._config``, ``pertstore._dask``)
 
 Imports needed only for type hints (under ``if TYPE_CHECKING:``) do not count.
 """
@@ -12,6 +12,7 @@ Imports needed only for type hints (under ``if TYPE_CHECKING:``) do not count.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,13 +26,13 @@ def layer(module: str) -> str | None:
     if parts[0] != "pertstore":
         return None
     head = parts[1] if len(parts) > 1 else ""
-    if head in ("errors", "_config", "_hashing"):
+    if head in ("errors", "_config", "_dask"):
         return "core"
     if head in ("store", "catalog"):
         return "data"
     if head in ("producers", "consumers"):
         return "compute"
-    if head in ("", "_store", "_dask"):
+    if head in ("", "_store"):
         return "facade"
     return "front"  # cli, api, client, _demo, testing
 
@@ -78,3 +79,14 @@ def test_the_contract_catches_an_upward_import(tmp_path):
     bad.write_text("from pertstore.consumers.tasks import list_tasks\n")
     assert layer("pertstore.catalog._rebuild") == "data"
     assert [layer(m) for _, m in runtime_imports(bad)] == ["compute"]
+
+
+SQL = re.compile(r"\b(SELECT\s+[\w*(]|INSERT\s+(OR\s+\w+\s+)?INTO|UPDATE\s+\w+\s+SET|DELETE\s+FROM|CREATE\s+(TABLE|VIEW))")
+
+
+def test_sql_is_written_only_in_the_catalog():
+    """The catalog owns the database: no other package writes SQL (benchmarks and tests may)."""
+    found = [f"{path.relative_to(ROOT)}" for module, path in modules()
+             if not module.startswith("pertstore.catalog") and SQL.search(path.read_text())]
+    assert not found, found
+    assert SQL.search('con.execute("SELECT key FROM aliases")')  # the pattern sees SQL

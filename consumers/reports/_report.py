@@ -262,7 +262,7 @@ def dose_figures(results: pd.DataFrame, store, out: Path) -> list[tuple[str, str
     """The error-against-dose figure of every task whose contexts are doses (``recipe["dose_contexts"]``)."""
     import json
 
-    tasks = store.catalog.query("SELECT name, version, recipe FROM tasks")
+    tasks = store.catalog.tasks.recipes()
     used = set(zip(results.task, results.task_version))
     doses = {}
     for name, version, recipe in tasks.itertuples(index=False):
@@ -463,7 +463,7 @@ def cca_similarity(store, versions: dict[str, str], out: Path, *,
 
     _pyplot()
     figures, notes = [], []
-    listed = store.catalog.query("SELECT source, version, kind, producer, context FROM sets")
+    listed = store.catalog.list_sets()
     info = {(r.source, r.version): r for r in listed.itertuples()}
     by_kind: dict[str, list[str]] = {}
     for name, version in sorted(versions.items()):
@@ -515,9 +515,7 @@ def _missing_floors(results: pd.DataFrame) -> list[str]:
 
 
 def _errors(store, results: pd.DataFrame) -> pd.DataFrame:
-    tasks = sorted(set(results.task))
-    marks = ",".join("?" * len(tasks))
-    return store.catalog.query(f"SELECT * FROM bench_errors WHERE task IN ({marks})", tasks)
+    return store.catalog.results.errors(sorted(set(results.task)))
 
 
 def write_report(results: pd.DataFrame, out: str | Path, *, store=None, errors: pd.DataFrame | None = None,
@@ -533,7 +531,7 @@ def write_report(results: pd.DataFrame, out: str | Path, *, store=None, errors: 
         errors = _errors(store, results)
     producers = {}
     if store is not None:
-        producers = dict(store.catalog.query("SELECT DISTINCT source, producer FROM sets").itertuples(index=False))
+        producers = dict(store.catalog.list_sets()[["source", "producer"]].drop_duplicates().itertuples(index=False))
     results.to_csv(out / "results.csv", index=False)
     table = summary_table(results)
     table.to_csv(out / "summary.csv", index=False)

@@ -381,7 +381,7 @@ class Catalog:
             self._registry_generation += 1  # alias indexes read before now are stale
 
     def n_entities(self, kind: str) -> int:
-        return int(first(self.con.execute("SELECT count(*) FROM entities WHERE kind = ?", [kind]))[0])
+        return int(self.con.execute("SELECT count(*) FROM entities WHERE kind = ?", [kind]).fetchall()[0][0])
 
     def resolve(self, ids: Sequence[str], kind: str) -> Resolution:
         """Resolve ids of any namespace to canonical ids of ``kind`` (see :mod:`._registry`)."""
@@ -421,6 +421,7 @@ class Catalog:
         except duckdb.Error as e:  # the catalog closed meanwhile: the join keeps answering
             log.debug("alias index of %s not built: %s", kind, e)
             return
+        assert index is not None
         if budget is not None and index.nbytes > budget:  # remembered as None: not built again for this registry
             log.info("alias index of %s not kept: %d bytes exceed 1/%d of the cache budget", kind, index.nbytes,
                      INDEX_SHARE)

@@ -20,7 +20,7 @@ def molecule_registry(table: pd.DataFrame, *, name_col: str = "name", smiles_col
     """
     from rdkit import Chem, RDLogger
 
-    RDLogger.DisableLog("rdApp.*")
+    RDLogger.DisableLog("rdApp.*")  # type: ignore[attr-defined]
     for col in [name_col, smiles_col, *alias_cols]:
         if col not in table.columns:
             raise InvalidInputError(f"molecule table lacks column {col!r} (has {list(table.columns)})")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from typing import Any
 
 import pandas as pd
 from rich.progress import track
@@ -70,7 +71,7 @@ def rebuild(catalog: Catalog, storage: Storage, *, progress: bool = False) -> di
     """Empty ``catalog`` and index everything the store holds; returns counts and, under ``problems``,
     the files that were skipped."""
     catalog.clear()
-    counts = {"sets": 0, "tags": 0, "gene": 0, "molecule": 0}
+    counts: dict[str, Any] = {"sets": 0, "tags": 0, "gene": 0, "molecule": 0}
     for kind in ("gene", "molecule"):
         reg = read_registry(storage, kind)
         if reg is not None:

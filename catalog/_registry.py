@@ -320,7 +320,7 @@ def smiles_to_inchikey(smiles: str) -> str | None:
 
     from pertstore.catalog._molecules import parse_smiles
 
-    RDLogger.DisableLog("rdApp.*")
+    RDLogger.DisableLog("rdApp.*")  # type: ignore[attr-defined]
     if not smiles or _INCHIKEY.match(smiles):
         return None
     mol = parse_smiles(smiles)

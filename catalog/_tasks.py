@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
+import numpy as np
 import pandas as pd
 import zarr
 
@@ -44,11 +45,11 @@ class TaskEntry:
         if attrs.get("encoding-type") != TASK_ENCODING_TYPE:
             raise InvalidInputError(f"{key}: not a pertstore task (encoding-type {attrs.get('encoding-type')!r})")
         name, version = key.split("/")[1:3]
-        contexts = sorted({str(c) for c in g["context"][...]}) if g["context"].shape[0] else []
-        targets = g["targets"]
-        created = pd.Timestamp(attrs.get("created_at") or datetime.now(timezone.utc)).to_pydatetime()
-        return cls(name, version, attrs["kind"], int(targets.shape[0]), int(targets.shape[1]), contexts,
-                   attrs["recipe"], key, created)
+        context, targets = cast(zarr.Array, g["context"]), cast(zarr.Array, g["targets"])
+        contexts = sorted({str(c) for c in np.asarray(context[...])}) if context.shape[0] else []
+        created = pd.Timestamp(str(attrs.get("created_at") or datetime.now(timezone.utc))).to_pydatetime()
+        return cls(name, version, str(attrs["kind"]), int(targets.shape[0]), int(targets.shape[1]), contexts,
+                   dict(cast(dict, attrs["recipe"])), key, created)
 
 
 class TaskIndex:

@@ -106,9 +106,11 @@ def write_aligned(ds: xr.Dataset, path: str | Path) -> Path:
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".npz":
-        np.savez(path, ids=ds["entity"].values.astype(str), entity_id=ds["entity_id"].values.astype(str),
-                 **{s: ds[s].values for s in sources_of(ds)},
-                 **{f"covered_{s}": ds["covered"].sel(source=s).values for s in sources_of(ds)})
+        arrays: dict[str, np.ndarray] = {"ids": ds["entity"].values.astype(str),
+                                         "entity_id": ds["entity_id"].values.astype(str)}
+        arrays.update({s: ds[s].values for s in sources_of(ds)})
+        arrays.update({f"covered_{s}": ds["covered"].sel(source=s).values for s in sources_of(ds)})
+        np.savez(path, **arrays)  # type: ignore[arg-type]
     elif suffix == ".parquet":
         to_pandas(ds).to_parquet(path)
     elif suffix == ".csv":

@@ -20,6 +20,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from contextlib import ExitStack
 
 import google_crc32c
@@ -151,11 +152,13 @@ class OpenSet:
 
     def rows(self, positions: np.ndarray) -> np.ndarray:
         """``values[positions]`` as a new float32 array, reading only the chunks needed."""
-        positions = np.asarray(positions, dtype=np.int64)
-        return load_rows([(self, positions)])[0]
+        rows = load_rows([(self, np.asarray(positions, dtype=np.int64))])[0]
+        assert rows is not None
+        return rows
 
     def all_rows(self) -> np.ndarray:
         load_rows([(self, None)])
+        assert self._buffer is not None
         return self._buffer[: self.card.n_rows]
 
     def drop(self) -> None:
@@ -211,8 +214,7 @@ class OpenSet:
                 raise CorruptedSetError(f"{self.key}: chunk {c} is missing from shard {shard} ({self.shard_key(shard)})")
             ranges = _merge_ranges(table[:, 0].astype(np.int64), table[:, 1].astype(np.int64), gap)
             for group in _group_ranges(ranges, _TASK_BYTES, _TASK_RANGES):
-                tasks.append(lambda shard=shard, group=group, mine=mine, table=table:
-                             self._fetch(shard, group, chunks, mine, table, sink))
+                tasks.append(partial(self._fetch, shard, group, chunks, mine, table, sink))
         return tasks
 
     def _fetch(self, shard: int, ranges: list[tuple[int, int, np.ndarray]], chunks: np.ndarray, mine: np.ndarray,
@@ -238,6 +240,7 @@ class OpenSet:
         decodes ``chunks[j]`` straight into the buffer when all its rows are wanted, else into a
         per-thread scratch array and copies the wanted rows over."""
         n, dim, buffer = self.card.chunk_rows, self.card.dim, self._buffer
+        assert buffer is not None
         of_chunk = rows // n
         chunks, first = np.unique(of_chunk, return_index=True)
         bounds = np.append(first, len(rows))
@@ -295,15 +298,15 @@ def load_rows(requests: Sequence[tuple[OpenSet, np.ndarray | None]], *, threads:
             with ThreadPoolExecutor(max(1, threads)) as pool:
                 index_jobs = {(s.key, shard): s for s, _, chunks, _ in jobs
                               for shard in np.unique(chunks // s.shard_chunks).tolist() if shard not in s._shard_index}
-                _run(pool, [lambda s=s, shard=shard: s._index_of(shard) for (_, shard), s in index_jobs.items()])
+                _run(pool, [partial(s._index_of, shard) for (_, shard), s in index_jobs.items()])
                 _run(pool, [task for s, _, chunks, sink in jobs for task in s._read_tasks(chunks, sink)])
             for s, rows, _, _ in jobs:
                 s._have[rows] = True
                 s._n_have += len(rows)
-        return [None if positions is None else s._buffer[positions] for s, positions in requests]
+        return [None if positions is None or s._buffer is None else s._buffer[positions] for s, positions in requests]
 
 
-def _run(pool: ThreadPoolExecutor, tasks: list[Callable[[], None]]) -> None:
+def _run(pool: ThreadPoolExecutor, tasks: Sequence[Callable[[], object]]) -> None:
     if len(tasks) == 1:
         tasks[0]()
     elif tasks:

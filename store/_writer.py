@@ -23,6 +23,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from importlib.metadata import version as _pkg_version
 from itertools import islice
 
+from typing import Any, cast
+
 import google_crc32c
 import numpy as np
 import zarr
@@ -43,7 +45,7 @@ DEFAULT_CHUNK_BYTES = 16 * 1024
 #: Largest uncompressed size of one shard of ``values``: whole sets of up to 256 MiB are one object.
 #: Fewer objects mean fewer opens on a cold read; a shard is streamed, never held in memory.
 DEFAULT_SHARD_BYTES = 256 * 1024 * 1024
-VALUES_CODEC = {"cname": "lz4", "clevel": 5, "shuffle": "shuffle", "typesize": 4, "blocksize": 0}
+VALUES_CODEC: dict[str, Any] = {"cname": "lz4", "clevel": 5, "shuffle": "shuffle", "typesize": 4, "blocksize": 0}
 SEALED = "sealed"
 """Folder inside a staging group where the sharded copy is assembled before it is published."""
 SEALED_DONE = "sealed.done"
@@ -151,9 +153,9 @@ class SetWriter:
         existing = self.storage.exists(f"{self.staged}/values/{GROUP_META}")
         if existing:
             group = zarr.open_group(zstore, mode="r+", zarr_format=3)
-            ok = (group["values"].shape == (len(self.ids), self.dim)
-                  and group["values"].chunks[0] == self.chunk_rows
-                  and list(group["entity"][:]) == self.ids)
+            values, entity = cast(zarr.Array, group["values"]), cast(zarr.Array, group["entity"])
+            ok = (values.shape == (len(self.ids), self.dim) and values.chunks[0] == self.chunk_rows
+                  and list(np.asarray(entity[:])) == self.ids)
             if not ok:  # a stale staging area from another layout: start over
                 self.storage.delete_prefix(self.staged)
                 existing = False
@@ -195,7 +197,7 @@ class SetWriter:
         block = check_values(values, self.ids[start:stop], where=f"set {self.recipe.source} chunk {first}")
         if block.shape[1] != self.dim:
             raise InvalidInputError(f"set {self.recipe.source}: chunk {first} has {block.shape[1]} dims, expected {self.dim}")
-        self._open()["values"][start:stop] = block
+        cast(zarr.Array, self._open()["values"])[start:stop] = block
 
     def write_all(self, values: np.ndarray, *, failed: dict[str, str] | None = None) -> None:
         """Write every row at once and seal the set (see :meth:`write_rows`)."""

@@ -31,7 +31,7 @@ class TextModelParams(BaseModel):
     """Texts per forward pass (16 is fastest on CPU: benchmarks/bench_text.py) or per endpoint request."""
 
     @model_validator(mode="after")
-    def _resolve_model(self) -> "TextModelParams":
+    def _resolve_model(self) -> TextModelParams:
         if self.backend == "openai":
             if not self.model:
                 raise ValueError("backend openai needs `model`, the endpoint's model name (e.g. text-embedding-3-small)")

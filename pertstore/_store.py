@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import threading
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -16,6 +15,7 @@ import xarray as xr
 
 from pertstore._config import Settings, get_settings
 from pertstore.catalog import Catalog, Resolution, default_gene_table, gene_registry, merge_registry, molecule_registry
+from pertstore._similarity import IndexCache
 from pertstore.catalog._rebuild import job_record_problems, read_registry, read_tags, rebuild
 from pertstore.catalog._registry import ensembl_assignment, note_rules
 from pertstore.errors import InvalidInputError, NotFoundError, PertstoreError
@@ -37,7 +37,6 @@ from pertstore.store import (
     published_sets,
     read_card,
     read_embedding_file,
-    neighbor_index_key,
     registry_key,
     set_key,
     tag_key,
@@ -60,8 +59,8 @@ class Store:
         self.catalog_path = Path(catalog_path) if catalog_path else _default_catalog_path(storage)
         self._catalog: Catalog | None = None
         self._cache: SetCache | None = None
-        self._neighbor_indexes: dict[tuple[str, str], object] = {}
-        self._neighbor_lock = threading.Lock()
+        self._indexes = IndexCache()
+        """Prepared neighbour-search indexes (see :mod:`pertstore._similarity`)."""
         self._shared_rules: dict[str, tuple[str, str]] | None = None
         """Shared Ensembl ids a rule gave to one gene: ``{id: (entity id, rule)}`` (read on first need)."""
         self.release_catalog = False
@@ -382,10 +381,14 @@ class Store:
 
     def get(self, source: str, ids: Sequence[str] | None = None, *, context: str | None = None,
             version: str | None = None, tag: str | None = None) -> xr.DataArray:
-        """One set as a DataArray ``(entity, dim)``: all rows, or the rows of ``ids`` (aligned, NaN if absent)."""
+        """One set as a DataArray ``(entity, dim)``: all rows, or the rows of ``ids`` (aligned, NaN if absent).
+
+        :meth:`align` names each source's width ``<source>_dim`` instead, since sources of one
+        Dataset differ in width.
+        """
         if ids is not None:
             ds = self.align([source], ids, context=context, version=version, tag=tag)
-            return ds[source]
+            return ds[source].rename({f"{source}_dim": "dim"})
         s = self.open_set(source, context=context, version=version, tag=tag)
         return xr.DataArray(s.all_rows().copy(), dims=("entity", "dim"), coords={"entity": s.ids}, name=source,
                             attrs={"version": s.card.version, "context": s.card.context})
@@ -437,164 +440,20 @@ class Store:
     def neighbors(self, source: str, ids: Sequence[str], *, k: int = 20, metric: str = "cosine",
                   context: str | None = None, version: str | None = None, tag: str | None = None,
                   restrict_to: Sequence[str] | None = None, method: str = "auto") -> pd.DataFrame:
-        """The ``k`` entities of set ``source`` nearest to each of ``ids``.
+        """The ``k`` entities of set ``source`` nearest to each of ``ids`` (see :func:`pertstore._similarity.neighbors`:
+        ``method`` exact, index (approximate HNSW kept in the store) or auto, exact up to 100,000 rows)."""
+        from pertstore import _similarity
 
-        Parameters
-        ----------
-        ids
-            Query entities in any namespace the registry knows (resolved as :meth:`align` does).
-        metric
-            ``cosine`` (score: cosine similarity, higher is nearer) or ``euclidean`` (score: distance).
-        restrict_to
-            Only these entities are candidates (ids of any namespace; those not in the set are ignored);
-            searched exactly.
-        method
-            ``exact`` (torch matrix products), ``index`` (an approximate HNSW graph, usearch, built on
-            first use and kept in the store beside the set) or ``auto``: exact up to 100,000 rows.
-
-        Returns
-        -------
-        One row per (query, rank): ``query, query_entity_id, rank, entity_id, symbol, score``, nearest
-        first; a query's own row is never its neighbour. ``attrs``: ``source``, ``version``, ``context``,
-        ``metric``, ``k``, ``method`` (the one used), ``unresolved``, ``ambiguous``, ``rules``, ``missing`` (resolved ids the set
-        lacks) and ``restrict_ignored`` (``restrict_to`` ids that did not resolve or the set lacks).
-        """
-        from pertstore.store._neighbors import EXACT_MAX_ROWS, check_search
-
-        ids = check_ids([str(i) for i in ids])
-        check_names(source=source, context=context, version=version, tags=tag)
-        check_search(k, metric)
-        row = self.catalog.find_set(source, context=context, version=version, tag=tag)
-        s = self.cache.get(row.path)
-        res = self.resolve(ids, row.kind)
-        pos = s.positions([i or "" for i in res.ids])
-        found = np.flatnonzero(pos >= 0)
-        candidates, ignored = None, []
-        if restrict_to is not None:
-            restrict = check_ids([str(i) for i in restrict_to])
-            rres = self.resolve(restrict, row.kind)
-            rpos = s.positions([i or "" for i in rres.ids])
-            ignored = [q for q, p in zip(restrict, rpos) if p < 0]
-            candidates = np.unique(rpos[rpos >= 0])
-        if method not in ("auto", "exact", "index"):
-            raise InvalidInputError(f"unknown method {method!r}; use auto, exact or index")
-        if method == "auto":
-            method = "exact" if s.card.n_rows <= EXACT_MAX_ROWS or candidates is not None else "index"
-        if method == "index" and candidates is not None:
-            raise InvalidInputError("restrict_to is searched exactly; use method='exact' (or 'auto') with it")
-        queries = s.rows(pos[found]) if len(found) else np.zeros((0, s.card.dim), "f4")
-        if method == "index":
-            nb, scores = self._graph_index(s, metric).search(queries, k, exclude=pos[found])
-        else:
-            nb, scores = self._neighbor_index(s, metric).search(queries, k, candidates=candidates,
-                                                                exclude=pos[found])
-        self.cache.trim()
-        set_ids = np.asarray(s.ids, dtype=object)
-        q_rows = np.repeat(found, k)
-        keep = nb.ravel() >= 0
-        entity = set_ids[nb.ravel()[keep]].tolist()
-        out = pd.DataFrame({"query": np.asarray(ids, dtype=object)[q_rows[keep]],
-                            "query_entity_id": np.asarray(res.ids, dtype=object)[q_rows[keep]],
-                            "rank": np.tile(np.arange(1, k + 1), len(found))[keep],
-                            "entity_id": entity, "symbol": self._labels(row.kind, entity),
-                            "score": scores.ravel()[keep].astype(float)})
-        out.attrs = {"source": source, "version": row.version, "context": row.context, "metric": metric, "k": k,
-                     "method": method,
-                     "unresolved": res.unresolved, "ambiguous": res.ambiguous, "rules": res.rules,
-                     "missing": [ids[i] for i in np.flatnonzero((pos < 0) & np.array([e is not None for e in res.ids],
-                                                                                     dtype=bool))],
-                     "restrict_ignored": ignored}
-        return out
+        return _similarity.neighbors(self, source, ids, k=k, metric=metric, context=context, version=version,
+                                     tag=tag, restrict_to=restrict_to, method=method)
 
     def compare_neighbors(self, a: str, b: str, ids: Sequence[str] | None = None, *, k: int = 20,
                           metric: str = "cosine", context: str | None = None) -> pd.DataFrame:
-        """Per entity, how far two sets agree on its neighbours: the share of its top-``k`` in set ``a``
-        that are also its top-``k`` in set ``b``, both searched among the entities the sets share.
+        """Per entity, the share of its top-``k`` neighbours in set ``a`` also among its top-``k`` in ``b``
+        (see :func:`pertstore._similarity.compare_neighbors`)."""
+        from pertstore import _similarity
 
-        ``ids``: the entities to compare (any namespace; default every shared entity). Returns
-        ``entity_id, symbol, overlap`` rows (attrs: ``versions``, ``n_shared``, ``mean_overlap``, ``k``,
-        ``metric``, ``unresolved``, ``ambiguous``, ``missing``).
-        """
-        from pertstore.store._neighbors import check_search, top_k_overlap
-
-        check_names(source=a, context=context)
-        check_names(source=b, context=context)
-        check_search(k, metric)
-        rows = [self.catalog.find_set(x, context=context) for x in (a, b)]
-        if rows[0].kind != rows[1].kind:
-            raise InvalidInputError(f"{a} holds {rows[0].kind}s and {b} {rows[1].kind}s; compare sets of one kind")
-        sa, sb = (self.cache.get(r.path) for r in rows)
-        shared = pd.Index(sa.ids).intersection(pd.Index(sb.ids))
-        if len(shared) < 2:
-            raise InvalidInputError(f"{a} and {b} share {len(shared)} entit(ies); neighbours need at least 2")
-        res = None
-        if ids is None:
-            query = shared
-        else:
-            res = self.resolve(check_ids([str(i) for i in ids]), rows[0].kind)
-            got = pd.Index([i for i in res.ids if i is not None]).unique()
-            query = got[got.isin(shared)]
-        common = [np.asarray(x.positions(shared)) for x in (sa, sb)]
-        found = []
-        for x, pool in zip((sa, sb), common):
-            qpos = x.positions(query)
-            nb, _ = self._neighbor_index(x, metric).search(x.rows(qpos), k, candidates=pool, exclude=qpos)
-            column = np.full(x.card.n_rows + 1, -1)
-            column[pool] = np.arange(len(pool))
-            found.append(column[nb])  # set positions -> places in ``shared``, comparable across sets
-        self.cache.trim()
-        entity = query.tolist()
-        out = pd.DataFrame({"entity_id": entity, "symbol": self._labels(rows[0].kind, entity),
-                            "overlap": top_k_overlap(found[0], found[1])})
-        out.attrs = {"versions": {a: rows[0].version, b: rows[1].version}, "n_shared": len(shared), "k": k,
-                     "metric": metric, "mean_overlap": float(out.overlap.mean()) if len(out) else float("nan"),
-                     "unresolved": res.unresolved if res else [], "ambiguous": res.ambiguous if res else {},
-                     "missing": [] if res is None else sorted({i for i in res.ids if i is not None} - set(shared))}
-        return out
-
-    def _neighbor_index(self, s: OpenSet, metric: str):
-        """The prepared matrix of set ``s`` for ``metric``, kept for the last two (set, metric) pairs."""
-        from pertstore.store._neighbors import ExactIndex
-
-        key = (s.key, metric)
-        with self._neighbor_lock:
-            index = self._neighbor_indexes.pop(key, None)
-        if index is None:
-            index = ExactIndex(s.all_rows(), metric)  # type: ignore[arg-type]
-        with self._neighbor_lock:
-            self._neighbor_indexes[key] = index
-            while len(self._neighbor_indexes) > 2:
-                self._neighbor_indexes.pop(next(iter(self._neighbor_indexes)))
-        return index
-
-    def _graph_index(self, s: OpenSet, metric: str):
-        """The approximate index of set ``s`` for ``metric``: kept in memory like :meth:`_neighbor_index`,
-        read from the store, or built and written there (atomically) on first use."""
-        from pertstore.store._neighbors import GraphIndex
-
-        key = (s.key, f"graph-{metric}")
-        with self._neighbor_lock:
-            index = self._neighbor_indexes.pop(key, None)
-        if index is None:
-            stored = neighbor_index_key(s.card.source, s.card.version, metric)
-            if self.storage.exists(stored):
-                index = GraphIndex.restore(self.storage.read_bytes(stored), s.all_rows(), metric)  # type: ignore[arg-type]
-            else:
-                index = GraphIndex.build(s.all_rows(), metric)  # type: ignore[arg-type]
-                if not self.storage.read_only:
-                    self.storage.write_bytes(stored, index.to_bytes())
-        with self._neighbor_lock:
-            self._neighbor_indexes[key] = index
-            while len(self._neighbor_indexes) > 2:
-                self._neighbor_indexes.pop(next(iter(self._neighbor_indexes)))
-        return index
-
-    def _labels(self, kind: str, entity_ids: Sequence[str]) -> list[str]:
-        """The registry label (gene symbol, molecule name) of each entity id, empty if unregistered."""
-        if not len(entity_ids):
-            return []
-        labels = self.catalog.labels(kind, pd.unique(pd.Series(entity_ids, dtype=object)).tolist())
-        return [labels.get(e, "") for e in entity_ids]
+        return _similarity.compare_neighbors(self, a, b, ids, k=k, metric=metric, context=context)
 
     # ---- maintenance ---------------------------------------------------------------------------
 

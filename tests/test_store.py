@@ -85,6 +85,7 @@ def test_get_whole_set_and_subset(store, gene_ids):
     assert da.dims == ("entity", "dim") and list(da["entity"].values) == gene_ids[:300]
     np.testing.assert_array_equal(da.values, values)
     sub = store.get("rand", [gene_ids[10], gene_ids[2]])
+    assert sub.dims == da.dims                    # a subset is named like the whole set
     np.testing.assert_array_equal(sub.values, values[[10, 2]])
 
 

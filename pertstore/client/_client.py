@@ -134,9 +134,9 @@ class Client:
 
     def get(self, source: str, ids: Sequence[str], *, context: str | None = None, version: str | None = None,
             tag: str | None = None) -> xr.DataArray:
-        """One set's rows for ``ids`` (NaN where absent)."""
+        """One set's rows for ``ids`` (NaN where absent), dims ``(entity, dim)`` as :meth:`Store.get`."""
         body = _drop_none({"ids": [str(i) for i in ids], "context": context, "version": version, "tag": tag})
-        return self._arrow(f"/sets/{source}/embeddings", body)[source]
+        return self._arrow(f"/sets/{source}/embeddings", body)[source].rename({f"{source}_dim": "dim"})
 
     def _arrow(self, path: str, body: dict) -> xr.Dataset:
         import pyarrow as pa

@@ -10,7 +10,7 @@ import numpy as np
 import xarray as xr
 from fastapi.responses import StreamingResponse
 
-from pertstore.store._export import sources_of, to_arrow
+from pertstore.store import sources_of, to_arrow
 
 ARROW = "application/vnd.apache.arrow.stream"
 NPY = "application/x-npy"

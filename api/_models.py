@@ -13,8 +13,8 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from pertstore.store import SetCard
-from pertstore.store._layout import SET_ENCODING_TYPE, SET_ENCODING_VERSION
-from pertstore.store._recipe import MAX_ID_CHARS
+from pertstore.store import SET_ENCODING_TYPE, SET_ENCODING_VERSION
+from pertstore.store import MAX_ID_CHARS
 
 MAX_IDS = 20_000
 MAX_PAGE = 1_000

@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field, StringConstraints
 
 from pertstore.api._deps import READS, ApiState, State
 from pertstore.api._formats import ARROW, negotiate
-from pertstore.store._recipe import MAX_ID_CHARS
+from pertstore.store import MAX_ID_CHARS
 
 MAX_QUERIES = 2_000
 MAX_K = 1_000

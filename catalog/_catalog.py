@@ -23,7 +23,7 @@ from pertstore.catalog._jobs import JobIndex
 from pertstore.catalog._results import ResultIndex
 from pertstore.catalog._tasks import TaskIndex
 from pertstore.errors import ConflictError, NotFoundError, PertstoreError
-from pertstore.store._card import SetCard
+from pertstore.store import SetCard
 
 log = logging.getLogger(__name__)
 

@@ -12,10 +12,10 @@ from rich.progress import track
 from pertstore.catalog import _job_records
 from pertstore.catalog._catalog import Catalog
 from pertstore.errors import CorruptedSetError
-from pertstore.store._layout import registry_key
-from pertstore.store._reader import OpenSet
-from pertstore.store._storage import Storage
-from pertstore.store._verify import published_sets
+from pertstore.store import registry_key
+from pertstore.store import OpenSet
+from pertstore.store import Storage
+from pertstore.store import published_sets
 
 
 def read_registry(storage: Storage, kind: str) -> pd.DataFrame | None:

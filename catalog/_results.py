@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from pertstore.store._layout import RESULTS_PREFIX, results_key
-from pertstore.store._storage import Storage
+from pertstore.store import RESULTS_PREFIX, results_key
+from pertstore.store import Storage
 
 if TYPE_CHECKING:
     from pertstore.catalog._catalog import Catalog

@@ -16,8 +16,8 @@ import pandas as pd
 import zarr
 
 from pertstore.errors import InvalidInputError, NotFoundError
-from pertstore.store._layout import TASK_ENCODING_TYPE, TASKS_PREFIX
-from pertstore.store._storage import GROUP_META, Storage
+from pertstore.store import TASK_ENCODING_TYPE, TASKS_PREFIX
+from pertstore.store import GROUP_META, Storage
 
 if TYPE_CHECKING:
     from pertstore.catalog._catalog import Catalog

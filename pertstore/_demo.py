@@ -36,7 +36,7 @@ def compute_sets(store: Store, recipes: Path, *, console: Console, molecules: bo
     """Run the demo's recipes file as one job on an in-process Dask cluster, with a progress bar."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from pertstore.cli._jobs import _Bar
+    from pertstore.cli.progress import JobBar
     from pertstore.producers import load_recipes
 
     specs = load_recipes(recipes)
@@ -44,7 +44,7 @@ def compute_sets(store: Store, recipes: Path, *, console: Console, molecules: bo
         specs = [s for s in specs if "molecule" not in s.producer and "molecule" not in s.source]
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console) as bar:
-        return store.jobs.submit(specs, progress=_Bar(bar))
+        return store.jobs.submit(specs, progress=JobBar(bar))
 
 
 #: The demo's tasks: (name, file under the data directory, kind, build options).

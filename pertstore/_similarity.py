@@ -44,7 +44,7 @@ class IndexCache:
 
 def exact_index(store: Store, s: OpenSet, metric: str):
     """The prepared matrix of set ``s`` for ``metric``."""
-    from pertstore.store._neighbors import ExactIndex
+    from pertstore.store import ExactIndex
 
     return store._indexes.get((s.key, metric), lambda: ExactIndex(s.all_rows(), metric))  # type: ignore[arg-type]
 
@@ -52,7 +52,7 @@ def exact_index(store: Store, s: OpenSet, metric: str):
 def graph_index(store: Store, s: OpenSet, metric: str):
     """The approximate index of set ``s`` for ``metric``: in memory, read from the store, or built and
     written there (atomically) on first use."""
-    from pertstore.store._neighbors import GraphIndex
+    from pertstore.store import GraphIndex
 
     def make():
         stored = neighbor_index_key(s.card.source, s.card.version, metric)
@@ -99,7 +99,7 @@ def neighbors(store: Store, source: str, ids: Sequence[str], *, k: int = 20, met
     ``metric``, ``k``, ``method`` (the one used), ``unresolved``, ``ambiguous``, ``rules``, ``missing`` (resolved ids the set
     lacks) and ``restrict_ignored`` (``restrict_to`` ids that did not resolve or the set lacks).
     """
-    from pertstore.store._neighbors import EXACT_MAX_ROWS, check_search
+    from pertstore.store import EXACT_MAX_ROWS, check_search
 
     ids = check_ids([str(i) for i in ids])
     check_names(source=source, context=context, version=version, tags=tag)
@@ -156,7 +156,7 @@ def compare_neighbors(store: Store, a: str, b: str, ids: Sequence[str] | None = 
     ``entity_id, symbol, overlap`` rows (attrs: ``versions``, ``n_shared``, ``mean_overlap``, ``k``,
     ``metric``, ``unresolved``, ``ambiguous``, ``missing``).
     """
-    from pertstore.store._neighbors import check_search, top_k_overlap
+    from pertstore.store import check_search, top_k_overlap
 
     check_names(source=a, context=context)
     check_names(source=b, context=context)

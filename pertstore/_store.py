@@ -16,8 +16,8 @@ import xarray as xr
 from pertstore._config import Settings, get_settings
 from pertstore.catalog import Catalog, Resolution, default_gene_table, gene_registry, merge_registry, molecule_registry
 from pertstore._similarity import IndexCache
-from pertstore.catalog._rebuild import job_record_problems, read_registry, read_tags, rebuild
-from pertstore.catalog._registry import ensembl_assignment, note_rules
+from pertstore.catalog import job_record_problems, read_registry, read_tags, rebuild
+from pertstore.catalog import ensembl_assignment, note_rules
 from pertstore.errors import InvalidInputError, NotFoundError, PertstoreError
 from pertstore.store import (
     STORE_ENCODING,
@@ -243,8 +243,8 @@ class Store:
         ``inputs`` maps the producer's input names to file paths or ``set:SOURCE[@VERSION|:TAG]``.
         Returns the existing card when the recipe's set is already published.
         """
-        from pertstore.producers._jobs import produce_inline
-        from pertstore.producers._spec import RecipeSpec
+        from pertstore.producers import produce_inline
+        from pertstore.producers import RecipeSpec
 
         check_names(source=source, context=context, tags=tags)
         spec = RecipeSpec(producer=producer, source=source, params=params or {}, inputs=inputs or {},
@@ -262,7 +262,7 @@ class Store:
     @property
     def jobs(self):
         """Batch jobs of this store: ``submit``, ``ls``, ``status``, ``cancel``, ``resume``."""
-        from pertstore.producers._jobs import Jobs
+        from pertstore.producers import Jobs
 
         return Jobs(self)
 

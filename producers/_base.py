@@ -14,8 +14,8 @@ from pydantic import BaseModel, ConfigDict
 
 from pertstore._config import get_settings
 from pertstore.errors import InvalidInputError
-from pertstore.store._recipe import EntityKind
-from pertstore.store._storage import Storage
+from pertstore.store import EntityKind
+from pertstore.store import Storage
 
 InputKind = Literal["file", "set"]
 
@@ -81,8 +81,8 @@ class ProducerContext:
 
     def open_set(self, name: str):
         """The published set given as input ``name`` (an :class:`~pertstore.store.OpenSet`)."""
-        from pertstore.store._layout import set_key
-        from pertstore.store._reader import OpenSet
+        from pertstore.store import set_key
+        from pertstore.store import OpenSet
 
         if name not in self.sets:
             raise InvalidInputError(f"the recipe gives no set input {name!r} (inputs: {sorted(self.sets)})")
@@ -119,7 +119,7 @@ class ProducerContext:
 
 
 def _read_registry(storage: Storage, kind: str) -> pd.DataFrame:
-    from pertstore.store._layout import registry_key
+    from pertstore.store import registry_key
 
     key = registry_key(kind)
     reg = _parsed_registry(storage.read_bytes(key)) if storage.exists(key) else None
@@ -131,7 +131,7 @@ def _read_registry(storage: Storage, kind: str) -> pd.DataFrame:
 @lru_cache(maxsize=4)
 def _parsed_registry(raw: bytes) -> pd.DataFrame:
     """A registry file parsed once per worker process and file content (the parts of a job share it)."""
-    from pertstore.catalog._rebuild import parse_registry
+    from pertstore.catalog import parse_registry
 
     return parse_registry(raw)
 

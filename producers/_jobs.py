@@ -29,8 +29,8 @@ from pertstore.catalog import JobState, RecipeRow, RecipeState
 from pertstore.errors import ConflictError, InvalidInputError, NotFoundError, PertstoreError
 from pertstore.producers._spec import PlannedRecipe, RecipeSpec, load_recipes, plan
 from pertstore.producers import _work
-from pertstore.store._layout import claim_key, job_key
-from pertstore.store._storage import Storage
+from pertstore.store import claim_key, job_key
+from pertstore.store import Storage
 
 if TYPE_CHECKING:
     from pertstore._store import Store

@@ -36,7 +36,7 @@ from pertstore.errors import InvalidInputError
 from pertstore.producers._base import Producer
 from pertstore.producers._registry import get_producer
 from pertstore.store import file_sha256
-from pertstore.store._recipe import Recipe, check_names
+from pertstore.store import Recipe, check_names
 
 SET_PREFIX = "set:"
 

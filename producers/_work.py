@@ -19,9 +19,9 @@ import numpy as np
 from pertstore.errors import InvalidInputError, PertstoreError
 from pertstore.producers._base import Batch, Producer, ProducerContext
 from pertstore.producers._spec import PlannedRecipe
-from pertstore.store._layout import staging_key
-from pertstore.store._storage import Storage
-from pertstore.store._writer import SetWriter, publish_sealed
+from pertstore.store import staging_key
+from pertstore.store import Storage
+from pertstore.store import SetWriter, publish_sealed
 
 
 @dataclass

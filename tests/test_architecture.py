@@ -90,3 +90,31 @@ def test_sql_is_written_only_in_the_catalog():
              if not module.startswith("pertstore.catalog") and SQL.search(path.read_text())]
     assert not found, found
     assert SQL.search('con.execute("SELECT key FROM aliases")')  # the pattern sees SQL
+
+
+SUBPACKAGES = ("store", "catalog", "producers", "consumers", "api", "cli", "client")
+CORE = {"pertstore._config", "pertstore._dask", "pertstore._store", "pertstore._similarity", "pertstore._demo"}
+"""Modules of the root package every layer may name (settings, the Dask factory, the facade for type
+hints, and the demo for the CLI)."""
+
+
+def package(module: str) -> str:
+    parts = module.split(".")
+    return ".".join(parts[:2]) if len(parts) > 1 and parts[1] in SUBPACKAGES else "pertstore"
+
+
+def test_no_private_name_crosses_a_package():
+    """A package uses another through the names its ``__init__`` exports, never its private modules."""
+    crossing = []
+    for module, path in modules():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (isinstance(node, ast.ImportFrom) and node.module and node.level == 0
+                    and node.module.startswith("pertstore.")):
+                continue
+            if package(node.module) == package(module) or node.module in CORE:
+                continue
+            private_module = any(p.startswith("_") for p in node.module.split(".")[2:])
+            private_names = [a.name for a in node.names if a.name.startswith("_")]
+            if private_module or private_names:
+                crossing.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.module} {private_names or ''}")
+    assert not crossing, "\n".join(crossing)

@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from pertstore.errors import InvalidInputError
-from pertstore.store._recipe import check_name
+from pertstore.store import check_name
 from pertstore.catalog import TaskEntry
-from pertstore.store._layout import TASKS_PREFIX
-from pertstore.store._storage import GROUP_META
+from pertstore.store import TASKS_PREFIX
+from pertstore.store import GROUP_META
 
 from ._ingest import read_perturbation_data
 from ._presets import Preset, get_preset

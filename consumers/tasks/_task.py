@@ -16,7 +16,7 @@ import zarr
 
 from pertstore.errors import InvalidInputError
 from pertstore.store import file_digest
-from pertstore.store._layout import TASK_ENCODING_TYPE
+from pertstore.store import TASK_ENCODING_TYPE
 
 from ._bootstrap import INNER, SEED, ExperimentalError, concat_errors, experimental_error
 from ._deg import ALPHA, MIN_CELLS, deg

@@ -10,6 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from pertstore.cli._main import (Format, FormatOpt, StoreOpt, _emit, _local, _open, _print_table, _table, console,
                                  err)
+from pertstore.cli.progress import JobBar
 from pertstore.producers import describe_producers
 
 jobs_app = typer.Typer(help="Batch jobs: compute the sets of a recipes file on Dask.", no_args_is_help=True)
@@ -25,27 +26,12 @@ def register(app: typer.Typer) -> None:
     app.add_typer(producers_app, name="producers")
 
 
-class _Bar:
-    """A live progress bar fed by the job driver's progress callback."""
-
-    def __init__(self, progress: Progress) -> None:
-        self.progress = progress
-        self.task = None
-
-    def __call__(self, state) -> None:
-        if self.task is None:
-            self.task = self.progress.add_task(f"job {state.job_id}", total=max(state.items_total, 1))
-        running = [r.source for r in state.recipes if r.state == "running"]
-        self.progress.update(self.task, total=max(state.items_total, 1), completed=state.items_done,
-                             description=f"job {state.job_id} " + (", ".join(running[:3]) or state.state))
-
-
 def _run(call, progress: bool):
     if not progress:
         return call(None)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=False) as bar:
-        return call(_Bar(bar))
+        return call(JobBar(bar))
 
 
 def _report(state, store) -> None:

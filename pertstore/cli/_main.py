@@ -318,7 +318,7 @@ def registry_genes(table: Annotated[Optional[Path], typer.Option(help="Gene tabl
                             "share [default: genes/tss_grch38.tsv.gz of $PERTSTORE_DATA_DIR when there]")] = None,
                    store: StoreOpt = None) -> None:
     """Register genes."""
-    from pertstore.catalog._registry import ensembl_assignment
+    from pertstore.catalog import ensembl_assignment
 
     with _local(store) as s:
         n = s.register_genes(None if table is None else pd.read_csv(table, sep="\t", dtype=str, keep_default_na=False),

@@ -13,7 +13,7 @@ import xarray as xr
 from pertstore._config import get_settings
 from pertstore.catalog import Resolution
 from pertstore.errors import ConflictError, InvalidInputError, NotFoundError, PertstoreError
-from pertstore.producers._jobs import TERMINAL, JobProgress, RecipeProgress
+from pertstore.producers import TERMINAL, JobProgress, RecipeProgress
 from pertstore.store import SetCard, from_arrow
 
 ARROW = "application/vnd.apache.arrow.stream"

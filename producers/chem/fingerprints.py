@@ -58,7 +58,7 @@ def standardise(smiles: str, enabled: bool = True):
     ChemAxon extended SMILES (a `` |...|`` block RDKit rejects) are read without the block, as the
     molecule registry reads them.
     """
-    from pertstore.catalog._molecules import parse_smiles
+    from pertstore.catalog import parse_smiles
 
     mol = parse_smiles(smiles) if smiles else None
     if mol is None or not enabled:

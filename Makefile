@@ -23,8 +23,9 @@ demo: setup
 test: setup
 	$(PY) -m pytest -q
 
+# every benchmark, one table (benchmarks/results/bench.csv); FULL=1: the documented sizes (bench-full.csv)
 bench: setup
-	$(PY) benchmarks/bench_align.py
+	$(PY) benchmarks/run_all.py $(if $(FULL),--full)
 
 clean:
 	rm -rf demo-output .pytest_cache

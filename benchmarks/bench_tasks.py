@@ -41,12 +41,12 @@ THREAD_ENV = {k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_N
 
 
 def make_data(path: Path, *, scale: float, density: float, seed: int = 0, cells: int | None = None,
-              block: int = 100_000, batches: int = 56) -> dict:
+              block: int = 100_000, batches: int = 56, sciplex: bool = False) -> dict:
     """Synthetic sparse counts written block by block (memory bounded by ``block`` cells, so 1M cells fit).
 
-    obs has ``perturbation`` / ``batch`` (the reference's columns) and the same cells in sci-Plex's shape:
-    ``drug`` (``Vehicle`` for the controls), ``dose`` (10, 100, 1,000 or 10,000 nM; 0 for Vehicle),
-    ``plate`` (= batch) and ``cell_line`` (three); genes are named after protein-coding genes.
+    obs has ``perturbation`` and ``batch`` (the reference's columns); with ``sciplex`` the cells are shaped
+    like sci-Plex 3 instead: ``drug`` (``Vehicle`` for the controls), ``dose`` (10, 100, 1,000 or 10,000 nM;
+    0 for Vehicle), ``plate`` (the batch) and ``cell_line`` (three). Genes are named after protein-coding genes.
     """
     import anndata as ad
     import h5py
@@ -74,13 +74,15 @@ def make_data(path: Path, *, scale: float, density: float, seed: int = 0, cells:
         x.sum_duplicates()
         return x
 
-    is_ctrl = labels[pert] == "control"
-    obs = pd.DataFrame({"perturbation": labels[pert], "batch": [f"b{b:02d}" for b in batch],
-                        "drug": np.where(is_ctrl, "Vehicle", labels[pert]),
-                        "dose": np.where(is_ctrl, 0.0, rng.choice([10.0, 100.0, 1000.0, 10000.0], size=n_cells)),
-                        "plate": [f"plate{b:02d}" for b in batch],
-                        "cell_line": rng.choice(["A549", "K562", "MCF7"], size=n_cells)},
-                       index=[f"c{i}" for i in range(n_cells)])
+    if sciplex:
+        is_ctrl = labels[pert] == "control"
+        columns = {"drug": np.where(is_ctrl, "Vehicle", labels[pert]),
+                   "dose": np.where(is_ctrl, 0.0, rng.choice([10.0, 100.0, 1000.0, 10000.0], size=n_cells)),
+                   "plate": [f"plate{b:02d}" for b in batch],
+                   "cell_line": rng.choice(["A549", "K562", "MCF7"], size=n_cells)}
+    else:
+        columns = {"perturbation": labels[pert], "batch": [f"b{b:02d}" for b in batch]}
+    obs = pd.DataFrame(columns, index=[f"c{i}" for i in range(n_cells)])
     obs = obs.astype({c: "category" for c in obs.columns if c != "dose"})
     genes = coding_symbols(n_genes)
     first = min(block, n_cells)
@@ -296,10 +298,13 @@ def main() -> None:
         worker(args.worker, args.file, json.loads(args.kwargs), args.warm)
         return
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+        sciplex = args.only == ["sciplex"]
+        if "sciplex" in args.only and not sciplex:
+            ap.error("--only sciplex runs alone (its cells are shaped like sci-Plex, not like the reference's)")
         path = Path(tmp) / "cells.h5ad"
-        shape = make_data(path, scale=args.scale, density=args.density, cells=args.cells)
-        warm = Path(tmp) / "warm.h5ad"
-        make_data(warm, scale=0.005, density=args.density, seed=1, batches=4)   # controls in every plate
+        shape = make_data(path, scale=args.scale, density=args.density, cells=args.cells, sciplex=sciplex)
+        warm = Path(tmp) / "warm.h5ad"   # 4 plates: controls in every plate and cell line
+        make_data(warm, scale=0.005, density=args.density, seed=1, batches=4, sciplex=sciplex)
         print(f"data: {shape} (scale {args.scale}), repeats {args.repeats}, BLAS 1 thread")
         n = shape["perturbations"]
         deg_k, boot_k = min(args.deg_subset, n), min(args.boot_subset, n)

@@ -39,8 +39,8 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
                 ["--cells", "1000000", "--scale", "1", "--repeats", "1", "--trials", "20", "--only", "sciplex"]),
     "l1000": ("bench_l1000.py", ["--repeats", "1"], ["--repeats", "3"]),
     "eval": ("bench_eval.py", ["--quick"], []),
-    "deg": ("bench_deg.py", ["--genes", "100", "--repeats", "1"], ["--genes", "400", "--repeats", "3"]),
-    "align": ("bench_align.py", ["--repeats", "2"], ["--repeats", "5"]),
+    "deg": ("bench_deg.py", ["--genes", "400", "--repeats", "1"], ["--genes", "400", "--repeats", "3"]),
+    "align": ("bench_align.py", ["--n-sets", "30", "--repeats", "2"], ["--n-sets", "30", "--repeats", "5"]),
     "api": ("bench_api.py", ["--repeats", "3"], ["--repeats", "7"]),
 }
 

@@ -58,6 +58,11 @@ def fmt(value: object, spec: str) -> str:
     return "-" if value is None or value == "" else format(value, spec)
 
 
+def ratio(value: float | None) -> str:
+    """``12.3x`` (two decimals below 10, so that a row near its target reads as the check does)."""
+    return "-" if value is None else f"{value:.2f}x" if value < 10 else f"{value:.1f}x"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--full", action="store_true", help="the documented sizes (slow: the 1M-cell task, 6 GB of disk)")
@@ -90,7 +95,7 @@ def main() -> None:
     print(head + "\n" + "-" * len(head))
     for r in rows:
         print(f"{r['work'][:68]:<68} {(r.get('reference') or '-')[:38]:<38} {fmt(r.get('ref_s'), '8.2f'):>8} "
-              f"{fmt(r.get('ours_s'), '8.2f'):>8} {fmt(r.get('ratio'), '6.1f') + ('x' if r.get('ratio') else ''):>7} "
+              f"{fmt(r.get('ours_s'), '8.2f'):>8} {ratio(r.get('ratio')):>7} "
               f"{fmt(r.get('mem_ratio'), '6.2f'):>6} {r.get('target', ''):<26} {'yes' if r.get('met') else 'NO'}"
               + (f"  ({r['note']})" if r.get("note") else ""))
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -36,8 +36,9 @@ typecheck: setup
 	cd build/typecheck && "$(CURDIR)/$(VENV)/bin/mypy" --config-file "$(CURDIR)/pyproject.toml" \
 		pertstore/store pertstore/catalog pertstore/_store.py
 
+# every benchmark, one table (benchmarks/results/bench.csv); FULL=1: the documented sizes (bench-full.csv)
 bench: setup
-	$(PY) benchmarks/bench_align.py
+	$(PY) benchmarks/run_all.py $(if $(FULL),--full)
 
 clean:
 	rm -rf demo-output .pytest_cache build

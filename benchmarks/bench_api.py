@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import httpx  # noqa: E402
 import numpy as np  # noqa: E402
+from _rows import row, write_rows  # noqa: E402
 from servers import api_server  # noqa: E402
 
 from pertstore import Store  # noqa: E402
@@ -58,6 +59,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--workdir", type=Path, default=Path(__file__).parent / "_work_api")
+    parser.add_argument("--rows", default=None, help="append the measurements as JSON rows to this file")
     args = parser.parse_args()
     root = args.workdir / "store"
     if not (root / "catalog.duckdb").exists():
@@ -92,6 +94,13 @@ def main() -> None:
     print(f"HTTP JSON (parsed)     : {t_json * 1e3:8.1f} ms  ({mb / t_json:7.1f} MiB/s)")
     print(f"Arrow throughput = {t_json / t_arrow:.1f}x JSON (target >= 10x); "
           f"Arrow time = {t_arrow / t_local:.2f}x in-process (target <= 3x)")
+    size = f"{len(ids):,} ids x {len(sources)} sets ({mb:.1f} MiB)"
+    write_rows(args.rows, [
+        row(f"HTTP aligned fetch, Arrow vs JSON, {size}", "JSON over HTTP", t_json, t_arrow, target=">= 10x",
+            met=t_json / t_arrow >= 10),
+        row(f"HTTP aligned fetch, Arrow vs in-process, {size}", "in-process Store.align", t_local, t_arrow,
+            ratio=t_arrow / t_local, target="<= 3x in-process time", met=t_arrow / t_local <= 3,
+            note="ratio = Arrow time / in-process time")])
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import numpy as np
 import torch
+from _rows import speed_row, write_rows  # benchmarks/ is on sys.path when a benchmark runs
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import KFold
 
@@ -61,6 +62,7 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=128)
     parser.add_argument("--genes", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rows", default=None, help="append the measurement as a JSON row to this file")
     args = parser.parse_args()
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)
@@ -87,6 +89,11 @@ def main() -> None:
         print(f"{name:>17}: median {statistics.median(t):7.2f} s  (runs {', '.join(f'{v:.2f}' for v in t)})  "
               f"test macro F1 {f1[name]:.3f}")
     print(f"speed-up: {statistics.median(times['sklearn per gene']) / statistics.median(times['vectorised']):.1f}x")
+    write_rows(args.rows, [speed_row(
+        f"DEG logistic evaluator, {args.perts} perts x {args.genes} genes, {args.dim} dims",
+        "sklearn LogisticRegression per gene", statistics.median(times["sklearn per gene"]),
+        statistics.median(times["vectorised"]), min_ratio=5.0,
+        note=f"test macro F1 {f1['vectorised']:.3f} vs {f1['sklearn per gene']:.3f}")])
 
 
 if __name__ == "__main__":

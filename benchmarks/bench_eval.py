@@ -18,6 +18,8 @@ import statistics
 import subprocess
 import sys
 
+from _rows import speed_row, write_rows
+
 for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(var, "1")
 
@@ -76,6 +78,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="1,000 perturbations x 2,000 genes, 2 repeats")
     ap.add_argument("--lasso-genes", type=int, default=200, help="genes for the Lasso comparison (it fits one model per gene)")
+    ap.add_argument("--rows", default=None, help="append the measurements as JSON rows to this file")
     ap.add_argument("--worker")
     ap.add_argument("--model", default="knn")
     args = ap.parse_args()
@@ -87,6 +90,7 @@ def main() -> None:
 
     import numpy as np
 
+    out = []
     with tempfile.TemporaryDirectory() as tmp:
         for model in ("knn", "lasso"):
             genes = args.genes if model == "knn" else args.lasso_genes
@@ -105,6 +109,14 @@ def main() -> None:
             print(f"  speed-up {t['reference'] / t['pertstore']:.1f}x, memory ratio {m['pertstore'] / max(m['reference'], 1):.2f}; "
                   f"same choice: {res['reference'][0]['chosen'] == res['pertstore'][0]['chosen']}, "
                   f"identical predictions: {same} (max difference {maxdiff:.2e})")
+            same_choice = res["reference"][0]["chosen"] == res["pertstore"][0]["chosen"]
+            out.append(speed_row(
+                f"{model} evaluation, {args.n:,} perts x {genes:,} genes, {args.d} dims",
+                "sklearn GridSearchCV pipeline", t["reference"], t["pertstore"],
+                min_ratio=10.0 if model == "knn" else 1.0, ref_mb=m["reference"], ours_mb=m["pertstore"],
+                max_mem=0.25 if model == "knn" else None,
+                note=f"same choice: {same_choice}, max prediction difference {maxdiff:.1e}"))
+    write_rows(args.rows, out)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import numba
 import numpy as np
 import scipy.sparse as sp
 
@@ -80,6 +81,25 @@ class CellMatrix:
 
     def block(self, start: int, stop: int) -> Block:
         """Normalised rows ``start:stop``, validated, as float64 CSR arrays."""
+        data, indices, indptr = self._raw(start, stop)
+        data, indices, indptr = self._prepare(data.astype(np.float64), indices, indptr)
+        return Block(data, indices, indptr, self.shape[1])
+
+    def add_rows(self, out: np.ndarray, out2: np.ndarray | None, start: int, stop: int, group: np.ndarray,
+                 weight: np.ndarray) -> None:
+        """``out[group[i]] += weight[i] * x_i`` (``out2``: of ``x_i ** 2``) for the normalised rows ``x_i`` of
+        ``start:stop`` with ``group[i] >= 0``: :meth:`block` and the sums in one compiled pass over the
+        non-zeros (no float64 copy of the block, no per-non-zero temporaries)."""
+        data, indices, indptr = self._raw(start, stop)
+        if data.dtype == bool:
+            data = data.astype(np.float32)
+        column = self._column if self._column is not None else np.arange(self.elem.shape[1], dtype=np.int64)
+        _add_rows(out, out if out2 is None else out2, out2 is not None, data, indices, indptr.astype(np.int64),
+                  np.asarray(group, dtype=np.int64), np.asarray(weight, dtype=np.float64), column, self.is_counts,
+                  self._column is not None and self.normalise_kept)
+
+    def _raw(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Rows ``start:stop`` as they are stored (CSR arrays, ``indptr`` from 0), validated."""
         e = self.elem
         if isinstance(e, sp.csr_matrix):  # no copy of indices and indptr, data is copied by the cast
             lo, hi = e.indptr[start], e.indptr[stop]
@@ -90,8 +110,7 @@ class CellMatrix:
             rows.sum_duplicates()
             data, indices, indptr = rows.data, rows.indices, rows.indptr
         self._check(data, indices, indptr, start + np.arange(stop - start))
-        data, indices, indptr = self._prepare(data.astype(np.float64), indices, np.asarray(indptr))
-        return Block(data, indices, indptr, self.shape[1])
+        return data, indices, np.asarray(indptr)
 
     def _prepare(self, data: np.ndarray, indices: np.ndarray,
                  indptr: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -228,11 +247,7 @@ def _sums(matrix: CellMatrix, start: int, stop: int, g_of: np.ndarray, w_of: np.
         g = g_of[lo - start:hi - start]
         used = g >= 0
         if used.any():
-            block = matrix.block(lo, hi)
-            present, local = np.unique(g[used], return_inverse=True)
-            slot = np.full(hi - lo, -1, dtype=np.int64)
-            slot[used] = local
-            add_block(out, out2, block, slot, w_of[lo - start:hi - start], present)
+            matrix.add_rows(out, out2, lo, hi, g, w_of[lo - start:hi - start])
         if progress is not None:
             progress("cells", hi, stop)
     return out, out2
@@ -294,21 +309,33 @@ def _file_sums(source: tuple[str, str], is_counts: bool, start: int, stop: int, 
             root.close()
 
 
-def add_block(out: np.ndarray, out2: np.ndarray | None, block: Block, slot: np.ndarray, weight: np.ndarray,
-              present: np.ndarray) -> None:
-    """``out[present[s]] += sum of weight_i * x_i`` over the block's rows ``i`` with ``slot[i] = s`` (-1: none)."""
-    n_genes = block.n_genes
-    per_row = np.diff(block.indptr)
-    key = np.repeat(slot * n_genes, per_row)
-    key += block.indices
-    values = block.data * np.repeat(weight, per_row)
-    if (slot < 0).any():
-        keep = key >= 0  # rows of no group have keys below 0
-        key, values, data = key[keep], values[keep], block.data[keep]
-    else:
-        data = block.data
-    size = present.size * n_genes
-    out[present] += np.bincount(key, weights=values, minlength=size).reshape(present.size, n_genes)
-    if out2 is not None:
-        values *= data
-        out2[present] += np.bincount(key, weights=values, minlength=size).reshape(present.size, n_genes)
+@numba.njit(cache=True, nogil=True)
+def _add_rows(out: np.ndarray, out2: np.ndarray, squares: bool, data: np.ndarray, indices: np.ndarray,
+              indptr: np.ndarray, group: np.ndarray, weight: np.ndarray, column: np.ndarray, normalise: bool,
+              total_kept: bool) -> None:  # pragma: no cover (compiled)
+    """The loop of :meth:`CellMatrix.add_rows`: per row, counts normalised as :meth:`CellMatrix._normalise`
+    (over every gene, or the kept ones with ``total_kept``), genes mapped through ``column`` (-1: left out),
+    each value added into its (group, gene) cell, rows in order."""
+    for i in range(group.size):
+        g = group[i]
+        if g < 0:
+            continue
+        lo, hi = indptr[i], indptr[i + 1]
+        scale = 1.0
+        if normalise:
+            total = 0.0
+            for j in range(lo, hi):
+                if not total_kept or column[indices[j]] >= 0:
+                    total += float(data[j])
+            scale = TARGET_SUM / (total if total != 0.0 else 1.0)
+        w = weight[i]
+        for j in range(lo, hi):
+            c = column[indices[j]]
+            if c < 0:
+                continue
+            x = float(data[j])
+            if normalise:
+                x = np.log(x * scale + 1.0)
+            out[g, c] += w * x
+            if squares:
+                out2[g, c] += w * x * x

@@ -222,16 +222,17 @@ def two_stage_weights(starts: np.ndarray, sizes: np.ndarray, ss: np.random.SeedS
 
 
 def matched_weights(starts: np.ndarray, sizes: np.ndarray, ctrl_sizes: np.ndarray, ss: np.random.SeedSequence,
-                    outer: int, inner: int) -> tuple[np.ndarray, list[np.ndarray]]:
+                    outer: int, inner: int, n_rows: int | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
     """The plate-matched bootstrap's weights: perturbed cells ``[cells, trials]`` and controls per batch.
 
     Batch ``g`` (in the order the reference lists them) holds perturbed rows
     ``starts[g] : starts[g] + sizes[g]`` and ``ctrl_sizes[g]`` controls; in
     each drawn batch the perturbed cells, then the controls, are resampled from
-    one stream. Replicate = ``X.T @ W - sum_g C_g.T @ V_g``.
+    one stream. Replicate = ``X.T @ W - sum_g C_g.T @ V_g``. ``n_rows``: rows of ``X`` (default the
+    batches' cells; more when ``X`` also holds cells of batches left out, which get weight 0).
     """
     n_g = sizes.size
-    w = _Weights(int(sizes.sum()), outer * inner)
+    w = _Weights(int(sizes.sum()) if n_rows is None else n_rows, outer * inner)
     v = [_Weights(int(n), outer * inner) for n in ctrl_sizes]
     for i, ss_outer in enumerate(ss.spawn(outer)):
         drawn = np.random.default_rng(ss_outer).choice(n_g, size=n_g)
@@ -298,7 +299,9 @@ def _lfc_trials(data: PerturbationData, lay: Layout, targets: Targets, outer: in
                 starts = np.array([s.start for _, s in groups])
                 sizes = np.array([s.stop - s.start for _, s in groups])
                 batches = [b for b, _ in groups]
-                w, v = matched_weights(starts, sizes, lay.n_ctrl[batches], ss_perts[k], outer, inner)
+                # plates without controls are left out (as the reference), their cells weighted 0
+                w, v = matched_weights(starts, sizes, lay.n_ctrl[batches], ss_perts[k], outer, inner,
+                                       n_rows=x.shape[0])
                 rep = x.T @ w - sum(cells.controls([b]).T @ vb for b, vb in zip(batches, v, strict=True))
             out[i] = lfc_metrics(np.asarray(rep), targets.values[i])
             done += 1

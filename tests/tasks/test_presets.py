@@ -308,3 +308,20 @@ def test_a_block_whose_last_cells_are_empty_is_normalised_as_scanpy_does():
                               normalise_kept=True)
     np.testing.assert_allclose(renormalised.block(0, 43).to_csr().toarray(),
                                _normalised(ad.AnnData(X=x[:, kept].copy())).X.toarray(), atol=1e-12)
+
+
+def test_plate_matched_error_leaves_out_plates_without_controls(store, tmp_path):
+    """A drug's cells on a plate that has no control cells are left out of the plate-matched bootstrap
+    (as of its LFC); before, building such a task failed with a reshape error."""
+    a = drug_cells("sciplex")
+    no_ctrl = ((a.obs.plate == "plate3") & (a.obs.drug == "Vehicle")).to_numpy()
+    a = a[~no_ctrl].copy()
+    a.write_h5ad(tmp_path / "sciplex.h5ad")
+    task, _ = store.tasks.build(tmp_path / "sciplex.h5ad", name="sciplex-noctrl", kind="lfc", preset="sciplex",
+                                build_options={"trials": 4})
+    ref = reference_plate_matched_lfc(a[a.obs["dose"].isin([0.0, 10000.0]).to_numpy()
+                                        & (a.obs.plate != "plate3").to_numpy()], "drug", "Vehicle")
+    ours = _task_frame(task)
+    np.testing.assert_allclose(ours.to_numpy(), ref.loc[ours.index, ours.columns].to_numpy(), atol=1e-6)
+    trials = task.error.trials                       # [perturbations, trials, metrics]: every drug estimated
+    assert trials.shape[:2] == (len(ours), 4) and np.isfinite(trials).all()

@@ -17,9 +17,12 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from pertstore._store import Store
 
-bearer = HTTPBearer(auto_error=False, scheme_name="bearer",
-                    description="The server's token (PERTSTORE_TOKEN): needed by every write, and by reads "
-                                "when the server runs with --protect-reads")
+bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="bearer",
+    description="The server's token (PERTSTORE_TOKEN): needed by every write, and by reads "
+    "when the server runs with --protect-reads",
+)
 
 
 @dataclass
@@ -41,11 +44,13 @@ def api_state(request: Request) -> ApiState:
 State = Annotated[ApiState, Depends(api_state)]
 
 
-def token_holder(state: State,
-                 credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)]) -> bool:
+def token_holder(state: State, credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)]) -> bool:
     """Whether the request carries the server's token as ``Authorization: Bearer <token>``."""
-    return bool(state.token) and credentials is not None and \
-        hmac.compare_digest(credentials.credentials.encode(), state.token.encode())
+    return (
+        bool(state.token)
+        and credentials is not None
+        and hmac.compare_digest(credentials.credentials.encode(), state.token.encode())
+    )
 
 
 Owner = Annotated[bool, Depends(token_holder)]
@@ -55,8 +60,11 @@ def _check(state: ApiState, owner: bool) -> None:
     if not state.token:
         raise HTTPException(403, "writes are disabled: the server has no token configured (PERTSTORE_TOKEN)")
     if not owner:
-        raise HTTPException(401, "a valid bearer token is required (header 'Authorization: Bearer <token>')",
-                            headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(
+            401,
+            "a valid bearer token is required (header 'Authorization: Bearer <token>')",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
 
 
 def write_auth(state: State, owner: Owner) -> None:

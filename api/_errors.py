@@ -16,7 +16,10 @@ from pertstore.errors import ConflictError, CorruptedSetError, InvalidInputError
 log = logging.getLogger("pertstore.api")
 
 STATUS: list[tuple[type[PertstoreError], int]] = [
-    (NotFoundError, 404), (ConflictError, 409), (CorruptedSetError, 500), (InvalidInputError, 422),
+    (NotFoundError, 404),
+    (ConflictError, 409),
+    (CorruptedSetError, 500),
+    (InvalidInputError, 422),
 ]
 """HTTP status of each error class (first match); any other :class:`PertstoreError` is a 400."""
 
@@ -36,8 +39,10 @@ async def store_errors(_request: Request, exc: PertstoreError) -> JSONResponse:
 
 async def model_errors(_request: Request, exc: ValidationError | RequestValidationError) -> Response:
     """422 naming each bad field, without echoing the input (it may not even encode as UTF-8)."""
-    detail = [{"loc": [str(x) for x in e.get("loc", ())], "msg": str(e.get("msg", "")), "type": str(e.get("type"))}
-              for e in exc.errors()]
+    detail = [
+        {"loc": [str(x) for x in e.get("loc", ())], "msg": str(e.get("msg", "")), "type": str(e.get("type"))}
+        for e in exc.errors()
+    ]
     return Response(json.dumps({"detail": detail}, ensure_ascii=True), status_code=422, media_type="application/json")
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-
 from pertstore.api._deps import Owner, State
 from pertstore.api._models import Health, Ready
 

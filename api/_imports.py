@@ -7,20 +7,27 @@ from pathlib import Path
 from typing import Literal
 
 from fastapi import APIRouter, Request
-from starlette.concurrency import run_in_threadpool
-
 from pertstore.api._deps import WRITES, State
-from pertstore.errors import InvalidInputError, PertstoreError
 from pertstore.api._models import Card
 from pertstore.store import check_names
+from starlette.concurrency import run_in_threadpool
+
+from pertstore.errors import InvalidInputError, PertstoreError
 
 router = APIRouter(prefix="/v1", tags=["import"], dependencies=WRITES)
 
 
 @router.post("/import", status_code=201, response_model=Card)
-async def import_(state: State, request: Request, source: str, kind: Literal["gene", "molecule"] = "gene",
-                  context: str = "", format: Literal["h5ad", "npz", "parquet", "csv"] = "parquet",
-                  field: str | None = None, id_col: str | None = None) -> dict:
+async def import_(
+    state: State,
+    request: Request,
+    source: str,
+    kind: Literal["gene", "molecule"] = "gene",
+    context: str = "",
+    format: Literal["h5ad", "npz", "parquet", "csv"] = "parquet",
+    field: str | None = None,
+    id_col: str | None = None,
+) -> dict:
     """Publish the request body (the file's bytes) as a set of ``source``; answers its card."""
     check_names(source=source, context=context)
     body = await request.body()
@@ -32,8 +39,9 @@ async def import_(state: State, request: Request, source: str, kind: Literal["ge
             path = Path(tmp) / f"upload.{format}"
             path.write_bytes(body)
             try:
-                card = state.store.import_file(path, source=source, kind=kind, context=context, field=field,
-                                               id_col=id_col)
+                card = state.store.import_file(
+                    path, source=source, kind=kind, context=context, field=field, id_col=id_col
+                )
             except PertstoreError as e:  # name the upload, not the server's temporary folder
                 e.args = tuple(str(a).replace(str(path), f"upload.{format}") for a in e.args)
                 raise

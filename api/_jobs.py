@@ -11,13 +11,13 @@ import re
 import threading
 
 from fastapi import APIRouter, Response
-
-from pertstore._store import Store
 from pertstore.api._deps import READS, WRITES, Owner, State
 from pertstore.api._models import FailureRow, JobAccepted, JobRequest, JobRow, JobStatus, Name, plain, records
 from pertstore.catalog import JobState
-from pertstore.errors import ConflictError
 from pertstore.store import check_name
+
+from pertstore._store import Store
+from pertstore.errors import ConflictError
 
 log = logging.getLogger("pertstore.api")
 router = APIRouter(prefix="/v1", tags=["jobs"], dependencies=READS)
@@ -30,8 +30,9 @@ def submit(state: State, body: JobRequest, response: Response) -> JobAccepted:
     """Plan the recipes, record the job and run it in the background (``Location``: its status)."""
     planned = state.store.jobs.plan(body.recipes)  # outside the write lock: planning reads and hashes inputs
     with state.lock:
-        job_id = state.store.jobs.create(planned, max_failed_fraction=body.max_failed_fraction,
-                                         scheduler=state.scheduler)
+        job_id = state.store.jobs.create(
+            planned, max_failed_fraction=body.max_failed_fraction, scheduler=state.scheduler
+        )
     _start(state.store, job_id, state.scheduler)
     response.headers["Location"] = f"/v1/jobs/{job_id}"
     return JobAccepted(job_id=job_id, state=JobState.QUEUED)
@@ -45,8 +46,10 @@ def jobs(state: State, owner: Owner) -> list[dict]:
 @router.get("/jobs/{job_id}", response_model=JobStatus, response_model_exclude_unset=True)
 def job(state: State, job_id: Name, owner: Owner) -> dict:
     st = state.store.jobs.status(check_name(job_id, "job id"))
-    row = {**{k: plain(v) for k, v in st.items() if k != "recipes"},
-           "recipes": [_for_reader(r, owner) for r in records(st["recipes"])]}
+    row = {
+        **{k: plain(v) for k, v in st.items() if k != "recipes"},
+        "recipes": [_for_reader(r, owner) for r in records(st["recipes"])],
+    }
     return _for_reader(row, owner)
 
 

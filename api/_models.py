@@ -10,11 +10,8 @@ from typing import Annotated, Any
 
 import numpy as np
 import pandas as pd
+from pertstore.store import MAX_ID_CHARS, SET_ENCODING_TYPE, SET_ENCODING_VERSION, SetCard
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
-
-from pertstore.store import SetCard
-from pertstore.store import SET_ENCODING_TYPE, SET_ENCODING_VERSION
-from pertstore.store import MAX_ID_CHARS
 
 MAX_IDS = 20_000
 MAX_PAGE = 1_000
@@ -26,6 +23,7 @@ Time = Annotated[str, Field(description="ISO 8601 time")]
 
 
 # ---- requests ------------------------------------------------------------------------------------
+
 
 class AlignRequest(BaseModel):
     sources: list[Name] = Field(min_length=1, max_length=100)
@@ -57,6 +55,7 @@ class JobRequest(BaseModel):
 
 
 # ---- responses -----------------------------------------------------------------------------------
+
 
 class Row(BaseModel):
     """A catalog row; columns added by later schema versions come through too."""
@@ -168,7 +167,8 @@ class Aligned(BaseModel):
     unresolved: list[str]
     ambiguous: dict[str, list[str]]
     embeddings: dict[str, list[list[float] | None]] = Field(
-        description="Per source, one row per id (null where the set has no row for it)")
+        description="Per source, one row per id (null where the set has no row for it)"
+    )
 
 
 class TaskRow(Row):

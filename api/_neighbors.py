@@ -13,11 +13,10 @@ from typing import Annotated, Literal
 import pandas as pd
 import pyarrow as pa
 from fastapi import APIRouter, Header, Query, Response
-from pydantic import BaseModel, Field, StringConstraints
-
 from pertstore.api._deps import READS, ApiState, State
 from pertstore.api._formats import ARROW, negotiate
 from pertstore.store import MAX_ID_CHARS
+from pydantic import BaseModel, Field, StringConstraints
 
 MAX_QUERIES = 2_000
 MAX_K = 1_000
@@ -68,14 +67,27 @@ class NeighborsResponse(BaseModel):
 
 
 router = APIRouter(prefix="/v1", tags=["neighbors"], dependencies=READS)
-ANSWERS = {200: {"content": {ARROW: {"schema": {"type": "string", "format": "binary"}}},
-                 "description": "The neighbours: JSON, or an Arrow IPC stream as the Accept header asks"}}
+ANSWERS = {
+    200: {
+        "content": {ARROW: {"schema": {"type": "string", "format": "binary"}}},
+        "description": "The neighbours: JSON, or an Arrow IPC stream as the Accept header asks",
+    }
+}
 Accept = Annotated[str | None, Header()]
 
 
 def _answer(state: ApiState, body: NeighborsRequest, accept: str | None) -> NeighborsResponse | Response:
-    df = state.store.neighbors(body.source, body.ids, k=body.k, metric=body.metric, context=body.context,
-                               version=body.version, tag=body.tag, restrict_to=body.restrict_to, method=body.method)
+    df = state.store.neighbors(
+        body.source,
+        body.ids,
+        k=body.k,
+        metric=body.metric,
+        context=body.context,
+        version=body.version,
+        tag=body.tag,
+        restrict_to=body.restrict_to,
+        method=body.method,
+    )
     if negotiate(accept) == "arrow":
         return _arrow(df)
     return _model(df)
@@ -88,15 +100,31 @@ def post_neighbors(state: State, body: NeighborsRequest, accept: Accept = None):
 
 
 @router.get("/neighbors", response_model=NeighborsResponse, responses=ANSWERS)
-def get_neighbors(state: State, source: Annotated[str, Query(max_length=128)],
-                  ids: Annotated[list[str], Query(min_length=1, max_length=MAX_QUERIES)],
-                  k: Annotated[int, Query(ge=1, le=MAX_K)] = 20, metric: Metric = "cosine",
-                  context: str | None = None, version: str | None = None, tag: str | None = None,
-                  restrict_to: Annotated[list[str] | None, Query(max_length=MAX_RESTRICT)] = None,
-                  method: Method = "auto", accept: Accept = None):
+def get_neighbors(
+    state: State,
+    source: Annotated[str, Query(max_length=128)],
+    ids: Annotated[list[str], Query(min_length=1, max_length=MAX_QUERIES)],
+    k: Annotated[int, Query(ge=1, le=MAX_K)] = 20,
+    metric: Metric = "cosine",
+    context: str | None = None,
+    version: str | None = None,
+    tag: str | None = None,
+    restrict_to: Annotated[list[str] | None, Query(max_length=MAX_RESTRICT)] = None,
+    method: Method = "auto",
+    accept: Accept = None,
+):
     """As ``POST /v1/neighbors``, with the query in the URL."""
-    body = NeighborsRequest(source=source, ids=ids, k=k, metric=metric, context=context, version=version,
-                            tag=tag, restrict_to=restrict_to, method=method)
+    body = NeighborsRequest(
+        source=source,
+        ids=ids,
+        k=k,
+        metric=metric,
+        context=context,
+        version=version,
+        tag=tag,
+        restrict_to=restrict_to,
+        method=method,
+    )
     return _answer(state, body, accept)
 
 
@@ -104,10 +132,10 @@ def _model(df: pd.DataFrame) -> NeighborsResponse:
     results = []
     for _, g in df.groupby((df["rank"] == 1).cumsum(), sort=False):  # one group per query, a repeated one too
         neighbors = [Neighbor(entity_id=e, symbol=s, score=v) for e, s, v in zip(g.entity_id, g.symbol, g.score)]
-        results.append(QueryNeighbors(query=g["query"].iat[0], entity_id=g.query_entity_id.iat[0],
-                                      neighbors=neighbors))
-    return NeighborsResponse(results=results, **{k: df.attrs[k] for k in NeighborsResponse.model_fields
-                                                 if k != "results"})
+        results.append(QueryNeighbors(query=g["query"].iat[0], entity_id=g.query_entity_id.iat[0], neighbors=neighbors))
+    return NeighborsResponse(
+        results=results, **{k: df.attrs[k] for k in NeighborsResponse.model_fields if k != "results"}
+    )
 
 
 def _arrow(df: pd.DataFrame) -> Response:

@@ -6,10 +6,21 @@ import json
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-
 from pertstore.api._deps import READS, WRITES, State
-from pertstore.api._models import (MAX_PAGE, Card, CoverageRow, RecipePage, SetPage, SetRow, SourceRow, TagRequest,
-                                   TagRow, TagSet, records)
+from pertstore.api._models import (
+    MAX_PAGE,
+    Card,
+    CoverageRow,
+    RecipePage,
+    SetPage,
+    SetRow,
+    SourceRow,
+    TagRequest,
+    TagRow,
+    TagSet,
+    records,
+)
+
 from pertstore.errors import NotFoundError
 
 router = APIRouter(prefix="/v1", tags=["sets"], dependencies=READS)
@@ -24,15 +35,17 @@ def sources(state: State) -> list[dict]:
 
 
 @router.get("/sets", response_model=SetPage)
-def sets(state: State, source: str | None = None, context: str | None = None, offset: Offset = 0,
-         limit: Limit = 100) -> dict:
+def sets(
+    state: State, source: str | None = None, context: str | None = None, offset: Offset = 0, limit: Limit = 100
+) -> dict:
     frame = state.store.ls(source, context)
-    return {"total": len(frame), "offset": offset, "items": records(frame.iloc[offset:offset + limit])}
+    return {"total": len(frame), "offset": offset, "items": records(frame.iloc[offset : offset + limit])}
 
 
 @router.get("/sets/{source}", response_model=Card)
-def show(state: State, source: str, context: str | None = None, version: str | None = None,
-         tag: str | None = None) -> dict:
+def show(
+    state: State, source: str, context: str | None = None, version: str | None = None, tag: str | None = None
+) -> dict:
     return state.store.show(source, context=context, version=version, tag=tag).model_dump(mode="json")
 
 
@@ -67,8 +80,9 @@ def put_tag(state: State, source: str, tag: str, body: TagRequest) -> TagSet:
 
 
 @router.get("/recipes", response_model=RecipePage)
-def recipes(state: State, source: str | None = None, producer: str | None = None, offset: Offset = 0,
-            limit: Limit = 100) -> dict:
+def recipes(
+    state: State, source: str | None = None, producer: str | None = None, offset: Offset = 0, limit: Limit = 100
+) -> dict:
     frame = state.store.catalog.recipes(source=source, producer=producer)
-    items = [{**row, "recipe": json.loads(row["recipe"])} for row in records(frame.iloc[offset:offset + limit])]
+    items = [{**row, "recipe": json.loads(row["recipe"])} for row in records(frame.iloc[offset : offset + limit])]
     return {"total": len(frame), "offset": offset, "items": items}

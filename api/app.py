@@ -13,32 +13,44 @@ import uuid
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
-
-from pertstore._config import get_settings
-from pertstore._store import Store
 from pertstore.api import _entities, _errors, _health, _imports, _jobs, _neighbors, _sets, _tasks
 from pertstore.api._deps import ApiState
 from pertstore.api._models import MAX_BODY, MAX_IDS, MAX_PAGE, Problem
+
+from pertstore._config import get_settings
+from pertstore._store import Store
 
 __all__ = ["MAX_BODY", "MAX_IDS", "MAX_PAGE", "ROUTERS", "BodyLimit", "create_app"]
 log = logging.getLogger("pertstore.api")
 
 ROUTERS: list[APIRouter] = [
-    _health.router, _sets.router, _sets.writes, _entities.router, _tasks.router, _jobs.router, _jobs.writes,
-    _imports.router, _neighbors.router,
+    _health.router,
+    _sets.router,
+    _sets.writes,
+    _entities.router,
+    _tasks.router,
+    _jobs.router,
+    _jobs.writes,
+    _imports.router,
+    _neighbors.router,
 ]
 """Every route of the API, one router per resource (a new resource adds its router here)."""
 ERRORS = {status: {"model": Problem} for status in (400, 401, 403, 404, 409, 413)}
 """Error answers every route may give (422s are documented by FastAPI per route)."""
 
 
-def create_app(store: Store, *, token: str | None = None, protect_reads: bool = False,
-               scheduler: str | None = None) -> FastAPI:
+def create_app(
+    store: Store, *, token: str | None = None, protect_reads: bool = False, scheduler: str | None = None
+) -> FastAPI:
     """The FastAPI application serving ``store`` (the process owns its catalog); ``token`` defaults to the
     ``PERTSTORE_TOKEN`` setting."""
     token = token if token is not None else get_settings().token
-    app = FastAPI(title="pertstore", version="1", responses=ERRORS,
-                  description="Embedding feature store for perturbation-response prediction")
+    app = FastAPI(
+        title="pertstore",
+        version="1",
+        responses=ERRORS,
+        description="Embedding feature store for perturbation-response prediction",
+    )
     app.state.pertstore = ApiState(store, token, protect_reads=protect_reads, scheduler=scheduler)
     _errors.install(app)
     for router in ROUTERS:
@@ -92,5 +104,8 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
     async def _refuse(self, send, size: str) -> None:
-        await JSONResponse({"detail": f"request body of {size} bytes exceeds the limit of {self.max_bytes}"},
-                           status_code=413, headers={"Connection": "close"})({"type": "http"}, None, send)
+        await JSONResponse(
+            {"detail": f"request body of {size} bytes exceeds the limit of {self.max_bytes}"},
+            status_code=413,
+            headers={"Connection": "close"},
+        )({"type": "http"}, None, send)

@@ -9,18 +9,46 @@ from pathlib import Path
 FIELDS = ("work", "reference", "ref_s", "ours_s", "ratio", "mem_ratio", "target", "met", "note")
 
 
-def row(work: str, reference: str, ref_s: float | None, ours_s: float, *, target: str, met: bool,
-        ratio: float | None = None, mem_ratio: float | None = None, note: str = "") -> dict:
+def row(
+    work: str,
+    reference: str,
+    ref_s: float | None,
+    ours_s: float,
+    *,
+    target: str,
+    met: bool,
+    ratio: float | None = None,
+    mem_ratio: float | None = None,
+    note: str = "",
+) -> dict:
     """One row; ``ratio`` defaults to ``ref_s / ours_s`` (how many times faster ours is)."""
     if ratio is None and ref_s is not None:
         ratio = ref_s / ours_s
-    return {"work": work, "reference": reference, "ref_s": ref_s, "ours_s": ours_s, "ratio": ratio,
-            "mem_ratio": mem_ratio, "target": target, "met": bool(met), "note": note}
+    return {
+        "work": work,
+        "reference": reference,
+        "ref_s": ref_s,
+        "ours_s": ours_s,
+        "ratio": ratio,
+        "mem_ratio": mem_ratio,
+        "target": target,
+        "met": bool(met),
+        "note": note,
+    }
 
 
-def speed_row(work: str, reference: str, ref_s: float, ours_s: float, *, min_ratio: float,
-              ref_mb: float | None = None, ours_mb: float | None = None, max_mem: float | None = None,
-              note: str = "") -> dict:
+def speed_row(
+    work: str,
+    reference: str,
+    ref_s: float,
+    ours_s: float,
+    *,
+    min_ratio: float,
+    ref_mb: float | None = None,
+    ours_mb: float | None = None,
+    max_mem: float | None = None,
+    note: str = "",
+) -> dict:
     """A speed-up row: met when ``ref_s / ours_s >= min_ratio`` (and the memory ratio ``<= max_mem`` if given)."""
     mem = ours_mb / ref_mb if ref_mb and ours_mb is not None else None
     ok = ref_s / ours_s >= min_ratio and (max_mem is None or (mem is not None and mem <= max_mem))

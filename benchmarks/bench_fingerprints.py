@@ -30,15 +30,16 @@ for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from pertstore.catalog import read_repurposing_hub  # noqa: E402
+from pertstore.producers.chem.fingerprints import VARIANTS, FingerprintParams, fingerprint, standardise  # noqa: E402
 
 from pertstore import Store  # noqa: E402
 from pertstore._config import get_settings  # noqa: E402
 from pertstore._dask import dask_client  # noqa: E402
-from pertstore.catalog import read_repurposing_hub  # noqa: E402
-from pertstore.producers.chem.fingerprints import VARIANTS, FingerprintParams, fingerprint, standardise  # noqa: E402
 
-RECIPES = "recipes:\n" + "".join(f"  - {{producer: fingerprint, source: fp-{v}, params: {{variant: {v}}}}}\n"
-                                 for v in VARIANTS)
+RECIPES = "recipes:\n" + "".join(
+    f"  - {{producer: fingerprint, source: fp-{v}, params: {{variant: {v}}}}}\n" for v in VARIANTS
+)
 
 
 def reference_loop(smiles: list[str]) -> dict[str, np.ndarray]:
@@ -86,8 +87,9 @@ def main() -> None:
         template = work / "template"
         with Store.init(template) as s:
             s.register_molecules(hub)
-            registry = s.catalog.query("SELECT entity_id, description AS smiles FROM entities WHERE kind = 'molecule' "
-                                       "ORDER BY entity_id")
+            registry = s.catalog.query(
+                "SELECT entity_id, description AS smiles FROM entities WHERE kind = 'molecule' ORDER BY entity_id"
+            )
         smiles = registry.smiles.tolist()
         ref_times: list[float] = []
         timings: dict[int, list[float]] = {1: [], 2: []}
@@ -114,8 +116,12 @@ def main() -> None:
     n = len(smiles)
     print(f"{n:,} Repurposing Hub molecules x {len(VARIANTS)} fingerprints; medians of {args.repeats}; bits identical")
     print(f"  plain RDKit loop, 1 process : {ref:7.2f} s  {n / ref:8.0f} molecules/s")
-    print(f"  job, 1 Dask worker          : {one:7.2f} s  {n / one:8.0f} molecules/s  {ref / one:5.2f}x the loop (target >= 1x)")
-    print(f"  job, 2 Dask workers         : {two:7.2f} s  {n / two:8.0f} molecules/s  {ref / two:5.2f}x the loop (target >= 1.7x)")
+    print(
+        f"  job, 1 Dask worker          : {one:7.2f} s  {n / one:8.0f} molecules/s  {ref / one:5.2f}x the loop (target >= 1x)"
+    )
+    print(
+        f"  job, 2 Dask workers         : {two:7.2f} s  {n / two:8.0f} molecules/s  {ref / two:5.2f}x the loop (target >= 1.7x)"
+    )
 
 
 if __name__ == "__main__":

@@ -28,12 +28,12 @@ for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import numpy as np  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
 import torch  # noqa: E402
-
-from pertstore._config import get_settings  # noqa: E402
 from pertstore.producers.graph._common import GeneGraph  # noqa: E402
 from pertstore.producers.graph._linkpred import EdgeSplit, link_auc, split_edges  # noqa: E402
 from pertstore.producers.graph._seeding import seeded  # noqa: E402
 from pertstore.producers.graph._string import read_string  # noqa: E402
+
+from pertstore._config import get_settings  # noqa: E402
 
 MODELS = ("spectral", "node2vec", "gcn", "gin", "wavegc")
 
@@ -51,8 +51,9 @@ def _train_adjacency(split: EdgeSplit, n: int) -> sp.csr_matrix:
     return (a + a.T).tocsr()
 
 
-def _embed(model: str, split: EdgeSplit, n: int, epochs: int | None,
-           eig_ratio: float | None) -> tuple[np.ndarray, int, float]:
+def _embed(
+    model: str, split: EdgeSplit, n: int, epochs: int | None, eig_ratio: float | None
+) -> tuple[np.ndarray, int, float]:
     """The model's embedding of all ``n`` nodes from the training edges, the epochs it ran, its set-up seconds."""
     cap = {} if epochs is None else {"epochs": epochs}
     if model == "spectral":
@@ -92,23 +93,40 @@ def _run(model: str, epochs: int | None, eig_ratio: float | None, out: mp.Queue)
         from torch_geometric.utils import negative_sampling
 
         both = torch.cat([split.train, split.val], 1)
-        neg = negative_sampling(torch.cat([both, both.flip(0)], 1), num_nodes=graph.n, num_neg_samples=split.val.shape[1])
+        neg = negative_sampling(
+            torch.cat([both, both.flip(0)], 1), num_nodes=graph.n, num_neg_samples=split.val.shape[1]
+        )
     t0, c0 = time.perf_counter(), time.process_time()
     emb, ran, setup = _embed(model, split, graph.n, epochs, eig_ratio)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     z = torch.from_numpy(np.asarray(emb, dtype=np.float64))
     unit = z / z.norm(dim=1, keepdim=True).clamp_min(1e-12)
-    out.put({"model": model, "n": graph.n, "edges": len(graph.rows), "auc_dot": link_auc(z, split.val, neg),
-             "auc_cos": link_auc(unit, split.val, neg), "wall": wall, "cpu": cpu, "setup": setup, "epochs": ran,
-             "rss_gb": peak_rss_gib()})
+    out.put(
+        {
+            "model": model,
+            "n": graph.n,
+            "edges": len(graph.rows),
+            "auc_dot": link_auc(z, split.val, neg),
+            "auc_cos": link_auc(unit, split.val, neg),
+            "wall": wall,
+            "cpu": cpu,
+            "setup": setup,
+            "epochs": ran,
+            "rss_gb": peak_rss_gib(),
+        }
+    )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--epochs", type=int, default=None, help="cap on epochs (default: each producer's own)")
-    ap.add_argument("--eig-ratio", type=float, default=None,
-                    help="WaveGC's share of Laplacian eigenpairs (default: the producer's 0.05)")
+    ap.add_argument(
+        "--eig-ratio",
+        type=float,
+        default=None,
+        help="WaveGC's share of Laplacian eigenpairs (default: the producer's 0.05)",
+    )
     args = ap.parse_args()
     ctx = mp.get_context("spawn")
     for model in args.models.split(","):
@@ -120,11 +138,20 @@ def main() -> None:
             print(f"{model:9s} failed (exit code {proc.exitcode})", flush=True)
             continue
         r = out.get()
-        per_epoch = (f"{(r['wall'] - r['setup']) / r['epochs']:6.2f} s/epoch x {r['epochs']:3d} after "
-                     f"{r['setup']:.1f} s set-up") if r["epochs"] else ""
-        print(f"{model:9s} AUC dot {r['auc_dot']:.3f} cos {r['auc_cos']:.3f} | {r['wall']:7.1f} s "
-              f"(CPU {r['cpu']:7.1f} s) {per_epoch} | "
-              f"peak RSS {r['rss_gb']:.2f} GiB  ({r['n']} genes, {r['edges']} edges)", flush=True)
+        per_epoch = (
+            (
+                f"{(r['wall'] - r['setup']) / r['epochs']:6.2f} s/epoch x {r['epochs']:3d} after "
+                f"{r['setup']:.1f} s set-up"
+            )
+            if r["epochs"]
+            else ""
+        )
+        print(
+            f"{model:9s} AUC dot {r['auc_dot']:.3f} cos {r['auc_cos']:.3f} | {r['wall']:7.1f} s "
+            f"(CPU {r['cpu']:7.1f} s) {per_epoch} | "
+            f"peak RSS {r['rss_gb']:.2f} GiB  ({r['n']} genes, {r['edges']} edges)",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -68,6 +68,7 @@ def child(method: str, work: Path) -> dict:
     x, q = np.load(work / "x.npy"), np.load(work / "queries.npy")
     extra: dict = {}
     if method == "numpy":
+
         def run():
             return numpy_brute(x, q)
     elif method == "exact":
@@ -109,19 +110,27 @@ def child(method: str, work: Path) -> dict:
         found = run()
         times.append(time.perf_counter() - t)
     np.save(work / f"found-{method}.npy", found)
-    return {"method": method, "median_s": statistics.median(times), "times_s": times,
-            "extra_peak_gib": max(0.0, peak_rss_gib() - base), **extra}
+    return {
+        "method": method,
+        "median_s": statistics.median(times),
+        "times_s": times,
+        "extra_peak_gib": max(0.0, peak_rss_gib() - base),
+        **extra,
+    }
 
 
 def build_store(work: Path) -> None:
-    from pertstore import Store
     from pertstore.store import Recipe
 
+    from pertstore import Store
+
     store = Store.init(work / "store")
-    ids = store.catalog.query("SELECT entity_id FROM entities WHERE kind = 'gene' AND entity_id LIKE 'ENSG%' "
-                              f"ORDER BY entity_id LIMIT {N}").entity_id.tolist()
-    store.write_set(Recipe(source="bench", producer="import", kind="gene", params={"synthetic": True}),
-                    ids, np.load(work / "x.npy"))
+    ids = store.catalog.query(
+        f"SELECT entity_id FROM entities WHERE kind = 'gene' AND entity_id LIKE 'ENSG%' ORDER BY entity_id LIMIT {N}"
+    ).entity_id.tolist()
+    store.write_set(
+        Recipe(source="bench", producer="import", kind="gene", params={"synthetic": True}), ids, np.load(work / "x.npy")
+    )
     (work / "ids.json").write_text(json.dumps(ids))
     store.close()
 
@@ -146,19 +155,26 @@ def main() -> None:
         build_store(work)
     rows = []
     for method in ("numpy", "exact", "index", "store"):
-        out = subprocess.run([sys.executable, __file__, "--workdir", str(work), "--child", method],
-                             capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, __file__, "--workdir", str(work), "--child", method],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
     truth = np.load(work / "found-numpy.npy")
     base = rows[0]["median_s"]
-    print(f"top-{K} of {N_QUERIES:,} queries in a synthetic {N:,} x {DIM:,} set (cosine), one thread, "
-          f"median of {REPEATS}")
+    print(
+        f"top-{K} of {N_QUERIES:,} queries in a synthetic {N:,} x {DIM:,} set (cosine), one thread, median of {REPEATS}"
+    )
     print(f"{'method':<8} {'time s':>8} {'vs numpy':>9} {'recall@10':>10} {'extra GiB':>10}")
     for r in rows:
         found = np.load(work / f"found-{r['method']}.npy")
         note = f"  (prepare {r['prepare_s']:.2f} s, once per set)" if "prepare_s" in r else ""
-        print(f"{r['method']:<8} {r['median_s']:>8.2f} {base / r['median_s']:>8.1f}x {recall(found, truth):>10.3f} "
-              f"{r['extra_peak_gib']:>10.2f}{note}")
+        print(
+            f"{r['method']:<8} {r['median_s']:>8.2f} {base / r['median_s']:>8.1f}x {recall(found, truth):>10.3f} "
+            f"{r['extra_peak_gib']:>10.2f}{note}"
+        )
 
 
 if __name__ == "__main__":

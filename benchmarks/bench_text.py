@@ -22,9 +22,9 @@ for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
+from pertstore.producers.text import _sentence  # noqa: E402
 
 from pertstore._config import get_settings  # noqa: E402
-from pertstore.producers.text import _sentence  # noqa: E402
 
 CONFIGS = [("torch, batch 64", "torch", 64), ("torch, batch 16", "torch", 16), ("onnx, batch 16", "onnx", 16)]
 

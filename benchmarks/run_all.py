@@ -25,18 +25,31 @@ from pathlib import Path
 from _rows import FIELDS, read_rows
 
 HERE = Path(__file__).resolve().parent
-THREADS = {k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS",
-                            "VECLIB_MAXIMUM_THREADS")}
+THREADS = {
+    k: "1"
+    for k in (
+        "OMP_NUM_THREADS",
+        "OPENBLAS_NUM_THREADS",
+        "MKL_NUM_THREADS",
+        "NUMBA_NUM_THREADS",
+        "VECLIB_MAXIMUM_THREADS",
+    )
+}
 
 #: name -> (script, quick arguments, full arguments); full = the sizes docs/ quote.
 BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
-    "tasks": ("bench_tasks.py", ["--scale", "0.25", "--repeats", "1", "--only", "lfc", "backed", "deg"],
-              ["--scale", "0.5", "--repeats", "3", "--only", "lfc", "backed", "deg"]),
+    "tasks": (
+        "bench_tasks.py",
+        ["--scale", "0.25", "--repeats", "1", "--only", "lfc", "backed", "deg"],
+        ["--scale", "0.5", "--repeats", "3", "--only", "lfc", "backed", "deg"],
+    ),
     # experimental error with 20 trials (one outer draw x the preset's 20 inner): its Spearman ranks of
     # [trials, genes] per perturbation cost the same at any cell count and dominate small files
-    "sciplex": ("bench_tasks.py", ["--cells", "50000", "--scale", "0.25", "--repeats", "1", "--trials", "20",
-                                   "--only", "sciplex"],
-                ["--cells", "1000000", "--scale", "1", "--repeats", "1", "--trials", "20", "--only", "sciplex"]),
+    "sciplex": (
+        "bench_tasks.py",
+        ["--cells", "50000", "--scale", "0.25", "--repeats", "1", "--trials", "20", "--only", "sciplex"],
+        ["--cells", "1000000", "--scale", "1", "--repeats", "1", "--trials", "20", "--only", "sciplex"],
+    ),
     "l1000": ("bench_l1000.py", ["--repeats", "1"], ["--repeats", "3"]),
     "eval": ("bench_eval.py", ["--quick"], []),
     "deg": ("bench_deg.py", ["--genes", "400", "--repeats", "1"], ["--genes", "400", "--repeats", "3"]),
@@ -47,10 +60,22 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
 
 def machine() -> str:
     """CPU model, cores and memory of this machine, in words."""
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor() or "unknown CPU")
-    mem = next((int(line.split()[1]) / 2**20 for line in Path("/proc/meminfo").read_text().splitlines()
-                if line.startswith("MemTotal")), 0.0)
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor() or "unknown CPU",
+    )
+    mem = next(
+        (
+            int(line.split()[1]) / 2**20
+            for line in Path("/proc/meminfo").read_text().splitlines()
+            if line.startswith("MemTotal")
+        ),
+        0.0,
+    )
     return f"{platform.node()}: {os.cpu_count()} cores {model}, {mem:.0f} GiB"
 
 
@@ -80,8 +105,9 @@ def main() -> None:
             cmd = [sys.executable, str(HERE / script), *(full if args.full else quick), "--rows", str(path)]
             print(f"[{name}] {' '.join(cmd[1:-2])}", flush=True)
             t0 = time.perf_counter()
-            done = subprocess.run(cmd, cwd=HERE, env={**os.environ, **THREADS}, capture_output=True, text=True,
-                                  check=False)
+            done = subprocess.run(
+                cmd, cwd=HERE, env={**os.environ, **THREADS}, capture_output=True, text=True, check=False
+            )
             status = f", exit {done.returncode}" if done.returncode else ""
             print(f"[{name}] {time.perf_counter() - t0:.0f} s{status}", flush=True)
             got = read_rows(path)
@@ -94,10 +120,12 @@ def main() -> None:
     head = f"{'work':<68} {'reference':<38} {'ref s':>8} {'ours s':>8} {'ratio':>7} {'mem':>6} {'target':<26} met"
     print(head + "\n" + "-" * len(head))
     for r in rows:
-        print(f"{r['work'][:68]:<68} {(r.get('reference') or '-')[:38]:<38} {fmt(r.get('ref_s'), '8.2f'):>8} "
-              f"{fmt(r.get('ours_s'), '8.2f'):>8} {ratio(r.get('ratio')):>7} "
-              f"{fmt(r.get('mem_ratio'), '6.2f'):>6} {r.get('target', ''):<26} {'yes' if r.get('met') else 'NO'}"
-              + (f"  ({r['note']})" if r.get("note") else ""))
+        print(
+            f"{r['work'][:68]:<68} {(r.get('reference') or '-')[:38]:<38} {fmt(r.get('ref_s'), '8.2f'):>8} "
+            f"{fmt(r.get('ours_s'), '8.2f'):>8} {ratio(r.get('ratio')):>7} "
+            f"{fmt(r.get('mem_ratio'), '6.2f'):>6} {r.get('target', ''):<26} {'yes' if r.get('met') else 'NO'}"
+            + (f"  ({r['note']})" if r.get("note") else "")
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["date", "mode", "machine", *FIELDS])

@@ -7,15 +7,12 @@ import json
 from typing import Any
 
 import pandas as pd
-from rich.progress import track
-
 from pertstore.catalog import _job_records
 from pertstore.catalog._catalog import Catalog
+from pertstore.store import OpenSet, Storage, published_sets, registry_key
+from rich.progress import track
+
 from pertstore.errors import CorruptedSetError
-from pertstore.store import registry_key
-from pertstore.store import OpenSet
-from pertstore.store import Storage
-from pertstore.store import published_sets
 
 
 def read_registry(storage: Storage, kind: str) -> pd.DataFrame | None:

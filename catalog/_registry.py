@@ -31,8 +31,18 @@ import pandas as pd
 
 from pertstore.errors import InvalidInputError
 
-GENE_COLUMNS = ["entity_id", "symbol", "name", "entrez_id", "ensembl_gene_ids", "ensembl_protein_ids",
-                "aliases", "chromosome", "gene_type", "shared_ensembl"]
+GENE_COLUMNS = [
+    "entity_id",
+    "symbol",
+    "name",
+    "entrez_id",
+    "ensembl_gene_ids",
+    "ensembl_protein_ids",
+    "aliases",
+    "chromosome",
+    "gene_type",
+    "shared_ensembl",
+]
 SHARED_ID_RULES = {
     "ensembl": "Ensembl gives the id this gene's symbol (genes/tss_grch38.tsv.gz)",
     "sole-id": "the id is this gene's only Ensembl gene id",
@@ -61,8 +71,10 @@ class Resolution:
         return sum(i is not None for i in self.ids)
 
     def summary(self) -> str:
-        return (f"{self.n_resolved}/{len(self.query)} resolved, {len(self.unresolved)} unresolved, "
-                f"{len(self.ambiguous)} ambiguous")
+        return (
+            f"{self.n_resolved}/{len(self.query)} resolved, {len(self.unresolved)} unresolved, "
+            f"{len(self.ambiguous)} ambiguous"
+        )
 
 
 def _split(value: str) -> list[str]:
@@ -114,18 +126,23 @@ def gene_registry(table: pd.DataFrame, ensembl: pd.DataFrame | None = None) -> p
 
     t["entity_id"] = [canonical(a, b) for a, b in zip(t.entrez_id, t.ensembl_gene_ids)]
     given = _shared_ids(t, {e: o for e, o in owners.items() if len(o) > 1}, ensembl)
-    t["shared_ensembl"] = [";".join(f"{e}:{rule}" for e, rule in sorted(given.get(entrez, {}).items()))
-                           for entrez in t.entrez_id]
+    t["shared_ensembl"] = [
+        ";".join(f"{e}:{rule}" for e, rule in sorted(given.get(entrez, {}).items())) for entrez in t.entrez_id
+    ]
     return t[GENE_COLUMNS].reset_index(drop=True)
 
 
-def _shared_ids(t: pd.DataFrame, shared: dict[str, set[str]],
-                ensembl: pd.DataFrame | None) -> dict[str, dict[str, str]]:
+def _shared_ids(
+    t: pd.DataFrame, shared: dict[str, set[str]], ensembl: pd.DataFrame | None
+) -> dict[str, dict[str, str]]:
     """``{entrez id: {shared Ensembl id: rule}}``: which gene each shared id goes to, and by what rule."""
     symbol = {e: s.upper() for e, s in zip(t.entrez_id, t.symbol)}
     n_ids = {e: len(_split(ids)) for e, ids in zip(t.entrez_id, t.ensembl_gene_ids)}
-    named = {} if ensembl is None else dict(zip(ensembl.ensembl_id.astype(str).str.upper(),
-                                                 ensembl.symbol.astype(str).str.upper()))
+    named = (
+        {}
+        if ensembl is None
+        else dict(zip(ensembl.ensembl_id.astype(str).str.upper(), ensembl.symbol.astype(str).str.upper()))
+    )
     given: dict[str, dict[str, str]] = {}
     for e, genes in shared.items():
         by_symbol = [g for g in genes if e.upper() in named and symbol[g] == named[e.upper()]]
@@ -143,8 +160,11 @@ def gene_aliases(reg: pd.DataFrame) -> pd.DataFrame:
     An Ensembl id that several genes share and a rule gave to one of them is that gene's alias at the
     Ensembl level (namespace ``ensembl_gene:<rule>``); the other genes keep it one level lower.
     """
-    given = {e.upper(): rule for field_ in reg.get("shared_ensembl", pd.Series([], dtype=str))
-             for e, _, rule in (x.partition(":") for x in _split(field_))}
+    given = {
+        e.upper(): rule
+        for field_ in reg.get("shared_ensembl", pd.Series([], dtype=str))
+        for e, _, rule in (x.partition(":") for x in _split(field_))
+    }
     rows: list[tuple[str, str, int, str]] = []
     for r in reg.itertuples(index=False):
         eid = r.entity_id
@@ -187,8 +207,9 @@ def entity_rows(kind: str, reg: pd.DataFrame) -> pd.DataFrame:
         label, desc = reg.symbol, reg.name
     else:
         label, desc = reg.name, reg.smiles
-    return pd.DataFrame({"entity_id": reg.entity_id, "kind": kind, "label": label.fillna(""),
-                         "description": desc.fillna("")})
+    return pd.DataFrame(
+        {"entity_id": reg.entity_id, "kind": kind, "label": label.fillna(""), "description": desc.fillna("")}
+    )
 
 
 def aliases_for(kind: str, reg: pd.DataFrame) -> pd.DataFrame:
@@ -241,8 +262,11 @@ class AliasIndex:
             elif priority == current[0] and entity not in current[1:]:
                 best[key] = current + (entity,)
         self._best = best
-        self.nbytes = (sys.getsizeof(best) + sum(sys.getsizeof(k) + _KEY_OVERHEAD for k in best)
-                       + sum(sys.getsizeof(e) for e in entities))
+        self.nbytes = (
+            sys.getsizeof(best)
+            + sum(sys.getsizeof(k) + _KEY_OVERHEAD for k in best)
+            + sum(sys.getsizeof(e) for e in entities)
+        )
         """Estimated memory of the index itself (the answers it keeps are :attr:`answer_nbytes`)."""
         self.answer_bytes = answer_bytes
         self._answers: OrderedDict[str, list[str]] = OrderedDict()
@@ -316,9 +340,8 @@ def pick(query: list[str], hits: pd.DataFrame) -> Resolution:
 
 def smiles_to_inchikey(smiles: str) -> str | None:
     """InChIKey of the structure RDKit parses from ``smiles``; None if it does not parse."""
-    from rdkit import Chem, RDLogger
-
     from pertstore.catalog._molecules import parse_smiles
+    from rdkit import Chem, RDLogger
 
     RDLogger.DisableLog("rdApp.*")  # type: ignore[attr-defined]
     if not smiles or _INCHIKEY.match(smiles):

@@ -32,5 +32,3 @@ class RecipeState(StrEnum):
     DONE = "done"
     FAILED = "failed"
     CANCELLED = "cancelled"
-
-

@@ -39,9 +39,13 @@ def dask_client(scheduler: str | None = None, *, n_workers: int | None = None) -
             yield client
         return
     workers = n_workers or min(2, os.cpu_count() or 1)
-    with worker_environment(), \
-            LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                         silence_logs=logging.ERROR) as cluster, Client(cluster, set_as_default=False) as client:
+    with (
+        worker_environment(),
+        LocalCluster(
+            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=logging.ERROR
+        ) as cluster,
+        Client(cluster, set_as_default=False) as client,
+    ):
         yield client
 
 

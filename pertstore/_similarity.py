@@ -74,9 +74,19 @@ def labels(store: Store, kind: str, entity_ids: Sequence[str]) -> list[str]:
     return [found.get(e, "") for e in entity_ids]
 
 
-def neighbors(store: Store, source: str, ids: Sequence[str], *, k: int = 20, metric: str = "cosine",
-              context: str | None = None, version: str | None = None, tag: str | None = None,
-              restrict_to: Sequence[str] | None = None, method: str = "auto") -> pd.DataFrame:
+def neighbors(
+    store: Store,
+    source: str,
+    ids: Sequence[str],
+    *,
+    k: int = 20,
+    metric: str = "cosine",
+    context: str | None = None,
+    version: str | None = None,
+    tag: str | None = None,
+    restrict_to: Sequence[str] | None = None,
+    method: str = "auto",
+) -> pd.DataFrame:
     """The ``k`` entities of set ``source`` nearest to each of ``ids``.
 
     Parameters
@@ -96,8 +106,8 @@ def neighbors(store: Store, source: str, ids: Sequence[str], *, k: int = 20, met
     -------
     One row per (query, rank): ``query, query_entity_id, rank, entity_id, symbol, score``, nearest
     first; a query's own row is never its neighbour. ``attrs``: ``source``, ``version``, ``context``,
-    ``metric``, ``k``, ``method`` (the one used), ``unresolved``, ``ambiguous``, ``rules``, ``missing`` (resolved ids the set
-    lacks) and ``restrict_ignored`` (``restrict_to`` ids that did not resolve or the set lacks).
+    ``metric``, ``k``, ``method`` (the one used), ``unresolved``, ``ambiguous``, ``rules``, ``missing``
+    (resolved ids the set lacks) and ``restrict_ignored`` (``restrict_to`` ids that did not resolve or the set lacks).
     """
     from pertstore.store import EXACT_MAX_ROWS, check_search
 
@@ -126,29 +136,48 @@ def neighbors(store: Store, source: str, ids: Sequence[str], *, k: int = 20, met
     if method == "index":
         nb, scores = graph_index(store, s, metric).search(queries, k, exclude=pos[found])
     else:
-        nb, scores = exact_index(store, s, metric).search(queries, k, candidates=candidates,
-                                                            exclude=pos[found])
+        nb, scores = exact_index(store, s, metric).search(queries, k, candidates=candidates, exclude=pos[found])
     store.cache.trim()
     set_ids = np.asarray(s.ids, dtype=object)
     q_rows = np.repeat(found, k)
     keep = nb.ravel() >= 0
     entity = set_ids[nb.ravel()[keep]].tolist()
-    out = pd.DataFrame({"query": np.asarray(ids, dtype=object)[q_rows[keep]],
-                        "query_entity_id": np.asarray(res.ids, dtype=object)[q_rows[keep]],
-                        "rank": np.tile(np.arange(1, k + 1), len(found))[keep],
-                        "entity_id": entity, "symbol": labels(store, row.kind, entity),
-                        "score": scores.ravel()[keep].astype(float)})
-    out.attrs = {"source": source, "version": row.version, "context": row.context, "metric": metric, "k": k,
-                 "method": method,
-                 "unresolved": res.unresolved, "ambiguous": res.ambiguous, "rules": res.rules,
-                 "missing": [ids[i] for i in np.flatnonzero((pos < 0) & np.array([e is not None for e in res.ids],
-                                                                                 dtype=bool))],
-                 "restrict_ignored": ignored}
+    out = pd.DataFrame(
+        {
+            "query": np.asarray(ids, dtype=object)[q_rows[keep]],
+            "query_entity_id": np.asarray(res.ids, dtype=object)[q_rows[keep]],
+            "rank": np.tile(np.arange(1, k + 1), len(found))[keep],
+            "entity_id": entity,
+            "symbol": labels(store, row.kind, entity),
+            "score": scores.ravel()[keep].astype(float),
+        }
+    )
+    out.attrs = {
+        "source": source,
+        "version": row.version,
+        "context": row.context,
+        "metric": metric,
+        "k": k,
+        "method": method,
+        "unresolved": res.unresolved,
+        "ambiguous": res.ambiguous,
+        "rules": res.rules,
+        "missing": [ids[i] for i in np.flatnonzero((pos < 0) & np.array([e is not None for e in res.ids], dtype=bool))],
+        "restrict_ignored": ignored,
+    }
     return out
 
 
-def compare_neighbors(store: Store, a: str, b: str, ids: Sequence[str] | None = None, *, k: int = 20,
-                      metric: str = "cosine", context: str | None = None) -> pd.DataFrame:
+def compare_neighbors(
+    store: Store,
+    a: str,
+    b: str,
+    ids: Sequence[str] | None = None,
+    *,
+    k: int = 20,
+    metric: str = "cosine",
+    context: str | None = None,
+) -> pd.DataFrame:
     """Per entity, how far two sets agree on its neighbours: the share of its top-``k`` in set ``a``
     that are also its top-``k`` in set ``b``, both searched among the entities the sets share.
 
@@ -185,10 +214,21 @@ def compare_neighbors(store: Store, a: str, b: str, ids: Sequence[str] | None = 
         found.append(column[nb])  # set positions -> places in ``shared``, comparable across sets
     store.cache.trim()
     entity = query.tolist()
-    out = pd.DataFrame({"entity_id": entity, "symbol": labels(store, rows[0].kind, entity),
-                        "overlap": top_k_overlap(found[0], found[1])})
-    out.attrs = {"versions": {a: rows[0].version, b: rows[1].version}, "n_shared": len(shared), "k": k,
-                 "metric": metric, "mean_overlap": float(out.overlap.mean()) if len(out) else float("nan"),
-                 "unresolved": res.unresolved if res else [], "ambiguous": res.ambiguous if res else {},
-                 "missing": [] if res is None else sorted({i for i in res.ids if i is not None} - set(shared))}
+    out = pd.DataFrame(
+        {
+            "entity_id": entity,
+            "symbol": labels(store, rows[0].kind, entity),
+            "overlap": top_k_overlap(found[0], found[1]),
+        }
+    )
+    out.attrs = {
+        "versions": {a: rows[0].version, b: rows[1].version},
+        "n_shared": len(shared),
+        "k": k,
+        "metric": metric,
+        "mean_overlap": float(out.overlap.mean()) if len(out) else float("nan"),
+        "unresolved": res.unresolved if res else [],
+        "ambiguous": res.ambiguous if res else {},
+        "missing": [] if res is None else sorted({i for i in res.ids if i is not None} - set(shared)),
+    }
     return out

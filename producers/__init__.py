@@ -9,12 +9,30 @@ from pertstore.producers._registry import describe_producers, get_producer, prod
 from pertstore.producers._spec import PlannedRecipe, RecipeSpec, load_recipes
 
 __all__ = [
-    "Batch", "JobProgress", "Jobs", "NoParams", "PlannedRecipe", "Producer", "ProducerContext", "RecipeProgress",
-    "RecipeSpec", "TERMINAL", "describe_producers", "get_producer", "load_recipes", "produce_inline",
+    "Batch",
+    "JobProgress",
+    "Jobs",
+    "NoParams",
+    "PlannedRecipe",
+    "Producer",
+    "ProducerContext",
+    "RecipeProgress",
+    "RecipeSpec",
+    "TERMINAL",
+    "describe_producers",
+    "get_producer",
+    "load_recipes",
+    "produce_inline",
     "producer_names",
 ]
 
-_LAZY = {"JobProgress": "pertstore.producers._jobs", "Jobs": "pertstore.producers._jobs", "RecipeProgress": "pertstore.producers._jobs", "TERMINAL": "pertstore.producers._jobs", "produce_inline": "pertstore.producers._jobs"}
+_LAZY = {
+    "JobProgress": "pertstore.producers._jobs",
+    "Jobs": "pertstore.producers._jobs",
+    "RecipeProgress": "pertstore.producers._jobs",
+    "TERMINAL": "pertstore.producers._jobs",
+    "produce_inline": "pertstore.producers._jobs",
+}
 """Exports imported on first use (they pull in torch or Dask)."""
 
 

@@ -10,12 +10,11 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pandas as pd
+from pertstore.store import EntityKind, Storage
 from pydantic import BaseModel, ConfigDict
 
 from pertstore._config import get_settings
 from pertstore.errors import InvalidInputError
-from pertstore.store import EntityKind
-from pertstore.store import Storage
 
 InputKind = Literal["file", "set"]
 
@@ -45,7 +44,7 @@ class Batch:
             raise InvalidInputError(f"a batch needs values of shape [{len(self.ids)}, dim], got {self.values.shape}")
 
     @classmethod
-    def empty(cls, dim: int = 0, failed: dict[str, str] | None = None) -> "Batch":
+    def empty(cls, dim: int = 0, failed: dict[str, str] | None = None) -> Batch:
         return cls([], np.zeros((0, dim), dtype=np.float32), failed or {})
 
 
@@ -81,8 +80,7 @@ class ProducerContext:
 
     def open_set(self, name: str):
         """The published set given as input ``name`` (an :class:`~pertstore.store.OpenSet`)."""
-        from pertstore.store import set_key
-        from pertstore.store import OpenSet
+        from pertstore.store import OpenSet, set_key
 
         if name not in self.sets:
             raise InvalidInputError(f"the recipe gives no set input {name!r} (inputs: {sorted(self.sets)})")
@@ -188,5 +186,5 @@ class Producer(ABC):
         """Every row of the set (whole producers)."""
         raise NotImplementedError(f"producer {self.name} must implement compute()")
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - an optional hook: most producers hold nothing to release
         """Release models or files (called once per work item)."""

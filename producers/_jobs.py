@@ -23,14 +23,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+from pertstore.catalog import JobState, RecipeRow, RecipeState
+from pertstore.producers import _work
+from pertstore.producers._spec import PlannedRecipe, RecipeSpec, load_recipes, plan
+from pertstore.store import Storage, claim_key, job_key
 
 from pertstore._dask import dask_client
-from pertstore.catalog import JobState, RecipeRow, RecipeState
 from pertstore.errors import ConflictError, InvalidInputError, NotFoundError, PertstoreError
-from pertstore.producers._spec import PlannedRecipe, RecipeSpec, load_recipes, plan
-from pertstore.producers import _work
-from pertstore.store import claim_key, job_key
-from pertstore.store import Storage
 
 if TYPE_CHECKING:
     from pertstore._store import Store
@@ -165,7 +164,7 @@ class JobProgress:
 class Jobs:
     """Submit, watch, cancel and resume producer jobs of a store (``store.jobs``)."""
 
-    def __init__(self, store: "Store") -> None:
+    def __init__(self, store: Store) -> None:
         self.store = store
 
     # ---- creating --------------------------------------------------------------------------------
@@ -175,8 +174,9 @@ class Jobs:
         if isinstance(recipes, (list, tuple)) and recipes and isinstance(recipes[0], RecipeSpec):
             specs = list(recipes)
         else:
-            specs = load_recipes(recipes, data_dir=self.store.settings.data_dir,
-                                 max_recipes=self.store.settings.max_plan_recipes)
+            specs = load_recipes(
+                recipes, data_dir=self.store.settings.data_dir, max_recipes=self.store.settings.max_plan_recipes
+            )
         return plan(specs, self._find_version)
 
     def _find_version(self, source: str, context: str, *, version: str | None = None, tag: str | None = None) -> str:
@@ -198,15 +198,27 @@ class Jobs:
         planned = list(recipes) if is_plan else self.plan(recipes)
         job_id = uuid.uuid4().hex[:12]
         with self._catalog() as cat:
-            cat.jobs.add(job_id, recipes=[(p.recipe.source, p.recipe.version, p.recipe.context, p.recipe.producer)
-                                          for p in planned],
-                         plan=[p.to_json() for p in planned], max_failed_fraction=max_failed_fraction,
-                         scheduler=scheduler or "local", host=socket.gethostname(), pid=os.getpid())
+            cat.jobs.add(
+                job_id,
+                recipes=[(p.recipe.source, p.recipe.version, p.recipe.context, p.recipe.producer) for p in planned],
+                plan=[p.to_json() for p in planned],
+                max_failed_fraction=max_failed_fraction,
+                scheduler=scheduler or "local",
+                host=socket.gethostname(),
+                pid=os.getpid(),
+            )
             self._keep_record(cat, job_id)
         return job_id
 
-    def submit(self, recipes, *, scheduler: str | None = None, n_workers: int | None = None,
-               max_failed_fraction: float = 0.05, progress: Callable[[JobProgress], None] | None = None) -> JobProgress:
+    def submit(
+        self,
+        recipes,
+        *,
+        scheduler: str | None = None,
+        n_workers: int | None = None,
+        max_failed_fraction: float = 0.05,
+        progress: Callable[[JobProgress], None] | None = None,
+    ) -> JobProgress:
         """Plan, record and run a job to the end; returns its final progress."""
         job_id = self.create(recipes, max_failed_fraction=max_failed_fraction, scheduler=scheduler)
         return self.run(job_id, scheduler=scheduler, n_workers=n_workers, progress=progress)
@@ -242,8 +254,15 @@ class Jobs:
 
     # ---- running ---------------------------------------------------------------------------------
 
-    def resume(self, job_id: str, *, scheduler: str | None = None, n_workers: int | None = None,
-               progress: Callable[[JobProgress], None] | None = None, force: bool = False) -> JobProgress:
+    def resume(
+        self,
+        job_id: str,
+        *,
+        scheduler: str | None = None,
+        n_workers: int | None = None,
+        progress: Callable[[JobProgress], None] | None = None,
+        force: bool = False,
+    ) -> JobProgress:
         """Finish an interrupted job, reusing every finished work item."""
         st = self.status(job_id)
         if st["state"] in (JobState.DONE, JobState.CANCELLED, JobState.CANCELLING):
@@ -252,16 +271,23 @@ class Jobs:
             raise ConflictError(f"job {job_id} is still running in process {st['pid']} on {st['host']}")
         return self.run(job_id, scheduler=scheduler, n_workers=n_workers, progress=progress)
 
-    def run(self, job_id: str, *, scheduler: str | None = None, n_workers: int | None = None,
-            progress: Callable[[JobProgress], None] | None = None) -> JobProgress:
+    def run(
+        self,
+        job_id: str,
+        *,
+        scheduler: str | None = None,
+        n_workers: int | None = None,
+        progress: Callable[[JobProgress], None] | None = None,
+    ) -> JobProgress:
         """Run (or rerun) a recorded job to the end in this process."""
         planned, frac = self._load_plan(job_id)
         with self._catalog() as cat:  # a job cancelled while queued stays cancelled
             started = cat.jobs.start(job_id, host=socket.gethostname(), pid=os.getpid())
         if not started:
             return JobProgress(job_id, self._state(job_id), [])
-        recipes = [RecipeProgress(p.recipe.source, p.recipe.version, p.recipe.context, p.recipe.producer)
-                   for p in planned]
+        recipes = [
+            RecipeProgress(p.recipe.source, p.recipe.version, p.recipe.context, p.recipe.producer) for p in planned
+        ]
         state = JobProgress(job_id, JobState.RUNNING, recipes)
         _RUNNING.add(job_id)
         try:
@@ -325,8 +351,10 @@ class Jobs:
         self._set_state(job_id, JobState.CANCELLED)
 
     def _flush(self, state: JobProgress, ledger: list[tuple[str, str, str, str, str]]) -> None:
-        rows = [RecipeRow(r.state, r.items_total, r.items_done, r.items_failed, r.items_reused, r.seconds, r.error)
-                for r in state.recipes]
+        rows = [
+            RecipeRow(r.state, r.items_total, r.items_done, r.items_failed, r.items_reused, r.seconds, r.error)
+            for r in state.recipes
+        ]
         with self._catalog() as cat:
             cat.jobs.progress(state.job_id, rows, (state.items_total, state.items_done, state.items_failed), ledger)
 
@@ -334,8 +362,16 @@ class Jobs:
 class _Driver:
     """Runs one job: sends work to Dask, tracks progress, publishes, honours cancellation."""
 
-    def __init__(self, jobs: Jobs, client, job_id: str, planned: list[PlannedRecipe], state: JobProgress,
-                 max_failed_fraction: float, progress: Callable[[JobProgress], None] | None) -> None:
+    def __init__(
+        self,
+        jobs: Jobs,
+        client,
+        job_id: str,
+        planned: list[PlannedRecipe],
+        state: JobProgress,
+        max_failed_fraction: float,
+        progress: Callable[[JobProgress], None] | None,
+    ) -> None:
         self.jobs, self.client, self.job_id = jobs, client, job_id
         self.planned, self.state, self.frac, self.progress = planned, state, max_failed_fraction, progress
         self.storage = jobs.store.storage
@@ -399,8 +435,14 @@ class _Driver:
         key = f"{self.job_id}-{pos}"
         if not p.producer_cls.chunked:
             r.items_total = 1
-            return [(self.client.submit(_work.run_whole, self.storage, p, _frac(p, self.frac), key=f"{key}-whole",
-                                        retries=2, pure=False), "whole")]
+            return [
+                (
+                    self.client.submit(
+                        _work.run_whole, self.storage, p, _frac(p, self.frac), key=f"{key}-whole", retries=2, pure=False
+                    ),
+                    "whole",
+                )
+            ]
         try:
             ids = _work.list_entities(self.storage, p)
         except Exception as e:  # a producer that cannot even list its entities fails its recipe
@@ -410,11 +452,24 @@ class _Driver:
         done = _work.done_parts(self.storage, p)
         r.items_total = len(ids)
         r.items_done = r.items_reused = sum(len(parts[i]) for i in done if i < len(parts))
-        part_futures = [self.client.submit(_work.run_part, self.storage, p, i, np.array(part), key=f"{key}-part-{i}",
-                                           retries=2, pure=False)
-                        for i, part in enumerate(parts) if i not in done]
-        assemble = self.client.submit(_assemble_after, self.storage, p, len(parts), _frac(p, self.frac), part_futures,
-                                      key=f"{key}-assemble", retries=2, pure=False)
+        part_futures = [
+            self.client.submit(
+                _work.run_part, self.storage, p, i, np.array(part), key=f"{key}-part-{i}", retries=2, pure=False
+            )
+            for i, part in enumerate(parts)
+            if i not in done
+        ]
+        assemble = self.client.submit(
+            _assemble_after,
+            self.storage,
+            p,
+            len(parts),
+            _frac(p, self.frac),
+            part_futures,
+            key=f"{key}-assemble",
+            retries=2,
+            pure=False,
+        )
         return [(f, "part") for f in part_futures] + [(assemble, "assemble")]
 
     def _finish(self, fut, pos: int, what: str) -> None:
@@ -461,8 +516,9 @@ class _Driver:
                 self._fail(pos, e)
                 continue
             _release(self.storage, p.recipe.source, p.recipe.version, self.job_id)
-            self.ledger.extend((self.job_id, p.recipe.source, p.recipe.version, e, why)
-                               for e, why in sorted(result["failed"].items()))
+            self.ledger.extend(
+                (self.job_id, p.recipe.source, p.recipe.version, e, why) for e, why in sorted(result["failed"].items())
+            )
 
     def _await_others(self) -> str:
         """Wait for the recipes other jobs compute; their sets then count as existing ones."""
@@ -479,8 +535,13 @@ class _Driver:
                 r.items_done = r.items_reused = r.items_total
                 r.items_failed = len(card.failed)
             else:
-                self._fail(pos, PertstoreError(f"job {claim.job_id}, which computed the same recipe, did not "
-                                               f"publish it (see `pertstore jobs status {claim.job_id}`)"))
+                self._fail(
+                    pos,
+                    PertstoreError(
+                        f"job {claim.job_id}, which computed the same recipe, did not "
+                        f"publish it (see `pertstore jobs status {claim.job_id}`)"
+                    ),
+                )
             r.seconds = time.perf_counter() - self.t0[pos]
         return self.state.state
 
@@ -531,7 +592,7 @@ def _alive(host: str, pid: int, job_id: str) -> bool:
     return True
 
 
-def produce_inline(store: "Store", planned: PlannedRecipe, *, max_failed_fraction: float = 0.05):
+def produce_inline(store: Store, planned: PlannedRecipe, *, max_failed_fraction: float = 0.05):
     """Compute one planned recipe in this process, without Dask; returns the set's card."""
     if store.has(planned.recipe):
         return store._existing(planned.recipe, planned.spec.tags)

@@ -53,8 +53,9 @@ class ExactIndex:
     def nbytes(self) -> int:
         return self.matrix.element_size() * self.matrix.nelement()
 
-    def search(self, queries: np.ndarray, k: int, *, candidates: np.ndarray | None = None,
-               exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self, queries: np.ndarray, k: int, *, candidates: np.ndarray | None = None, exclude: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` nearest rows to each query row: ``(positions [q, k], scores [q, k])``, nearest first.
 
         ``candidates``: row positions to search among (default: all); ``exclude``: for each query,
@@ -78,12 +79,12 @@ class ExactIndex:
         step = max(1, BLOCK_ELEMENTS // max(1, len(pool)))
         with torch.inference_mode():
             for start in range(0, len(q), step):
-                block = q[start:start + step]
+                block = q[start : start + step]
                 scores = block @ x.T
                 if not cosine:  # squared distance, negated so that larger is nearer for topk
                     scores = 2 * scores - x_sq[None, :] - (block * block).sum(dim=1, keepdim=True)
                 if skip is not None:
-                    rows = torch.nonzero(skip[start:start + step] >= 0).flatten()
+                    rows = torch.nonzero(skip[start : start + step] >= 0).flatten()
                     scores[rows, skip[start + rows]] = -torch.inf
                 top, where = torch.topk(scores, kk, dim=1)
                 found = pool[where]
@@ -91,8 +92,8 @@ class ExactIndex:
                 if not cosine:
                     top = torch.sqrt(torch.clamp(-top, min=0))
                 top[found < 0] = torch.nan
-                out_pos[start:start + len(block), :kk] = found.numpy()
-                out_score[start:start + len(block), :kk] = top.numpy()
+                out_pos[start : start + len(block), :kk] = found.numpy()
+                out_score[start : start + len(block), :kk] = top.numpy()
         return out_pos, out_score
 
     def _columns(self, rows: np.ndarray, pool: np.ndarray) -> np.ndarray:
@@ -116,8 +117,15 @@ class GraphIndex:
         self.values = np.ascontiguousarray(values, dtype=np.float32)
 
     @classmethod
-    def build(cls, values: np.ndarray, metric: Metric = "cosine", *, connectivity: int = 8,
-              expansion_add: int = 64, threads: int = 1) -> GraphIndex:
+    def build(
+        cls,
+        values: np.ndarray,
+        metric: Metric = "cosine",
+        *,
+        connectivity: int = 8,
+        expansion_add: int = 64,
+        threads: int = 1,
+    ) -> GraphIndex:
         """Index every row of ``values`` (keys: row positions); one thread by default, so the graph,
         and so every answer, is the same on every build."""
         from usearch.index import Index
@@ -126,8 +134,13 @@ class GraphIndex:
         x = np.ascontiguousarray(values, dtype=np.float32)
         if not np.isfinite(x).all():
             raise InvalidInputError("the set holds NaN or infinite values; neighbours are undefined")
-        index = Index(ndim=x.shape[1], metric="cos" if metric == "cosine" else "l2sq", dtype="f16",
-                      connectivity=connectivity, expansion_add=expansion_add)
+        index = Index(
+            ndim=x.shape[1],
+            metric="cos" if metric == "cosine" else "l2sq",
+            dtype="f16",
+            connectivity=connectivity,
+            expansion_add=expansion_add,
+        )
         index.add(np.arange(len(x)), x, threads=threads)
         return cls(index, x, metric)
 
@@ -148,8 +161,9 @@ class GraphIndex:
     def n_rows(self) -> int:
         return len(self.index)
 
-    def search(self, queries: np.ndarray, k: int, *, exclude: np.ndarray | None = None,
-               threads: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self, queries: np.ndarray, k: int, *, exclude: np.ndarray | None = None, threads: int = 0
+    ) -> tuple[np.ndarray, np.ndarray]:
         """As :meth:`ExactIndex.search` (without ``candidates``), with an approximate candidate list."""
         check_search(k, self.metric)
         q = np.ascontiguousarray(queries, dtype=np.float32)
@@ -164,7 +178,7 @@ class GraphIndex:
         counts = np.asarray(found.counts).reshape(-1)
         cosine = self.metric == "cosine"
         for i in range(len(q)):
-            cand = keys[i, :counts[i]]
+            cand = keys[i, : counts[i]]
             if exclude is not None and exclude[i] >= 0:
                 cand = cand[cand != exclude[i]]
             rows = self.values[cand]
@@ -175,8 +189,8 @@ class GraphIndex:
             else:
                 score = np.sqrt(np.maximum(((rows - q[i]) ** 2).sum(axis=1), 0))
                 order = np.argsort(score, kind="stable")[:k]
-            out_pos[i, :len(order)] = cand[order]
-            out_score[i, :len(order)] = score[order]
+            out_pos[i, : len(order)] = cand[order]
+            out_score[i, : len(order)] = score[order]
         return out_pos, out_score
 
 

@@ -16,8 +16,13 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGE_DIRS = {"store": "store", "catalog": "catalog", "producers": "producers", "consumers": "consumers",
-                "api": "api"}
+PACKAGE_DIRS = {
+    "store": "store",
+    "catalog": "catalog",
+    "producers": "producers",
+    "consumers": "consumers",
+    "api": "api",
+}
 RANK = {"core": 0, "data": 1, "compute": 2, "facade": 3, "front": 4}
 
 
@@ -48,8 +53,12 @@ def modules() -> list[tuple[str, Path]]:
 
 def runtime_imports(path: Path) -> list[tuple[int, str]]:
     tree = ast.parse(path.read_text())
-    skipped = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
-               for n in ast.walk(node)}
+    skipped = {
+        id(n)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+        for n in ast.walk(node)
+    }
     out = []
     for node in ast.walk(tree):
         if id(node) in skipped:
@@ -81,13 +90,18 @@ def test_the_contract_catches_an_upward_import(tmp_path):
     assert [layer(m) for _, m in runtime_imports(bad)] == ["compute"]
 
 
-SQL = re.compile(r"\b(SELECT\s+[\w*(]|INSERT\s+(OR\s+\w+\s+)?INTO|UPDATE\s+\w+\s+SET|DELETE\s+FROM|CREATE\s+(TABLE|VIEW))")
+SQL = re.compile(
+    r"\b(SELECT\s+[\w*(]|INSERT\s+(OR\s+\w+\s+)?INTO|UPDATE\s+\w+\s+SET|DELETE\s+FROM|CREATE\s+(TABLE|VIEW))"
+)
 
 
 def test_sql_is_written_only_in_the_catalog():
     """The catalog owns the database: no other package writes SQL (benchmarks and tests may)."""
-    found = [f"{path.relative_to(ROOT)}" for module, path in modules()
-             if not module.startswith("pertstore.catalog") and SQL.search(path.read_text())]
+    found = [
+        f"{path.relative_to(ROOT)}"
+        for module, path in modules()
+        if not module.startswith("pertstore.catalog") and SQL.search(path.read_text())
+    ]
     assert not found, found
     assert SQL.search('con.execute("SELECT key FROM aliases")')  # the pattern sees SQL
 
@@ -108,8 +122,12 @@ def test_no_private_name_crosses_a_package():
     crossing = []
     for module, path in modules():
         for node in ast.walk(ast.parse(path.read_text())):
-            if not (isinstance(node, ast.ImportFrom) and node.module and node.level == 0
-                    and node.module.startswith("pertstore.")):
+            if not (
+                isinstance(node, ast.ImportFrom)
+                and node.module
+                and node.level == 0
+                and node.module.startswith("pertstore.")
+            ):
                 continue
             if package(node.module) == package(module) or node.module in CORE:
                 continue

@@ -15,8 +15,14 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 def test_run_all_writes_one_table_and_csv_with_date_and_machine(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "PERTSTORE_DATA_DIR"}
     out = tmp_path / "bench.csv"
-    done = subprocess.run([sys.executable, str(BENCH / "run_all.py"), "--only", "l1000", "--out", str(out)],
-                          capture_output=True, text=True, env=env, timeout=120, check=False)
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "run_all.py"), "--only", "l1000", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "build the 3 L1000 tasks" in done.stdout and "skipped: PERTSTORE_DATA_DIR unset" in done.stdout
     assert "0 of 1 rows at target" in done.stdout

@@ -29,15 +29,18 @@ def test_demo_on_real_data(data_dir, tmp_path):
     assert {"random-gene-32", "control-pca", "train_mean", "experimental_error"} <= set(res.set)
     assert any(s.startswith("fusion(") for s in res.set)
     assert (tmp_path / "report" / "report.html").exists()
-    assert (tmp_path / "report" / "fig_dose_ljp-kinase-dose-lfc.png").exists()          # molecule sets per dose
+    assert (tmp_path / "report" / "fig_dose_ljp-kinase-dose-lfc.png").exists()  # molecule sets per dose
     assert {"maccs"} <= set(res[res.task == "ljp-kinase-dose-lfc"].set)
     # the Figure 5 view: fusion on the L1000 knockdown task against its best single (non-random) set under kNN,
     # gap closed recomputed here from the stored rows' medians over folds
     fused = pd.read_csv(tmp_path / "report" / "fusion_vs_best.csv", keep_default_na=False, na_values=[""])
     assert (tmp_path / "report" / "fig5_fusion_vs_best.png").exists()
     row = fused[(fused.task == "cmap-knockdown-lfc") & (fused.evaluator_family == "knn")].iloc[0]
-    med = res[(res.task == "cmap-knockdown-lfc") & (res.metric == "l2") & (res.fold >= 0)].groupby(
-        ["set", "evaluator"]).value.median()
+    med = (
+        res[(res.task == "cmap-knockdown-lfc") & (res.metric == "l2") & (res.fold >= 0)]
+        .groupby(["set", "evaluator"])
+        .value.median()
+    )
     rand = set(store.catalog.query("SELECT source FROM sets WHERE producer = 'random'").source)
     singles = {s: v for (s, ev), v in med.items() if ev == "knn" and s not in rand and s != "idealised"}
     best = min(singles, key=singles.get)

@@ -8,13 +8,13 @@ import subprocess
 import sys
 
 import pandas as pd
+from pertstore.catalog import gene_registry
+from pertstore.catalog._registry import SHARED_ID_RULES, ensembl_assignment
+from pertstore.producers import describe_producers
 from typer.testing import CliRunner
 
 from pertstore import Store
-from pertstore.catalog import gene_registry
-from pertstore.catalog._registry import SHARED_ID_RULES, ensembl_assignment
 from pertstore.cli import app
-from pertstore.producers import describe_producers
 
 runner = CliRunner()
 
@@ -27,8 +27,14 @@ def _run(*args: str) -> str:
 
 def _cli(*args: str, stdout=subprocess.PIPE) -> subprocess.CompletedProcess:
     """The CLI as a user runs it: a process of its own, output not a terminal."""
-    return subprocess.run([sys.executable, "-m", "pertstore.cli", *args], stdout=stdout, stderr=subprocess.PIPE,
-                          text=True, timeout=300, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "pertstore.cli", *args],
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=300,
+        check=False,
+    )
 
 
 def test_the_two_shared_ids_resolve_by_ensembl_and_the_rule_is_recorded(tmp_path, data_dir):
@@ -36,23 +42,37 @@ def test_the_two_shared_ids_resolve_by_ensembl_and_the_rule_is_recorded(tmp_path
     store.register_genes(ensembl=ensembl_assignment(data_dir / "genes" / "tss_grch38.tsv.gz"))
     res = store.resolve(["ENSG00000205571", "ENSG00000160201", "ENSG00000160201.4", "ENSG00000172062"])
     symbols = dict(zip(res.query, store._labels("gene", res.ids)))
-    assert symbols == {"ENSG00000205571": "SMN2", "ENSG00000160201": "U2AF1", "ENSG00000160201.4": "U2AF1",
-                       "ENSG00000172062": "SMN1"}
+    assert symbols == {
+        "ENSG00000205571": "SMN2",
+        "ENSG00000160201": "U2AF1",
+        "ENSG00000160201.4": "U2AF1",
+        "ENSG00000172062": "SMN1",
+    }
     rule = f"ensembl: {SHARED_ID_RULES['ensembl']}"
     assert res.rules == {"ENSG00000205571": rule, "ENSG00000160201": rule, "ENSG00000160201.4": rule}
     assert not res.ambiguous and not res.unresolved
     # an id both SMN genes share that Ensembl gives neither (not a primary-assembly id) stays ambiguous
     assert set(store.resolve(["ENSG00000273772"]).ambiguous["ENSG00000273772"]) == set(
-        store.resolve(["SMN1", "SMN2"]).ids)
+        store.resolve(["SMN1", "SMN2"]).ids
+    )
     store.close()
 
 
 def test_sole_id_rule_and_truly_ambiguous_ids_without_ensembl_table(tmp_path):
-    table = pd.DataFrame({"entrez_id": ["1", "2", "3", "4"], "symbol": ["AAA", "BBB", "CCC", "DDD"],
-                          "ensembl_gene_ids": ["ENSG01;ENSG02", "ENSG02", "ENSG03;ENSG04", "ENSG04;ENSG05"]})
+    table = pd.DataFrame(
+        {
+            "entrez_id": ["1", "2", "3", "4"],
+            "symbol": ["AAA", "BBB", "CCC", "DDD"],
+            "ensembl_gene_ids": ["ENSG01;ENSG02", "ENSG02", "ENSG03;ENSG04", "ENSG04;ENSG05"],
+        }
+    )
     reg = gene_registry(table)
-    assert reg.set_index("symbol").shared_ensembl.to_dict() == {"AAA": "", "BBB": "ENSG02:sole-id", "CCC": "",
-                                                                "DDD": ""}
+    assert reg.set_index("symbol").shared_ensembl.to_dict() == {
+        "AAA": "",
+        "BBB": "ENSG02:sole-id",
+        "CCC": "",
+        "DDD": "",
+    }
     with Store.init(tmp_path / "s", genes=False) as s:
         s.register_genes(table, ensembl=pd.DataFrame({"ensembl_id": [], "symbol": []}))
         res = s.resolve(["ENSG02", "ensg04", "ENSG01"])
@@ -66,8 +86,16 @@ def test_sole_id_rule_and_truly_ambiguous_ids_without_ensembl_table(tmp_path):
     # registering again with Ensembl's table (CLI) settles ENSG04: Ensembl names DDD
     table.to_csv(tmp_path / "genes.tsv", sep="\t", index=False)
     pd.DataFrame({"ensembl_id": ["ENSG04"], "symbol": ["DDD"]}).to_csv(tmp_path / "ens.tsv", sep="\t", index=False)
-    _run("registry", "genes", "--table", tmp_path / "genes.tsv", "--ensembl", tmp_path / "ens.tsv",
-         "--store", tmp_path / "s")
+    _run(
+        "registry",
+        "genes",
+        "--table",
+        tmp_path / "genes.tsv",
+        "--ensembl",
+        tmp_path / "ens.tsv",
+        "--store",
+        tmp_path / "s",
+    )
     with Store.open(tmp_path / "s") as s:
         res = s.resolve(["ensg04", "ENSG02"])
         assert res.ids == [by_id["DDD"], by_id["BBB"]] and not res.ambiguous
@@ -99,20 +127,23 @@ def test_listings_piped_to_a_file_keep_every_character(tmp_path):
         for value in row:
             assert str(value) in line, (row.name, value)
     tsv = _run("producers", "ls", "--format", "tsv")
-    pd.testing.assert_frame_equal(pd.read_csv(io.StringIO(tsv), sep="\t", dtype=str, keep_default_na=False),
-                                  producers.astype(str))
+    pd.testing.assert_frame_equal(
+        pd.read_csv(io.StringIO(tsv), sep="\t", dtype=str, keep_default_na=False), producers.astype(str)
+    )
     got = json.loads(_run("producers", "ls", "-f", "json"))
     assert [r["params"] for r in got] == producers.params.tolist()
 
 
 def test_set_listings_in_each_format(store, tmp_path):
     import numpy as np
-
     from pertstore.store import Recipe
 
     long_source = "a-rather-long-source-name-for-a-set-of-embeddings-" + "x" * 40
-    store.write_set(Recipe(source=long_source, producer="import", kind="gene", params={"note": "[bold]x[/]"}),
-                    ["ENSG00000141510"], np.ones((1, 3), dtype=np.float32))
+    store.write_set(
+        Recipe(source=long_source, producer="import", kind="gene", params={"note": "[bold]x[/]"}),
+        ["ENSG00000141510"],
+        np.ones((1, 3), dtype=np.float32),
+    )
     root = store.uri
     store.close()
     assert long_source in _run("ls", "--store", root)  # CliRunner's output is not a terminal either

@@ -7,7 +7,6 @@ import hashlib
 from pathlib import Path
 
 import fsspec
-
 from pertstore.store import file_digest, file_sha256, file_stamp
 
 GOLDEN = "sha256:498488dd730e1068399b3ab3931f234c0ff197b161faadd9eb4c9255d9f71b78"

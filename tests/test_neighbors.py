@@ -13,16 +13,17 @@ import httpx
 import numpy as np
 import pyarrow as pa
 import pytest
-
-from pertstore.errors import InvalidInputError
 from pertstore.store import Recipe
 from servers import api_server
+
+from pertstore.errors import InvalidInputError
 
 K = 10
 
 
-def brute_force(values: np.ndarray, queries: np.ndarray, k: int, metric: str, own: np.ndarray,
-                pool: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def brute_force(
+    values: np.ndarray, queries: np.ndarray, k: int, metric: str, own: np.ndarray, pool: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Positions and scores of the ``k`` nearest rows, in float64 numpy, straight from the definitions."""
     x = values.astype(np.float64)
     q = x[queries]
@@ -108,19 +109,44 @@ def test_neighbors_cli_matches_the_store(store, emb, tmp_path):
     want = store.neighbors("a", [ids[1], ids[2]], k=4, metric="euclidean")
     root = store.uri
     store.close()
-    cmd = [sys.executable, "-m", "pertstore.cli", "neighbors", "a", ids[1], ids[2], "-k", "4", "--metric",
-           "euclidean", "--store", root, "--format", "json"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pertstore.cli",
+        "neighbors",
+        "a",
+        ids[1],
+        ids[2],
+        "-k",
+        "4",
+        "--metric",
+        "euclidean",
+        "--store",
+        root,
+        "--format",
+        "json",
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     rows = json.loads(done.stdout)
     assert [r["entity_id"] for r in rows] == want.entity_id.tolist()
     np.testing.assert_allclose([r["score"] for r in rows], want.score, rtol=1e-6)
-    done = subprocess.run([*cmd[:4], "--compare", "a", "b", ids[1], "--store", root, "-f", "tsv"],
-                          capture_output=True, text=True, timeout=120, check=False)
+    done = subprocess.run(
+        [*cmd[:4], "--compare", "a", "b", ids[1], "--store", root, "-f", "tsv"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[0] == "entity_id\tsymbol\toverlap" and ids[1] in done.stdout
-    bad = subprocess.run([*cmd[:4], "a", ids[1], "--metric", "dot", "--store", root],
-                         capture_output=True, text=True, timeout=120, check=False)
+    bad = subprocess.run(
+        [*cmd[:4], "a", ids[1], "--metric", "dot", "--store", root],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert bad.returncode == 2 and "unknown metric 'dot'" in bad.stderr and "Traceback" not in bad.stderr
 
 
@@ -140,8 +166,12 @@ def test_neighbors_over_http(store, emb):
         assert posted.json() == body
         twice = httpx.post(f"{url}/v1/neighbors", json={"source": "a", "ids": [ids[4], ids[4]], "k": 3}, timeout=60)
         assert [len(r["neighbors"]) for r in twice.json()["results"]] == [3, 3]  # a repeated id answered twice
-        arrow = httpx.post(f"{url}/v1/neighbors", json={"source": "a", "ids": [ids[4], ids[9]], "k": 3},
-                           headers={"Accept": "application/vnd.apache.arrow.stream"}, timeout=60)
+        arrow = httpx.post(
+            f"{url}/v1/neighbors",
+            json={"source": "a", "ids": [ids[4], ids[9]], "k": 3},
+            headers={"Accept": "application/vnd.apache.arrow.stream"},
+            timeout=60,
+        )
         table = pa.ipc.open_stream(io.BytesIO(arrow.content)).read_all()
         assert table.column("entity_id").to_pylist() == want.entity_id.tolist()
         np.testing.assert_allclose(table.column("score").to_numpy(), want.score, rtol=1e-6)
@@ -154,8 +184,9 @@ def test_neighbors_over_http(store, emb):
 
 @pytest.mark.parametrize("metric", ["cosine", "euclidean"])
 def test_the_graph_index_reaches_recall_095_and_is_kept_in_the_store(store, emb, metric):
-    from pertstore import Store
     from pertstore.store import neighbor_index_key
+
+    from pertstore import Store
 
     ids, a, _ = emb
     queries = np.arange(0, 2000, 10)
@@ -168,14 +199,14 @@ def test_the_graph_index_reaches_recall_095_and_is_kept_in_the_store(store, emb,
     exact = dict(zip(got.entity_id + "|" + got["query"], got.score))
     pairs = [(f"{ids[j]}|{ids[q]}", s) for q, row, srow in zip(queries, top, score) for j, s in zip(row, srow)]
     shared = [(exact[p], s) for p, s in pairs if p in exact]
-    np.testing.assert_allclose(*zip(*shared), rtol=1e-4, atol=1e-4)   # scores on the definitions' scale
+    np.testing.assert_allclose(*zip(*shared), rtol=1e-4, atol=1e-4)  # scores on the definitions' scale
     card = store.show("a")
     kept = Path(str(store.uri)) / neighbor_index_key("a", card.version, metric)
     assert kept.exists()
     stamp = kept.stat().st_mtime_ns
     root = store.uri
     store.close()
-    with Store.open(root) as s:                      # a new process reads the kept index, never rebuilds it
+    with Store.open(root) as s:  # a new process reads the kept index, never rebuilds it
         again = s.neighbors("a", [ids[i] for i in queries], k=K, metric=metric, method="index")
     assert kept.stat().st_mtime_ns == stamp and again["entity_id"].tolist() == got["entity_id"].tolist()
     with pytest.raises(InvalidInputError, match="exactly"):

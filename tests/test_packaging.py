@@ -50,15 +50,30 @@ def test_a_wheel_builds_without_a_warning(tmp_path):
     if int(setuptools.__version__.split(".")[0]) < need:
         pytest.skip(f"this environment's setuptools is {setuptools.__version__}; the build check needs >= {need}")
     src = tmp_path / "src"
-    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".venv", ".git", "__pycache__", "*.egg-info", "build",
-                                                              "dist", "demo-output", "tests", "benchmarks", "docs"))
+    shutil.copytree(
+        ROOT,
+        src,
+        ignore=shutil.ignore_patterns(
+            ".venv", ".git", "__pycache__", "*.egg-info", "build", "dist", "demo-output", "tests", "benchmarks", "docs"
+        ),
+    )
     code = "from setuptools import build_meta as b; print(b.build_wheel('dist'))"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}  # else: "byte-compiling is disabled"
-    done = subprocess.run([sys.executable, "-W", "default", "-c", code], cwd=src, capture_output=True, text=True,
-                          timeout=300, check=False, env=env)
+    done = subprocess.run(
+        [sys.executable, "-W", "default", "-c", code],
+        cwd=src,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env=env,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
-    noisy = [line for line in (done.stdout + done.stderr).splitlines()
-             if any(w in line.lower() for w in ("warning", "would be ignored", "deprecat"))]
+    noisy = [
+        line
+        for line in (done.stdout + done.stderr).splitlines()
+        if any(w in line.lower() for w in ("warning", "would be ignored", "deprecat"))
+    ]
     assert noisy == [], noisy
     import zipfile
 

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-
-from pertstore import Store, get_settings
 from pydantic import SecretStr
 
+from pertstore import Store, get_settings
 from pertstore._config import Settings
 from pertstore.errors import InvalidInputError
 
@@ -23,8 +22,13 @@ VARIABLES = {f"PERTSTORE_{name.upper()}": name for name in Settings.model_fields
 
 
 def test_no_module_reads_a_pertstore_variable_itself():
-    readers = [f"{path.relative_to(ROOT)}:{n}" for folder in CODE for path in sorted((ROOT / folder).rglob("*.py"))
-               for n, line in enumerate(path.read_text().splitlines(), start=1) if READS.search(line)]
+    readers = [
+        f"{path.relative_to(ROOT)}:{n}"
+        for folder in CODE
+        for path in sorted((ROOT / folder).rglob("*.py"))
+        for n, line in enumerate(path.read_text().splitlines(), start=1)
+        if READS.search(line)
+    ]
     assert readers == []
     assert READS.search('os.environ.get("PERTSTORE_TOKEN")') and READS.search("x = os.environ['PERTSTORE_DEVICE']")
     assert not READS.search('os.environ["PERTSTORE_TEXT_RUNTIME"] = runtime')
@@ -42,7 +46,7 @@ def test_each_field_reads_its_variable(monkeypatch):
         text, value = samples.get(Settings.model_fields[name].annotation, (f"value-of-{name}",) * 2)
         monkeypatch.setenv(variable, text)
         got = getattr(get_settings(), name)
-        got = got.get_secret_value() if isinstance(got, SecretStr) else got   # secrets stay hidden in reprs
+        got = got.get_secret_value() if isinstance(got, SecretStr) else got  # secrets stay hidden in reprs
         assert got == value, variable
 
 
@@ -71,6 +75,7 @@ def test_data_dir_and_plan_limit_take_effect(monkeypatch, tmp_path):
 
 def test_token_takes_effect_in_the_server_and_the_client(monkeypatch, tmp_path):
     from pertstore.api import create_app
+
     from pertstore.client import Client
 
     monkeypatch.setenv("PERTSTORE_TOKEN", "from-the-environment")

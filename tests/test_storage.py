@@ -2,9 +2,9 @@ import uuid
 
 import numpy as np
 import pytest
+from pertstore.store import FsspecStorage, LocalStorage
 
 from pertstore import Store
-from pertstore.store import FsspecStorage, LocalStorage
 from pertstore.testing import BackendContractTests
 
 

@@ -8,16 +8,17 @@ from typing import Annotated, Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from pertstore.cli._main import (Format, FormatOpt, StoreOpt, _emit, _local, _open, _print_table, _table, console,
-                                 err)
+from pertstore.cli._main import Format, FormatOpt, StoreOpt, _emit, _local, _open, _print_table, _table, console, err
 from pertstore.cli.progress import JobBar
 from pertstore.producers import describe_producers
 
 jobs_app = typer.Typer(help="Batch jobs: compute the sets of a recipes file on Dask.", no_args_is_help=True)
 producers_app = typer.Typer(help="The installed producers.", no_args_is_help=True)
 
-SchedulerOpt = Annotated[Optional[str], typer.Option(
-    "--scheduler", help="Dask scheduler address (tcp://HOST:PORT) [default: an in-process LocalCluster]")]
+SchedulerOpt = Annotated[
+    Optional[str],
+    typer.Option("--scheduler", help="Dask scheduler address (tcp://HOST:PORT) [default: an in-process LocalCluster]"),
+]
 WorkersOpt = Annotated[Optional[int], typer.Option("--workers", "-w", help="Workers of the local cluster [default: 2]")]
 
 
@@ -29,33 +30,66 @@ def register(app: typer.Typer) -> None:
 def _run(call, progress: bool):
     if not progress:
         return call(None)
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=False) as bar:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as bar:
         return call(JobBar(bar))
 
 
 def _report(state, store) -> None:
     status = store.jobs.status(state.job_id)
-    _print_table(_table(status["recipes"][["source", "context", "version", "state", "items_total", "items_done",
-                                            "items_failed", "items_reused", "seconds", "error"]],
-                         title=f"job {state.job_id}: {state.state}"))
+    _print_table(
+        _table(
+            status["recipes"][
+                [
+                    "source",
+                    "context",
+                    "version",
+                    "state",
+                    "items_total",
+                    "items_done",
+                    "items_failed",
+                    "items_reused",
+                    "seconds",
+                    "error",
+                ]
+            ],
+            title=f"job {state.job_id}: {state.state}",
+        )
+    )
     if state.state != "done":
         raise typer.Exit(1)
 
 
 @jobs_app.command("submit")
-def submit(recipes: Annotated[Path, typer.Argument(help="Recipes YAML file", exists=True, dir_okay=False)],
-           scheduler: SchedulerOpt = None, workers: WorkersOpt = None,
-           max_failed: Annotated[float, typer.Option(help="Fraction of failed entities a set may have")] = 0.05,
-           dry_run: Annotated[bool, typer.Option(help="Only list the recipes and their versions")] = False,
-           progress: Annotated[bool, typer.Option(help="Show a live progress bar")] = True,
-           store: StoreOpt = None) -> None:
+def submit(
+    recipes: Annotated[Path, typer.Argument(help="Recipes YAML file", exists=True, dir_okay=False)],
+    scheduler: SchedulerOpt = None,
+    workers: WorkersOpt = None,
+    max_failed: Annotated[float, typer.Option(help="Fraction of failed entities a set may have")] = 0.05,
+    dry_run: Annotated[bool, typer.Option(help="Only list the recipes and their versions")] = False,
+    progress: Annotated[bool, typer.Option(help="Show a live progress bar")] = True,
+    store: StoreOpt = None,
+) -> None:
     """Submit a recipes file: compute every set that is not in the store yet (or on a server: --store http://...)."""
     with _local(store) if dry_run else _open(store) as s:
         s.release_catalog = True
         if dry_run:
-            rows = [{"source": p.recipe.source, "context": p.recipe.context, "producer": p.recipe.producer,
-                     "version": p.recipe.version, "exists": s.has(p.recipe)} for p in s.jobs.plan(recipes)]
+            rows = [
+                {
+                    "source": p.recipe.source,
+                    "context": p.recipe.context,
+                    "producer": p.recipe.producer,
+                    "version": p.recipe.version,
+                    "exists": s.has(p.recipe),
+                }
+                for p in s.jobs.plan(recipes)
+            ]
             import pandas as pd
 
             _print_table(_table(pd.DataFrame(rows), title=str(recipes)))
@@ -67,15 +101,20 @@ def submit(recipes: Annotated[Path, typer.Argument(help="Recipes YAML file", exi
 
 
 @jobs_app.command("resume")
-def resume(job_id: str, scheduler: SchedulerOpt = None, workers: WorkersOpt = None,
-           force: Annotated[bool, typer.Option(help="Resume even if the job's driver seems alive")] = False,
-           progress: Annotated[bool, typer.Option(help="Show a live progress bar")] = True,
-           store: StoreOpt = None) -> None:
+def resume(
+    job_id: str,
+    scheduler: SchedulerOpt = None,
+    workers: WorkersOpt = None,
+    force: Annotated[bool, typer.Option(help="Resume even if the job's driver seems alive")] = False,
+    progress: Annotated[bool, typer.Option(help="Show a live progress bar")] = True,
+    store: StoreOpt = None,
+) -> None:
     """Finish an interrupted job without recomputing finished work."""
     with _open(store) as s:
         s.release_catalog = True
-        state = _run(lambda cb: s.jobs.resume(job_id, scheduler=scheduler, n_workers=workers, progress=cb,
-                                              force=force), progress)
+        state = _run(
+            lambda cb: s.jobs.resume(job_id, scheduler=scheduler, n_workers=workers, progress=cb, force=force), progress
+        )
         _report(state, s)
 
 
@@ -106,8 +145,11 @@ def cancel(job_id: str, store: StoreOpt = None) -> None:
 
 
 @jobs_app.command("failures")
-def failures(job_id: str, out: Annotated[Optional[Path], typer.Option(help="Write the ledger to .csv/.parquet")] = None,
-             store: StoreOpt = None) -> None:
+def failures(
+    job_id: str,
+    out: Annotated[Optional[Path], typer.Option(help="Write the ledger to .csv/.parquet")] = None,
+    store: StoreOpt = None,
+) -> None:
     """The per-entity failure ledger of a job."""
     with _open(store) as s:
         df = s.jobs.failures(job_id)

@@ -16,5 +16,9 @@ class JobBar:
         if self.task is None:
             self.task = self.progress.add_task(f"job {state.job_id}", total=max(state.items_total, 1))
         running = [r.source for r in state.recipes if r.state == "running"]
-        self.progress.update(self.task, total=max(state.items_total, 1), completed=state.items_done,
-                             description=f"job {state.job_id} " + (", ".join(running[:3]) or state.state))
+        self.progress.update(
+            self.task,
+            total=max(state.items_total, 1),
+            completed=state.items_done,
+            description=f"job {state.job_id} " + (", ".join(running[:3]) or state.state),
+        )

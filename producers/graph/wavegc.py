@@ -32,17 +32,22 @@ from typing import Literal
 import numpy as np
 import scipy.sparse as sp
 import torch
+from pertstore.producers._base import Batch, Producer
+from pertstore.producers.graph._chebyshev import chebyshev_basis, normalised_adjacency
+from pertstore.producers.graph._common import load_gene_graph
+from pertstore.producers.graph._linkpred import (
+    EdgeSplit,
+    LinkPredParams,
+    LinkPredResult,
+    split_edges,
+    train_link_prediction,
+)
+from pertstore.producers.graph._seeding import seeded
 from pydantic import Field, model_validator
 from torch import nn
 from torch_geometric.nn import GCNConv
 
 from pertstore.errors import InvalidInputError
-from pertstore.producers._base import Batch, Producer
-from pertstore.producers.graph._chebyshev import chebyshev_basis, normalised_adjacency
-from pertstore.producers.graph._common import load_gene_graph
-from pertstore.producers.graph._linkpred import (EdgeSplit, LinkPredParams, LinkPredResult, split_edges,
-                                                 train_link_prediction)
-from pertstore.producers.graph._seeding import seeded
 
 
 class WaveGCParams(LinkPredParams):
@@ -75,7 +80,7 @@ class WaveGCParams(LinkPredParams):
     select: Literal["auc", "loss"] = "loss"
 
     @model_validator(mode="after")
-    def _heads_divide_dims(self) -> "WaveGCParams":
+    def _heads_divide_dims(self) -> WaveGCParams:
         if self.dims % 2 or self.dims % self.heads:
             raise ValueError(f"dims ({self.dims}) must be even and divisible by heads ({self.heads})")
         return self
@@ -102,8 +107,7 @@ def _activation(name: str) -> nn.Module:
 
 
 def _norm(kind: str, dims: int) -> nn.Module:
-    return {"batch": lambda: nn.BatchNorm1d(dims), "layer": lambda: nn.LayerNorm(dims),
-            "none": nn.Identity}[kind]()
+    return {"batch": lambda: nn.BatchNorm1d(dims), "layer": lambda: nn.LayerNorm(dims), "none": nn.Identity}[kind]()
 
 
 class SineEncoding(nn.Module):
@@ -138,8 +142,9 @@ class EigenEncoding(nn.Module):
         return (eig + self.ffn_dropout(self.ffn(self.ffn_norm(eig))))[0]
 
 
-def wavelet_frames(eigenvalues: torch.Tensor, a: torch.Tensor, b: torch.Tensor, s: torch.Tensor,
-                   tight: bool) -> torch.Tensor:
+def wavelet_frames(
+    eigenvalues: torch.Tensor, a: torch.Tensor, b: torch.Tensor, s: torch.Tensor, tight: bool
+) -> torch.Tensor:
     """``[k, 1 + J]``: the scaling function and the ``J`` wavelets at each eigenvalue (upstream's bases)."""
     n = a.shape[0]
     odd = chebyshev_basis(eigenvalues - 1, 2 * n - 1)[1::2]  # T_1, T_3, .. T_{2n-1}: [n, k]
@@ -155,8 +160,9 @@ def wavelet_frames(eigenvalues: torch.Tensor, a: torch.Tensor, b: torch.Tensor, 
 class WaveletGenerator(nn.Module):
     """Upstream's ``Wave_generator``: coefficients and scales decoded from the eigenvalue transformer."""
 
-    def __init__(self, dims: int, heads: int, terms: int, scales: int, max_scale: float, dropout: float,
-                 tight: bool) -> None:
+    def __init__(
+        self, dims: int, heads: int, terms: int, scales: int, max_scale: float, dropout: float, tight: bool
+    ) -> None:
         super().__init__()
         self.encoding = EigenEncoding(dims, heads, dropout)
         self.decode_scaling, self.decode_wavelet = nn.Linear(dims, terms), nn.Linear(dims, terms)
@@ -204,11 +210,22 @@ class WaveBlock(nn.Module):
         self.wave = WaveConv(d, params.scales, params.act, params.wave_dropout)
         self.norm_local, self.norm_wave, self.norm_ff = (_norm(params.norm, d) for _ in range(3))
         self.dropout = nn.Dropout(params.dropout)
-        self.ff = nn.Sequential(nn.Linear(d, 2 * d), _activation(params.act), nn.Dropout(params.dropout),
-                                nn.Linear(2 * d, d), nn.Dropout(params.dropout))
+        self.ff = nn.Sequential(
+            nn.Linear(d, 2 * d),
+            _activation(params.act),
+            nn.Dropout(params.dropout),
+            nn.Linear(2 * d, d),
+            nn.Dropout(params.dropout),
+        )
 
-    def forward(self, x: torch.Tensor, vectors: torch.Tensor, frames: torch.Tensor, edge_index: torch.Tensor,
-                edge_weight: torch.Tensor | None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        vectors: torch.Tensor,
+        frames: torch.Tensor,
+        edge_index: torch.Tensor,
+        edge_weight: torch.Tensor | None,
+    ) -> torch.Tensor:
         h = self.norm_wave(x + self.dropout(self.wave(x, vectors, frames)))
         if self.local is not None:
             h = h + self.norm_local(x + self.dropout(self.local(x, edge_index, edge_weight)))
@@ -218,13 +235,27 @@ class WaveBlock(nn.Module):
 class WaveGC(nn.Module):
     """Learned node embeddings, ``depth`` :class:`WaveBlock` s sharing one set of frames, a final Linear."""
 
-    def __init__(self, n: int, eigenvalues: np.ndarray, vectors: np.ndarray, edge_index: torch.Tensor,
-                 edge_weight: torch.Tensor | None, params: WaveGCParams) -> None:
+    def __init__(
+        self,
+        n: int,
+        eigenvalues: np.ndarray,
+        vectors: np.ndarray,
+        edge_index: torch.Tensor,
+        edge_weight: torch.Tensor | None,
+        params: WaveGCParams,
+    ) -> None:
         super().__init__()
         self.n = n
         self.embedding = nn.Embedding(n, params.dims)
-        self.generator = WaveletGenerator(params.dims, params.heads, params.terms, params.scales, params.max_scale,
-                                          params.trans_dropout, params.tight_frames)
+        self.generator = WaveletGenerator(
+            params.dims,
+            params.heads,
+            params.terms,
+            params.scales,
+            params.max_scale,
+            params.trans_dropout,
+            params.tight_frames,
+        )
         self.blocks = nn.ModuleList([WaveBlock(params) for _ in range(params.depth)])
         self.out = nn.Linear(params.dims, params.dims)
         self.register_buffer("eigenvalues", torch.from_numpy(eigenvalues.astype(np.float32)))
@@ -240,8 +271,9 @@ class WaveGC(nn.Module):
         return self.out(h)
 
 
-def train_wavegc(split: EdgeSplit, n: int, params: WaveGCParams,
-                 eigenpairs: tuple[np.ndarray, np.ndarray] | None = None) -> LinkPredResult:
+def train_wavegc(
+    split: EdgeSplit, n: int, params: WaveGCParams, eigenpairs: tuple[np.ndarray, np.ndarray] | None = None
+) -> LinkPredResult:
     """Build WaveGC on ``split``'s training graph and train it by link prediction.
 
     ``eigenpairs``: the training graph's from :func:`training_eigenpairs`, when computed beforehand.
@@ -271,7 +303,9 @@ class WaveGCProducer(Producer):
     Params = WaveGCParams
     inputs = {"network": "file"}
     chunked = False
-    description = "WaveGC (spectral wavelets on Laplacian eigenpairs, GraphGPS block) trained by link prediction on STRING"
+    description = (
+        "WaveGC (spectral wavelets on Laplacian eigenpairs, GraphGPS block) trained by link prediction on STRING"
+    )
 
     @classmethod
     def libraries(cls) -> dict[str, str]:

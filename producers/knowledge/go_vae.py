@@ -26,13 +26,13 @@ from itertools import pairwise
 import numpy as np
 import scipy.sparse as sp
 import torch
+from pertstore.producers._base import Batch, Producer
+from pertstore.producers.graph._seeding import seeded
+from pertstore.producers.knowledge._go import gene_term_matrix, read_annotations, read_parents
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from pertstore.errors import InvalidInputError
-from pertstore.producers._base import Batch, Producer
-from pertstore.producers.graph._seeding import seeded
-from pertstore.producers.knowledge._go import gene_term_matrix, read_annotations, read_parents
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +90,9 @@ class GenotypeVAE(nn.Module):
         self.mu = nn.Linear(sizes[-1], p.latent)
         self.logvar = nn.Linear(sizes[-1], p.latent)
         back = [p.latent, *reversed(p.hidden)]
-        self.decoder = nn.Sequential(*[m for a, b in pairwise(back) for m in _block(a, b, p)],
-                                     nn.Linear(back[-1], n_in), nn.Sigmoid())
+        self.decoder = nn.Sequential(
+            *[m for a, b in pairwise(back) for m in _block(a, b, p)], nn.Linear(back[-1], n_in), nn.Sigmoid()
+        )
         self.noise_scale = p.noise_scale
         self.beta = p.beta
 
@@ -99,8 +100,9 @@ class GenotypeVAE(nn.Module):
         h = self.encoder(x)
         return self.mu(h), self.logvar(h)
 
-    def forward(self, x: torch.Tensor, eps: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, eps: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Term probabilities, ``mu`` and ``log var``; ``eps`` is the standard normal draw (default: fresh)."""
         mu, logvar = self.encode(x)
         eps = torch.randn_like(mu) if eps is None else eps
@@ -115,8 +117,9 @@ class GenotypeVAE(nn.Module):
         return recon + self.beta * kl
 
 
-def training_rows(rng: np.random.Generator, n_train: int, batch_size: int, or_probability: float
-                  ) -> tuple[np.ndarray, np.ndarray | None]:
+def training_rows(
+    rng: np.random.Generator, n_train: int, batch_size: int, or_probability: float
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Row indices of one step: ``(first, second)`` to OR together, or ``(rows, None)``; drawn without replacement."""
     if rng.random() < or_probability and n_train >= 4:
         b = min(batch_size, n_train // 2)
@@ -156,12 +159,16 @@ def train_vae(matrix: sp.csr_matrix, params: GOVAEParams, device: str = "cpu") -
         model.eval()
         with torch.no_grad():
             if held.shape[0]:
-                val = sum(float(model.loss(_dense(held, np.arange(i, min(i + 4096, held.shape[0])), device)))
-                          for i in range(0, held.shape[0], 4096))
-                log.info("go-vae: validation loss %.3f per held-out gene (%d genes)", val / held.shape[0],
-                         held.shape[0])
-            rows = [model.encode(_dense(matrix, np.arange(i, min(i + 4096, n)), device))[0].cpu()
-                    for i in range(0, n, 4096)]
+                val = sum(
+                    float(model.loss(_dense(held, np.arange(i, min(i + 4096, held.shape[0])), device)))
+                    for i in range(0, held.shape[0], 4096)
+                )
+                log.info(
+                    "go-vae: validation loss %.3f per held-out gene (%d genes)", val / held.shape[0], held.shape[0]
+                )
+            rows = [
+                model.encode(_dense(matrix, np.arange(i, min(i + 4096, n)), device))[0].cpu() for i in range(0, n, 4096)
+            ]
         return torch.cat(rows).numpy()
 
 
@@ -197,7 +204,10 @@ class GOVAEProducer(Producer):
         matrix, _ = gene_term_matrix(pairs[["gene", "go_id"]], genes, parents, p.min_genes)
         annotated = np.flatnonzero(matrix.getnnz(axis=1) > 0)
         without = set(genes) - set(pairs.gene)
-        failed = {g: "no GO annotation" if g in without else f"no GO term with >= {p.min_genes} genes"
-                  for i, g in enumerate(genes) if matrix.indptr[i + 1] == matrix.indptr[i]}
+        failed = {
+            g: "no GO annotation" if g in without else f"no GO term with >= {p.min_genes} genes"
+            for i, g in enumerate(genes)
+            if matrix.indptr[i + 1] == matrix.indptr[i]
+        }
         values = train_vae(matrix[annotated], p, self.ctx.device)
         return Batch([genes[i] for i in annotated], values.astype(np.float32), failed)

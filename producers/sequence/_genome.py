@@ -15,9 +15,9 @@ import tempfile
 from pathlib import Path
 
 import pandas as pd
+from pertstore.store import file_stamp
 
 from pertstore.errors import InvalidInputError
-from pertstore.store import file_stamp
 
 TSS_COLUMNS = ["ensembl_id", "symbol", "chromosome", "tss", "strand"]
 _COMPLEMENT = str.maketrans("ACGTRYKMSWBDHVN", "TGCAYRMKSWVHDBN")
@@ -31,14 +31,17 @@ def read_tss(path: Path) -> pd.DataFrame:
         raise InvalidInputError(f"{path.name}: not a readable tab-separated TSS table: {e}") from e
     missing = [c for c in TSS_COLUMNS if c not in table.columns]
     if missing:
-        raise InvalidInputError(f"{path.name}: a TSS table needs columns {TSS_COLUMNS}; missing {missing} "
-                                f"(found {list(table.columns)})")
+        raise InvalidInputError(
+            f"{path.name}: a TSS table needs columns {TSS_COLUMNS}; missing {missing} (found {list(table.columns)})"
+        )
     tss = pd.to_numeric(table.tss, errors="coerce")
     bad = table.index[tss.isna() | (tss < 1) | (tss % 1 != 0) | ~table.strand.isin(["+", "-"])]
     if len(bad):
         row = table.loc[bad[0]]
-        raise InvalidInputError(f"{path.name}: line {bad[0] + 2}: tss {row.tss!r} / strand {row.strand!r}: "
-                                "expected a 1-based position and '+' or '-'")
+        raise InvalidInputError(
+            f"{path.name}: line {bad[0] + 2}: tss {row.tss!r} / strand {row.strand!r}: "
+            "expected a 1-based position and '+' or '-'"
+        )
     return table.assign(tss=tss.astype(int))
 
 

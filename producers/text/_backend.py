@@ -7,9 +7,8 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-
 from pertstore.producers.text._sentence import DEFAULT_MODEL, encode_texts
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class TextModelParams(BaseModel):
@@ -34,7 +33,9 @@ class TextModelParams(BaseModel):
     def _resolve_model(self) -> TextModelParams:
         if self.backend == "openai":
             if not self.model:
-                raise ValueError("backend openai needs `model`, the endpoint's model name (e.g. text-embedding-3-small)")
+                raise ValueError(
+                    "backend openai needs `model`, the endpoint's model name (e.g. text-embedding-3-small)"
+                )
             if self.model_path:
                 raise ValueError("model_path is a local sentence-transformers model; backend openai takes `model`")
         else:
@@ -42,8 +43,10 @@ class TextModelParams(BaseModel):
                 raise ValueError("dimensions applies to backend openai only")
             if self.model_path is None:
                 if self.model not in (None, DEFAULT_MODEL):
-                    raise ValueError(f"backend sentence-transformers runs local models only: give model_path "
-                                     f"(a local directory) or leave model unset (the packaged {DEFAULT_MODEL})")
+                    raise ValueError(
+                        f"backend sentence-transformers runs local models only: give model_path "
+                        f"(a local directory) or leave model unset (the packaged {DEFAULT_MODEL})"
+                    )
                 self.model = DEFAULT_MODEL
             elif self.model is None:
                 self.model = Path(self.model_path).name
@@ -63,6 +66,7 @@ def embed(texts: list[str], params: TextModelParams, device: str = "cpu") -> np.
     if params.backend == "openai":
         from pertstore.producers.text._endpoint import encode_endpoint
 
-        return encode_endpoint(texts, model=str(params.model), batch_size=params.batch_size,
-                               dimensions=params.dimensions)
+        return encode_endpoint(
+            texts, model=str(params.model), batch_size=params.batch_size, dimensions=params.dimensions
+        )
     return encode_texts(texts, model_path=params.model_path, batch_size=params.batch_size, device=device)

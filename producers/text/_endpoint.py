@@ -28,8 +28,10 @@ def endpoint() -> tuple[str, str]:
     """The ``/embeddings`` URL and the key of the settings; an error naming the setting that is missing."""
     s = get_settings()
     if not s.text_endpoint_url:
-        raise InvalidInputError("the openai text backend needs the endpoint's base URL: set PERTSTORE_TEXT_ENDPOINT_URL "
-                                "(e.g. https://api.openai.com/v1)")
+        raise InvalidInputError(
+            "the openai text backend needs the endpoint's base URL: set PERTSTORE_TEXT_ENDPOINT_URL "
+            "(e.g. https://api.openai.com/v1)"
+        )
     if s.text_endpoint_key is None or not s.text_endpoint_key.get_secret_value():
         raise InvalidInputError("the openai text backend needs an API key: set PERTSTORE_TEXT_ENDPOINT_KEY")
     return s.text_endpoint_url.rstrip("/") + "/embeddings", s.text_endpoint_key.get_secret_value()
@@ -60,7 +62,7 @@ def encode_endpoint(texts: list[str], *, model: str, batch_size: int, dimensions
     headers = {"Authorization": f"Bearer {key}"}
     with httpx.Client(headers=headers, timeout=s.text_endpoint_timeout) as client:
         for i in range(0, len(texts), batch_size):
-            part = texts[i: i + batch_size]
+            part = texts[i : i + batch_size]
             body: dict = {"model": model, "input": part, "encoding_format": "float"}
             if dimensions is not None:
                 body["dimensions"] = dimensions
@@ -69,13 +71,19 @@ def encode_endpoint(texts: list[str], *, model: str, batch_size: int, dimensions
                 data = sorted(answer["data"], key=lambda d: d["index"])
                 values = np.asarray([d["embedding"] for d in data], dtype=np.float32)
             except (KeyError, TypeError, ValueError) as e:
-                raise EndpointError(f"embedding endpoint {url}: unexpected answer ({e!r}); expected OpenAI's "
-                                    "{'data': [{'index', 'embedding'}, ...]}") from e
+                raise EndpointError(
+                    f"embedding endpoint {url}: unexpected answer ({e!r}); expected OpenAI's "
+                    "{'data': [{'index', 'embedding'}, ...]}"
+                ) from e
             if values.ndim != 2 or len(values) != len(part):
-                raise EndpointError(f"embedding endpoint {url} returned {values.shape[0]} vectors for {len(part)} texts")
+                raise EndpointError(
+                    f"embedding endpoint {url} returned {values.shape[0]} vectors for {len(part)} texts"
+                )
             rows.append(values)
     if not rows:
         return np.zeros((0, 0), dtype=np.float32)
     if len({r.shape[1] for r in rows}) > 1:
-        raise EndpointError(f"embedding endpoint {url} returned vectors of different sizes {sorted({r.shape[1] for r in rows})}")
+        raise EndpointError(
+            f"embedding endpoint {url} returned vectors of different sizes {sorted({r.shape[1] for r in rows})}"
+        )
     return np.concatenate(rows)

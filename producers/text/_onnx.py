@@ -58,8 +58,16 @@ def export_session(model: torch.nn.Module, sample: dict[str, torch.Tensor], name
     axes = {name: {0: "batch", 1: "length"} for name in (*names, "hidden")}
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        torch.onnx.export(_Traced(model.eval(), names), tuple(sample[n] for n in names), buffer, dynamo=False,
-                          input_names=list(names), output_names=["hidden"], dynamic_axes=axes, opset_version=17)
+        torch.onnx.export(
+            _Traced(model.eval(), names),
+            tuple(sample[n] for n in names),
+            buffer,
+            dynamo=False,
+            input_names=list(names),
+            output_names=["hidden"],
+            dynamic_axes=axes,
+            opset_version=17,
+        )
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
@@ -92,8 +100,9 @@ def use_onnx_runtime(st_model) -> bool:
     try:
         session = export_session(model, features, names, torch.get_num_threads())
     except Exception as e:  # noqa: BLE001 - any exporter failure leaves the PyTorch model in place
-        log.warning("text model %s stays on PyTorch: ONNX export failed (%s: %s)",
-                    type(model).__name__, type(e).__name__, e)
+        log.warning(
+            "text model %s stays on PyTorch: ONNX export failed (%s: %s)", type(model).__name__, type(e).__name__, e
+        )
         return False
     transformer.model = OnnxEncoder(model, session, names)
     return True

@@ -15,11 +15,11 @@ from functools import lru_cache
 
 import numpy as np
 import pandas as pd
-
-from pertstore.errors import InvalidInputError
 from pertstore.producers._base import Batch, Producer
 from pertstore.producers.text._backend import TextModelParams, check_backend, embed
 from pertstore.producers.text._sentence import text_libraries
+
+from pertstore.errors import InvalidInputError
 
 
 class DrugTextParams(TextModelParams):

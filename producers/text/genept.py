@@ -23,12 +23,12 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import Field
-
-from pertstore.errors import InvalidInputError
 from pertstore.producers._base import Batch, Producer
 from pertstore.producers.text._backend import TextModelParams, check_backend, embed
 from pertstore.producers.text._sentence import text_libraries
+from pydantic import Field
+
+from pertstore.errors import InvalidInputError
 
 
 class GenePTParams(TextModelParams):
@@ -52,7 +52,9 @@ def _summaries(path: str) -> pd.DataFrame:
     table = pd.read_csv(path, sep="\t", dtype=str).fillna("")
     missing = {"entrez_id", "symbol", "summary"} - set(table.columns)
     if missing:
-        raise InvalidInputError(f"{path}: summary table lacks columns {sorted(missing)} (needs entrez_id, symbol, summary)")
+        raise InvalidInputError(
+            f"{path}: summary table lacks columns {sorted(missing)} (needs entrez_id, symbol, summary)"
+        )
     return table[table.summary.str.strip() != ""]
 
 
@@ -69,11 +71,15 @@ def go_texts(annotations: str, terms: str, aspect: str, exclude_evidence: tuple[
     ann = ann.assign(name=ann.go_id.map(names), rank=ann.ontology.map({o: i for i, o in enumerate(order)}))
     unnamed = ann.name.isna()
     if unnamed.any():
-        raise InvalidInputError(f"{terms}: no name for {unnamed.sum()} annotated terms of {annotations}, "
-                                f"e.g. {ann.go_id[unnamed].iloc[0]}")
+        raise InvalidInputError(
+            f"{terms}: no name for {unnamed.sum()} annotated terms of {annotations}, e.g. {ann.go_id[unnamed].iloc[0]}"
+        )
     ann = ann.drop_duplicates(["entrez_id", "go_id"]).sort_values(["entrez_id", "rank", "go_id"], kind="stable")
-    sections = ann.groupby(["entrez_id", "rank"], sort=False).agg(ontology=("ontology", "first"),
-                                                                  names=("name", "; ".join)).reset_index()
+    sections = (
+        ann.groupby(["entrez_id", "rank"], sort=False)
+        .agg(ontology=("ontology", "first"), names=("name", "; ".join))
+        .reset_index()
+    )
     sections["part"] = sections.ontology.map(GO_SECTIONS) + ": " + sections.names + "."
     body = sections.groupby("entrez_id", sort=False).part.agg(" ".join)
     symbol = ann.groupby("entrez_id", sort=False).symbol.first().fillna("")
@@ -145,8 +151,12 @@ class GenePTGOProducer(GenePTProducer):
         return f"no GO {self.params.aspect.upper()} annotation"
 
     def _build_texts(self) -> dict[str, str]:
-        table = go_texts(str(self.ctx.path("annotations")), str(self.ctx.path("terms")), self.params.aspect,
-                         tuple(self.params.exclude_evidence))
+        table = go_texts(
+            str(self.ctx.path("annotations")),
+            str(self.ctx.path("terms")),
+            self.params.aspect,
+            tuple(self.params.exclude_evidence),
+        )
         res = self.ctx.resolve(table.entrez_id.tolist(), "gene")
         texts: dict[str, str] = {}
         for entity, text in zip(res.ids, table.text):

@@ -9,7 +9,6 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 from fastapi.testclient import TestClient
-
 from pertstore.api import create_app
 from pertstore.api.app import ROUTERS
 from pertstore.consumers.evaluators._runner import save_results
@@ -48,8 +47,9 @@ def test_every_json_route_has_a_response_schema(client):
                 assert schemas[ref.rsplit("/", 1)[1]]["properties"], (method, path, ref)
         for code in ("401", "404", "409"):
             assert op["responses"][code]["content"]["application/json"]["schema"]["$ref"].endswith("/Problem")
-    streams = {path for method, path, op in ops
-               if all(s in op["responses"].get("200", {}).get("content", {}) for s in STREAMS)}
+    streams = {
+        path for method, path, op in ops if all(s in op["responses"].get("200", {}).get("content", {}) for s in STREAMS)
+    }
     assert streams == {"/v1/align", "/v1/sets/{source}/embeddings"}
     job = schemas["JobStatus"]["properties"]
     assert {"state", "items_done", "recipes"} <= set(job) and "items_reused" in schemas["JobRecipeRow"]["properties"]
@@ -58,7 +58,7 @@ def test_every_json_route_has_a_response_schema(client):
 
 def test_the_bearer_scheme_is_declared_on_every_route_but_health(client):
     spec = client.get("/openapi.json").json()
-    (name, scheme), = spec["components"]["securitySchemes"].items()
+    ((name, scheme),) = spec["components"]["securitySchemes"].items()
     assert scheme["type"] == "http" and scheme["scheme"] == "bearer"
     for method, path, op in _operations(spec):
         assert op.get("security") == (None if path == "/v1/health" else [{name: []}]), (method, path)
@@ -67,22 +67,57 @@ def test_the_bearer_scheme_is_declared_on_every_route_but_health(client):
 def test_answers_match_their_documented_shapes(client, store):
     """Every read route answers, with the token and without, in the shape the document gives; a field the
     reader may not see (a job's host) is left out, not sent as null."""
-    obs = pd.DataFrame({"perturbation": ["control"] * 30 + [f"P{i // 20}" for i in range(100)], "cell_line": "A",
-                        "batch": "b1"}, index=[f"c{i}" for i in range(130)])
-    cells = ad.AnnData(X=sp.csr_matrix(np.random.default_rng(0).poisson(3, (130, 12)).astype(np.int32)), obs=obs,
-                       var=pd.DataFrame(index=[f"G{i}" for i in range(12)]))
-    data = read_perturbation_data(cells, pert_col="perturbation", control_label="control", context_col="cell_line",
-                                  batch_col="batch")
+    obs = pd.DataFrame(
+        {"perturbation": ["control"] * 30 + [f"P{i // 20}" for i in range(100)], "cell_line": "A", "batch": "b1"},
+        index=[f"c{i}" for i in range(130)],
+    )
+    cells = ad.AnnData(
+        X=sp.csr_matrix(np.random.default_rng(0).poisson(3, (130, 12)).astype(np.int32)),
+        obs=obs,
+        var=pd.DataFrame(index=[f"G{i}" for i in range(12)]),
+    )
+    data = read_perturbation_data(
+        cells, pert_col="perturbation", control_label="control", context_col="cell_line", batch_col="batch"
+    )
     save_task(store, build_task(data, kind="lfc", trials=0, name="tiny", n_folds=2))
-    row = {"task": "tiny", "task_version": "v1", "context": "A", "fold": 0, "set": "ck", "set_version": "",
-           "evaluator": "knn", "metric": "l2", "value": 1.5, "chosen": "{}", "coverage": 1.0, "seconds": 0.1}
+    row = {
+        "task": "tiny",
+        "task_version": "v1",
+        "context": "A",
+        "fold": 0,
+        "set": "ck",
+        "set_version": "",
+        "evaluator": "knn",
+        "metric": "l2",
+        "value": 1.5,
+        "chosen": "{}",
+        "coverage": 1.0,
+        "seconds": 0.1,
+    }
     save_results(store, pd.DataFrame([row]), pd.DataFrame())
-    job_id = client.post("/v1/jobs", json={"recipes": "recipes:\n  - {producer: checksum, source: ck, params: "
-                                           "{limit: 50, dim: 4}}\n"}, headers=AUTH).json()["job_id"]
+    job_id = client.post(
+        "/v1/jobs",
+        json={"recipes": "recipes:\n  - {producer: checksum, source: ck, params: {limit: 50, dim: 4}}\n"},
+        headers=AUTH,
+    ).json()["job_id"]
     for headers in ({}, AUTH):
-        for path in ("/v1/health", "/v1/ready", "/v1/sources", "/v1/sets", "/v1/sets/ck", "/v1/sets/ck/versions",
-                     "/v1/contexts", "/v1/coverage", "/v1/tags", "/v1/recipes", "/v1/tasks", "/v1/results",
-                     "/v1/jobs", f"/v1/jobs/{job_id}", f"/v1/jobs/{job_id}/failures"):
+        for path in (
+            "/v1/health",
+            "/v1/ready",
+            "/v1/sources",
+            "/v1/sets",
+            "/v1/sets/ck",
+            "/v1/sets/ck/versions",
+            "/v1/contexts",
+            "/v1/coverage",
+            "/v1/tags",
+            "/v1/recipes",
+            "/v1/tasks",
+            "/v1/results",
+            "/v1/jobs",
+            f"/v1/jobs/{job_id}",
+            f"/v1/jobs/{job_id}/failures",
+        ):
             r = client.get(path, headers=headers)
             assert r.status_code == 200, (path, r.text)
         assert ("host" in client.get(f"/v1/jobs/{job_id}", headers=headers).json()) == bool(headers)

@@ -11,13 +11,18 @@ import pytest
 import scipy.sparse as sp
 import torch
 from numpy.polynomial.chebyshev import chebval
-from pydantic import ValidationError
-
 from pertstore.producers.graph._common import GeneGraph
 from pertstore.producers.graph._linkpred import split_edges, train_link_prediction
 from pertstore.producers.graph._seeding import seeded
-from pertstore.producers.graph.wavegc import (WaveBlock, WaveGC, WaveGCParams, WaveletGenerator, laplacian_eigenpairs,
-                                              train_wavegc)
+from pertstore.producers.graph.wavegc import (
+    WaveBlock,
+    WaveGC,
+    WaveGCParams,
+    WaveletGenerator,
+    laplacian_eigenpairs,
+    train_wavegc,
+)
+from pydantic import ValidationError
 
 
 def _adjacency(n: int = 24, seed: int = 0) -> np.ndarray:
@@ -63,13 +68,20 @@ def _upstream_frames(gen: WaveletGenerator, lam: np.ndarray, n_nodes: int, heads
     enc, d = gen.encoding, gen.encoding.encoder.dims
     div = np.exp(np.arange(0, d, 2) * (-math.log(10000) / d))
     pe = (lam * 100)[:, None] * div
-    eig = np.concatenate([lam[:, None], np.sin(pe), np.cos(pe)], 1) @ _np(enc.encoder.linear.weight).T \
-        + _np(enc.encoder.linear.bias)
+    eig = np.concatenate([lam[:, None], np.sin(pe), np.cos(pe)], 1) @ _np(enc.encoder.linear.weight).T + _np(
+        enc.encoder.linear.bias
+    )
     x = _layer_norm(eig, _np(enc.mha_norm.weight), _np(enc.mha_norm.bias))
     q, k, v = np.split(x @ _np(enc.mha.in_proj_weight).T + _np(enc.mha.in_proj_bias), 3, axis=1)
     hd = d // heads
-    out = np.concatenate([_softmax(q[:, h * hd:(h + 1) * hd] @ k[:, h * hd:(h + 1) * hd].T / math.sqrt(hd))
-                          @ v[:, h * hd:(h + 1) * hd] for h in range(heads)], 1)
+    out = np.concatenate(
+        [
+            _softmax(q[:, h * hd : (h + 1) * hd] @ k[:, h * hd : (h + 1) * hd].T / math.sqrt(hd))
+            @ v[:, h * hd : (h + 1) * hd]
+            for h in range(heads)
+        ],
+        1,
+    )
     eig = eig + out @ _np(enc.mha.out_proj.weight).T + _np(enc.mha.out_proj.bias)
     f = _layer_norm(eig, _np(enc.ffn_norm.weight), _np(enc.ffn_norm.bias))
     f = f @ _np(enc.ffn[0].weight).T + _np(enc.ffn[0].bias)
@@ -149,9 +161,9 @@ def test_block_equals_upstream_wave_layer():
     # Wave_Conv_arxiv: per filter t a Linear W_t (rows of the stacked Linear), U f_t U^T, act, U f_t U^T
     w, bias, comb, start = _np(block.wave.lin.weight), _np(block.wave.lin.bias), [], 0
     for t, width in enumerate([d // 4] * scales + [d - scales * (d // 4)]):
-        h = x @ w[start:start + width].T + bias[start:start + width]
-        h = u @ (frames[:, t:t + 1] * (u.T @ h))
-        h = u @ (frames[:, t:t + 1] * (u.T @ gelu(h)))
+        h = x @ w[start : start + width].T + bias[start : start + width]
+        h = u @ (frames[:, t : t + 1] * (u.T @ h))
+        h = u @ (frames[:, t : t + 1] * (u.T @ gelu(h)))
         comb.append(h)
         start += width
     wave = gelu(lin(block.wave.fusion, np.concatenate(comb, 1)))
@@ -210,10 +222,15 @@ def test_wavegc_predicts_held_out_string_edges(string_top, neighbour_gap):
 
 def test_produce_through_the_store_at_the_papers_graph_rule(store, string_small_file):
     params = {"dims": 16, "heads": 2, "epochs": 2, "terms": 3, "score": "combined", "threshold": 0}
-    card = store.produce("string-wavegc", source="string-wavegc", params=params,
-                         inputs={"network": str(string_small_file)})
+    card = store.produce(
+        "string-wavegc", source="string-wavegc", params=params, inputs={"network": str(string_small_file)}
+    )
     assert card.dim == 16 and not card.failed and card.n_rows > 250
     recorded = card.recipe.params
-    assert (recorded["max_scale"], recorded["tight_frames"], recorded["select"], recorded["eig_ratio"]) == \
-        (10.0, True, "loss", 0.05)
+    assert (recorded["max_scale"], recorded["tight_frames"], recorded["select"], recorded["eig_ratio"]) == (
+        10.0,
+        True,
+        "loss",
+        0.05,
+    )
     assert np.isfinite(store.get("string-wavegc").values).all()

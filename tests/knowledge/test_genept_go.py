@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-
 from pertstore.producers.text._sentence import encode_texts
 from pertstore.producers.text.genept import go_texts
 
@@ -23,8 +22,11 @@ def _expected(ann: pd.DataFrame, names: dict[str, str], ontologies: list[str]) -
             symbols.setdefault(gene, symbol)
     out = {}
     for gene, by_ontology in terms.items():
-        parts = [f"{LABEL[o]}: " + "; ".join(names[t] for t in sorted(by_ontology[o])) + "."
-                 for o in ontologies if o in by_ontology]
+        parts = [
+            f"{LABEL[o]}: " + "; ".join(names[t] for t in sorted(by_ontology[o])) + "."
+            for o in ontologies
+            if o in by_ontology
+        ]
         out[gene] = f"{symbols[gene]}. " + " ".join(parts)
     return out
 
@@ -34,8 +36,9 @@ def go_files(data_dir):
     return str(data_dir / "genes" / "go_annotations_human.tsv.gz"), str(data_dir / "genes" / "go_terms.tsv.gz")
 
 
-@pytest.mark.parametrize("aspect, ontologies", [("bp", ["BP"]), ("mf", ["MF"]), ("cc", ["CC"]),
-                                                ("all", ["BP", "MF", "CC"])])
+@pytest.mark.parametrize(
+    "aspect, ontologies", [("bp", ["BP"]), ("mf", ["MF"]), ("cc", ["CC"]), ("all", ["BP", "MF", "CC"])]
+)
 def test_go_texts_equal_an_independent_construction_on_the_real_files(go_files, aspect, ontologies):
     ann = pd.read_csv(go_files[0], sep="\t", dtype=str)[["entrez_id", "symbol", "go_id", "evidence", "ontology"]]
     names = pd.read_csv(go_files[1], sep="\t", dtype=str).set_index("go_id")["name"].to_dict()
@@ -45,8 +48,9 @@ def test_go_texts_equal_an_independent_construction_on_the_real_files(go_files, 
     assert got == expected
     if aspect == "all":  # TP53 (7157) has all three sections, in BP, MF, CC order
         tp53 = got["7157"]
-        assert tp53.startswith("TP53. Biological process: ") and tp53.index("Molecular function") < \
-            tp53.index("Cellular component")
+        assert tp53.startswith("TP53. Biological process: ") and tp53.index("Molecular function") < tp53.index(
+            "Cellular component"
+        )
 
 
 def test_genept_go_set_embeds_the_texts_and_records_unannotated_genes(store, go_files, tmp_path):
@@ -54,8 +58,13 @@ def test_genept_go_set_embeds_the_texts_and_records_unannotated_genes(store, go_
     genes = ["TP53", "MDM2", "STAT1", "ALB", "A1BG"]  # A1BG's BP annotation is ND only
     subset = tmp_path / "ann.tsv"
     ann[ann.symbol.isin(genes)].to_csv(subset, sep="\t", index=False)
-    card = store.produce("genept-go", source="genept-go-bp", params={"aspect": "bp"}, max_failed_fraction=1.0,
-                         inputs={"annotations": str(subset), "terms": go_files[1]})
+    card = store.produce(
+        "genept-go",
+        source="genept-go-bp",
+        params={"aspect": "bp"},
+        max_failed_fraction=1.0,
+        inputs={"annotations": str(subset), "terms": go_files[1]},
+    )
     assert card.dim == 384 and card.n_rows == 4 and card.recipe.params["model"] == "all-MiniLM-L6-v2"
     assert set(card.failed.values()) == {"no GO BP annotation"}
     x = store.get("genept-go-bp", genes).values

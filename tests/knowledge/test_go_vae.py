@@ -9,19 +9,32 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 import torch
-
-from pertstore.errors import InvalidInputError
 from pertstore.producers.knowledge._go import gene_term_matrix, read_annotations, read_parents
 from pertstore.producers.knowledge.go_vae import GenotypeVAE, GOVAEParams, train_vae, training_rows
 
+from pertstore.errors import InvalidInputError
+
 
 def _ontology(tmp_path):
-    terms = pd.DataFrame({"go_id": ["A", "B", "C", "D"], "name": ["a", "b", "c", "d"], "ontology": ["BP"] * 4,
-                          "is_a": [None, "A", "B", "A"], "part_of": [None, None, "D", None]})
+    terms = pd.DataFrame(
+        {
+            "go_id": ["A", "B", "C", "D"],
+            "name": ["a", "b", "c", "d"],
+            "ontology": ["BP"] * 4,
+            "is_a": [None, "A", "B", "A"],
+            "part_of": [None, None, "D", None],
+        }
+    )
     terms.to_csv(tmp_path / "terms.tsv", sep="\t", index=False)
-    ann = pd.DataFrame({"entrez_id": ["1", "2", "3", "3", "4"], "symbol": ["g1", "g2", "g3", "g3", "g4"],
-                        "go_id": ["C", "B", "D", "A", "E"], "evidence": ["IDA", "IMP", "IEA", "ND", "IDA"],
-                        "ontology": ["BP", "BP", "BP", "BP", "MF"]})
+    ann = pd.DataFrame(
+        {
+            "entrez_id": ["1", "2", "3", "3", "4"],
+            "symbol": ["g1", "g2", "g3", "g3", "g4"],
+            "go_id": ["C", "B", "D", "A", "E"],
+            "evidence": ["IDA", "IMP", "IEA", "ND", "IDA"],
+            "ontology": ["BP", "BP", "BP", "BP", "MF"],
+        }
+    )
     ann.to_csv(tmp_path / "ann.tsv", sep="\t", index=False)
     return tmp_path / "ann.tsv", tmp_path / "terms.tsv"
 
@@ -59,9 +72,13 @@ def test_go_vae_set_groups_genes_of_a_biological_process(store, data_dir, tmp_pa
     subset = full[full.entrez_id.isin(set(genes))]
     subset.to_csv(tmp_path / "ann.tsv", sep="\t", index=False)
     params = {"latent": 16, "hidden": [128, 64], "epochs": 30, "min_genes": 10, "gene_types": [], "lr": 3e-3}
-    card = store.produce("go-vae", source="go-vae", params=params, max_failed_fraction=1.0,
-                         inputs={"annotations": str(tmp_path / "ann.tsv"),
-                                 "terms": str(data_dir / "genes" / "go_terms.tsv.gz")})
+    card = store.produce(
+        "go-vae",
+        source="go-vae",
+        params=params,
+        max_failed_fraction=1.0,
+        inputs={"annotations": str(tmp_path / "ann.tsv"), "terms": str(data_dir / "genes" / "go_terms.tsv.gz")},
+    )
     assert card.dim == 16 and 1200 < card.n_rows <= 1500
     assert set(card.failed.values()) <= {"no GO annotation", "no GO term with >= 10 genes"}
     x = store.get("go-vae", list(genes))
@@ -72,7 +89,7 @@ def test_go_vae_set_groups_genes_of_a_biological_process(store, data_dir, tmp_pa
     bp = subset[(subset.ontology == "BP") & subset.evidence.isin(["IDA", "IMP", "IPI", "IGI", "EXP"])]
     members = bp.groupby("go_id").entrez_id.apply(lambda s: [g for g in s.unique() if ok[g]])
     members = members[members.str.len().between(5, 30)]
-    same = [float(unit[pos[a]] @ unit[pos[b]]) for m in members for i, a in enumerate(m) for b in m[i + 1:]]
+    same = [float(unit[pos[a]] @ unit[pos[b]]) for m in members for i, a in enumerate(m) for b in m[i + 1 :]]
     rng = np.random.default_rng(0)
     idx = np.flatnonzero(ok.to_numpy())
     ra, rb = rng.choice(idx, len(same)), rng.choice(idx, len(same))
@@ -83,8 +100,15 @@ def test_go_vae_set_groups_genes_of_a_biological_process(store, data_dir, tmp_pa
 
 def test_defaults_are_perturbnets_genotype_vae():
     p = GOVAEParams()
-    assert (p.hidden, p.latent, p.negative_slope, p.dropout, p.batch_norm, p.noise_scale, p.beta) == \
-        ([512, 256], 256, 0.2, 0.2, True, 1e-2, 1.0)
+    assert (p.hidden, p.latent, p.negative_slope, p.dropout, p.batch_norm, p.noise_scale, p.beta) == (
+        [512, 256],
+        256,
+        0.2,
+        0.2,
+        True,
+        1e-2,
+        1.0,
+    )
     assert (p.lr, p.batch_size, p.epochs, p.or_probability, p.holdout, p.split_seed) == (1e-4, 128, 300, 0.5, 0.2, 123)
 
 
@@ -108,7 +132,7 @@ def _reference_loss(model: GenotypeVAE, x: np.ndarray, eps: np.ndarray, train: b
     d = block(block(z, "decoder.0", "decoder.1"), "decoder.4", "decoder.5")
     probs = 1 / (1 + np.exp(-(d @ w["decoder.8.weight"].T + w["decoder.8.bias"])))
     xent = -np.sum(x * np.maximum(np.log(probs), -100) + (1 - x) * np.maximum(np.log(1 - probs), -100))
-    kl = -0.5 * np.sum(1 + logvar - mu ** 2 - np.exp(logvar))
+    kl = -0.5 * np.sum(1 + logvar - mu**2 - np.exp(logvar))
     return xent + kl, mu
 
 

@@ -13,13 +13,13 @@ import numpy as np
 import pandas as pd
 import pytest
 from embedding_server import MODEL, vector
+from pertstore.producers.text._backend import TextModelParams
+from pertstore.producers.text._endpoint import EndpointError, encode_endpoint
 from servers import free_port, process
 from typer.testing import CliRunner
 
 from pertstore.cli import app
 from pertstore.errors import InvalidInputError
-from pertstore.producers.text._backend import TextModelParams
-from pertstore.producers.text._endpoint import EndpointError, encode_endpoint
 
 SERVER = Path(__file__).with_name("embedding_server.py")
 KEY = "sk-test-0123"
@@ -29,8 +29,9 @@ GENES = ["TP53", "MDM2", "CDKN1A", "STAT1", "STAT2", "IRF1", "JAK2", "ALB", "INS
 def _serve(fail_first: int = 0, dim: int = 24):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    return url, process([sys.executable, str(SERVER), str(port), KEY, str(dim), str(fail_first)],
-                        ready_url=f"{url}/health")
+    return url, process(
+        [sys.executable, str(SERVER), str(port), KEY, str(dim), str(fail_first)], ready_url=f"{url}/health"
+    )
 
 
 @pytest.fixture
@@ -54,9 +55,13 @@ def test_genept_through_the_endpoint_batches_retries_and_records_the_model(store
     url, server = _serve(fail_first=1)
     with server:
         endpoint_env(url)
-        card = store.produce("genept", source="genept-openai", inputs={"summaries": str(subset)},
-                             params={"backend": "openai", "model": MODEL, "batch_size": 4},
-                             max_failed_fraction=1.0)
+        card = store.produce(
+            "genept",
+            source="genept-openai",
+            inputs={"summaries": str(subset)},
+            params={"backend": "openai", "model": MODEL, "batch_size": 4},
+            max_failed_fraction=1.0,
+        )
         sizes = httpx.get(f"{url}/stats").json()["sizes"]
     assert card.dim == 24 and card.n_rows == 9
     assert sum(sizes) == 9 and max(sizes) == 4  # requests of at most 4 texts; the first (503) was retried
@@ -118,6 +123,9 @@ def test_cli_job_without_the_key_fails_naming_the_setting(tmp_path, data_dir, en
     runner = CliRunner()
     root = str(tmp_path / "store")
     shutil.copytree(_template_store, root)
-    run = runner.invoke(app, ["jobs", "submit", str(recipes), "--store", root, "--no-progress", "--workers", "1"],
-                        env={"COLUMNS": "400"})
+    run = runner.invoke(
+        app,
+        ["jobs", "submit", str(recipes), "--store", root, "--no-progress", "--workers", "1"],
+        env={"COLUMNS": "400"},
+    )
     assert run.exit_code == 1 and "needs an API key: set PERTSTORE_TEXT_ENDPOINT_KEY" in run.output

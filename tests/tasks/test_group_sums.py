@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.sparse as sp
-
 from pertstore.consumers.tasks._matrix import CellMatrix, group_sums
+
 from pertstore.errors import InvalidInputError
 
 
@@ -15,11 +15,17 @@ from pertstore.errors import InvalidInputError
 def test_group_sums_equal_dense_numpy(genes, normalise_kept, dtype):
     rng = np.random.default_rng(3)
     counts = rng.poisson(0.7, size=(57, 10)).astype(dtype)
-    counts[5] = 0                                                          # an empty cell
+    counts[5] = 0  # an empty cell
     names = np.array([f"c{i}" for i in range(57)])
-    matrix = CellMatrix(sp.csr_matrix(counts), is_counts=True, obs_names=names, var_names=names[:10],
-                        genes=None if genes is None else np.array(genes), normalise_kept=normalise_kept)
-    rows = rng.permutation(57)[:40]                                        # 17 cells in no group
+    matrix = CellMatrix(
+        sp.csr_matrix(counts),
+        is_counts=True,
+        obs_names=names,
+        var_names=names[:10],
+        genes=None if genes is None else np.array(genes),
+        normalise_kept=normalise_kept,
+    )
+    rows = rng.permutation(57)[:40]  # 17 cells in no group
     group, weight = rng.integers(0, 6, size=40), rng.random(40)
     s1, s2 = group_sums(matrix, rows=rows, group=group, weight=weight, n_groups=6, squares=True, block_rows=16)
 

@@ -239,7 +239,7 @@ class Store:
         check_names(tags=tags)
         card, newly = writer.publish(failed=failed)
         if newly:
-            self._index(card, ["latest", *tags])
+            self.index_published(card, ["latest", *tags])
         elif tags:
             for t in tags:
                 self.tag(card.source, card.version, t)
@@ -258,7 +258,7 @@ class Store:
         check_names(tags=tags)
         values = check_values(values, list(ids), where=f"set {recipe.source}")
         if self.has(recipe):
-            return self._existing(recipe, tags)
+            return self.published_card(recipe, tags)
         w = self.writer(recipe, ids, values.shape[1])
         try:
             w.write_all(values, failed=failed)
@@ -306,18 +306,19 @@ class Store:
 
         return Jobs(self)
 
-    def _existing(self, recipe: Recipe, tags: Sequence[str]) -> SetCard:
+    def published_card(self, recipe: Recipe, tags: Sequence[str]) -> SetCard:
         """The card of an already published recipe (indexed now if a crash left it unindexed)."""
         check_names(tags=tags)
         key = set_key(recipe.source, recipe.version)
         card = read_card(self.storage, key)
         if not self.catalog.is_indexed(key):
-            self._index(card, ["latest"])
+            self.index_published(card, ["latest"])
         for t in tags:
             self.tag(card.source, card.version, t)
         return card
 
-    def _index(self, card: SetCard, tags: Sequence[str]) -> None:
+    def index_published(self, card: SetCard, tags: Sequence[str]) -> None:
+        """Index a set just published (its ids, ``latest`` and ``tags``) in the catalog."""
         check_names(tags=tags)
         key = set_key(card.source, card.version)
         ids = self.cache.get(key).ids
@@ -387,7 +388,7 @@ class Store:
             )
         values = check_values(values, ids, where=str(path))
         if self.has(recipe):
-            return self._existing(recipe, tags)
+            return self.published_card(recipe, tags)
         self.catalog.check_compatible(source, kind, values.shape[1])
         res = self.resolve(ids, kind)
         failed = (
@@ -597,7 +598,7 @@ class Store:
         indexed = self.catalog.indexed_paths()
         lagging = sorted(set(keys) - indexed)  # published, then the writer died before indexing: the store wins
         for k in lagging:
-            self._index(read_card(self.storage, k), ["latest"])
+            self.index_published(read_card(self.storage, k), ["latest"])
         problems = [f"{k} is in the catalog but not in the store" for k in sorted(indexed - set(keys))]
         problems += read_tags(self.storage)[1] + job_record_problems(self.storage)  # what a rebuild would skip
         return {"sets": reports, "catalog": problems, "indexed": lagging, "staging": _staging_areas(self.storage)}

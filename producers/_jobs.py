@@ -420,7 +420,7 @@ class _Driver:
         r = self.state.recipes[pos]
         self.t0[pos] = time.perf_counter()
         if self.jobs.store.has(p.recipe):
-            card = self.jobs.store._existing(p.recipe, p.spec.tags)
+            card = self.jobs.store.published_card(p.recipe, p.spec.tags)
             r.state, r.items_total = RecipeState.EXISTS, card.n_rows + len(card.failed)
             r.items_done = r.items_reused = r.items_total
             r.items_failed = len(card.failed)
@@ -508,9 +508,9 @@ class _Driver:
                 card, newly = _work.publish_staged(self.storage, p)
                 with self.jobs._catalog():
                     if newly:
-                        store._index(card, ["latest", *p.spec.tags])
+                        store.index_published(card, ["latest", *p.spec.tags])
                     else:
-                        store._existing(p.recipe, p.spec.tags)
+                        store.published_card(p.recipe, p.spec.tags)
                 r.state = RecipeState.DONE
             except Exception as e:
                 self._fail(pos, e)
@@ -530,7 +530,7 @@ class _Driver:
             p, r = self.planned[pos], self.state.recipes[pos]
             if store.has(p.recipe):
                 with self.jobs._catalog():
-                    card = store._existing(p.recipe, p.spec.tags)
+                    card = store.published_card(p.recipe, p.spec.tags)
                 r.state, r.items_total = RecipeState.EXISTS, card.n_rows + len(card.failed)
                 r.items_done = r.items_reused = r.items_total
                 r.items_failed = len(card.failed)
@@ -595,7 +595,7 @@ def _alive(host: str, pid: int, job_id: str) -> bool:
 def produce_inline(store: Store, planned: PlannedRecipe, *, max_failed_fraction: float = 0.05):
     """Compute one planned recipe in this process, without Dask; returns the set's card."""
     if store.has(planned.recipe):
-        return store._existing(planned.recipe, planned.spec.tags)
+        return store.published_card(planned.recipe, planned.spec.tags)
     storage = store.storage
     max_failed_fraction = _frac(planned, max_failed_fraction)
     try:
@@ -613,6 +613,6 @@ def produce_inline(store: Store, planned: PlannedRecipe, *, max_failed_fraction:
         _work.abort(storage, planned)
         raise
     if newly:
-        store._index(card, ["latest", *planned.spec.tags])
+        store.index_published(card, ["latest", *planned.spec.tags])
         return card
-    return store._existing(planned.recipe, planned.spec.tags)
+    return store.published_card(planned.recipe, planned.spec.tags)

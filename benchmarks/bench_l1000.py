@@ -77,7 +77,9 @@ def main() -> None:
     ap.add_argument("--rows", default=None, help="append the measurement as a JSON row to this file")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    data = os.environ.get("PERTSTORE_DATA_DIR")
+    from pertstore import get_settings
+
+    data = get_settings().data_dir
     if args.worker:
         print(json.dumps(worker(Path(data), Path(args.worker))))
         return

@@ -14,6 +14,7 @@ from pertstore.producers import describe_producers
 from typer.testing import CliRunner
 
 from pertstore import Store
+from pertstore._similarity import labels
 from pertstore.cli import app
 
 runner = CliRunner()
@@ -41,7 +42,7 @@ def test_the_two_shared_ids_resolve_by_ensembl_and_the_rule_is_recorded(tmp_path
     store = Store.init(tmp_path / "s", genes=False)
     store.register_genes(ensembl=ensembl_assignment(data_dir / "genes" / "tss_grch38.tsv.gz"))
     res = store.resolve(["ENSG00000205571", "ENSG00000160201", "ENSG00000160201.4", "ENSG00000172062"])
-    symbols = dict(zip(res.query, store._labels("gene", res.ids)))
+    symbols = dict(zip(res.query, labels(store, "gene", res.ids)))
     assert symbols == {
         "ENSG00000205571": "SMN2",
         "ENSG00000160201": "U2AF1",

@@ -60,8 +60,8 @@ def _summaries(path: str) -> pd.DataFrame:
 
 @lru_cache(maxsize=8)
 def go_texts(annotations: str, terms: str, aspect: str, exclude_evidence: tuple[str, ...]) -> pd.DataFrame:
-    """``entrez_id, text`` of every gene with a kept annotation of ``aspect`` (first rows of a gene's
-    symbol name it)."""
+    """``entrez_id, text`` of every gene with a kept annotation of ``aspect``; the symbol is that of the
+    gene's first kept row."""
     from pertstore.producers.knowledge._go import _read
 
     ann = _read(annotations, {"entrez_id", "symbol", "go_id", "evidence", "ontology"})

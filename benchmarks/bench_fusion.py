@@ -9,7 +9,7 @@ fusion model over all sets on the same folds, once per seed; reports the median 
 folds, the report's Figure 5 numbers (gap closed of fusion and of the best single set, medians over folds,
 ``consumers/reports``), the seconds per epoch and the process's peak resident memory.
 
-    python benchmarks/bench_fusion.py --store /tmp/fusion-bench/store [--task cmap-knockdown-lfc] [--seeds 3]
+    python benchmarks/bench_fusion.py [--store benchmarks/_work/fusion/store] [--task cmap-knockdown-lfc] [--seeds 3]
         [--variant simple] [--option max_epochs=20 ...] [--tuned]
     python benchmarks/bench_fusion.py --scale 2000 9 6640 [--variant full]   # time per epoch, synthetic
 
@@ -169,8 +169,8 @@ def main() -> None:
     from pertstore._config import get_settings
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--store", type=Path, default=Path("/tmp/fusion-bench/store"))
-    ap.add_argument("--data", type=Path, default=Path(get_settings().data_dir or "/work/shared/data"))
+    ap.add_argument("--store", type=Path, default=Path(__file__).parent / "_work" / "fusion" / "store")
+    ap.add_argument("--data", type=Path, default=get_settings().data_dir, help="default: PERTSTORE_DATA_DIR")
     ap.add_argument("--task", default="papalexi-lfc", choices=sorted(TASK_SETS))
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--variant", default="simple")
@@ -191,6 +191,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.scale:
         return scale(*args.scale, args.variant)
+    if args.data is None:
+        ap.error("the real tasks need the data directory: set PERTSTORE_DATA_DIR or pass --data")
     build(args.store, args.data, args.task)
     task_name, sets = args.task, TASK_SETS[args.task]
 

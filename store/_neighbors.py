@@ -175,7 +175,8 @@ class GraphIndex:
         self.index.expansion_search = max(self.expansion, count)
         found = self.index.search(q, count, threads=threads)
         keys = np.asarray(found.keys, dtype=np.int64).reshape(len(q), -1)
-        counts = np.asarray(found.counts).reshape(-1)
+        # one query gives usearch's Matches (no counts), several its BatchMatches
+        counts = np.asarray(found.counts).reshape(-1) if hasattr(found, "counts") else np.array([keys.shape[1]])
         cosine = self.metric == "cosine"
         for i in range(len(q)):
             cand = keys[i, : counts[i]]

@@ -140,6 +140,14 @@ def test_neighbors_cli_matches_the_store(store, emb, tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[0] == "entity_id\tsymbol\toverlap" and ids[1] in done.stdout
+    indexed = subprocess.run([*cmd, "--method", "index"], capture_output=True, text=True, timeout=120, check=False)
+    assert indexed.returncode == 0, indexed.stderr  # the approximate index, built and kept by the CLI
+    got = json.loads(indexed.stdout)
+    assert len(got) == 8 and {r["entity_id"] for r in got} <= set(ids)
+    assert list((Path(root) / "indexes" / "a").rglob("euclidean.usearch"))
+    bad_method = subprocess.run([*cmd, "--method", "ivf"], capture_output=True, text=True, timeout=120, check=False)
+    assert bad_method.returncode == 2 and "unknown method 'ivf'" in bad_method.stderr
+    assert "Traceback" not in bad_method.stderr
     bad = subprocess.run(
         [*cmd[:4], "a", ids[1], "--metric", "dot", "--store", root],
         capture_output=True,
@@ -164,6 +172,12 @@ def test_neighbors_over_http(store, emb):
         assert [n["symbol"] for r in body["results"] for n in r["neighbors"]] == want.symbol.tolist()
         posted = httpx.post(f"{url}/v1/neighbors", json={"source": "a", "ids": [ids[4], ids[9]], "k": 3}, timeout=60)
         assert posted.json() == body
+        assert body["method"] == "exact"  # a small set is searched exactly unless asked
+        indexed = httpx.post(
+            f"{url}/v1/neighbors", json={"source": "a", "ids": [ids[4]], "k": 3, "method": "index"}, timeout=60
+        )
+        assert indexed.status_code == 200 and indexed.json()["method"] == "index", indexed.text
+        assert len(indexed.json()["results"][0]["neighbors"]) == 3
         twice = httpx.post(f"{url}/v1/neighbors", json={"source": "a", "ids": [ids[4], ids[4]], "k": 3}, timeout=60)
         assert [len(r["neighbors"]) for r in twice.json()["results"]] == [3, 3]  # a repeated id answered twice
         arrow = httpx.post(

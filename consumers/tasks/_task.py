@@ -567,19 +567,7 @@ def import_task(
         "input": {"file": path.name, "sha256": file_digest(path)},
         "params": params if ctx_col else {**params, "context": context},
     }
-    counts = pd.DataFrame(
-        {
-            "context": pd.Series(dtype=str),
-            "pert_id": pd.Series(dtype=str),
-            "batch": pd.Series(dtype=str),
-            "n_cells": pd.Series(dtype=np.int64),
-        }
-    )
-    report = {
-        "unresolved": unresolved,
-        "notes": notes,
-        "ambiguous": {"label": list(ambiguous), "candidates": [";".join(v) for v in ambiguous.values()]},
-    }
+    counts, report = NO_CELLS.copy(), _resolution_report(unresolved, ambiguous, notes)
     return Task(
         kind=kind,
         pert_ids=pert_ids,
@@ -693,19 +681,7 @@ def deg_table_task(
             "folds": "shared",
         },
     }
-    counts = pd.DataFrame(
-        {
-            "context": pd.Series(dtype=str),
-            "pert_id": pd.Series(dtype=str),
-            "batch": pd.Series(dtype=str),
-            "n_cells": pd.Series(dtype=np.int64),
-        }
-    )
-    report = {
-        "unresolved": unresolved,
-        "notes": notes,
-        "ambiguous": {"label": list(ambiguous), "candidates": [";".join(v) for v in ambiguous.values()]},
-    }
+    counts, report = NO_CELLS.copy(), _resolution_report(unresolved, ambiguous, notes)
     return Task(
         kind="deg",
         pert_ids=list(perts),
@@ -719,6 +695,26 @@ def deg_table_task(
         report=report,
         name=name,
     )
+
+
+NO_CELLS = pd.DataFrame(
+    {
+        "context": pd.Series(dtype=str),
+        "pert_id": pd.Series(dtype=str),
+        "batch": pd.Series(dtype=str),
+        "n_cells": pd.Series(dtype=np.int64),
+    }
+)
+"""The cell counts of a task built from precomputed targets: none."""
+
+
+def _resolution_report(unresolved: list[str], ambiguous: dict[str, list[str]], notes: list[str]) -> dict:
+    """The report of a task whose perturbations were resolved but no cells read."""
+    return {
+        "unresolved": unresolved,
+        "notes": notes,
+        "ambiguous": {"label": list(ambiguous), "candidates": [";".join(v) for v in ambiguous.values()]},
+    }
 
 
 def _natural(value: str) -> tuple:

@@ -218,14 +218,22 @@ def load_adapter(
     token_dictionary: str | None = None,
     gene_medians: str | None = None,
 ) -> CellModelAdapter:
-    """Load the checkpoint in ``model_path`` (transformers format) with its vocabulary, for ``kind``."""
-    from pertstore.producers.expression import _fm_models  # noqa: F401  registers the pertstore model classes
+    """Load the checkpoint in ``model_path`` with its vocabulary, for ``kind``.
+
+    Transformers format (config.json + weights), or for ``scgpt`` also the directory scGPT
+    publishes (args.json, vocab.json, best_model.pt). Weights the checkpoint lacks are an error.
+    """
+    from pertstore.producers.expression import _fm_models
     from transformers import AutoModel
 
     root = Path(model_path)
+    if kind == "scgpt" and not (root / "config.json").is_file() and (root / "best_model.pt").is_file():
+        model, vocab = _fm_models.load_scgpt_checkpoint(root)
+        return ScGPTAdapter(model.to(device), vocab, max_length)
     if not (root / "config.json").is_file():
         need = {
-            "scgpt": "config.json, model.safetensors and vocab.json (see convert_scgpt_checkpoint)",
+            "scgpt": "config.json, model.safetensors and vocab.json, or scGPT's own args.json, vocab.json and "
+            "best_model.pt",
             "geneformer": "config.json, model.safetensors (or pytorch_model.bin), the token dictionary and the "
             "gene median dictionary (Geneformer's *.pkl files)",
             "dense": "config.json (with gene_names) and model.safetensors",
@@ -241,9 +249,13 @@ def load_adapter(
             _find(root, gene_medians, "gene_median_dictionary*.pkl", "gene median dictionary"), "gene median dictionary"
         )
     try:
-        model = AutoModel.from_pretrained(model_path).to(device).eval()
+        model, info = AutoModel.from_pretrained(model_path, output_loading_info=True)
     except (OSError, ValueError) as e:
         raise InvalidInputError(f"{kind}: cannot load the checkpoint in {model_path}: {e}") from e
+    missing = sorted(k for k in info["missing_keys"] if not k.startswith("pooler."))  # the pooler is unused
+    if missing:
+        raise InvalidInputError(f"{kind}: {model_path} lacks weights {missing[:5]}; they would be random")
+    model = model.to(device).eval()
     if kind == "scgpt":
         return ScGPTAdapter(model, json.loads((root / "vocab.json").read_text()), max_length)
     if kind == "geneformer":

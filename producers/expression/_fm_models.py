@@ -4,7 +4,8 @@
   with LayerNorm (``encoder``), a continuous value encoder of the binned expression
   (``value_encoder``: Linear(1, d), ReLU, Linear(d, d), LayerNorm, values clamped at 512), their
   sum through ``nn.TransformerEncoder`` (post-norm, ReLU). Parameter names are scGPT's, so a
-  published ``best_model.pt`` loads with :func:`convert_scgpt_checkpoint`.
+  published ``best_model.pt`` (flash-attention ``Wqkv`` keys included) loads with
+  :func:`load_scgpt_checkpoint`.
 - :class:`DenseCellModel`: an AIDO.Cell-style dense model: every cell is the same fixed list of
   genes; gene identity is a learned position embedding (the "positional" gene table) and the
   log-normalised expression enters through a continuous value encoder.
@@ -193,25 +194,46 @@ AutoConfig.register(DenseCellConfig.model_type, DenseCellConfig, exist_ok=True)
 AutoModel.register(DenseCellConfig, DenseCellModel, exist_ok=True)
 
 _SCGPT_PARTS = ("encoder.", "value_encoder.", "transformer_encoder.")
+SCGPT_FILES = ("args.json", "vocab.json", "best_model.pt")
 
 
-def convert_scgpt_checkpoint(source: str | Path, out: str | Path) -> Path:
-    """Write a published scGPT checkpoint directory as a transformers checkpoint for the ``scgpt`` adapter.
+def scgpt_encoder_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The cell-encoder weights of a published scGPT state dict, under :class:`ScGPTModel`'s names.
+
+    scGPT's flash-attention layers (``FlashMHA``) keep the query/key/value projection as one
+    ``Linear`` named ``self_attn.Wqkv``, its output split as ``(three, heads, head_dim)``: the same
+    layout as ``nn.MultiheadAttention``'s ``in_proj_weight``; ``scgpt.utils.load_pretrained`` renames
+    ``Wqkv.`` to ``in_proj_`` the same way. Decoders (``decoder.``, ``cls_decoder.``, ``mvc_decoder.``)
+    and batch-label parts are dropped.
+    """
+    state = {k.replace(".self_attn.Wqkv.", ".self_attn.in_proj_"): v for k, v in state.items()}
+    return {k: v for k, v in state.items() if k.startswith(_SCGPT_PARTS)}
+
+
+def load_scgpt_checkpoint(source: str | Path) -> tuple[ScGPTModel, dict[str, int]]:
+    """The cell encoder and vocabulary of a checkpoint directory as scGPT publishes it.
 
     ``source`` holds scGPT's ``args.json``, ``vocab.json`` and ``best_model.pt`` (e.g. the
-    whole-human model). Only the cell encoder is kept (the decoders are not used for embeddings).
+    whole-human model; flash-attention ``Wqkv`` keys or ``in_proj`` keys alike). Every encoder
+    weight must be present: a partial checkpoint is an error, never random weights.
     """
-    source, out = Path(source), Path(out)
-    missing = [f for f in ("args.json", "vocab.json", "best_model.pt") if not (source / f).is_file()]
+    source = Path(source)
+    missing = [f for f in SCGPT_FILES if not (source / f).is_file()]
     if missing:
         raise InvalidInputError(f"{source}: not an scGPT checkpoint directory; missing {', '.join(missing)}")
-    args = json.loads((source / "args.json").read_text())
-    vocab = json.loads((source / "vocab.json").read_text())
+    try:
+        args = json.loads((source / "args.json").read_text())
+        vocab = json.loads((source / "vocab.json").read_text())
+        state = torch.load(source / "best_model.pt", map_location="cpu", weights_only=True)
+    except Exception as e:  # bad JSON or a corrupt/unsafe pickle raise many types
+        raise InvalidInputError(f"{source}: cannot read the scGPT checkpoint: {e}") from e
     if args.get("input_emb_style", "continuous") != "continuous":
         raise InvalidInputError(
             f"{source}/args.json: input_emb_style {args['input_emb_style']!r}; only scGPT's "
             "'continuous' value encoding is supported"
         )
+    if args.get("pre_norm", False):
+        raise InvalidInputError(f"{source}/args.json: pre_norm true; only scGPT's post-norm encoder is supported")
     config = ScGPTConfig(
         vocab_size=len(vocab),
         d_model=args["embsize"],
@@ -224,15 +246,26 @@ def convert_scgpt_checkpoint(source: str | Path, out: str | Path) -> Path:
         n_bins=args.get("n_bins", 51),
         max_seq_len=args.get("max_seq_len", 1200),
     )
-    state = torch.load(source / "best_model.pt", map_location="cpu", weights_only=True)
-    state = {k: v for k, v in state.items() if k.startswith(_SCGPT_PARTS)}
     model = ScGPTModel(config)
-    missing_keys, _ = model.load_state_dict(state, strict=False)
-    if missing_keys:
+    try:
+        missing_keys, unexpected = model.load_state_dict(scgpt_encoder_state(state), strict=False)
+    except RuntimeError as e:  # shapes that disagree with args.json
+        raise InvalidInputError(f"{source}/best_model.pt does not match args.json: {e}") from e
+    if missing_keys or unexpected:
         raise InvalidInputError(
-            f"{source}/best_model.pt lacks encoder weights {missing_keys[:5]} (flash-attention "
-            "checkpoints name them differently; convert Wqkv to in_proj first)"
+            f"{source}/best_model.pt is not scGPT's encoder: missing {missing_keys[:5]}, unexpected {unexpected[:5]}"
         )
+    return model.eval(), vocab
+
+
+def convert_scgpt_checkpoint(source: str | Path, out: str | Path) -> Path:
+    """Write a published scGPT checkpoint directory as a transformers checkpoint for the ``scgpt`` adapter.
+
+    Only the cell encoder is kept (the decoders are not used for embeddings). The ``scgpt``
+    adapter also loads the published directory directly; converting saves the unpickling.
+    """
+    model, vocab = load_scgpt_checkpoint(source)
+    out = Path(out)
     model.save_pretrained(out)
     (out / "vocab.json").write_text(json.dumps(vocab))
     return out

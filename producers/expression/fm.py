@@ -3,7 +3,8 @@
 ``scfm`` (one set per context): the control cells of the context stream through the model
 (``_fm_stream``) and each gene's embedding is the mean of its contextual hidden states over the
 cells that encoded it. ``scfm-positional``: the model's own input embedding of each gene (no cells).
-Checkpoints are local directories in transformers format; see ``docs/models.md`` for scGPT,
+Checkpoints are local directories in transformers format (scGPT's published layout also loads
+as it is, flash-attention keys included); see ``docs/models.md`` for scGPT,
 Geneformer and AIDO.Cell-style models. Model genes are matched to the file's genes through the
 gene registry (symbols, Ensembl ids and aliases alike).
 """
@@ -31,7 +32,7 @@ class ModelParams(BaseModel):
     adapter: str = Field(pattern="^(scgpt|geneformer|dense)$")
     """Input encoding: ``scgpt`` (vocabulary + binned values), ``geneformer`` (rank values), ``dense``."""
     model_path: str
-    """Local checkpoint directory in transformers format."""
+    """Local checkpoint directory in transformers format (scgpt: also scGPT's args.json/vocab.json/best_model.pt)."""
     token_dictionary: str | None = None
     """Geneformer: the token dictionary (default: the one ``token_dictionary*.pkl`` in ``model_path``)."""
     gene_medians: str | None = None

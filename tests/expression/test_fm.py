@@ -17,13 +17,14 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
-from pertstore.producers.expression._fm_adapters import scgpt_bins
+from pertstore.producers.expression._fm_adapters import load_adapter, scgpt_bins
 from pertstore.producers.expression._fm_models import (
     DenseCellConfig,
     DenseCellModel,
     ScGPTConfig,
     ScGPTModel,
     convert_scgpt_checkpoint,
+    load_scgpt_checkpoint,
 )
 from transformers import BertConfig, BertForMaskedLM
 
@@ -344,3 +345,75 @@ def test_model_layers_equal_torch_transformer_encoder():
         want = model.transformer_encoder(x, src_key_padding_mask=~mask.bool())
     keep = mask.bool()
     torch.testing.assert_close(got[keep], want[keep], atol=1e-5, rtol=1e-5)
+
+
+def _published_scgpt(model: ScGPTModel, vocab_json: str, out) -> dict[str, torch.Tensor]:
+    """``model`` written as scGPT publishes a flash-attention checkpoint; returns the state dict written."""
+    out.mkdir()
+    state = {k.replace(".self_attn.in_proj_", ".self_attn.Wqkv."): v for k, v in model.state_dict().items()}
+    state |= {"decoder.fc.0.weight": torch.zeros(2, 2), "cls_decoder._decoder.0.bias": torch.zeros(3)}
+    assert any(".Wqkv.weight" in k for k in state) and not any("in_proj" in k for k in state)
+    torch.save(state, out / "best_model.pt")
+    (out / "vocab.json").write_text(vocab_json)
+    cfg = model.config
+    args = {"embsize": cfg.d_model, "nheads": cfg.nhead, "d_hid": cfg.d_hid, "nlayers": cfg.nlayers, "dropout": 0.0}
+    args |= {"n_bins": 51, "input_emb_style": "continuous", "pad_token": "<pad>", "pad_value": -2, "max_seq_len": 400}
+    args |= {"fast_transformer": True, "pre_norm": False}
+    (out / "args.json").write_text(json.dumps(args))
+    return state
+
+
+def _flash_layers_by_hand(state, nlayers: int, nhead: int, x: torch.Tensor) -> torch.Tensor:
+    """scGPT's FlashTransformerEncoderLayer (post-norm) from the published keys: Wqkv split as (three, h, d)."""
+    ln = torch.nn.functional.layer_norm
+    for i in range(nlayers):
+        p = {k.removeprefix(f"transformer_encoder.layers.{i}."): v for k, v in state.items()}
+        b, n, d = x.shape
+        qkv = (x @ p["self_attn.Wqkv.weight"].T + p["self_attn.Wqkv.bias"]).view(b, n, 3, nhead, d // nhead)
+        q, k, v = (qkv[:, :, j].transpose(1, 2) for j in range(3))
+        attn = torch.softmax(q @ k.transpose(-1, -2) / (d // nhead) ** 0.5, -1) @ v
+        attn = attn.transpose(1, 2).reshape(b, n, d) @ p["self_attn.out_proj.weight"].T + p["self_attn.out_proj.bias"]
+        x = ln(x + attn, (d,), p["norm1.weight"], p["norm1.bias"])
+        ff = torch.relu(x @ p["linear1.weight"].T + p["linear1.bias"]) @ p["linear2.weight"].T + p["linear2.bias"]
+        x = ln(x + ff, (d,), p["norm2.weight"], p["norm2.bias"])
+    return x
+
+
+def test_scgpt_published_flash_checkpoint_equals_the_flash_layer_formula(tmp_path):
+    """scGPT's own layout (args.json, vocab.json, best_model.pt with Wqkv keys) loads as it is, no scgpt package."""
+    torch.manual_seed(1)
+    vocab = {t: i for i, t in enumerate(SPECIALS + [f"G{i}" for i in range(20)])}
+    model = ScGPTModel(ScGPTConfig(vocab_size=len(vocab), d_model=16, nhead=4, d_hid=32, nlayers=2, dropout=0.0))
+    state = _published_scgpt(model, json.dumps(vocab), tmp_path / "scGPT_human")
+    adapter = load_adapter("scgpt", str(tmp_path / "scGPT_human"), "cpu")
+    assert adapter.genes == [f"G{i}" for i in range(20)] and adapter.max_length == 400
+    ids, values = torch.randint(3, len(vocab), (3, 9)), torch.randint(0, 51, (3, 9)).float()
+    with torch.no_grad():
+        got = adapter.model(input_ids=ids, values=values).last_hidden_state
+        emb = torch.nn.functional.embedding(ids, state["encoder.embedding.weight"])
+        x = torch.nn.functional.layer_norm(emb, (16,), state["encoder.enc_norm.weight"], state["encoder.enc_norm.bias"])
+        x = x + model.value_encoder(values)  # the value encoder's own keys are unchanged by the layout
+        want = _flash_layers_by_hand(state, 2, 4, x)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    np.testing.assert_array_equal(adapter.table(), state["encoder.embedding.weight"][3:].numpy())
+
+
+def test_scgpt_published_checkpoint_through_the_producer(store, controls, scgpt_dir, tmp_path):
+    """The producer given scGPT's directory gives the transformers-format checkpoint's numbers exactly."""
+    path, _ = controls
+    published = tmp_path / "published"
+    _published_scgpt(ScGPTModel.from_pretrained(scgpt_dir), (scgpt_dir / "vocab.json").read_text(), published)
+    params = {"adapter": "scgpt", "min_cells": 10, "seed": 3}
+    _produce(store, path, params | {"model_path": str(scgpt_dir)}, source="fm-hf")
+    _produce(store, path, params | {"model_path": str(published)}, source="fm-published")
+    hf, pub = store.get("fm-hf", context="THP-1"), store.get("fm-published", context="THP-1")
+    assert list(hf.entity.values) == list(pub.entity.values) and hf.shape[0] > 100
+    np.testing.assert_allclose(pub.values, hf.values, atol=1e-6)
+    # a checkpoint missing one encoder weight is an error naming it, never random weights
+    state = torch.load(published / "best_model.pt", weights_only=True)
+    del state["transformer_encoder.layers.1.self_attn.Wqkv.weight"]
+    torch.save(state, published / "best_model.pt")
+    with pytest.raises(InvalidInputError, match=r"missing \['transformer_encoder.layers.1.self_attn.in_proj_weight"):
+        load_scgpt_checkpoint(published)
+    with pytest.raises(InvalidInputError, match="args.json, vocab.json and best_model.pt"):
+        _produce(store, path, params | {"model_path": str(tmp_path / "none")}, source="fm-none")

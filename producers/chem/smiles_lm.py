@@ -2,7 +2,10 @@
 
 ChemBERTa-style encoders (RoBERTa/BERT, any ``AutoModel``) and MolT5-style T5 models (their
 encoder, through ``T5EncoderModel``) in Hugging Face format: a directory holding ``config.json``,
-the weights and the tokenizer files. Each molecule's SMILES (standardised as the fingerprints are,
+the weights and the tokenizer files. Task checkpoints load their encoder: ChemBERTa-77M-MTR as
+DeepChem publishes it (``RobertaForRegression``: ``roberta.*`` weights, a regression head and
+``vocab.json``/``merges.txt``) embeds through ``RobertaModel``; an encoder weight the checkpoint
+lacks is an error, never a random one. Each molecule's SMILES (standardised as the fingerprints are,
 then RDKit-canonical) is tokenised, truncated to ``max_length`` tokens (the set records the
 parameter; longer molecules keep their first tokens), and pooled from hidden layer ``layer``:
 ``mean`` over the molecule's tokens (padding and special tokens excluded) or ``cls`` (the first
@@ -58,9 +61,13 @@ def load_smiles_model(path: str, device: str):
             config = AutoConfig.from_pretrained(path)
             tokenizer = AutoTokenizer.from_pretrained(path)
             cls = T5EncoderModel if config.model_type in ("t5", "mt5", "umt5") else AutoModel
-            model = cls.from_pretrained(path).to(device).eval()
+            model, info = cls.from_pretrained(path, output_loading_info=True)
         except (OSError, ValueError) as e:
             raise InvalidInputError(f"smiles-lm: cannot load the checkpoint in {path}: {e}") from e
+        missing = sorted(k for k in info["missing_keys"] if not k.startswith("pooler."))  # the pooler is unused
+        if missing:
+            raise InvalidInputError(f"smiles-lm: {path} lacks weights {missing[:5]}; they would be random")
+        model = model.to(device).eval()
         _MODELS[key] = (tokenizer, model)
     return _MODELS[key]
 

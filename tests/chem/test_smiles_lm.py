@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -9,7 +12,14 @@ import torch
 from pertstore.producers.chem.smiles_lm import token_batches
 from rdkit import Chem
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
-from transformers import PreTrainedTokenizerFast, RobertaConfig, RobertaModel, T5Config, T5EncoderModel
+from transformers import (
+    PreTrainedTokenizerFast,
+    RobertaConfig,
+    RobertaModel,
+    RobertaTokenizer,
+    T5Config,
+    T5EncoderModel,
+)
 
 from pertstore.errors import InvalidInputError
 
@@ -133,3 +143,64 @@ def test_token_batches_respect_the_budget():
     batches = token_batches(lengths, 100)
     assert sorted(i for b in batches for i in b) == list(range(6))
     assert all(max(lengths[i] for i in b) * len(b) <= 100 or len(b) == 1 for b in batches)
+
+
+@pytest.fixture(scope="module")
+def chemberta_mtr(tmp_path_factory):
+    """A tiny random checkpoint laid out as DeepChem publishes ChemBERTa-77M-MTR.
+
+    ``RobertaForRegression`` (DeepChem's class, unknown to transformers): ``roberta.*`` encoder
+    weights without a pooler plus a ``regression`` head, in ``pytorch_model.bin``; a byte-level
+    BPE tokenizer as ``vocab.json`` + ``merges.txt``.
+    """
+    torch.manual_seed(2)
+    root = tmp_path_factory.mktemp("chemberta-77m-mtr")
+    chars = sorted(set("".join(DRUGS.smiles)) | set("[]@+-=#/\\%0123456789"))
+    vocab = {t: i for i, t in enumerate(["<s>", "<pad>", "</s>", "<unk>", "<mask>"] + chars + ["cc", "C("])}
+    (root / "vocab.json").write_text(json.dumps(vocab))
+    (root / "merges.txt").write_text("#version: 0.2\nc c\nC (\n")
+    (root / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "RobertaTokenizer"}))
+    config = RobertaConfig(
+        vocab_size=len(vocab),
+        hidden_size=24,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        intermediate_size=40,
+        max_position_embeddings=130,
+        pad_token_id=1,
+        architectures=["RobertaForRegression"],
+        num_labels=5,
+    )
+    encoder = RobertaModel(config, add_pooling_layer=False)
+    state = {f"roberta.{k}": v for k, v in encoder.state_dict().items()}
+    state |= {"regression.dense.weight": torch.randn(24, 24), "regression.out_proj.weight": torch.randn(5, 24)}
+    torch.save(state, root / "pytorch_model.bin")
+    config.save_pretrained(root)
+    return root, encoder.eval()
+
+
+def test_chemberta_mtr_layout_loads_its_encoder(mol_store, chemberta_mtr):
+    path, encoder = chemberta_mtr
+    mol_store.produce("smiles-lm", source="lm-mtr", params={"model_path": str(path)})
+    tok = RobertaTokenizer(str(path / "vocab.json"), str(path / "merges.txt"))  # built from the two files alone
+    got = mol_store.get("lm-mtr", ["imatinib", "caffeine"]).values
+    assert got.shape == (2, 24)
+    for row, name in zip(got, ["imatinib", "caffeine"]):
+        ids = tok(Chem.MolToSmiles(Chem.MolFromSmiles(DRUGS.set_index("name").smiles[name])), return_tensors="pt")
+        assert ids["input_ids"][0, 0] == 0 and ids["input_ids"][0, -1] == 2  # <s> ... </s>
+        assert (ids["input_ids"] != 3).all()  # every character is in the vocabulary
+        with torch.no_grad():
+            want = encoder(**ids).last_hidden_state[0, 1:-1].mean(0).numpy()
+        np.testing.assert_allclose(row, want, rtol=1e-4, atol=1e-5)
+
+
+def test_checkpoint_missing_encoder_weights_is_an_error(mol_store, chemberta_mtr, tmp_path):
+    path, _ = chemberta_mtr
+    broken = tmp_path / "broken"
+    shutil.copytree(path, broken)
+    state = torch.load(broken / "pytorch_model.bin", weights_only=True)
+    del state["roberta.encoder.layer.2.attention.self.query.weight"]
+    torch.save(state, broken / "pytorch_model.bin")
+    with pytest.raises(InvalidInputError, match=r"lacks weights \['encoder.layer.2.attention.self.query.weight'\]"):
+        mol_store.produce("smiles-lm", source="lm-broken", params={"model_path": str(broken)})
+    assert "lm-broken" not in set(mol_store.ls().source)

@@ -44,7 +44,7 @@ def test_genes_recipes_plan_at_the_papers_settings(store, data_dir):
         3,
         1.0,
     )
-    n2v = by_source["string-node2vec"].recipe.params  # SPACE: the full network, the producer's defaults
+    n2v = by_source["string-node2vec"].recipe.params  # SPACE's scripts/node2vec.py: the full network
     assert (n2v["score"], n2v["threshold"], n2v["p"], n2v["q"], n2v["walk_length"], n2v["num_negative_samples"]) == (
         "combined",
         0,
@@ -53,6 +53,7 @@ def test_genes_recipes_plan_at_the_papers_settings(store, data_dir):
         50,
         5,
     )
+    assert (n2v["walks_per_node"], n2v["context_size"], n2v["epochs"], n2v["dims"]) == (20, 6, 5, 128)
     assert by_source["string-spectral"].recipe.params["threshold"] == 400
     vae = by_source["go-vae"].recipe.params  # PerturbNet's GenotypeVAE; the paper's set is 256-dimensional
     assert (vae["latent"], vae["hidden"], vae["lr"], vae["batch_size"], vae["epochs"]) == (

@@ -17,7 +17,8 @@ from collections.abc import Iterable
 import numpy as np
 from pertstore.producers._base import Batch, Producer
 from pertstore.producers.expression._cells import CellSelection, open_control_cells
-from pertstore.producers.expression._fm_adapters import CellModelAdapter, load_adapter
+from pertstore.producers.expression._fm_adapters import load_adapter
+from pertstore.producers.expression._fm_aido import aido_cell_table
 from pertstore.producers.expression._fm_stream import column_map, stream_gene_sums
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -29,14 +30,17 @@ log = logging.getLogger(__name__)
 class ModelParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    adapter: str = Field(pattern="^(scgpt|geneformer|dense)$")
-    """Input encoding: ``scgpt`` (vocabulary + binned values), ``geneformer`` (rank values), ``dense``."""
+    adapter: str = Field(pattern="^(scgpt|geneformer|dense|aido-cell)$")
+    """Input encoding: ``scgpt`` (vocabulary + binned values), ``geneformer`` (rank values), ``dense``;
+    ``aido-cell``: AIDO.Cell's published checkpoint, positional table only (``_fm_aido``)."""
     model_path: str
     """Local checkpoint directory in transformers format (scgpt: also scGPT's args.json/vocab.json/best_model.pt)."""
     token_dictionary: str | None = None
     """Geneformer: the token dictionary (default: the one ``token_dictionary*.pkl`` in ``model_path``)."""
     gene_medians: str | None = None
     """Geneformer: the gene median dictionary (default: ``gene_median_dictionary*.pkl`` in ``model_path``)."""
+    gene_list: str | None = None
+    """AIDO.Cell: modelgenerator's ``OS_scRNA_gene_index.19264.tsv`` (default: the one in ``model_path``)."""
 
 
 class ContextualParams(ModelParams):
@@ -57,11 +61,11 @@ class ContextualParams(ModelParams):
     seed: int = 0
 
 
-def _resolve_model_genes(producer: Producer, adapter: CellModelAdapter) -> tuple[dict[str, int], dict[str, str]]:
+def _resolve_model_genes(producer: Producer, genes: list[str]) -> tuple[dict[str, int], dict[str, str]]:
     """Entity id -> model gene index, and the failures of model genes that resolve to no single entity."""
-    res = producer.ctx.resolve(adapter.genes, "gene")
+    res = producer.ctx.resolve(genes, "gene")
     entity_row, failed = {}, {}
-    for row, (gene, entity) in enumerate(zip(adapter.genes, res.ids)):
+    for row, (gene, entity) in enumerate(zip(genes, res.ids)):
         if entity is None:
             failed[gene] = (
                 "model gene is ambiguous in the registry" if gene in res.ambiguous else "model gene not in the registry"
@@ -96,6 +100,12 @@ class FMGeneProducer(Producer):
             raise InvalidInputError(
                 f"producer {self.name}: context_column {p.context_column!r} needs the recipe's context"
             )
+        if p.adapter == "aido-cell":
+            raise InvalidInputError(
+                "scfm: contextual AIDO.Cell embeddings need modelgenerator's CellFoundation model, which does not "
+                "install beside torch 2.13 (it pins numpy < 2 and transformers 4.38); its gene table loads with "
+                "scfm-positional (docs/models.md)"
+            )
         adapter = load_adapter(
             p.adapter,
             p.model_path,
@@ -119,7 +129,7 @@ class FMGeneProducer(Producer):
                     f"{cells.path.name}: context {self.ctx.context or '(all)'} has {cells.n_cells} "
                     f"control cells; at least {p.min_cells} are needed"
                 )
-            entity_row, _ = _resolve_model_genes(self, adapter)  # model genes the cells lack are not candidates
+            entity_row, _ = _resolve_model_genes(self, adapter.genes)  # model genes the cells lack are not candidates
             pairs, failed = self._match_columns(cells.genes, entity_row)
             if not pairs:
                 raise InvalidInputError(
@@ -184,16 +194,19 @@ class FMPositionalProducer(Producer):
     kind = "gene"
     Params = ModelParams
     chunked = False
-    description = "a single-cell foundation model's gene-embedding table (scGPT, Geneformer, dense)"
+    description = "a single-cell foundation model's gene-embedding table (scGPT, Geneformer, dense, AIDO.Cell)"
 
     libraries = FMGeneProducer.libraries
 
     def compute(self) -> Batch:
         p = self.params
-        adapter = load_adapter(
-            p.adapter, p.model_path, "cpu", token_dictionary=p.token_dictionary, gene_medians=p.gene_medians
-        )
-        entity_row, failed = _resolve_model_genes(self, adapter)
-        table = adapter.table()
+        if p.adapter == "aido-cell":
+            genes, table = aido_cell_table(p.model_path, p.gene_list)
+        else:
+            adapter = load_adapter(
+                p.adapter, p.model_path, "cpu", token_dictionary=p.token_dictionary, gene_medians=p.gene_medians
+            )
+            genes, table = adapter.genes, adapter.table()
+        entity_row, failed = _resolve_model_genes(self, genes)
         rows = list(entity_row.values())
         return Batch(list(entity_row), table[rows], failed)

@@ -417,3 +417,63 @@ def test_scgpt_published_checkpoint_through_the_producer(store, controls, scgpt_
         load_scgpt_checkpoint(published)
     with pytest.raises(InvalidInputError, match="args.json, vocab.json and best_model.pt"):
         _produce(store, path, params | {"model_path": str(tmp_path / "none")}, source="fm-none")
+
+
+def _aido_checkpoint(root, genes: list[str], hidden: int = 8, prefix: str = "bert.") -> torch.Tensor:
+    """A tiny checkpoint laid out as AIDO.Cell publishes it, with modelgenerator's gene-list file (rows shuffled)."""
+    from safetensors.torch import save_file
+
+    root.mkdir()
+    config = {"model_type": "cellfoundation", "hidden_size": hidden, "num_hidden_layers": 1}
+    config |= {"max_position_embeddings": len(genes), "position_embedding_type": "absolute", "bin_num": 10}
+    (root / "config.json").write_text(json.dumps(config))
+    table = torch.randn(len(genes) + 2, hidden)  # + the two read-depth positions
+    weights = {
+        f"{prefix}position_embedding.weight": table,
+        f"{prefix}gene_embedding.lookup_table.weight": torch.ones(10, hidden),
+    }
+    save_file(weights, str(root / "model.safetensors"))
+    order = np.random.default_rng(0).permutation(len(genes))
+    lines = ["gene_name\tindex"] + [f"{genes[i]}\t{i}" for i in order]
+    (root / "OS_scRNA_gene_index.19264.tsv").write_text("\n".join(lines) + "\n")
+    return table
+
+
+def test_aido_cell_positional_is_the_position_embedding_in_gene_order(store, tmp_path):
+    torch.manual_seed(4)
+    genes = ["TP53", "BRCA1", "MYC", "EGFR", "NOT_A_GENE", "GAPDH"]
+    table = _aido_checkpoint(tmp_path / "AIDO.Cell-3M", genes)
+    card = store.produce(
+        POSITIONAL,
+        source="aido-pos",
+        params={"adapter": "aido-cell", "model_path": str(tmp_path / "AIDO.Cell-3M")},
+        max_failed_fraction=0.2,
+    )
+    assert (card.dim, card.n_rows) == (8, 5)
+    want = table[[0, 3, 5, 2]].numpy()
+    np.testing.assert_array_equal(store.get("aido-pos", ["TP53", "EGFR", "GAPDH", "MYC"]).values, want)
+    # unprefixed weights (the base model saved alone) and a gene list named in the recipe
+    other = tmp_path / "base"
+    table = _aido_checkpoint(other, genes, prefix="")
+    (other / "OS_scRNA_gene_index.19264.tsv").rename(tmp_path / "genes.tsv")
+    params = {"adapter": "aido-cell", "model_path": str(other), "gene_list": str(tmp_path / "genes.tsv")}
+    store.produce(POSITIONAL, source="aido-pos2", params=params, max_failed_fraction=0.2)
+    np.testing.assert_array_equal(store.get("aido-pos2", ["BRCA1"]).values[0], table[1].numpy())
+
+
+def test_aido_cell_checkpoint_errors_name_what_to_provide(store, controls, tmp_path):
+    root = tmp_path / "aido"
+    _aido_checkpoint(root, ["TP53", "MYC"])
+    params = {"adapter": "aido-cell", "model_path": str(root)}
+    (root / "OS_scRNA_gene_index.19264.tsv").unlink()
+    with pytest.raises(InvalidInputError, match="modelgenerator's OS_scRNA_gene_index.19264.tsv"):
+        store.produce(POSITIONAL, source="aido-x", params=params)
+    config = json.loads((root / "config.json").read_text())
+    (root / "config.json").write_text(json.dumps(config | {"position_embedding_type": "rope"}))
+    with pytest.raises(InvalidInputError, match="'rope' positions"):
+        store.produce(POSITIONAL, source="aido-x", params=params)
+    with pytest.raises(InvalidInputError, match="modelgenerator's CellFoundation model"):
+        _produce(store, controls[0], params | {"min_cells": 10}, source="aido-x")
+    with pytest.raises(InvalidInputError, match="needs config.json, model.safetensors"):
+        store.produce(POSITIONAL, source="aido-x", params=params | {"model_path": str(tmp_path / "none")})
+    assert "aido-x" not in set(store.ls().source)

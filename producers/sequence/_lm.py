@@ -85,16 +85,19 @@ def load_model(
         try:
             config = AutoConfig.from_pretrained(path, **options)
             tokenizer = AutoTokenizer.from_pretrained(path, **options)
-            options["dtype"] = getattr(torch, dtype)
+            options |= {"dtype": getattr(torch, dtype), "output_loading_info": True}
             if config.model_type in T5_TYPES:
-                model = T5EncoderModel.from_pretrained(path, **options)
+                model, info = T5EncoderModel.from_pretrained(path, **options)
             else:
                 try:
-                    model = AutoModel.from_pretrained(path, **options)
+                    model, info = AutoModel.from_pretrained(path, **options)
                 except ValueError:  # remote code that registers only a masked-LM class (Nucleotide Transformer v2)
-                    model = AutoModelForMaskedLM.from_pretrained(path, **options)
+                    model, info = AutoModelForMaskedLM.from_pretrained(path, **options)
         except (OSError, ValueError) as e:
             raise InvalidInputError(f"{who}: cannot load the checkpoint in {path}: {e}") from e
+        missing = sorted(k for k in info["missing_keys"] if not k.startswith("pooler."))  # the pooler is unused
+        if missing:
+            raise InvalidInputError(f"{who}: {path} lacks weights {missing[:5]}; they would be random")
         prefix, suffix = _special_frame(tokenizer, who)
         limit = _position_limit(config, tokenizer)
         _MODELS[key] = SequenceModel(

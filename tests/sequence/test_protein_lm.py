@@ -216,3 +216,26 @@ def test_header_forms_and_residue_checks():
     assert gene_keys("7157") == ["7157"] and gene_keys("") == []
     assert normalise("mkv*") == "MKV" and residue_problem("MKV") is None and residue_problem("MUZOBX") is None
     assert residue_problem("MK*V") == "invalid letter '*' at residue 3" and residue_problem("") == "empty sequence"
+
+
+def test_esm2_published_layout_loads_and_partial_weights_are_an_error(checkpoints, tmp_path):
+    """facebook/esm2_* are EsmForMaskedLM checkpoints (esm.* + lm_head, no pooler): the encoder loads whole."""
+    from safetensors.torch import load_file, save_file
+    from transformers import EsmForMaskedLM
+
+    published = tmp_path / "esm2_published"
+    mlm = EsmForMaskedLM(EsmConfig.from_pretrained(checkpoints["esm"])).eval()
+    mlm.save_pretrained(published)
+    AutoTokenizer.from_pretrained(checkpoints["esm"]).save_pretrained(published)
+    sm = load_model(str(published), "cpu", who="protein-lm", example="ESM2")
+    tokens = sm.tokenizer([CD3E], add_special_tokens=False)["input_ids"]
+    got = embed_tokens(sm, tokens, size=ESM_LIMIT, stride=ESM_LIMIT, layer=-1, max_tokens=100, device="cpu")[0]
+    with torch.no_grad():
+        ids = sm.tokenizer(CD3E, return_tensors="pt")
+        want = mlm.esm(**ids).last_hidden_state[0, 1:-1].mean(0).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    state = load_file(str(published / "model.safetensors"))
+    del state["esm.encoder.layer.1.attention.self.query.weight"]
+    save_file(state, str(published / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(InvalidInputError, match=r"lacks weights \['encoder.layer.1.attention.self.query.weight'\]"):
+        load_model(str(published), "cpu", who="protein-lm", example="ESM2", dtype="float64")  # not the cached one

@@ -477,3 +477,37 @@ def test_aido_cell_checkpoint_errors_name_what_to_provide(store, controls, tmp_p
     with pytest.raises(InvalidInputError, match="needs config.json, model.safetensors"):
         store.produce(POSITIONAL, source="aido-x", params=params | {"model_path": str(tmp_path / "none")})
     assert "aido-x" not in set(store.ls().source)
+
+
+@pytest.mark.slow  # a local Dask cluster: ~60 s on the loaded 2-core machine
+def test_published_checkpoints_through_the_cli(store, scgpt_dir, tmp_path):
+    """The README's path: a recipes file naming scGPT's and AIDO.Cell's published directories, `pertstore jobs submit`."""
+    from typer.testing import CliRunner
+
+    from pertstore import Store
+    from pertstore.cli import app
+
+    _published_scgpt(ScGPTModel.from_pretrained(scgpt_dir), (scgpt_dir / "vocab.json").read_text(), tmp_path / "scgpt")
+    table = _aido_checkpoint(tmp_path / "aido", ["TP53", "MYC", "EGFR"])
+    recipes = tmp_path / "r.yaml"
+    recipes.write_text(
+        f"""recipes:
+  - producer: scfm-positional
+    source: scgpt-positional
+    params: {{adapter: scgpt, model_path: "{tmp_path / "scgpt"}"}}
+    max_failed: 0.2
+  - producer: scfm-positional
+    source: aido-positional
+    params: {{adapter: aido-cell, model_path: "{tmp_path / "aido"}"}}
+"""
+    )
+    root = str(store.storage.path(""))
+    store.close()
+    runner = CliRunner()
+    run = runner.invoke(app, ["jobs", "submit", str(recipes), "--store", root, "--no-progress", "--workers", "1"])
+    assert run.exit_code == 0, run.output
+    with Store.open(root) as s:
+        np.testing.assert_array_equal(s.get("aido-positional", ["MYC"]).values[0], table[1].numpy())
+        want = ScGPTModel.from_pretrained(scgpt_dir).encoder.embedding.weight.detach().numpy()
+        vocab = json.loads((scgpt_dir / "vocab.json").read_text())
+        np.testing.assert_array_equal(s.get("scgpt-positional", ["TP53"]).values[0], want[vocab["TP53"]])

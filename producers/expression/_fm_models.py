@@ -234,18 +234,23 @@ def load_scgpt_checkpoint(source: str | Path) -> tuple[ScGPTModel, dict[str, int
         )
     if args.get("pre_norm", False):
         raise InvalidInputError(f"{source}/args.json: pre_norm true; only scGPT's post-norm encoder is supported")
-    config = ScGPTConfig(
-        vocab_size=len(vocab),
-        d_model=args["embsize"],
-        nhead=args["nheads"],
-        d_hid=args["d_hid"],
-        nlayers=args["nlayers"],
-        dropout=args.get("dropout", 0.2),
-        pad_token_id=vocab[args.get("pad_token", "<pad>")],
-        pad_value=args.get("pad_value", -2),
-        n_bins=args.get("n_bins", 51),
-        max_seq_len=args.get("max_seq_len", 1200),
-    )
+    try:
+        config = ScGPTConfig(
+            vocab_size=len(vocab),
+            d_model=args["embsize"],
+            nhead=args["nheads"],
+            d_hid=args["d_hid"],
+            nlayers=args["nlayers"],
+            dropout=args.get("dropout", 0.2),
+            pad_token_id=vocab[args.get("pad_token", "<pad>")],
+            pad_value=args.get("pad_value", -2),
+            n_bins=args.get("n_bins", 51),
+            max_seq_len=args.get("max_seq_len", 1200),
+        )
+    except KeyError as e:
+        raise InvalidInputError(
+            f"{source}: args.json or vocab.json lacks {e} (scGPT's model settings and tokens)"
+        ) from e
     model = ScGPTModel(config)
     try:
         missing_keys, unexpected = model.load_state_dict(scgpt_encoder_state(state), strict=False)

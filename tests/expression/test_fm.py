@@ -396,6 +396,10 @@ def test_scgpt_published_flash_checkpoint_equals_the_flash_layer_formula(tmp_pat
         want = _flash_layers_by_hand(state, 2, 4, x)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
     np.testing.assert_array_equal(adapter.table(), state["encoder.embedding.weight"][3:].numpy())
+    args = json.loads((tmp_path / "scGPT_human" / "args.json").read_text())
+    (tmp_path / "scGPT_human" / "args.json").write_text(json.dumps({k: v for k, v in args.items() if k != "embsize"}))
+    with pytest.raises(InvalidInputError, match="args.json or vocab.json lacks 'embsize'"):
+        load_adapter("scgpt", str(tmp_path / "scGPT_human"), "cpu")
 
 
 def test_scgpt_published_checkpoint_through_the_producer(store, controls, scgpt_dir, tmp_path):

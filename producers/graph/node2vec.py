@@ -21,14 +21,14 @@ from torch_geometric.nn import Node2Vec
 
 
 class Node2VecParams(GraphParams):
-    """Defaults are SPACE's (``deweihu96/SPACE`` ``scripts/node2vec.py``): 128 dims, p = 0.3, q = 0.7, 20 walks
+    """Defaults are SPACE's (``deweihu96/SPACE`` ``scripts/node2vec.py``): 128 dims, p = 0.3, q = 0.7, 10 walks
     of length 50 per node, window 5 (``context_size`` 6: the node and the 5 after it; the loss is symmetric,
     so 5 on each side as gensim's window), 5 negatives, 5 epochs."""
 
     dims: int = Field(128, ge=1, le=2048)
     walk_length: int = Field(50, ge=2)
     context_size: int = Field(6, ge=2)
-    walks_per_node: int = Field(20, ge=1)
+    walks_per_node: int = Field(10, ge=1)
     p: float = Field(0.3, gt=0)
     q: float = Field(0.7, gt=0)
     num_negative_samples: int = Field(5, ge=1)

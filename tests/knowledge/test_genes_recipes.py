@@ -53,7 +53,7 @@ def test_genes_recipes_plan_at_the_papers_settings(store, data_dir):
         50,
         5,
     )
-    assert (n2v["walks_per_node"], n2v["context_size"], n2v["epochs"], n2v["dims"]) == (20, 6, 5, 128)
+    assert (n2v["walks_per_node"], n2v["context_size"], n2v["epochs"], n2v["dims"]) == (10, 6, 5, 128)
     assert by_source["string-spectral"].recipe.params["threshold"] == 400
     vae = by_source["go-vae"].recipe.params  # PerturbNet's GenotypeVAE; the paper's set is 256-dimensional
     assert (vae["latent"], vae["hidden"], vae["lr"], vae["batch_size"], vae["epochs"]) == (

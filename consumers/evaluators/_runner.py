@@ -60,6 +60,9 @@ class Plan:
     tag: str | None = None
     fusion: dict = field(default_factory=dict)
     """FusionConfig settings for the ``fusion`` evaluator (trained jointly over the contexts)."""
+    setting: str = "perturbation"
+    """``perturbation`` (unseen perturbations, the paper's protocol) or a cross-context setting, ``zeroshot`` or
+    ``fewshot`` (unseen context; ``contexts`` = the held-out ones; :mod:`pertstore.consumers.crosscontext`)."""
 
     @classmethod
     def from_yaml(cls, path) -> list[Plan]:
@@ -98,6 +101,10 @@ def run_plan(store, plan: Plan, *, progress: Callable[[str], None] | None = None
     """
     from pertstore.consumers.tasks import load_task, task_version
 
+    if plan.setting != "perturbation":  # unseen contexts: the cross-context protocol
+        from pertstore.consumers.crosscontext import run_cross_context
+
+        return run_cross_context(store, plan, progress=progress)
     task = load_task(store, plan.task)
     version = task_version(task.recipe)
     kind = task.kind

@@ -42,6 +42,10 @@ def run(
             help="Fusion setting KEY=VALUE (variant=full, tuned=true, max_epochs=20, ...; docs/fusion.md); repeat"
         ),
     ] = None,
+    setting: Annotated[
+        str,
+        typer.Option(help="perturbation (paper), zeroshot or fewshot (unseen contexts; --context = held out)"),
+    ] = "perturbation",
     store: StoreOpt = None,
 ) -> None:
     """Run evaluations; runs already stored are skipped (an interrupted plan resumes)."""
@@ -63,6 +67,7 @@ def run(
                 coverage=coverage,
                 min_coverage=min_coverage,
                 fusion=parse_options(fusion),
+                setting=setting,
             )
         ]
     else:

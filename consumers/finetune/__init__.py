@@ -9,5 +9,16 @@ from pertstore.consumers.finetune._model import (
     isko_input,
     lora_model,
 )
+from pertstore.consumers.finetune._run import EVALUATORS, run_finetune
 
-__all__ = ["HEADS", "MODES", "FineTuner", "FinetuneSettings", "finetune_predict", "isko_input", "lora_model"]
+__all__ = [
+    "EVALUATORS",
+    "HEADS",
+    "MODES",
+    "FineTuner",
+    "FinetuneSettings",
+    "finetune_predict",
+    "isko_input",
+    "lora_model",
+    "run_finetune",
+]

@@ -23,7 +23,7 @@ def run(
     task: Annotated[Optional[str], typer.Option(help="Stored task name")] = None,
     sets: Annotated[Optional[list[str]], typer.Option("--set", help="Set (source) to evaluate; repeat")] = None,
     evaluators: Annotated[
-        Optional[list[str]], typer.Option("--evaluator", help="knn, lasso, ridge, mlp, fusion; repeat")
+        Optional[list[str]], typer.Option("--evaluator", help="knn, lasso, ridge, mlp, fusion, ft-isko, ft-indexing")
     ] = None,
     contexts: Annotated[Optional[list[str]], typer.Option("--context", help="Only these contexts; repeat")] = None,
     folds: Annotated[Optional[list[int]], typer.Option("--fold", help="Only these folds; repeat")] = None,
@@ -41,6 +41,10 @@ def run(
         typer.Option(
             help="Fusion setting KEY=VALUE (variant=full, tuned=true, max_epochs=20, ...; docs/fusion.md); repeat"
         ),
+    ] = None,
+    finetune: Annotated[
+        Optional[list[str]],
+        typer.Option(help="ft-isko / ft-indexing option KEY=VALUE (model_path=DIR, cells=FILE, epochs=30); repeat"),
     ] = None,
     setting: Annotated[
         str,
@@ -68,6 +72,7 @@ def run(
                 min_coverage=min_coverage,
                 fusion=parse_options(fusion),
                 setting=setting,
+                finetune=parse_options(finetune),
             )
         ]
     else:

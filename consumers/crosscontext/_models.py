@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-MODELS = ("mlp", "onehot", "context_mean", "knn")
-"""Evaluator names of the cross-context protocol (``knn`` is the cross-context kNN)."""
+MODELS = ("mlp", "onehot", "context_mean", "knn", "state")
+"""Evaluator names of the cross-context protocol (``knn`` is the cross-context kNN; ``state``: ``_state``)."""
 
 
 @dataclass

@@ -12,11 +12,20 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from pertstore.consumers.crosscontext._metrics import cross_metrics
-from pertstore.consumers.crosscontext._models import MODELS, MLPSettings, SplitData, context_mean, cross_knn, mlp
+from pertstore.consumers.crosscontext._models import (
+    MODELS,
+    MLPSettings,
+    SplitData,
+    context_mean,
+    context_means,
+    cross_knn,
+    mlp,
+)
 from pertstore.consumers.crosscontext._splits import cross_context_splits
 from pertstore.consumers.evaluators import l2_per_perturbation, regression_metrics
 
@@ -46,6 +55,60 @@ def _embeddings(store, task, source: str, tag: str | None) -> tuple[np.ndarray, 
     return values, covered, ",".join(sorted(versions))
 
 
+class _StateInputs:
+    """STATE's inputs, written once per set in a work directory under the store's scratch space."""
+
+    def __init__(self, store, task, plan, embedded: dict) -> None:
+        import tempfile
+
+        from pertstore.consumers.crosscontext._state import StateSettings
+
+        options = plan.model_options
+        if "cells" not in options:
+            raise InvalidInputError("the cross-context state model needs the task's cells: --model-option cells=FILE")
+        self.cells, self.task, self.embedded = str(options["cells"]), task, embedded
+        fields = StateSettings.__dataclass_fields__
+        given = {k[len("state_") :]: v for k, v in options.items() if k.startswith("state_") and k != "state_workdir"}
+        unknown = sorted(set(given) - set(fields))
+        if unknown:
+            raise InvalidInputError(f"unknown state option(s) {unknown}; known: state_{', state_'.join(fields)}")
+        self.settings = StateSettings(**given)
+        self.root = Path(options.get("state_workdir") or tempfile.mkdtemp(prefix="pertstore-state-"))
+        self.prepared: dict[str, tuple] = {}
+
+    def predict(self, source: str, setting: str, split, data: SplitData) -> tuple[np.ndarray, dict]:
+        from pertstore.consumers.crosscontext._state import run_state, write_inputs
+
+        labels = np.asarray(self.task.pert_ids, dtype=str)
+        x, covered, _ = self.embedded[source]
+        if source not in self.prepared:
+            vectors = {}
+            for label, row in zip(labels[covered], x[covered]):
+                vectors.setdefault(label, row)  # a label's vector in its first context (one per perturbation)
+            counts = self.task.recipe.get("input", {}).get("type") == "counts"
+            self.prepared[source] = write_inputs(
+                self.cells, self.task.recipe["columns"], vectors, self.root / _safe(source), counts=counts
+            )
+        folder, features, means = self.prepared[source]
+        test_labels = sorted(set(labels[split.test & covered].tolist()))
+        work = self.root / _safe(source) / f"{setting}-{_safe(split.context)}-{split.fold}"
+        got = run_state(
+            setting, split.context, test_labels, folder, features, means[split.context], work, self.settings
+        )
+        pred = np.repeat(context_means(data)[split.context][None], int(split.test.sum()), axis=0)
+        others = split.train & (data.ctx != split.context)
+        for i, label in enumerate(labels[split.test]):
+            if label in got:
+                pred[i] = got[label]
+            elif (others & (labels == label)).any():  # no embedding: the mean in the training contexts
+                pred[i] = data.y[others & (labels == label)].mean(axis=0)
+        return pred, {"state": self.settings.__dict__, "predicted": len(got), "workdir": str(work)}
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
 def run_cross_context(
     store, plan, *, progress: Callable[[str], None] | None = None, settings: MLPSettings | None = None
 ) -> pd.DataFrame:
@@ -59,19 +122,23 @@ def run_cross_context(
     unknown = sorted(set(plan.evaluators) - set(MODELS))
     if unknown:
         raise InvalidInputError(f"cross-context evaluators are {', '.join(MODELS)}; unknown: {', '.join(unknown)}")
-    if "mlp" in plan.evaluators and not plan.sets:
-        raise InvalidInputError("the cross-context mlp needs at least one --set (or use onehot)")
+    with_sets = [m for m in ("mlp", "state") if m in plan.evaluators]
+    if with_sets and not plan.sets:
+        raise InvalidInputError(f"the cross-context {', '.join(with_sets)} need(s) at least one --set (or use onehot)")
     version = task_version(task.recipe)
     ev_name = f"xc-{plan.setting}"
     y = np.asarray(task.targets, dtype=np.float64)
     ctx = np.asarray(task.contexts, dtype=str)
     labels = np.asarray(task.pert_ids, dtype=str)
     genes = np.asarray(task.gene_ids, dtype=str)
-    embedded = {s: _embeddings(store, task, s, plan.tag) for s in (plan.sets if "mlp" in plan.evaluators else [])}
+    embedded = {s: _embeddings(store, task, s, plan.tag) for s in (plan.sets if with_sets else [])}
+    state_inputs = _StateInputs(store, task, plan, embedded) if "state" in plan.evaluators else None
     done = store.catalog.results.done(plan.task, version)
     results, errors, coverage = [], [], []
     for split in cross_context_splits(ctx, task.folds, plan.setting, held_out=plan.contexts, only_folds=plan.folds):
-        runs = [(s, "mlp") for s in embedded] + [(SET_NAMES[m], m) for m in plan.evaluators if m != "mlp"]
+        runs = [(s, "mlp") for s in embedded if "mlp" in plan.evaluators]
+        runs += [(f"state({s})", "state") for s in embedded if state_inputs is not None]
+        runs += [(SET_NAMES[m], m) for m in plan.evaluators if m in SET_NAMES]
         for source, model in runs:
             if (split.context, split.fold, source, ev_name) in done:
                 continue
@@ -85,6 +152,12 @@ def run_cross_context(
                 data.x, data.covered, set_version = embedded[source]
                 covered = data.covered
                 pred, chosen = mlp(data, settings)
+            elif model == "state":
+                assert state_inputs is not None
+                name = source[len("state(") : -1]
+                data.x, data.covered, set_version = embedded[name]
+                covered = data.covered
+                pred, chosen = state_inputs.predict(name, plan.setting, split, data)
             elif model == "onehot":
                 pred, chosen = mlp(data, settings, onehot=True)
             elif model == "knn":

@@ -1,8 +1,8 @@
-"""``bench run --evaluator ft-isko|ft-indexing --finetune model_path=DIR --finetune cells=FILE.h5ad``.
+"""``bench run --evaluator ft-isko|ft-indexing --model-option model_path=DIR --model-option cells=FILE.h5ad``.
 
 One fine-tuned model per (context, fold), trained on the fold's covered training perturbations and
 scored like every evaluator (rows beside kNN on the frozen ``scfm`` set of the same checkpoint: the
-paper's Figure 4). Options (``--finetune KEY=VALUE``): ``model_path`` and ``cells`` (required; the
+paper's Figure 4). Options (``--model-option KEY=VALUE``): ``model_path`` and ``cells`` (required; the
 control cells of each context), ``control_column`` (``is_control``) / ``control_value`` (``True``),
 ``context_column`` (none: the same controls for every context), ``gene_column`` (none: ``var_names``),
 and any :class:`FinetuneSettings` field (``epochs``, ``learning_rates``, ``head``, ``batch_cells``,
@@ -29,7 +29,7 @@ def _settings(options: dict, mode: str) -> FinetuneSettings:
     known = set(FinetuneSettings.__dataclass_fields__) - {"mode", "extra"}
     extra = sorted(set(options) - known - set(_CELL_KEYS))
     if extra:
-        raise InvalidInputError(f"unknown --finetune option(s) {extra}; known: {sorted(known | set(_CELL_KEYS))}")
+        raise InvalidInputError(f"unknown --model-option option(s) {extra}; known: {sorted(known | set(_CELL_KEYS))}")
     values = {k: v for k, v in options.items() if k in known}
     for key in ("learning_rates", "head"):
         if isinstance(values.get(key), (int, float)):
@@ -56,11 +56,11 @@ def _control_cells(store, options: dict, context: str, model_genes: list[str]) -
 
     path = Path(str(options["cells"]))
     if not path.is_file():
-        raise InvalidInputError(f"--finetune cells={path}: no such h5ad file")
+        raise InvalidInputError(f"--model-option cells={path}: no such h5ad file")
     adata = ad.read_h5ad(path)
     column = options.get("control_column", "is_control")
     if column not in adata.obs:
-        raise InvalidInputError(f"{path}: no control column {column!r}; set --finetune control_column=COL")
+        raise InvalidInputError(f"{path}: no control column {column!r}; set --model-option control_column=COL")
     keep = adata.obs[column].astype(str).to_numpy() == str(options.get("control_value", "True"))
     if options.get("context_column"):
         keep &= adata.obs[options["context_column"]].astype(str).to_numpy() == context
@@ -83,14 +83,16 @@ def run_finetune(store, task, plan, version: str, contexts: list[str], done: set
 
     if task.kind != "lfc":
         raise InvalidInputError(f"fine-tuning evaluators need an LFC task; {plan.task!r} is {task.kind}")
-    options = dict(plan.finetune)
+    options = {k: v for k, v in plan.model_options.items() if not k.startswith("state_")}
     for key in ("model_path", "cells"):
         if key not in options:
-            raise InvalidInputError(f"fine-tuning needs --finetune {key}=...")
+            raise InvalidInputError(f"fine-tuning needs --model-option {key}=...")
     try:
         model_genes = list(DenseCellConfig.from_pretrained(str(options["model_path"])).gene_names)
     except (OSError, ValueError) as e:
-        raise InvalidInputError(f"--finetune model_path={options['model_path']}: not a dense checkpoint: {e}") from e
+        raise InvalidInputError(
+            f"--model-option model_path={options['model_path']}: not a dense checkpoint: {e}"
+        ) from e
     label = f"finetune({Path(str(options['model_path'])).name})"
     pert_pos = _match(store, [e or "" for e in task.entity_ids], model_genes)
     gene_pos = _match(store, list(task.gene_ids), model_genes)

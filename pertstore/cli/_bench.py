@@ -42,9 +42,9 @@ def run(
             help="Fusion setting KEY=VALUE (variant=full, tuned=true, max_epochs=20, ...; docs/fusion.md); repeat"
         ),
     ] = None,
-    finetune: Annotated[
+    model_option: Annotated[
         Optional[list[str]],
-        typer.Option(help="ft-isko / ft-indexing option KEY=VALUE (model_path=DIR, cells=FILE, epochs=30); repeat"),
+        typer.Option(help="ft-isko / ft-indexing / state option KEY=VALUE (model_path=DIR, cells=FILE); repeat"),
     ] = None,
     setting: Annotated[
         str,
@@ -72,7 +72,7 @@ def run(
                 min_coverage=min_coverage,
                 fusion=parse_options(fusion),
                 setting=setting,
-                finetune=parse_options(finetune),
+                model_options=parse_options(model_option),
             )
         ]
     else:

@@ -50,9 +50,9 @@ def test_bench_run_fine_tunes_beside_knn(tmp_path: Path):
     with Store.open(root) as store:
         store.produce("random", source="random-8", params={"dim": 8})
     run("bench", "run", "--task", "kd", "--set", "random-8", "--evaluator", "knn", "--evaluator", "ft-isko",
-        "--fold", "0", "--fold", "1", "--finetune", f"model_path={model}", "--finetune", f"cells={cells}",
-        "--finetune", "control_column=perturbation", "--finetune", "control_value=control",
-        "--finetune", "epochs=25", "--finetune", "learning_rates=[0.01, 0.001]")  # fmt: skip
+        "--fold", "0", "--fold", "1", "--model-option", f"model_path={model}", "--model-option", f"cells={cells}",
+        "--model-option", "control_column=perturbation", "--model-option", "control_value=control",
+        "--model-option", "epochs=25", "--model-option", "learning_rates=[0.01, 0.001]")  # fmt: skip
     out = tmp_path / "results.csv"
     run("bench", "results", "--out", out)
     df = pd.read_csv(out)

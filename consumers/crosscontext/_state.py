@@ -12,7 +12,6 @@ STATE's input; those test perturbations get their mean in the training contexts,
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -106,7 +105,7 @@ def write_inputs(
         ctrl = rows & (obs.gene == "control").to_numpy()
         means[context] = np.asarray(x[ctrl].mean(axis=0)).ravel()
     features = workdir / "perturbation_features.pt"
-    torch.save({k: torch.as_tensor(v, dtype=torch.float32) for k, v in embeddings.items()}, features)
+    torch.save({str(k): torch.as_tensor(np.asarray(v), dtype=torch.float32) for k, v in embeddings.items()}, features)
     return data, features, means
 
 
@@ -159,8 +158,7 @@ def predicted_lfc(pred_path: Path, control_mean: np.ndarray, labels: list[str]) 
 
 
 def _state(*args: str, cwd: Path) -> None:
-    exe = shutil.which("state") or str(Path(sys.executable).with_name("state"))
-    done = subprocess.run([exe, *args], cwd=cwd, capture_output=True, text=True, env=_env())
+    done = subprocess.run([sys.executable, "-m", "state", *args], cwd=cwd, capture_output=True, text=True, env=_env())
     if done.returncode != 0:
         raise InvalidInputError(f"state {args[0]} {args[1]} failed: {done.stderr[-2000:] or done.stdout[-2000:]}")
 

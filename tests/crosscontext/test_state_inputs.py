@@ -47,14 +47,14 @@ def test_write_inputs_and_predicted_lfc(tmp_path: Path):
     path = tmp_path / "cells.h5ad"
     ad.AnnData(counts, obs=obs, var=pd.DataFrame(index=[f"G{i}" for i in range(10)])).write_h5ad(path)
     columns = {"pert_col": "perturbation", "control_label": "control", "context_col": "cell_type", "batch_col": None}
-    vectors = {"P1": np.ones(4), "P2": np.zeros(4)}  # P3 has no embedding: its cells stay out
+    vectors = {np.str_("P1"): np.ones(4), np.str_("P2"): np.zeros(4)}  # P3 has no embedding: its cells stay out
     data, features, means = write_inputs(path, columns, vectors, tmp_path / "w", counts=True)
     a172 = ad.read_h5ad(data / "A172.h5ad")
     assert sorted(set(a172.obs.gene)) == ["P1", "P2", "control"] and a172.n_obs == 14
     assert {"gene", "cell_type", "gem_group"} <= set(a172.obs)
     norm = np.log1p(counts[:6] / counts[:6].sum(1, keepdims=True) * 1e4)
     assert np.allclose(means["A172"], norm.mean(0), atol=1e-5)
-    saved = torch.load(features)
+    saved = torch.load(features, weights_only=True)  # as cell-load reads it
     assert set(saved) == {"P1", "P2"} and torch.equal(saved["P1"], torch.ones(4))
     pred = ad.AnnData(rng.normal(size=(6, 10)).astype(np.float32), obs=pd.DataFrame({"gene": ["P1"] * 3 + ["P2"] * 3}))
     pred.write_h5ad(tmp_path / "adata_pred.h5ad")

@@ -99,3 +99,21 @@ def test_bad_mode_and_checkpoint_are_clear(tmp_path):
         FinetuneSettings(mode="gnn")
     with pytest.raises(InvalidInputError, match="checkpoint"):
         lora_model(str(tmp_path), FinetuneSettings())
+
+
+def test_report_draws_fine_tuned_models_beside_each_evaluator():
+    """Figure 4: the fine-tuned rows join the kNN figure (beside the frozen set); they are no figure of their own."""
+    import pandas as pd
+    from pertstore.consumers.reports._report import families
+
+    prim = pd.DataFrame(
+        {
+            "task": "t",
+            "set": ["aido", "train_mean", "finetune(aido)", "finetune(aido)"],
+            "evaluator": ["knn", "none", "ft-isko", "ft-indexing"],
+            "value": [1.0, 2.0, 0.5, 3.0],
+        }
+    )
+    drawn = families(prim)
+    assert [ev for _, ev, _ in drawn] == ["knn"]
+    assert set(drawn[0][2].evaluator) == {"knn", "none", "ft-isko", "ft-indexing"}

@@ -60,6 +60,12 @@ class Plan:
     tag: str | None = None
     fusion: dict = field(default_factory=dict)
     """FusionConfig settings for the ``fusion`` evaluator (trained jointly over the contexts)."""
+    model_options: dict = field(default_factory=dict)
+    """Options of the cell-model evaluators: ``ft-isko`` / ``ft-indexing`` (``model_path``, ``cells``, ...;
+    :mod:`pertstore.consumers.finetune`) and the cross-context ``state`` (``cells``, ``state_*``)."""
+    setting: str = "perturbation"
+    """``perturbation`` (unseen perturbations, the paper's protocol) or a cross-context setting, ``zeroshot`` or
+    ``fewshot`` (unseen context; ``contexts`` = the held-out ones; :mod:`pertstore.consumers.crosscontext`)."""
 
     @classmethod
     def from_yaml(cls, path) -> list[Plan]:
@@ -98,11 +104,16 @@ def run_plan(store, plan: Plan, *, progress: Callable[[str], None] | None = None
     """
     from pertstore.consumers.tasks import load_task, task_version
 
+    if plan.setting != "perturbation":  # unseen contexts: the cross-context protocol
+        from pertstore.consumers.crosscontext import run_cross_context
+
+        return run_cross_context(store, plan, progress=progress)
     task = load_task(store, plan.task)
     version = task_version(task.recipe)
     kind = task.kind
     use_fusion = "fusion" in plan.evaluators
-    evaluators = [e for e in plan.evaluators if e != "fusion"]
+    finetuned = [e for e in plan.evaluators if e.startswith("ft-")]
+    evaluators = [e for e in plan.evaluators if e != "fusion" and e not in finetuned]
     if kind == "deg" and evaluators:
         evaluators = ["logistic"]  # the DEG protocol: a per-gene 3-class logistic regression
     contexts = plan.contexts or sorted(set(task.contexts))
@@ -189,6 +200,12 @@ def run_plan(store, plan: Plan, *, progress: Callable[[str], None] | None = None
         fused, fused_errors = _run_fusion(store, task, plan, version, contexts, done, progress)
         results.extend(fused)
         errors.extend(fused_errors)
+    if finetuned:  # LoRA fine-tuning of a cell model (consumers/finetune)
+        from pertstore.consumers.finetune import run_finetune
+
+        tuned, tuned_errors = run_finetune(store, task, plan, version, contexts, done, progress)
+        results.extend(tuned)
+        errors.extend(tuned_errors)
     if plan.controls:
         results.extend(_experimental_error_rows(task, plan.task, version, contexts, done))
     frame = pd.DataFrame(results)

@@ -70,14 +70,15 @@ def _model_type(set_name: str, evaluator: str, producers: dict[str, str]) -> str
 def families(prim: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame]]:
     """The (task, evaluator) groups the figures draw, as the reference draws one figure per head type: that
     evaluator's rows, the controls without a model (train mean, no change, experimental error) and the
-    task's fusion rows (every fusion variant). Tasks are never mixed, so LFC regressors and DEG classifiers are
-    never ranked together."""
+    task's fusion and fine-tuning (``ft-*``, the paper's Figure 4) rows. Tasks are never mixed, so LFC
+    regressors and DEG classifiers are never ranked together."""
     out = []
     for task, g in prim.groupby("task", sort=True):
         fused = g.evaluator.map(is_fusion)
-        models = sorted(set(g.evaluator[~fused]) - {"none"}) or (["fusion"] if fused.any() else [])
+        tuned = g.evaluator.astype(str).str.startswith("ft-")  # fine-tuned cell models beside each (Figure 4)
+        models = sorted(set(g.evaluator[~fused & ~tuned]) - {"none"}) or (["fusion"] if fused.any() else [])
         for ev in models:
-            out.append((task, ev, g[g.evaluator.isin([ev, "none"]) | fused]))
+            out.append((task, ev, g[g.evaluator.isin([ev, "none"]) | fused | tuned]))
     return out
 
 

@@ -23,7 +23,7 @@ def run(
     task: Annotated[Optional[str], typer.Option(help="Stored task name")] = None,
     sets: Annotated[Optional[list[str]], typer.Option("--set", help="Set (source) to evaluate; repeat")] = None,
     evaluators: Annotated[
-        Optional[list[str]], typer.Option("--evaluator", help="knn, lasso, ridge, mlp, fusion; repeat")
+        Optional[list[str]], typer.Option("--evaluator", help="knn, lasso, ridge, mlp, fusion, ft-isko, ft-indexing")
     ] = None,
     contexts: Annotated[Optional[list[str]], typer.Option("--context", help="Only these contexts; repeat")] = None,
     folds: Annotated[Optional[list[int]], typer.Option("--fold", help="Only these folds; repeat")] = None,
@@ -42,6 +42,14 @@ def run(
             help="Fusion setting KEY=VALUE (variant=full, tuned=true, max_epochs=20, ...; docs/fusion.md); repeat"
         ),
     ] = None,
+    model_option: Annotated[
+        Optional[list[str]],
+        typer.Option(help="ft-isko / ft-indexing / state option KEY=VALUE (model_path=DIR, cells=FILE); repeat"),
+    ] = None,
+    setting: Annotated[
+        str,
+        typer.Option(help="perturbation (paper), zeroshot or fewshot (unseen contexts; --context = held out)"),
+    ] = "perturbation",
     store: StoreOpt = None,
 ) -> None:
     """Run evaluations; runs already stored are skipped (an interrupted plan resumes)."""
@@ -63,6 +71,8 @@ def run(
                 coverage=coverage,
                 min_coverage=min_coverage,
                 fusion=parse_options(fusion),
+                setting=setting,
+                model_options=parse_options(model_option),
             )
         ]
     else:

@@ -1,0 +1,154 @@
+"""``bench run --evaluator ft-isko|ft-indexing --model-option model_path=DIR --model-option cells=FILE.h5ad``.
+
+One fine-tuned model per (context, fold), trained on the fold's covered training perturbations and
+scored like every evaluator (rows beside kNN on the frozen ``scfm`` set of the same checkpoint: the
+paper's Figure 4). Options (``--model-option KEY=VALUE``): ``model_path`` and ``cells`` (required; the
+control cells of each context), ``control_column`` (``is_control``) / ``control_value`` (``True``),
+``context_column`` (none: the same controls for every context), ``gene_column`` (none: ``var_names``),
+and any :class:`FinetuneSettings` field (``epochs``, ``learning_rates``, ``head``, ``batch_cells``,
+``lora_r``, ``seed``, ``device``). A perturbation whose gene is not in the model gets the train mean.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from pertstore.consumers.evaluators import l2_per_perturbation, regression_metrics
+from pertstore.consumers.finetune._model import FinetuneSettings, finetune_predict
+
+from pertstore.errors import InvalidInputError
+
+EVALUATORS = {"ft-isko": "isko", "ft-indexing": "indexing"}
+_CELL_KEYS = ("model_path", "cells", "control_column", "control_value", "context_column", "gene_column")
+
+
+def _settings(options: dict, mode: str) -> FinetuneSettings:
+    known = set(FinetuneSettings.__dataclass_fields__) - {"mode", "extra"}
+    extra = sorted(set(options) - known - set(_CELL_KEYS))
+    if extra:
+        raise InvalidInputError(f"unknown --model-option option(s) {extra}; known: {sorted(known | set(_CELL_KEYS))}")
+    values = {k: v for k, v in options.items() if k in known}
+    for key in ("learning_rates", "head"):
+        if isinstance(values.get(key), (int, float)):
+            values[key] = (values[key],)
+        if isinstance(values.get(key), str):
+            values[key] = tuple(json.loads(values[key]) if values[key].startswith("[") else values[key].split(","))
+        if key in values and values[key] is not None:
+            values[key] = tuple((float if key == "learning_rates" else int)(v) for v in values[key])
+    return FinetuneSettings(mode=mode, **values)
+
+
+def _match(store, names: list[str], model_genes: list[str]) -> np.ndarray:
+    """Position of each name among the model's genes (-1: none), by exact name, else by resolved entity."""
+    exact = {g: i for i, g in enumerate(model_genes)}
+    by_entity = {e: i for i, e in enumerate(store.resolve(model_genes).ids) if e is not None}
+    resolved = store.resolve(names).ids
+    return np.array([exact.get(n, by_entity.get(e, -1)) for n, e in zip(names, resolved)])
+
+
+def _control_cells(store, options: dict, context: str, model_genes: list[str]) -> np.ndarray:
+    """The context's control cells, log1p-normalised (counts: to 1e4 first), in the model's gene order."""
+    import anndata as ad
+    import scipy.sparse as sp
+
+    path = Path(str(options["cells"]))
+    if not path.is_file():
+        raise InvalidInputError(f"--model-option cells={path}: no such h5ad file")
+    adata = ad.read_h5ad(path)
+    column = options.get("control_column", "is_control")
+    if column not in adata.obs:
+        raise InvalidInputError(f"{path}: no control column {column!r}; set --model-option control_column=COL")
+    keep = adata.obs[column].astype(str).to_numpy() == str(options.get("control_value", "True"))
+    if options.get("context_column"):
+        keep &= adata.obs[options["context_column"]].astype(str).to_numpy() == context
+    if not keep.any():
+        raise InvalidInputError(f"{path}: no control cells for context {context!r}")
+    x = adata.X[keep]
+    x = (x.toarray() if sp.issparse(x) else np.asarray(x)).astype(np.float64)
+    if np.all(x == np.round(x)) and x.max() > 50:  # counts: normalise to 1e4 per cell, then log1p
+        x = np.log1p(x / np.maximum(x.sum(axis=1, keepdims=True), 1) * 1e4)
+    names = list(adata.var[options["gene_column"]] if options.get("gene_column") else adata.var_names)
+    where = _match(store, [str(n) for n in names], model_genes)
+    out = np.zeros((x.shape[0], len(model_genes)), dtype=np.float32)
+    out[:, where[where >= 0]] = x[:, where >= 0]
+    return out
+
+
+def run_finetune(store, task, plan, version: str, contexts: list[str], done: set, progress) -> tuple[list, list]:
+    """Result and per-perturbation rows of the plan's fine-tuning evaluators (skipping runs already stored)."""
+    from pertstore.producers.expression.checkpoints import DenseCellConfig
+
+    if task.kind != "lfc":
+        raise InvalidInputError(f"fine-tuning evaluators need an LFC task; {plan.task!r} is {task.kind}")
+    options = {k: v for k, v in plan.model_options.items() if not k.startswith("state_")}
+    for key in ("model_path", "cells"):
+        if key not in options:
+            raise InvalidInputError(f"fine-tuning needs --model-option {key}=...")
+    try:
+        model_genes = list(DenseCellConfig.from_pretrained(str(options["model_path"])).gene_names)
+    except (OSError, ValueError) as e:
+        raise InvalidInputError(
+            f"--model-option model_path={options['model_path']}: not a dense checkpoint: {e}"
+        ) from e
+    label = f"finetune({Path(str(options['model_path'])).name})"
+    pert_pos = _match(store, [e or "" for e in task.entity_ids], model_genes)
+    gene_pos = _match(store, list(task.gene_ids), model_genes)
+    results, errors = [], []
+    for ev in [e for e in plan.evaluators if e in EVALUATORS]:
+        settings = _settings(options, EVALUATORS[ev])
+        for context in contexts:
+            rows = np.flatnonzero(np.asarray(task.contexts) == context)
+            y, folds, pos = np.asarray(task.targets[rows], dtype=np.float64), task.folds[rows], pert_pos[rows]
+            wanted = sorted(set(folds.tolist()) - {-1}) if plan.folds is None else plan.folds
+            todo = [f for f in wanted if (context, f, label, ev) not in done]
+            if not todo:
+                continue
+            cells = _control_cells(store, options, context, model_genes)
+            for fold in todo:
+                if progress is not None:
+                    progress(f"{plan.task} {context} fold {fold}: {ev}")
+                t0 = time.perf_counter()
+                test, covered = folds == fold, pos >= 0
+                train = ~test & covered
+                pred = np.repeat(y[~test].mean(axis=0)[None], int(test.sum()), axis=0)
+                has = test & covered
+                chosen: dict = {"note": "too few covered perturbations"}
+                if train.sum() >= 2 and has.any():
+                    target = y[train]
+                    if settings.mode == "isko":  # the model's genes; NaN where the task has no value
+                        target = np.full((int(train.sum()), len(model_genes)), np.nan)
+                        target[:, gene_pos[gene_pos >= 0]] = y[train][:, gene_pos >= 0]
+                    out, chosen = finetune_predict(
+                        str(options["model_path"]), cells, pos[train], target, pos[has], settings
+                    )
+                    got = out if settings.mode == "indexing" else pred[has[test]].copy()
+                    if settings.mode == "isko":
+                        got[:, gene_pos >= 0] = out[:, gene_pos[gene_pos >= 0]]
+                    pred[has[test]] = got
+                truth = y[test]
+                base = {
+                    "task": plan.task,
+                    "task_version": version,
+                    "context": context,
+                    "fold": int(fold),
+                    "set": label,
+                    "set_version": "",
+                    "evaluator": ev,
+                    "chosen": json.dumps(chosen),
+                    "coverage": float(covered[test].mean()),
+                    "seconds": time.perf_counter() - t0,
+                    "n_test": int(test.sum()),
+                    "n_test_covered": int(has.sum()),
+                    "n_train": int((~test).sum()),
+                    "n_train_covered": int(train.sum()),
+                }
+                results.extend({**base, "metric": m, "value": v} for m, v in regression_metrics(truth, pred).items())
+                errors.extend(
+                    {**{k: base[k] for k in ("task", "task_version", "context", "fold", "set", "evaluator")},
+                     "pert_id": p, "l2": float(e), "f1": None}
+                    for p, e in zip(np.asarray(task.pert_ids)[rows][test], l2_per_perturbation(truth, pred))
+                )  # fmt: skip
+    return results, errors

@@ -15,9 +15,10 @@ from ._bootstrap import INNER, SEED, concat_errors, experimental_error
 from ._deg import ALPHA, MIN_CELLS, deg
 from ._folds import N_FOLDS, make_folds
 from ._groups import LARGE_BATCH_CELLS, Variant, cell_counts, layout
-from ._ingest import DOSE_SEP, PerturbationData, read_perturbation_data
+from ._ingest import PerturbationData, read_perturbation_data
 from ._lfc import lfc
 from ._matrix import BLOCK_ROWS, TARGET_SUM, Progress
+from ._obs import DOSE_SEP
 from ._task import Kind, Task
 
 

@@ -16,7 +16,7 @@ from pertstore.store import file_digest
 from pertstore.errors import InvalidInputError
 
 from ._folds import N_FOLDS, make_folds
-from ._ingest import Resolver, resolve_labels
+from ._resolve import Resolver, resolve_labels
 from ._task import Kind, Task
 
 PERT_ID_COLS = ("pert_id", "gene_id")

@@ -37,7 +37,7 @@ def layer(module: str) -> str | None:
         return "data"
     if head in ("producers", "consumers"):
         return "compute"
-    if head in ("", "_store", "_similarity"):
+    if head in ("", "_store", "_store_write", "_similarity"):
         return "facade"
     return "front"  # cli, api, client, _demo, testing
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import duckdb
 import pandas as pd
+from pertstore.catalog._molecules import smiles_to_inchikey
 from pertstore.catalog._registry import (
     ANSWER_BYTES,
     AliasIndex,
@@ -19,7 +20,6 @@ from pertstore.catalog._registry import (
     entity_rows,
     pick,
     probe_keys,
-    smiles_to_inchikey,
 )
 
 log = logging.getLogger(__name__)

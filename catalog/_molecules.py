@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -9,6 +10,8 @@ import pandas as pd
 from pertstore.catalog._registry import MOLECULE_COLUMNS
 
 from pertstore.errors import InvalidInputError
+
+_INCHIKEY = re.compile(r"^[A-Z]{14}-[A-Z]{10}-[A-Z]$")
 
 
 def molecule_registry(
@@ -106,3 +109,17 @@ def read_repurposing_hub(path: str | Path) -> pd.DataFrame:
     out = t.rename(columns={"pert_iname": "name"})[["name", "smiles", "broad_id"]].copy()
     out["compound_id"] = out["broad_id"].str[:13]
     return out
+
+
+def smiles_to_inchikey(smiles: str) -> str | None:
+    """InChIKey of the structure RDKit parses from ``smiles``; None if it does not parse."""
+    from rdkit import Chem, RDLogger
+
+    RDLogger.DisableLog("rdApp.*")  # type: ignore[attr-defined]
+    if not smiles or _INCHIKEY.match(smiles):
+        return None
+    mol = parse_smiles(smiles)
+    if mol is None:
+        return None
+    key = Chem.MolToInchiKey(mol)
+    return key or None

@@ -51,7 +51,6 @@ SHARED_ID_RULES = {
 ``shared_ensembl`` field holds ``ID:rule`` for each such id it was given."""
 MOLECULE_COLUMNS = ["entity_id", "name", "smiles", "canonical_smiles", "aliases"]
 _ENSEMBL_VERSIONED = re.compile(r"^(ENS[A-Z]*[GTP]\d{6,})\.\d+$", re.IGNORECASE)
-_INCHIKEY = re.compile(r"^[A-Z]{14}-[A-Z]{10}-[A-Z]$")
 
 
 @dataclass
@@ -336,21 +335,6 @@ def pick(query: list[str], hits: pd.DataFrame) -> Resolution:
             ambiguous[query[pos]] = group.tolist()
     unresolved = [q for pos, q in enumerate(query) if ids[pos] is None and q not in ambiguous]
     return Resolution(query=list(query), ids=ids, unresolved=unresolved, ambiguous=ambiguous)
-
-
-def smiles_to_inchikey(smiles: str) -> str | None:
-    """InChIKey of the structure RDKit parses from ``smiles``; None if it does not parse."""
-    from pertstore.catalog._molecules import parse_smiles
-    from rdkit import Chem, RDLogger
-
-    RDLogger.DisableLog("rdApp.*")  # type: ignore[attr-defined]
-    if not smiles or _INCHIKEY.match(smiles):
-        return None
-    mol = parse_smiles(smiles)
-    if mol is None:
-        return None
-    key = Chem.MolToInchiKey(mol)
-    return key or None
 
 
 def note_rules(res: Resolution, given: dict[str, tuple[str, str]]) -> Resolution:

@@ -9,11 +9,8 @@ The driver writes the catalog in short bursts and lets go of it in between, so `
 
 from __future__ import annotations
 
-import json
 import os
 import socket
-import threading
-import time
 import uuid
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
@@ -21,106 +18,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 import pandas as pd
 from pertstore.catalog import JobState, RecipeRow, RecipeState
 from pertstore.producers import _work
+from pertstore.producers._claims import _RUNNING, _alive, _release_all
+from pertstore.producers._driver import _Driver, _frac
 from pertstore.producers._spec import PlannedRecipe, RecipeSpec, load_recipes, plan
-from pertstore.store import Storage, claim_key, job_key
+from pertstore.store import job_key
 
 from pertstore._dask import dask_client
-from pertstore.errors import ConflictError, InvalidInputError, NotFoundError, PertstoreError
+from pertstore.errors import ConflictError, InvalidInputError, NotFoundError
 
 if TYPE_CHECKING:
     from pertstore._store import Store
 
-FLUSH_EVERY_S = 0.5
 TERMINAL = (JobState.DONE, JobState.FAILED, JobState.CANCELLED)
-_RUNNING: set[str] = set()
-"""Jobs driven by this process right now."""
-WAIT_S = 0.2
-"""How often a driver that waits (on Dask work or another job's recipe) looks for a cancel request."""
-
-
-@dataclass
-class _Claim:
-    """The job that computes a recipe; other jobs with the same recipe wait on it.
-
-    A claim of this process is an event; a claim of another process (``marker`` set: its
-    ``claims/<source>/<version>.json`` in the store) is polled until the marker goes or its
-    driver is gone.
-    """
-
-    job_id: str
-    released: threading.Event = field(default_factory=threading.Event)
-    storage: Storage | None = None
-    marker: str = ""
-
-    def wait(self, timeout: float) -> bool:
-        """Wait up to ``timeout`` seconds; True once the claiming job let go of the recipe."""
-        if self.storage is None:
-            return self.released.wait(timeout)
-        time.sleep(timeout)
-        return not _held_by_live_driver(self.storage, self.marker)
-
-
-_CLAIMS: dict[tuple[str, str], _Claim] = {}
-_CLAIMS_LOCK = threading.Lock()
-
-
-def _claim(storage: Storage, source: str, version: str, job_id: str) -> _Claim:
-    """Claim a recipe for ``job_id``, or return the claim of the job (of this process or another)
-    that computes it already. A marker left by a driver that is gone (or by this job, resumed) is
-    taken over."""
-    with _CLAIMS_LOCK:
-        claim = _CLAIMS.get((source, version))
-        if claim is not None:
-            return claim
-        marker = claim_key(source, version)
-        mine = json.dumps({"job_id": job_id, "host": socket.gethostname(), "pid": os.getpid()}).encode()
-        while not storage.create_exclusive(marker, mine):
-            try:
-                owner = _read_marker(storage, marker)
-            except FileNotFoundError:  # released meanwhile: try again
-                continue
-            if owner is None or (owner["job_id"] != job_id and _alive(owner["host"], owner["pid"], owner["job_id"])):
-                return _Claim(owner["job_id"] if owner else "(unknown)", storage=storage, marker=marker)
-            storage.delete_prefix(marker)
-        claim = _CLAIMS[(source, version)] = _Claim(job_id)
-        return claim
-
-
-def _read_marker(storage: Storage, marker: str) -> dict | None:
-    """The claim marker's ``job_id``, ``host`` and ``pid``; None while it is being written."""
-    try:
-        owner = json.loads(storage.read_bytes(marker))
-        return {"job_id": str(owner["job_id"]), "host": str(owner["host"]), "pid": int(owner["pid"])}
-    except (ValueError, KeyError, TypeError):
-        return None
-
-
-def _held_by_live_driver(storage: Storage, marker: str) -> bool:
-    try:
-        owner = _read_marker(storage, marker)
-    except FileNotFoundError:
-        return False
-    return owner is None or _alive(owner["host"], owner["pid"], owner["job_id"])
-
-
-def _release(storage: Storage, source: str, version: str, job_id: str) -> None:
-    with _CLAIMS_LOCK:
-        claim = _CLAIMS.get((source, version))
-        if claim is not None and claim.job_id == job_id:
-            del _CLAIMS[(source, version)]
-            storage.delete_prefix(claim_key(source, version))
-            claim.released.set()
-
-
-def _release_all(storage: Storage, job_id: str) -> None:
-    with _CLAIMS_LOCK:
-        mine = [key for key, claim in _CLAIMS.items() if claim.job_id == job_id]
-    for key in mine:
-        _release(storage, *key, job_id)
 
 
 @dataclass
@@ -357,239 +269,6 @@ class Jobs:
         ]
         with self._catalog() as cat:
             cat.jobs.progress(state.job_id, rows, (state.items_total, state.items_done, state.items_failed), ledger)
-
-
-class _Driver:
-    """Runs one job: sends work to Dask, tracks progress, publishes, honours cancellation."""
-
-    def __init__(
-        self,
-        jobs: Jobs,
-        client,
-        job_id: str,
-        planned: list[PlannedRecipe],
-        state: JobProgress,
-        max_failed_fraction: float,
-        progress: Callable[[JobProgress], None] | None,
-    ) -> None:
-        self.jobs, self.client, self.job_id = jobs, client, job_id
-        self.planned, self.state, self.frac, self.progress = planned, state, max_failed_fraction, progress
-        self.storage = jobs.store.storage
-        self.ledger: list[tuple[str, str, str, str, str]] = []
-        self.staged: dict[int, dict] = {}
-        self.t0: dict[int, float] = {}
-        self.claimed: set[int] = set()
-        """Recipes this job computes; the others it waits for (``waiting``) are computed by other jobs."""
-        self.waiting: dict[int, _Claim] = {}
-
-    def run(self) -> None:
-        kind: dict[str, tuple[int, str]] = {}
-        pending = set()
-        for pos, p in enumerate(self.planned):
-            for fut, what in self._schedule(pos, p):
-                kind[fut.key] = (pos, what)
-                pending.add(fut)
-            if self._update() == JobState.CANCELLING:
-                return self._cancel(pending)
-        self._update(force=True)
-        if pending:
-            from distributed import wait
-
-            while pending:
-                try:
-                    with self.client.as_current():  # this job's client, not a process-wide default
-                        done, pending = wait(pending, timeout=WAIT_S, return_when="FIRST_COMPLETED")
-                except TimeoutError:
-                    done = set()
-                for fut in done:
-                    pos, what = kind.pop(fut.key)
-                    self._finish(fut, pos, what)
-                if self._update() == JobState.CANCELLING:  # Jobs.run aborts once the workers are gone
-                    return self._cancel(pending)
-        self._publish()
-        if self._await_others() == JobState.CANCELLING:
-            return self._cancel(set())
-        self._finalize()
-
-    def _cancel(self, pending) -> None:
-        if pending:
-            self.client.cancel(list(pending))
-        self.state.state = JobState.CANCELLED
-
-    def _schedule(self, pos: int, p: PlannedRecipe):
-        r = self.state.recipes[pos]
-        self.t0[pos] = time.perf_counter()
-        if self.jobs.store.has(p.recipe):
-            card = self.jobs.store.published_card(p.recipe, p.spec.tags)
-            r.state, r.items_total = RecipeState.EXISTS, card.n_rows + len(card.failed)
-            r.items_done = r.items_reused = r.items_total
-            r.items_failed = len(card.failed)
-            return []
-        claim = _claim(self.storage, p.recipe.source, p.recipe.version, self.job_id)
-        if claim.job_id != self.job_id:  # another job computes it: wait for that one
-            r.state = RecipeState.WAITING
-            self.waiting[pos] = claim
-            return []
-        self.claimed.add(pos)
-        r.state = RecipeState.RUNNING
-        key = f"{self.job_id}-{pos}"
-        if not p.producer_cls.chunked:
-            r.items_total = 1
-            return [
-                (
-                    self.client.submit(
-                        _work.run_whole, self.storage, p, _frac(p, self.frac), key=f"{key}-whole", retries=2, pure=False
-                    ),
-                    "whole",
-                )
-            ]
-        try:
-            ids = _work.list_entities(self.storage, p)
-        except Exception as e:  # a producer that cannot even list its entities fails its recipe
-            self._fail(pos, e)
-            return []
-        parts = _work.split(ids, p.producer_cls.chunk_size)
-        done = _work.done_parts(self.storage, p)
-        r.items_total = len(ids)
-        r.items_done = r.items_reused = sum(len(parts[i]) for i in done if i < len(parts))
-        part_futures = [
-            self.client.submit(
-                _work.run_part, self.storage, p, i, np.array(part), key=f"{key}-part-{i}", retries=2, pure=False
-            )
-            for i, part in enumerate(parts)
-            if i not in done
-        ]
-        assemble = self.client.submit(
-            _assemble_after,
-            self.storage,
-            p,
-            len(parts),
-            _frac(p, self.frac),
-            part_futures,
-            key=f"{key}-assemble",
-            retries=2,
-            pure=False,
-        )
-        return [(f, "part") for f in part_futures] + [(assemble, "assemble")]
-
-    def _finish(self, fut, pos: int, what: str) -> None:
-        r = self.state.recipes[pos]
-        if r.state == RecipeState.FAILED:
-            return
-        try:
-            result = fut.result()
-        except Exception as e:
-            self._fail(pos, e)
-            return
-        if what == "part":
-            r.items_done += result.n_items
-            r.items_failed += len(result.failed)
-        else:
-            if what == "whole":
-                r.items_total = r.items_done = result["n_rows"] + len(result["failed"])
-            r.items_failed = len(result["failed"])
-            r.failed = result["failed"]
-            r.state, r.seconds = RecipeState.STAGED, time.perf_counter() - self.t0[pos]
-            self.staged[pos] = result
-
-    def _fail(self, pos: int, error: BaseException) -> None:
-        r = self.state.recipes[pos]
-        r.state, r.error = RecipeState.FAILED, f"{type(error).__name__}: {error}"
-        r.seconds = time.perf_counter() - self.t0[pos]
-        if pos in self.claimed:
-            _work.abort(self.storage, self.planned[pos])
-            _release(self.storage, self.planned[pos].recipe.source, self.planned[pos].recipe.version, self.job_id)
-
-    def _publish(self) -> None:
-        store = self.jobs.store
-        for pos, result in sorted(self.staged.items()):
-            p, r = self.planned[pos], self.state.recipes[pos]
-            try:
-                card, newly = _work.publish_staged(self.storage, p)
-                with self.jobs._catalog():
-                    if newly:
-                        store.index_published(card, ["latest", *p.spec.tags])
-                    else:
-                        store.published_card(p.recipe, p.spec.tags)
-                r.state = RecipeState.DONE
-            except Exception as e:
-                self._fail(pos, e)
-                continue
-            _release(self.storage, p.recipe.source, p.recipe.version, self.job_id)
-            self.ledger.extend(
-                (self.job_id, p.recipe.source, p.recipe.version, e, why) for e, why in sorted(result["failed"].items())
-            )
-
-    def _await_others(self) -> str:
-        """Wait for the recipes other jobs compute; their sets then count as existing ones."""
-        store = self.jobs.store
-        for pos, claim in sorted(self.waiting.items()):
-            while not claim.wait(WAIT_S):
-                if self._update() == JobState.CANCELLING:
-                    return JobState.CANCELLING
-            p, r = self.planned[pos], self.state.recipes[pos]
-            if store.has(p.recipe):
-                with self.jobs._catalog():
-                    card = store.published_card(p.recipe, p.spec.tags)
-                r.state, r.items_total = RecipeState.EXISTS, card.n_rows + len(card.failed)
-                r.items_done = r.items_reused = r.items_total
-                r.items_failed = len(card.failed)
-            else:
-                self._fail(
-                    pos,
-                    PertstoreError(
-                        f"job {claim.job_id}, which computed the same recipe, did not "
-                        f"publish it (see `pertstore jobs status {claim.job_id}`)"
-                    ),
-                )
-            r.seconds = time.perf_counter() - self.t0[pos]
-        return self.state.state
-
-    def _finalize(self) -> None:
-        errors = [f"{r.source}: {r.error}" for r in self.state.recipes if r.state == RecipeState.FAILED]
-        self.state.state = JobState.FAILED if errors else JobState.DONE
-        self._update(force=True)
-        self.jobs._set_state(self.job_id, self.state.state, "; ".join(errors) or None)
-
-    def _update(self, force: bool = False) -> str:
-        """Write progress to the catalog (at most every ``FLUSH_EVERY_S``) and read back the job state."""
-        now = time.monotonic()
-        if not force and now - getattr(self, "_last", 0.0) < FLUSH_EVERY_S:
-            self._notify()
-            return self.state.state
-        self._last = now
-        self.jobs._flush(self.state, self.ledger)
-        self.ledger = []
-        self._notify()
-        return self.jobs._state(self.job_id)
-
-    def _notify(self) -> None:
-        if self.progress is not None:
-            self.progress(self.state)
-
-
-def _frac(planned: PlannedRecipe, default: float) -> float:
-    return default if planned.spec.max_failed is None else planned.spec.max_failed
-
-
-def _assemble_after(storage, planned, n_parts, frac, _parts):
-    """Assemble once every part future (``_parts``) has finished."""
-    return _work.assemble(storage, planned, n_parts, frac)
-
-
-def _alive(host: str, pid: int, job_id: str) -> bool:
-    """Whether a job's driver still runs (only knowable on its own host; assumed elsewhere)."""
-    if host != socket.gethostname():
-        return True
-    if pid == os.getpid():
-        return job_id in _RUNNING
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def produce_inline(store: Store, planned: PlannedRecipe, *, max_failed_fraction: float = 0.05):

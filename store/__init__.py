@@ -1,8 +1,12 @@
-"""Zarr layout, staged writers, chunk-aware readers and storage backends of pertstore."""
+"""Zarr layout, staged writers, chunk-aware readers and storage backends of pertstore.
+
+``__all__`` is what the other packages import (``docs/architecture.md`` says which names each layer
+uses); anything else stays importable from its owning module, for tests.
+"""
 
 from pertstore.store._align import aligned_dataset
 from pertstore.store._card import SetCard
-from pertstore.store._export import from_arrow, sources_of, to_anndata, to_arrow, to_numpy, to_pandas, write_aligned
+from pertstore.store._export import from_arrow, sources_of, to_anndata, to_arrow, write_aligned
 from pertstore.store._hashing import file_digest, file_sha256, file_stamp
 from pertstore.store._import import read_embedding_file
 from pertstore.store._layout import (
@@ -22,67 +26,64 @@ from pertstore.store._layout import (
     staging_key,
     tag_key,
 )
-from pertstore.store._reader import OpenSet, SetCache, decode_chunk
+from pertstore.store._reader import OpenSet, SetCache
 from pertstore.store._recipe import MAX_ID_CHARS, EntityKind, Recipe, check_ids, check_name, check_names
-from pertstore.store._storage import GROUP_META, FsspecStorage, LocalStorage, Storage, open_storage
-from pertstore.store._verify import SetReport, published_sets, verify_set
-from pertstore.store._writer import SetWriter, check_values, chunk_rows_for, publish_sealed, read_card
+from pertstore.store._storage import GROUP_META, Storage, open_storage
+from pertstore.store._verify import published_sets, verify_set
+from pertstore.store._writer import SetWriter, check_values, publish_sealed, read_card
 
 __all__ = [
-    "EXACT_MAX_ROWS",
+    # producers and consumers (and the catalog, the facade)
     "EntityKind",
-    "ExactIndex",
-    "FsspecStorage",
     "GROUP_META",
-    "GraphIndex",
-    "LocalStorage",
-    "MAX_ID_CHARS",
     "OpenSet",
-    "RESULTS_PREFIX",
     "Recipe",
-    "SET_ENCODING_TYPE",
-    "SET_ENCODING_VERSION",
-    "STORE_ENCODING",
-    "STORE_MARKER",
-    "SetCache",
-    "SetCard",
-    "SetReport",
     "SetWriter",
     "Storage",
     "TASKS_PREFIX",
     "TASK_ENCODING_TYPE",
-    "aligned_dataset",
-    "check_ids",
     "check_name",
     "check_names",
-    "check_search",
-    "check_values",
-    "chunk_rows_for",
     "claim_key",
-    "decode_chunk",
     "file_digest",
     "file_sha256",
     "file_stamp",
-    "from_arrow",
     "job_key",
+    "publish_sealed",
+    "registry_key",
+    "set_key",
+    "staging_key",
+    # the catalog (indexing and rebuilding from the store)
+    "RESULTS_PREFIX",
+    "SetCard",
+    "published_sets",
+    "results_key",
+    # the facade (pertstore.Store and its neighbour queries)
+    "EXACT_MAX_ROWS",
+    "ExactIndex",
+    "GraphIndex",
+    "STORE_ENCODING",
+    "STORE_MARKER",
+    "SetCache",
+    "aligned_dataset",
+    "check_ids",
+    "check_search",
+    "check_values",
     "neighbor_index_key",
     "open_storage",
-    "publish_sealed",
-    "published_sets",
     "read_card",
     "read_embedding_file",
-    "registry_key",
-    "results_key",
-    "set_key",
-    "sources_of",
-    "staging_key",
     "tag_key",
-    "to_anndata",
-    "to_arrow",
-    "to_numpy",
-    "to_pandas",
     "top_k_overlap",
     "verify_set",
+    # front ends (CLI, REST API) and users (the README's exports of an aligned Dataset)
+    "MAX_ID_CHARS",
+    "SET_ENCODING_TYPE",
+    "SET_ENCODING_VERSION",
+    "from_arrow",
+    "sources_of",
+    "to_anndata",
+    "to_arrow",
     "write_aligned",
 ]
 

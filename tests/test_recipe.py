@@ -1,5 +1,6 @@
 import pytest
-from pertstore.store import Recipe, chunk_rows_for
+from pertstore.store import Recipe
+from pertstore.store._writer import chunk_rows_for
 from pydantic import ValidationError
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from pertstore.store import FsspecStorage
+from pertstore.store._storage import FsspecStorage
 from servers import make_bucket, s3_server
 
 from pertstore import Store

@@ -2,7 +2,7 @@ import uuid
 
 import numpy as np
 import pytest
-from pertstore.store import FsspecStorage, LocalStorage
+from pertstore.store._storage import FsspecStorage, LocalStorage
 
 from pertstore import Store
 from pertstore.testing import BackendContractTests

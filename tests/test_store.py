@@ -4,7 +4,8 @@ import os
 import numpy as np
 import pytest
 import xarray as xr
-from pertstore.store import set_key, to_anndata, to_arrow, to_numpy, to_pandas
+from pertstore.store import set_key, to_anndata, to_arrow
+from pertstore.store._export import to_numpy, to_pandas
 from store_helpers import random_set, stored_bytes_digest
 
 from pertstore import ConflictError, NotFoundError, Store

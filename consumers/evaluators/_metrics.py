@@ -42,10 +42,6 @@ def regression_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     }
 
 
-LABELS = (-1, 0, 1)
-"""DEG labels (down, unchanged, up); class index ``label + 1`` in probability arrays."""
-
-
 def as_proba(pred: np.ndarray) -> np.ndarray:
     """``[perturbations, genes, 3]`` class probabilities; labels -1/0/1 become one-hot rows."""
     pred = np.asarray(pred)

@@ -9,14 +9,16 @@ store (``tasks/<name>/<version>``, indexed in the catalog).
 """
 
 from ._bootstrap import ExperimentalError, experimental_error
+from ._build import build_per_dose, build_task
 from ._deg import deg
 from ._folds import make_folds
 from ._groups import Targets
+from ._import import deg_table_task, import_task
 from ._ingest import PerturbationData, read_perturbation_data
 from ._lfc import lfc
 from ._presets import PRESETS, Preset, get_preset
 from ._registry import Tasks, list_tasks, load_task, save_task, task_version
-from ._task import Task, build_per_dose, build_task, deg_table_task, import_task
+from ._task import Task
 
 __all__ = [
     "PRESETS",

@@ -21,9 +21,11 @@ from pertstore.store import GROUP_META, TASKS_PREFIX, check_name
 
 from pertstore.errors import InvalidInputError
 
+from ._build import build_per_dose, build_task
+from ._import import deg_table_task, import_task
 from ._ingest import read_perturbation_data
 from ._presets import Preset, get_preset
-from ._task import Task, build_per_dose, build_task, deg_table_task, import_task
+from ._task import Task
 
 if TYPE_CHECKING:
     from pertstore._store import Store

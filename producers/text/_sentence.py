@@ -76,11 +76,3 @@ def text_libraries() -> dict[str, str]:
     import sentence_transformers
 
     return {"sentence-transformers": sentence_transformers.__version__, "onnxruntime": onnxruntime.__version__}
-
-
-def model_fingerprint(model_path: str | None) -> str:
-    """A short identity of the model directory for recipes: its name and weight file size."""
-    path = resolve_model_dir(model_path)
-    weights = sorted(path.glob("*.safetensors")) or sorted(path.glob("*.bin"))
-    size = sum(w.stat().st_size for w in weights)
-    return f"{path.name}:{size}"

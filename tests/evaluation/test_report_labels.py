@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pertstore.consumers.reports._report import plot_label
+from pertstore.consumers.reports._figures import plot_label
 
 
 def test_long_fusion_labels_are_cut_after_two_sets_and_keep_the_count_and_evaluator():

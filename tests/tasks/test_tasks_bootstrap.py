@@ -15,7 +15,8 @@ import pandas as pd
 import pytest
 from pertstore.consumers.evaluators._metrics import deg_metrics
 from pertstore.consumers.tasks import deg, experimental_error, lfc, make_folds, read_perturbation_data
-from pertstore.consumers.tasks._bootstrap import _deg_large_replicates, groupby_sample_counts, nearest_quantile
+from pertstore.consumers.tasks._bootstrap import _deg_large_replicates, nearest_quantile
+from pertstore.consumers.tasks._bootstrap_deg import groupby_sample_counts
 from pertstore.consumers.tasks._groups import layout
 from scipy import stats
 from statsmodels.stats.multitest import multipletests

@@ -27,7 +27,7 @@ from pertstore.consumers.crosscontext._models import (
     mlp,
 )
 from pertstore.consumers.crosscontext._splits import cross_context_splits
-from pertstore.consumers.evaluators import l2_per_perturbation, regression_metrics
+from pertstore.consumers.evaluators._metrics import l2_per_perturbation, regression_metrics
 
 from pertstore.errors import InvalidInputError, NotFoundError
 

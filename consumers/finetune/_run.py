@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from pertstore.consumers.evaluators import l2_per_perturbation, regression_metrics
+from pertstore.consumers.evaluators._metrics import l2_per_perturbation, regression_metrics
 from pertstore.consumers.finetune._model import FinetuneSettings, finetune_predict
 
 from pertstore.errors import InvalidInputError

@@ -104,7 +104,7 @@ def test_bad_mode_and_checkpoint_are_clear(tmp_path):
 def test_report_draws_fine_tuned_models_beside_each_evaluator():
     """Figure 4: the fine-tuned rows join the kNN figure (beside the frozen set); they are no figure of their own."""
     import pandas as pd
-    from pertstore.consumers.reports._report import families
+    from pertstore.consumers.reports._tables import families
 
     prim = pd.DataFrame(
         {

@@ -5,8 +5,10 @@ packed into a few shards (Zarr v3 ``sharding_indexed``: the chunks back to back,
 ``(offset, length)`` pairs and its CRC32C). A read of some rows loads the index of each shard it
 touches once, then fetches only the chunks holding rows not read before, by byte range
 (neighbouring chunks merged into one read), concurrently, and copies the wanted rows of each into
-a per-set buffer shaped like the whole set (pages of the buffer never written cost no memory).
-Rows read before are plain numpy fancy indexing. Sets are evicted least-recently-used first when
+a per-set buffer, packed in the order they were decoded (a map gives each row's place; pages of
+the buffer never written cost no memory). Rows read before are one ``np.take`` from that dense
+buffer (a warm gather of 2,000 ids from 30 sets ran about 20% faster than from a buffer shaped
+like the whole set, whose scattered rows each cost a TLB miss). Sets are evicted least-recently-used first when
 the decoded bytes exceed the cache budget.
 """
 
@@ -112,8 +114,10 @@ class OpenSet:
         self.n_chunks = -(-self.card.n_rows // self.card.chunk_rows)
         self.n_shards = -(-self.n_chunks // self.shard_chunks)
         self._buffer: np.ndarray | None = None
-        self._have = np.zeros(self.n_chunks * self.card.chunk_rows, dtype=bool)
-        """Rows decoded into the buffer."""
+        """Decoded rows, packed in the order they were decoded, then (last row) a row of NaN."""
+        self._slot = np.full(self.card.n_rows + 1, -1, dtype=np.int64)
+        """Each row's place in the buffer (-1: not decoded); the last entry (position -1) is the row of NaN."""
+        self._slot[-1] = self.card.n_rows
         self._n_have = 0
         self._shard_index: dict[int, np.ndarray] = {}
         self._lock = threading.Lock()
@@ -157,15 +161,21 @@ class OpenSet:
         return rows
 
     def all_rows(self) -> np.ndarray:
+        """Every row, in row order (a view of the decoded rows, put in row order once if read piecemeal)."""
         load_rows([(self, None)])
-        assert self._buffer is not None
-        return self._buffer[: self.card.n_rows]
+        n = self.card.n_rows
+        with self._lock:
+            assert self._buffer is not None
+            if not np.array_equal(self._slot[:n], np.arange(n)):
+                self._buffer[:n] = np.take(self._buffer, self._slot[:n], axis=0)
+                self._slot[:n] = np.arange(n)
+            return self._buffer[:n]
 
     def drop(self) -> None:
         """Let go of the decoded rows and the ids (read again when needed)."""
         with self._lock:
             self._buffer = None
-            self._have[:] = False
+            self._slot[:-1] = -1
             self._n_have = 0
             self._ids, self._id_index, self._ids_nbytes = None, None, 0
 
@@ -177,13 +187,14 @@ class OpenSet:
         if self._n_have == self.card.n_rows:
             return np.empty(0, dtype=np.int64)
         if positions is None:
-            missing = np.flatnonzero(~self._have[: self.card.n_rows])
+            missing = np.flatnonzero(self._slot[: self.card.n_rows] < 0)
         else:
-            missing = positions[~self._have[positions]]
+            missing = positions[self._slot[positions] < 0]
             if missing.size:
                 missing = np.unique(missing)
         if self._buffer is None:  # address space only: pages are committed as rows land
-            self._buffer = set_buffer((len(self._have), self.card.dim))
+            self._buffer = set_buffer((self.card.n_rows + 1, self.card.dim))
+            self._buffer[-1] = np.nan
         return missing
 
     def _index_of(self, shard: int) -> np.ndarray:
@@ -249,10 +260,10 @@ class OpenSet:
                     ) from e
 
     def _rows_sink(self, rows: np.ndarray) -> tuple[np.ndarray, Callable[[int, memoryview], None]]:
-        """``(chunks, sink)`` for decoding the sorted ``rows`` into the set's buffer: the sink
-        decodes ``chunks[j]`` straight into the buffer when all its rows are wanted, else into a
-        per-thread scratch array and copies the wanted rows over."""
-        n, dim, buffer = self.card.chunk_rows, self.card.dim, self._buffer
+        """``(chunks, sink)`` for decoding the sorted ``rows`` into the set's buffer after the rows
+        decoded so far: the sink decodes ``chunks[j]`` straight into the buffer when all its rows are
+        wanted, else into a per-thread scratch array and copies the wanted rows over."""
+        n, dim, buffer, base = self.card.chunk_rows, self.card.dim, self._buffer, self._n_have
         assert buffer is not None
         of_chunk = rows // n
         chunks, first = np.unique(of_chunk, return_index=True)
@@ -261,11 +272,11 @@ class OpenSet:
         def sink(j: int, raw: memoryview) -> None:
             c, lo, hi = int(chunks[j]), int(bounds[j]), int(bounds[j + 1])
             if hi - lo == n:
-                decode_chunk(raw, n, dim, out=buffer[c * n : (c + 1) * n])
+                decode_chunk(raw, n, dim, out=buffer[base + lo : base + hi])
             else:
                 scratch = _scratch(n * dim).reshape(n, dim)
                 decode_chunk(raw, n, dim, out=scratch)
-                buffer[rows[lo:hi]] = scratch[rows[lo:hi] - c * n]
+                buffer[base + lo : base + hi] = scratch[rows[lo:hi] - c * n]
 
         return chunks, sink
 
@@ -282,9 +293,13 @@ def _scratch(n: int) -> np.ndarray:
 
 
 def load_rows(
-    requests: Sequence[tuple[OpenSet, np.ndarray | None]], *, threads: int | None = None
+    requests: Sequence[tuple[OpenSet, np.ndarray | None]],
+    *,
+    threads: int | None = None,
+    out: Sequence[np.ndarray] | None = None,
 ) -> list[np.ndarray | None]:
-    """Make sure the rows of each ``(set, positions)`` are decoded, then gather them.
+    """Make sure the rows of each ``(set, positions)`` are decoded, then gather them (a position -1
+    gives a row of NaN: the set's buffer ends with one, so a gather of an aligned block is one ``np.take``).
 
     Only the chunks holding rows not decoded yet are read, and only the wanted rows of each are
     kept (a chunk is decoded into a small per-thread scratch array first): memory is committed
@@ -292,7 +307,7 @@ def load_rows(
     led the profile of a cold read (12-42% of its CPU time), and keeping whole chunks of 2,000 ids from 30 sets touched
     1.8 GB where the rows take 0.29 GB. All sets' shard indexes, then all their chunk reads, run
     on one thread pool, so a cold read of many sets overlaps their I/O. ``positions=None`` loads
-    the whole set and returns None for it.
+    the whole set and returns None for it. ``out``: an array per request to gather into.
     """
     if not requests:
         return []
@@ -324,9 +339,14 @@ def load_rows(
                 _run(pool, [partial(s._index_of, shard) for (_, shard), s in index_jobs.items()])
                 _run(pool, [task for s, _, chunks, sink in jobs for task in s._read_tasks(chunks, sink)])
             for s, rows, _, _ in jobs:
-                s._have[rows] = True
+                s._slot[rows] = s._n_have + np.arange(len(rows))
                 s._n_have += len(rows)
-        return [None if positions is None or s._buffer is None else s._buffer[positions] for s, positions in requests]
+        return [
+            None
+            if positions is None or s._buffer is None
+            else np.take(s._buffer, s._slot[positions], axis=0, out=None if out is None else out[i])
+            for i, (s, positions) in enumerate(requests)
+        ]
 
 
 def _run(pool: ThreadPoolExecutor, tasks: Sequence[Callable[[], object]]) -> None:

@@ -248,16 +248,21 @@ def fit_logistic(x: np.ndarray, classes: np.ndarray, c: float, seed: int = 0):
 
     w = weights.gather(1, yt.T).T  # each row's class weight per gene
     coef = (w / w.sum(0) / genes).contiguous()[..., None]  # d loss / d nll of each (row, gene)
-    onehot = torch.nn.functional.one_hot(yt, 3).to(torch.float32)
+    target = coef * torch.nn.functional.one_hot(yt, 3).to(torch.float32)
 
     def closure():
-        # the loss and its gradient written out (autograd's bookkeeping costs more than the algebra here)
+        # the loss and its gradient written out (autograd's bookkeeping costs more than the algebra here):
+        # with z the logits less their row maximum and s = sum(exp(z)), the nll of class y is log(s) - z_y
         with torch.no_grad():
-            logits = torch.addmm(linear.bias, xt, linear.weight.T).view(len(xt), genes, 3)
-            log_probs = _log_softmax(logits)
-            loss = _weighted_nll(log_probs, yt, w) + linear.weight.square().sum() / c
-            grad = (coef * (log_probs.exp() - onehot)).reshape(len(xt), -1)
-            linear.weight.grad = grad.T @ xt + (2 / c) * linear.weight
+            weight = linear.weight
+            z = torch.addmm(linear.bias, xt, weight.T).view(len(xt), genes, 3)
+            z -= z.amax(-1, keepdim=True)
+            e = z.exp()
+            s = e.sum(-1, keepdim=True)
+            flat = weight.view(-1)
+            loss = coef.view(-1).dot(s.log().view(-1)) - target.view(-1).dot(z.view(-1)) + flat.dot(flat) / c
+            grad = e.mul_(coef / s).sub_(target).view(len(xt), -1)  # coef * (softmax - onehot)
+            linear.weight.grad = torch.addmm(weight, grad.T, xt, beta=2 / c)
             linear.bias.grad = grad.sum(0)
         return loss
 

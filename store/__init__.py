@@ -1,7 +1,9 @@
 """Zarr layout, staged writers, chunk-aware readers and storage backends of pertstore."""
 
 from pertstore.store._align import aligned_dataset
+from pertstore.store._cache import SetCache
 from pertstore.store._card import SetCard
+from pertstore.store._codec import decode_chunk
 from pertstore.store._export import from_arrow, sources_of, to_anndata, to_arrow, to_numpy, to_pandas, write_aligned
 from pertstore.store._hashing import file_digest, file_sha256, file_stamp
 from pertstore.store._import import read_embedding_file
@@ -22,7 +24,7 @@ from pertstore.store._layout import (
     staging_key,
     tag_key,
 )
-from pertstore.store._reader import OpenSet, SetCache, decode_chunk
+from pertstore.store._reader import OpenSet
 from pertstore.store._recipe import MAX_ID_CHARS, EntityKind, Recipe, check_ids, check_name, check_names
 from pertstore.store._storage import GROUP_META, FsspecStorage, LocalStorage, Storage, open_storage
 from pertstore.store._verify import SetReport, published_sets, verify_set

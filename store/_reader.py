@@ -19,26 +19,20 @@ import logging
 import mmap
 import sys
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from functools import partial
 
-import google_crc32c
-import numcodecs
 import numpy as np
 import pandas as pd
-from numcodecs import blosc
 from pertstore.store._card import SetCard
+from pertstore.store._codec import check_layout, decode_chunk, parse_shard_index, read_entity_ids
 from pertstore.store._storage import GROUP_META, Storage
 
 from pertstore.errors import CorruptedSetError
 
 log = logging.getLogger(__name__)
-blosc.use_threads = False  # decode in our own threads, with Blosc's GIL-free contextual API
-_ZSTD = numcodecs.Zstd()
-_VLEN = numcodecs.VLenUTF8()
 _EMPTY = np.uint64(2**64 - 1)
 _MERGE_GAP = {True: 64 * 1024, False: 4 * 1024 * 1024}
 """Largest gap between two wanted chunks still read as one range: a local read (by is_local) costs
@@ -50,23 +44,6 @@ _TASK_RANGES = 8
 """Ranges are grouped into read tasks of about ``_TASK_BYTES`` and at most ``_TASK_RANGES`` ranges,
 run concurrently: large reads stream, and scattered small reads (a few ids) wait on the disk or
 the network side by side rather than one after another."""
-
-
-def decode_chunk(raw, chunk_rows: int, dim: int, out: np.ndarray | None = None) -> np.ndarray:
-    """Decode one stored ``values`` chunk (any bytes-like: Blosc, then its CRC32C) into a
-    ``[chunk_rows, dim]`` float32 array; ValueError when the CRC32C does not match."""
-    if not crc32c_ok(raw):
-        raise ValueError("its CRC32C does not match its bytes")
-    if out is None:
-        out = np.empty((chunk_rows, dim), dtype="<f4")
-    blosc.decompress(memoryview(raw)[:-4], out)
-    return out
-
-
-def crc32c_ok(raw) -> bool:
-    """Whether the last 4 bytes of ``raw`` (a stored chunk or shard index) are the CRC32C of the rest."""
-    data = np.frombuffer(raw, dtype=np.uint8)  # google_crc32c takes arrays, not memoryviews
-    return len(data) > 4 and google_crc32c.value(data[:-4]) == int.from_bytes(data[-4:].tobytes(), "little")
 
 
 def set_buffer(shape: tuple[int, int]) -> np.ndarray:
@@ -85,15 +62,6 @@ def set_buffer(shape: tuple[int, int]) -> np.ndarray:
     return np.frombuffer(region, dtype="<f4", count=n).reshape(shape)
 
 
-def parse_shard_index(raw: bytes, n_chunks: int, where: str) -> np.ndarray:
-    """The ``[n_chunks, 2]`` (offset, length) table of a shard index, its CRC32C checked."""
-    if len(raw) != 16 * n_chunks + 4:
-        raise CorruptedSetError(f"{where}: the shard index is truncated ({len(raw)} bytes)")
-    if not crc32c_ok(raw):
-        raise CorruptedSetError(f"{where}: the shard index fails its CRC32C check")
-    return np.frombuffer(raw, dtype="<u8", count=2 * n_chunks).reshape(n_chunks, 2)
-
-
 class OpenSet:
     """One published set opened for reading: its card, layout and decoded rows."""
 
@@ -104,7 +72,7 @@ class OpenSet:
         meta = json.loads(storage.read_bytes(f"{key}/{GROUP_META}"))
         self.card = SetCard.from_attrs(meta.get("attributes", {}), where=key)
         arrays = meta.get("consolidated_metadata", {}).get("metadata", {})
-        self.shard_chunks = _check_layout(arrays.get("values"), arrays.get("entity"), self.card, key)
+        self.shard_chunks = check_layout(arrays.get("values"), arrays.get("entity"), self.card, key)
         self._entity_meta = arrays["entity"]
         self._ids: list[str] | None = None
         self._id_index: pd.Index | None = None
@@ -139,7 +107,7 @@ class OpenSet:
         """The set's entity ids in row order, read on first use."""
         ids = self._ids
         if ids is None:
-            ids = _read_entity_ids(self.storage, self.key, self._entity_meta)
+            ids = read_entity_ids(self.storage, self.key, self._entity_meta)
             if len(ids) != self.card.n_rows:
                 raise CorruptedSetError(f"{self.key}: {len(ids)} entity ids but the card says {self.card.n_rows} rows")
             self._ids_nbytes = sys.getsizeof(ids) + sum(map(sys.getsizeof, ids))
@@ -385,225 +353,3 @@ def _group_ranges(
         groups[-1].append(r)
         size += r[1] - r[0]
     return groups
-
-
-def _check_layout(values_meta: dict | None, entity_meta: dict | None, card: SetCard, key: str) -> int:
-    """Check the ``values`` metadata is the sharded layout this reader knows; returns chunks per shard."""
-    if values_meta is None or entity_meta is None:
-        raise CorruptedSetError(f"{key}: consolidated metadata lacks the 'values' or 'entity' array")
-    codecs = values_meta.get("codecs", [])
-    names = [c.get("name") for c in codecs]
-    conf = codecs[0].get("configuration", {}) if names == ["sharding_indexed"] else {}
-    inner = [c.get("name") for c in conf.get("codecs", [])]
-    index = [c.get("name") for c in conf.get("index_codecs", [])]
-    endian = {
-        c.get("configuration", {}).get("endian", "little")
-        for c in conf.get("codecs", []) + conf.get("index_codecs", [])
-        if c.get("name") == "bytes"
-    }
-    key_encoding = values_meta.get("chunk_key_encoding", {})
-    if (
-        inner != ["bytes", "blosc", "crc32c"]
-        or index != ["bytes", "crc32c"]
-        or conf.get("index_location") != "end"
-        or endian != {"little"}
-        or values_meta.get("data_type") != "float32"
-        or key_encoding.get("name") != "default"
-        or key_encoding.get("configuration", {}).get("separator", "/") != "/"
-    ):
-        raise CorruptedSetError(
-            f"{key}: 'values' uses codecs {names} {inner} / {values_meta.get('data_type')}, which this "
-            "pertstore does not read (sets written before sharding must be written again)"
-        )
-    shape = values_meta.get("shape")
-    shards = values_meta.get("chunk_grid", {}).get("configuration", {}).get("chunk_shape")
-    chunks = conf.get("chunk_shape")
-    if (
-        shape != [card.n_rows, card.dim]
-        or chunks != [card.chunk_rows, card.dim]
-        or not shards
-        or shards[1] != card.dim
-        or shards[0] % card.chunk_rows
-    ):
-        raise CorruptedSetError(
-            f"{key}: 'values' shape {shape} / chunks {chunks} / shards {shards} disagree with the card"
-        )
-    return shards[0] // card.chunk_rows
-
-
-def _read_entity_ids(storage: Storage, key: str, entity_meta: dict) -> list[str]:
-    codecs = [c["name"] for c in entity_meta.get("codecs", [])]
-    n = entity_meta["shape"][0]
-    chunk = entity_meta["chunk_grid"]["configuration"]["chunk_shape"][0]
-    if codecs not in (["vlen-utf8", "zstd", "crc32c"], ["vlen-utf8", "zstd"]) or chunk < n:
-        raise CorruptedSetError(
-            f"{key}: 'entity' uses codecs {codecs} / chunk {chunk}, which this pertstore does not read"
-        )
-    try:
-        raw = storage.read_bytes(f"{key}/entity/c/0")
-    except FileNotFoundError as e:
-        raise CorruptedSetError(f"{key}: the entity ids are missing") from e
-    if codecs[-1] == "crc32c":  # sets written since the ids carry a checksum: a flipped bit is an error, not NaN
-        raw, stored = raw[:-4], raw[-4:]
-        if google_crc32c.value(raw).to_bytes(4, "little") != stored:
-            raise CorruptedSetError(f"{key}: the entity ids fail their CRC32C (entity/c/0 is corrupted)")
-    try:
-        ids = _VLEN.decode(_ZSTD.decode(raw))
-    except (RuntimeError, ValueError) as e:
-        raise CorruptedSetError(f"{key}: the entity ids cannot be decoded ({e})") from e
-    return [str(x) for x in ids[:n]]
-
-
-class SetCache:
-    """Open sets of one process, with an LRU budget on the bytes they hold (see :meth:`trim`)."""
-
-    def __init__(self, storage: Storage, *, max_bytes: int, threads: int = 8) -> None:
-        self.storage = storage
-        self.max_bytes = max_bytes
-        self.threads = threads
-        self._sets: OrderedDict[str, OpenSet] = OrderedDict()
-        self._lock = threading.Lock()
-        self._to_map: list[OpenSet] = []
-        self._mapper: threading.Thread | None = None
-        self._universes: dict[str, pd.Index] = {}
-        """Per entity kind: every id of the sets whose rows are mapped, in the order first seen."""
-        self._row_maps: dict[str, np.ndarray] = {}
-        """Per set key: the row of each id of its kind's universe (-1 where absent)."""
-        self._map_nbytes = 0
-        """Estimated memory of the universes and row maps."""
-
-    def get(self, key: str) -> OpenSet:
-        with self._lock:
-            s = self._sets.get(key)
-            if s is not None:
-                self._sets.move_to_end(key)
-                return s
-        s = OpenSet(self.storage, key, threads=self.threads)
-        with self._lock:
-            self._sets[key] = s
-        return s
-
-    def get_many(self, keys: Sequence[str]) -> list[OpenSet]:
-        """:meth:`get` for several sets; those not open yet are opened concurrently (their metadata
-        are small reads, which a cold disk or an object store answers faster together)."""
-        with self._lock:
-            missing = list(dict.fromkeys(k for k in keys if k not in self._sets))
-        if len(missing) > 1:
-            with ThreadPoolExecutor(min(self.threads, len(missing))) as pool:
-                opened = list(pool.map(lambda k: OpenSet(self.storage, k, threads=self.threads), missing))
-            with self._lock:
-                for k, s in zip(missing, opened):
-                    self._sets.setdefault(k, s)
-        return [self.get(k) for k in keys]
-
-    def positions(
-        self,
-        sets: Sequence[OpenSet],
-        entity_ids: Sequence[str | None],
-        lookup: Callable[[Sequence[OpenSet]], np.ndarray],
-    ) -> np.ndarray:
-        """Rows of ``entity_ids`` in each of ``sets`` (``[n_sets, n_ids]``, -1 where absent).
-
-        Sets whose rows are mapped in memory answer at once: the query is hashed once against the
-        ids of every mapped set of its kind, then each set is a numpy lookup (2,000 ids x 30 sets:
-        about 2 ms, where a hash lookup per set and id took 17-20 ms). The others are answered
-        together by ``lookup`` (the catalog's join: 10-30 ms, where reading and hashing 30 sets'
-        ids costs a fresh process 0.2-0.3 s). A set read a second time gets its rows mapped in a
-        background thread, so a long-lived process soon answers from memory and a one-shot
-        process never pays for it.
-        """
-        keys = np.asarray([e if e is not None else "\0missing" for e in entity_ids], dtype=object)
-        out = np.empty((len(sets), len(keys)), dtype=np.int64)
-        with self._lock:  # row maps, then a universe at least as new as each of them
-            maps = [self._row_maps.get(s.key) for s in sets]
-            universes = dict(self._universes)
-        codes: dict[str, np.ndarray] = {}
-        rest = []
-        for i, (s, row_map) in enumerate(zip(sets, maps)):
-            if row_map is None:
-                rest.append(i)
-                continue
-            kind = s.card.kind
-            if kind not in codes:
-                codes[kind] = universes[kind].get_indexer(keys)
-            mine = codes[kind]
-            known = (mine >= 0) & (mine < len(row_map))  # ids added after this set was mapped are not in it
-            out[i] = np.where(known, row_map[np.where(known, mine, 0)], -1)
-        if rest:
-            out[rest] = lookup([sets[i] for i in rest])
-            self._map_later([sets[i] for i in rest if sets[i].reads >= 1])
-        return out
-
-    def _map_later(self, sets: list[OpenSet]) -> None:
-        with self._lock:
-            self._to_map.extend(s for s in sets if s not in self._to_map)
-            if self._to_map and (self._mapper is None or not self._mapper.is_alive()):
-                self._mapper = threading.Thread(target=self._map_queued, name="pertstore-row-maps", daemon=True)
-                self._mapper.start()
-
-    def _map_queued(self) -> None:
-        while True:
-            with self._lock:
-                if not self._to_map:
-                    return
-                s = self._to_map.pop(0)
-                if s.key in self._row_maps:
-                    continue
-            try:
-                self._map_rows(s)
-            except CorruptedSetError as e:  # reported to whoever reads the ids; the catalog keeps answering
-                log.warning("rows of %s not mapped: %s", s.key, e)
-
-    def _map_rows(self, s: OpenSet) -> None:
-        """Add ``s``'s ids to its kind's universe and record the row of each universe id in ``s``."""
-        ids = pd.Index(s.ids, dtype=object)
-        with self._lock:
-            universe = self._universes.get(s.card.kind, pd.Index([], dtype=object))
-            codes = universe.get_indexer(ids)
-            new = codes < 0
-            if new.any():  # appended: the codes of earlier ids stay valid in earlier row maps
-                codes[new] = len(universe) + np.arange(int(new.sum()))
-                added = ids[new]
-                universe = self._universes[s.card.kind] = universe.append(added)
-                # the index's pointers and hash table, and strings not shared with an open set's ids
-                self._map_nbytes += 32 * len(added) + sum(map(sys.getsizeof, added))
-            row_map = np.full(len(universe), -1, dtype=np.int32)
-            row_map[codes] = np.arange(len(ids), dtype=np.int32)
-            self._row_maps[s.key] = row_map
-            self._map_nbytes += row_map.nbytes
-
-    def settle(self) -> None:
-        """Wait for sets' rows being mapped in the background."""
-        mapper = self._mapper
-        if mapper is not None:
-            mapper.join()
-
-    @property
-    def nbytes(self) -> int:
-        """Estimated memory held: decoded rows, ids, universes and row maps."""
-        with self._lock:
-            return self._map_nbytes + sum(s.nbytes for s in self._sets.values())
-
-    def trim(self, extra: int = 0) -> None:
-        """Keep this cache plus ``extra`` (the catalog's alias indexes) within the budget: drop the
-        decoded rows and ids of the least recently used sets (never the last one read), then, if
-        that is not enough, the row maps (rebuilt for sets read again)."""
-        with self._lock:
-            total = extra + self._map_nbytes + sum(s.nbytes for s in self._sets.values())
-            for s in list(self._sets.values())[:-1]:
-                if total <= self.max_bytes:
-                    break
-                total -= s.nbytes
-                s.drop()
-            if total > self.max_bytes and self._row_maps:
-                self._universes.clear()
-                self._row_maps.clear()
-                self._map_nbytes = 0
-
-    def clear(self) -> None:
-        self.settle()
-        with self._lock:
-            self._sets.clear()
-            self._universes.clear()
-            self._row_maps.clear()
-            self._map_nbytes = 0

@@ -106,6 +106,7 @@ def main() -> None:
         "--lasso-genes", type=int, default=200, help="genes for the Lasso comparison (it fits one model per gene)"
     )
     ap.add_argument("--rows", default=None, help="append the measurements as JSON rows to this file")
+    ap.add_argument("--models", nargs="+", choices=("knn", "lasso"), default=["knn", "lasso"])
     ap.add_argument("--worker")
     ap.add_argument("--model", default="knn")
     args = ap.parse_args()
@@ -119,7 +120,7 @@ def main() -> None:
 
     out = []
     with tempfile.TemporaryDirectory() as tmp:
-        for model in ("knn", "lasso"):
+        for model in args.models:
             genes = args.genes if model == "knn" else args.lasso_genes
             run_args = argparse.Namespace(**{**vars(args), "genes": genes})
             res = {"reference": [], "pertstore": []}

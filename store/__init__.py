@@ -5,6 +5,7 @@ uses); anything else stays importable from its owning module, for tests.
 """
 
 from pertstore.store._align import aligned_dataset
+from pertstore.store._cache import SetCache
 from pertstore.store._card import SetCard
 from pertstore.store._export import from_arrow, sources_of, to_anndata, to_arrow, write_aligned
 from pertstore.store._hashing import file_digest, file_sha256, file_stamp
@@ -26,7 +27,7 @@ from pertstore.store._layout import (
     staging_key,
     tag_key,
 )
-from pertstore.store._reader import OpenSet, SetCache
+from pertstore.store._reader import OpenSet
 from pertstore.store._recipe import MAX_ID_CHARS, EntityKind, Recipe, check_ids, check_name, check_names
 from pertstore.store._storage import GROUP_META, Storage, open_storage
 from pertstore.store._verify import published_sets, verify_set

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+import threading
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -29,18 +31,18 @@ def aligned_dataset(
     """
     positions = dict(zip(sets, rows))
     covered = np.ascontiguousarray(rows.T >= 0)
-    # one gather per set (the first covered row stands in for uncovered ones), all sets' reads together
-    wanted = [
-        (source, np.where(pos >= 0, pos, pos[pos >= 0][0])) for source, pos in positions.items() if (pos >= 0).any()
-    ]
-    blocks = dict(zip([source for source, _ in wanted], load_rows([(sets[source], pos) for source, pos in wanted])))
+    # one gather per set (position -1 reads the set's row of NaN) into one block of memory, all sets'
+    # reads together
+    wanted = [(source, pos) for source, pos in positions.items() if (pos >= 0).any()]
+    sizes = np.cumsum([0] + [len(query) * sets[source].card.dim for source, _ in wanted])
+    memory = _BLOCK.take(int(sizes[-1]))
+    out = [memory[a:b].reshape(len(query), -1) for a, b in zip(sizes[:-1], sizes[1:])]
+    blocks = dict(zip([source for source, _ in wanted], load_rows([(sets[s], pos) for s, pos in wanted], out=out)))
     data_vars = {}
     for source, s in sets.items():
         block = blocks.get(source)
         if block is None:
             block = np.full((len(query), s.card.dim), np.nan, dtype=np.float32)
-        else:
-            block[positions[source] < 0] = np.nan
         data_vars[source] = _variable(("entity", f"{source}_dim"), block)
     data_vars["covered"] = _variable(("entity", "source"), covered)
     return xr.Dataset(
@@ -57,6 +59,32 @@ def aligned_dataset(
             "ambiguous": dict(ambiguous or {}),
         },
     )
+
+
+class _ReusedBlock:
+    """The float32 memory of the last aligned dataset, used again once no array refers to it.
+
+    A warm align of 2,000 ids from 30 sets gathers 290 MB; in fresh memory the page faults cost
+    about as much again as the gather (numpy's own fancy indexing of the same rows, freed at once,
+    gets its memory back from the allocator). A long-lived process aligning again after the last
+    result is gone reuses that memory; at most one block (one result's size) is kept.
+    """
+
+    def __init__(self) -> None:
+        self._block = np.empty(0, dtype=np.float32)
+        self._lock = threading.Lock()
+
+    def take(self, n: int) -> np.ndarray:
+        """``n`` uninitialised float32 values: the kept block when nothing refers to it and it is large enough."""
+        with self._lock:
+            # references: self._block, the local name, getrefcount's argument; every view adds one
+            block = self._block
+            if block.size < n or sys.getrefcount(block) > 3:
+                block = self._block = np.empty(n, dtype=np.float32)
+            return block[:n]
+
+
+_BLOCK = _ReusedBlock()
 
 
 def _variable(dims, values: np.ndarray, *, index: bool = False) -> xr.Variable:

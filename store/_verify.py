@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from pertstore.store._codec import crc32c_ok, decode_chunk, parse_shard_index
 from pertstore.store._layout import set_key
-from pertstore.store._reader import OpenSet, crc32c_ok, decode_chunk, parse_shard_index
+from pertstore.store._reader import OpenSet
 from pertstore.store._storage import GROUP_META, Storage
 from pertstore.store._writer import EMPTY, content_hash
 

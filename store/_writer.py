@@ -309,7 +309,7 @@ class SetWriter:
         self._finish_seal(group, content, failed)
 
     def _staged_chunks(self, chunks: range, content) -> Iterator[bytes]:
-        from pertstore.store._reader import decode_chunk
+        from pertstore.store._codec import decode_chunk
 
         for c in chunks:
             raw = self.storage.read_bytes(f"{self.staged}/values/c/{c}/0")

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import sparse
+from scipy import linalg, sparse
 from sklearn.decomposition import PCA
 from sklearn.model_selection import KFold
 from sklearn.preprocessing import StandardScaler
@@ -38,6 +38,42 @@ def project(
     with np.errstate(divide="ignore", invalid="ignore"):  # one training row: explained variance is 0/0, unused
         pca = PCA(min(n_components, a.shape[0], a.shape[1]), svd_solver="full").fit(a)
     return pca.transform(a), [pca.transform(scaler.transform(o)) for o in others]
+
+
+def project_for_distances(
+    x_train: np.ndarray, others: list[np.ndarray], n_components: int = N_COMPONENTS, transform: bool = True
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """:func:`project`'s subspace for distance-based models, by the eigendecomposition of the covariance (or,
+    with fewer rows than dims, the Gram) matrix in the input's precision (scikit-learn's ``covariance_eigh``
+    solver) instead of the SVD: the coordinates are a rotation of :func:`project`'s, so distances are equal
+    up to rounding, at a fraction of the SVD's cost. With components up to the rank (where the SVD picks
+    arbitrary null directions) it is :func:`project` itself.
+    """
+    if not transform:
+        return project(x_train, others, n_components, transform)
+    x_train = np.asarray(x_train)
+    n, d = x_train.shape
+    k = min(n_components, n, d)
+    if k >= min(n, d):
+        return project(x_train, others, n_components, transform)
+    # StandardScaler (statistics in float64, population std, constant columns left unscaled), then the
+    # input's precision; the scaled rows are centred, so the PCA's mean is 0
+    dtype = np.result_type(x_train.dtype, np.float32)
+    mean = x_train.mean(axis=0, dtype=np.float64)
+    scale = x_train.std(axis=0, dtype=np.float64)
+    scale[scale < 10 * np.finfo(np.float64).eps] = 1.0
+    mean, inverse = mean.astype(dtype), (1.0 / scale).astype(dtype)
+    a = np.subtract(x_train, mean, dtype=dtype)
+    a *= inverse
+    syrk = linalg.blas.get_blas_funcs("syrk", (a,))
+    gram = syrk(1.0, a, trans=int(n >= d))  # a.T @ a (or a @ a.T), upper triangle
+    values, vectors = linalg.eigh(
+        gram, lower=False, subset_by_index=(len(gram) - k, len(gram) - 1), driver="evr", check_finite=False
+    )
+    if not values[0] > len(gram) * np.finfo(values.dtype).eps * values[-1]:  # rank below k: as the SVD would
+        return project(x_train, others, n_components, transform)
+    basis = vectors if n >= d else (a.T @ vectors) / np.sqrt(values)
+    return a @ basis, [(np.subtract(o, mean, dtype=dtype) * inverse) @ basis for o in others]
 
 
 def inner_splits(n: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -79,30 +115,36 @@ class KNN:
         scores = np.zeros(len(ks))
         splits = inner_splits(len(x_train))
         for tr, va in splits:
-            a, (b,) = project(x_train[tr], [x_train[va]], transform=self.transform)
+            a, (b,) = project_for_distances(x_train[tr], [x_train[va]], transform=self.transform)
             order = _nearest(b, a, max(ks))
-            y_tr, y_va = y_train[tr], y_train[va].astype(np.float64)
+            order = tr[order]  # rows of y_train
+            y_va = y_train[va].astype(np.float64)
             acc = np.zeros(y_va.shape)
             start = 0
-            rows = np.arange(len(va))
             for j, k in enumerate(ks):  # prefix sums: add the next block of neighbours by a sparse product
                 block = order[:, start:k]
                 pick = sparse.csr_matrix(
-                    (np.ones(block.size, dtype=y_tr.dtype), (np.repeat(rows, block.shape[1]), block.ravel())),
-                    shape=(len(va), len(tr)),
+                    (np.ones(block.size, dtype=y_train.dtype), block.ravel(), np.arange(0, block.size + 1, k - start)),
+                    shape=(len(va), len(y_train)),
                 )
-                acc += pick @ y_tr
+                acc += pick @ y_train
                 start = k
                 scores[j] += np.linalg.norm(y_va - acc / k, axis=1).mean()
         best = ks[int(np.argmin(scores))] if splits else ks[0]
-        a, (b,) = project(x_train, [x_test], transform=self.transform)
-        # the mean over the chosen neighbours, computed as scikit-learn does (same dtype, same order),
-        # a block of test rows at a time so the gathered neighbours stay small
-        nbrs = _nearest(b, a, best)
-        step = max(1, (64 << 20) // max(1, best * y_train.shape[1] * y_train.itemsize))
-        return np.concatenate([np.mean(y_train[nbrs[i : i + step]], axis=1) for i in range(0, len(nbrs), step)]), {
-            "k": best
-        }
+        a, (b,) = project_for_distances(x_train, [x_test], transform=self.transform)
+        return _neighbour_mean(y_train, _nearest(b, a, best)), {"k": best}
+
+
+def _neighbour_mean(y: np.ndarray, nbrs: np.ndarray) -> np.ndarray:
+    """``np.mean(y[nbrs], axis=1)`` (scikit-learn's uniform-weight prediction) to the last bit, without the
+    ``[rows, k, genes]`` gather: that reduction adds the neighbours' rows in order in ``y``'s precision, then
+    divides by the count in float64."""
+    if y.dtype not in (np.float32, np.float64):
+        return np.mean(y[nbrs], axis=1)
+    acc = y[nbrs[:, 0]]
+    for j in range(1, nbrs.shape[1]):
+        acc += y[nbrs[:, j]]
+    return np.true_divide(acc, np.intp(nbrs.shape[1]), out=acc, casting="unsafe")
 
 
 def _nearest(query: np.ndarray, ref: np.ndarray, k: int) -> np.ndarray:
@@ -206,16 +248,21 @@ def fit_logistic(x: np.ndarray, classes: np.ndarray, c: float, seed: int = 0):
 
     w = weights.gather(1, yt.T).T  # each row's class weight per gene
     coef = (w / w.sum(0) / genes).contiguous()[..., None]  # d loss / d nll of each (row, gene)
-    onehot = torch.nn.functional.one_hot(yt, 3).to(torch.float32)
+    target = coef * torch.nn.functional.one_hot(yt, 3).to(torch.float32)
 
     def closure():
-        # the loss and its gradient written out (autograd's bookkeeping costs more than the algebra here)
+        # the loss and its gradient written out (autograd's bookkeeping costs more than the algebra here):
+        # with z the logits less their row maximum and s = sum(exp(z)), the nll of class y is log(s) - z_y
         with torch.no_grad():
-            logits = torch.addmm(linear.bias, xt, linear.weight.T).view(len(xt), genes, 3)
-            log_probs = _log_softmax(logits)
-            loss = _weighted_nll(log_probs, yt, w) + linear.weight.square().sum() / c
-            grad = (coef * (log_probs.exp() - onehot)).reshape(len(xt), -1)
-            linear.weight.grad = grad.T @ xt + (2 / c) * linear.weight
+            weight = linear.weight
+            z = torch.addmm(linear.bias, xt, weight.T).view(len(xt), genes, 3)
+            z -= z.amax(-1, keepdim=True)
+            e = z.exp()
+            s = e.sum(-1, keepdim=True)
+            flat = weight.view(-1)
+            loss = coef.view(-1).dot(s.log().view(-1)) - target.view(-1).dot(z.view(-1)) + flat.dot(flat) / c
+            grad = e.mul_(coef / s).sub_(target).view(len(xt), -1)  # coef * (softmax - onehot)
+            linear.weight.grad = torch.addmm(weight, grad.T, xt, beta=2 / c)
             linear.bias.grad = grad.sum(0)
         return loss
 

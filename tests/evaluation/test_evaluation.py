@@ -46,6 +46,26 @@ def test_knn_matches_sklearn_gridsearch(seed):
     np.testing.assert_allclose(pred, ref.predict(x[test]), rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize(
+    ("n", "d", "dtype", "atol"),
+    [(200, 400, np.float64, 1e-12), (300, 128, np.float32, 1e-6)],
+    ids=["more-dims-than-rows", "float32"],
+)
+def test_knn_fast_pca_matches_sklearn_gridsearch(n, d, dtype, atol):
+    """The kNN path's PCA (eigendecomposition of the covariance or Gram matrix) gives scikit-learn's choice and
+    predictions: with more dims than rows (the Gram branch) and on float32 embeddings (rounding only)."""
+    x, y = _data(n=n, d=d, seed=3)
+    x, y = x.astype(dtype), y.astype(dtype)
+    train, test = np.arange(n - 50), np.arange(n - 50, n)
+    ref = _reference(
+        KNeighborsRegressor(algorithm="brute"), {"kneighborsregressor__n_neighbors": [20, 40, 60, 80, 100]}
+    ).fit(x[train], y[train])
+    pred, chosen = KNN().fit_predict(x[train], y[train], x[test])
+    assert chosen["k"] == ref.best_params_["kneighborsregressor__n_neighbors"]
+    assert pred.dtype == dtype
+    np.testing.assert_allclose(pred, ref.predict(x[test]), rtol=0, atol=atol)
+
+
 def test_lasso_matches_sklearn_gridsearch():
     x, y = _data(n=200, genes=8, seed=2)
     train, test = np.arange(160), np.arange(160, 200)

@@ -12,7 +12,7 @@ export MKL_NUM_THREADS ?= 1
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,s3]'
+	$(PY) -m pip install --quiet -e '.[dev,s3,generative]'
 	touch $@
 
 setup: $(VENV)/.installed

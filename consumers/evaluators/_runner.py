@@ -32,6 +32,8 @@ from pertstore.errors import InvalidInputError, NotFoundError
 #: (positive control) and the experimental error of the task (the floor).
 CONTROLS = ("train_mean", "no_change", "idealised", "experimental_error")
 WARN_COVERAGE = 0.9
+GENERATIVE = ("flow", "diffusion", "schrodinger")
+"""Evaluators trained on the task's cells (:mod:`pertstore.consumers.generative`); they need ``Plan.cells``."""
 """A set covering less than this fraction of a context's perturbations gets a :class:`CoverageWarning`."""
 
 
@@ -55,6 +57,10 @@ class Plan:
     tag: str | None = None
     fusion: dict = field(default_factory=dict)
     """FusionConfig settings for the ``fusion`` evaluator (trained jointly over the contexts)."""
+    cells: str | None = None
+    """The file the task was built from (checked by SHA-256), for the generative evaluators."""
+    generative: dict = field(default_factory=dict)
+    """GenerativeConfig settings for the generative evaluators (:data:`GENERATIVE`)."""
 
     @classmethod
     def from_yaml(cls, path) -> list["Plan"]:
@@ -97,7 +103,8 @@ def run_plan(store, plan: Plan, *, progress: Callable[[str], None] | None = None
     version = task_version(task.recipe)
     kind = task.kind
     use_fusion = "fusion" in plan.evaluators
-    evaluators = [e for e in plan.evaluators if e != "fusion"]
+    generative = [e for e in plan.evaluators if e in GENERATIVE]
+    evaluators = [e for e in plan.evaluators if e != "fusion" and e not in GENERATIVE]
     if kind == "deg" and evaluators:
         evaluators = ["logistic"]  # the DEG protocol: a per-gene 3-class logistic regression
     contexts = plan.contexts or sorted(set(task.contexts))
@@ -157,6 +164,12 @@ def run_plan(store, plan: Plan, *, progress: Callable[[str], None] | None = None
         results.extend(_experimental_error_rows(task, plan.task, version, contexts, done))
     frame = pd.DataFrame(results)
     save_results(store, frame, pd.DataFrame(errors))
+    if generative:  # each run saved as it finishes: a long plan resumes run by run
+        from pertstore.consumers.generative import run_generative
+
+        made = run_generative(store, task, plan, version, contexts, done, cache, generative, progress=progress,
+                              save=lambda r, e: save_results(store, pd.DataFrame(r), pd.DataFrame(e)))
+        frame = pd.concat([frame, pd.DataFrame(made)], ignore_index=True)
     frame.attrs["coverage"] = table
     return frame
 

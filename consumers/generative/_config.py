@@ -22,6 +22,9 @@ class GenerativeConfig(BaseModel):
 
     pca_dim: int = Field(32, ge=1)
     """Dimensions of the PCA latent space (StandardScaler then PCA, fitted on the fold's training cells)."""
+    latent_scale: Literal["std", "minmax"] = "std"
+    """Latent normalisation: each PCA dimension z-scored over the training cells, or the reference's global
+    min/max to [-1, 1] (on log1p data one outlying cell can squeeze every other latent into a sliver)."""
     hidden: int = Field(64, ge=4)
     depth: int = Field(2, ge=1)
     heads: int = Field(4, ge=1)

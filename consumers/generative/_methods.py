@@ -6,7 +6,7 @@ perturbed cell ``x1``; the backbone is a :class:`~._backbone.DiT`.
 - :class:`FlowMatching`: conditional OT flow matching (``flow_matching``: ``AffineProbPath`` with
   ``CondOTScheduler``; ``ODESolver`` midpoint sampling), the reference's ``flow.py``.
 - :class:`Diffusion`: DDPM noise prediction on the target, the control stacked as a second channel,
-  ancestral sampling with clipped ``x0`` (the reference's ``diffusion.py``; no maintained DDPM
+  ancestral sampling with ``x0`` clipped to the training range (the reference's ``diffusion.py``; no maintained DDPM
   package is installed here, and the schedule is a few lines).
 - :class:`SchrodingerBridge`: ``torchcfm``'s SB-CFM (entropic OT coupling, flow + score matching),
   sampled with ``torchsde`` (SDE) or ``torchdyn`` (ODE), the reference's ``schrodinger.py``.
@@ -71,6 +71,8 @@ class Diffusion:
     """DDPM in the latent space: noise prediction, the control as a second input channel."""
 
     in_channels, out_channels = 2, 2
+    clip: tuple[float, float] = (-1.0, 1.0)
+    """Range the ``x0`` estimate is clipped to while sampling (the training latents' normalised range)."""
 
     def __init__(self, timesteps: int = 1000, schedule: str = "cosine", source_channel: bool = True) -> None:
         betas = _betas(timesteps, schedule)
@@ -104,7 +106,7 @@ class Diffusion:
         for step in reversed(range(self.timesteps)):
             t = torch.full((x.shape[0],), step, dtype=torch.long)
             noise_pred = model(self._input(x, x0), t.float(), z)[:, 0]
-            start = (self.sqrt_recip_ac[step] * x - self.sqrt_recipm1_ac[step] * noise_pred).clamp(-1, 1)
+            start = (self.sqrt_recip_ac[step] * x - self.sqrt_recipm1_ac[step] * noise_pred).clamp(*self.clip)
             mean = self.post_c1[step] * start + self.post_c2[step] * x
             x = mean + (0.5 * self.post_log_var[step]).exp() * torch.randn(x.shape, generator=gen) if step else mean
         return x

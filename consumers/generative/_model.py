@@ -2,7 +2,7 @@
 
 The latent space is the reference's (``utils.apply_pca``): StandardScaler then PCA, fitted on the
 fold's training cells (controls and training perturbations), scaled to [-1, 1] by the training
-latents' range. Training pairs a perturbed cell with a control cell of the same batch (the
+latents' range (``latent_scale="minmax"``) or z-scored per dimension (the default). Training pairs a perturbed cell with a control cell of the same batch (the
 reference's ``data.py`` draws any control of the cell line; batch-matched pairs keep a batch's
 controls mapped to that batch's perturbed cells, which is what prediction relies on).
 
@@ -99,13 +99,18 @@ class GenerativePredictor:
         rows = np.concatenate([ctrl, *groups])
         self.latent = Latent(cfg.pca_dim).fit(cells.x[rows])
         z_all = self.latent.encode(cells.x)
-        lo, hi = float(z_all[rows].min()), float(z_all[rows].max())
-        self.bounds = (lo, hi if hi > lo else lo + 1.0)
+        if cfg.latent_scale == "minmax":
+            lo, hi = float(z_all[rows].min()), float(z_all[rows].max())
+            self.center, self.scale = (lo + hi) / 2, max((hi - lo) / 2, 1e-12)
+        else:
+            self.center, sd = z_all[rows].mean(0), z_all[rows].std(0)
+            self.scale = np.where(sd > 0, sd, 1.0)
         self.z = torch.from_numpy(self._normalise(z_all))
         self.emb_mean, self.emb_std = emb.mean(0), np.where(emb.std(0) > 0, emb.std(0), 1.0)
         cond = torch.from_numpy(((emb - self.emb_mean) / self.emb_std).astype(np.float32))
 
         sampler = make_method(self.method, cfg)
+        sampler.clip = (float(self.z[rows].min()), float(self.z[rows].max()))  # DDPM clips its x0 estimate here
         self.sampler = sampler
         pert_of = np.concatenate([np.full(g.size, i) for i, g in enumerate(groups)])
         targets = np.concatenate(groups)
@@ -143,12 +148,10 @@ class GenerativePredictor:
         return self
 
     def _normalise(self, z: np.ndarray) -> np.ndarray:
-        lo, hi = self.bounds
-        return (2 * (z - lo) / (hi - lo) - 1).astype(np.float32)
+        return ((z - self.center) / self.scale).astype(np.float32)
 
     def _unnormalise(self, z: np.ndarray) -> np.ndarray:
-        lo, hi = self.bounds
-        return 0.5 * (z + 1) * (hi - lo) + lo
+        return z * self.scale + self.center
 
     def control_cells(self) -> np.ndarray:
         """The control cells carried through the model: up to ``cells_per_batch`` per batch (seeded)."""

@@ -33,6 +33,11 @@ def run(task: Annotated[Optional[str], typer.Option(help="Stored task name")] = 
         workers: Annotated[int, typer.Option(help="Fit on a local Dask cluster of this many workers (0: in-process)")] = 0,
         fusion: Annotated[Optional[list[str]], typer.Option(
             help="Fusion setting KEY=VALUE (variant=full, tuned=true, max_epochs=20, ...; docs/fusion.md); repeat")] = None,
+        cells: Annotated[Optional[Path], typer.Option(
+            help="For --evaluator flow, diffusion or schrodinger: the cells file the task was built from "
+                 "(checked by SHA-256)")] = None,
+        generative: Annotated[Optional[list[str]], typer.Option(
+            help="Generative setting KEY=VALUE (epochs=50, pca_dim=50, ...; docs/generative.md); repeat")] = None,
         store: StoreOpt = None) -> None:
     """Run evaluations; runs already stored are skipped (an interrupted plan resumes)."""
     from pertstore.consumers.evaluators import Plan, run_plan
@@ -44,7 +49,8 @@ def run(task: Annotated[Optional[str], typer.Option(help="Stored task name")] = 
 
         plans = [Plan(task=task, sets=list(sets), evaluators=list(evaluators or ["knn"]), contexts=contexts or None,
                       folds=folds or None, controls=controls, coverage=coverage, min_coverage=min_coverage,
-                      fusion=parse_options(fusion))]
+                      fusion=parse_options(fusion), cells=str(cells) if cells else None,
+                      generative=parse_options(generative))]
     else:
         raise typer.BadParameter("give --task and --set (repeatable), or --plan FILE")
     import warnings

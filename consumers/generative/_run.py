@@ -70,9 +70,11 @@ def run_generative(store, task, plan, version: str, contexts: list[str], done: s
         if train.sum() >= 2 and has.any():
             model = GenerativePredictor(method, config).fit(cells[context], labels[train].tolist(), x[train],
                                                             progress=progress)
+            t1 = time.perf_counter()
             pred[has] = model.predict(x[test][has])
-            chosen["final_loss"] = model.history[-1]["loss"]
-            chosen["seconds_per_epoch"] = float(np.mean([h["seconds"] for h in model.history]))
+            chosen.update(final_loss=model.history[-1]["loss"], train_seconds=t1 - t0,
+                          seconds_per_epoch=float(np.mean([h["seconds"] for h in model.history])),
+                          predict_seconds_per_perturbation=(time.perf_counter() - t1) / int(has.sum()))
         else:
             chosen["note"] = "too few covered perturbations"
         used = has if plan.coverage == "covered" else np.ones(int(test.sum()), bool)

@@ -9,8 +9,7 @@ from collections.abc import Iterator
 import numpy as np
 import xarray as xr
 from fastapi.responses import StreamingResponse
-
-from pertstore.store._export import sources_of, to_arrow
+from pertstore.store import sources_of, to_arrow
 
 ARROW = "application/vnd.apache.arrow.stream"
 NPY = "application/x-npy"
@@ -41,11 +40,18 @@ def respond(ds: xr.Dataset, accept: str | None):
 
 def _json(ds: xr.Dataset) -> dict:
     covered = ds["covered"].values
-    return {"ids": [str(i) for i in ds["entity"].values], "entity_ids": [str(i) for i in ds["entity_id"].values],
-            "context": ds.attrs["context"], "versions": ds.attrs["versions"], "unresolved": ds.attrs["unresolved"],
-            "ambiguous": ds.attrs["ambiguous"],
-            "embeddings": {s: [row.tolist() if ok else None for row, ok in zip(ds[s].values, covered[:, j])]
-                           for j, s in enumerate(sources_of(ds))}}
+    return {
+        "ids": [str(i) for i in ds["entity"].values],
+        "entity_ids": [str(i) for i in ds["entity_id"].values],
+        "context": ds.attrs["context"],
+        "versions": ds.attrs["versions"],
+        "unresolved": ds.attrs["unresolved"],
+        "ambiguous": ds.attrs["ambiguous"],
+        "embeddings": {
+            s: [row.tolist() if ok else None for row, ok in zip(ds[s].values, covered[:, j])]
+            for j, s in enumerate(sources_of(ds))
+        },
+    }
 
 
 def _arrow_stream(ds: xr.Dataset) -> Iterator[memoryview | bytes]:
@@ -78,7 +84,7 @@ def _npy_response(ds: xr.Dataset) -> StreamingResponse:
         np.lib.format.write_array_header_1_0(head, np.lib.format.header_data_from_array_1_0(block))
         yield head.getvalue()
         for i in range(0, len(block), BATCH_ROWS):
-            yield np.ascontiguousarray(block[i:i + BATCH_ROWS]).tobytes()
+            yield np.ascontiguousarray(block[i : i + BATCH_ROWS]).tobytes()
 
     headers = {"x-pertstore-columns": json.dumps(spans), "x-pertstore-versions": json.dumps(ds.attrs["versions"])}
     return StreamingResponse(body(), media_type=NPY, headers=headers)

@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import httpx  # noqa: E402
 import numpy as np  # noqa: E402
+from _rows import row, write_rows  # noqa: E402
 from servers import api_server  # noqa: E402
 
 from pertstore import Store  # noqa: E402
@@ -39,7 +40,9 @@ def build(root: Path) -> list[str]:
         if store.catalog.n_entities("gene") == 0:
             store.register_genes()
         for i, dim in enumerate(DIMS):
-            store.produce("random", source=f"set{i:02d}", params={"dim": dim, "seed": i, "kind_of_ids": "protein-coding"})
+            store.produce(
+                "random", source=f"set{i:02d}", params={"dim": dim, "seed": i, "kind_of_ids": "protein-coding"}
+            )
         ids = store.get("set00").entity.values
     return [str(i) for i in np.random.default_rng(0).choice(ids, 2000, replace=False)]
 
@@ -58,6 +61,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--workdir", type=Path, default=Path(__file__).parent / "_work_api")
+    parser.add_argument("--rows", default=None, help="append the measurements as JSON rows to this file")
     args = parser.parse_args()
     root = args.workdir / "store"
     if not (root / "catalog.duckdb").exists():
@@ -77,21 +81,52 @@ def main() -> None:
         body = {"sources": sources, "ids": ids}
         t_arrow, got = timed(lambda: client.align(sources, ids), args.repeats)
         t_json, doc = timed(lambda: http.post("/v1/align", json=body).json(), args.repeats)
-        t_npy, npy = timed(lambda: http.post("/v1/align", json=body, headers={"Accept": "application/x-npy"}).content,
-                           args.repeats)
+        t_npy, npy = timed(
+            lambda: http.post("/v1/align", json=body, headers={"Accept": "application/x-npy"}).content, args.repeats
+        )
     np.testing.assert_array_equal(np.hstack([got[s].values for s in sources]), expected)
     json_block = np.hstack([np.asarray(doc["embeddings"][s], dtype=np.float32) for s in sources])
     np.testing.assert_array_equal(json_block, expected)
 
     mb = expected.nbytes / 2**20
-    print(f"answer: {len(ids):,} ids x {expected.shape[1]:,} dims from {len(sources)} sets = {mb:.1f} MiB float32; "
-          f"median of {args.repeats}")
+    print(
+        f"answer: {len(ids):,} ids x {expected.shape[1]:,} dims from {len(sources)} sets = {mb:.1f} MiB float32; "
+        f"median of {args.repeats}"
+    )
     print(f"in-process Store.align : {t_local * 1e3:8.1f} ms")
-    print(f"HTTP Arrow (client)    : {t_arrow * 1e3:8.1f} ms  ({mb / t_arrow:7.1f} MiB/s)  {t_arrow / t_local:5.2f}x in-process")
+    print(
+        f"HTTP Arrow (client)    : {t_arrow * 1e3:8.1f} ms  ({mb / t_arrow:7.1f} MiB/s)  {t_arrow / t_local:5.2f}x in-process"
+    )
     print(f"HTTP .npy (raw bytes)  : {t_npy * 1e3:8.1f} ms  ({mb / t_npy:7.1f} MiB/s)")
     print(f"HTTP JSON (parsed)     : {t_json * 1e3:8.1f} ms  ({mb / t_json:7.1f} MiB/s)")
-    print(f"Arrow throughput = {t_json / t_arrow:.1f}x JSON (target >= 10x); "
-          f"Arrow time = {t_arrow / t_local:.2f}x in-process (target <= 3x)")
+    print(
+        f"Arrow throughput = {t_json / t_arrow:.1f}x JSON (target >= 10x); "
+        f"Arrow time = {t_arrow / t_local:.2f}x in-process (target <= 3x)"
+    )
+    size = f"{len(ids):,} ids x {len(sources)} sets ({mb:.1f} MiB)"
+    write_rows(
+        args.rows,
+        [
+            row(
+                f"HTTP aligned fetch, Arrow vs JSON, {size}",
+                "JSON over HTTP",
+                t_json,
+                t_arrow,
+                target=">= 10x",
+                met=t_json / t_arrow >= 10,
+            ),
+            row(
+                f"HTTP aligned fetch, Arrow vs in-process, {size}",
+                "in-process Store.align",
+                t_local,
+                t_arrow,
+                ratio=t_arrow / t_local,
+                target="<= 3x in-process time",
+                met=t_arrow / t_local <= 3,
+                note="ratio = Arrow time / in-process time",
+            ),
+        ],
+    )
 
 
 if __name__ == "__main__":

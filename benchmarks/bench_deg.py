@@ -21,11 +21,11 @@ for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import numpy as np
 import torch
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import KFold
-
+from _rows import speed_row, write_rows  # benchmarks/ is on sys.path when a benchmark runs
 from pertstore.consumers.evaluators._metrics import deg_f1_per_gene, deg_gene_scores
 from pertstore.consumers.evaluators._models import LOGISTIC_C, VectorLogistic, project
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import KFold
 
 
 def per_gene_sklearn(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray) -> np.ndarray:
@@ -49,8 +49,15 @@ def per_gene_sklearn(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarra
         return out
 
     for g in range(y_train.shape[1]):
-        scores = [np.mean([deg_f1_per_gene(y_train[va, g:g + 1], predict(fit(fa, y_train[tr, g], c), fb)[:, None])
-                           for (fa, (fb,)), tr, va in folds]) for c in LOGISTIC_C]
+        scores = [
+            np.mean(
+                [
+                    deg_f1_per_gene(y_train[va, g : g + 1], predict(fit(fa, y_train[tr, g], c), fb)[:, None])
+                    for (fa, (fb,)), tr, va in folds
+                ]
+            )
+            for c in LOGISTIC_C
+        ]
         proba[:, g] = predict(fit(a, y_train[:, g], LOGISTIC_C[int(np.argmax(scores))]), b)
     return proba
 
@@ -61,6 +68,7 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=128)
     parser.add_argument("--genes", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rows", default=None, help="append the measurement as a JSON row to this file")
     args = parser.parse_args()
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)
@@ -79,14 +87,33 @@ def main() -> None:
         t0 = time.perf_counter()
         theirs = per_gene_sklearn(xt, yt, xs)
         times["sklearn per gene"].append(time.perf_counter() - t0)
-        f1 = {"vectorised": deg_gene_scores(ys, ours)["f1"].mean(),
-              "sklearn per gene": deg_gene_scores(ys, theirs)["f1"].mean()}
-    print(f"synthetic: {args.perts} perturbations ({n_test} test), {args.dim} dims, {args.genes} genes, "
-          f"{args.repeats} runs, one thread")
+        f1 = {
+            "vectorised": deg_gene_scores(ys, ours)["f1"].mean(),
+            "sklearn per gene": deg_gene_scores(ys, theirs)["f1"].mean(),
+        }
+    print(
+        f"synthetic: {args.perts} perturbations ({n_test} test), {args.dim} dims, {args.genes} genes, "
+        f"{args.repeats} runs, one thread"
+    )
     for name, t in times.items():
-        print(f"{name:>17}: median {statistics.median(t):7.2f} s  (runs {', '.join(f'{v:.2f}' for v in t)})  "
-              f"test macro F1 {f1[name]:.3f}")
+        print(
+            f"{name:>17}: median {statistics.median(t):7.2f} s  (runs {', '.join(f'{v:.2f}' for v in t)})  "
+            f"test macro F1 {f1[name]:.3f}"
+        )
     print(f"speed-up: {statistics.median(times['sklearn per gene']) / statistics.median(times['vectorised']):.1f}x")
+    write_rows(
+        args.rows,
+        [
+            speed_row(
+                f"DEG logistic evaluator, {args.perts} perts x {args.genes} genes, {args.dim} dims",
+                "sklearn LogisticRegression per gene",
+                statistics.median(times["sklearn per gene"]),
+                statistics.median(times["vectorised"]),
+                min_ratio=5.0,
+                note=f"test macro F1 {f1['vectorised']:.3f} vs {f1['sklearn per gene']:.3f}",
+            )
+        ],
+    )
 
 
 if __name__ == "__main__":

@@ -74,7 +74,6 @@ def _pca_sklearn(path: str, dims: int, _cache_mb: int, out: mp.Queue) -> None:
 
 def _fm_stream(path: str, model_dir: str, out: mp.Queue) -> None:
     import torch
-
     from pertstore.producers.expression._cells import CellSelection, open_control_cells
     from pertstore.producers.expression._fm_adapters import load_adapter
     from pertstore.producers.expression._fm_stream import column_map, stream_gene_sums
@@ -102,7 +101,6 @@ def _tiny_scgpt(root: Path, n_genes: int) -> Path:
     import json
 
     import torch
-
     from pertstore.producers.expression._fm_models import ScGPTConfig, ScGPTModel
 
     vocab = {t: i for i, t in enumerate(["<pad>", "<cls>", "<eoc>"] + [f"G{i}" for i in range(n_genes)])}
@@ -133,30 +131,41 @@ def main() -> None:
         if "pca" not in skip:
             path = tmp / "pca.h5ad"
             synthetic_counts(path, args.pca_cells, args.pca_genes)
-            ways = {"sklearn in memory": (_pca_sklearn, 0), "streamed, cache 2 GiB (default)": (_pca_streamed, 2048),
-                    "streamed, no cache (re-read every pass)": (_pca_streamed, 0)}
+            ways = {
+                "sklearn in memory": (_pca_sklearn, 0),
+                "streamed, cache 2 GiB (default)": (_pca_streamed, 2048),
+                "streamed, no cache (re-read every pass)": (_pca_streamed, 0),
+            }
             runs = {name: [] for name in ways}
             for _ in range(args.repeats):
                 for name, (target, cache_mb) in ways.items():
                     runs[name].append(_in_process(target, str(path), 128, cache_mb))
-            print(f"PCA of {args.pca_cells} cells x {args.pca_genes} genes (synthetic), 128 dims, medians of "
-                  f"{args.repeats}:", flush=True)
+            print(
+                f"PCA of {args.pca_cells} cells x {args.pca_genes} genes (synthetic), 128 dims, medians of "
+                f"{args.repeats}:",
+                flush=True,
+            )
             t_ref, m_ref = (statistics.median(r[i] for r in runs["sklearn in memory"]) for i in (0, 1))
             for name, rows in runs.items():
                 t, m = (statistics.median(r[i] for r in rows) for i in (0, 1))
                 agree = _component_agreement(rows[-1][2], runs["sklearn in memory"][-1][2], 10)
-                print(f"  {name:40s} {t:7.1f} s ({t / t_ref:4.2f}x)  peak RSS {m:5.2f} GiB ({m / m_ref:4.2f}x)  "
-                      f"min |corr| with sklearn, components 1-10: {agree:.4f}", flush=True)
+                print(
+                    f"  {name:40s} {t:7.1f} s ({t / t_ref:4.2f}x)  peak RSS {m:5.2f} GiB ({m / m_ref:4.2f}x)  "
+                    f"min |corr| with sklearn, components 1-10: {agree:.4f}",
+                    flush=True,
+                )
         if "fm" not in skip:
             model = _tiny_scgpt(tmp / "scgpt", args.fm_genes)
             for n in (int(c) for c in args.fm_cells.split(",")):
                 path = tmp / f"fm{n}.h5ad"
                 synthetic_counts(path, n, args.fm_genes, seed=1)
                 runs = [_in_process(_fm_stream, str(path), str(model)) for _ in range(args.repeats)]
-                print(f"scfm stream, tiny scGPT-style model, {n} cells x {args.fm_genes} genes (synthetic), medians "
-                      f"of {args.repeats}: {statistics.median(r[0] for r in runs):.1f} s, peak RSS "
-                      f"{statistics.median(r[1] for r in runs):.3f} GiB, {runs[0][2]} gene states averaged",
-                      flush=True)
+                print(
+                    f"scfm stream, tiny scGPT-style model, {n} cells x {args.fm_genes} genes (synthetic), medians "
+                    f"of {args.repeats}: {statistics.median(r[0] for r in runs):.1f} s, peak RSS "
+                    f"{statistics.median(r[1] for r in runs):.3f} GiB, {runs[0][2]} gene states averaged",
+                    flush=True,
+                )
                 path.unlink()
 
 

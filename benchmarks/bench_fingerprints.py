@@ -30,15 +30,16 @@ for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from distributed import Client, LocalCluster  # noqa: E402
-
-from pertstore import Store  # noqa: E402
-from pertstore.producers._jobs import worker_environment  # noqa: E402
 from pertstore.catalog import read_repurposing_hub  # noqa: E402
 from pertstore.producers.chem.fingerprints import VARIANTS, FingerprintParams, fingerprint, standardise  # noqa: E402
 
-RECIPES = "recipes:\n" + "".join(f"  - {{producer: fingerprint, source: fp-{v}, params: {{variant: {v}}}}}\n"
-                                 for v in VARIANTS)
+from pertstore import Store  # noqa: E402
+from pertstore._config import get_settings  # noqa: E402
+from pertstore._dask import dask_client  # noqa: E402
+
+RECIPES = "recipes:\n" + "".join(
+    f"  - {{producer: fingerprint, source: fp-{v}, params: {{variant: {v}}}}}\n" for v in VARIANTS
+)
 
 
 def reference_loop(smiles: list[str]) -> dict[str, np.ndarray]:
@@ -77,7 +78,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--limit", type=int, default=None, help="only the first N structures")
     args = ap.parse_args()
-    data = Path(os.environ.get("PERTSTORE_DATA_DIR", "../shared/data"))
+    data = Path(get_settings().data_dir or "../shared/data")
     hub = read_repurposing_hub(data / "molecules" / "repurposing_hub.tsv.gz")
     if args.limit:
         hub = hub.head(args.limit)
@@ -86,17 +87,15 @@ def main() -> None:
         template = work / "template"
         with Store.init(template) as s:
             s.register_molecules(hub)
-            registry = s.catalog.query("SELECT entity_id, description AS smiles FROM entities WHERE kind = 'molecule' "
-                                       "ORDER BY entity_id")
+            registry = s.catalog.query(
+                "SELECT entity_id, description AS smiles FROM entities WHERE kind = 'molecule' ORDER BY entity_id"
+            )
         smiles = registry.smiles.tolist()
         ref_times: list[float] = []
         timings: dict[int, list[float]] = {1: [], 2: []}
-        with worker_environment(), ExitStack() as stack:
-            clients = {}
-            for workers in (1, 2):  # both clusters up front (idle workers cost nothing): runs interleave
-                cluster = stack.enter_context(LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                                           dashboard_address=":0"))
-                clients[workers] = stack.enter_context(Client(cluster))
+        with ExitStack() as stack:
+            # both clusters up front (idle workers cost nothing): runs interleave
+            clients = {workers: stack.enter_context(dask_client(n_workers=workers)) for workers in (1, 2)}
             # the loop runs in a fresh process: this one hosts the schedulers, whose threads share its GIL
             loop = stack.enter_context(ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")))
             for _ in range(args.repeats):
@@ -117,8 +116,12 @@ def main() -> None:
     n = len(smiles)
     print(f"{n:,} Repurposing Hub molecules x {len(VARIANTS)} fingerprints; medians of {args.repeats}; bits identical")
     print(f"  plain RDKit loop, 1 process : {ref:7.2f} s  {n / ref:8.0f} molecules/s")
-    print(f"  job, 1 Dask worker          : {one:7.2f} s  {n / one:8.0f} molecules/s  {ref / one:5.2f}x the loop (target >= 1x)")
-    print(f"  job, 2 Dask workers         : {two:7.2f} s  {n / two:8.0f} molecules/s  {ref / two:5.2f}x the loop (target >= 1.7x)")
+    print(
+        f"  job, 1 Dask worker          : {one:7.2f} s  {n / one:8.0f} molecules/s  {ref / one:5.2f}x the loop (target >= 1x)"
+    )
+    print(
+        f"  job, 2 Dask workers         : {two:7.2f} s  {n / two:8.0f} molecules/s  {ref / two:5.2f}x the loop (target >= 1.7x)"
+    )
 
 
 if __name__ == "__main__":

@@ -20,11 +20,12 @@ for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(var, "1")
 
 import numpy as np  # noqa: E402
+from pertstore.producers.graph._string import read_string  # noqa: E402
+from pertstore.producers.graph.spectral import adjacency, largest_component, spectral_embedding  # noqa: E402
 from scipy.linalg import subspace_angles  # noqa: E402
 from sklearn.manifold import SpectralEmbedding  # noqa: E402
 
-from pertstore.producers.graph._string import read_string  # noqa: E402
-from pertstore.producers.graph.spectral import adjacency, largest_component, spectral_embedding  # noqa: E402
+from pertstore._config import get_settings  # noqa: E402
 
 
 def _auc(emb: np.ndarray, rows: np.ndarray, cols: np.ndarray, seed: int = 0) -> float:
@@ -42,7 +43,7 @@ def main() -> None:
     ap.add_argument("--dims", type=int, default=128)
     ap.add_argument("--quick", action="store_true", help="the 4,000 best-connected genes only")
     args = ap.parse_args()
-    data = os.environ.get("PERTSTORE_DATA_DIR")
+    data = get_settings().data_dir
     if not data:
         raise SystemExit("set PERTSTORE_DATA_DIR to the data directory")
     edges = read_string(os.path.join(data, "network", "string_v12_human_notextmining.tsv.gz"))
@@ -53,7 +54,9 @@ def main() -> None:
         edges = edges[edges.a.isin(top) & edges.b.isin(top)]
     nodes = sorted(set(edges.a) | set(edges.b))
     index = {n: i for i, n in enumerate(nodes)}
-    adj = adjacency(len(nodes), edges.a.map(index).to_numpy(), edges.b.map(index).to_numpy(), edges.score.to_numpy() / 1000)
+    adj = adjacency(
+        len(nodes), edges.a.map(index).to_numpy(), edges.b.map(index).to_numpy(), edges.score.to_numpy() / 1000
+    )
     keep = largest_component(adj)
     adj = adj[keep][:, keep]
     coo = adj.tocoo()
@@ -67,8 +70,10 @@ def main() -> None:
     cos = np.cos(subspace_angles(ours, ref))
     print(f"  scikit-learn (ARPACK shift-invert): {t_ref:8.1f} s, link AUC {_auc(ref, coo.row, coo.col):.3f}")
     print(f"  pertstore (eigsh, normalised adj.): {t_ours:8.1f} s, link AUC {_auc(ours, coo.row, coo.col):.3f}")
-    print(f"  speed-up {t_ref / t_ours:.1f}x (target >= 10x); principal-angle cosines min {cos.min():.5f} "
-          f"(target >= 0.999)")
+    print(
+        f"  speed-up {t_ref / t_ours:.1f}x (target >= 10x); principal-angle cosines min {cos.min():.5f} "
+        f"(target >= 0.999)"
+    )
 
 
 if __name__ == "__main__":

@@ -22,10 +22,8 @@ from pathlib import Path
 for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(var, "1")
 
-from distributed import Client, LocalCluster  # noqa: E402
-
 from pertstore import Store  # noqa: E402
-from pertstore.producers._jobs import worker_environment  # noqa: E402
+from pertstore._dask import dask_client  # noqa: E402
 
 
 def _recipes(n: int, work: int, tag: str) -> str:
@@ -65,25 +63,32 @@ def main() -> None:
             s.register_genes()
         timings: dict[str, list[float]] = {"1 worker": [], "2 workers": [], "empty chunks": []}
         for workers in (1, 2):
-            with worker_environment(), \
-                    LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
-                    Client(cluster) as client:
+            with dask_client(n_workers=workers) as client:
                 label = f"{workers} worker" + ("s" if workers > 1 else "")
                 for r in range(args.repeats):
-                    timings[label].append(_job_seconds(template, work, _recipes(args.entities, args.work, f"{workers}-{r}"),
-                                                       client.scheduler.address))
+                    timings[label].append(
+                        _job_seconds(
+                            template,
+                            work,
+                            _recipes(args.entities, args.work, f"{workers}-{r}"),
+                            client.scheduler.address,
+                        )
+                    )
                 if workers == 2:
                     for r in range(args.repeats):
-                        timings["empty chunks"].append(_job_seconds(template, work, _recipes(args.entities, 0, f"e-{r}"),
-                                                                    client.scheduler.address))
+                        timings["empty chunks"].append(
+                            _job_seconds(template, work, _recipes(args.entities, 0, f"e-{r}"), client.scheduler.address)
+                        )
     med = {k: statistics.median(v) for k, v in timings.items()}
     n = args.entities
     print(f"checksum producer, {n} entities, {args.work} hashing rounds each; medians of {args.repeats} runs")
     for label in ("1 worker", "2 workers"):
         print(f"  {label:<12} {med[label]:7.2f} s   {n / med[label]:9.0f} entities/s")
     print(f"  speed-up with 2 workers: {med['1 worker'] / med['2 workers']:.2f}x (target >= 1.7x)")
-    print(f"  job of empty chunks: {med['empty chunks']:.2f} s = {100 * med['empty chunks'] / 60:.1f}% of a 60 s job "
-          "(target < 5%)")
+    print(
+        f"  job of empty chunks: {med['empty chunks']:.2f} s = {100 * med['empty chunks'] / 60:.1f}% of a 60 s job "
+        "(target < 5%)"
+    )
 
 
 if __name__ == "__main__":

@@ -22,8 +22,9 @@ for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
-
 from pertstore.producers.text import _sentence  # noqa: E402
+
+from pertstore._config import get_settings  # noqa: E402
 
 CONFIGS = [("torch, batch 64", "torch", 64), ("torch, batch 16", "torch", 16), ("onnx, batch 16", "onnx", 16)]
 
@@ -40,7 +41,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     torch.set_num_threads(1)
-    data = os.environ.get("PERTSTORE_DATA_DIR")
+    data = get_settings().data_dir
     if not data:
         raise SystemExit("set PERTSTORE_DATA_DIR to the data directory (the Makefile uses ../shared/data)")
     table = pd.read_csv(f"{data}/genes/refseq_gene_summaries_human.tsv.gz", sep="\t")

@@ -28,14 +28,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
+from pertstore.store import from_arrow  # noqa: E402
 from servers import api_server  # noqa: E402
 
 from pertstore import Store  # noqa: E402
-from pertstore.store import from_arrow  # noqa: E402
 
 TOKEN = "load-token"
 SOURCES = ["live", "other-a", "other-b"]
-NEW_VERSION = "recipes:\n  - {producer: random, source: live, params: {dim: 64, seed: 2, kind_of_ids: protein-coding}}\n"
+NEW_VERSION = (
+    "recipes:\n  - {producer: random, source: live, params: {dim: 64, seed: 2, kind_of_ids: protein-coding}}\n"
+)
 
 
 def build(root: Path) -> list[str]:
@@ -53,8 +55,11 @@ async def reader(http: httpx.AsyncClient, genes: list[str], seed: int, stop: flo
         ids = [genes[i] for i in rng.choice(len(genes), 200, replace=False)]
         t = time.perf_counter()
         try:
-            r = await http.post("/v1/align", json={"sources": SOURCES, "ids": ids},
-                                headers={"Accept": "application/vnd.apache.arrow.stream"})
+            r = await http.post(
+                "/v1/align",
+                json={"sources": SOURCES, "ids": ids},
+                headers={"Accept": "application/vnd.apache.arrow.stream"},
+            )
             ok = r.status_code == 200
             body = r.content if ok else r.text
         except httpx.HTTPError as e:
@@ -109,8 +114,10 @@ def main() -> None:
     print(f"{args.clients} clients x {elapsed:.1f} s, job publishing a new version of 'live': {state}")
     print(f"requests: {len(log):,}  errors: {len(errors)}  answers mixing or missing rows: {mismatched}")
     print(f"answers from the old version: {seen[old]:,}, from the new one: {seen[new]:,}")
-    print(f"latency p50 {statistics.median(latencies) * 1e3:.1f} ms, p99 {latencies[int(0.99 * (len(latencies) - 1))] * 1e3:.1f} ms;"
-          f" throughput {len(latencies) / elapsed:.0f} requests/s")
+    print(
+        f"latency p50 {statistics.median(latencies) * 1e3:.1f} ms, p99 {latencies[int(0.99 * (len(latencies) - 1))] * 1e3:.1f} ms;"
+        f" throughput {len(latencies) / elapsed:.0f} requests/s"
+    )
     if errors:
         print("first error:", errors[0][:300])
     if errors or mismatched or state != "done" or not seen[new]:

@@ -9,21 +9,29 @@ import time
 import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
 import numpy as np
 import pandas as pd
-
-from pertstore.catalog._registry import (ANSWER_BYTES, AliasIndex, Resolution, aliases_for, entity_rows, pick,
-                                        probe_keys, smiles_to_inchikey)
-from pertstore.catalog import _job_records
-from pertstore.catalog._schema import first, migrate
+from pertstore.catalog._jobs import JobIndex
+from pertstore.catalog._registry import (
+    ANSWER_BYTES,
+    AliasIndex,
+    Resolution,
+    aliases_for,
+    entity_rows,
+    pick,
+    probe_keys,
+    smiles_to_inchikey,
+)
 from pertstore.catalog._results import ResultIndex
+from pertstore.catalog._schema import first, migrate
 from pertstore.catalog._tasks import TaskIndex
+from pertstore.store import SetCard
+
 from pertstore.errors import ConflictError, NotFoundError, PertstoreError
-from pertstore.store._card import SetCard
 
 log = logging.getLogger(__name__)
 
@@ -149,9 +157,10 @@ class Catalog:
         """Benchmark results (save, rows, errors, reindex)."""
         return ResultIndex(self)
 
-    def export_job(self, job_id: str) -> bytes:
-        """Job ``job_id``'s rows (job, recipes, failures) as the record kept in the store."""
-        return _job_records.export(self.con, job_id)
+    @property
+    def jobs(self) -> JobIndex:
+        """Producer jobs (add, ls, row, recipes, failures, state changes, progress, export)."""
+        return JobIndex(self)
 
     @contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -176,8 +185,9 @@ class Catalog:
         """Raise :class:`ConflictError` if ``source`` exists with another kind or dim."""
         row = first(self.con.execute("SELECT kind, dim FROM sources WHERE source = ?", [source]))
         if row and (row[0], row[1]) != (kind, dim):
-            raise ConflictError(f"source {source!r} holds {row[0]} embeddings of dim {row[1]}; "
-                                f"the new set is {kind} with dim {dim}")
+            raise ConflictError(
+                f"source {source!r} holds {row[0]} embeddings of dim {row[1]}; the new set is {kind} with dim {dim}"
+            )
 
     def index_set(self, card: SetCard, path: str, entity_ids: Sequence[str]) -> None:
         """Record a published set, its entities and its ``latest`` tag (idempotent)."""
@@ -187,20 +197,42 @@ class Catalog:
     def _insert_set(self, con: duckdb.DuckDBPyConnection, card: SetCard, path: str, entity_ids: Sequence[str]) -> None:
         row = first(con.execute("SELECT kind, dim FROM sources WHERE source = ?", [card.source]))
         if row and (row[0], row[1]) != (card.kind, card.dim):
-            raise ConflictError(f"source {card.source!r} holds {row[0]} embeddings of dim {row[1]}; "
-                                f"set {card.version} is {card.kind} with dim {card.dim}")
+            raise ConflictError(
+                f"source {card.source!r} holds {row[0]} embeddings of dim {row[1]}; "
+                f"set {card.version} is {card.kind} with dim {card.dim}"
+            )
         if not row:
-            con.execute("INSERT INTO sources VALUES (?, ?, ?, ?)", [card.source, card.kind, card.dim, card.created_at]).fetchall()
+            con.execute(
+                "INSERT INTO sources VALUES (?, ?, ?, ?)", [card.source, card.kind, card.dim, card.created_at]
+            ).fetchall()
         if first(con.execute("SELECT 1 FROM sets WHERE source = ? AND version = ?", [card.source, card.version])):
             return
         con.execute(
             "INSERT INTO sets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [card.source, card.version, card.kind, card.context, card.dim, card.n_rows, card.chunk_rows,
-             card.recipe.producer, card.recipe.canonical_json(), card.checksum, len(card.failed), path,
-             card.created_at],
+            [
+                card.source,
+                card.version,
+                card.kind,
+                card.context,
+                card.dim,
+                card.n_rows,
+                card.chunk_rows,
+                card.recipe.producer,
+                card.recipe.canonical_json(),
+                card.checksum,
+                len(card.failed),
+                path,
+                card.created_at,
+            ],
         ).fetchall()
-        ents = pd.DataFrame({"source": card.source, "version": card.version, "entity_id": list(entity_ids),
-                             "position": range(len(entity_ids))})
+        ents = pd.DataFrame(
+            {
+                "source": card.source,
+                "version": card.version,
+                "entity_id": list(entity_ids),
+                "position": range(len(entity_ids)),
+            }
+        )
         con.register("_ents", ents)
         con.execute("INSERT INTO set_entities SELECT * FROM _ents").fetchall()
         con.unregister("_ents")
@@ -210,11 +242,14 @@ class Catalog:
             self._upsert_tag(con, source, context, tag, version, updated_at)
 
     def _upsert_tag(self, con, source, context, tag, version, updated_at=None) -> None:
-        con.execute("INSERT OR REPLACE INTO tags VALUES (?, ?, ?, ?, ?)",
-                    [source, context, tag, version, updated_at or datetime.now(timezone.utc)]).fetchall()
+        con.execute(
+            "INSERT OR REPLACE INTO tags VALUES (?, ?, ?, ?, ?)",
+            [source, context, tag, version, updated_at or datetime.now(UTC)],
+        ).fetchall()
 
-    def find_set(self, source: str, *, context: str | None = None, version: str | None = None,
-                 tag: str | None = None) -> pd.Series:
+    def find_set(
+        self, source: str, *, context: str | None = None, version: str | None = None, tag: str | None = None
+    ) -> pd.Series:
         """The set row for ``source`` in ``context`` at ``version`` or ``tag`` (default: ``latest``).
 
         A source without a set in ``context`` falls back to its global set (empty context).
@@ -243,7 +278,7 @@ class Catalog:
             raise NotFoundError(f"source {source!r} (context {ctx!r}) has no tag {name!r}; tags: {sorted(tags)}")
         return view.row(source, tags[name])
 
-    def _view(self) -> "_SetsView":
+    def _view(self) -> _SetsView:
         view = self._sets_view
         if view is None:
             generation = self._generation
@@ -270,10 +305,12 @@ class Catalog:
         known = [(i, e) for i, e in enumerate(entity_ids) if e is not None]
         if not sets or not known:
             return out
-        probe = pd.DataFrame({"pos": np.fromiter((i for i, _ in known), np.int64, len(known)),
-                              "entity_id": [e for _, e in known]})
-        wanted = pd.DataFrame({"k": np.arange(len(sets), dtype=np.int64), "source": [s for s, _ in sets],
-                               "version": [v for _, v in sets]})
+        probe = pd.DataFrame(
+            {"pos": np.fromiter((i for i, _ in known), np.int64, len(known)), "entity_id": [e for _, e in known]}
+        )
+        wanted = pd.DataFrame(
+            {"k": np.arange(len(sets), dtype=np.int64), "source": [s for s, _ in sets], "version": [v for _, v in sets]}
+        )
         con = self.con
         con.register("_probe", probe)
         con.register("_wanted", wanted)
@@ -284,7 +321,8 @@ class Catalog:
                 "SELECT w.k, p.pos, e.position FROM set_entities e "
                 "JOIN _wanted w ON w.source = e.source AND w.version = e.version "
                 f"JOIN _probe p ON p.entity_id = e.entity_id WHERE e.source IN ({marks})",
-                list(dict.fromkeys(s for s, _ in sets))).fetchnumpy()
+                list(dict.fromkeys(s for s, _ in sets)),
+            ).fetchnumpy()
         finally:
             con.unregister("_probe")
             con.unregister("_wanted")
@@ -299,11 +337,13 @@ class Catalog:
         if context is not None:
             where.append("s.context = ?")
             params.append(context)
-        sql = ("SELECT s.source, s.version, s.kind, s.context, s.dim, s.n_rows, s.producer, s.n_failed, s.created_at, "
-               "coalesce(string_agg(t.tag, ',' ORDER BY t.tag), '') AS tags FROM sets s "
-               "LEFT JOIN tags t ON t.source = s.source AND t.version = s.version AND t.context = s.context "
-               + ("WHERE " + " AND ".join(where) if where else "")
-               + " GROUP BY ALL ORDER BY s.source, s.context, s.created_at")
+        sql = (
+            "SELECT s.source, s.version, s.kind, s.context, s.dim, s.n_rows, s.producer, s.n_failed, s.created_at, "
+            "coalesce(string_agg(t.tag, ',' ORDER BY t.tag), '') AS tags FROM sets s "
+            "LEFT JOIN tags t ON t.source = s.source AND t.version = s.version AND t.context = s.context "
+            + ("WHERE " + " AND ".join(where) if where else "")
+            + " GROUP BY ALL ORDER BY s.source, s.context, s.created_at"
+        )
         return self.query(sql, params)
 
     def coverage(self) -> pd.DataFrame:
@@ -311,6 +351,45 @@ class Catalog:
 
     def contexts(self) -> list[str]:
         return [r[0] for r in self.con.execute("SELECT context FROM contexts ORDER BY 1").fetchall()]
+
+    def labels(self, kind: str, entity_ids: Sequence[str]) -> dict[str, str]:
+        """The registry label (gene symbol, molecule name) of each registered id among ``entity_ids``."""
+        con = self.con
+        con.register("_wanted", pd.DataFrame({"entity_id": list(entity_ids)}, dtype=object))
+        try:
+            got = con.execute(
+                "SELECT e.entity_id, e.label FROM entities e JOIN _wanted w USING (entity_id) WHERE e.kind = ?", [kind]
+            ).fetchall()
+        finally:
+            con.unregister("_wanted")
+        return dict(got)
+
+    def shared_id_rules(self) -> dict[str, tuple[str, str]]:
+        """Ensembl ids several genes share, resolved by a rule: key -> (gene, rule)."""
+        rows = self.con.execute(
+            "SELECT key, namespace, entity_id FROM aliases WHERE kind = 'gene' AND namespace "
+            "LIKE 'ensembl_gene:%' AND namespace <> 'ensembl_gene:shared'"
+        ).fetchall()
+        return {key: (entity, namespace.split(":", 1)[1]) for key, namespace, entity in rows}
+
+    def tags(self, source: str | None = None) -> pd.DataFrame:
+        """``source, context, tag, version, updated_at`` of every tag (of ``source``)."""
+        sql = "SELECT source, context, tag, version, updated_at FROM tags" + (" WHERE source = ?" if source else "")
+        return self.query(sql + " ORDER BY source, context, tag", [source] if source else None)
+
+    def recipes(self, *, source: str | None = None, producer: str | None = None) -> pd.DataFrame:
+        """``source, version, context, producer, recipe`` (JSON text) of every set, optionally filtered."""
+        where = [c for c, v in (("source = ?", source), ("producer = ?", producer)) if v]
+        sql = (
+            "SELECT source, version, context, producer, recipe FROM sets"
+            + (" WHERE " + " AND ".join(where) if where else "")
+            + " ORDER BY source, version"
+        )
+        return self.query(sql, [v for v in (source, producer) if v] or None)
+
+    def ping(self) -> None:
+        """Raise unless the catalog answers a query."""
+        self.con.execute("SELECT 1").fetchall()
 
     def sources(self) -> pd.DataFrame:
         """One row per source: kind, dim and description."""
@@ -347,7 +426,7 @@ class Catalog:
             self._registry_generation += 1  # alias indexes read before now are stale
 
     def n_entities(self, kind: str) -> int:
-        return int(first(self.con.execute("SELECT count(*) FROM entities WHERE kind = ?", [kind]))[0])
+        return int(self.con.execute("SELECT count(*) FROM entities WHERE kind = ?", [kind]).fetchall()[0][0])
 
     def resolve(self, ids: Sequence[str], kind: str) -> Resolution:
         """Resolve ids of any namespace to canonical ids of ``kind`` (see :mod:`._registry`)."""
@@ -371,8 +450,12 @@ class Catalog:
             self._resolve_calls[kind] = calls = self._resolve_calls.get(kind, 0) + 1
             builder = self._index_builders.get(kind)
             if calls >= INDEX_AFTER_CALLS and (builder is None or not builder.is_alive()):
-                builder = threading.Thread(target=self._build_alias_index, args=(kind, self._registry_generation),
-                                           name=f"pertstore-alias-index-{kind}", daemon=True)
+                builder = threading.Thread(
+                    target=self._build_alias_index,
+                    args=(kind, self._registry_generation),
+                    name=f"pertstore-alias-index-{kind}",
+                    daemon=True,
+                )
                 self._index_builders[kind] = builder
                 builder.start()
         return None
@@ -383,13 +466,16 @@ class Catalog:
         try:
             index: AliasIndex | None = AliasIndex(
                 self.con.execute("SELECT key, priority, entity_id FROM aliases WHERE kind = ?", [kind]).fetchall(),
-                answer_bytes=answer_bytes)
+                answer_bytes=answer_bytes,
+            )
         except duckdb.Error as e:  # the catalog closed meanwhile: the join keeps answering
             log.debug("alias index of %s not built: %s", kind, e)
             return
+        assert index is not None
         if budget is not None and index.nbytes > budget:  # remembered as None: not built again for this registry
-            log.info("alias index of %s not kept: %d bytes exceed 1/%d of the cache budget", kind, index.nbytes,
-                     INDEX_SHARE)
+            log.info(
+                "alias index of %s not kept: %d bytes exceed 1/%d of the cache budget", kind, index.nbytes, INDEX_SHARE
+            )
             index = None
         with self._index_lock:
             if generation == self._registry_generation:  # not kept when the registry changed meanwhile
@@ -402,7 +488,9 @@ class Catalog:
         try:
             hits = con.execute(
                 "SELECT DISTINCT p.pos, a.priority, a.entity_id FROM _probe p "
-                "JOIN aliases a ON a.kind = ? AND a.key = p.key", [kind]).df()
+                "JOIN aliases a ON a.kind = ? AND a.key = p.key",
+                [kind],
+            ).df()
         finally:
             con.unregister("_probe")
         return pick(query, hits)

@@ -28,8 +28,12 @@ def check(raw: bytes, where: str) -> dict:
     """The record's document; ``ValueError`` naming ``where`` when it is not a readable job record."""
     try:
         doc = json.loads(raw)
-        if not isinstance(doc, dict) or doc.get("encoding-type") != RECORD_ENCODING["encoding-type"] \
-                or not doc.get("jobs") or "job_id" not in doc["jobs"][0]:
+        if (
+            not isinstance(doc, dict)
+            or doc.get("encoding-type") != RECORD_ENCODING["encoding-type"]
+            or not doc.get("jobs")
+            or "job_id" not in doc["jobs"][0]
+        ):
             raise ValueError("not a pertstore job record")
     except (ValueError, TypeError, IndexError, KeyError) as e:
         raise ValueError(f"{where}: job record not restored ({e})") from e

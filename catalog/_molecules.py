@@ -6,13 +6,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
-
 from pertstore.catalog._registry import MOLECULE_COLUMNS
+
 from pertstore.errors import InvalidInputError
 
 
-def molecule_registry(table: pd.DataFrame, *, name_col: str = "name", smiles_col: str = "smiles",
-                      alias_cols: Sequence[str] = ()) -> tuple[pd.DataFrame, list[str]]:
+def molecule_registry(
+    table: pd.DataFrame, *, name_col: str = "name", smiles_col: str = "smiles", alias_cols: Sequence[str] = ()
+) -> tuple[pd.DataFrame, list[str]]:
     """Registry rows (:data:`MOLECULE_COLUMNS`) from a table with a name and a SMILES per row.
 
     Returns the registry and one message per row that could not be registered (row, name, why).
@@ -20,7 +21,7 @@ def molecule_registry(table: pd.DataFrame, *, name_col: str = "name", smiles_col
     """
     from rdkit import Chem, RDLogger
 
-    RDLogger.DisableLog("rdApp.*")
+    RDLogger.DisableLog("rdApp.*")  # type: ignore[attr-defined]
     for col in [name_col, smiles_col, *alias_cols]:
         if col not in table.columns:
             raise InvalidInputError(f"molecule table lacks column {col!r} (has {list(table.columns)})")
@@ -36,8 +37,16 @@ def molecule_registry(table: pd.DataFrame, *, name_col: str = "name", smiles_col
             failures.append(f"row {i} ({name!r}, SMILES {short!r}): {why}")
             continue
         extra = [str(rec[c]).strip() for c in alias_cols if str(rec[c]).strip()]
-        entry = rows.setdefault(key, {"entity_id": key, "name": name, "smiles": smiles,
-                                      "canonical_smiles": Chem.MolToSmiles(mol), "aliases": []})
+        entry = rows.setdefault(
+            key,
+            {
+                "entity_id": key,
+                "name": name,
+                "smiles": smiles,
+                "canonical_smiles": Chem.MolToSmiles(mol),
+                "aliases": [],
+            },
+        )
         for alias in ([name] if name != entry["name"] else []) + extra:
             if alias not in entry["aliases"]:
                 entry["aliases"].append(alias)
@@ -65,13 +74,18 @@ def merge_registry(old: pd.DataFrame | None, new: pd.DataFrame) -> pd.DataFrame:
     if "aliases" in merged.columns:
         extra = new[new.entity_id.isin(old.entity_id)].set_index("entity_id")
         label = "name" if "name" in extra.columns else "symbol"
+
         def union(row: pd.Series) -> str:
             if row.entity_id not in extra.index:
                 return row.aliases
             have = [a for a in row.aliases.split(";") if a]
-            add = [a for a in [extra.at[row.entity_id, label], *extra.at[row.entity_id, "aliases"].split(";")]
-                   if a and a not in have and a != row[label]]
+            add = [
+                a
+                for a in [extra.at[row.entity_id, label], *extra.at[row.entity_id, "aliases"].split(";")]
+                if a and a not in have and a != row[label]
+            ]
             return ";".join(have + add)
+
         merged["aliases"] = merged.apply(union, axis=1)
     return merged
 
@@ -86,7 +100,8 @@ def read_sciplex3(path: str | Path) -> pd.DataFrame:
 
 
 def read_repurposing_hub(path: str | Path) -> pd.DataFrame:
-    """The Drug Repurposing Hub (``molecules/repurposing_hub.tsv.gz``) as ``name, smiles, broad_id, compound_id`` rows."""
+    """The Drug Repurposing Hub (``molecules/repurposing_hub.tsv.gz``) as ``name, smiles, broad_id,
+    compound_id`` rows."""
     t = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
     out = t.rename(columns={"pert_iname": "name"})[["name", "smiles", "broad_id"]].copy()
     out["compound_id"] = out["broad_id"].str[:13]

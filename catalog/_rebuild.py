@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import io
 import json
+from typing import Any
 
 import pandas as pd
-from rich.progress import track
-
 from pertstore.catalog import _job_records
 from pertstore.catalog._catalog import Catalog
+from pertstore.store import OpenSet, Storage, published_sets, registry_key
+from rich.progress import track
+
 from pertstore.errors import CorruptedSetError
-from pertstore.store._layout import registry_key
-from pertstore.store._reader import OpenSet
-from pertstore.store._storage import Storage
-from pertstore.store._verify import published_sets
 
 
 def read_registry(storage: Storage, kind: str) -> pd.DataFrame | None:
@@ -70,7 +68,7 @@ def rebuild(catalog: Catalog, storage: Storage, *, progress: bool = False) -> di
     """Empty ``catalog`` and index everything the store holds; returns counts and, under ``problems``,
     the files that were skipped."""
     catalog.clear()
-    counts = {"sets": 0, "tags": 0, "gene": 0, "molecule": 0}
+    counts: dict[str, Any] = {"sets": 0, "tags": 0, "gene": 0, "molecule": 0}
     for kind in ("gene", "molecule"):
         reg = read_registry(storage, kind)
         if reg is not None:

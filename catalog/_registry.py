@@ -4,7 +4,10 @@ Genes
     The canonical id is an Ensembl gene id: the first of the gene's Ensembl ids (database order)
     that belongs to no other Entrez gene. A gene with no such id is ``ENTREZ:<entrez id>``.
     Symbols, Entrez ids, all Ensembl gene and protein ids (version suffixes ignored) and the
-    published aliases resolve to it, case-insensitively.
+    published aliases resolve to it, case-insensitively. An Ensembl gene id that org.Hs.eg.db lists
+    under several genes resolves to one of them by a recorded rule (:data:`SHARED_ID_RULES`): the
+    gene whose symbol Ensembl gives the id (``genes/tss_grch38.tsv.gz``, when registered with it),
+    else the gene for which it is the only Ensembl id; otherwise it stays ambiguous.
 Molecules
     The canonical id is the InChIKey of the structure RDKit parses from the SMILES as given
     (salts included). Names, the SMILES, Broad ids and other registered aliases resolve to it;
@@ -28,8 +31,24 @@ import pandas as pd
 
 from pertstore.errors import InvalidInputError
 
-GENE_COLUMNS = ["entity_id", "symbol", "name", "entrez_id", "ensembl_gene_ids", "ensembl_protein_ids",
-                "aliases", "chromosome", "gene_type"]
+GENE_COLUMNS = [
+    "entity_id",
+    "symbol",
+    "name",
+    "entrez_id",
+    "ensembl_gene_ids",
+    "ensembl_protein_ids",
+    "aliases",
+    "chromosome",
+    "gene_type",
+    "shared_ensembl",
+]
+SHARED_ID_RULES = {
+    "ensembl": "Ensembl gives the id this gene's symbol (genes/tss_grch38.tsv.gz)",
+    "sole-id": "the id is this gene's only Ensembl gene id",
+}
+"""Rules that give an Ensembl gene id listed under several genes to one of them; a gene's
+``shared_ensembl`` field holds ``ID:rule`` for each such id it was given."""
 MOLECULE_COLUMNS = ["entity_id", "name", "smiles", "canonical_smiles", "aliases"]
 _ENSEMBL_VERSIONED = re.compile(r"^(ENS[A-Z]*[GTP]\d{6,})\.\d+$", re.IGNORECASE)
 _INCHIKEY = re.compile(r"^[A-Z]{14}-[A-Z]{10}-[A-Z]$")
@@ -44,14 +63,18 @@ class Resolution:
     """Canonical id for each query id (None when unresolved or ambiguous)."""
     unresolved: list[str] = field(default_factory=list)
     ambiguous: dict[str, list[str]] = field(default_factory=dict)
+    rules: dict[str, str] = field(default_factory=dict)
+    """For a query id that several genes share and a rule gave to one: the rule (see :data:`SHARED_ID_RULES`)."""
 
     @property
     def n_resolved(self) -> int:
         return sum(i is not None for i in self.ids)
 
     def summary(self) -> str:
-        return (f"{self.n_resolved}/{len(self.query)} resolved, {len(self.unresolved)} unresolved, "
-                f"{len(self.ambiguous)} ambiguous")
+        return (
+            f"{self.n_resolved}/{len(self.query)} resolved, {len(self.unresolved)} unresolved, "
+            f"{len(self.ambiguous)} ambiguous"
+        )
 
 
 def _split(value: str) -> list[str]:
@@ -65,8 +88,23 @@ def default_gene_table() -> pd.DataFrame:
         return pd.read_csv(p, sep="\t", dtype=str, keep_default_na=False)
 
 
-def gene_registry(table: pd.DataFrame) -> pd.DataFrame:
-    """Registry rows (:data:`GENE_COLUMNS`) from a table shaped like ``genes/human_genes.tsv.gz``."""
+def ensembl_assignment(path) -> pd.DataFrame:
+    """``(ensembl_id, symbol)`` rows of Ensembl's own gene table (``genes/tss_grch38.tsv.gz``)."""
+    try:
+        t = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise InvalidInputError(f"{path}: not a readable Ensembl gene table ({e})") from e
+    if missing := {"ensembl_id", "symbol"} - set(t.columns):
+        raise InvalidInputError(f"{path}: Ensembl gene table lacks column(s) {sorted(missing)}")
+    return t[["ensembl_id", "symbol"]]
+
+
+def gene_registry(table: pd.DataFrame, ensembl: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Registry rows (:data:`GENE_COLUMNS`) from a table shaped like ``genes/human_genes.tsv.gz``.
+
+    ``ensembl``: Ensembl's ``(ensembl_id, symbol)`` assignment (:func:`ensembl_assignment`), used to
+    give an Ensembl id listed under several genes to the one Ensembl names.
+    """
     need = {"entrez_id", "symbol", "ensembl_gene_ids"}
     if missing := need - set(table.columns):
         raise InvalidInputError(f"gene table lacks column(s) {sorted(missing)}")
@@ -87,21 +125,63 @@ def gene_registry(table: pd.DataFrame) -> pd.DataFrame:
         return f"ENTREZ:{entrez}"
 
     t["entity_id"] = [canonical(a, b) for a, b in zip(t.entrez_id, t.ensembl_gene_ids)]
+    given = _shared_ids(t, {e: o for e, o in owners.items() if len(o) > 1}, ensembl)
+    t["shared_ensembl"] = [
+        ";".join(f"{e}:{rule}" for e, rule in sorted(given.get(entrez, {}).items())) for entrez in t.entrez_id
+    ]
     return t[GENE_COLUMNS].reset_index(drop=True)
 
 
+def _shared_ids(
+    t: pd.DataFrame, shared: dict[str, set[str]], ensembl: pd.DataFrame | None
+) -> dict[str, dict[str, str]]:
+    """``{entrez id: {shared Ensembl id: rule}}``: which gene each shared id goes to, and by what rule."""
+    symbol = {e: s.upper() for e, s in zip(t.entrez_id, t.symbol)}
+    n_ids = {e: len(_split(ids)) for e, ids in zip(t.entrez_id, t.ensembl_gene_ids)}
+    named = (
+        {}
+        if ensembl is None
+        else dict(zip(ensembl.ensembl_id.astype(str).str.upper(), ensembl.symbol.astype(str).str.upper()))
+    )
+    given: dict[str, dict[str, str]] = {}
+    for e, genes in shared.items():
+        by_symbol = [g for g in genes if e.upper() in named and symbol[g] == named[e.upper()]]
+        sole = [g for g in genes if n_ids[g] == 1]
+        if len(by_symbol) == 1:
+            given.setdefault(by_symbol[0], {})[e] = "ensembl"
+        elif len(sole) == 1:
+            given.setdefault(sole[0], {})[e] = "sole-id"
+    return given
+
+
 def gene_aliases(reg: pd.DataFrame) -> pd.DataFrame:
-    """Alias rows ``(key, namespace, priority, entity_id)`` of a gene registry."""
+    """Alias rows ``(key, namespace, priority, entity_id)`` of a gene registry.
+
+    An Ensembl id that several genes share and a rule gave to one of them is that gene's alias at the
+    Ensembl level (namespace ``ensembl_gene:<rule>``); the other genes keep it one level lower.
+    """
+    given = {
+        e.upper(): rule
+        for field_ in reg.get("shared_ensembl", pd.Series([], dtype=str))
+        for e, _, rule in (x.partition(":") for x in _split(field_))
+    }
     rows: list[tuple[str, str, int, str]] = []
     for r in reg.itertuples(index=False):
         eid = r.entity_id
+        mine = {e.upper() for e, _, _ in (x.partition(":") for x in _split(getattr(r, "shared_ensembl", "")))}
         rows.append((eid.upper(), "canonical", 0, eid))
         if r.symbol:
             rows.append((r.symbol.upper(), "symbol", 1, eid))
         if r.entrez_id:
             rows.append((r.entrez_id, "entrez", 1, eid))
             rows.append((f"ENTREZ:{r.entrez_id}", "entrez", 1, eid))
-        rows += [(e.upper(), "ensembl_gene", 2, eid) for e in _split(r.ensembl_gene_ids)]
+        for e in (x.upper() for x in _split(r.ensembl_gene_ids)):
+            if e in mine:
+                rows.append((e, f"ensembl_gene:{given[e]}", 2, eid))
+            elif e in given:
+                rows.append((e, "ensembl_gene:shared", 3, eid))
+            else:
+                rows.append((e, "ensembl_gene", 2, eid))
         rows += [(p.upper(), "ensembl_protein", 2, eid) for p in _split(r.ensembl_protein_ids)]
         rows += [(a.upper(), "alias", 3, eid) for a in _split(r.aliases) if a.upper() != r.symbol.upper()]
     return pd.DataFrame(rows, columns=["key", "namespace", "priority", "entity_id"]).drop_duplicates()
@@ -127,8 +207,9 @@ def entity_rows(kind: str, reg: pd.DataFrame) -> pd.DataFrame:
         label, desc = reg.symbol, reg.name
     else:
         label, desc = reg.name, reg.smiles
-    return pd.DataFrame({"entity_id": reg.entity_id, "kind": kind, "label": label.fillna(""),
-                         "description": desc.fillna("")})
+    return pd.DataFrame(
+        {"entity_id": reg.entity_id, "kind": kind, "label": label.fillna(""), "description": desc.fillna("")}
+    )
 
 
 def aliases_for(kind: str, reg: pd.DataFrame) -> pd.DataFrame:
@@ -181,8 +262,11 @@ class AliasIndex:
             elif priority == current[0] and entity not in current[1:]:
                 best[key] = current + (entity,)
         self._best = best
-        self.nbytes = (sys.getsizeof(best) + sum(sys.getsizeof(k) + _KEY_OVERHEAD for k in best)
-                       + sum(sys.getsizeof(e) for e in entities))
+        self.nbytes = (
+            sys.getsizeof(best)
+            + sum(sys.getsizeof(k) + _KEY_OVERHEAD for k in best)
+            + sum(sys.getsizeof(e) for e in entities)
+        )
         """Estimated memory of the index itself (the answers it keeps are :attr:`answer_nbytes`)."""
         self.answer_bytes = answer_bytes
         self._answers: OrderedDict[str, list[str]] = OrderedDict()
@@ -256,11 +340,10 @@ def pick(query: list[str], hits: pd.DataFrame) -> Resolution:
 
 def smiles_to_inchikey(smiles: str) -> str | None:
     """InChIKey of the structure RDKit parses from ``smiles``; None if it does not parse."""
+    from pertstore.catalog._molecules import parse_smiles
     from rdkit import Chem, RDLogger
 
-    from pertstore.catalog._molecules import parse_smiles
-
-    RDLogger.DisableLog("rdApp.*")
+    RDLogger.DisableLog("rdApp.*")  # type: ignore[attr-defined]
     if not smiles or _INCHIKEY.match(smiles):
         return None
     mol = parse_smiles(smiles)
@@ -268,3 +351,20 @@ def smiles_to_inchikey(smiles: str) -> str | None:
         return None
     key = Chem.MolToInchiKey(mol)
     return key or None
+
+
+def note_rules(res: Resolution, given: dict[str, tuple[str, str]]) -> Resolution:
+    """Record in ``res.rules`` the rule that resolved each query id that several genes share.
+
+    ``given`` maps a shared Ensembl id (upper case) to ``(entity id, rule)``, from the aliases of
+    namespace ``ensembl_gene:<rule>``.
+    """
+    winners = {eid for eid, _ in given.values()}
+    for q, eid in zip(res.query, res.ids):
+        if eid not in winners:  # one set lookup per id: resolving stays as fast for everything else
+            continue
+        for k in _keys_of(q):
+            hit = given.get(k)
+            if hit is not None and hit[0] == eid:
+                res.rules[q] = f"{hit[1]}: {SHARED_ID_RULES[hit[1]]}"
+    return res

@@ -8,19 +8,33 @@ from __future__ import annotations
 
 import io
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import pandas as pd
-
-from pertstore.store._layout import RESULTS_PREFIX, results_key
-from pertstore.store._storage import Storage
+from pertstore.store import RESULTS_PREFIX, Storage, results_key
 
 if TYPE_CHECKING:
     from pertstore.catalog._catalog import Catalog
 
-RESULT_COLUMNS = ["task", "task_version", "context", "fold", "set", "set_version", "evaluator", "metric", "value",
-                  "chosen", "coverage", "seconds", "n_test", "n_test_covered", "n_train", "n_train_covered"]
+RESULT_COLUMNS = [
+    "task",
+    "task_version",
+    "context",
+    "fold",
+    "set",
+    "set_version",
+    "evaluator",
+    "metric",
+    "value",
+    "chosen",
+    "coverage",
+    "seconds",
+    "n_test",
+    "n_test_covered",
+    "n_train",
+    "n_train_covered",
+]
 ERROR_COLUMNS = ["task", "task_version", "context", "fold", "set", "evaluator", "pert_id", "l2", "f1"]
 """Per-perturbation scores: LFC rows fill ``l2`` (``f1`` empty), DEG rows ``f1`` (``l2`` empty)."""
 
@@ -33,8 +47,11 @@ class ResultIndex:
 
     def rows(self, task: str | None = None) -> pd.DataFrame:
         """Every result row (of ``task``)."""
-        sql = ("SELECT * FROM bench_results" + (" WHERE task = ?" if task else "")
-               + " ORDER BY task, context, set, evaluator, fold, metric")
+        sql = (
+            "SELECT * FROM bench_results"
+            + (" WHERE task = ?" if task else "")
+            + " ORDER BY task, context, set, evaluator, fold, metric"
+        )
         return self.catalog.query(sql, [task] if task else [])
 
     def errors(self, tasks: list[str]) -> pd.DataFrame:
@@ -46,8 +63,10 @@ class ResultIndex:
 
     def done(self, task: str, version: str) -> set[tuple]:
         """``(context, fold, set, evaluator)`` already scored on a task version (a rerun skips them)."""
-        df = self.catalog.query("SELECT DISTINCT context, fold, set, evaluator FROM bench_results "
-                                "WHERE task = ? AND task_version = ?", [task, version])
+        df = self.catalog.query(
+            "SELECT DISTINCT context, fold, set, evaluator FROM bench_results WHERE task = ? AND task_version = ?",
+            [task, version],
+        )
         return set(map(tuple, df.itertuples(index=False, name=None)))
 
     def save(self, storage: Storage, results: pd.DataFrame, errors: pd.DataFrame) -> None:
@@ -56,7 +75,7 @@ class ResultIndex:
         if results.empty:
             return
         results, errors = _typed_results(results), _typed_errors(errors)
-        stem = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:8]}"
+        stem = f"{datetime.now(UTC):%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:8]}"
         for (task, version), rows in results.groupby(["task", "task_version"], sort=False):
             key = results_key(str(task), str(version), stem)
             storage.write_bytes(f"{key}.results.parquet", _parquet(rows))
@@ -69,8 +88,10 @@ class ResultIndex:
     def reindex(self, storage: Storage) -> tuple[int, list[str]]:
         """Replay every save kept in ``storage``; returns the result rows indexed and one message per
         file skipped."""
-        keys = sorted((k for k in storage.walk(RESULTS_PREFIX) if k.endswith(".results.parquet")),
-                      key=lambda k: k.rsplit("/", 1)[-1])
+        keys = sorted(
+            (k for k in storage.walk(RESULTS_PREFIX) if k.endswith(".results.parquet")),
+            key=lambda k: k.rsplit("/", 1)[-1],
+        )
         problems, n = [], 0
         with self.catalog.transaction() as con:
             con.execute("DELETE FROM bench_results").fetchall()
@@ -79,8 +100,11 @@ class ResultIndex:
                 errors_key = key.replace(".results.parquet", ".errors.parquet")
                 try:
                     results = _typed_results(pd.read_parquet(io.BytesIO(storage.read_bytes(key))))
-                    errors = (_typed_errors(pd.read_parquet(io.BytesIO(storage.read_bytes(errors_key))))
-                              if storage.exists(errors_key) else _typed_errors(pd.DataFrame()))
+                    errors = (
+                        _typed_errors(pd.read_parquet(io.BytesIO(storage.read_bytes(errors_key))))
+                        if storage.exists(errors_key)
+                        else _typed_errors(pd.DataFrame())
+                    )
                 except Exception as e:  # noqa: BLE001 - any unreadable file is reported and skipped
                     problems.append(f"{key}: results not restored ({type(e).__name__}: {e})")
                     continue
@@ -107,10 +131,12 @@ def _insert(con, results: pd.DataFrame, errors: pd.DataFrame) -> None:
     """Index rows; a run scored again (same task version, context, fold, set, evaluator) replaces its rows."""
     con.register("new_results", results)
     try:
-        con.execute("DELETE FROM bench_results r USING (SELECT DISTINCT task, task_version, context, fold, set, "
-                    "evaluator FROM new_results) k WHERE r.task = k.task AND r.task_version = k.task_version "
-                    "AND r.context = k.context AND r.fold = k.fold AND r.set = k.set "
-                    "AND r.evaluator = k.evaluator").fetchall()
+        con.execute(
+            "DELETE FROM bench_results r USING (SELECT DISTINCT task, task_version, context, fold, set, "
+            "evaluator FROM new_results) k WHERE r.task = k.task AND r.task_version = k.task_version "
+            "AND r.context = k.context AND r.fold = k.fold AND r.set = k.set "
+            "AND r.evaluator = k.evaluator"
+        ).fetchall()
         con.execute("INSERT INTO bench_results SELECT * FROM new_results").fetchall()
     finally:
         con.unregister("new_results")
@@ -118,11 +144,15 @@ def _insert(con, results: pd.DataFrame, errors: pd.DataFrame) -> None:
         return
     con.register("new_errors", errors)
     try:
-        con.execute("DELETE FROM bench_errors e USING (SELECT DISTINCT task, task_version, context, fold, set, "
-                    "evaluator FROM new_errors) k WHERE e.task = k.task AND e.task_version = k.task_version "
-                    "AND e.context = k.context AND e.fold = k.fold AND e.set = k.set "
-                    "AND e.evaluator = k.evaluator").fetchall()
-        con.execute("INSERT INTO bench_errors SELECT task, task_version, context, fold, set, evaluator, pert_id, l2, "
-                    "f1 FROM new_errors").fetchall()
+        con.execute(
+            "DELETE FROM bench_errors e USING (SELECT DISTINCT task, task_version, context, fold, set, "
+            "evaluator FROM new_errors) k WHERE e.task = k.task AND e.task_version = k.task_version "
+            "AND e.context = k.context AND e.fold = k.fold AND e.set = k.set "
+            "AND e.evaluator = k.evaluator"
+        ).fetchall()
+        con.execute(
+            "INSERT INTO bench_errors SELECT task, task_version, context, fold, set, evaluator, pert_id, l2, "
+            "f1 FROM new_errors"
+        ).fetchall()
     finally:
         con.unregister("new_errors")

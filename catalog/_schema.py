@@ -11,7 +11,9 @@ from __future__ import annotations
 import duckdb
 
 MIGRATIONS: list[tuple[str, str]] = [
-    ("0001_sets", """
+    (
+        "0001_sets",
+        """
     CREATE TABLE sources (
         source      VARCHAR PRIMARY KEY,
         kind        VARCHAR NOT NULL,
@@ -74,8 +76,11 @@ MIGRATIONS: list[tuple[str, str]] = [
         LEFT JOIN set_entities se ON se.source = s.source AND se.version = s.version
         LEFT JOIN entities e ON e.kind = s.kind AND e.entity_id = se.entity_id
         GROUP BY ALL;
-    """),
-    ("0002_jobs", """
+    """,
+    ),
+    (
+        "0002_jobs",
+        """
     CREATE TABLE jobs (
         job_id        VARCHAR PRIMARY KEY,
         state         VARCHAR NOT NULL,
@@ -117,8 +122,11 @@ MIGRATIONS: list[tuple[str, str]] = [
         entity_id     VARCHAR NOT NULL,
         reason        VARCHAR NOT NULL
     );
-    """),
-    ("0003_tasks", """
+    """,
+    ),
+    (
+        "0003_tasks",
+        """
     CREATE TABLE tasks (
         name        VARCHAR NOT NULL,
         version     VARCHAR NOT NULL,
@@ -134,8 +142,11 @@ MIGRATIONS: list[tuple[str, str]] = [
     CREATE VIEW latest_tasks AS
         SELECT * FROM tasks
         QUALIFY row_number() OVER (PARTITION BY name ORDER BY created_at DESC, version) = 1;
-    """),
-    ("0004_bench", """
+    """,
+    ),
+    (
+        "0004_bench",
+        """
     CREATE TABLE bench_results (
         task          VARCHAR NOT NULL,
         task_version  VARCHAR NOT NULL,
@@ -160,18 +171,25 @@ MIGRATIONS: list[tuple[str, str]] = [
         pert_id       VARCHAR NOT NULL,
         l2            DOUBLE NOT NULL
     );
-    """),
-    ("0005_bench_coverage", """
+    """,
+    ),
+    (
+        "0005_bench_coverage",
+        """
     ALTER TABLE bench_results ADD COLUMN n_test INTEGER;
     ALTER TABLE bench_results ADD COLUMN n_test_covered INTEGER;
     ALTER TABLE bench_results ADD COLUMN n_train INTEGER;
     ALTER TABLE bench_results ADD COLUMN n_train_covered INTEGER;
-    """),
+    """,
+    ),
     # per-perturbation DEG scores for the report's paired tests: LFC rows fill l2 (f1 NULL), DEG rows f1 (l2 NULL)
-    ("0006_bench_errors_f1", """
+    (
+        "0006_bench_errors_f1",
+        """
     ALTER TABLE bench_errors ADD COLUMN f1 DOUBLE;
     ALTER TABLE bench_errors ALTER COLUMN l2 DROP NOT NULL;
-    """),
+    """,
+    ),
 ]
 
 
@@ -182,7 +200,9 @@ def first(result: duckdb.DuckDBPyConnection) -> tuple | None:
 
 
 def applied(con: duckdb.DuckDBPyConnection) -> set[str]:
-    con.execute("CREATE TABLE IF NOT EXISTS schema_migrations (name VARCHAR PRIMARY KEY, applied_at TIMESTAMPTZ)").fetchall()
+    con.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (name VARCHAR PRIMARY KEY, applied_at TIMESTAMPTZ)"
+    ).fetchall()
     return {r[0] for r in con.execute("SELECT name FROM schema_migrations").fetchall()}
 
 

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import TYPE_CHECKING
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, cast
 
+import numpy as np
 import pandas as pd
 import zarr
+from pertstore.store import GROUP_META, TASK_ENCODING_TYPE, TASKS_PREFIX, Storage
 
 from pertstore.errors import InvalidInputError, NotFoundError
-from pertstore.store._layout import TASK_ENCODING_TYPE, TASKS_PREFIX
-from pertstore.store._storage import GROUP_META, Storage
 
 if TYPE_CHECKING:
     from pertstore.catalog._catalog import Catalog
@@ -44,11 +44,20 @@ class TaskEntry:
         if attrs.get("encoding-type") != TASK_ENCODING_TYPE:
             raise InvalidInputError(f"{key}: not a pertstore task (encoding-type {attrs.get('encoding-type')!r})")
         name, version = key.split("/")[1:3]
-        contexts = sorted({str(c) for c in g["context"][...]}) if g["context"].shape[0] else []
-        targets = g["targets"]
-        created = pd.Timestamp(attrs.get("created_at") or datetime.now(timezone.utc)).to_pydatetime()
-        return cls(name, version, attrs["kind"], int(targets.shape[0]), int(targets.shape[1]), contexts,
-                   attrs["recipe"], key, created)
+        context, targets = cast(zarr.Array, g["context"]), cast(zarr.Array, g["targets"])
+        contexts = sorted({str(c) for c in np.asarray(context[...])}) if context.shape[0] else []
+        created = pd.Timestamp(str(attrs.get("created_at") or datetime.now(UTC))).to_pydatetime()
+        return cls(
+            name,
+            version,
+            str(attrs["kind"]),
+            int(targets.shape[0]),
+            int(targets.shape[1]),
+            contexts,
+            dict(cast(dict, attrs["recipe"])),
+            key,
+            created,
+        )
 
 
 class TaskIndex:
@@ -74,11 +83,15 @@ class TaskIndex:
         return df.iloc[0]
 
     def ls(self, name: str | None = None) -> pd.DataFrame:
-        """Task versions, newest first: ``name, version, kind, n_perts, n_genes, contexts, created_at, latest, path``."""
-        sql = ("SELECT t.name, t.version, t.kind, t.n_perts, t.n_genes, t.contexts, t.created_at, "
-               "(l.version IS NOT NULL) AS latest, t.path FROM tasks t "
-               "LEFT JOIN latest_tasks l ON l.name = t.name AND l.version = t.version "
-               + ("WHERE t.name = ? " if name else "") + "ORDER BY t.name, t.created_at DESC")
+        """Task versions, newest first: ``name, version, kind, n_perts, n_genes, contexts, created_at,
+        latest, path``."""
+        sql = (
+            "SELECT t.name, t.version, t.kind, t.n_perts, t.n_genes, t.contexts, t.created_at, "
+            "(l.version IS NOT NULL) AS latest, t.path FROM tasks t "
+            "LEFT JOIN latest_tasks l ON l.name = t.name AND l.version = t.version "
+            + ("WHERE t.name = ? " if name else "")
+            + "ORDER BY t.name, t.created_at DESC"
+        )
         return self.catalog.query(sql, [name] if name else [])
 
     def recipes(self) -> pd.DataFrame:
@@ -92,9 +105,12 @@ class TaskIndex:
 
     def reindex(self, storage: Storage) -> int:
         """Index every task published in ``storage`` afresh; returns how many."""
-        keys = [f"{TASKS_PREFIX}/{n}/{v}" for n in storage.list_dir(TASKS_PREFIX)
-                for v in storage.list_dir(f"{TASKS_PREFIX}/{n}")
-                if storage.exists(f"{TASKS_PREFIX}/{n}/{v}/{GROUP_META}")]
+        keys = [
+            f"{TASKS_PREFIX}/{n}/{v}"
+            for n in storage.list_dir(TASKS_PREFIX)
+            for v in storage.list_dir(f"{TASKS_PREFIX}/{n}")
+            if storage.exists(f"{TASKS_PREFIX}/{n}/{v}/{GROUP_META}")
+        ]
         entries = [TaskEntry.from_group(storage, key) for key in keys]
         with self.catalog.transaction() as con:
             con.execute("DELETE FROM tasks").fetchall()
@@ -104,6 +120,17 @@ class TaskIndex:
 
 
 def _insert(con, entry: TaskEntry) -> None:
-    con.execute("INSERT OR REPLACE INTO tasks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [entry.name, entry.version, entry.kind, entry.n_perts, entry.n_genes, ",".join(entry.contexts),
-                 json.dumps(entry.recipe, sort_keys=True), entry.path, entry.created_at]).fetchall()
+    con.execute(
+        "INSERT OR REPLACE INTO tasks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            entry.name,
+            entry.version,
+            entry.kind,
+            entry.n_perts,
+            entry.n_genes,
+            ",".join(entry.contexts),
+            json.dumps(entry.recipe, sort_keys=True),
+            entry.path,
+            entry.created_at,
+        ],
+    ).fetchall()

@@ -13,6 +13,12 @@ from pertstore.errors import ConflictError, CorruptedSetError, InvalidInputError
 
 __version__ = _version("pertstore")
 __all__ = [
-    "ConflictError", "CorruptedSetError", "InvalidInputError", "NotFoundError", "PertstoreError", "Settings",
-    "Store", "get_settings",
+    "ConflictError",
+    "CorruptedSetError",
+    "InvalidInputError",
+    "NotFoundError",
+    "PertstoreError",
+    "Settings",
+    "Store",
+    "get_settings",
 ]

@@ -36,15 +36,16 @@ def compute_sets(store: Store, recipes: Path, *, console: Console, molecules: bo
     """Run the demo's recipes file as one job on an in-process Dask cluster, with a progress bar."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from pertstore.cli._jobs import _Bar
+    from pertstore.cli.progress import JobBar
     from pertstore.producers import load_recipes
 
     specs = load_recipes(recipes)
     if not molecules:
         specs = [s for s in specs if "molecule" not in s.producer and "molecule" not in s.source]
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console) as bar:
-        return store.jobs.submit(specs, progress=_Bar(bar))
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+    ) as bar:
+        return store.jobs.submit(specs, progress=JobBar(bar))
 
 
 #: The demo's tasks: (name, file under the data directory, kind, build options).
@@ -52,26 +53,44 @@ DEMO_TASKS = [
     ("papalexi-lfc", "perturb/papalexi2021_thp1_crispr_ko.h5ad", "lfc", {"context": "THP-1"}),
     ("papalexi-deg", "perturb/papalexi2021_thp1_crispr_ko.h5ad", "deg", {"context": "THP-1"}),
     # the norman preset; this file has no gemgroup column (its barcodes carry it) and holds McFaline cells too
-    ("norman-lfc", "perturb/norman2019_mcfaline2023_devel.h5ad", "lfc",
-     {"preset": "norman", "batch_from_barcode": True, "obs_filter": {"dataset": ["norman19"]}}),
+    (
+        "norman-lfc",
+        "perturb/norman2019_mcfaline2023_devel.h5ad",
+        "lfc",
+        {"preset": "norman", "batch_from_barcode": True, "obs_filter": {"dataset": ["norman19"]}},
+    ),
     # bulk L1000 tasks large enough to rank on (docs/tasks.md "Bulk and table tasks")
-    ("lincs-overexpression-deg", "perturb/lincs_l1000_overexpression_dysreg.tsv.gz", "deg-table",
-     {"min_perts": 20}),   # the landmark genes listed for >= 20 of the 817 overexpressed genes (444)
+    (
+        "lincs-overexpression-deg",
+        "perturb/lincs_l1000_overexpression_dysreg.tsv.gz",
+        "deg-table",
+        {"min_perts": 20},
+    ),  # the landmark genes listed for >= 20 of the 817 overexpressed genes (444)
     ("cmap-knockdown-lfc", "perturb/cmap_shrna_knockdown_l1000.h5ad", "lfc", {"preset": "l1000-knockdown"}),
     ("ljp-kinase-dose-lfc", "perturb/lincs_ljp_a375_kinase_inhibitors_l1000.h5ad", "lfc", {"preset": "l1000-dose"}),
 ]
 
 #: Per task: the entity kind of the sets evaluated on it, the evaluators (DEG tasks use the logistic model)
 #: and, where the fits are slow, the only sets evaluated (the L1000 overexpression task: 817 x 444 labels).
-DEMO_BENCH = {"papalexi-lfc": ("gene", ["knn", "lasso", "fusion"], None),
-              "papalexi-deg": ("gene", ["logistic"], None),
-              "norman-lfc": ("gene", ["knn", "lasso", "fusion"], None),
-              "lincs-overexpression-deg": ("gene", ["logistic"], ["string-spectral", "genept", "random-gene-128"]),
-              "cmap-knockdown-lfc": ("gene", ["knn"], None), "ljp-kinase-dose-lfc": ("molecule", ["knn"], None)}
+#: Fusion runs on the two small Perturb-seq tasks and on the L1000 knockdown task (85 perturbations x 976
+#: genes), the largest gene LFC task of the data directory, where the report's Figure 5 view compares it
+#: with the best single set.
+DEMO_BENCH = {
+    "papalexi-lfc": ("gene", ["knn", "lasso", "fusion"], None),
+    "papalexi-deg": ("gene", ["logistic"], None),
+    "norman-lfc": ("gene", ["knn", "lasso", "fusion"], None),
+    "lincs-overexpression-deg": ("gene", ["logistic"], ["string-spectral", "genept", "random-gene-128"]),
+    "cmap-knockdown-lfc": ("gene", ["knn", "fusion"], None),
+    "ljp-kinase-dose-lfc": ("molecule", ["knn"], None),
+}
+#: The fusion model's settings in the demo: the simple reference model with at most 60 epochs (patience 25)
+#: per fold, so the three fusion tasks add about a minute on a 2-core machine.
+DEMO_FUSION = {"max_epochs": 60, "lr": 1e-3}
 
 
-def build_tasks(store: Store, data_dir: Path, *, console: Console,
-                names: Sequence[str] | None = None) -> list[tuple[str, str]]:
+def build_tasks(
+    store: Store, data_dir: Path, *, console: Console, names: Sequence[str] | None = None
+) -> list[tuple[str, str]]:
     """Build and store the demo's tasks (all, or those in ``names``) from the data directory's perturbation
     files, skipping stored ones."""
     from pertstore.consumers.tasks import list_tasks
@@ -91,8 +110,10 @@ def build_tasks(store: Store, data_dir: Path, *, console: Console,
                 task, version = store.tasks.build(data_dir / rel, name=name, kind=kind, **options)
             out.append((name, version))
         resolved = sum(e is not None for e in task.entity_ids)
-        console.print(f"task {name}: {len(task.pert_ids)} perturbations x {len(task.gene_ids)} genes "
-                      f"in {', '.join(sorted(set(task.contexts))) or 'one context'}; {resolved} resolved")
+        console.print(
+            f"task {name}: {len(task.pert_ids)} perturbations x {len(task.gene_ids)} genes "
+            f"in {', '.join(sorted(set(task.contexts))) or 'one context'}; {resolved} resolved"
+        )
     return out
 
 
@@ -117,11 +138,15 @@ def run_benchmark(store: Store, out: Path, *, console: Console) -> Path | None:
             coverage = plan_coverage(store, Plan(task=task, sets=sets))
             empty = sorted(set(coverage[coverage.n_covered == 0].set) | (set(sets) - set(coverage.set)))
             if empty:  # e.g. a cell line's control PCA on another cell line's task
-                console.print(f"[yellow]task {task}: left out sets covering none of its perturbations in a "
-                              f"context: {', '.join(empty)}[/]")
-            run_plan(store, Plan(task=task, sets=[s for s in sets if s not in empty], evaluators=evaluators,
-                                 fusion={"max_epochs": 60, "lr": 1e-3}),
-                     progress=lambda msg: status.update(f"benchmark: {msg}"))
+                console.print(
+                    f"[yellow]task {task}: left out sets covering none of its perturbations in a "
+                    f"context: {', '.join(empty)}[/]"
+                )
+            run_plan(
+                store,
+                Plan(task=task, sets=[s for s in sets if s not in empty], evaluators=evaluators, fusion=DEMO_FUSION),
+                progress=lambda msg: status.update(f"benchmark: {msg}"),
+            )
         table = results(store)
         page = _report_if_changed(table, out / "report", store, status)
     for w in caught:
@@ -130,17 +155,58 @@ def run_benchmark(store: Store, out: Path, *, console: Console) -> Path | None:
     main = table[table.metric.isin(["l2", "f1"])]
     main = main.groupby(["task", "context", "set", "evaluator", "metric"]).value.mean().reset_index()
     models = main[~main.set.isin(["train_mean", "no_change", "idealised", "experimental_error"])]
-    best = models.loc[[(g.value.idxmin() if g.metric.iloc[0] == "l2" else g.value.idxmax())
-                       for _, g in models.groupby(["task", "context"])]]
+    best = models.loc[
+        [
+            (g.value.idxmin() if g.metric.iloc[0] == "l2" else g.value.idxmax())
+            for _, g in models.groupby(["task", "context"])
+        ]
+    ]
     view = Table(title="best set per task and context (mean over folds; L2 lower is better, F1 higher)")
     for c in ("task", "context", "set", "evaluator", "metric", "value", "train mean", "experimental error"):
         view.add_column(c)
     for r in best.itertuples():
         ctl = main[(main.task == r.task) & (main.context == r.context)].set_index("set").value
-        view.add_row(r.task, r.context or "-", r.set, r.evaluator, r.metric, f"{r.value:.3f}",
-                     f"{ctl.get('train_mean', float('nan')):.3f}", f"{ctl.get('experimental_error', float('nan')):.3f}")
+        view.add_row(
+            r.task,
+            r.context or "-",
+            r.set,
+            r.evaluator,
+            r.metric,
+            f"{r.value:.3f}",
+            f"{ctl.get('train_mean', float('nan')):.3f}",
+            f"{ctl.get('experimental_error', float('nan')):.3f}",
+        )
     console.print(view)
+    _print_fusion(table, store, console)
     return page
+
+
+def _print_fusion(table, store: Store, console: Console) -> None:
+    """The report's Figure 5 view on the console: each fusion run against the best single set."""
+    from pertstore.consumers.reports import fusion_vs_best, gap_closed
+
+    producers = dict(store.catalog.list_sets()[["source", "producer"]].drop_duplicates().itertuples(index=False))
+    fused = fusion_vs_best(gap_closed(table, producers))
+    if fused.empty:
+        return
+    view = Table(
+        title="fusion vs the best single set (medians over folds; gap closed: train mean 0, "
+        "experimental error 1; the report's fig5_fusion_vs_best)"
+    )
+    for c in ("task", "context", "family", "fusion run", "best single set", "fusion", "best set", "gain"):
+        view.add_column(c)
+    for r in fused.itertuples():
+        view.add_row(
+            r.task,
+            r.context or "-",
+            r.evaluator_family,
+            r.fusion_evaluator,
+            r.best_set,
+            f"{r.metric} {r.fusion_median:.3f} (gap {r.gap_closed_fusion:+.2f})",
+            f"{r.best_median:.3f} (gap {r.gap_closed_best:+.2f})",
+            f"{r.gain:+.2f}",
+        )
+    console.print(view)
 
 
 def _report_if_changed(table, folder: Path, store: Store, status) -> Path:
@@ -161,8 +227,9 @@ def _report_if_changed(table, folder: Path, store: Store, status) -> Path:
     return page
 
 
-def run_demo(out: Path, data_dir: Path | None, *, console: Console, recipes: Path = RECIPES,
-             tasks: Sequence[str] | None = None) -> Store:
+def run_demo(
+    out: Path, data_dir: Path | None, *, console: Console, recipes: Path = RECIPES, tasks: Sequence[str] | None = None
+) -> Store:
     """Create ``out/store``, register genes and molecules, compute the recipes' sets, build the tasks
     (``tasks``: a subset of :data:`DEMO_TASKS` by name), run the benchmark, draw the report, align."""
     t0 = time.perf_counter()
@@ -173,36 +240,55 @@ def run_demo(out: Path, data_dir: Path | None, *, console: Console, recipes: Pat
     console.print(f"genes registered: {store.catalog.n_entities('gene'):,}")
 
     if data_dir is None:
-        console.print("[yellow]PERTSTORE_DATA_DIR is not set: skipping the molecules and Perturb-seq steps "
-                      "(see the README for where the public data comes from)[/]")
+        console.print(
+            "[yellow]PERTSTORE_DATA_DIR is not set: skipping the molecules and Perturb-seq steps "
+            "(see the README for where the public data comes from)[/]"
+        )
     else:
         with console.status("registering molecules (sci-Plex 3, Drug Repurposing Hub)"):
             if store.catalog.n_entities("molecule") == 0:
                 _, fail_sp = store.register_molecules(read_sciplex3(data_dir / "molecules" / "sciplex3_drugs.tsv"))
                 _, fail_hub = store.register_molecules(
                     read_repurposing_hub(data_dir / "molecules" / "repurposing_hub.tsv.gz"),
-                    alias_cols=["broad_id", "compound_id"])
+                    alias_cols=["broad_id", "compound_id"],
+                )
                 for f in (fail_sp + fail_hub)[:5]:
                     console.print(f"  [yellow]not registered[/]: {f}")
         console.print(f"molecules registered: {store.catalog.n_entities('molecule'):,}")
 
     with console.status("importing pbmc68k_reduced varm['PCs'] (scanpy's bundled data)"):
-        card = store.import_file(pbmc68k_reduced_path(), source="pbmc68k_pca_loadings", field="varm/PCs",
-                                 drop_unresolved=True, drop_nonfinite=True)
-    console.print(f"set {card.source}@{card.version}: {card.n_rows} genes x {card.dim} dims "
-                  f"({len(card.failed)} genes skipped: not in the registry, or NaN loadings outside the PCA's genes)")
+        card = store.import_file(
+            pbmc68k_reduced_path(),
+            source="pbmc68k_pca_loadings",
+            field="varm/PCs",
+            drop_unresolved=True,
+            drop_nonfinite=True,
+        )
+    console.print(
+        f"set {card.source}@{card.version}: {card.n_rows} genes x {card.dim} dims "
+        f"({len(card.failed)} genes skipped: not in the registry, or NaN loadings outside the PCA's genes)"
+    )
 
-    with console.status("PCA of pbmc68k_reduced's cells (raw.X, log-normalised; genes as samples)"), \
-            warnings.catch_warnings():
+    with (
+        console.status("PCA of pbmc68k_reduced's cells (raw.X, log-normalised; genes as samples)"),
+        warnings.catch_warnings(),
+    ):
         warnings.simplefilter("ignore", FutureWarning)  # anndata moving the file's old .uns['neighbors'] layout
-        card = store.produce("control-pca", source="pbmc68k-control-pca", context="PBMC", max_failed_fraction=0.2,
-                             params={"dims": 50, "control_column": None, "layer": "raw"},
-                             inputs={"cells": str(pbmc68k_reduced_path())})
+        card = store.produce(
+            "control-pca",
+            source="pbmc68k-control-pca",
+            context="PBMC",
+            max_failed_fraction=0.2,
+            params={"dims": 50, "control_column": None, "layer": "raw"},
+            inputs={"cells": str(pbmc68k_reduced_path())},
+        )
     console.print(f"set {card.source}@{card.version} (context PBMC): {card.n_rows} genes x {card.dim} dims")
 
     state = compute_sets(store, recipes, console=console, molecules=data_dir is not None)
-    console.print(f"job {state.job_id}: {state.state}, {len(state.recipes)} sets "
-                  f"({sum(r.state == 'exists' for r in state.recipes)} already in the store)")
+    console.print(
+        f"job {state.job_id}: {state.state}, {len(state.recipes)} sets "
+        f"({sum(r.state == 'exists' for r in state.recipes)} already in the store)"
+    )
 
     report = None
     if data_dir is not None:
@@ -227,8 +313,10 @@ def run_demo(out: Path, data_dir: Path | None, *, console: Console, recipes: Pat
     console.print(f"[green]done in {time.perf_counter() - t0:.1f} s[/]: store at {store.uri}, aligned table at {path}")
     if report is not None:
         console.print(f"report: {report}")
-    console.print(f"try: pertstore ls --store {store.uri}    pertstore bench results --store {store.uri}\n"
-                  f"     pertstore serve --store {store.uri}    (then: curl localhost:8000/v1/sets)\n"
-                  f"     python: Store.open({str(store.uri)!r}).align(['random-gene-128'], ['TP53', 'STAT1'])")
+    console.print(
+        f"try: pertstore ls --store {store.uri}    pertstore bench results --store {store.uri}\n"
+        f"     pertstore serve --store {store.uri}    (then: curl localhost:8000/v1/sets)\n"
+        f"     python: Store.open({str(store.uri)!r}).align(['random-gene-128'], ['TP53', 'STAT1'])"
+    )
     store.close()
     return store

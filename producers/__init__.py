@@ -9,6 +9,36 @@ from pertstore.producers._registry import describe_producers, get_producer, prod
 from pertstore.producers._spec import PlannedRecipe, RecipeSpec, load_recipes
 
 __all__ = [
-    "Batch", "NoParams", "PlannedRecipe", "Producer", "ProducerContext", "RecipeSpec", "describe_producers",
-    "get_producer", "load_recipes", "producer_names",
+    "Batch",
+    "JobProgress",
+    "Jobs",
+    "NoParams",
+    "PlannedRecipe",
+    "Producer",
+    "ProducerContext",
+    "RecipeProgress",
+    "RecipeSpec",
+    "TERMINAL",
+    "describe_producers",
+    "get_producer",
+    "load_recipes",
+    "produce_inline",
+    "producer_names",
 ]
+
+_LAZY = {
+    "JobProgress": "pertstore.producers._jobs",
+    "Jobs": "pertstore.producers._jobs",
+    "RecipeProgress": "pertstore.producers._jobs",
+    "TERMINAL": "pertstore.producers._jobs",
+    "produce_inline": "pertstore.producers._jobs",
+}
+"""Exports imported on first use (they pull in torch or Dask)."""
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

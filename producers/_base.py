@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from abc import ABC
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
@@ -11,11 +10,11 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pandas as pd
+from pertstore.store import EntityKind, Storage
 from pydantic import BaseModel, ConfigDict
 
+from pertstore._config import get_settings
 from pertstore.errors import InvalidInputError
-from pertstore.store._recipe import EntityKind
-from pertstore.store._storage import Storage
 
 InputKind = Literal["file", "set"]
 
@@ -45,7 +44,7 @@ class Batch:
             raise InvalidInputError(f"a batch needs values of shape [{len(self.ids)}, dim], got {self.values.shape}")
 
     @classmethod
-    def empty(cls, dim: int = 0, failed: dict[str, str] | None = None) -> "Batch":
+    def empty(cls, dim: int = 0, failed: dict[str, str] | None = None) -> Batch:
         return cls([], np.zeros((0, dim), dtype=np.float32), failed or {})
 
 
@@ -67,8 +66,8 @@ class ProducerContext:
     @cached_property
     def device(self) -> str:
         """``cuda`` when torch sees a GPU, else ``cpu`` (``PERTSTORE_DEVICE`` overrides); imports torch."""
-        if os.environ.get("PERTSTORE_DEVICE"):
-            return os.environ["PERTSTORE_DEVICE"]
+        if device := get_settings().device:
+            return device
         import torch
 
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -81,8 +80,7 @@ class ProducerContext:
 
     def open_set(self, name: str):
         """The published set given as input ``name`` (an :class:`~pertstore.store.OpenSet`)."""
-        from pertstore.store._layout import set_key
-        from pertstore.store._reader import OpenSet
+        from pertstore.store import OpenSet, set_key
 
         if name not in self.sets:
             raise InvalidInputError(f"the recipe gives no set input {name!r} (inputs: {sorted(self.sets)})")
@@ -119,7 +117,7 @@ class ProducerContext:
 
 
 def _read_registry(storage: Storage, kind: str) -> pd.DataFrame:
-    from pertstore.store._layout import registry_key
+    from pertstore.store import registry_key
 
     key = registry_key(kind)
     reg = _parsed_registry(storage.read_bytes(key)) if storage.exists(key) else None
@@ -131,7 +129,7 @@ def _read_registry(storage: Storage, kind: str) -> pd.DataFrame:
 @lru_cache(maxsize=4)
 def _parsed_registry(raw: bytes) -> pd.DataFrame:
     """A registry file parsed once per worker process and file content (the parts of a job share it)."""
-    from pertstore.catalog._rebuild import parse_registry
+    from pertstore.catalog import parse_registry
 
     return parse_registry(raw)
 
@@ -188,5 +186,5 @@ class Producer(ABC):
         """Every row of the set (whole producers)."""
         raise NotImplementedError(f"producer {self.name} must implement compute()")
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - an optional hook: most producers hold nothing to release
         """Release models or files (called once per work item)."""

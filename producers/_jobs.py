@@ -18,25 +18,24 @@ import uuid
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-
-from pertstore.catalog._schema import first
-from pertstore.errors import ConflictError, InvalidInputError, NotFoundError, PertstoreError
-from pertstore.producers._spec import PlannedRecipe, RecipeSpec, load_recipes, plan
+from pertstore.catalog import JobState, RecipeRow, RecipeState
 from pertstore.producers import _work
-from pertstore.store._layout import claim_key, job_key
-from pertstore.store._storage import Storage
+from pertstore.producers._spec import PlannedRecipe, RecipeSpec, load_recipes, plan
+from pertstore.store import Storage, claim_key, job_key
+
+from pertstore._dask import dask_client
+from pertstore.errors import ConflictError, InvalidInputError, NotFoundError, PertstoreError
 
 if TYPE_CHECKING:
     from pertstore._store import Store
 
 FLUSH_EVERY_S = 0.5
-TERMINAL = ("done", "failed", "cancelled")
+TERMINAL = (JobState.DONE, JobState.FAILED, JobState.CANCELLED)
 _RUNNING: set[str] = set()
 """Jobs driven by this process right now."""
 WAIT_S = 0.2
@@ -130,7 +129,7 @@ class RecipeProgress:
     version: str
     context: str
     producer: str
-    state: str = "pending"
+    state: str = RecipeState.PENDING
     items_total: int = 0
     items_done: int = 0
     items_failed: int = 0
@@ -162,14 +161,10 @@ class JobProgress:
         return sum(r.items_failed for r in self.recipes)
 
 
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
 class Jobs:
     """Submit, watch, cancel and resume producer jobs of a store (``store.jobs``)."""
 
-    def __init__(self, store: "Store") -> None:
+    def __init__(self, store: Store) -> None:
         self.store = store
 
     # ---- creating --------------------------------------------------------------------------------
@@ -179,8 +174,9 @@ class Jobs:
         if isinstance(recipes, (list, tuple)) and recipes and isinstance(recipes[0], RecipeSpec):
             specs = list(recipes)
         else:
-            specs = load_recipes(recipes, data_dir=self.store.settings.data_dir,
-                                 max_recipes=self.store.settings.max_plan_recipes)
+            specs = load_recipes(
+                recipes, data_dir=self.store.settings.data_dir, max_recipes=self.store.settings.max_plan_recipes
+            )
         return plan(specs, self._find_version)
 
     def _find_version(self, source: str, context: str, *, version: str | None = None, tag: str | None = None) -> str:
@@ -201,21 +197,28 @@ class Jobs:
         is_plan = isinstance(recipes, (list, tuple)) and recipes and isinstance(recipes[0], PlannedRecipe)
         planned = list(recipes) if is_plan else self.plan(recipes)
         job_id = uuid.uuid4().hex[:12]
-        now = _now()
-        doc = json.dumps([p.to_json() for p in planned])
-        with self._catalog() as cat, cat.transaction() as con:
-            con.execute("INSERT INTO jobs VALUES (?, 'queued', ?, NULL, NULL, ?, ?, 0, 0, 0, ?, ?, ?, ?, NULL, ?)",
-                        [job_id, now, now, len(planned), max_failed_fraction, scheduler or "local",
-                         socket.gethostname(), os.getpid(), doc]).fetchall()
-            for pos, p in enumerate(planned):
-                con.execute("INSERT INTO job_recipes VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, 0, 0, 0, 0, NULL)",
-                            [job_id, pos, p.recipe.source, p.recipe.version, p.recipe.context,
-                             p.recipe.producer]).fetchall()
+        with self._catalog() as cat:
+            cat.jobs.add(
+                job_id,
+                recipes=[(p.recipe.source, p.recipe.version, p.recipe.context, p.recipe.producer) for p in planned],
+                plan=[p.to_json() for p in planned],
+                max_failed_fraction=max_failed_fraction,
+                scheduler=scheduler or "local",
+                host=socket.gethostname(),
+                pid=os.getpid(),
+            )
             self._keep_record(cat, job_id)
         return job_id
 
-    def submit(self, recipes, *, scheduler: str | None = None, n_workers: int | None = None,
-               max_failed_fraction: float = 0.05, progress: Callable[[JobProgress], None] | None = None) -> JobProgress:
+    def submit(
+        self,
+        recipes,
+        *,
+        scheduler: str | None = None,
+        n_workers: int | None = None,
+        max_failed_fraction: float = 0.05,
+        progress: Callable[[JobProgress], None] | None = None,
+    ) -> JobProgress:
         """Plan, record and run a job to the end; returns its final progress."""
         job_id = self.create(recipes, max_failed_fraction=max_failed_fraction, scheduler=scheduler)
         return self.run(job_id, scheduler=scheduler, n_workers=n_workers, progress=progress)
@@ -225,79 +228,83 @@ class Jobs:
     def ls(self) -> pd.DataFrame:
         """Every job, newest first."""
         with self._catalog() as cat:
-            return cat.query("SELECT job_id, state, submitted_at, finished_at, n_recipes, items_total, items_done, "
-                             "items_failed, scheduler, error FROM jobs ORDER BY submitted_at DESC")
+            return cat.jobs.ls()
 
     def status(self, job_id: str) -> dict:
         """A job's row plus one row per recipe."""
         with self._catalog() as cat:
-            job = cat.query("SELECT * EXCLUDE (plan) FROM jobs WHERE job_id = ?", [job_id])
-            if job.empty:
-                raise NotFoundError(f"no job {job_id!r}; `pertstore jobs ls` lists them")
-            recipes = cat.query("SELECT * EXCLUDE (job_id) FROM job_recipes WHERE job_id = ? ORDER BY position", [job_id])
-        return {**job.iloc[0].to_dict(), "recipes": recipes}
+            return {**cat.jobs.row(job_id), "recipes": cat.jobs.recipes(job_id)}
 
     def failures(self, job_id: str) -> pd.DataFrame:
         """The per-entity failure ledger of a job."""
-        self.status(job_id)
         with self._catalog() as cat:
-            return cat.query("SELECT source, version, entity_id, reason FROM job_failures WHERE job_id = ? "
-                             "ORDER BY source, entity_id", [job_id])
+            cat.jobs.row(job_id)
+            return cat.jobs.failures(job_id)
 
     def cancel(self, job_id: str) -> str:
         """Ask a running job to stop (its driver aborts it), or abort a job whose driver is gone."""
         st = self.status(job_id)
         if st["state"] in TERMINAL:
             raise ConflictError(f"job {job_id} is already {st['state']}")
-        if st["state"] == "running" and _alive(st["host"], int(st["pid"]), job_id):
-            self._set_state(job_id, "cancelling")
-            return "cancelling"
-        self._abort(job_id, self._load_plan(job_id))
-        return "cancelled"
+        if st["state"] == JobState.RUNNING and _alive(st["host"], int(st["pid"]), job_id):
+            self._set_state(job_id, JobState.CANCELLING)
+            return JobState.CANCELLING
+        self._abort(job_id, self._load_plan(job_id)[0])
+        return JobState.CANCELLED
 
     # ---- running ---------------------------------------------------------------------------------
 
-    def resume(self, job_id: str, *, scheduler: str | None = None, n_workers: int | None = None,
-               progress: Callable[[JobProgress], None] | None = None, force: bool = False) -> JobProgress:
+    def resume(
+        self,
+        job_id: str,
+        *,
+        scheduler: str | None = None,
+        n_workers: int | None = None,
+        progress: Callable[[JobProgress], None] | None = None,
+        force: bool = False,
+    ) -> JobProgress:
         """Finish an interrupted job, reusing every finished work item."""
         st = self.status(job_id)
-        if st["state"] in ("done", "cancelled", "cancelling"):
+        if st["state"] in (JobState.DONE, JobState.CANCELLED, JobState.CANCELLING):
             raise ConflictError(f"job {job_id} is {st['state']}; nothing to resume")
-        if st["state"] == "running" and _alive(st["host"], int(st["pid"]), job_id) and not force:
+        if st["state"] == JobState.RUNNING and _alive(st["host"], int(st["pid"]), job_id) and not force:
             raise ConflictError(f"job {job_id} is still running in process {st['pid']} on {st['host']}")
         return self.run(job_id, scheduler=scheduler, n_workers=n_workers, progress=progress)
 
-    def run(self, job_id: str, *, scheduler: str | None = None, n_workers: int | None = None,
-            progress: Callable[[JobProgress], None] | None = None) -> JobProgress:
+    def run(
+        self,
+        job_id: str,
+        *,
+        scheduler: str | None = None,
+        n_workers: int | None = None,
+        progress: Callable[[JobProgress], None] | None = None,
+    ) -> JobProgress:
         """Run (or rerun) a recorded job to the end in this process."""
-        planned = self._load_plan(job_id)
-        with self._catalog() as cat:
-            frac = float(first(cat.con.execute("SELECT max_failed_fraction FROM jobs WHERE job_id = ?", [job_id]))[0])
-        with self._catalog() as cat, cat.transaction() as con:  # a job cancelled while queued stays cancelled
-            started = con.execute("UPDATE jobs SET state = 'running', started_at = coalesce(started_at, ?), "
-                                  "updated_at = ?, pid = ?, host = ?, error = NULL "
-                                  "WHERE job_id = ? AND state NOT IN ('cancelled', 'cancelling') RETURNING job_id",
-                                  [_now(), _now(), os.getpid(), socket.gethostname(), job_id]).fetchall()
+        planned, frac = self._load_plan(job_id)
+        with self._catalog() as cat:  # a job cancelled while queued stays cancelled
+            started = cat.jobs.start(job_id, host=socket.gethostname(), pid=os.getpid())
         if not started:
             return JobProgress(job_id, self._state(job_id), [])
-        state = JobProgress(job_id, "running", [RecipeProgress(p.recipe.source, p.recipe.version, p.recipe.context,
-                                                               p.recipe.producer) for p in planned])
+        recipes = [
+            RecipeProgress(p.recipe.source, p.recipe.version, p.recipe.context, p.recipe.producer) for p in planned
+        ]
+        state = JobProgress(job_id, JobState.RUNNING, recipes)
         _RUNNING.add(job_id)
         try:
             if all(self.store.has(p.recipe) for p in planned):  # a resubmission: no cluster needed
                 driver = _Driver(self, None, job_id, planned, state, frac, progress)
                 driver.run()
             else:
-                with _dask_client(scheduler, n_workers) as client:
+                with dask_client(scheduler, n_workers=n_workers) as client:
                     driver = _Driver(self, client, job_id, planned, state, frac, progress)
                     driver.run()
-            if state.state == "cancelled":  # the workers are gone: drop what this job staged
+            if state.state == JobState.CANCELLED:  # the workers are gone: drop what this job staged
                 self._abort(job_id, [planned[pos] for pos in sorted(driver.claimed)])
                 if progress is not None:
                     progress(state)
         except BaseException as e:
-            state.state = "interrupted"
-            self._set_state(job_id, "interrupted", f"{type(e).__name__}: {e}")
+            state.state = JobState.INTERRUPTED
+            self._set_state(job_id, JobState.INTERRUPTED, f"{type(e).__name__}: {e}")
             raise
         finally:
             _release_all(self.store.storage, job_id)
@@ -316,56 +323,55 @@ class Jobs:
             if self.store.release_catalog:
                 cat.close()
 
-    def _load_plan(self, job_id: str) -> list[PlannedRecipe]:
+    def _load_plan(self, job_id: str) -> tuple[list[PlannedRecipe], float]:
+        """The job's planned recipes and its ``max_failed_fraction``."""
         with self._catalog() as cat:
-            row = first(cat.con.execute("SELECT plan FROM jobs WHERE job_id = ?", [job_id]))
-        if row is None:
-            raise NotFoundError(f"no job {job_id!r}; `pertstore jobs ls` lists them")
-        return [PlannedRecipe.from_json(d) for d in json.loads(row[0])]
+            docs, frac = cat.jobs.plan(job_id)
+        return [PlannedRecipe.from_json(d) for d in docs], frac
 
-    def _set_state(self, job_id: str, state: str, error: str | None = None) -> None:
-        finished = _now() if state in TERMINAL else None
-        with self._catalog() as cat, cat.transaction() as con:
-            con.execute("UPDATE jobs SET state = ?, updated_at = ?, finished_at = coalesce(?, finished_at), "
-                        "error = coalesce(?, error) WHERE job_id = ?", [state, _now(), finished, error, job_id]).fetchall()
+    def _set_state(self, job_id: str, state: JobState, error: str | None = None) -> None:
+        with self._catalog() as cat:
+            cat.jobs.set_state(job_id, state, finished=state in TERMINAL, error=error)
             self._keep_record(cat, job_id)
 
     def _keep_record(self, cat, job_id: str) -> None:
         """Write the job's record into the store (``jobs/<id>.json``), so a catalog rebuild keeps it."""
-        self.store.storage.write_bytes(job_key(job_id), cat.export_job(job_id))
+        self.store.storage.write_bytes(job_key(job_id), cat.jobs.export(job_id))
 
     def _state(self, job_id: str) -> str:
         with self._catalog() as cat:
-            return str(first(cat.con.execute("SELECT state FROM jobs WHERE job_id = ?", [job_id]))[0])
+            return cat.jobs.state(job_id)
 
     def _abort(self, job_id: str, planned: list[PlannedRecipe]) -> None:
         for p in planned:
             if not self.store.has(p.recipe):
                 _work.abort(self.store.storage, p)
-        with self._catalog() as cat, cat.transaction() as con:
-            con.execute("UPDATE job_recipes SET state = 'cancelled' WHERE job_id = ? AND state NOT IN ('done', 'failed')",
-                        [job_id]).fetchall()
-        self._set_state(job_id, "cancelled")
+        with self._catalog() as cat:
+            cat.jobs.cancel_open_recipes(job_id)
+        self._set_state(job_id, JobState.CANCELLED)
 
     def _flush(self, state: JobProgress, ledger: list[tuple[str, str, str, str, str]]) -> None:
-        with self._catalog() as cat, cat.transaction() as con:
-            for pos, r in enumerate(state.recipes):
-                con.execute("UPDATE job_recipes SET state = ?, items_total = ?, items_done = ?, items_failed = ?, "
-                            "items_reused = ?, seconds = ?, error = ? WHERE job_id = ? AND position = ?",
-                            [r.state, r.items_total, r.items_done, r.items_failed, r.items_reused, r.seconds, r.error,
-                             state.job_id, pos]).fetchall()
-            if ledger:
-                con.executemany("INSERT INTO job_failures VALUES (?, ?, ?, ?, ?)", ledger).fetchall()
-            con.execute("UPDATE jobs SET items_total = ?, items_done = ?, items_failed = ?, updated_at = ? "
-                        "WHERE job_id = ?", [state.items_total, state.items_done, state.items_failed, _now(),
-                                             state.job_id]).fetchall()
+        rows = [
+            RecipeRow(r.state, r.items_total, r.items_done, r.items_failed, r.items_reused, r.seconds, r.error)
+            for r in state.recipes
+        ]
+        with self._catalog() as cat:
+            cat.jobs.progress(state.job_id, rows, (state.items_total, state.items_done, state.items_failed), ledger)
 
 
 class _Driver:
     """Runs one job: sends work to Dask, tracks progress, publishes, honours cancellation."""
 
-    def __init__(self, jobs: Jobs, client, job_id: str, planned: list[PlannedRecipe], state: JobProgress,
-                 max_failed_fraction: float, progress: Callable[[JobProgress], None] | None) -> None:
+    def __init__(
+        self,
+        jobs: Jobs,
+        client,
+        job_id: str,
+        planned: list[PlannedRecipe],
+        state: JobProgress,
+        max_failed_fraction: float,
+        progress: Callable[[JobProgress], None] | None,
+    ) -> None:
         self.jobs, self.client, self.job_id = jobs, client, job_id
         self.planned, self.state, self.frac, self.progress = planned, state, max_failed_fraction, progress
         self.storage = jobs.store.storage
@@ -383,7 +389,7 @@ class _Driver:
             for fut, what in self._schedule(pos, p):
                 kind[fut.key] = (pos, what)
                 pending.add(fut)
-            if self._update() == "cancelling":
+            if self._update() == JobState.CANCELLING:
                 return self._cancel(pending)
         self._update(force=True)
         if pending:
@@ -398,39 +404,45 @@ class _Driver:
                 for fut in done:
                     pos, what = kind.pop(fut.key)
                     self._finish(fut, pos, what)
-                if self._update() == "cancelling":  # Jobs.run aborts once the workers are gone
+                if self._update() == JobState.CANCELLING:  # Jobs.run aborts once the workers are gone
                     return self._cancel(pending)
         self._publish()
-        if self._await_others() == "cancelling":
+        if self._await_others() == JobState.CANCELLING:
             return self._cancel(set())
         self._finalize()
 
     def _cancel(self, pending) -> None:
         if pending:
             self.client.cancel(list(pending))
-        self.state.state = "cancelled"
+        self.state.state = JobState.CANCELLED
 
     def _schedule(self, pos: int, p: PlannedRecipe):
         r = self.state.recipes[pos]
         self.t0[pos] = time.perf_counter()
         if self.jobs.store.has(p.recipe):
-            card = self.jobs.store._existing(p.recipe, p.spec.tags)
-            r.state, r.items_total = "exists", card.n_rows + len(card.failed)
+            card = self.jobs.store.published_card(p.recipe, p.spec.tags)
+            r.state, r.items_total = RecipeState.EXISTS, card.n_rows + len(card.failed)
             r.items_done = r.items_reused = r.items_total
             r.items_failed = len(card.failed)
             return []
         claim = _claim(self.storage, p.recipe.source, p.recipe.version, self.job_id)
         if claim.job_id != self.job_id:  # another job computes it: wait for that one
-            r.state = "waiting"
+            r.state = RecipeState.WAITING
             self.waiting[pos] = claim
             return []
         self.claimed.add(pos)
-        r.state = "running"
+        r.state = RecipeState.RUNNING
         key = f"{self.job_id}-{pos}"
         if not p.producer_cls.chunked:
             r.items_total = 1
-            return [(self.client.submit(_work.run_whole, self.storage, p, _frac(p, self.frac), key=f"{key}-whole",
-                                        retries=2, pure=False), "whole")]
+            return [
+                (
+                    self.client.submit(
+                        _work.run_whole, self.storage, p, _frac(p, self.frac), key=f"{key}-whole", retries=2, pure=False
+                    ),
+                    "whole",
+                )
+            ]
         try:
             ids = _work.list_entities(self.storage, p)
         except Exception as e:  # a producer that cannot even list its entities fails its recipe
@@ -440,16 +452,29 @@ class _Driver:
         done = _work.done_parts(self.storage, p)
         r.items_total = len(ids)
         r.items_done = r.items_reused = sum(len(parts[i]) for i in done if i < len(parts))
-        part_futures = [self.client.submit(_work.run_part, self.storage, p, i, np.array(part), key=f"{key}-part-{i}",
-                                           retries=2, pure=False)
-                        for i, part in enumerate(parts) if i not in done]
-        assemble = self.client.submit(_assemble_after, self.storage, p, len(parts), _frac(p, self.frac), part_futures,
-                                      key=f"{key}-assemble", retries=2, pure=False)
+        part_futures = [
+            self.client.submit(
+                _work.run_part, self.storage, p, i, np.array(part), key=f"{key}-part-{i}", retries=2, pure=False
+            )
+            for i, part in enumerate(parts)
+            if i not in done
+        ]
+        assemble = self.client.submit(
+            _assemble_after,
+            self.storage,
+            p,
+            len(parts),
+            _frac(p, self.frac),
+            part_futures,
+            key=f"{key}-assemble",
+            retries=2,
+            pure=False,
+        )
         return [(f, "part") for f in part_futures] + [(assemble, "assemble")]
 
     def _finish(self, fut, pos: int, what: str) -> None:
         r = self.state.recipes[pos]
-        if r.state == "failed":
+        if r.state == RecipeState.FAILED:
             return
         try:
             result = fut.result()
@@ -464,12 +489,12 @@ class _Driver:
                 r.items_total = r.items_done = result["n_rows"] + len(result["failed"])
             r.items_failed = len(result["failed"])
             r.failed = result["failed"]
-            r.state, r.seconds = "staged", time.perf_counter() - self.t0[pos]
+            r.state, r.seconds = RecipeState.STAGED, time.perf_counter() - self.t0[pos]
             self.staged[pos] = result
 
     def _fail(self, pos: int, error: BaseException) -> None:
         r = self.state.recipes[pos]
-        r.state, r.error = "failed", f"{type(error).__name__}: {error}"
+        r.state, r.error = RecipeState.FAILED, f"{type(error).__name__}: {error}"
         r.seconds = time.perf_counter() - self.t0[pos]
         if pos in self.claimed:
             _work.abort(self.storage, self.planned[pos])
@@ -483,40 +508,46 @@ class _Driver:
                 card, newly = _work.publish_staged(self.storage, p)
                 with self.jobs._catalog():
                     if newly:
-                        store._index(card, ["latest", *p.spec.tags])
+                        store.index_published(card, ["latest", *p.spec.tags])
                     else:
-                        store._existing(p.recipe, p.spec.tags)
-                r.state = "done"
+                        store.published_card(p.recipe, p.spec.tags)
+                r.state = RecipeState.DONE
             except Exception as e:
                 self._fail(pos, e)
                 continue
             _release(self.storage, p.recipe.source, p.recipe.version, self.job_id)
-            self.ledger.extend((self.job_id, p.recipe.source, p.recipe.version, e, why)
-                               for e, why in sorted(result["failed"].items()))
+            self.ledger.extend(
+                (self.job_id, p.recipe.source, p.recipe.version, e, why) for e, why in sorted(result["failed"].items())
+            )
 
     def _await_others(self) -> str:
         """Wait for the recipes other jobs compute; their sets then count as existing ones."""
         store = self.jobs.store
         for pos, claim in sorted(self.waiting.items()):
             while not claim.wait(WAIT_S):
-                if self._update() == "cancelling":
-                    return "cancelling"
+                if self._update() == JobState.CANCELLING:
+                    return JobState.CANCELLING
             p, r = self.planned[pos], self.state.recipes[pos]
             if store.has(p.recipe):
                 with self.jobs._catalog():
-                    card = store._existing(p.recipe, p.spec.tags)
-                r.state, r.items_total = "exists", card.n_rows + len(card.failed)
+                    card = store.published_card(p.recipe, p.spec.tags)
+                r.state, r.items_total = RecipeState.EXISTS, card.n_rows + len(card.failed)
                 r.items_done = r.items_reused = r.items_total
                 r.items_failed = len(card.failed)
             else:
-                self._fail(pos, PertstoreError(f"job {claim.job_id}, which computed the same recipe, did not "
-                                               f"publish it (see `pertstore jobs status {claim.job_id}`)"))
+                self._fail(
+                    pos,
+                    PertstoreError(
+                        f"job {claim.job_id}, which computed the same recipe, did not "
+                        f"publish it (see `pertstore jobs status {claim.job_id}`)"
+                    ),
+                )
             r.seconds = time.perf_counter() - self.t0[pos]
         return self.state.state
 
     def _finalize(self) -> None:
-        errors = [f"{r.source}: {r.error}" for r in self.state.recipes if r.state == "failed"]
-        self.state.state = "failed" if errors else "done"
+        errors = [f"{r.source}: {r.error}" for r in self.state.recipes if r.state == RecipeState.FAILED]
+        self.state.state = JobState.FAILED if errors else JobState.DONE
         self._update(force=True)
         self.jobs._set_state(self.job_id, self.state.state, "; ".join(errors) or None)
 
@@ -546,70 +577,6 @@ def _assemble_after(storage, planned, n_parts, frac, _parts):
     return _work.assemble(storage, planned, n_parts, frac)
 
 
-MALLOC_VAR = "MALLOC_TRIM_THRESHOLD_"
-"""Dask's nanny sets it to 65536 in its workers, which turns off glibc's adaptive mmap threshold:
-every tensor above 128 KiB is then mapped and unmapped on each use, and the page faults made the
-graph and text producers up to 3.5x slower (node2vec steps: 12.5 s vs 3.6 s). docker-compose
-workers drop it through ``producers/dask.yaml``."""
-
-
-@contextmanager
-def worker_environment():
-    """Dask workers started inside this block run without ``MALLOC_TRIM_THRESHOLD_``.
-
-    The nanny is told not to set it, and it is absent from this process's environment while the
-    workers spawn (a Dask cluster started earlier in this process leaves it set here, and children
-    inherit it); the environment is restored afterwards. Jobs running at once in one process share
-    one change: the first to enter makes it, the last to leave undoes it (the environment and Dask's
-    configuration are process-wide, so nested undos in another order would leak the change).
-    """
-    import dask
-
-    key = f"distributed.nanny.pre-spawn-environ.{MALLOC_VAR}"
-    with _ENV_LOCK:
-        if _ENV_USERS[0] == 0:
-            _ENV_SAVED[:] = [os.environ.pop(MALLOC_VAR, None), dask.config.get(key, None)]
-            dask.config.set({key: None})
-        _ENV_USERS[0] += 1
-    try:
-        yield
-    finally:
-        with _ENV_LOCK:
-            _ENV_USERS[0] -= 1
-            if _ENV_USERS[0] == 0:
-                old_env, old_config = _ENV_SAVED
-                if old_env is not None:
-                    os.environ[MALLOC_VAR] = old_env
-                dask.config.set({key: old_config})
-
-
-_ENV_LOCK = threading.Lock()
-_ENV_USERS = [0]
-_ENV_SAVED: list = [None, None]
-
-
-@contextmanager
-def _dask_client(scheduler: str | None, n_workers: int | None):
-    """A client of ``scheduler``, or of a new in-process ``LocalCluster`` with one thread per worker."""
-    import logging
-
-    from distributed import Client, LocalCluster
-
-    logging.getLogger("distributed").setLevel(logging.ERROR)
-    if scheduler:
-        client = Client(scheduler, timeout="30s", set_as_default=False)
-        try:
-            yield client
-        finally:
-            client.close()
-        return
-    workers = n_workers or min(2, os.cpu_count() or 1)
-    with worker_environment(), \
-            LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                         silence_logs=logging.ERROR) as cluster, Client(cluster, set_as_default=False) as client:
-        yield client
-
-
 def _alive(host: str, pid: int, job_id: str) -> bool:
     """Whether a job's driver still runs (only knowable on its own host; assumed elsewhere)."""
     if host != socket.gethostname():
@@ -625,10 +592,10 @@ def _alive(host: str, pid: int, job_id: str) -> bool:
     return True
 
 
-def produce_inline(store: "Store", planned: PlannedRecipe, *, max_failed_fraction: float = 0.05):
+def produce_inline(store: Store, planned: PlannedRecipe, *, max_failed_fraction: float = 0.05):
     """Compute one planned recipe in this process, without Dask; returns the set's card."""
     if store.has(planned.recipe):
-        return store._existing(planned.recipe, planned.spec.tags)
+        return store.published_card(planned.recipe, planned.spec.tags)
     storage = store.storage
     max_failed_fraction = _frac(planned, max_failed_fraction)
     try:
@@ -646,6 +613,6 @@ def produce_inline(store: "Store", planned: PlannedRecipe, *, max_failed_fractio
         _work.abort(storage, planned)
         raise
     if newly:
-        store._index(card, ["latest", *planned.spec.tags])
+        store.index_published(card, ["latest", *planned.spec.tags])
         return card
-    return store._existing(planned.recipe, planned.spec.tags)
+    return store.published_card(planned.recipe, planned.spec.tags)

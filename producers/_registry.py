@@ -7,9 +7,9 @@ from functools import lru_cache
 from importlib.metadata import entry_points
 
 import pandas as pd
+from pertstore.producers._base import Producer
 
 from pertstore.errors import NotFoundError
-from pertstore.producers._base import Producer
 
 ENTRY_POINT_GROUP = "pertstore.producers"
 
@@ -51,7 +51,14 @@ def describe_producers() -> pd.DataFrame:
         for field, info in cls.Params.model_fields.items():
             default = "required" if info.is_required() else repr(info.get_default(call_default_factory=True))
             params.append(f"{field}={default}")
-        rows.append({"name": name, "kind": cls.kind, "mode": "chunked" if cls.chunked else "whole",
-                     "inputs": ", ".join(f"{k}:{v}" for k, v in cls.inputs.items()),
-                     "params": ", ".join(params), "description": cls.description})
+        rows.append(
+            {
+                "name": name,
+                "kind": cls.kind,
+                "mode": "chunked" if cls.chunked else "whole",
+                "inputs": ", ".join(f"{k}:{v}" for k, v in cls.inputs.items()),
+                "params": ", ".join(params),
+                "description": cls.description,
+            }
+        )
     return pd.DataFrame(rows, columns=["name", "kind", "mode", "inputs", "params", "description"])

@@ -23,19 +23,19 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
-from pertstore.errors import InvalidInputError
 from pertstore.producers._base import Producer
 from pertstore.producers._registry import get_producer
-from pertstore.store._recipe import Recipe, check_names, file_sha256
+from pertstore.store import Recipe, check_names, file_sha256
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pertstore._config import get_settings
+from pertstore.errors import InvalidInputError
 
 SET_PREFIX = "set:"
 
@@ -74,17 +74,26 @@ class PlannedRecipe:
         return get_producer(self.spec.producer)
 
     def to_json(self) -> dict:
-        return {"spec": self.spec.model_dump(mode="json"), "recipe": self.recipe.model_dump(mode="json"),
-                "files": self.files, "sets": self.sets}
+        return {
+            "spec": self.spec.model_dump(mode="json"),
+            "recipe": self.recipe.model_dump(mode="json"),
+            "files": self.files,
+            "sets": self.sets,
+        }
 
     @classmethod
-    def from_json(cls, doc: dict) -> "PlannedRecipe":
-        return cls(RecipeSpec.model_validate(doc["spec"]), Recipe.model_validate(doc["recipe"]),
-                   dict(doc["files"]), dict(doc["sets"]))
+    def from_json(cls, doc: dict) -> PlannedRecipe:
+        return cls(
+            RecipeSpec.model_validate(doc["spec"]),
+            Recipe.model_validate(doc["recipe"]),
+            dict(doc["files"]),
+            dict(doc["sets"]),
+        )
 
 
-def load_recipes(source: str | Path | list | dict, *, data_dir: str | None = None,
-                 max_recipes: int | None = None) -> list[RecipeSpec]:
+def load_recipes(
+    source: str | Path | list | dict, *, data_dir: str | None = None, max_recipes: int | None = None
+) -> list[RecipeSpec]:
     """Read a recipes file (path, YAML text, or parsed list/dict) into expanded recipe specs.
 
     Raises :class:`InvalidInputError` before expanding anything when the sweeps and contexts would
@@ -109,7 +118,7 @@ def load_recipes(source: str | Path | list | dict, *, data_dir: str | None = Non
     entries = doc.get("recipes") if isinstance(doc, dict) else doc
     if not isinstance(entries, list) or not entries:
         raise InvalidInputError(f"{where}: expected a non-empty list under 'recipes:'")
-    data = data_dir or os.environ.get("PERTSTORE_DATA_DIR")
+    data = data_dir or get_settings().data_dir
     parsed = []
     for n, raw in enumerate(entries, start=1):
         try:
@@ -118,8 +127,10 @@ def load_recipes(source: str | Path | list | dict, *, data_dir: str | None = Non
             raise InvalidInputError(f"{where}: recipe #{n}: {e}") from e
     total = sum(_size(entry) for entry in parsed)
     if max_recipes is not None and total > max_recipes:
-        raise InvalidInputError(f"{where}: the sweeps make {total:,} recipes, more than the limit of {max_recipes:,} "
-                                "per job; split the file or raise PERTSTORE_MAX_PLAN_RECIPES")
+        raise InvalidInputError(
+            f"{where}: the sweeps make {total:,} recipes, more than the limit of {max_recipes:,} "
+            "per job; split the file or raise PERTSTORE_MAX_PLAN_RECIPES"
+        )
     return [spec for n, entry in enumerate(parsed, start=1) for spec in _expand(entry, n, where, base, data)]
 
 
@@ -141,14 +152,26 @@ def _expand(entry: _Entry, n: int, where: str, base: Path, data_dir: str | None)
         try:
             source = entry.source.format(context=context, **params)
         except (KeyError, IndexError) as e:
-            raise InvalidInputError(f"{where}: recipe #{n}: source {entry.source!r} names {e} "
-                                    "which is neither a parameter nor 'context'") from e
+            raise InvalidInputError(
+                f"{where}: recipe #{n}: source {entry.source!r} names {e} which is neither a parameter nor 'context'"
+            ) from e
         if len(grid) > 1 and not keys_in(entry.source, keys):
-            raise InvalidInputError(f"{where}: recipe #{n}: a sweep needs the swept parameters in the source name, "
-                                    f"e.g. '{entry.source}-{{{keys[0]}}}'")
+            raise InvalidInputError(
+                f"{where}: recipe #{n}: a sweep needs the swept parameters in the source name, "
+                f"e.g. '{entry.source}-{{{keys[0]}}}'"
+            )
         inputs = {k: _input(v, context, base, data_dir, f"{where}: recipe #{n}") for k, v in entry.inputs.items()}
-        out.append(RecipeSpec(producer=entry.producer, source=source, params=params, inputs=inputs,
-                              context=context, tags=entry.tags, max_failed=entry.max_failed))
+        out.append(
+            RecipeSpec(
+                producer=entry.producer,
+                source=source,
+                params=params,
+                inputs=inputs,
+                context=context,
+                tags=entry.tags,
+                max_failed=entry.max_failed,
+            )
+        )
     return out
 
 
@@ -185,14 +208,18 @@ def plan(specs: list[RecipeSpec], find_version) -> list[PlannedRecipe]:
         unknown = set(spec.inputs) - set(cls.inputs)
         missing = set(cls.inputs) - set(spec.inputs)
         if unknown or missing:
-            raise InvalidInputError(f"recipe {spec.source}: producer {cls.name} takes inputs {sorted(cls.inputs)}; "
-                                    f"missing {sorted(missing)}, unknown {sorted(unknown)}")
+            raise InvalidInputError(
+                f"recipe {spec.source}: producer {cls.name} takes inputs {sorted(cls.inputs)}; "
+                f"missing {sorted(missing)}, unknown {sorted(unknown)}"
+            )
         files, sets, pins = {}, {}, {}
         for name, value in spec.inputs.items():
             if cls.inputs[name] == "set":
                 if not value.startswith(SET_PREFIX):
-                    raise InvalidInputError(f"recipe {spec.source}: input {name!r} must be a set ('set:SOURCE[@VERSION|:TAG]')")
-                sets[name] = _pin_set(value[len(SET_PREFIX):], spec.context, find_version)
+                    raise InvalidInputError(
+                        f"recipe {spec.source}: input {name!r} must be a set ('set:SOURCE[@VERSION|:TAG]')"
+                    )
+                sets[name] = _pin_set(value[len(SET_PREFIX) :], spec.context, find_version)
                 pins[name] = f"set:{sets[name]}"
             else:
                 if value.startswith(SET_PREFIX):
@@ -200,9 +227,17 @@ def plan(specs: list[RecipeSpec], find_version) -> list[PlannedRecipe]:
                 if "://" not in value and not Path(value).exists():
                     raise InvalidInputError(f"recipe {spec.source}: input file {name!r} not found: {value}")
                 files[name] = value
-                pins[name] = hashes[value] if value in hashes else hashes.setdefault(value, _hash_file(value))
-        recipe = Recipe(source=spec.source, producer=cls.name, kind=cls.kind, params=params, inputs=pins,
-                        context=spec.context, code_version=cls.code_version, libraries=cls.libraries())
+                pins[name] = hashes[value] if value in hashes else hashes.setdefault(value, file_sha256(value))
+        recipe = Recipe(
+            source=spec.source,
+            producer=cls.name,
+            kind=cls.kind,
+            params=params,
+            inputs=pins,
+            context=spec.context,
+            code_version=cls.code_version,
+            libraries=cls.libraries(),
+        )
         planned.append(PlannedRecipe(spec, recipe, files, sets))
     return planned
 
@@ -213,17 +248,3 @@ def _pin_set(ref: str, context: str, find_version) -> str:
         return f"{source}@{find_version(source, context, version=version)}"
     source, _, tag = ref.partition(":")
     return f"{source}@{find_version(source, context, tag=tag or 'latest')}"
-
-
-def _hash_file(value: str) -> str:
-    if "://" in value:
-        import fsspec
-
-        with fsspec.open(value, "rb") as f:
-            import hashlib
-
-            h = hashlib.sha256()
-            while chunk := f.read(1 << 22):
-                h.update(chunk)
-            return f"sha256:{h.hexdigest()}"
-    return file_sha256(value)

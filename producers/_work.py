@@ -15,13 +15,11 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-
-from pertstore.errors import InvalidInputError, PertstoreError
 from pertstore.producers._base import Batch, Producer, ProducerContext
 from pertstore.producers._spec import PlannedRecipe
-from pertstore.store._layout import staging_key
-from pertstore.store._storage import Storage
-from pertstore.store._writer import SetWriter, publish_sealed
+from pertstore.store import SetWriter, Storage, publish_sealed, staging_key
+
+from pertstore.errors import InvalidInputError, PertstoreError
 
 
 @dataclass
@@ -60,7 +58,7 @@ def list_entities(storage: Storage, planned: PlannedRecipe) -> list[str]:
 
 
 def split(ids: list[str], size: int) -> list[list[str]]:
-    return [ids[i:i + size] for i in range(0, len(ids), size)]
+    return [ids[i : i + size] for i in range(0, len(ids), size)]
 
 
 def run_part(storage: Storage, planned: PlannedRecipe, part: int, ids) -> PartResult:
@@ -74,8 +72,12 @@ def run_part(storage: Storage, planned: PlannedRecipe, part: int, ids) -> PartRe
         producer.close()
     _check_batch(batch, ids, planned, part)
     buf = io.BytesIO()
-    np.savez(buf, ids=np.array(batch.ids, dtype=object).astype(str), values=batch.values,
-             failed=np.array(json.dumps(batch.failed, sort_keys=True)))
+    np.savez(
+        buf,
+        ids=np.array(batch.ids, dtype=object).astype(str),
+        values=batch.values,
+        failed=np.array(json.dumps(batch.failed, sort_keys=True)),
+    )
     storage.write_bytes(part_key(planned, part), buf.getvalue())
     return PartResult(part, len(ids), batch.failed, time.perf_counter() - t0)
 
@@ -88,8 +90,9 @@ def _check_batch(batch: Batch, ids: list[str], planned: PlannedRecipe, part: int
     if extra:
         raise PertstoreError(f"{where}: returned ids it was not asked for, e.g. {sorted(extra)[0]!r}")
     if missing:
-        raise PertstoreError(f"{where}: returned neither a row nor a failure for {len(missing)} id(s), "
-                             f"e.g. {sorted(missing)[0]!r}")
+        raise PertstoreError(
+            f"{where}: returned neither a row nor a failure for {len(missing)} id(s), e.g. {sorted(missing)[0]!r}"
+        )
     if len(set(batch.ids)) != len(batch.ids):
         raise PertstoreError(f"{where}: returned an id twice")
 
@@ -117,8 +120,9 @@ def assemble(storage: Storage, planned: PlannedRecipe, n_parts: int, max_failed_
         failed.update(batch.failed)
         if batch.ids:
             if dim is not None and batch.values.shape[1] != dim:
-                raise PertstoreError(f"set {planned.recipe.source}: part {part} has dim {batch.values.shape[1]}, "
-                                     f"earlier parts {dim}")
+                raise PertstoreError(
+                    f"set {planned.recipe.source}: part {part} has dim {batch.values.shape[1]}, earlier parts {dim}"
+                )
             dim = batch.values.shape[1]
     _check_failures(planned, len(ids), failed, max_failed_fraction)
     values = (read_part(storage, planned, part).values for part in range(n_parts))
@@ -146,8 +150,10 @@ def _check_failures(planned: PlannedRecipe, n_ok: int, failed: dict[str, str], l
         example = next(iter(failed.items()), ("-", "no entities"))
         raise PertstoreError(f"set {planned.recipe.source}: every entity failed (e.g. {example[0]}: {example[1]})")
     if total and len(failed) / total > limit:
-        raise PertstoreError(f"set {planned.recipe.source}: {len(failed)} of {total} entities failed "
-                             f"({len(failed) / total:.1%} > the allowed {limit:.1%}); see the failure ledger")
+        raise PertstoreError(
+            f"set {planned.recipe.source}: {len(failed)} of {total} entities failed "
+            f"({len(failed) / total:.1%} > the allowed {limit:.1%}); see the failure ledger"
+        )
 
 
 def publish_staged(storage: Storage, planned: PlannedRecipe):

@@ -7,13 +7,19 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 import xarray as xr
-
 from pertstore.store._reader import OpenSet, load_rows
 
 
-def aligned_dataset(query: Sequence[str], canonical: Sequence[str | None], sets: Mapping[str, OpenSet],
-                    rows: np.ndarray, *, context: str = "", unresolved: Sequence[str] = (),
-                    ambiguous: Mapping[str, list[str]] | None = None) -> xr.Dataset:
+def aligned_dataset(
+    query: Sequence[str],
+    canonical: Sequence[str | None],
+    sets: Mapping[str, OpenSet],
+    rows: np.ndarray,
+    *,
+    context: str = "",
+    unresolved: Sequence[str] = (),
+    ambiguous: Mapping[str, list[str]] | None = None,
+) -> xr.Dataset:
     """Build the dataset :meth:`pertstore.Store.align` returns.
 
     ``rows[i, j]`` is the row of ``canonical[j]`` in the i-th of ``sets``, -1 where it lacks it.
@@ -24,7 +30,9 @@ def aligned_dataset(query: Sequence[str], canonical: Sequence[str | None], sets:
     positions = dict(zip(sets, rows))
     covered = np.ascontiguousarray(rows.T >= 0)
     # one gather per set (the first covered row stands in for uncovered ones), all sets' reads together
-    wanted = [(source, np.where(pos >= 0, pos, pos[pos >= 0][0])) for source, pos in positions.items() if (pos >= 0).any()]
+    wanted = [
+        (source, np.where(pos >= 0, pos, pos[pos >= 0][0])) for source, pos in positions.items() if (pos >= 0).any()
+    ]
     blocks = dict(zip([source for source, _ in wanted], load_rows([(sets[source], pos) for source, pos in wanted])))
     data_vars = {}
     for source, s in sets.items():
@@ -37,11 +45,17 @@ def aligned_dataset(query: Sequence[str], canonical: Sequence[str | None], sets:
     data_vars["covered"] = _variable(("entity", "source"), covered)
     return xr.Dataset(
         data_vars,
-        coords={"entity": _variable("entity", np.asarray(list(query), dtype=object), index=True),
-                "entity_id": _variable("entity", np.asarray([c or "" for c in canonical], dtype=object)),
-                "source": _variable("source", np.asarray(list(sets)), index=True)},
-        attrs={"context": context, "versions": {src: s.card.version for src, s in sets.items()},
-               "unresolved": list(unresolved), "ambiguous": dict(ambiguous or {})},
+        coords={
+            "entity": _variable("entity", np.asarray(list(query), dtype=object), index=True),
+            "entity_id": _variable("entity", np.asarray([c or "" for c in canonical], dtype=object)),
+            "source": _variable("source", np.asarray(list(sets)), index=True),
+        },
+        attrs={
+            "context": context,
+            "versions": {src: s.card.version for src, s in sets.items()},
+            "unresolved": list(unresolved),
+            "ambiguous": dict(ambiguous or {}),
+        },
     )
 
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
+from pertstore.store._layout import SET_ENCODING_TYPE, SET_ENCODING_VERSION
+from pertstore.store._recipe import EntityKind, Recipe
 from pydantic import BaseModel, ConfigDict, Field
 
 from pertstore.errors import CorruptedSetError
-from pertstore.store._layout import SET_ENCODING_TYPE, SET_ENCODING_VERSION
-from pertstore.store._recipe import EntityKind, Recipe
 
 
 class SetCard(BaseModel):
@@ -31,14 +31,14 @@ class SetCard(BaseModel):
     """``sha256:`` of the entity ids (newline-joined) then the little-endian float32 rows."""
     failed: dict[str, str] = Field(default_factory=dict)
     """Entities the producer could not embed, with the reason."""
-    created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     pertstore_version: str = ""
 
     def to_attrs(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True)
 
     @classmethod
-    def from_attrs(cls, attrs: dict[str, Any], *, where: str) -> "SetCard":
+    def from_attrs(cls, attrs: dict[str, Any], *, where: str) -> SetCard:
         kind = attrs.get("encoding-type")
         version = attrs.get("encoding-version")
         if kind != SET_ENCODING_TYPE:

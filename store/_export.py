@@ -29,8 +29,11 @@ def to_pandas(ds: xr.Dataset) -> pd.DataFrame:
     for s in sources_of(ds):
         block = ds[s].values
         frames.append(pd.DataFrame(block, index=frames[0].index, columns=[f"{s}:{j}" for j in range(block.shape[1])]))
-    frames.append(pd.DataFrame({f"covered:{s}": ds["covered"].sel(source=s).values for s in sources_of(ds)},
-                               index=frames[0].index))
+    frames.append(
+        pd.DataFrame(
+            {f"covered:{s}": ds["covered"].sel(source=s).values for s in sources_of(ds)}, index=frames[0].index
+        )
+    )
     return pd.concat(frames, axis=1)
 
 
@@ -38,8 +41,9 @@ def to_anndata(ds: xr.Dataset):
     """An AnnData with one observation per query id and one ``obsm`` entry per source."""
     import anndata as ad
 
-    obs = pd.DataFrame({"entity_id": ds["entity_id"].values.astype(str)},
-                       index=pd.Index(ds["entity"].values.astype(str), name="id"))
+    obs = pd.DataFrame(
+        {"entity_id": ds["entity_id"].values.astype(str)}, index=pd.Index(ds["entity"].values.astype(str), name="id")
+    )
     for s in sources_of(ds):
         obs[f"covered_{s}"] = ds["covered"].sel(source=s).values
     obs.index = obs.index.astype(str)
@@ -67,10 +71,12 @@ def to_arrow(ds: xr.Dataset):
 
 def arrow_metadata(ds: xr.Dataset) -> dict[str, str]:
     """The dataset's attrs as Arrow schema metadata."""
-    return {"pertstore.context": ds.attrs.get("context", ""),
-            "pertstore.versions": json.dumps(dict(ds.attrs.get("versions", {}))),
-            "pertstore.unresolved": json.dumps(list(ds.attrs.get("unresolved", []))),
-            "pertstore.ambiguous": json.dumps(dict(ds.attrs.get("ambiguous", {})))}
+    return {
+        "pertstore.context": ds.attrs.get("context", ""),
+        "pertstore.versions": json.dumps(dict(ds.attrs.get("versions", {}))),
+        "pertstore.unresolved": json.dumps(list(ds.attrs.get("unresolved", []))),
+        "pertstore.ambiguous": json.dumps(dict(ds.attrs.get("ambiguous", {}))),
+    }
 
 
 def from_arrow(table) -> xr.Dataset:
@@ -87,17 +93,23 @@ def from_arrow(table) -> xr.Dataset:
         block[~valid] = np.nan
         data_vars[s] = (("entity", f"{s}_dim"), block)
         covered.append(valid)
-    data_vars["covered"] = (("entity", "source"), np.stack(covered, axis=1) if covered else
-                            np.zeros((table.num_rows, 0), bool))
+    data_vars["covered"] = (
+        ("entity", "source"),
+        np.stack(covered, axis=1) if covered else np.zeros((table.num_rows, 0), bool),
+    )
     return xr.Dataset(
         data_vars,
-        coords={"entity": np.asarray(table.column("id").to_pylist(), dtype=object),
-                "entity_id": ("entity", np.asarray(table.column("entity_id").to_pylist(), dtype=object)),
-                "source": sources},
-        attrs={"context": meta.get("pertstore.context", ""),
-               "versions": json.loads(meta.get("pertstore.versions", "{}")),
-               "unresolved": json.loads(meta.get("pertstore.unresolved", "[]")),
-               "ambiguous": json.loads(meta.get("pertstore.ambiguous", "{}"))},
+        coords={
+            "entity": np.asarray(table.column("id").to_pylist(), dtype=object),
+            "entity_id": ("entity", np.asarray(table.column("entity_id").to_pylist(), dtype=object)),
+            "source": sources,
+        },
+        attrs={
+            "context": meta.get("pertstore.context", ""),
+            "versions": json.loads(meta.get("pertstore.versions", "{}")),
+            "unresolved": json.loads(meta.get("pertstore.unresolved", "[]")),
+            "ambiguous": json.loads(meta.get("pertstore.ambiguous", "{}")),
+        },
     )
 
 
@@ -106,9 +118,13 @@ def write_aligned(ds: xr.Dataset, path: str | Path) -> Path:
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".npz":
-        np.savez(path, ids=ds["entity"].values.astype(str), entity_id=ds["entity_id"].values.astype(str),
-                 **{s: ds[s].values for s in sources_of(ds)},
-                 **{f"covered_{s}": ds["covered"].sel(source=s).values for s in sources_of(ds)})
+        arrays: dict[str, np.ndarray] = {
+            "ids": ds["entity"].values.astype(str),
+            "entity_id": ds["entity_id"].values.astype(str),
+        }
+        arrays.update({s: ds[s].values for s in sources_of(ds)})
+        arrays.update({f"covered_{s}": ds["covered"].sel(source=s).values for s in sources_of(ds)})
+        np.savez(path, **arrays)  # type: ignore[arg-type]
     elif suffix == ".parquet":
         to_pandas(ds).to_parquet(path)
     elif suffix == ".csv":

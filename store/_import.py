@@ -10,12 +10,20 @@ import pandas as pd
 
 from pertstore.errors import InvalidInputError
 
-FORMATS = {".h5ad": "h5ad", ".npz": "npz", ".parquet": "parquet", ".pq": "parquet", ".csv": "csv",
-           ".tsv": "csv", ".txt": "csv"}
+FORMATS = {
+    ".h5ad": "h5ad",
+    ".npz": "npz",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".csv": "csv",
+    ".tsv": "csv",
+    ".txt": "csv",
+}
 
 
-def read_embedding_file(path: str | Path, *, field: str | None = None, id_col: str | None = None
-                        ) -> tuple[list[str], np.ndarray, dict]:
+def read_embedding_file(
+    path: str | Path, *, field: str | None = None, id_col: str | None = None
+) -> tuple[list[str], np.ndarray, dict]:
     """Ids and a ``[entity, dim]`` matrix from a file; also the parameters that shaped the read.
 
     - h5ad: ids in ``obs_names`` and vectors in ``X`` (default) or ``obsm/<key>``; or ids in
@@ -70,8 +78,10 @@ def _read_h5ad(path: Path, *, field: str | None, id_col: str | None):
         elif axis == "varm" and key in adata.varm:
             ids, values = adata.var_names, adata.varm[key]
         else:
-            raise InvalidInputError(f"{path}: no field {field!r}; available: X, "
-                                    + ", ".join([f"obsm/{k}" for k in adata.obsm] + [f"varm/{k}" for k in adata.varm]))
+            raise InvalidInputError(
+                f"{path}: no field {field!r}; available: X, "
+                + ", ".join([f"obsm/{k}" for k in adata.obsm] + [f"varm/{k}" for k in adata.varm])
+            )
         values = values.to_memory() if hasattr(values, "to_memory") else values
         values = values.toarray() if sp.issparse(values) else np.asarray(values)
         return list(ids), values, {"field": field}
@@ -112,7 +122,8 @@ def _read_table(path: Path, *, field: str | None, id_col: str | None):
             bad = coerced.isna() & body[col].notna()
             if bad.any():
                 row = int(np.flatnonzero(bad.to_numpy())[0])
-                raise InvalidInputError(f"{path}: non-numeric value {body[col].iloc[row]!r} in column {col!r}, "
-                                        f"row {row} (id {ids[row]!r})")
+                raise InvalidInputError(
+                    f"{path}: non-numeric value {body[col].iloc[row]!r} in column {col!r}, row {row} (id {ids[row]!r})"
+                )
             body[col] = coerced
     return ids, body.to_numpy(dtype=np.float64), {"id_col": str(id_col)}

@@ -11,6 +11,8 @@ Layout (all keys relative to the root):
   of another process with the same recipe waits for it instead of computing it too.
 - ``results/<task>/<task_version>/<stem>.results.parquet`` (and ``.errors.parquet``): one save of
   benchmark results, replayed in order by a catalog rebuild.
+- ``indexes/<source>/<version>/<metric>.usearch``: a set's approximate neighbour index, built on first
+  use (sets above 100,000 rows); derived data, never read as a set.
 - ``jobs/<job_id>.json``: a producer job's record (its catalog rows), so a catalog rebuild keeps it.
 """
 
@@ -52,6 +54,11 @@ def claim_key(source: str, version: str) -> str:
 def results_key(task: str, task_version: str, stem: str) -> str:
     check_names(task=task, version=task_version)
     return f"{RESULTS_PREFIX}/{task}/{task_version}/{stem}"
+
+
+def neighbor_index_key(source: str, version: str, metric: str) -> str:
+    check_names(source=source, version=version)
+    return f"indexes/{source}/{version}/{metric}.usearch"
 
 
 def job_key(job_id: str) -> str:

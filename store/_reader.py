@@ -21,16 +21,17 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
+from functools import partial
 
 import google_crc32c
 import numcodecs
 import numpy as np
 import pandas as pd
 from numcodecs import blosc
-
-from pertstore.errors import CorruptedSetError
 from pertstore.store._card import SetCard
 from pertstore.store._storage import GROUP_META, Storage
+
+from pertstore.errors import CorruptedSetError
 
 log = logging.getLogger(__name__)
 blosc.use_threads = False  # decode in our own threads, with Blosc's GIL-free contextual API
@@ -151,11 +152,13 @@ class OpenSet:
 
     def rows(self, positions: np.ndarray) -> np.ndarray:
         """``values[positions]`` as a new float32 array, reading only the chunks needed."""
-        positions = np.asarray(positions, dtype=np.int64)
-        return load_rows([(self, positions)])[0]
+        rows = load_rows([(self, np.asarray(positions, dtype=np.int64))])[0]
+        assert rows is not None
+        return rows
 
     def all_rows(self) -> np.ndarray:
         load_rows([(self, None)])
+        assert self._buffer is not None
         return self._buffer[: self.card.n_rows]
 
     def drop(self) -> None:
@@ -192,8 +195,10 @@ class OpenSet:
                 raw = self.storage.read_range(key, -(16 * self.shard_chunks + 4))
             except FileNotFoundError as e:
                 first = shard * self.shard_chunks
-                raise CorruptedSetError(f"{self.key}: shard {shard} ({key}) holding chunks {first}.."
-                                        f"{min(first + self.shard_chunks, self.n_chunks) - 1} is missing") from e
+                raise CorruptedSetError(
+                    f"{self.key}: shard {shard} ({key}) holding chunks {first}.."
+                    f"{min(first + self.shard_chunks, self.n_chunks) - 1} is missing"
+                ) from e
             table = self._shard_index[shard] = parse_shard_index(raw, self.shard_chunks, key)
         return table
 
@@ -208,15 +213,23 @@ class OpenSet:
             table = self._index_of(shard)[chunks[mine] - shard * self.shard_chunks]
             if (table[:, 0] == _EMPTY).any():
                 c = int(chunks[mine[np.argmax(table[:, 0] == _EMPTY)]])
-                raise CorruptedSetError(f"{self.key}: chunk {c} is missing from shard {shard} ({self.shard_key(shard)})")
+                raise CorruptedSetError(
+                    f"{self.key}: chunk {c} is missing from shard {shard} ({self.shard_key(shard)})"
+                )
             ranges = _merge_ranges(table[:, 0].astype(np.int64), table[:, 1].astype(np.int64), gap)
             for group in _group_ranges(ranges, _TASK_BYTES, _TASK_RANGES):
-                tasks.append(lambda shard=shard, group=group, mine=mine, table=table:
-                             self._fetch(shard, group, chunks, mine, table, sink))
+                tasks.append(partial(self._fetch, shard, group, chunks, mine, table, sink))
         return tasks
 
-    def _fetch(self, shard: int, ranges: list[tuple[int, int, np.ndarray]], chunks: np.ndarray, mine: np.ndarray,
-               table: np.ndarray, sink: Callable[[int, memoryview], None]) -> None:
+    def _fetch(
+        self,
+        shard: int,
+        ranges: list[tuple[int, int, np.ndarray]],
+        chunks: np.ndarray,
+        mine: np.ndarray,
+        table: np.ndarray,
+        sink: Callable[[int, memoryview], None],
+    ) -> None:
         key = self.shard_key(shard)
         try:
             blobs = self.storage.read_ranges(key, [(start, stop) for start, stop, _ in ranges])
@@ -231,13 +244,16 @@ class OpenSet:
                 try:
                     sink(int(mine[i]), view[lo : lo + int(table[i, 1])])
                 except (RuntimeError, ValueError) as e:
-                    raise CorruptedSetError(f"{self.key}: chunk {int(chunks[mine[i]])} in {key} cannot be decoded ({e})") from e
+                    raise CorruptedSetError(
+                        f"{self.key}: chunk {int(chunks[mine[i]])} in {key} cannot be decoded ({e})"
+                    ) from e
 
     def _rows_sink(self, rows: np.ndarray) -> tuple[np.ndarray, Callable[[int, memoryview], None]]:
         """``(chunks, sink)`` for decoding the sorted ``rows`` into the set's buffer: the sink
         decodes ``chunks[j]`` straight into the buffer when all its rows are wanted, else into a
         per-thread scratch array and copies the wanted rows over."""
         n, dim, buffer = self.card.chunk_rows, self.card.dim, self._buffer
+        assert buffer is not None
         of_chunk = rows // n
         chunks, first = np.unique(of_chunk, return_index=True)
         bounds = np.append(first, len(rows))
@@ -250,6 +266,7 @@ class OpenSet:
                 scratch = _scratch(n * dim).reshape(n, dim)
                 decode_chunk(raw, n, dim, out=scratch)
                 buffer[rows[lo:hi]] = scratch[rows[lo:hi] - c * n]
+
         return chunks, sink
 
 
@@ -264,7 +281,9 @@ def _scratch(n: int) -> np.ndarray:
     return buf[:n]
 
 
-def load_rows(requests: Sequence[tuple[OpenSet, np.ndarray | None]], *, threads: int | None = None) -> list[np.ndarray | None]:
+def load_rows(
+    requests: Sequence[tuple[OpenSet, np.ndarray | None]], *, threads: int | None = None
+) -> list[np.ndarray | None]:
     """Make sure the rows of each ``(set, positions)`` are decoded, then gather them.
 
     Only the chunks holding rows not decoded yet are read, and only the wanted rows of each are
@@ -288,22 +307,29 @@ def load_rows(requests: Sequence[tuple[OpenSet, np.ndarray | None]], *, threads:
             missing = s._missing(positions)
             if missing.size:
                 need.setdefault(id(s), []).append(missing)
-        pending = [(s, np.unique(np.concatenate(need[id(s)])) if len(need[id(s)]) > 1 else need[id(s)][0])
-                   for s in unique if id(s) in need]
+        pending = [
+            (s, np.unique(np.concatenate(need[id(s)])) if len(need[id(s)]) > 1 else need[id(s)][0])
+            for s in unique
+            if id(s) in need
+        ]
         jobs = [(s, rows, *s._rows_sink(rows)) for s, rows in pending]
         if jobs:
             with ThreadPoolExecutor(max(1, threads)) as pool:
-                index_jobs = {(s.key, shard): s for s, _, chunks, _ in jobs
-                              for shard in np.unique(chunks // s.shard_chunks).tolist() if shard not in s._shard_index}
-                _run(pool, [lambda s=s, shard=shard: s._index_of(shard) for (_, shard), s in index_jobs.items()])
+                index_jobs = {
+                    (s.key, shard): s
+                    for s, _, chunks, _ in jobs
+                    for shard in np.unique(chunks // s.shard_chunks).tolist()
+                    if shard not in s._shard_index
+                }
+                _run(pool, [partial(s._index_of, shard) for (_, shard), s in index_jobs.items()])
                 _run(pool, [task for s, _, chunks, sink in jobs for task in s._read_tasks(chunks, sink)])
             for s, rows, _, _ in jobs:
                 s._have[rows] = True
                 s._n_have += len(rows)
-        return [None if positions is None else s._buffer[positions] for s, positions in requests]
+        return [None if positions is None or s._buffer is None else s._buffer[positions] for s, positions in requests]
 
 
-def _run(pool: ThreadPoolExecutor, tasks: list[Callable[[], None]]) -> None:
+def _run(pool: ThreadPoolExecutor, tasks: Sequence[Callable[[], object]]) -> None:
     if len(tasks) == 1:
         tasks[0]()
     elif tasks:
@@ -325,8 +351,9 @@ def _merge_ranges(offsets: np.ndarray, lengths: np.ndarray, gap: int) -> list[tu
     return out
 
 
-def _group_ranges(ranges: list[tuple[int, int, np.ndarray]], task_bytes: int,
-                  task_ranges: int) -> list[list[tuple[int, int, np.ndarray]]]:
+def _group_ranges(
+    ranges: list[tuple[int, int, np.ndarray]], task_bytes: int, task_ranges: int
+) -> list[list[tuple[int, int, np.ndarray]]]:
     """Split ranges into consecutive groups of about ``task_bytes`` and at most ``task_ranges``
     ranges (a long range alone)."""
     groups: list[list] = [[]]
@@ -349,20 +376,38 @@ def _check_layout(values_meta: dict | None, entity_meta: dict | None, card: SetC
     conf = codecs[0].get("configuration", {}) if names == ["sharding_indexed"] else {}
     inner = [c.get("name") for c in conf.get("codecs", [])]
     index = [c.get("name") for c in conf.get("index_codecs", [])]
-    endian = {c.get("configuration", {}).get("endian", "little") for c in conf.get("codecs", []) + conf.get("index_codecs", [])
-              if c.get("name") == "bytes"}
+    endian = {
+        c.get("configuration", {}).get("endian", "little")
+        for c in conf.get("codecs", []) + conf.get("index_codecs", [])
+        if c.get("name") == "bytes"
+    }
     key_encoding = values_meta.get("chunk_key_encoding", {})
-    if (inner != ["bytes", "blosc", "crc32c"] or index != ["bytes", "crc32c"] or conf.get("index_location") != "end"
-            or endian != {"little"} or values_meta.get("data_type") != "float32"
-            or key_encoding.get("name") != "default" or key_encoding.get("configuration", {}).get("separator", "/") != "/"):
-        raise CorruptedSetError(f"{key}: 'values' uses codecs {names} {inner} / {values_meta.get('data_type')}, which this "
-                                "pertstore does not read (sets written before sharding must be written again)")
+    if (
+        inner != ["bytes", "blosc", "crc32c"]
+        or index != ["bytes", "crc32c"]
+        or conf.get("index_location") != "end"
+        or endian != {"little"}
+        or values_meta.get("data_type") != "float32"
+        or key_encoding.get("name") != "default"
+        or key_encoding.get("configuration", {}).get("separator", "/") != "/"
+    ):
+        raise CorruptedSetError(
+            f"{key}: 'values' uses codecs {names} {inner} / {values_meta.get('data_type')}, which this "
+            "pertstore does not read (sets written before sharding must be written again)"
+        )
     shape = values_meta.get("shape")
     shards = values_meta.get("chunk_grid", {}).get("configuration", {}).get("chunk_shape")
     chunks = conf.get("chunk_shape")
-    if shape != [card.n_rows, card.dim] or chunks != [card.chunk_rows, card.dim] or not shards \
-            or shards[1] != card.dim or shards[0] % card.chunk_rows:
-        raise CorruptedSetError(f"{key}: 'values' shape {shape} / chunks {chunks} / shards {shards} disagree with the card")
+    if (
+        shape != [card.n_rows, card.dim]
+        or chunks != [card.chunk_rows, card.dim]
+        or not shards
+        or shards[1] != card.dim
+        or shards[0] % card.chunk_rows
+    ):
+        raise CorruptedSetError(
+            f"{key}: 'values' shape {shape} / chunks {chunks} / shards {shards} disagree with the card"
+        )
     return shards[0] // card.chunk_rows
 
 
@@ -371,7 +416,9 @@ def _read_entity_ids(storage: Storage, key: str, entity_meta: dict) -> list[str]
     n = entity_meta["shape"][0]
     chunk = entity_meta["chunk_grid"]["configuration"]["chunk_shape"][0]
     if codecs not in (["vlen-utf8", "zstd", "crc32c"], ["vlen-utf8", "zstd"]) or chunk < n:
-        raise CorruptedSetError(f"{key}: 'entity' uses codecs {codecs} / chunk {chunk}, which this pertstore does not read")
+        raise CorruptedSetError(
+            f"{key}: 'entity' uses codecs {codecs} / chunk {chunk}, which this pertstore does not read"
+        )
     try:
         raw = storage.read_bytes(f"{key}/entity/c/0")
     except FileNotFoundError as e:
@@ -429,8 +476,12 @@ class SetCache:
                     self._sets.setdefault(k, s)
         return [self.get(k) for k in keys]
 
-    def positions(self, sets: Sequence[OpenSet], entity_ids: Sequence[str | None],
-                  lookup: Callable[[Sequence[OpenSet]], np.ndarray]) -> np.ndarray:
+    def positions(
+        self,
+        sets: Sequence[OpenSet],
+        entity_ids: Sequence[str | None],
+        lookup: Callable[[Sequence[OpenSet]], np.ndarray],
+    ) -> np.ndarray:
         """Rows of ``entity_ids`` in each of ``sets`` (``[n_sets, n_ids]``, -1 where absent).
 
         Sets whose rows are mapped in memory answer at once: the query is hashed once against the

@@ -25,13 +25,20 @@ def check_name(value: str, what: str) -> str:
     starts with ``.``; every front end (CLI, REST, Python) gets this one check through :class:`Store`.
     """
     if not isinstance(value, str) or not _NAME.fullmatch(value):
-        raise InvalidInputError(f"{what} {value!r} must be 1-128 letters, digits, '_', '.' or '-', "
-                                "starting with a letter or digit")
+        raise InvalidInputError(
+            f"{what} {value!r} must be 1-128 letters, digits, '_', '.' or '-', starting with a letter or digit"
+        )
     return value
 
 
-def check_names(*, source: str | None = None, context: str | None = None, version: str | None = None,
-                tags: Sequence[str] | str | None = (), **names: str | None) -> None:
+def check_names(
+    *,
+    source: str | None = None,
+    context: str | None = None,
+    version: str | None = None,
+    tags: Sequence[str] | str | None = (),
+    **names: str | None,
+) -> None:
     """:func:`check_name` for each name given (an empty context means global, ``None`` means unset)."""
     tags = [tags] if isinstance(tags, str) else list(tags or ())
     for what, value in [("source", source), ("version", version), *(("tag", t) for t in tags), *names.items()]:
@@ -87,12 +94,3 @@ class Recipe(BaseModel):
     def version(self) -> str:
         """First 16 hex digits of the SHA-256 of the canonical JSON."""
         return hashlib.sha256(self.canonical_json().encode()).hexdigest()[:16]
-
-
-def file_sha256(path: str, *, block: int = 1 << 22) -> str:
-    """``sha256:<hex>`` of a file's bytes (streamed)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(block):
-            h.update(chunk)
-    return f"sha256:{h.hexdigest()}"

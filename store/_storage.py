@@ -327,8 +327,9 @@ class FsspecStorage(Storage):
     def zarr_store(self, prefix: str, *, read_only: bool = True):
         from zarr.storage import FsspecStore
 
-        return FsspecStore.from_url(f"{self._uri}/{prefix}", read_only=read_only,
-                                    storage_options=self.storage_options or None)
+        return FsspecStore.from_url(
+            f"{self._uri}/{prefix}", read_only=read_only, storage_options=self.storage_options or None
+        )
 
 
 def _pread(fd: int, start: int, stop: int) -> bytes:

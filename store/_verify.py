@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pertstore.errors import CorruptedSetError
 from pertstore.store._layout import set_key
 from pertstore.store._reader import OpenSet, crc32c_ok, decode_chunk, parse_shard_index
 from pertstore.store._storage import GROUP_META, Storage
 from pertstore.store._writer import EMPTY, content_hash
+
+from pertstore.errors import CorruptedSetError
 
 
 @dataclass
@@ -49,7 +50,7 @@ def verify_set(storage: Storage, key: str) -> SetReport:
             problems.append(f"shard {shard} ({shard_key}) holding chunks {chunks.start}..{chunks.stop - 1} is missing")
             continue
         try:
-            table = parse_shard_index(raw[-(16 * s.shard_chunks + 4):], s.shard_chunks, shard_key)
+            table = parse_shard_index(raw[-(16 * s.shard_chunks + 4) :], s.shard_chunks, shard_key)
         except CorruptedSetError as e:
             problems.append(f"shard {shard} ({shard_key}) is corrupted: {e}")
             continue
@@ -59,8 +60,10 @@ def verify_set(storage: Storage, key: str) -> SetReport:
                 continue
             chunk = raw[offset : offset + length]
             if not crc32c_ok(chunk):
-                problems.append(f"chunk {c} ({shard_key}, bytes {offset}..{offset + length}) is corrupted: "
-                                "its CRC32C does not match its bytes")
+                problems.append(
+                    f"chunk {c} ({shard_key}, bytes {offset}..{offset + length}) is corrupted: "
+                    "its CRC32C does not match its bytes"
+                )
                 continue
             try:
                 rows = min(card.chunk_rows, card.n_rows - c * card.chunk_rows)

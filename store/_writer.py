@@ -22,18 +22,19 @@ import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from importlib.metadata import version as _pkg_version
 from itertools import islice
+from typing import Any, cast
 
 import google_crc32c
 import numpy as np
 import zarr
 from numcodecs import Blosc
-from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
-
-from pertstore.errors import InvalidInputError, PertstoreError
 from pertstore.store._card import SetCard
 from pertstore.store._layout import set_key, staging_key
 from pertstore.store._recipe import Recipe
 from pertstore.store._storage import GROUP_META, Storage
+from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
+
+from pertstore.errors import InvalidInputError, PertstoreError
 
 #: Target size of one uncompressed chunk of ``values``. Small enough that a request for a few ids
 #: reads little (a cold read of 2,000 ids from 30 sets reads 0.6-1.1 GB with 16 KiB chunks, 1.8 GB
@@ -43,7 +44,7 @@ DEFAULT_CHUNK_BYTES = 16 * 1024
 #: Largest uncompressed size of one shard of ``values``: whole sets of up to 256 MiB are one object.
 #: Fewer objects mean fewer opens on a cold read; a shard is streamed, never held in memory.
 DEFAULT_SHARD_BYTES = 256 * 1024 * 1024
-VALUES_CODEC = {"cname": "lz4", "clevel": 5, "shuffle": "shuffle", "typesize": 4, "blocksize": 0}
+VALUES_CODEC: dict[str, Any] = {"cname": "lz4", "clevel": 5, "shuffle": "shuffle", "typesize": 4, "blocksize": 0}
 SEALED = "sealed"
 """Folder inside a staging group where the sharded copy is assembled before it is published."""
 SEALED_DONE = "sealed.done"
@@ -112,8 +113,16 @@ class SetWriter:
     recipe (e.g. a resumed job) finds the chunks already written and only fills the rest.
     """
 
-    def __init__(self, storage: Storage, recipe: Recipe, ids: Sequence[str], dim: int,
-                 *, chunk_bytes: int = DEFAULT_CHUNK_BYTES, shard_bytes: int = DEFAULT_SHARD_BYTES) -> None:
+    def __init__(
+        self,
+        storage: Storage,
+        recipe: Recipe,
+        ids: Sequence[str],
+        dim: int,
+        *,
+        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+        shard_bytes: int = DEFAULT_SHARD_BYTES,
+    ) -> None:
         ids = [str(i) for i in ids]
         if not ids:
             raise InvalidInputError(f"set {recipe.source}: no entities to write")
@@ -121,7 +130,9 @@ class SetWriter:
             seen: dict[str, int] = {}
             for row, i in enumerate(ids):
                 if i in seen:
-                    raise InvalidInputError(f"set {recipe.source}: entity {i!r} appears twice (rows {seen[i]} and {row})")
+                    raise InvalidInputError(
+                        f"set {recipe.source}: entity {i!r} appears twice (rows {seen[i]} and {row})"
+                    )
                 seen[i] = row
         if dim < 1:
             raise InvalidInputError(f"set {recipe.source}: dim must be >= 1, got {dim}")
@@ -151,9 +162,12 @@ class SetWriter:
         existing = self.storage.exists(f"{self.staged}/values/{GROUP_META}")
         if existing:
             group = zarr.open_group(zstore, mode="r+", zarr_format=3)
-            ok = (group["values"].shape == (len(self.ids), self.dim)
-                  and group["values"].chunks[0] == self.chunk_rows
-                  and list(group["entity"][:]) == self.ids)
+            values, entity = cast(zarr.Array, group["values"]), cast(zarr.Array, group["entity"])
+            ok = (
+                values.shape == (len(self.ids), self.dim)
+                and values.chunks[0] == self.chunk_rows
+                and list(np.asarray(entity[:])) == self.ids
+            )
             if not ok:  # a stale staging area from another layout: start over
                 self.storage.delete_prefix(self.staged)
                 existing = False
@@ -161,12 +175,23 @@ class SetWriter:
         if not existing:
             group = zarr.open_group(zstore, mode="w", zarr_format=3)
             group.create_array(
-                "values", shape=(len(self.ids), self.dim), dtype="float32", chunks=(self.chunk_rows, self.dim),
-                dimension_names=("entity", "dim"), compressors=_values_codecs(), fill_value=0.0,
+                "values",
+                shape=(len(self.ids), self.dim),
+                dtype="float32",
+                chunks=(self.chunk_rows, self.dim),
+                dimension_names=("entity", "dim"),
+                compressors=_values_codecs(),
+                fill_value=0.0,
                 config={"write_empty_chunks": True},
             )
-            ent = group.create_array("entity", shape=(len(self.ids),), dtype=str, chunks=(len(self.ids),),
-                                     dimension_names=("entity",), compressors=_entity_codecs())
+            ent = group.create_array(
+                "entity",
+                shape=(len(self.ids),),
+                dtype=str,
+                chunks=(len(self.ids),),
+                dimension_names=("entity",),
+                compressors=_entity_codecs(),
+            )
             ent[:] = np.array(self.ids, dtype=object)
         self._group = group
         return group
@@ -190,12 +215,15 @@ class SetWriter:
         start = first * self.chunk_rows
         stop = min(start + n_chunks * self.chunk_rows, len(self.ids))
         if not (0 <= first and first + n_chunks <= self.n_chunks):
-            raise InvalidInputError(f"set {self.recipe.source}: chunks {first}..{first + n_chunks - 1} out of range "
-                                    f"0..{self.n_chunks - 1}")
+            raise InvalidInputError(
+                f"set {self.recipe.source}: chunks {first}..{first + n_chunks - 1} out of range 0..{self.n_chunks - 1}"
+            )
         block = check_values(values, self.ids[start:stop], where=f"set {self.recipe.source} chunk {first}")
         if block.shape[1] != self.dim:
-            raise InvalidInputError(f"set {self.recipe.source}: chunk {first} has {block.shape[1]} dims, expected {self.dim}")
-        self._open()["values"][start:stop] = block
+            raise InvalidInputError(
+                f"set {self.recipe.source}: chunk {first} has {block.shape[1]} dims, expected {self.dim}"
+            )
+        cast(zarr.Array, self._open()["values"])[start:stop] = block
 
     def write_all(self, values: np.ndarray, *, failed: dict[str, str] | None = None) -> None:
         """Write every row at once and seal the set (see :meth:`write_rows`)."""
@@ -215,16 +243,22 @@ class SetWriter:
 
     def _encoded_chunks(self, blocks: Iterable[np.ndarray], content) -> Iterator[bytes]:
         """Re-cut ``blocks`` into chunks, validate, hash and encode them (zarr's Blosc settings)."""
-        codec = Blosc(cname=VALUES_CODEC["cname"], clevel=VALUES_CODEC["clevel"], shuffle=Blosc.SHUFFLE,
-                      blocksize=VALUES_CODEC["blocksize"], typesize=VALUES_CODEC["typesize"])
+        codec = Blosc(
+            cname=VALUES_CODEC["cname"],
+            clevel=VALUES_CODEC["clevel"],
+            shuffle=Blosc.SHUFFLE,
+            blocksize=VALUES_CODEC["blocksize"],
+            typesize=VALUES_CODEC["typesize"],
+        )
         pending: list[np.ndarray] = []
         n_pending = row = 0
         for block in blocks:
             stop = row + len(block)
             block = check_values(block, self.ids[row:stop], where=f"set {self.recipe.source} rows {row}..{stop - 1}")
             if block.shape[1] != self.dim:
-                raise InvalidInputError(f"set {self.recipe.source}: rows {row}..{stop - 1} have {block.shape[1]} "
-                                        f"dims, expected {self.dim}")
+                raise InvalidInputError(
+                    f"set {self.recipe.source}: rows {row}..{stop - 1} have {block.shape[1]} dims, expected {self.dim}"
+                )
             content.update(block)  # C-contiguous float32: hashed in place
             pending.append(block)
             n_pending, row = n_pending + len(block), stop
@@ -256,7 +290,9 @@ class SetWriter:
         self._open()
         missing = sorted(set(range(self.n_chunks)) - self.done_chunks())
         if missing:
-            raise InvalidInputError(f"set {self.recipe.source}: {len(missing)} chunk(s) never written, first {missing[0]}")
+            raise InvalidInputError(
+                f"set {self.recipe.source}: {len(missing)} chunk(s) never written, first {missing[0]}"
+            )
         self.storage.delete_prefix(f"{self.staged}/{SEALED}")  # a seal left half-done by a killed writer
         content = content_hash(self.ids)
         self._seal(self._staged_chunks(range(self.n_chunks), content), content, failed)
@@ -278,27 +314,47 @@ class SetWriter:
         for c in chunks:
             raw = self.storage.read_bytes(f"{self.staged}/values/c/{c}/0")
             rows = min(self.chunk_rows, len(self.ids) - c * self.chunk_rows)
-            content.update(decode_chunk(raw, self.chunk_rows, self.dim)[:rows])  # leading rows: contiguous, hashed in place
+            content.update(
+                decode_chunk(raw, self.chunk_rows, self.dim)[:rows]
+            )  # leading rows: contiguous, hashed in place
             yield raw
 
     def _create_sealed_group(self, sealed: str) -> zarr.Group:
         group = zarr.open_group(self.storage.zarr_store(sealed, read_only=False), mode="w", zarr_format=3)
         group.create_array(
-            "values", shape=(len(self.ids), self.dim), dtype="float32", chunks=(self.chunk_rows, self.dim),
-            shards=(self.shard_chunks * self.chunk_rows, self.dim), dimension_names=("entity", "dim"),
-            compressors=_values_codecs(), fill_value=0.0,
+            "values",
+            shape=(len(self.ids), self.dim),
+            dtype="float32",
+            chunks=(self.chunk_rows, self.dim),
+            shards=(self.shard_chunks * self.chunk_rows, self.dim),
+            dimension_names=("entity", "dim"),
+            compressors=_values_codecs(),
+            fill_value=0.0,
         )
-        ent = group.create_array("entity", shape=(len(self.ids),), dtype=str, chunks=(len(self.ids),),
-                                 dimension_names=("entity",), compressors=_entity_codecs())
+        ent = group.create_array(
+            "entity",
+            shape=(len(self.ids),),
+            dtype=str,
+            chunks=(len(self.ids),),
+            dimension_names=("entity",),
+            compressors=_entity_codecs(),
+        )
         ent[:] = np.array(self.ids, dtype=object)
         return group
 
     def _finish_seal(self, group: zarr.Group, content, failed: dict[str, str]) -> None:
         """Put the card on the sealed group, consolidate its metadata and mark the seal complete."""
         card = SetCard(
-            source=self.recipe.source, version=self.recipe.version, kind=self.recipe.kind,
-            context=self.recipe.context, dim=self.dim, n_rows=len(self.ids), chunk_rows=self.chunk_rows,
-            recipe=self.recipe, checksum=f"sha256:{content.hexdigest()}", failed=failed,
+            source=self.recipe.source,
+            version=self.recipe.version,
+            kind=self.recipe.kind,
+            context=self.recipe.context,
+            dim=self.dim,
+            n_rows=len(self.ids),
+            chunk_rows=self.chunk_rows,
+            recipe=self.recipe,
+            checksum=f"sha256:{content.hexdigest()}",
+            failed=failed,
             pertstore_version=_pkg_version("pertstore"),
         )
         group.attrs.update(card.to_attrs())

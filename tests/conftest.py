@@ -13,8 +13,7 @@ from pertstore import Store
 def _template_store(tmp_path_factory) -> Path:
     """A store with the human genes registered, built once and copied per test."""
     root = tmp_path_factory.mktemp("template") / "store"
-    with Store.init(root) as s:
-        s.register_genes()
+    Store.init(root).close()  # registers the human genes, as `pertstore init` does
     return root
 
 
@@ -30,8 +29,9 @@ def store(_template_store: Path, tmp_path: Path) -> Store:
 @pytest.fixture
 def gene_ids(store: Store) -> list[str]:
     """2,000 canonical ids of protein-coding genes, in registry order."""
-    df = store.catalog.query("SELECT entity_id FROM entities WHERE kind = 'gene' AND entity_id LIKE 'ENSG%' "
-                             "ORDER BY entity_id LIMIT 2000")
+    df = store.catalog.query(
+        "SELECT entity_id FROM entities WHERE kind = 'gene' AND entity_id LIKE 'ENSG%' ORDER BY entity_id LIMIT 2000"
+    )
     return df.entity_id.tolist()
 
 

@@ -38,11 +38,18 @@ def wait_http(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
 
 
 @contextlib.contextmanager
-def process(cmd: list[str], *, env: dict[str, str] | None = None, ready_url: str | None = None) -> Iterator[subprocess.Popen]:
+def process(
+    cmd: list[str], *, env: dict[str, str] | None = None, ready_url: str | None = None
+) -> Iterator[subprocess.Popen]:
     """Run ``cmd`` for the duration of the block; at the end its whole process group is terminated,
     then killed (a ``sh -c`` command's children included)."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **(env or {})},
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, **(env or {})},
+        start_new_session=True,
+    )
     try:
         if ready_url:
             wait_http(ready_url, proc)
@@ -79,14 +86,21 @@ def s3_server() -> Iterator[dict[str, str]]:
     """moto's S3-compatible server on loopback; yields the environment that points clients at it."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    with process([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], env=S3_CREDENTIALS,
-                 ready_url=f"{url}/moto-api/"):
+    with process(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        env=S3_CREDENTIALS,
+        ready_url=f"{url}/moto-api/",
+    ):
         yield {**S3_CREDENTIALS, "AWS_ENDPOINT_URL": url}
 
 
 def make_bucket(env: dict[str, str], bucket: str) -> None:
     import boto3
 
-    boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-                 aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"], region_name=env["AWS_DEFAULT_REGION"]
-                 ).create_bucket(Bucket=bucket)
+    boto3.client(
+        "s3",
+        endpoint_url=env["AWS_ENDPOINT_URL"],
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        region_name=env["AWS_DEFAULT_REGION"],
+    ).create_bucket(Bucket=bucket)

@@ -10,11 +10,10 @@ import time
 
 import numpy as np
 import pytest
+from pertstore.store import published_sets, set_key
+from store_helpers import random_set
 
 from pertstore import CorruptedSetError, InvalidInputError, Store
-from pertstore.store import published_sets, set_key
-
-from store_helpers import random_set
 
 WRITER = textwrap.dedent("""
     import sys, numpy as np
@@ -97,10 +96,13 @@ def test_verify_and_readers_name_a_corrupted_chunk(store, gene_ids):
     report = store.verify()
     bad = [r for r in report["sets"] if not r.ok]
     assert len(bad) == 1 and bad[0].problems == [
-        f"chunk 3 ({key}, bytes {start}..{start + length}) is corrupted: its CRC32C does not match its bytes"]
+        f"chunk 3 ({key}, bytes {start}..{start + length}) is corrupted: its CRC32C does not match its bytes"
+    ]
     store.cache.clear()
     rows_of_chunk_3 = store.open_set("rand").card.chunk_rows * 3
-    with pytest.raises(CorruptedSetError, match=r"chunk 3 in .*values/c/0/0 cannot be decoded \(its CRC32C does not match"):
+    with pytest.raises(
+        CorruptedSetError, match=r"chunk 3 in .*values/c/0/0 cannot be decoded \(its CRC32C does not match"
+    ):
         store.align("rand", [gene_ids[rows_of_chunk_3]])
     np.testing.assert_array_equal(store.align("rand", [gene_ids[0]])["covered"].values, [[True]])  # other chunks read
 
@@ -150,7 +152,9 @@ def test_rows_that_stop_short_or_hold_nan_leave_no_seal(store, gene_ids):
         store.publish(writer)
     bad = values.copy()
     bad[1500, 3] = np.nan
-    with pytest.raises(InvalidInputError, match=f"rows 1000..{len(gene_ids) - 1}: 1 row.*row 500 \\(id '{gene_ids[1500]}'"):
+    with pytest.raises(
+        InvalidInputError, match=f"rows 1000..{len(gene_ids) - 1}: 1 row.*row 500 \\(id '{gene_ids[1500]}'"
+    ):
         writer.write_rows([values[:1000], bad[1000:]])
     assert not store.storage.exists(f"{writer.staged}/sealed.done")
     writer.abort()

@@ -11,11 +11,11 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
+from pertstore.store import check_name
 
 from pertstore import Store
 from pertstore.cli._main import main
 from pertstore.errors import InvalidInputError
-from pertstore.store import check_name
 
 IDS = ["TP53", "BRCA1", "EGFR"]
 
@@ -48,8 +48,9 @@ def test_tags_cannot_escape_the_store(store, tmp_path, monkeypatch, capsys):
     store.close()
     pd.DataFrame({"id": IDS, "a": [1.0, 2, 3]}).to_csv(tmp_path / "e.csv", index=False)
     for tag in (f"../../../sets/emb/{version}/zarr", "../../../../../x", "a/b", ".hidden"):
-        code, out = cli(monkeypatch, capsys, "import", tmp_path / "e.csv", "--source", "evil", "--tag", tag,
-                        "--store", root)
+        code, out = cli(
+            monkeypatch, capsys, "import", tmp_path / "e.csv", "--source", "evil", "--tag", tag, "--store", root
+        )
         assert code == 2 and "tag" in out and "Traceback" not in out, out
     after = {str(p): p.read_bytes() for p in (tmp_path / "store" / "sets").rglob("*") if p.is_file()}
     assert after == before
@@ -94,9 +95,14 @@ def _broken_files(tmp_path):
     flipped = bytearray(raw)
     for i in range(0, len(flipped), 97):
         flipped[i] ^= 0xFF
-    files = {"truncated.h5ad": raw[: len(raw) // 2], "flipped.h5ad": bytes(flipped), "garbage.h5ad": b"x" * 500,
-             "garbage.npz": b"PK\x03\x04" + b"x" * 100, "garbage.parquet": b"PAR1" + b"x" * 100 + b"PAR1",
-             "gzip.parquet": gzip.compress(b"x" * 100)}
+    files = {
+        "truncated.h5ad": raw[: len(raw) // 2],
+        "flipped.h5ad": bytes(flipped),
+        "garbage.h5ad": b"x" * 500,
+        "garbage.npz": b"PK\x03\x04" + b"x" * 100,
+        "garbage.parquet": b"PAR1" + b"x" * 100 + b"PAR1",
+        "gzip.parquet": gzip.compress(b"x" * 100),
+    }
     for name, data in files.items():
         (tmp_path / name).write_bytes(data)
     np.savez(tmp_path / "object.npz", ids=np.array(IDS), values=np.array([[1], "a", None], dtype=object))
@@ -127,8 +133,22 @@ def test_cli_subprocess_exit_code_for_a_garbage_file(store, tmp_path):
     root = store.uri
     store.close()
     (tmp_path / "bad.h5ad").write_bytes(b"not an h5ad at all" * 10)
-    proc = subprocess.run([sys.executable, "-m", "pertstore.cli", "import", str(tmp_path / "bad.h5ad"),
-                           "--source", "up", "--store", root], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pertstore.cli",
+            "import",
+            str(tmp_path / "bad.h5ad"),
+            "--source",
+            "up",
+            "--store",
+            root,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2, proc.stderr
     assert "not a readable h5ad file" in proc.stderr and "Traceback" not in proc.stderr
 

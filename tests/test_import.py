@@ -3,10 +3,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+from store_helpers import store_snapshot
 
 from pertstore import ConflictError, InvalidInputError
-
-from store_helpers import store_snapshot
 
 SYMBOLS = ["TP53", "BRCA1", "EGFR", "MYC", "KRAS"]
 
@@ -72,7 +71,10 @@ def _csv(tmp_path, text, name="bad.csv"):
 
 
 BAD_INPUTS = {
-    "duplicate ids": ("gene,a,b\nTP53,1,2\nBRCA1,3,4\nTP53,5,6\n", r"id 'TP53' appears more than once \(rows 0 and 2\)"),
+    "duplicate ids": (
+        "gene,a,b\nTP53,1,2\nBRCA1,3,4\nTP53,5,6\n",
+        r"id 'TP53' appears more than once \(rows 0 and 2\)",
+    ),
     "nan": ("gene,a,b\nTP53,1,2\nBRCA1,,4\n", r"NaN or inf values; first at row 1 \(id 'BRCA1'\), column 0"),
     "inf": ("gene,a,b\nTP53,1,inf\n", r"row 0 \(id 'TP53'\), column 1"),
     "empty": ("", "the file is empty"),
@@ -80,7 +82,10 @@ BAD_INPUTS = {
     "ragged": ("gene,a,b\nTP53,1,2\nBRCA1,3,4,5,6\n", "ragged rows"),
     "non-numeric": ("gene,a,b\nTP53,1,2\nBRCA1,x,4\n", r"non-numeric value 'x' in column 'a', row 1 \(id 'BRCA1'\)"),
     "unresolvable": ("gene,a\nTP53,1\nNOT_A_GENE_1,2\n", r"1 id\(s\) do not resolve .* row 1 'NOT_A_GENE_1'"),
-    "two aliases of one gene": ("gene,a\nTP53,1\nENSG00000141510,2\n", r"rows 0 \('TP53'\) and 1 \('ENSG00000141510'\) both resolve"),
+    "two aliases of one gene": (
+        "gene,a\nTP53,1\nENSG00000141510,2\n",
+        r"rows 0 \('TP53'\) and 1 \('ENSG00000141510'\) both resolve",
+    ),
 }
 
 

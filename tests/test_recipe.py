@@ -1,7 +1,6 @@
 import pytest
-from pydantic import ValidationError
-
 from pertstore.store import Recipe, chunk_rows_for
+from pydantic import ValidationError
 
 
 def test_version_is_a_hash_of_the_canonical_recipe():

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from pertstore.store import FsspecStorage
 from servers import make_bucket, s3_server
 
 from pertstore import Store
-from pertstore.store import FsspecStorage
 from pertstore.testing import BackendContractTests
 
 BUCKET = "pertstore-test"
@@ -34,10 +34,10 @@ class TestS3Storage(BackendContractTests):
 
 def test_store_on_s3_round_trip(s3env, tmp_path):
     uri = f"s3://{BUCKET}/store"
-    genes = pd.DataFrame({"entity_id": ["ENSG00000141510", "ENSG00000012048", "ENSG00000115415"],
-                          "symbol": ["TP53", "BRCA1", "STAT1"]})
-    with Store.init(uri, catalog=tmp_path / "a.duckdb") as s:
-        s.register_genes()
+    genes = pd.DataFrame(
+        {"entity_id": ["ENSG00000141510", "ENSG00000012048", "ENSG00000115415"], "symbol": ["TP53", "BRCA1", "STAT1"]}
+    )
+    with Store.init(uri, catalog=tmp_path / "a.duckdb") as s:  # registers the human genes
         values = np.arange(12, dtype=np.float32).reshape(3, 4)
         frame = pd.DataFrame(values, columns=[f"d{j}" for j in range(4)]).assign(gene=genes.symbol)
         frame.to_parquet(tmp_path / "e.parquet")

@@ -2,9 +2,9 @@ import uuid
 
 import numpy as np
 import pytest
+from pertstore.store import FsspecStorage, LocalStorage
 
 from pertstore import Store
-from pertstore.store import FsspecStorage, LocalStorage
 from pertstore.testing import BackendContractTests
 
 
@@ -30,8 +30,7 @@ class TestFsspecStorage(BackendContractTests):
 
 def test_a_whole_store_on_an_fsspec_root(tmp_path):
     uri = f"memory://store-{uuid.uuid4().hex}"
-    store = Store.init(uri, catalog=tmp_path / "catalog.duckdb")
-    store.register_genes()
+    store = Store.init(uri, catalog=tmp_path / "catalog.duckdb")  # registers the human genes
     ids = store.resolve(["TP53", "BRCA1", "EGFR"], "gene").ids
     values = np.random.default_rng(0).random((3, 8), dtype=np.float32)
     from pertstore.store import Recipe

@@ -4,11 +4,10 @@ import os
 import numpy as np
 import pytest
 import xarray as xr
+from pertstore.store import set_key, to_anndata, to_arrow, to_numpy, to_pandas
+from store_helpers import random_set, stored_bytes_digest
 
 from pertstore import ConflictError, NotFoundError, Store
-from pertstore.store import set_key, to_anndata, to_arrow, to_numpy, to_pandas
-
-from store_helpers import random_set, stored_bytes_digest
 
 
 def test_align_returns_rows_in_caller_order_with_nan_and_coverage(store, gene_ids):
@@ -51,11 +50,19 @@ def test_rows_come_from_the_catalog_until_a_set_is_read_again_then_from_memory(s
     results.append(store.align(["other"], query[::-1]))
     store.catalog.positions = catalog_positions
     nan_rand, nan_other = np.full(16, np.nan, np.float32), np.full(8, np.nan, np.float32)
-    np.testing.assert_array_equal(results.pop()["other"].values, [nan_other, other[500], nan_other, nan_other, other[1200]])
+    np.testing.assert_array_equal(
+        results.pop()["other"].values, [nan_other, other[500], nan_other, nan_other, other[1200]]
+    )
     for ds in results:
         np.testing.assert_array_equal(ds["rand"].values, [nan_rand, values[3], nan_rand, values[1000], values[3]])
         np.testing.assert_array_equal(ds["other"].values, [other[1200], nan_other, nan_other, other[500], nan_other])
-        assert ds["covered"].values.tolist() == [[False, True], [True, False], [False, False], [True, True], [True, False]]
+        assert ds["covered"].values.tolist() == [
+            [False, True],
+            [True, False],
+            [False, False],
+            [True, True],
+            [True, False],
+        ]
 
 
 def test_set_is_readable_by_xarray_open_zarr(store, gene_ids):
@@ -85,6 +92,7 @@ def test_get_whole_set_and_subset(store, gene_ids):
     assert da.dims == ("entity", "dim") and list(da["entity"].values) == gene_ids[:300]
     np.testing.assert_array_equal(da.values, values)
     sub = store.get("rand", [gene_ids[10], gene_ids[2]])
+    assert sub.dims == da.dims  # a subset is named like the whole set
     np.testing.assert_array_equal(sub.values, values[[10, 2]])
 
 
@@ -121,7 +129,9 @@ def test_contexts_tags_and_global_fallback(store, gene_ids):
     np.testing.assert_array_equal(store.align("net", gene_ids[:1])["net"].values, newer[:1])  # latest moved
     store.tag("net", glob_recipe.version, "paper-v1")
     np.testing.assert_array_equal(store.align("net", gene_ids[:1], tag="paper-v1")["net"].values, glob[:1])
-    np.testing.assert_array_equal(store.align("net", gene_ids[:1], version=newer_recipe.version)["net"].values, newer[:1])
+    np.testing.assert_array_equal(
+        store.align("net", gene_ids[:1], version=newer_recipe.version)["net"].values, newer[:1]
+    )
     with pytest.raises(NotFoundError, match="no tag 'nope'"):
         store.align("net", gene_ids[:1], tag="nope")
     with pytest.raises(NotFoundError, match="unknown source 'ghost'"):
@@ -138,15 +148,21 @@ def test_catalog_rebuild_gives_the_same_answers(store, gene_ids):
     random_set(store, gene_ids[:100], source="a", context="K562")
     _, r = random_set(store, gene_ids[50:200], source="b", seed=1)
     store.tag("b", r.version, "paper-v1")
-    before = (store.ls().drop(columns=["created_at"]), store.catalog.coverage(),
-              store.align(["a", "b"], gene_ids[:120], context="K562"))
+    before = (
+        store.ls().drop(columns=["created_at"]),
+        store.catalog.coverage(),
+        store.align(["a", "b"], gene_ids[:120], context="K562"),
+    )
     store.catalog.clear()
     with pytest.raises(NotFoundError):
         store.align(["a"], gene_ids[:2], context="K562")
     counts = store.rebuild_catalog()
     assert counts["sets"] == 2 and counts["tags"] == 3 and counts["gene"] > 70_000
-    after = (store.ls().drop(columns=["created_at"]), store.catalog.coverage(),
-             store.align(["a", "b"], gene_ids[:120], context="K562"))
+    after = (
+        store.ls().drop(columns=["created_at"]),
+        store.catalog.coverage(),
+        store.align(["a", "b"], gene_ids[:120], context="K562"),
+    )
     assert before[0].equals(after[0]) and before[1].equals(after[1])
     xr.testing.assert_identical(before[2], after[2])
 
@@ -171,7 +187,7 @@ def test_catalog_schema_is_versioned(store):
 def test_store_marker_and_missing_store(tmp_path):
     with pytest.raises(NotFoundError, match="no pertstore store"):
         Store.open(tmp_path / "nothing")
-    s = Store.init(tmp_path / "new")
+    s = Store.init(tmp_path / "new", genes=False)
     assert json.loads(s.storage.read_bytes("pertstore.json"))["encoding-type"] == "pertstore-store"
     s.close()
 
@@ -222,10 +238,11 @@ def test_sets_larger_than_a_shard_span_several(store, gene_ids):
 
     values = np.random.default_rng(3).random((len(gene_ids), 100), dtype=np.float32)
     recipe = Recipe(source="multi", producer="test", kind="gene")
-    writer = SetWriter(store.storage, recipe, gene_ids, 100, chunk_bytes=64 * 1024,
-                       shard_bytes=250_000)  # 16 chunks of 128 rows, 4 per shard
+    writer = SetWriter(
+        store.storage, recipe, gene_ids, 100, chunk_bytes=64 * 1024, shard_bytes=250_000
+    )  # 16 chunks of 128 rows, 4 per shard
     for c in range(writer.n_chunks):
-        writer.write_chunk(c, values[c * writer.chunk_rows:(c + 1) * writer.chunk_rows])
+        writer.write_chunk(c, values[c * writer.chunk_rows : (c + 1) * writer.chunk_rows])
     store.publish(writer)
     key = set_key("multi", recipe.version)
     assert store.storage.list_dir(f"{key}/values/c") == ["0", "1", "2", "3"]
@@ -242,12 +259,14 @@ def test_rows_in_blocks_of_any_size_seal_like_staged_chunks(store, gene_ids):
     from pertstore.store import Recipe, SetWriter
 
     values = np.random.default_rng(4).random((len(gene_ids), 100), dtype=np.float32)
-    staged = SetWriter(store.storage, Recipe(source="staged", producer="test", kind="gene"), gene_ids, 100,
-                       shard_bytes=250_000)
+    staged = SetWriter(
+        store.storage, Recipe(source="staged", producer="test", kind="gene"), gene_ids, 100, shard_bytes=250_000
+    )
     staged.write_chunks(0, values)
     staged_card = store.publish(staged)
-    direct = SetWriter(store.storage, Recipe(source="direct", producer="test", kind="gene"), gene_ids, 100,
-                       shard_bytes=250_000)
+    direct = SetWriter(
+        store.storage, Recipe(source="direct", producer="test", kind="gene"), gene_ids, 100, shard_bytes=250_000
+    )
     cuts = [0, 1, 130, 131, 900, 1999, len(gene_ids)]  # blocks smaller and larger than a chunk, across shards
     direct.write_rows(values[a:b] for a, b in zip(cuts, cuts[1:]))
     assert store.storage.list_dir(f"{direct.staged}/sealed/values/c") == ["0", "1", "2", "3"]
@@ -255,8 +274,9 @@ def test_rows_in_blocks_of_any_size_seal_like_staged_chunks(store, gene_ids):
     assert card.checksum == staged_card.checksum
     assert stored_bytes_digest(store, "direct") == stored_bytes_digest(store, "staged")  # zarr's bytes
     np.testing.assert_array_equal(store.get("direct").values, values)
-    np.testing.assert_array_equal(xr.open_zarr(f"{store.uri}/{set_key('direct', card.version)}")["values"].values,
-                                  values)
+    np.testing.assert_array_equal(
+        xr.open_zarr(f"{store.uri}/{set_key('direct', card.version)}")["values"].values, values
+    )
     assert all(r.ok for r in store.verify()["sets"])
 
 

@@ -33,10 +33,13 @@ def regression_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     diff = y - pred
     pearson = _rowwise_pearson(y, pred)
     spearman = _rowwise_pearson(stats.rankdata(y, axis=1), stats.rankdata(pred, axis=1))
-    return {"l2": float(np.linalg.norm(diff, axis=1).mean()), "mse": float((diff ** 2).mean()),
-            "mae": float(np.abs(diff).mean()),
-            "pearson": float(np.nanmean(pearson)) if np.isfinite(pearson).any() else float("nan"),
-            "spearman": float(np.nanmean(spearman)) if np.isfinite(spearman).any() else float("nan")}
+    return {
+        "l2": float(np.linalg.norm(diff, axis=1).mean()),
+        "mse": float((diff**2).mean()),
+        "mae": float(np.abs(diff).mean()),
+        "pearson": float(np.nanmean(pearson)) if np.isfinite(pearson).any() else float("nan"),
+        "spearman": float(np.nanmean(spearman)) if np.isfinite(spearman).any() else float("nan"),
+    }
 
 
 LABELS = (-1, 0, 1)
@@ -110,12 +113,22 @@ def deg_gene_scores(y: np.ndarray, pred: np.ndarray) -> dict[str, np.ndarray]:
     truth = np.asarray(y, dtype=np.int64) + 1
     proba = as_proba(pred)
     precision, recall, f1, present = _prf(truth, proba.argmax(-1), axis=0)
-    auroc = np.array([np.mean([_auroc(proba[:, g, c], truth[:, g] == c) for c in range(3)])
-                      for g in range(truth.shape[1])])
-    ap = np.array([np.nanmean([_average_precision(proba[:, g, c], truth[:, g] == c) for c in range(3)])
-                   for g in range(truth.shape[1])])
-    return {"f1": _present_mean(f1, present), "precision": _present_mean(precision, present),
-            "recall": _present_mean(recall, present), "auroc": auroc, "auprc": ap}
+    auroc = np.array(
+        [np.mean([_auroc(proba[:, g, c], truth[:, g] == c) for c in range(3)]) for g in range(truth.shape[1])]
+    )
+    ap = np.array(
+        [
+            np.nanmean([_average_precision(proba[:, g, c], truth[:, g] == c) for c in range(3)])
+            for g in range(truth.shape[1])
+        ]
+    )
+    return {
+        "f1": _present_mean(f1, present),
+        "precision": _present_mean(precision, present),
+        "recall": _present_mean(recall, present),
+        "auroc": auroc,
+        "auprc": ap,
+    }
 
 
 def deg_f1_per_gene(y: np.ndarray, pred: np.ndarray) -> np.ndarray:
@@ -136,9 +149,11 @@ def deg_label_metrics(y: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     over genes), averaged over genes: what the experimental error of a DEG task reports per fold."""
     truth = np.asarray(y, dtype=np.int64) + 1
     precision, recall, f1, present = _prf(truth, np.asarray(labels, dtype=np.int64) + 1, axis=0)
-    return {"f1": float(np.mean(_present_mean(f1, present))),
-            "precision": float(np.mean(_present_mean(precision, present))),
-            "recall": float(np.mean(_present_mean(recall, present)))}
+    return {
+        "f1": float(np.mean(_present_mean(f1, present))),
+        "precision": float(np.mean(_present_mean(precision, present))),
+        "recall": float(np.mean(_present_mean(recall, present))),
+    }
 
 
 def deg_f1_per_perturbation(y: np.ndarray, pred: np.ndarray) -> np.ndarray:

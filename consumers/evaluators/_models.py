@@ -27,8 +27,9 @@ INNER_FOLDS = 5
 INNER_SEED = 42
 
 
-def project(x_train: np.ndarray, others: list[np.ndarray], n_components: int = N_COMPONENTS,
-            transform: bool = True) -> tuple[np.ndarray, list[np.ndarray]]:
+def project(
+    x_train: np.ndarray, others: list[np.ndarray], n_components: int = N_COMPONENTS, transform: bool = True
+) -> tuple[np.ndarray, list[np.ndarray]]:
     """StandardScaler then PCA fitted on ``x_train``, applied to it and to ``others``."""
     if not transform:
         return np.asarray(x_train, dtype=np.float64), [np.asarray(o, dtype=np.float64) for o in others]
@@ -86,8 +87,10 @@ class KNN:
             rows = np.arange(len(va))
             for j, k in enumerate(ks):  # prefix sums: add the next block of neighbours by a sparse product
                 block = order[:, start:k]
-                pick = sparse.csr_matrix((np.ones(block.size, dtype=y_tr.dtype), (np.repeat(rows, block.shape[1]),
-                                          block.ravel())), shape=(len(va), len(tr)))
+                pick = sparse.csr_matrix(
+                    (np.ones(block.size, dtype=y_tr.dtype), (np.repeat(rows, block.shape[1]), block.ravel())),
+                    shape=(len(va), len(tr)),
+                )
                 acc += pick @ y_tr
                 start = k
                 scores[j] += np.linalg.norm(y_va - acc / k, axis=1).mean()
@@ -97,7 +100,9 @@ class KNN:
         # a block of test rows at a time so the gathered neighbours stay small
         nbrs = _nearest(b, a, best)
         step = max(1, (64 << 20) // max(1, best * y_train.shape[1] * y_train.itemsize))
-        return np.concatenate([np.mean(y_train[nbrs[i:i + step]], axis=1) for i in range(0, len(nbrs), step)]), {"k": best}
+        return np.concatenate([np.mean(y_train[nbrs[i : i + step]], axis=1) for i in range(0, len(nbrs), step)]), {
+            "k": best
+        }
 
 
 def _nearest(query: np.ndarray, ref: np.ndarray, k: int) -> np.ndarray:
@@ -120,7 +125,7 @@ class SklearnGrid:
     transform: bool = True
 
     def fit_predict(self, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray) -> tuple[np.ndarray, dict]:
-        (param, values), = self.grid.items() if self.grid else ((None, (None,)),)
+        ((param, values),) = self.grid.items() if self.grid else ((None, (None,)),)
         splits = inner_splits(len(x_train))
         scores = np.zeros(len(values))
         if len(values) > 1:
@@ -199,7 +204,7 @@ def fit_logistic(x: np.ndarray, classes: np.ndarray, c: float, seed: int = 0):
     weights = (yt.shape[0] / (3 * counts)).nan_to_num(posinf=0)
     optimizer = torch.optim.LBFGS(linear.parameters(), max_iter=LBFGS_ITER, line_search_fn="strong_wolfe")
 
-    w = weights.gather(1, yt.T).T                      # each row's class weight per gene
+    w = weights.gather(1, yt.T).T  # each row's class weight per gene
     coef = (w / w.sum(0) / genes).contiguous()[..., None]  # d loss / d nll of each (row, gene)
     onehot = torch.nn.functional.one_hot(yt, 3).to(torch.float32)
 

@@ -22,10 +22,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-
-from pertstore.consumers.evaluators._metrics import (as_proba, deg_f1_per_perturbation, deg_metrics,
-                                                     l2_per_perturbation, regression_metrics)
+from pertstore.consumers.evaluators._metrics import (
+    as_proba,
+    deg_f1_per_perturbation,
+    deg_metrics,
+    l2_per_perturbation,
+    regression_metrics,
+)
 from pertstore.consumers.evaluators._models import evaluator
+
 from pertstore.errors import InvalidInputError, NotFoundError
 
 #: Controls, evaluated beside the sets: train mean, no change, the idealised PCA of responses
@@ -63,7 +68,7 @@ class Plan:
     """GenerativeConfig settings for the generative evaluators (:data:`GENERATIVE`)."""
 
     @classmethod
-    def from_yaml(cls, path) -> list["Plan"]:
+    def from_yaml(cls, path) -> list[Plan]:
         """A YAML plan: ``runs: [{task, sets, evaluators, contexts, folds}, ...]``."""
         import yaml
 
@@ -110,8 +115,11 @@ def run_plan(store, plan: Plan, *, progress: Callable[[str], None] | None = None
     contexts = plan.contexts or sorted(set(task.contexts))
     if plan.coverage not in ("train_mean", "covered"):
         raise InvalidInputError(f"coverage must be 'train_mean' or 'covered', not {plan.coverage!r}")
-    cache = {(source, context): _fetch(store, task, source, context, plan.tag)
-             for source in plan.sets for context in contexts}
+    cache = {
+        (source, context): _fetch(store, task, source, context, plan.tag)
+        for source in plan.sets
+        for context in contexts
+    }
     table = check_coverage(task, plan, cache)
     done = store.catalog.results.done(plan.task, version)
     units = []
@@ -122,7 +130,7 @@ def run_plan(store, plan: Plan, *, progress: Callable[[str], None] | None = None
         folds = sorted(set(task.folds[rows].tolist()) - {-1}) if plan.folds is None else plan.folds
         sources = list(plan.sets) + (["train_mean", "no_change", "idealised"] if plan.controls else [])
         for source in sources:
-            for ev in (evaluators if source not in ("train_mean", "no_change") else ["none"]):
+            for ev in evaluators if source not in ("train_mean", "no_change") else ["none"]:
                 for fold in folds:
                     if (context, fold, source, ev) not in done:
                         units.append((context, fold, source, ev))
@@ -140,22 +148,50 @@ def run_plan(store, plan: Plan, *, progress: Callable[[str], None] | None = None
             if cache[(source, context)] is None:  # a contextual source without a set for this context
                 continue
             x, covered, set_version = cache[(source, context)]
-        prepared.append(((context, fold, source, ev), rows, set_version, covered, test,
-                         (kind, source, ev, x, y, covered, test, plan.coverage)))
+        prepared.append(
+            (
+                (context, fold, source, ev),
+                rows,
+                set_version,
+                covered,
+                test,
+                (kind, source, ev, x, y, covered, test, plan.coverage),
+            )
+        )
     outputs = _fit_all([p[5] for p in prepared], client, progress, plan.task)
     for ((context, fold, source, ev), rows, set_version, covered, test, args), (pred, chosen, used, seconds) in zip(
-            prepared, outputs):
+        prepared, outputs
+    ):
         truth = args[4][test][used]
         metrics = deg_metrics(truth, pred) if kind == "deg" else regression_metrics(truth, pred)
-        base = {"task": plan.task, "task_version": version, "context": context, "fold": int(fold), "set": source,
-                "set_version": set_version, "evaluator": ev, "chosen": json.dumps(chosen),
-                "coverage": float(covered[test].mean()) if test.any() else float("nan"), "seconds": seconds,
-                **_counts(covered, test)}
+        base = {
+            "task": plan.task,
+            "task_version": version,
+            "context": context,
+            "fold": int(fold),
+            "set": source,
+            "set_version": set_version,
+            "evaluator": ev,
+            "chosen": json.dumps(chosen),
+            "coverage": float(covered[test].mean()) if test.any() else float("nan"),
+            "seconds": seconds,
+            **_counts(covered, test),
+        }
         results.extend({**base, "metric": m, "value": v} for m, v in metrics.items())
         test_ids = np.asarray(task.pert_ids)[rows][test][used]
-        errors.extend({"task": plan.task, "task_version": version, "context": context, "fold": int(fold),
-                       "set": source, "evaluator": ev, "pert_id": p, **score}
-                      for p, score in zip(test_ids, _per_perturbation(kind, truth, pred)))
+        errors.extend(
+            {
+                "task": plan.task,
+                "task_version": version,
+                "context": context,
+                "fold": int(fold),
+                "set": source,
+                "evaluator": ev,
+                "pert_id": p,
+                **score,
+            }
+            for p, score in zip(test_ids, _per_perturbation(kind, truth, pred))
+        )
     if use_fusion:
         fused, fused_errors = _run_fusion(store, task, plan, version, contexts, done, progress)
         results.extend(fused)
@@ -206,8 +242,15 @@ def _coverage_table(task, fetched: dict[tuple[str, str], tuple | None]) -> pd.Da
     for (source, context), got in fetched.items():
         if got is not None:
             n_perts = len(_context_rows(task, context))
-            rows.append({"set": source, "context": context, "n_perts": n_perts, "n_covered": int(got[1].sum()),
-                         "fraction": float(got[1].mean()) if n_perts else 0.0})
+            rows.append(
+                {
+                    "set": source,
+                    "context": context,
+                    "n_perts": n_perts,
+                    "n_covered": int(got[1].sum()),
+                    "fraction": float(got[1].mean()) if n_perts else 0.0,
+                }
+            )
     return pd.DataFrame(rows, columns=["set", "context", "n_perts", "n_covered", "fraction"])
 
 
@@ -221,31 +264,45 @@ def check_coverage(task, plan: Plan, fetched: dict[tuple[str, str], tuple | None
     table = _coverage_table(task, fetched)
     for source in plan.sets:
         if not (table.set == source).any():
-            raise InvalidInputError(f"set {source!r} has no version for any context of task {plan.task!r} "
-                                    f"({', '.join(sorted({c for _, c in fetched}))})")
+            raise InvalidInputError(
+                f"set {source!r} has no version for any context of task {plan.task!r} "
+                f"({', '.join(sorted({c for _, c in fetched}))})"
+            )
     resolved = sum(e is not None for e in task.entity_ids)
-    hint = ("none of the task's perturbations resolved to an entity (see `pertstore tasks show "
-            f"{plan.task}`)" if resolved == 0 else
-            f"{resolved:,} of {len(task.entity_ids):,} task perturbations resolved to entities; "
-            "is the set of the right entity kind?")
+    hint = (
+        f"none of the task's perturbations resolved to an entity (see `pertstore tasks show {plan.task}`)"
+        if resolved == 0
+        else f"{resolved:,} of {len(task.entity_ids):,} task perturbations resolved to entities; "
+        "is the set of the right entity kind?"
+    )
     bad = table[(table.n_covered == 0) | (table.fraction < plan.min_coverage)]
     if len(bad):
-        what = "; ".join(f"set {r.set!r} covers {r.n_covered} of {r.n_perts} perturbations of task {plan.task!r} "
-                         f"in context {r.context!r}" for r in bad.itertuples())
+        what = "; ".join(
+            f"set {r.set!r} covers {r.n_covered} of {r.n_perts} perturbations of task {plan.task!r} "
+            f"in context {r.context!r}"
+            for r in bad.itertuples()
+        )
         limit = f" (minimum coverage {plan.min_coverage:.0%})" if plan.min_coverage else ""
         raise InvalidInputError(f"{what}{limit}: its results would be train-mean numbers; {hint}")
     for r in table[table.fraction < WARN_COVERAGE].itertuples():
-        warnings.warn(f"set {r.set!r} covers {r.n_covered} of {r.n_perts} ({r.fraction:.0%}) perturbations of task "
-                      f"{plan.task!r} in context {r.context!r}; the others "
-                      + ("get the train mean" if plan.coverage == "train_mean" else "are left out of its scores"),
-                      CoverageWarning, stacklevel=3)
+        warnings.warn(
+            f"set {r.set!r} covers {r.n_covered} of {r.n_perts} ({r.fraction:.0%}) perturbations of task "
+            f"{plan.task!r} in context {r.context!r}; the others "
+            + ("get the train mean" if plan.coverage == "train_mean" else "are left out of its scores"),
+            CoverageWarning,
+            stacklevel=3,
+        )
     return table
 
 
 def _counts(covered: np.ndarray, test: np.ndarray) -> dict[str, int]:
     """Test and training perturbations of a run and how many of each the set covers."""
-    return {"n_test": int(test.sum()), "n_test_covered": int(covered[test].sum()),
-            "n_train": int((~test).sum()), "n_train_covered": int(covered[~test].sum())}
+    return {
+        "n_test": int(test.sum()),
+        "n_test_covered": int(covered[test].sum()),
+        "n_train": int((~test).sum()),
+        "n_train_covered": int(covered[~test].sum()),
+    }
 
 
 def _run_fusion(store, task, plan: Plan, version: str, contexts: list[str], done: set, progress):
@@ -259,12 +316,22 @@ def _run_fusion(store, task, plan: Plan, version: str, contexts: list[str], done
     from pertstore.consumers.fusion import FusionPredictor, plan_config, task_inputs
 
     config, origin = plan_config(store, plan.task, task.kind, list(plan.sets), plan.fusion)
-    data = task_inputs(store, task, list(plan.sets), contexts, tag=plan.tag,
-                       control_source=plan.fusion.get("control_source"), control_means=plan.fusion.get("control_means"))
+    data = task_inputs(
+        store,
+        task,
+        list(plan.sets),
+        contexts,
+        tag=plan.tag,
+        control_source=plan.fusion.get("control_source"),
+        control_means=plan.fusion.get("control_means"),
+    )
     y, ctx, folds, covered, position = data.y, data.ctx, data.folds, data.covered, data.position
     label = "fusion(" + ",".join(plan.sets) + ")"
-    ev = "fusion" + ("" if origin["variant"] == "simple" else f"-{origin['variant']}") + ("-tuned" if "tuned" in origin
-                                                                                          else "")
+    ev = (
+        "fusion"
+        + ("" if origin["variant"] == "simple" else f"-{origin['variant']}")
+        + ("-tuned" if "tuned" in origin else "")
+    )
     results, errors = [], []
     for fold in sorted(set(folds.tolist()) - {-1}) if plan.folds is None else plan.folds:
         if all((c, fold, label, ev) in done for c in contexts):
@@ -273,11 +340,20 @@ def _run_fusion(store, task, plan: Plan, version: str, contexts: list[str], done
             progress(f"{plan.task} fold {fold}: fusion of {len(plan.sets)} sets")
         t0 = time.perf_counter()
         train = (folds != fold) & covered
-        model = (FusionPredictor(config).fit(data.x.subset(position[train]), y[train], groups=data.groups[train])
-                 if train.sum() >= 2 else None)
-        chosen = json.dumps({**origin, "sets": data.x.sources, "epochs": len(model.history) if model else 0,
-                             "best_val_loss": model.best_val_loss if model else None,
-                             "config": config.model_dump()})
+        model = (
+            FusionPredictor(config).fit(data.x.subset(position[train]), y[train], groups=data.groups[train])
+            if train.sum() >= 2
+            else None
+        )
+        chosen = json.dumps(
+            {
+                **origin,
+                "sets": data.x.sources,
+                "epochs": len(model.history) if model else 0,
+                "best_val_loss": model.best_val_loss if model else None,
+                "config": config.model_dump(),
+            }
+        )
         for context in contexts:
             test = (folds == fold) & (ctx == context)
             if not test.any():
@@ -285,23 +361,41 @@ def _run_fusion(store, task, plan: Plan, version: str, contexts: list[str], done
             if task.kind == "lfc":
                 pred = np.tile(y[(folds != fold) & (ctx == context)].mean(axis=0), (int(test.sum()), 1))
             else:
-                prior = _most_frequent(y[(folds != fold) & (ctx == context)]).argmax(-1) - 1   # labels -1/0/1
+                prior = _most_frequent(y[(folds != fold) & (ctx == context)]).argmax(-1) - 1  # labels -1/0/1
                 pred = np.tile(prior, (int(test.sum()), 1)).astype(np.int8)
             has = covered[test] & (model is not None)
             if has.any():
                 pred[has] = model.predict(data.x.subset(position[test][has]))
             truth = y[test]
             metrics = deg_metrics(truth, pred) if task.kind == "deg" else regression_metrics(truth, pred)
-            base = {"task": plan.task, "task_version": version, "context": context, "fold": int(fold), "set": label,
-                    "set_version": "", "evaluator": ev, "chosen": chosen,
-                    "coverage": float(has.mean()), "seconds": time.perf_counter() - t0,
-                    **_counts(covered[ctx == context], test[ctx == context])}
+            base = {
+                "task": plan.task,
+                "task_version": version,
+                "context": context,
+                "fold": int(fold),
+                "set": label,
+                "set_version": "",
+                "evaluator": ev,
+                "chosen": chosen,
+                "coverage": float(has.mean()),
+                "seconds": time.perf_counter() - t0,
+                **_counts(covered[ctx == context], test[ctx == context]),
+            }
             results.extend({**base, "metric": m, "value": v} for m, v in metrics.items())
             if task.kind == "lfc":
-                errors.extend({"task": plan.task, "task_version": version, "context": context, "fold": int(fold),
-                               "set": label, "evaluator": ev, "pert_id": p, "l2": float(e)}
-                              for p, e in zip(np.asarray(task.pert_ids)[data.rows][test],
-                                              l2_per_perturbation(truth, pred)))
+                errors.extend(
+                    {
+                        "task": plan.task,
+                        "task_version": version,
+                        "context": context,
+                        "fold": int(fold),
+                        "set": label,
+                        "evaluator": ev,
+                        "pert_id": p,
+                        "l2": float(e),
+                    }
+                    for p, e in zip(np.asarray(task.pert_ids)[data.rows][test], l2_per_perturbation(truth, pred))
+                )
     return results, errors
 
 
@@ -382,11 +476,21 @@ def _experimental_error_rows(task, name, version, contexts, done) -> list[dict]:
         if (context, int(fold), "experimental_error", "none") in done:
             continue
         n_test = int(((contexts_arr == context) & (folds == fold)).sum())
-        base = {"task": name, "task_version": version, "context": context, "fold": int(fold),
-                "set": "experimental_error", "set_version": "", "evaluator": "none", "chosen": "{}",
-                "coverage": 1.0, "seconds": 0.0, "n_test": n_test, "n_test_covered": n_test}
-        out.extend({**base, "metric": m, "value": float(v)}
-                   for m, v in zip(rows["metric"], rows["value"], strict=True))
+        base = {
+            "task": name,
+            "task_version": version,
+            "context": context,
+            "fold": int(fold),
+            "set": "experimental_error",
+            "set_version": "",
+            "evaluator": "none",
+            "chosen": "{}",
+            "coverage": 1.0,
+            "seconds": 0.0,
+            "n_test": n_test,
+            "n_test_covered": n_test,
+        }
+        out.extend({**base, "metric": m, "value": float(v)} for m, v in zip(rows["metric"], rows["value"], strict=True))
     return out
 
 

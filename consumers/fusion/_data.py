@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
 from pertstore.consumers.fusion._model import FusionConfig
 from pertstore.consumers.fusion._train import FusionInputs, inputs_from_store
 from pertstore.consumers.fusion._tune import stored_best
+
 from pertstore.errors import InvalidInputError, NotFoundError
 
 #: Keys of a plan's ``fusion:`` mapping that are not :class:`FusionConfig` fields.
@@ -39,8 +39,16 @@ class TaskInputs:
         return self.position >= 0
 
 
-def task_inputs(store, task, sets: list[str], contexts: list[str], *, tag=None, control_source: str | None = None,
-                control_means: str | Path | None = None) -> TaskInputs:
+def task_inputs(
+    store,
+    task,
+    sets: list[str],
+    contexts: list[str],
+    *,
+    tag=None,
+    control_source: str | None = None,
+    control_means: str | Path | None = None,
+) -> TaskInputs:
     """The fusion inputs of ``task`` over ``sets``; with a control source, per-context control features."""
     rows = np.flatnonzero(np.isin(np.asarray(task.contexts), contexts))
     ctx = np.asarray(task.contexts)[rows]
@@ -118,8 +126,9 @@ def plan_config(store, task_name: str, kind: str, sets: list[str], fusion: dict)
         options.pop(key, None)
     unknown = sorted(set(options) - set(FusionConfig.model_fields))
     if unknown:
-        raise InvalidInputError(f"unknown fusion setting(s) {unknown}; known: {sorted(FusionConfig.model_fields)} "
-                                f"and {list(PLAN_KEYS)}")
+        raise InvalidInputError(
+            f"unknown fusion setting(s) {unknown}; known: {sorted(FusionConfig.model_fields)} and {list(PLAN_KEYS)}"
+        )
     if tuned:
         best, origin = stored_best(study_storage(store), study_name(task_name, sets, variant))
         config = FusionConfig(**{**best.model_dump(), **options, "task": kind})

@@ -23,10 +23,21 @@ from pertstore.errors import InvalidInputError
 #: The reference's tuned values (``config/essential_{lfc,deg}_simple.yaml``, ``essential_lfc_full.yaml``).
 SIMPLE_LFC = dict(depth=4, lr=0.0009931092550184934, max_epochs=75)
 SIMPLE_DEG = dict(depth=7, lr=4.586815929703627e-05, max_epochs=200, input_layer_norm=True, head_hidden=128)
-FULL_LFC = dict(depth=8, n_heads=10, batch_size=32, lr=0.0005279141172671998, dropout=0.08363894748770867,
-                head_layers=2, gated=True, reconstruction_weight=9.411605826543548,
-                autoencoder_weight=9.560603499734986, modality_dropout=0.00434180445161718,
-                context_injection="late", input_norm="zscore", input_dropout=0.0)
+FULL_LFC = dict(
+    depth=8,
+    n_heads=10,
+    batch_size=32,
+    lr=0.0005279141172671998,
+    dropout=0.08363894748770867,
+    head_layers=2,
+    gated=True,
+    reconstruction_weight=9.411605826543548,
+    autoencoder_weight=9.560603499734986,
+    modality_dropout=0.00434180445161718,
+    context_injection="late",
+    input_norm="zscore",
+    input_dropout=0.0,
+)
 
 
 class FusionConfig(BaseModel):
@@ -80,17 +91,17 @@ class FusionConfig(BaseModel):
     seed: int = 123
 
     @classmethod
-    def simple(cls, task: str = "lfc", **overrides) -> "FusionConfig":
+    def simple(cls, task: str = "lfc", **overrides) -> FusionConfig:
         """The reference's simple model with its tuned values for ``task``."""
         return cls(**{**(SIMPLE_DEG if task == "deg" else SIMPLE_LFC), "task": task, **overrides})
 
     @classmethod
-    def full(cls, task: str = "lfc", **overrides) -> "FusionConfig":
+    def full(cls, task: str = "lfc", **overrides) -> FusionConfig:
         """The reference's full model (``essential_lfc_full.yaml``); the cell-line autoencoder is opt-in."""
         return cls(**{**FULL_LFC, "task": task, **overrides})
 
     @classmethod
-    def preset(cls, variant: str = "simple", task: str = "lfc", **overrides) -> "FusionConfig":
+    def preset(cls, variant: str = "simple", task: str = "lfc", **overrides) -> FusionConfig:
         if variant not in ("simple", "full"):
             raise InvalidInputError(f"fusion variant must be 'simple' or 'full', not {variant!r}")
         return (cls.simple if variant == "simple" else cls.full)(task, **overrides)
@@ -114,8 +125,9 @@ class EncoderLayer(nn.Module):
         self.q_proj, self.k_proj, self.v_proj, self.out_proj = (nn.Linear(d, d) for _ in range(4))
         self.gate_linear = nn.Linear(d, d) if gated else None
         self.ln_attn, self.ln_ffn = nn.LayerNorm(d), nn.LayerNorm(d)
-        self.ffn = nn.Sequential(nn.Linear(d, 2 * d), nn.GELU() if gelu else nn.ReLU(), nn.Dropout(dropout),
-                                 nn.Linear(2 * d, d))
+        self.ffn = nn.Sequential(
+            nn.Linear(d, 2 * d), nn.GELU() if gelu else nn.ReLU(), nn.Dropout(dropout), nn.Linear(2 * d, d)
+        )
         self.drop_attn, self.drop_ffn = nn.Dropout(dropout), nn.Dropout(dropout)
         if xavier:
             self.apply(_xavier)
@@ -128,8 +140,13 @@ class EncoderLayer(nn.Module):
             return t.view(b, n, self.heads, d // self.heads).transpose(1, 2)
 
         mask = torch.zeros(b, 1, 1, n, dtype=x.dtype, device=x.device).masked_fill(pad[:, None, None, :], float("-inf"))
-        att = F.scaled_dot_product_attention(split(self.q_proj(x)), split(self.k_proj(x)), split(self.v_proj(x)),
-                                             attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
+        att = F.scaled_dot_product_attention(
+            split(self.q_proj(x)),
+            split(self.k_proj(x)),
+            split(self.v_proj(x)),
+            attn_mask=mask,
+            dropout_p=self.dropout if self.training else 0.0,
+        )
         att = att.transpose(1, 2).reshape(b, n, d)
         if self.gate_linear is not None:
             att = att * torch.sigmoid(self.gate_linear(x))
@@ -180,8 +197,14 @@ class CellLineAutoencoder(nn.Module):
 class FusionModel(nn.Module):
     """Predicts a response vector per perturbation from any subset of embedding sources."""
 
-    def __init__(self, source_dims: list[int], n_contexts: int, n_genes: int, config: FusionConfig,
-                 context_features: torch.Tensor | None = None) -> None:
+    def __init__(
+        self,
+        source_dims: list[int],
+        n_contexts: int,
+        n_genes: int,
+        config: FusionConfig,
+        context_features: torch.Tensor | None = None,
+    ) -> None:
         super().__init__()
         self.config, self.source_dims, self.n_genes = config, list(source_dims), n_genes
         d, c = config.d_model, config
@@ -193,27 +216,32 @@ class FusionModel(nn.Module):
             self.register_buffer(f"std_{i}", torch.ones(dim))
         if c.cell_line == "autoencoder":
             if context_features is None or len(context_features) != n_contexts:
-                raise InvalidInputError("the cell-line autoencoder needs control features for every context "
-                                        "(FusionInputs.context_features)")
-            self.autoencoder = CellLineAutoencoder(context_features, d, c.autoencoder_hidden, c.autoencoder_dropout,
-                                                   c.autoencoder_log1p)
+                raise InvalidInputError(
+                    "the cell-line autoencoder needs control features for every context (FusionInputs.context_features)"
+                )
+            self.autoencoder = CellLineAutoencoder(
+                context_features, d, c.autoencoder_hidden, c.autoencoder_dropout, c.autoencoder_log1p
+            )
             self.cell_embedding = None
         else:
             self.autoencoder = None
-            self.cell_embedding = nn.Sequential(nn.Embedding(n_contexts, d), nn.LayerNorm(d),
-                                                nn.Dropout(c.input_dropout))
+            self.cell_embedding = nn.Sequential(
+                nn.Embedding(n_contexts, d), nn.LayerNorm(d), nn.Dropout(c.input_dropout)
+            )
         self.cls_token = nn.Parameter(torch.randn(1, d))
         layer = dict(gelu=c.use_gelu, xavier=c.xavier_init)
-        self.layers = nn.ModuleList(EncoderLayer(d, c.n_heads, c.dropout, gated=c.gated, **layer)
-                                    for _ in range(c.depth))
+        self.layers = nn.ModuleList(
+            EncoderLayer(d, c.n_heads, c.dropout, gated=c.gated, **layer) for _ in range(c.depth)
+        )
         self.final_layer = EncoderLayer(d, c.n_heads, c.dropout, gated=False, **layer) if c.final_layer_cls else None
         late = c.context_injection == "late" and c.task == "lfc"  # the DEG head reads the CLS token only
         out = n_genes * 3 if c.task == "deg" else n_genes
         self.head = _mlp(2 * d if late else d, out, c.head_layers, c.head_hidden, c.dropout, c.use_gelu)
         if c.xavier_init:
             self.head.apply(_xavier)
-        self.reconstruct = (nn.ModuleList(nn.Linear(d, dim) for dim in source_dims)
-                            if c.reconstruction_weight > 0 else None)
+        self.reconstruct = (
+            nn.ModuleList(nn.Linear(d, dim) for dim in source_dims) if c.reconstruction_weight > 0 else None
+        )
 
     def normalise(self, s: int, x: torch.Tensor) -> torch.Tensor:
         """Source ``s``'s inputs as the model sees them (``LinearInputTransform._normalize``)."""
@@ -223,8 +251,9 @@ class FusionModel(nn.Module):
             return (x - getattr(self, f"mean_{s}")) / getattr(self, f"std_{s}")
         return x
 
-    def forward(self, sources: list[torch.Tensor], present: torch.Tensor, context: torch.Tensor
-                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def forward(
+        self, sources: list[torch.Tensor], present: torch.Tensor, context: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """``sources[s]``: ``[batch, d_s]``; ``present``: ``[batch, S]`` bool; ``context``: ``[batch]`` long.
 
         Returns the prediction (``[batch, genes]``, or ``[batch, genes, 3]`` logits for DEG) and the
@@ -274,7 +303,10 @@ class FusionModel(nn.Module):
             out = out.view(batch, self.n_genes, 3)
         rec = zero
         if self.reconstruct is not None:  # encoded source tokens back to their (normalised) inputs, present rows
-            losses = [F.mse_loss(head(seq[present[:, s], 1 + s]), normed[s][present[:, s]])
-                      for s, head in enumerate(self.reconstruct) if present[:, s].any()]
+            losses = [
+                F.mse_loss(head(seq[present[:, s], 1 + s]), normed[s][present[:, s]])
+                for s, head in enumerate(self.reconstruct)
+                if present[:, s].any()
+            ]
             rec = torch.stack(losses).mean()
         return out, {"reconstruction": rec, "autoencoder": ae_loss}

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from pertstore.consumers.fusion._model import FusionConfig, FusionModel
 from torch import nn
 
-from pertstore.consumers.fusion._model import FusionConfig, FusionModel
 from pertstore.errors import InvalidInputError, NotFoundError
 
 
@@ -38,32 +38,54 @@ class FusionInputs:
     def __post_init__(self) -> None:
         n = len(self.context)
         if len(self.values) != len(self.sources) or self.present.shape != (n, len(self.sources)):
-            raise InvalidInputError("fusion inputs: one value matrix per source and a [n, sources] presence mask needed")
+            raise InvalidInputError(
+                "fusion inputs: one value matrix per source and a [n, sources] presence mask needed"
+            )
         for name, v in zip(self.sources, self.values):
             if v.shape[0] != n:
                 raise InvalidInputError(f"fusion inputs: source {name} has {v.shape[0]} rows, expected {n}")
         empty = np.flatnonzero(~self.present.any(axis=1))
         if len(empty):
-            raise InvalidInputError(f"fusion inputs: {len(empty)} perturbation(s) have no embedding from any source "
-                                    f"(first row {empty[0]}); drop them or give them the train mean")
+            raise InvalidInputError(
+                f"fusion inputs: {len(empty)} perturbation(s) have no embedding from any source "
+                f"(first row {empty[0]}); drop them or give them the train mean"
+            )
         if self.context_features is not None:
             f = np.asarray(self.context_features)
             if f.ndim != 2 or len(f) != len(self.contexts) or not np.isfinite(f).all():
-                raise InvalidInputError(f"fusion inputs: context features must be finite, one row per context "
-                                        f"({len(self.contexts)}), got shape {f.shape}")
+                raise InvalidInputError(
+                    f"fusion inputs: context features must be finite, one row per context "
+                    f"({len(self.contexts)}), got shape {f.shape}"
+                )
 
-    def subset(self, rows: np.ndarray) -> "FusionInputs":
-        return FusionInputs(self.sources, [v[rows] for v in self.values], self.present[rows], self.context[rows],
-                            self.contexts, self.context_features)
+    def subset(self, rows: np.ndarray) -> FusionInputs:
+        return FusionInputs(
+            self.sources,
+            [v[rows] for v in self.values],
+            self.present[rows],
+            self.context[rows],
+            self.contexts,
+            self.context_features,
+        )
 
     def tensors(self, rows: np.ndarray | None = None):
         idx = slice(None) if rows is None else rows
-        return ([torch.from_numpy(np.ascontiguousarray(v[idx], dtype=np.float32)) for v in self.values],
-                torch.from_numpy(self.present[idx]), torch.from_numpy(self.context[idx].astype(np.int64)))
+        return (
+            [torch.from_numpy(np.ascontiguousarray(v[idx], dtype=np.float32)) for v in self.values],
+            torch.from_numpy(self.present[idx]),
+            torch.from_numpy(self.context[idx].astype(np.int64)),
+        )
 
 
-def inputs_from_store(store, sources: Sequence[str], entity_ids: Sequence[str | None], contexts: Sequence[str], *,
-                      tag: str | dict | None = None, drop_empty: bool = False):
+def inputs_from_store(
+    store,
+    sources: Sequence[str],
+    entity_ids: Sequence[str | None],
+    contexts: Sequence[str],
+    *,
+    tag: str | dict | None = None,
+    drop_empty: bool = False,
+):
     """Align ``sources`` for each (entity, context) row through the store.
 
     A contextual source is read in each row's context; a context-free one serves every context.
@@ -146,8 +168,7 @@ class FusionPredictor:
         self.meta: dict = {}
         self.best_val_loss = float("nan")
 
-    def fit(self, x: FusionInputs, y: np.ndarray, *, groups: Sequence | None = None, progress=None
-            ) -> "FusionPredictor":
+    def fit(self, x: FusionInputs, y: np.ndarray, *, groups: Sequence | None = None, progress=None) -> FusionPredictor:
         """Train as the reference does and keep the state of the best validation loss.
 
         ``groups`` (e.g. the perturbed gene of each row) are split 80/20 by :func:`validation_split`,
@@ -158,16 +179,22 @@ class FusionPredictor:
         cfg = self.config
         self.history = []
         y = self._targets(y, len(x.context))
-        train, val = validation_split(np.arange(len(y)) if groups is None else np.asarray(groups), cfg.val_fraction,
-                                      cfg.val_seed)
+        train, val = validation_split(
+            np.arange(len(y)) if groups is None else np.asarray(groups), cfg.val_fraction, cfg.val_seed
+        )
         if not len(train):
             raise InvalidInputError("fusion needs training perturbations of more than one gene (validation split)")
         torch.manual_seed(cfg.seed)
         features = None if x.context_features is None else torch.from_numpy(np.asarray(x.context_features, np.float32))
         self.model = FusionModel([v.shape[1] for v in x.values], len(x.contexts), y.shape[1], cfg, features)
-        self.meta = {"sources": x.sources, "contexts": x.contexts, "n_genes": int(y.shape[1]),
-                     "source_dims": [int(v.shape[1]) for v in x.values], "config": cfg.model_dump(),
-                     "context_features": None if features is None else list(features.shape)}
+        self.meta = {
+            "sources": x.sources,
+            "contexts": x.contexts,
+            "n_genes": int(y.shape[1]),
+            "source_dims": [int(v.shape[1]) for v in x.values],
+            "config": cfg.model_dump(),
+            "context_features": None if features is None else list(features.shape),
+        }
         self._fit_statistics(x, train)
         train_t, val_t = x.tensors(train), x.tensors(val)
         y_t = torch.from_numpy(y)
@@ -175,8 +202,11 @@ class FusionPredictor:
         self.class_weights = class_weights(y[train]) if cfg.task == "deg" else None
         opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
         steps_per_epoch = -(-len(train) // cfg.batch_size)
-        warmup = (torch.optim.lr_scheduler.LinearLR(opt, start_factor=1e-8, total_iters=steps_per_epoch * cfg.warmup_epochs)
-                  if cfg.warmup_epochs else None)
+        warmup = (
+            torch.optim.lr_scheduler.LinearLR(opt, start_factor=1e-8, total_iters=steps_per_epoch * cfg.warmup_epochs)
+            if cfg.warmup_epochs
+            else None
+        )
         best, best_state, waited = np.inf, None, 0
         gen = torch.Generator().manual_seed(cfg.seed)
         for epoch in range(cfg.max_epochs):
@@ -185,7 +215,7 @@ class FusionPredictor:
             perm = torch.randperm(len(train), generator=gen)
             total, task_total = 0.0, 0.0
             for start in range(0, len(train), cfg.batch_size):
-                b = perm[start:start + cfg.batch_size]
+                b = perm[start : start + cfg.batch_size]
                 task_loss, loss = self._losses([v[b] for v in train_t[0]], train_t[1][b], train_t[2][b], y_train[b])
                 opt.zero_grad()
                 loss.backward()
@@ -197,9 +227,15 @@ class FusionPredictor:
                 total += float(loss.detach()) * len(b)
                 task_total += float(task_loss.detach()) * len(b)
             val_loss = self._eval_loss(val_t, y_val) if len(val) else task_total / len(train)
-            self.history.append({"epoch": epoch, "train_loss": task_total / len(train),
-                                 "train_total_loss": total / len(train), "val_loss": val_loss,
-                                 "seconds": time.perf_counter() - t0})
+            self.history.append(
+                {
+                    "epoch": epoch,
+                    "train_loss": task_total / len(train),
+                    "train_total_loss": total / len(train),
+                    "val_loss": val_loss,
+                    "seconds": time.perf_counter() - t0,
+                }
+            )
             if progress is not None:
                 progress(epoch, val_loss)
             if val_loss < best:
@@ -242,9 +278,12 @@ class FusionPredictor:
     def _losses(self, sources, present, context, y) -> tuple[torch.Tensor, torch.Tensor]:
         """``(task loss, total loss)``: total adds the weighted reconstruction and autoencoder losses."""
         out, aux = self.model(sources, present, context)
-        task = (deg_loss(out, y, self.class_weights) if self.config.task == "deg" else lfc_loss(out, y))
-        total = (task + self.config.reconstruction_weight * aux["reconstruction"]
-                 + self.config.autoencoder_weight * aux["autoencoder"])
+        task = deg_loss(out, y, self.class_weights) if self.config.task == "deg" else lfc_loss(out, y)
+        total = (
+            task
+            + self.config.reconstruction_weight * aux["reconstruction"]
+            + self.config.autoencoder_weight * aux["autoencoder"]
+        )
         return task, total
 
     @torch.no_grad()
@@ -281,7 +320,7 @@ class FusionPredictor:
         (path / "fusion.json").write_text(json.dumps({**self.meta, "history": self.history}, indent=1))
 
     @classmethod
-    def load(cls, path: str | Path) -> "FusionPredictor":
+    def load(cls, path: str | Path) -> FusionPredictor:
         path = Path(path)
         if not (path / "fusion.json").exists():
             raise InvalidInputError(f"{path} holds no saved fusion model (fusion.json missing)")

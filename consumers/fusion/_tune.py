@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-
 from pertstore.consumers.fusion._model import FusionConfig
 from pertstore.consumers.fusion._train import FusionInputs, FusionPredictor
+
 from pertstore.errors import InvalidInputError, NotFoundError
 
 #: The search space: encoder depth, learning rate (log) and whether the cell line is added to every
@@ -25,8 +25,18 @@ def _url(storage: str | Path) -> str:
     return str(storage) if "://" in str(storage) else f"sqlite:///{Path(storage).resolve()}"
 
 
-def tune(x: FusionInputs, y: np.ndarray, *, groups=None, base: FusionConfig | None = None, n_trials: int = N_TRIALS,
-         storage: str | Path | None = None, study_name: str = "fusion", seed: int = 0, progress=None) -> dict:
+def tune(
+    x: FusionInputs,
+    y: np.ndarray,
+    *,
+    groups=None,
+    base: FusionConfig | None = None,
+    n_trials: int = N_TRIALS,
+    storage: str | Path | None = None,
+    study_name: str = "fusion",
+    seed: int = 0,
+    progress=None,
+) -> dict:
     """Search depth, learning rate and context injection; each trial scores its best validation loss.
 
     With ``storage`` (a SQLite path or an Optuna storage URL) the study is kept with ``base`` and a
@@ -36,16 +46,23 @@ def tune(x: FusionInputs, y: np.ndarray, *, groups=None, base: FusionConfig | No
 
     base = base or FusionConfig()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(study_name=study_name, storage=None if storage is None else _url(storage),
-                                load_if_exists=True, direction="minimize",
-                                sampler=optuna.samplers.TPESampler(seed=seed))
+    study = optuna.create_study(
+        study_name=study_name,
+        storage=None if storage is None else _url(storage),
+        load_if_exists=True,
+        direction="minimize",
+        sampler=optuna.samplers.TPESampler(seed=seed),
+    )
     study.set_user_attr("base", base.model_dump())
 
-    def objective(trial: "optuna.Trial") -> float:
-        config = base.model_copy(update={"depth": trial.suggest_int("depth", *DEPTH),
-                                         "lr": trial.suggest_float("lr", *LR, log=True),
-                                         "context_injection": trial.suggest_categorical(
-                                             "context_injection", _injection_choices(base))})
+    def objective(trial: optuna.Trial) -> float:
+        config = base.model_copy(
+            update={
+                "depth": trial.suggest_int("depth", *DEPTH),
+                "lr": trial.suggest_float("lr", *LR, log=True),
+                "context_injection": trial.suggest_categorical("context_injection", _injection_choices(base)),
+            }
+        )
         loss = FusionPredictor(config).fit(x, y, groups=groups).best_val_loss
         if progress is not None:
             progress(trial.number, loss)

@@ -4,6 +4,8 @@ from pertstore.consumers.reports._report import (
     boxplots,
     cca_scores,
     cca_similarity,
+    fusion_plot,
+    fusion_vs_best,
     gap_closed,
     paired_tests,
     rank_plot,
@@ -12,5 +14,16 @@ from pertstore.consumers.reports._report import (
     write_report,
 )
 
-__all__ = ["boxplots", "cca_scores", "cca_similarity", "gap_closed", "paired_tests", "rank_plot", "ranks",
-           "summary_table", "write_report"]
+__all__ = [
+    "boxplots",
+    "cca_scores",
+    "cca_similarity",
+    "fusion_plot",
+    "fusion_vs_best",
+    "gap_closed",
+    "paired_tests",
+    "rank_plot",
+    "ranks",
+    "summary_table",
+    "write_report",
+]

@@ -45,8 +45,10 @@ def plot_dose_curves(table: pd.DataFrame, task: str):
     for (name, evaluator), g in rows.groupby(["set", "evaluator"]):
         g = g.sort_values("dose")
         label = name if evaluator == "none" else f"{name} / {evaluator}"
-        style = {"train_mean": dict(color="black", linestyle="--", linewidth=2),
-                 "experimental_error": dict(color="grey", linestyle=":", linewidth=2)}.get(name, {"marker": "o"})
+        style = {
+            "train_mean": dict(color="black", linestyle="--", linewidth=2),
+            "experimental_error": dict(color="grey", linestyle=":", linewidth=2),
+        }.get(name, {"marker": "o"})
         if name in ("no_change", "idealised"):
             continue
         ax.plot(g["dose"], g["value"], label=label, **style)

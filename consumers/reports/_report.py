@@ -13,6 +13,9 @@ Reference notebooks (``results/figures/`` of the paper's code):
 - ``fig_3_embedding_clustermap``: StandardScaler, PCA(10) per set on the entities common to all sets,
   ``CCA(min dims)`` per pair, ``CCA.score`` (R^2 of predicting one set's components from the other's),
   clustered with ``RdBu_r`` from -1 to 1.
+
+The paper's Figure 5 (fusion against the best single embedding) has no notebook in the reference: its view here
+(:func:`fusion_vs_best`, :func:`fusion_plot`) puts both on Figure 1's gap-closed scale.
 """
 
 from __future__ import annotations
@@ -25,7 +28,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
 from pertstore.consumers.reports._dose import dose_table, plot_dose_curves
 
 CONTROL_SETS = ("train_mean", "no_change", "idealised", "experimental_error")
@@ -50,8 +52,13 @@ def _primary(results: pd.DataFrame, producers: dict[str, str] | None = None) -> 
     return prim
 
 
+def is_fusion(evaluator: str) -> bool:
+    """Whether an evaluator is one of the fusion model's (``fusion``, ``fusion-full``, ``fusion-tuned``, ...)."""
+    return str(evaluator).startswith("fusion")
+
+
 def _model_type(set_name: str, evaluator: str, producers: dict[str, str]) -> str:
-    if evaluator == "fusion":
+    if is_fusion(evaluator):
         return FUSION
     if set_name in ("idealised", "experimental_error"):
         return POSITIVE
@@ -63,12 +70,14 @@ def _model_type(set_name: str, evaluator: str, producers: dict[str, str]) -> str
 def families(prim: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame]]:
     """The (task, evaluator) groups the figures draw, as the reference draws one figure per head type: that
     evaluator's rows, the controls without a model (train mean, no change, experimental error) and the
-    task's fusion rows. Tasks are never mixed, so LFC regressors and DEG classifiers are never ranked together."""
+    task's fusion rows (every fusion variant). Tasks are never mixed, so LFC regressors and DEG classifiers are
+    never ranked together."""
     out = []
     for task, g in prim.groupby("task", sort=True):
-        models = sorted(set(g.evaluator) - {"none", "fusion"}) or (["fusion"] if "fusion" in set(g.evaluator) else [])
+        fused = g.evaluator.map(is_fusion)
+        models = sorted(set(g.evaluator[~fused]) - {"none"}) or (["fusion"] if fused.any() else [])
         for ev in models:
-            out.append((task, ev, g[g.evaluator.isin([ev, "none", "fusion"])]))
+            out.append((task, ev, g[g.evaluator.isin([ev, "none"]) | fused]))
     return out
 
 
@@ -86,12 +95,13 @@ def best_model(rows: pd.DataFrame) -> str | None:
     return str(medians.idxmin() if _lower(rows) else medians.idxmax())
 
 
-def gap_closed(results: pd.DataFrame) -> pd.DataFrame:
+def gap_closed(results: pd.DataFrame, producers: dict[str, str] | None = None) -> pd.DataFrame:
     """Per (task, evaluator family, context) and label, the median over folds of the primary metric and the gap
     closed ``(median train_mean - median) / (median train_mean - median experimental_error)`` ("fraction
-    achieved" in ``fig_1.ipynb``); ``best`` marks the figure's best model. NaN without both controls."""
+    achieved" in ``fig_1.ipynb``); ``best`` marks the figure's best model, ``type`` the figures' model type
+    (``producers``: set -> producer, so random sets count as negative controls). NaN without both controls."""
     rows = []
-    for task, ev, fam in families(_primary(results)):
+    for task, ev, fam in families(_primary(results, producers)):
         for context, g in fam.groupby("context", sort=True):
             med = g.groupby("label").value.median()
             base, floor = med.get("train_mean", np.nan), med.get("experimental_error", np.nan)
@@ -101,19 +111,110 @@ def gap_closed(results: pd.DataFrame) -> pd.DataFrame:
                 if label in ("train_mean", "experimental_error"):
                     continue
                 one = g[g.label == label].iloc[0]
-                rows.append({"task": task, "evaluator_family": ev, "context": context, "set": one.set,
-                             "evaluator": one.evaluator, "metric": one.metric, "median": value,
-                             "train_mean": base, "experimental_error": floor,
-                             "gap_closed": (base - value) / span if span else np.nan, "best": label == best})
-    return pd.DataFrame(rows, columns=["task", "evaluator_family", "context", "set", "evaluator", "metric", "median",
-                                       "train_mean", "experimental_error", "gap_closed", "best"])
+                rows.append(
+                    {
+                        "task": task,
+                        "evaluator_family": ev,
+                        "context": context,
+                        "set": one.set,
+                        "evaluator": one.evaluator,
+                        "metric": one.metric,
+                        "median": value,
+                        "train_mean": base,
+                        "experimental_error": floor,
+                        "gap_closed": (base - value) / span if span else np.nan,
+                        "best": label == best,
+                        "type": one.type,
+                    }
+                )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "task",
+            "evaluator_family",
+            "context",
+            "set",
+            "evaluator",
+            "metric",
+            "median",
+            "train_mean",
+            "experimental_error",
+            "gap_closed",
+            "best",
+            "type",
+        ],
+    )
+
+
+FUSION_COLUMNS = [
+    "task",
+    "evaluator_family",
+    "context",
+    "metric",
+    "fusion",
+    "fusion_evaluator",
+    "fusion_median",
+    "best_set",
+    "best_median",
+    "train_mean",
+    "experimental_error",
+    "gap_closed_fusion",
+    "gap_closed_best",
+    "gain",
+    "remaining_gap_closed",
+    "fusion_better",
+]
+
+
+def fusion_vs_best(gaps: pd.DataFrame) -> pd.DataFrame:
+    """The paper's Figure 5 view from :func:`gap_closed`'s rows: per (task, evaluator family, context) and fusion
+    run, the fusion's median over folds against the best single set's, where the best single set is the best
+    median among the family's embedding sets (controls, random sets, the idealised baseline and fusion are never
+    candidates, so unlike Figure 1's "best model" it is never the train mean).
+
+    ``gap_closed_fusion`` / ``gap_closed_best``: each one's gap closed (train mean 0, experimental error 1);
+    ``gain`` = their difference (the share of the train-mean-to-limit range fusion adds; negative when fusion is
+    worse); ``remaining_gap_closed`` = ``gain / (1 - gap_closed_best)`` = ``(fusion - best) / (experimental error
+    - best)``: the share of the gap the best set left that fusion closes (NaN when the best set already reaches
+    the limit)."""
+    rows = []
+    for (task, family, context), g in gaps.groupby(["task", "evaluator_family", "context"], sort=True):
+        singles = g[g.type == EMBEDDING]
+        if singles.empty:
+            continue
+        lower = LOWER_IS_BETTER[g.metric.iloc[0]]
+        best = singles.loc[singles["median"].idxmin() if lower else singles["median"].idxmax()]
+        for one in g[g.type == FUSION].itertuples():
+            gain = one.gap_closed - best.gap_closed
+            rest = 1 - best.gap_closed
+            rows.append(
+                {
+                    "task": task,
+                    "evaluator_family": family,
+                    "context": context,
+                    "metric": one.metric,
+                    "fusion": one.set,
+                    "fusion_evaluator": one.evaluator,
+                    "fusion_median": one.median,
+                    "best_set": best.set,
+                    "best_median": best["median"],
+                    "train_mean": one.train_mean,
+                    "experimental_error": one.experimental_error,
+                    "gap_closed_fusion": one.gap_closed,
+                    "gap_closed_best": best.gap_closed,
+                    "gain": gain,
+                    "remaining_gap_closed": gain / rest if rest > 0 else np.nan,
+                    "fusion_better": bool(one.median < best["median"] if lower else one.median > best["median"]),
+                }
+            )
+    return pd.DataFrame(rows, columns=FUSION_COLUMNS)
 
 
 def ranks(results: pd.DataFrame, producers: dict[str, str] | None = None) -> pd.DataFrame:
     """Ranks of ``fig_2.ipynb``: within each (task, evaluator family, context, fold), every entry's primary metric
     ranked with pandas' ``rank()`` (1 = best: ascending for L2, descending for F1; ties averaged)."""
     parts = []
-    for task, ev, fam in families(_primary(results, producers)):
+    for _task, ev, fam in families(_primary(results, producers)):
         fam = fam.assign(evaluator_family=ev)
         fam["rank"] = fam.groupby(["context", "fold"]).value.rank(ascending=_lower(fam))
         parts.append(fam)
@@ -124,9 +225,19 @@ def summary_table(results: pd.DataFrame) -> pd.DataFrame:
     """Mean, median, std and count over folds of every metric per (task, context, set, evaluator), with the mean
     coverage and, where stored, the covered test perturbations summed over folds."""
     extra = {c: (c, "sum") for c in ("n_test_covered", "n_test") if c in results}
-    return (results[results.fold >= 0].groupby(["task", "context", "set", "evaluator", "metric"])
-            .agg(mean=("value", "mean"), median=("value", "median"), std=("value", "std"),
-                 count=("value", "count"), coverage=("coverage", "mean"), **extra).reset_index())
+    return (
+        results[results.fold >= 0]
+        .groupby(["task", "context", "set", "evaluator", "metric"])
+        .agg(
+            mean=("value", "mean"),
+            median=("value", "median"),
+            std=("value", "std"),
+            count=("value", "count"),
+            coverage=("coverage", "mean"),
+            **extra,
+        )
+        .reset_index()
+    )
 
 
 def paired_tests(results: pd.DataFrame, errors: pd.DataFrame | None = None, *, alpha: float = 0.05) -> pd.DataFrame:
@@ -146,7 +257,7 @@ def paired_tests(results: pd.DataFrame, errors: pd.DataFrame | None = None, *, a
         metric = g.metric.iloc[0]
         lower = LOWER_IS_BETTER[metric]
         scores, paired_over = _paired_scores(g, errors, metric)
-        for context, u in (g.groupby("context", sort=True) if paired_over == "perturbations" else [("all", g)]):
+        for context, u in g.groupby("context", sort=True) if paired_over == "perturbations" else [("all", g)]:
             med = u[u.set.isin(["train_mean", "no_change"]) & (u.evaluator == "none")].groupby("set").value.median()
             if med.empty:
                 continue
@@ -157,12 +268,37 @@ def paired_tests(results: pd.DataFrame, errors: pd.DataFrame | None = None, *, a
                 paired = pd.concat([mine.rename("model"), ref.rename("control")], axis=1, join="inner").dropna()
                 diff = (paired.model - paired.control).to_numpy()
                 median = float(np.median(diff)) if len(diff) else np.nan
-                rows.append({"task": task, "context": context, "set": set_name, "evaluator": ev, "control": control,
-                             "metric": metric, "paired_over": paired_over, "n_pairs": len(diff),
-                             "median_difference": median, "better": bool(median < 0 if lower else median > 0),
-                             "p_value": float(wilcoxon(diff).pvalue) if np.any(diff != 0) else np.nan})
-    out = pd.DataFrame(rows, columns=["task", "context", "set", "evaluator", "control", "metric", "paired_over",
-                                      "n_pairs", "median_difference", "better", "p_value"])
+                rows.append(
+                    {
+                        "task": task,
+                        "context": context,
+                        "set": set_name,
+                        "evaluator": ev,
+                        "control": control,
+                        "metric": metric,
+                        "paired_over": paired_over,
+                        "n_pairs": len(diff),
+                        "median_difference": median,
+                        "better": bool(median < 0 if lower else median > 0),
+                        "p_value": float(wilcoxon(diff).pvalue) if np.any(diff != 0) else np.nan,
+                    }
+                )
+    out = pd.DataFrame(
+        rows,
+        columns=[
+            "task",
+            "context",
+            "set",
+            "evaluator",
+            "control",
+            "metric",
+            "paired_over",
+            "n_pairs",
+            "median_difference",
+            "better",
+            "p_value",
+        ],
+    )
     out["q_value"] = np.nan
     tested = out.p_value.notna()
     if tested.any():
@@ -177,8 +313,11 @@ def _paired_scores(rows: pd.DataFrame, errors: pd.DataFrame | None, metric: str)
     under the context "all". Values stored twice for one key are averaged."""
     per = pd.DataFrame()
     if errors is not None and metric in errors:
-        per = errors[(errors.task == rows.task.iloc[0].split("@")[0])
-                     & errors.task_version.isin(rows.task_version.unique()) & errors[metric].notna()]
+        per = errors[
+            (errors.task == rows.task.iloc[0].split("@")[0])
+            & errors.task_version.isin(rows.task_version.unique())
+            & errors[metric].notna()
+        ]
     if per.empty:
         values = rows.groupby(["set", "evaluator", "context", "fold"]).value.mean()
         return {("all", *k): v.droplevel([0, 1]) for k, v in values.groupby(level=[0, 1])}, "folds x contexts"
@@ -190,8 +329,10 @@ def plot_label(label: str, width: int = 48) -> str:
     """A label short enough for a figure's axis: a long fusion's set list is cut after two sets."""
     if len(label) <= width or not label.startswith("fusion("):
         return label
-    sets, _, evaluator = label[len("fusion("):].partition(")")
+    sets, _, evaluator = label[len("fusion(") :].partition(")")
     names = sets.split(",")
+    if len(names) <= 2:
+        return label
     return f"fusion({', '.join(names[:2])}, ... {len(names)} sets){evaluator}"
 
 
@@ -212,7 +353,7 @@ def dose_figures(results: pd.DataFrame, store, out: Path) -> list[tuple[str, str
     """The error-against-dose figure of every task whose contexts are doses (``recipe["dose_contexts"]``)."""
     import json
 
-    tasks = store.catalog.query("SELECT name, version, recipe FROM tasks")
+    tasks = store.catalog.tasks.recipes()
     used = set(zip(results.task, results.task_version))
     doses = {}
     for name, version, recipe in tasks.itertuples(index=False):
@@ -224,8 +365,12 @@ def dose_figures(results: pd.DataFrame, store, out: Path) -> list[tuple[str, str
     for task in sorted(set(table.task)):
         _pyplot()
         table[table.task == task].to_csv(out / f"dose_{task}.csv", index=False)
-        figures.append((f"{task}: error against dose (a line per set; dashed: the train mean of each dose)",
-                        _fig_to_files(plot_dose_curves(table, task), out, f"fig_dose_{task}")))
+        figures.append(
+            (
+                f"{task}: error against dose (a line per set; dashed: the train mean of each dose)",
+                _fig_to_files(plot_dose_curves(table, task), out, f"fig_dose_{task}"),
+            )
+        )
     return figures
 
 
@@ -279,15 +424,26 @@ def boxplots(results: pd.DataFrame, out: Path, producers: dict[str, str] | None 
         order = _order(fam)
         cols = min(4, len(contexts))
         nrows = -(-len(contexts) // cols)
-        fig, axes = plt.subplots(nrows, cols, figsize=(2 + 4.5 * cols, nrows * (0.32 * len(order) + 1.5)),
-                                 squeeze=False, sharey=True)
-        for ax in axes.flat[len(contexts):]:
+        fig, axes = plt.subplots(
+            nrows, cols, figsize=(2 + 4.5 * cols, nrows * (0.32 * len(order) + 1.5)), squeeze=False, sharey=True
+        )
+        for ax in axes.flat[len(contexts) :]:
             ax.set_visible(False)
         for i, (ax, context) in enumerate(zip(axes.flat, contexts)):
             g = fam[fam.context == context]
             hues = [h for h in PALETTE if h in set(g.type)]
-            sns.boxplot(data=g, y="entry", x="value", order=order, hue="type", hue_order=hues, ax=ax,
-                        whis=(0, 100), width=0.65, palette=PALETTE)
+            sns.boxplot(
+                data=g,
+                y="entry",
+                x="value",
+                order=order,
+                hue="type",
+                hue_order=hues,
+                ax=ax,
+                whis=(0, 100),
+                width=0.65,
+                palette=PALETTE,
+            )
             sns.stripplot(data=g, y="entry", x="value", order=order, color="black", alpha=0.5, ax=ax)
             lines = [("train_mean", NEGATIVE), ("experimental_error", POSITIVE)]
             best = best_model(g)
@@ -304,8 +460,10 @@ def boxplots(results: pd.DataFrame, out: Path, producers: dict[str, str] | None 
             elif ax.get_legend() is not None:
                 ax.legend(title=None, fontsize=8)
         fig.suptitle(f"{task} - {ev}")
-        title = (f"{task} / {ev}: {fam.metric.iloc[0]} per fold (lines: medians of train mean, experimental error, "
-                 "best model)")
+        title = (
+            f"{task} / {ev}: {fam.metric.iloc[0]} per fold (lines: medians of train mean, experimental error, "
+            "best model)"
+        )
         figures.append((title, _fig_to_files(fig, out, _file_name("fig1", task, ev))))
     return figures
 
@@ -325,15 +483,81 @@ def rank_plot(results: pd.DataFrame, out: Path, producers: dict[str, str] | None
         order = fam.groupby("entry")["rank"].median().sort_values(ascending=False).index.tolist()
         hues = [h for h in PALETTE if h in set(fam.type)]
         fig, ax = plt.subplots(figsize=(8, 0.32 * len(order) + 1.5))
-        sns.boxplot(data=fam, y="entry", x="rank", order=order, hue="type", hue_order=hues, ax=ax, width=0.75,
-                    palette=PALETTE, showfliers=False)
+        sns.boxplot(
+            data=fam,
+            y="entry",
+            x="rank",
+            order=order,
+            hue="type",
+            hue_order=hues,
+            ax=ax,
+            width=0.75,
+            palette=PALETTE,
+            showfliers=False,
+        )
         sns.stripplot(data=fam, y="entry", x="rank", order=order, ax=ax, s=3, alpha=0.5, color="black", jitter=0.05)
         ax.xaxis.set_minor_locator(ticker.AutoMinorLocator())
         ax.set(ylabel="", xlabel=f"Rank of {fam.metric.iloc[0].upper()} (1 = best)", title=f"{task} - {ev}")
         ax.grid(axis="y")
         sns.despine(fig)
-        figures.append((f"{task} / {ev}: ranks per (context, fold)", _fig_to_files(fig, out, _file_name("fig2_ranks", task, ev))))
+        figures.append(
+            (f"{task} / {ev}: ranks per (context, fold)", _fig_to_files(fig, out, _file_name("fig2_ranks", task, ev)))
+        )
     return figures
+
+
+def fusion_plot(table: pd.DataFrame, out: Path) -> list[tuple[str, str]]:
+    """Figure 5 (the paper's fusion figure): per (task, context, evaluator family), the gap closed of the best
+    single set and of each fusion run as bars, 0 at the train mean and 1 at the experimental error (dashed);
+    a bar left of 0 is worse than the train mean, a fusion bar shorter than the best set's is worse than it."""
+    plt = _pyplot()
+    drawn = table[table.gap_closed_fusion.notna() & table.gap_closed_best.notna()]
+    if drawn.empty:
+        return []
+    groups = list(drawn.groupby(["task", "context", "evaluator_family"], sort=True))
+    fig, ax = plt.subplots(figsize=(9, 0.3 * sum(1 + len(g) for _, g in groups) + 1.5))
+    y, ticks, labels = 0.0, [], []
+    for (task, context, family), g in groups:
+        bars = [
+            (
+                f"best single: {g.best_set.iloc[0]} / {family}",
+                g.gap_closed_best.iloc[0],
+                EMBEDDING,
+                g.best_median.iloc[0],
+            )
+        ]
+        bars += [
+            (f"{plot_label(r.fusion)} / {r.fusion_evaluator}", r.gap_closed_fusion, FUSION, r.fusion_median)
+            for r in g.itertuples()
+        ]
+        for text, gap, kind, median in bars:
+            ax.barh(y, gap, color=PALETTE[kind], height=0.8)
+            ax.annotate(
+                f"{gap:+.3f} ({g.metric.iloc[0]} {median:.4g})",
+                (max(gap, 0), y),
+                xytext=(4, 0),
+                textcoords="offset points",
+                va="center",
+                ha="left",
+                fontsize=7,
+            )
+            ticks.append(y)
+            labels.append(f"{task} / {context or '-'}: {text}" if kind == EMBEDDING else text)
+            y += 1
+        y += 0.6
+    ax.axvline(0, color=PALETTE[NEGATIVE], linestyle="--", linewidth=1, label="train mean (0)")
+    ax.axvline(1, color=PALETTE[POSITIVE], linestyle="--", linewidth=1, label="experimental error (1)")
+    ax.set_yticks(ticks, labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("gap closed: (median train mean - median) / (median train mean - median experimental error)")
+    ax.set_title("Fusion vs the best single set (medians over folds)")
+    ax.legend(fontsize=8, loc="lower right")
+    return [
+        (
+            "Fusion vs the best single set per task and context: gap closed (Figure 5 view; fusion_vs_best.csv)",
+            _fig_to_files(fig, out, "fig5_fusion_vs_best"),
+        )
+    ]
 
 
 def _cca_score(xa: np.ndarray, xb: np.ndarray) -> float:
@@ -369,8 +593,9 @@ def cca_scores(blocks: dict[str, np.ndarray], *, n_components: int = 10, n_jobs:
     return pd.DataFrame(sim, index=names, columns=names)
 
 
-def cca_similarity(store, versions: dict[str, str], out: Path, *,
-                   n_jobs: int = -1) -> tuple[list[tuple[str, str]], list[str]]:
+def cca_similarity(
+    store, versions: dict[str, str], out: Path, *, n_jobs: int = -1
+) -> tuple[list[tuple[str, str]], list[str]]:
     """Figure 3 (``fig_3.ipynb``): for the sets of each entity kind, the CCA score matrix on the entities common
     to all of them, clustered. ``versions`` maps each set to the version read. Returns figures and notes."""
     import seaborn as sns
@@ -378,7 +603,7 @@ def cca_similarity(store, versions: dict[str, str], out: Path, *,
 
     _pyplot()
     figures, notes = [], []
-    listed = store.catalog.query("SELECT source, version, kind, producer, context FROM sets")
+    listed = store.catalog.list_sets()
     info = {(r.source, r.version): r for r in listed.itertuples()}
     by_kind: dict[str, list[str]] = {}
     for name, version in sorted(versions.items()):
@@ -400,15 +625,34 @@ def cca_similarity(store, versions: dict[str, str], out: Path, *,
         producer = pd.Series({n: info[(n, versions[n])].producer for n in sim.index})
         colours = dict(zip(sorted(set(producer)), sns.color_palette("tab10", len(set(producer)))))
         row_colors = producer.map(colours).rename("producer")
-        grid = sns.clustermap(sim, cmap="RdBu_r", center=0, vmin=-1, vmax=1, linewidths=0.5, linecolor="white",
-                              cbar_pos=(1, 0.5, 0.03, 0.15), cbar_kws={"label": "CCA Score"},
-                              figsize=(4 + 0.45 * len(names),) * 2,
-                              dendrogram_ratio=(0.1, 0.1), row_colors=row_colors, col_colors=row_colors)
-        grid.fig.legend(handles=[Patch(facecolor=c, label=p) for p, c in colours.items()], loc="upper left",
-                        bbox_to_anchor=(1, 0.8), title="producer")
+        grid = sns.clustermap(
+            sim,
+            cmap="RdBu_r",
+            center=0,
+            vmin=-1,
+            vmax=1,
+            linewidths=0.5,
+            linecolor="white",
+            cbar_pos=(1, 0.5, 0.03, 0.15),
+            cbar_kws={"label": "CCA Score"},
+            figsize=(4 + 0.45 * len(names),) * 2,
+            dendrogram_ratio=(0.1, 0.1),
+            row_colors=row_colors,
+            col_colors=row_colors,
+        )
+        grid.fig.legend(
+            handles=[Patch(facecolor=c, label=p) for p, c in colours.items()],
+            loc="upper left",
+            bbox_to_anchor=(1, 0.8),
+            title="producer",
+        )
         grid.ax_col_dendrogram.set_title(f"CCA score of {kind} sets on their {len(common):,} common entities")
-        figures.append((f"CCA similarity ({kind} sets, {len(common):,} common entities)",
-                        _fig_to_files(grid.fig, out, _file_name("fig3_cca", kind))))
+        figures.append(
+            (
+                f"CCA similarity ({kind} sets, {len(common):,} common entities)",
+                _fig_to_files(grid.fig, out, _file_name("fig3_cca", kind)),
+            )
+        )
     return figures, notes
 
 
@@ -424,19 +668,25 @@ def _missing_floors(results: pd.DataFrame) -> list[str]:
     """A note per (task, context) without per-fold experimental error rows: no floor line, no gap closed."""
     prim = _primary(results)
     has = set(map(tuple, prim[prim.set == "experimental_error"][["task", "context"]].drop_duplicates().values))
-    return [f"{task} / {context or '-'}: no per-fold experimental error stored; its figures have no floor line "
-            "and its gap closed is undefined" for task, context in sorted(set(map(tuple, prim[["task", "context"]]
-                                                                               .drop_duplicates().values)) - has)]
+    return [
+        f"{task} / {context or '-'}: no per-fold experimental error stored; its figures have no floor line "
+        "and its gap closed is undefined"
+        for task, context in sorted(set(map(tuple, prim[["task", "context"]].drop_duplicates().values)) - has)
+    ]
 
 
 def _errors(store, results: pd.DataFrame) -> pd.DataFrame:
-    tasks = sorted(set(results.task))
-    marks = ",".join("?" * len(tasks))
-    return store.catalog.query(f"SELECT * FROM bench_errors WHERE task IN ({marks})", tasks)
+    return store.catalog.results.errors(sorted(set(results.task)))
 
 
-def write_report(results: pd.DataFrame, out: str | Path, *, store=None, errors: pd.DataFrame | None = None,
-                 on_note: Callable[[str], None] | None = None) -> Path:
+def write_report(
+    results: pd.DataFrame,
+    out: str | Path,
+    *,
+    store=None,
+    errors: pd.DataFrame | None = None,
+    on_note: Callable[[str], None] | None = None,
+) -> Path:
     """Write tables, figures and ``report.html`` into ``out``; returns the HTML path.
 
     ``errors`` (per-perturbation scores, ``bench_errors``) default to the store's; with neither, the paired
@@ -448,18 +698,21 @@ def write_report(results: pd.DataFrame, out: str | Path, *, store=None, errors: 
         errors = _errors(store, results)
     producers = {}
     if store is not None:
-        producers = dict(store.catalog.query("SELECT DISTINCT source, producer FROM sets").itertuples(index=False))
+        producers = dict(store.catalog.list_sets()[["source", "producer"]].drop_duplicates().itertuples(index=False))
     results.to_csv(out / "results.csv", index=False)
     table = summary_table(results)
     table.to_csv(out / "summary.csv", index=False)
-    gaps = gap_closed(results)
+    gaps = gap_closed(results, producers)
     gaps.to_csv(out / "gap_closed.csv", index=False)
+    fused = fusion_vs_best(gaps)
+    if not fused.empty:
+        fused.to_csv(out / "fusion_vs_best.csv", index=False)
     tests = paired_tests(results, errors)
     tests.to_csv(out / "wilcoxon.csv", index=False)
     ranked = ranks(results, producers)
     if not ranked.empty:
         ranked.drop(columns=["label"]).to_csv(out / "ranks.csv", index=False)
-    figures = boxplots(results, out, producers) + rank_plot(results, out, producers)
+    figures = boxplots(results, out, producers) + rank_plot(results, out, producers) + fusion_plot(fused, out)
     if store is not None:
         figures += dose_figures(results, store, out)
     covered = coverage_table(results)
@@ -471,22 +724,37 @@ def write_report(results: pd.DataFrame, out: str | Path, *, store=None, errors: 
         figures += cca
     for note in notes if on_note else []:
         on_note(note)
-    parts = ["<html><head><meta charset='utf-8'><title>pertstore benchmark report</title>",
-             ("<style>body{font-family:sans-serif;max-width:1400px;margin:auto}table{border-collapse:collapse;"
-              "font-size:12px}td,th{border:1px solid #ccc;padding:2px 6px}img{max-width:100%}</style></head><body>"),
-             "<h1>pertstore benchmark report</h1>",
-             f"<p>{len(results)} result rows; tasks: {html.escape(', '.join(sorted(set(results.task))))}</p>"]
+    parts = [
+        "<html><head><meta charset='utf-8'><title>pertstore benchmark report</title>",
+        (
+            "<style>body{font-family:sans-serif;max-width:1400px;margin:auto}table{border-collapse:collapse;"
+            "font-size:12px}td,th{border:1px solid #ccc;padding:2px 6px}img{max-width:100%}</style></head><body>"
+        ),
+        "<h1>pertstore benchmark report</h1>",
+        f"<p>{len(results)} result rows; tasks: {html.escape(', '.join(sorted(set(results.task))))}</p>",
+    ]
     parts += [f"<p><b>note:</b> {html.escape(n)}</p>" for n in notes]
     for title, b64 in figures:
         parts.append(f"<h2>{html.escape(title)}</h2><img src='data:image/png;base64,{b64}'/>")
     best = gaps[gaps.best]
-    parts.append("<h2>Gap closed by the best model (medians over folds; train mean = 0, experimental error = 1)"
-                 "</h2>" + best.to_html(index=False, float_format="%.4g"))
-    parts.append("<h2>Paired Wilcoxon signed-rank tests vs the best negative control (Benjamini-Hochberg q)</h2>"
-                 + tests.to_html(index=False, float_format="%.3g"))
+    parts.append(
+        "<h2>Gap closed by the best model (medians over folds; train mean = 0, experimental error = 1)"
+        "</h2>" + best.to_html(index=False, float_format="%.4g")
+    )
+    if not fused.empty:
+        parts.append(
+            "<h2>Fusion vs the best single set (medians over folds; gain = gap closed by fusion - gap closed "
+            "by the best set, negative when fusion is worse)</h2>" + fused.to_html(index=False, float_format="%.4g")
+        )
+    parts.append(
+        "<h2>Paired Wilcoxon signed-rank tests vs the best negative control (Benjamini-Hochberg q)</h2>"
+        + tests.to_html(index=False, float_format="%.3g")
+    )
     parts.append("<h2>Gap closed, every model</h2>" + gaps.to_html(index=False, float_format="%.4g"))
-    parts.append("<h2>Coverage: test perturbations with an embedding (the others got the train mean)</h2>"
-                 + covered.to_html(index=False, float_format="%.3g"))
+    parts.append(
+        "<h2>Coverage: test perturbations with an embedding (the others got the train mean)</h2>"
+        + covered.to_html(index=False, float_format="%.3g")
+    )
     main = table[table.metric.isin(["l2", "f1", "pearson", "auroc"])]
     parts.append("<h2>Results over folds</h2>" + main.to_html(index=False, float_format="%.4g"))
     parts.append("</body></html>")

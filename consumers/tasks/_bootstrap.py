@@ -69,9 +69,17 @@ class ExperimentalError:
     params: dict
     trials: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0)))
     per_pert: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
-    fold_trials: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(
-        {"context": pd.Series(dtype=str), "fold": pd.Series(dtype=np.int64), "metric": pd.Series(dtype=str),
-         "trial": pd.Series(dtype=np.int64), "value": pd.Series(dtype=np.float64)}))
+    fold_trials: pd.DataFrame = field(
+        default_factory=lambda: pd.DataFrame(
+            {
+                "context": pd.Series(dtype=str),
+                "fold": pd.Series(dtype=np.int64),
+                "metric": pd.Series(dtype=str),
+                "trial": pd.Series(dtype=np.int64),
+                "value": pd.Series(dtype=np.float64),
+            }
+        )
+    )
     folds: np.ndarray | None = None
 
     def fold_limits(self, folds: np.ndarray, contexts: list[str]) -> pd.DataFrame:
@@ -112,14 +120,27 @@ def concat_errors(errors: list[ExperimentalError | None]) -> ExperimentalError |
     if not errors or any(e is None or e.kind != "lfc" for e in errors):
         return None
     first = errors[0]
-    return ExperimentalError(kind="lfc", quantile=first.quantile, metrics=first.metrics, params=first.params,
-                             trials=np.concatenate([e.trials for e in errors]),
-                             per_pert=np.concatenate([e.per_pert for e in errors]))
+    return ExperimentalError(
+        kind="lfc",
+        quantile=first.quantile,
+        metrics=first.metrics,
+        params=first.params,
+        trials=np.concatenate([e.trials for e in errors]),
+        per_pert=np.concatenate([e.per_pert for e in errors]),
+    )
 
 
-def experimental_error(data: PerturbationData, targets: Targets, *, folds: np.ndarray | None = None,
-                       trials: int = OUTER * INNER, inner: int = INNER, seed: int = SEED,
-                       block_rows: int = BLOCK_ROWS, progress: Progress | None = None) -> ExperimentalError:
+def experimental_error(
+    data: PerturbationData,
+    targets: Targets,
+    *,
+    folds: np.ndarray | None = None,
+    trials: int = OUTER * INNER,
+    inner: int = INNER,
+    seed: int = SEED,
+    block_rows: int = BLOCK_ROWS,
+    progress: Progress | None = None,
+) -> ExperimentalError:
     """The reference's experimental error of ``targets`` (from :func:`lfc` or :func:`deg`).
 
     Parameters
@@ -139,8 +160,13 @@ def experimental_error(data: PerturbationData, targets: Targets, *, folds: np.nd
         raise InvalidInputError(f"trials must be at least 1, not {trials}")
     inner = min(inner, trials)
     lay = layout(data)
-    params = {"trials": trials, "seed": seed, "quantile": QUANTILE[targets.kind], "variant": targets.variant,
-              "reference": _REFERENCE[(targets.kind, targets.variant)]}
+    params = {
+        "trials": trials,
+        "seed": seed,
+        "quantile": QUANTILE[targets.kind],
+        "variant": targets.variant,
+        "reference": _REFERENCE[(targets.kind, targets.variant)],
+    }
     if targets.kind == "lfc":
         if trials % inner:
             raise InvalidInputError(f"LFC trials ({trials}) must be a multiple of inner ({inner})")
@@ -151,8 +177,14 @@ def experimental_error(data: PerturbationData, targets: Targets, *, folds: np.nd
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # rows never estimated stay NaN
             per_pert = np.nanquantile(values, QUANTILE["lfc"], axis=1)
-        return ExperimentalError(kind="lfc", quantile=QUANTILE["lfc"], metrics=list(LFC_METRICS), params=params,
-                                 trials=values, per_pert=per_pert)
+        return ExperimentalError(
+            kind="lfc",
+            quantile=QUANTILE["lfc"],
+            metrics=list(LFC_METRICS),
+            params=params,
+            trials=values,
+            per_pert=per_pert,
+        )
     if targets.variant not in ("small", "large"):
         raise InvalidInputError(f"no experimental error for DEG variant {targets.variant!r}")
     if folds is None or len(folds) != targets.perts.size:
@@ -163,13 +195,23 @@ def experimental_error(data: PerturbationData, targets: Targets, *, folds: np.nd
         params.update({"outer": trials // inner, "inner": inner})
         replicates = _deg_large_replicates(data, lay, targets, trials // inner, inner, seed, progress)
     frame = _score(data, lay, targets, np.asarray(folds), replicates)
-    return ExperimentalError(kind="deg", quantile=QUANTILE["deg"], metrics=sorted(frame["metric"].unique()),
-                             params=params, fold_trials=frame, folds=np.asarray(folds).copy())
+    return ExperimentalError(
+        kind="deg",
+        quantile=QUANTILE["deg"],
+        metrics=sorted(frame["metric"].unique()),
+        params=params,
+        fold_trials=frame,
+        folds=np.asarray(folds).copy(),
+    )
 
 
-_REFERENCE = {("lfc", "small"): "run_exp_error_essential.py", ("lfc", "large"): "run_exp_error_plate_matched.py",
-              ("lfc", "differential"): "run_exp_error_essential.py (differential input: no control subtracted)",
-              ("deg", "small"): "run_exp_error_essential_deg.py", ("deg", "large"): "run_exp_error_tahoe_deg.py"}
+_REFERENCE = {
+    ("lfc", "small"): "run_exp_error_essential.py",
+    ("lfc", "large"): "run_exp_error_plate_matched.py",
+    ("lfc", "differential"): "run_exp_error_essential.py (differential input: no control subtracted)",
+    ("deg", "small"): "run_exp_error_essential_deg.py",
+    ("deg", "large"): "run_exp_error_tahoe_deg.py",
+}
 
 
 # ---- LFC ---------------------------------------------------------------------------------------
@@ -177,8 +219,8 @@ _REFERENCE = {("lfc", "small"): "run_exp_error_essential.py", ("lfc", "large"): 
 
 def _draw_rows(ss: np.random.SeedSequence, sizes: list[int], inner: int) -> list[np.ndarray]:
     """``bootstrap_csr_mean``'s draws for consecutive groups from one stream: ``[inner, size]`` row indices each."""
-    rng = np.random.Generator(np.random.PCG64(ss))      # = default_rng(ss), without its dispatch
-    return [rng.integers(n, size=inner * n).reshape(inner, n) for n in sizes]   # C order: the same stream
+    rng = np.random.Generator(np.random.PCG64(ss))  # = default_rng(ss), without its dispatch
+    return [rng.integers(n, size=inner * n).reshape(inner, n) for n in sizes]  # C order: the same stream
 
 
 class _Weights:
@@ -203,8 +245,9 @@ class _Weights:
         return np.bincount(np.concatenate(self.keys), weights=weights, minlength=size).reshape(self.shape)
 
 
-def two_stage_weights(starts: np.ndarray, sizes: np.ndarray, ss: np.random.SeedSequence, outer: int,
-                      inner: int) -> np.ndarray:
+def two_stage_weights(
+    starts: np.ndarray, sizes: np.ndarray, ss: np.random.SeedSequence, outer: int, inner: int
+) -> np.ndarray:
     """``two_stage_bootstrap_global``'s replicate means as weights ``W [cells, outer * inner]``.
 
     Cells of group (batch) ``g`` are rows ``starts[g] : starts[g] + sizes[g]``,
@@ -221,17 +264,25 @@ def two_stage_weights(starts: np.ndarray, sizes: np.ndarray, ss: np.random.SeedS
     return w.matrix()
 
 
-def matched_weights(starts: np.ndarray, sizes: np.ndarray, ctrl_sizes: np.ndarray, ss: np.random.SeedSequence,
-                    outer: int, inner: int) -> tuple[np.ndarray, list[np.ndarray]]:
+def matched_weights(
+    starts: np.ndarray,
+    sizes: np.ndarray,
+    ctrl_sizes: np.ndarray,
+    ss: np.random.SeedSequence,
+    outer: int,
+    inner: int,
+    n_rows: int | None = None,
+) -> tuple[np.ndarray, list[np.ndarray]]:
     """The plate-matched bootstrap's weights: perturbed cells ``[cells, trials]`` and controls per batch.
 
     Batch ``g`` (in the order the reference lists them) holds perturbed rows
     ``starts[g] : starts[g] + sizes[g]`` and ``ctrl_sizes[g]`` controls; in
     each drawn batch the perturbed cells, then the controls, are resampled from
-    one stream. Replicate = ``X.T @ W - sum_g C_g.T @ V_g``.
+    one stream. Replicate = ``X.T @ W - sum_g C_g.T @ V_g``. ``n_rows``: rows of ``X`` (default the
+    batches' cells; more when ``X`` also holds cells of batches left out, which get weight 0).
     """
     n_g = sizes.size
-    w = _Weights(int(sizes.sum()), outer * inner)
+    w = _Weights(int(sizes.sum()) if n_rows is None else n_rows, outer * inner)
     v = [_Weights(int(n), outer * inner) for n in ctrl_sizes]
     for i, ss_outer in enumerate(ss.spawn(outer)):
         drawn = np.random.default_rng(ss_outer).choice(n_g, size=n_g)
@@ -247,7 +298,7 @@ def lfc_metrics(replicates: np.ndarray, lfc: np.ndarray) -> np.ndarray:
     diff = replicates - lfc[:, None]
     out = np.empty((replicates.shape[1], len(LFC_METRICS)))
     out[:, 0] = np.linalg.norm(diff, axis=0)
-    out[:, 1] = (diff ** 2).mean(axis=0)
+    out[:, 1] = (diff**2).mean(axis=0)
     out[:, 2] = np.abs(diff).mean(axis=0)
     out[:, 3] = _pearson(replicates, lfc)
     out[:, 4] = _pearson(stats.rankdata(replicates, axis=0), stats.rankdata(lfc))
@@ -263,8 +314,16 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.where(denom > 0, (b @ a) / denom, np.nan)
 
 
-def _lfc_trials(data: PerturbationData, lay: Layout, targets: Targets, outer: int, inner: int, seed: int,
-                block_rows: int, progress: Progress | None) -> np.ndarray:
+def _lfc_trials(
+    data: PerturbationData,
+    lay: Layout,
+    targets: Targets,
+    outer: int,
+    inner: int,
+    seed: int,
+    block_rows: int,
+    progress: Progress | None,
+) -> np.ndarray:
     n_trials = outer * inner
     out = np.full((targets.perts.size, n_trials, len(LFC_METRICS)), np.nan)
     cells = _Cells(data, lay)
@@ -272,16 +331,17 @@ def _lfc_trials(data: PerturbationData, lay: Layout, targets: Targets, outer: in
     a, _ = lfc_design(lay, targets.variant)
     done = 0
     for ci in range(len(data.cells["context"].cat.categories)):
-        ctx_perts = np.flatnonzero(lay.pert_context == ci)   # sorted by label: the reference's order
+        ctx_perts = np.flatnonzero(lay.pert_context == ci)  # sorted by label: the reference's order
         seq = np.random.SeedSequence(seed)
         if targets.variant in ("small", "differential"):
             ctrl_b = np.flatnonzero((lay.batch_context == ci) & (lay.n_ctrl > 0))
             ss_ctrl, *ss_perts = seq.spawn(1 + ctx_perts.size)
             ctrl_rep = 0.0
-            if targets.variant == "small":       # differential input holds differences already
+            if targets.variant == "small":  # differential input holds differences already
                 sizes = lay.n_ctrl[ctrl_b]
-                ctrl_rep = cells.controls(ctrl_b).T @ two_stage_weights(np.r_[0, np.cumsum(sizes)[:-1]], sizes,
-                                                                       ss_ctrl, outer, inner)
+                ctrl_rep = cells.controls(ctrl_b).T @ two_stage_weights(
+                    np.r_[0, np.cumsum(sizes)[:-1]], sizes, ss_ctrl, outer, inner
+                )
         else:
             ss_perts = seq.spawn(ctx_perts.size)
         wanted = [p for p in ctx_perts if int(p) in row_of]
@@ -294,11 +354,12 @@ def _lfc_trials(data: PerturbationData, lay: Layout, targets: Targets, outer: in
                 rep = x.T @ two_stage_weights(starts, sizes, ss_perts[k], outer, inner) - ctrl_rep
             else:
                 groups = [(b, s) for b, s in groups if a[p, b] > 0]
-                groups.sort(key=lambda g: cells.first_row(p, g[1]))     # plates as the reference lists them
+                groups.sort(key=lambda g: cells.first_row(p, g[1]))  # plates as the reference lists them
                 starts = np.array([s.start for _, s in groups])
                 sizes = np.array([s.stop - s.start for _, s in groups])
                 batches = [b for b, _ in groups]
-                w, v = matched_weights(starts, sizes, lay.n_ctrl[batches], ss_perts[k], outer, inner)
+                # plates without controls are left out (as the reference), their cells weighted 0
+                w, v = matched_weights(starts, sizes, lay.n_ctrl[batches], ss_perts[k], outer, inner, n_rows=x.shape[0])
                 rep = x.T @ w - sum(cells.controls([b]).T @ vb for b, vb in zip(batches, v, strict=True))
             out[i] = lfc_metrics(np.asarray(rep), targets.values[i])
             done += 1
@@ -339,17 +400,17 @@ class _Cells:
             while stop < len(perts) and (stop == start or total + self.size(perts[stop]) <= block_rows):
                 total += self.size(perts[stop])
                 stop += 1
-            sel = np.concatenate([self.cell_rows[self.offsets[p]:self.offsets[p + 1]] for p in perts[start:stop]])
+            sel = np.concatenate([self.cell_rows[self.offsets[p] : self.offsets[p + 1]] for p in perts[start:stop]])
             x = self.data.matrix.take(sel)
             pos = 0
             for p in perts[start:stop]:
-                yield int(p), x[pos:pos + self.size(p)]
+                yield int(p), x[pos : pos + self.size(p)]
                 pos += self.size(p)
             start = stop
 
     def groups(self, p: int) -> list[tuple[int, slice]]:
         """(batch, slice of p's cells) for every batch of p, in batch order."""
-        batch = self.cell_batch[self.offsets[p]:self.offsets[p + 1]]
+        batch = self.cell_batch[self.offsets[p] : self.offsets[p + 1]]
         bounds = np.flatnonzero(np.diff(batch)) + 1
         starts, stops = np.r_[0, bounds], np.r_[bounds, batch.size]
         return [(int(batch[s]), slice(int(s), int(e))) for s, e in zip(starts, stops, strict=True)]
@@ -373,13 +434,20 @@ def groupby_sample_counts(labels: np.ndarray, seed: int) -> np.ndarray:
     bounds = np.r_[0, np.cumsum(np.bincount(inverse, minlength=keys.size))]
     counts = np.zeros(labels.size, dtype=np.int64)
     for g in range(keys.size):
-        rows = order[bounds[g]:bounds[g + 1]]
+        rows = order[bounds[g] : bounds[g + 1]]
         counts += np.bincount(rows[rs.choice(rows.size, size=rows.size, replace=True)], minlength=labels.size)
     return counts
 
 
-def _deg_small_replicates(data: PerturbationData, lay: Layout, targets: Targets, trials: int, seed: int,
-                          block_rows: int, progress: Progress | None) -> Iterator[np.ndarray]:
+def _deg_small_replicates(
+    data: PerturbationData,
+    lay: Layout,
+    targets: Targets,
+    trials: int,
+    seed: int,
+    block_rows: int,
+    progress: Progress | None,
+) -> Iterator[np.ndarray]:
     """``run_exp_error_essential_deg``: per trial, every label's cells resampled, the labels recomputed."""
     alpha = targets.params["alpha"]
     labels = data.cells["label"].astype(str).to_numpy()
@@ -392,12 +460,19 @@ def _deg_small_replicates(data: PerturbationData, lay: Layout, targets: Targets,
     ref = k + lay.pert_context[targets.perts]
     for t, state in enumerate(np.random.SeedSequence(seed).generate_state(trials)):
         weight = np.zeros(len(labels))
-        for ci in range(n_contexts):      # the reference runs each context (cell line) on its own
+        for ci in range(n_contexts):  # the reference runs each context (cell line) on its own
             in_ctx = ctx_codes == ci
             weight[in_ctx] = groupby_sample_counts(labels[in_ctx], int(state))
         use = (group >= 0) & (weight > 0)
-        s1, s2 = group_sums(data.matrix, rows=lay.rows[use], group=group[use], weight=weight[use],
-                            n_groups=n_groups, squares=True, block_rows=block_rows)
+        s1, s2 = group_sums(
+            data.matrix,
+            rows=lay.rows[use],
+            group=group[use],
+            weight=weight[use],
+            n_groups=n_groups,
+            squares=True,
+            block_rows=block_rows,
+        )
         n = np.bincount(group[use], weights=weight[use], minlength=n_groups)[:, None]
         mean, var = mean_var(s1, s2, n)
         yield welch_labels(mean[:k], var[:k], n[:k], mean[ref], var[ref], n[ref], alpha=alpha)
@@ -405,8 +480,9 @@ def _deg_small_replicates(data: PerturbationData, lay: Layout, targets: Targets,
             progress("bootstrap", t + 1, trials)
 
 
-def _deg_large_replicates(data: PerturbationData, lay: Layout, targets: Targets, outer: int, inner: int, seed: int,
-                          progress: Progress | None) -> Iterator[np.ndarray]:
+def _deg_large_replicates(
+    data: PerturbationData, lay: Layout, targets: Targets, outer: int, inner: int, seed: int, progress: Progress | None
+) -> Iterator[np.ndarray]:
     """``run_exp_error_tahoe_deg``: per perturbation, its kept batches drawn (``outer`` states of
     ``SeedSequence(seed)``, the same for every perturbation), then per inner state the cells of each
     (drawn batch ``plate_i``, perturbation or ``control``) group resampled as pandas does; labels per
@@ -425,7 +501,7 @@ def _deg_large_replicates(data: PerturbationData, lay: Layout, targets: Targets,
             drawn = np.random.default_rng(state).choice(len(groups), size=len(groups))
             names = [f"plate_{j}" for j in range(drawn.size)]
             # pandas' group order: (plate name, label) sorted; the controls are 'control'
-            order = sorted(((names[j], key) for j in range(drawn.size) for key in ("control", str(label[p]))))
+            order = sorted((names[j], key) for j in range(drawn.size) for key in ("control", str(label[p])))
             inner_states = np.random.SeedSequence(int(state)).generate_state(inner)
             counts = {key: np.zeros((_size(groups, drawn, key, lay), inner)) for key in order}
             for t, inner_state in enumerate(inner_states):
@@ -445,7 +521,7 @@ def _deg_large_replicates(data: PerturbationData, lay: Layout, targets: Targets,
                 lab = welch_labels(mean, var, kp.shape[0], cmean, cvar, kc.shape[0], alpha=alpha)
                 for c in range(3):
                     votes[c] += lab == c - 1
-            out[o * inner:(o + 1) * inner, i] = vote(votes)
+            out[o * inner : (o + 1) * inner, i] = vote(votes)
         if progress is not None:
             progress("bootstrap", i + 1, targets.perts.size)
     yield from out
@@ -456,8 +532,9 @@ def _size(groups: list[tuple[int, slice]], drawn: np.ndarray, key: tuple[str, st
     return int(lay.n_ctrl[b]) if key[1] == "control" else rows.stop - rows.start
 
 
-def _score(data: PerturbationData, lay: Layout, targets: Targets, folds: np.ndarray,
-           replicates: Iterator[np.ndarray]) -> pd.DataFrame:
+def _score(
+    data: PerturbationData, lay: Layout, targets: Targets, folds: np.ndarray, replicates: Iterator[np.ndarray]
+) -> pd.DataFrame:
     """Each replicate's labels scored per fold against the task's labels: F1, precision and recall over the
     classes present in the truth (the reference also reports AUROC and AUPRC of one-hot replicate labels;
     they are left out here, a per-gene curve per trial and fold costs minutes and no figure uses them)."""

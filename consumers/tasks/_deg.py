@@ -10,8 +10,17 @@ from scipy import special, stats
 
 from pertstore.errors import InvalidInputError
 
-from ._groups import (LARGE_BATCH_CELLS, Layout, Targets, Variant, choose_variant, dropped_frame, layout,
-                      pairs_frame, variant_params)
+from ._groups import (
+    LARGE_BATCH_CELLS,
+    Layout,
+    Targets,
+    Variant,
+    choose_variant,
+    dropped_frame,
+    layout,
+    pairs_frame,
+    variant_params,
+)
 from ._ingest import PerturbationData
 from ._matrix import BLOCK_ROWS, Progress, group_sums
 
@@ -31,8 +40,16 @@ def mean_var(s1: np.ndarray, s2: np.ndarray, n: np.ndarray) -> tuple[np.ndarray,
     return mean, var
 
 
-def welch_labels(mean: np.ndarray, var: np.ndarray, n: np.ndarray, ref_mean: np.ndarray, ref_var: np.ndarray,
-                 ref_n: np.ndarray, *, alpha: float = ALPHA) -> np.ndarray:
+def welch_labels(
+    mean: np.ndarray,
+    var: np.ndarray,
+    n: np.ndarray,
+    ref_mean: np.ndarray,
+    ref_var: np.ndarray,
+    ref_n: np.ndarray,
+    *,
+    alpha: float = ALPHA,
+) -> np.ndarray:
     """Labels of each row (a group against its reference), as scanpy computes them.
 
     Welch's t (``scipy.stats.ttest_ind_from_stats``, ``equal_var=False``); a NaN
@@ -54,14 +71,15 @@ def welch_labels(mean: np.ndarray, var: np.ndarray, n: np.ndarray, ref_mean: np.
     shape = arrays[0].shape
     with np.errstate(invalid="ignore", divide="ignore"):
         t = (arrays[0] - arrays[3]) / np.sqrt(arrays[1] / arrays[2] + arrays[4] / arrays[5])
-    cand = np.abs(t) > special.ndtri(1 - alpha / 2) * (1 - 1e-6)   # NaN -> False (scanpy: p = 1)
+    cand = np.abs(t) > special.ndtri(1 - alpha / 2) * (1 - 1e-6)  # NaN -> False (scanpy: p = 1)
     labels = np.zeros(shape, dtype=np.int8)
     if not cand.any():
         return labels
     m1, v1, n1, m2, v2, n2 = (a[cand] for a in arrays)
     with np.errstate(invalid="ignore", divide="ignore"):
-        scores, p = stats.ttest_ind_from_stats(mean1=m1, std1=np.sqrt(v1), nobs1=n1, mean2=m2, std2=np.sqrt(v2),
-                                               nobs2=n2, equal_var=False)
+        scores, p = stats.ttest_ind_from_stats(
+            mean1=m1, std1=np.sqrt(v1), nobs1=n1, mean2=m2, std2=np.sqrt(v2), nobs2=n2, equal_var=False
+        )
     pvals = np.ones(shape)
     pvals[cand] = np.nan_to_num(p, nan=1.0)
     score = np.zeros(shape)
@@ -84,9 +102,17 @@ def vote(counts: np.ndarray) -> np.ndarray:
     return np.sign((counts[2] == top).astype(np.int8) - (counts[0] == top)).astype(np.int8)
 
 
-def deg(data: PerturbationData, *, variant: Variant = "auto", large_batch_cells: int = LARGE_BATCH_CELLS,
-        min_cells: int = MIN_CELLS, alpha: float = ALPHA, block_rows: int = BLOCK_ROWS,
-        progress: Progress | None = None, client: Any = None) -> Targets:
+def deg(
+    data: PerturbationData,
+    *,
+    variant: Variant = "auto",
+    large_batch_cells: int = LARGE_BATCH_CELLS,
+    min_cells: int = MIN_CELLS,
+    alpha: float = ALPHA,
+    block_rows: int = BLOCK_ROWS,
+    progress: Progress | None = None,
+    client: Any = None,
+) -> Targets:
     """DEG labels of every perturbation against its context's controls.
 
     One streaming pass forms per-group sums and sums of squares (see
@@ -105,8 +131,10 @@ def deg(data: PerturbationData, *, variant: Variant = "auto", large_batch_cells:
     ``dropped`` and the pairs left out in ``discarded_pairs``.
     """
     if data.input == "differential":
-        raise InvalidInputError("DEG labels need expression values (t-tests against controls), not differential "
-                                "input; build an LFC task, or a DEG task from a table of significant genes")
+        raise InvalidInputError(
+            "DEG labels need expression values (t-tests against controls), not differential "
+            "input; build an LFC task, or a DEG task from a table of significant genes"
+        )
     lay = layout(data)
     stream = {"block_rows": block_rows, "progress": progress, "client": client}
     chosen = choose_variant(lay, variant, large_batch_cells)
@@ -121,8 +149,15 @@ def deg(data: PerturbationData, *, variant: Variant = "auto", large_batch_cells:
         values = _deg_small(data, lay, keep, alpha, stream)
         why = f"fewer than {min_cells} cells"
     dropped = dropped_frame(data, np.flatnonzero(~keep), why)
-    return Targets(kind="deg", variant=chosen, perts=np.flatnonzero(keep), values=values, params=params,
-                   dropped=dropped, discarded_pairs=pairs_frame(data, lay, (lay.n > 0) & ~kept_pairs))
+    return Targets(
+        kind="deg",
+        variant=chosen,
+        perts=np.flatnonzero(keep),
+        values=values,
+        params=params,
+        dropped=dropped,
+        discarded_pairs=pairs_frame(data, lay, (lay.n > 0) & ~kept_pairs),
+    )
 
 
 def _deg_small(data: PerturbationData, lay: Layout, keep: np.ndarray, alpha: float, stream: dict) -> np.ndarray:
@@ -133,17 +168,24 @@ def _deg_small(data: PerturbationData, lay: Layout, keep: np.ndarray, alpha: flo
     is_pert = lay.pert >= 0
     group = np.where(is_pert, slot[np.maximum(lay.pert, 0)], kept.size + lay.batch_context[lay.batch])
     use = group >= 0
-    s1, s2 = group_sums(data.matrix, rows=lay.rows[use], group=group[use], weight=np.ones(use.sum()),
-                        n_groups=kept.size + n_contexts, squares=True, **stream)
+    s1, s2 = group_sums(
+        data.matrix,
+        rows=lay.rows[use],
+        group=group[use],
+        weight=np.ones(use.sum()),
+        n_groups=kept.size + n_contexts,
+        squares=True,
+        **stream,
+    )
     n = np.bincount(group[use], minlength=kept.size + n_contexts).astype(float)[:, None]
     mean, var = mean_var(s1, s2, n)
     ref = kept.size + lay.pert_context[kept]
-    return welch_labels(mean[: kept.size], var[: kept.size], n[: kept.size], mean[ref], var[ref], n[ref],
-                        alpha=alpha)
+    return welch_labels(mean[: kept.size], var[: kept.size], n[: kept.size], mean[ref], var[ref], n[ref], alpha=alpha)
 
 
-def _deg_large(data: PerturbationData, lay: Layout, kept_pairs: np.ndarray, alpha: float,
-               stream: dict) -> tuple[np.ndarray, np.ndarray]:
+def _deg_large(
+    data: PerturbationData, lay: Layout, kept_pairs: np.ndarray, alpha: float, stream: dict
+) -> tuple[np.ndarray, np.ndarray]:
     n_p, n_b = kept_pairs.shape
     pair_p, pair_b = np.nonzero(kept_pairs)
     pair_id = np.full(kept_pairs.shape, -1)
@@ -155,15 +197,24 @@ def _deg_large(data: PerturbationData, lay: Layout, kept_pairs: np.ndarray, alph
     group = np.where(is_pert, pair_id[np.maximum(lay.pert, 0), lay.batch], ctrl_id[lay.batch])
     use = group >= 0
     n_groups = pair_p.size + ctrl_batches.size
-    s1, s2 = group_sums(data.matrix, rows=lay.rows[use], group=group[use], weight=np.ones(use.sum()),
-                        n_groups=n_groups, squares=True, **stream)
+    s1, s2 = group_sums(
+        data.matrix,
+        rows=lay.rows[use],
+        group=group[use],
+        weight=np.ones(use.sum()),
+        n_groups=n_groups,
+        squares=True,
+        **stream,
+    )
     n = np.bincount(group[use], minlength=n_groups).astype(float)[:, None]
     mean, var = mean_var(s1, s2, n)
     ref = ctrl_id[pair_b]
-    labels = welch_labels(mean[: pair_p.size], var[: pair_p.size], n[: pair_p.size], mean[ref], var[ref], n[ref],
-                          alpha=alpha)
-    member = sp.csr_matrix((np.ones(pair_p.size, dtype=np.int32), (pair_p, np.arange(pair_p.size))),
-                           shape=(n_p, pair_p.size))
+    labels = welch_labels(
+        mean[: pair_p.size], var[: pair_p.size], n[: pair_p.size], mean[ref], var[ref], n[ref], alpha=alpha
+    )
+    member = sp.csr_matrix(
+        (np.ones(pair_p.size, dtype=np.int32), (pair_p, np.arange(pair_p.size))), shape=(n_p, pair_p.size)
+    )
     counts = np.stack([member @ (labels == k).astype(np.int32) for k in (-1, 0, 1)])
     keep = kept_pairs.any(axis=1)
     return vote(counts[:, keep]), keep

@@ -9,8 +9,9 @@ import numpy as np
 N_FOLDS = 5
 
 
-def make_folds(contexts: Sequence[str], *, labels: Sequence[str] | None = None, n_folds: int = N_FOLDS,
-               seed: int = 0) -> np.ndarray:
+def make_folds(
+    contexts: Sequence[str], *, labels: Sequence[str] | None = None, n_folds: int = N_FOLDS, seed: int = 0
+) -> np.ndarray:
     """Fold of each perturbation (row).
 
     With ``labels`` (the default of built tasks), folds are drawn over the

@@ -44,23 +44,36 @@ def layout(data: PerturbationData) -> Layout:
     ctx = cells["context"].cat.codes.to_numpy(np.int64)
     ctrl = cells["is_control"].to_numpy()
     cell_key = ctx * len(label_cat) + cells["label"].cat.codes.to_numpy(np.int64)
-    pert_key = (ctx_cat.get_indexer(perts["context"]) * len(label_cat)
-                + label_cat.get_indexer(perts["label"])).astype(np.int64)   # sorted: perts are by (context, label)
+    pert_key = (ctx_cat.get_indexer(perts["context"]) * len(label_cat) + label_cat.get_indexer(perts["label"])).astype(
+        np.int64
+    )  # sorted: perts are by (context, label)
     pert = np.full(len(cells), -1, dtype=np.int64)
     pert[~ctrl] = np.searchsorted(pert_key, cell_key[~ctrl])
     batch_cat = cells["batch"].cat.categories
-    pair_keys, batch_codes = np.unique(ctx * len(batch_cat) + cells["batch"].cat.codes.to_numpy(np.int64),
-                                       return_inverse=True)
-    batches = pd.DataFrame({"context": ctx_cat[pair_keys // len(batch_cat)].astype(str),
-                            "batch": batch_cat[pair_keys % len(batch_cat)].astype(str)})
+    pair_keys, batch_codes = np.unique(
+        ctx * len(batch_cat) + cells["batch"].cat.codes.to_numpy(np.int64), return_inverse=True
+    )
+    batches = pd.DataFrame(
+        {
+            "context": ctx_cat[pair_keys // len(batch_cat)].astype(str),
+            "batch": batch_cat[pair_keys % len(batch_cat)].astype(str),
+        }
+    )
     n_b = len(batches)
     n = np.zeros((len(perts), n_b), dtype=np.int64)
     np.add.at(n, (pert[~ctrl], batch_codes[~ctrl]), 1)
     n_ctrl = np.bincount(batch_codes[ctrl], minlength=n_b)
     contexts = np.asarray(ctx_cat.astype(str))
-    return Layout(rows=cells["row"].to_numpy(), pert=pert, batch=batch_codes.astype(np.int64), batches=batches,
-                  n=n, n_ctrl=n_ctrl, pert_context=np.searchsorted(contexts, perts["context"].to_numpy()),
-                  batch_context=np.searchsorted(contexts, batches["context"].to_numpy()))
+    return Layout(
+        rows=cells["row"].to_numpy(),
+        pert=pert,
+        batch=batch_codes.astype(np.int64),
+        batches=batches,
+        n=n,
+        n_ctrl=n_ctrl,
+        pert_context=np.searchsorted(contexts, perts["context"].to_numpy()),
+        batch_context=np.searchsorted(contexts, batches["context"].to_numpy()),
+    )
 
 
 def choose_variant(lay: Layout, variant: Variant, large_batch_cells: int = LARGE_BATCH_CELLS) -> str:
@@ -88,12 +101,23 @@ def variant_params(lay: Layout, variant: Variant, chosen: str, large_batch_cells
 def cell_counts(data: PerturbationData, lay: Layout) -> pd.DataFrame:
     """Long table ``context, pert_id, batch, n_cells`` (controls as ``pert_id`` = ``<control>``)."""
     p, b = np.nonzero(lay.n)
-    df = pd.DataFrame({"context": data.perturbations["context"].to_numpy()[p],
-                       "pert_id": data.perturbations["label"].to_numpy()[p],
-                       "batch": lay.batches["batch"].to_numpy()[b], "n_cells": lay.n[p, b]})
+    df = pd.DataFrame(
+        {
+            "context": data.perturbations["context"].to_numpy()[p],
+            "pert_id": data.perturbations["label"].to_numpy()[p],
+            "batch": lay.batches["batch"].to_numpy()[b],
+            "n_cells": lay.n[p, b],
+        }
+    )
     (cb,) = np.nonzero(lay.n_ctrl)
-    ctrl = pd.DataFrame({"context": lay.batches["context"].to_numpy()[cb], "pert_id": "<control>",
-                         "batch": lay.batches["batch"].to_numpy()[cb], "n_cells": lay.n_ctrl[cb]})
+    ctrl = pd.DataFrame(
+        {
+            "context": lay.batches["context"].to_numpy()[cb],
+            "pert_id": "<control>",
+            "batch": lay.batches["batch"].to_numpy()[cb],
+            "n_cells": lay.n_ctrl[cb],
+        }
+    )
     return pd.concat([df, ctrl], ignore_index=True)
 
 
@@ -118,13 +142,19 @@ class Targets:
 def dropped_frame(data: PerturbationData, idx: np.ndarray, reason: str) -> pd.DataFrame:
     """(context, pert_id, reason) of perturbations ``idx``."""
     p = data.perturbations
-    return pd.DataFrame({"context": p["context"].to_numpy()[idx], "pert_id": p["label"].to_numpy()[idx],
-                         "reason": reason})
+    return pd.DataFrame(
+        {"context": p["context"].to_numpy()[idx], "pert_id": p["label"].to_numpy()[idx], "reason": reason}
+    )
 
 
 def pairs_frame(data: PerturbationData, lay: Layout, mask: np.ndarray) -> pd.DataFrame:
     """(context, pert_id, batch, n_cells) of the (perturbation, batch) pairs where ``mask``."""
     p, b = np.nonzero(mask)
-    return pd.DataFrame({"context": data.perturbations["context"].to_numpy()[p],
-                         "pert_id": data.perturbations["label"].to_numpy()[p],
-                         "batch": lay.batches["batch"].to_numpy()[b], "n_cells": lay.n[p, b]})
+    return pd.DataFrame(
+        {
+            "context": data.perturbations["context"].to_numpy()[p],
+            "pert_id": data.perturbations["label"].to_numpy()[p],
+            "batch": lay.batches["batch"].to_numpy()[b],
+            "n_cells": lay.n[p, b],
+        }
+    )

@@ -18,6 +18,7 @@ import pandas as pd
 import scipy.sparse as sp
 import zarr
 from anndata.io import read_elem, sparse_dataset
+from pertstore.store import file_digest
 
 from pertstore.errors import InvalidInputError
 
@@ -86,26 +87,12 @@ class PerturbationData:
     def sha256(self) -> str:
         """SHA-256 of the input file, or of an in-memory AnnData's matrix and names (computed on first use)."""
         if self.path:
-            return file_sha256(self.path)
+            return file_digest(self.path)
         h = hashlib.sha256()
         m = sp.csr_matrix(self.matrix.elem)
         for part in (m.data, m.indices, m.indptr, self.matrix.obs_names.astype(str), self.matrix.var_names.astype(str)):
             h.update(np.ascontiguousarray(part).tobytes())
         return h.hexdigest()
-
-
-def file_sha256(path: str | Path) -> str:
-    """SHA-256 of a file, or of every file under a directory (sorted by relative path)."""
-    path = Path(path)
-    h = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for f in files:
-        if path.is_dir():
-            h.update(str(f.relative_to(path)).encode())
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
 
 
 def read_perturbation_data(
@@ -222,46 +209,74 @@ def read_perturbation_data(
     if cols["context_col"] is None:
         cols["context"] = context  # the name given to the one context: part of the recipe
     cells = _cells(obs, cols, context)
-    cells = _select(cells, obs, cols, dose_col=dose_col, dose=dose, obs_filter=obs_filter or {}, exclude=exclude,
-                    exclude_contexts=exclude_contexts, notes=notes)
+    cells = _select(
+        cells,
+        obs,
+        cols,
+        dose_col=dose_col,
+        dose=dose,
+        obs_filter=obs_filter or {},
+        exclude=exclude,
+        exclude_contexts=exclude_contexts,
+        notes=notes,
+    )
     if batch_from_barcode and (cells["batch"] == "").any():
-        raise InvalidInputError(f"{path}: cell {str(cells.index[(cells['batch'] == '').to_numpy()][0])!r} has no "
-                                "gem-group suffix (expected a barcode like ACGT...-3); pass batch_col instead")
+        raise InvalidInputError(
+            f"{path}: cell {str(cells.index[(cells['batch'] == '').to_numpy()][0])!r} has no "
+            "gem-group suffix (expected a barcode like ACGT...-3); pass batch_col instead"
+        )
     kind = _detect_input(elem, input, uns_log1p, notes)
     kept_genes = _gene_universe(var_names, genes, notes)
     if kept_genes is not None:
         var = var.iloc[kept_genes]
-        cols["genes"] = genes if isinstance(genes, str) else {
-            "n": len(genes), "sha256": hashlib.sha256("\n".join(sorted(map(str, genes))).encode()).hexdigest()}
+        cols["genes"] = (
+            genes
+            if isinstance(genes, str)
+            else {"n": len(genes), "sha256": hashlib.sha256("\n".join(sorted(map(str, genes))).encode()).hexdigest()}
+        )
         cols["normalise_kept"] = bool(normalise_kept)
         if kind == "counts":
-            notes.append("counts normalised over the kept genes" if normalise_kept
-                         else "counts normalised over every gene of the file, then the kept genes taken")
-    matrix = CellMatrix(elem, is_counts=kind == "counts", obs_names=obs_names, var_names=var_names,
-                        source=(path, x_path) if path else None, genes=kept_genes, normalise_kept=normalise_kept,
-                        allow_negative=kind == "differential")
+            notes.append(
+                "counts normalised over the kept genes"
+                if normalise_kept
+                else "counts normalised over every gene of the file, then the kept genes taken"
+            )
+    matrix = CellMatrix(
+        elem,
+        is_counts=kind == "counts",
+        obs_names=obs_names,
+        var_names=var_names,
+        source=(path, x_path) if path else None,
+        genes=kept_genes,
+        normalise_kept=normalise_kept,
+        allow_negative=kind == "differential",
+    )
 
     is_combo = cells["label"].str.contains(combo_sep, regex=False) & ~cells["is_control"]
     excluded: list[str] = []
     if is_combo.any() and not combinatorial:
         excluded = sorted(cells.loc[is_combo, "label"].unique())
-        notes.append(f"{len(excluded)} combinatorial labels (joined by {combo_sep!r}) excluded; "
-                     "pass combinatorial=True to keep them")
+        notes.append(
+            f"{len(excluded)} combinatorial labels (joined by {combo_sep!r}) excluded; "
+            "pass combinatorial=True to keep them"
+        )
         cells = cells[~is_combo]
     if perturbations is not None:
         wanted = set(map(str, perturbations))
         present = set(cells.loc[~cells["is_control"], "label"])
         missing = sorted(wanted - present)
         if missing:
-            raise InvalidInputError(f"{path}: perturbation(s) {missing[:10]} in column {cols['pert_col']!r} "
-                                    "have no cells after filtering")
+            raise InvalidInputError(
+                f"{path}: perturbation(s) {missing[:10]} in column {cols['pert_col']!r} have no cells after filtering"
+            )
         cells = cells[cells["is_control"] | cells["label"].isin(wanted)]
     for c in ("label", "batch", "context"):
         cells[c] = cells[c].astype(str).astype("category")
     _check_controls(cells, cols, path)
 
-    perts = (cells[~cells["is_control"]].groupby(["context", "label"], observed=True).size()
-             .rename("n_cells").reset_index())
+    perts = (
+        cells[~cells["is_control"]].groupby(["context", "label"], observed=True).size().rename("n_cells").reset_index()
+    )
     perts["context"] = perts["context"].astype(str)
     perts["label"] = perts["label"].astype(str)
     perts["combinatorial"] = perts["label"].str.contains(combo_sep, regex=False)
@@ -275,8 +290,18 @@ def read_perturbation_data(
     for n in notes:
         log.info("%s: %s", path, n)
     return PerturbationData(
-        path=path, matrix=matrix, cells=cells, genes=var, perturbations=perts,
-        columns=cols, input=kind, unresolved=unresolved, ambiguous=ambiguous, excluded=excluded, notes=notes)
+        path=path,
+        matrix=matrix,
+        cells=cells,
+        genes=var,
+        perturbations=perts,
+        columns=cols,
+        input=kind,
+        unresolved=unresolved,
+        ambiguous=ambiguous,
+        excluded=excluded,
+        notes=notes,
+    )
 
 
 def _from_file(path: str, x_path: str, backed: bool) -> tuple[str, pd.DataFrame, pd.DataFrame, bool, Any]:
@@ -317,8 +342,15 @@ def _open(path: str) -> tuple[Any, Callable[[], None]]:
     return f, f.close
 
 
-def _pick_columns(obs: pd.DataFrame, pert_col: str | None, control_col: str | None, control_label: str | None,
-                  batch_col: str | None, context_col: str | None, notes: list[str]) -> dict[str, Any]:
+def _pick_columns(
+    obs: pd.DataFrame,
+    pert_col: str | None,
+    control_col: str | None,
+    control_label: str | None,
+    batch_col: str | None,
+    context_col: str | None,
+    notes: list[str],
+) -> dict[str, Any]:
     def need(col: str, what: str) -> str:
         if col not in obs.columns:
             raise InvalidInputError(f"obs has no {what} column {col!r}; columns are {list(obs.columns)}")
@@ -334,8 +366,10 @@ def _pick_columns(obs: pd.DataFrame, pert_col: str | None, control_col: str | No
 
     pert = default(pert_col, PERT_COLS, "perturbation")
     if pert is None:
-        raise InvalidInputError(f"obs has none of the perturbation columns {list(PERT_COLS)}; pass pert_col "
-                                f"(columns are {list(obs.columns)})")
+        raise InvalidInputError(
+            f"obs has none of the perturbation columns {list(PERT_COLS)}; pass pert_col "
+            f"(columns are {list(obs.columns)})"
+        )
     if control_col is not None and control_label is not None:
         raise InvalidInputError("pass control_col or control_label, not both")
     if control_col is None and control_label is None:
@@ -344,8 +378,10 @@ def _pick_columns(obs: pd.DataFrame, pert_col: str | None, control_col: str | No
             labels = set(obs[pert].astype(str))
             found = [lab for lab in CONTROL_LABELS if lab in labels]
             if len(found) != 1:
-                raise InvalidInputError(f"cannot tell control cells: pass control_col or control_label (column "
-                                        f"{pert!r} holds {'none' if not found else found} of {list(CONTROL_LABELS)})")
+                raise InvalidInputError(
+                    f"cannot tell control cells: pass control_col or control_label (column "
+                    f"{pert!r} holds {'none' if not found else found} of {list(CONTROL_LABELS)})"
+                )
             control_label = found[0]
             notes.append(f"control label: {control_label!r} in {pert!r} (default)")
         else:
@@ -357,16 +393,23 @@ def _pick_columns(obs: pd.DataFrame, pert_col: str | None, control_col: str | No
     else:
         labels = obs[pert].astype(str)
         if not (labels == control_label).any():
-            raise InvalidInputError(f"control label {control_label!r} does not occur in column {pert!r} "
-                                    f"(e.g. {sorted(labels.unique())[:8]})")
+            raise InvalidInputError(
+                f"control label {control_label!r} does not occur in column {pert!r} "
+                f"(e.g. {sorted(labels.unique())[:8]})"
+            )
     batch = default(batch_col, BATCH_COLS, "batch")
     if batch is None:
         notes.append("no batch column: each context is one batch")
     ctx = default(context_col, CONTEXT_COLS, "context")
     if ctx is None:
         notes.append("no context column: all cells belong to one context")
-    return {"pert_col": pert, "control_col": control_col, "control_label": control_label,
-            "batch_col": batch, "context_col": ctx}
+    return {
+        "pert_col": pert,
+        "control_col": control_col,
+        "control_label": control_label,
+        "batch_col": batch,
+        "context_col": ctx,
+    }
 
 
 def _cells(obs: pd.DataFrame, cols: dict[str, Any], context: str) -> pd.DataFrame:
@@ -374,26 +417,32 @@ def _cells(obs: pd.DataFrame, cols: dict[str, Any], context: str) -> pd.DataFram
         col = cols[key]
         if col is not None and obs[col].isna().any():
             missing = obs.index[obs[col].isna().to_numpy()]
-            raise InvalidInputError(f"obs column {col!r} has {len(missing)} missing value(s) (NaN), "
-                                    f"e.g. cell {str(missing[0])!r}")
+            raise InvalidInputError(
+                f"obs column {col!r} has {len(missing)} missing value(s) (NaN), e.g. cell {str(missing[0])!r}"
+            )
     label = obs[cols["pert_col"]].astype(str)
     if cols["control_col"] is not None:
         is_control = obs[cols["control_col"]].to_numpy(bool)
     else:
         is_control = (label == cols["control_label"]).to_numpy()
-    return pd.DataFrame({
-        "row": np.arange(len(obs)),
-        "label": label.to_numpy(),
-        "is_control": is_control,
-        "batch": obs[cols["batch_col"]].astype(str).to_numpy() if cols["batch_col"] else "all",
-        "context": obs[cols["context_col"]].astype(str).to_numpy() if cols["context_col"] else context,
-    }, index=obs.index.astype(str))
+    return pd.DataFrame(
+        {
+            "row": np.arange(len(obs)),
+            "label": label.to_numpy(),
+            "is_control": is_control,
+            "batch": obs[cols["batch_col"]].astype(str).to_numpy() if cols["batch_col"] else "all",
+            "context": obs[cols["context_col"]].astype(str).to_numpy() if cols["context_col"] else context,
+        },
+        index=obs.index.astype(str),
+    )
 
 
 def _detect_input(elem: Any, input: str, uns_log1p: bool, notes: list[str]) -> str:
     if input == "differential":
-        notes.append("input: differential values per sample (e.g. z-scores): averaged over replicates and batches, "
-                     "no control subtracted")
+        notes.append(
+            "input: differential values per sample (e.g. z-scores): averaged over replicates and batches, "
+            "no control subtracted"
+        )
         return input
     if input in ("counts", "log1p", "log"):
         return input
@@ -407,23 +456,30 @@ def _detect_input(elem: Any, input: str, uns_log1p: bool, notes: list[str]) -> s
         values = np.asarray(sample.data if hasattr(sample, "data") and not isinstance(sample, np.ndarray) else sample)
     values = values[np.isfinite(values)]
     if values.size and (values < 0).any():
-        raise InvalidInputError(f"X holds negative values (min {values.min()!r}): neither counts nor log-scale "
-                                "expression (pass input='differential' for z-scores or fold changes)")
+        raise InvalidInputError(
+            f"X holds negative values (min {values.min()!r}): neither counts nor log-scale "
+            "expression (pass input='differential' for z-scores or fold changes)"
+        )
     if not uns_log1p and np.array_equal(values, np.round(values)):
         notes.append("input: raw counts (non-negative integers); normalised to 1e4 counts per cell, then log1p")
         return "counts"
     top = float(values.max()) if values.size else 0.0
     if not uns_log1p and top > 50:
-        raise InvalidInputError(f"X holds non-integer values up to {top:.4g}: neither raw counts nor log1p; "
-                                "pass input='counts' or input='log1p'")
+        raise InvalidInputError(
+            f"X holds non-integer values up to {top:.4g}: neither raw counts nor log1p; "
+            "pass input='counts' or input='log1p'"
+        )
     why = "uns['log1p'] present" if uns_log1p else f"non-integer values, max {top:.4g}"
     notes.append(f"input: already log-normalised ({why}); used as is, not renormalised")
     return "log1p"
 
 
 def _check_controls(cells: pd.DataFrame, cols: dict[str, Any], path: str) -> None:
-    spec = (f"control column {cols['control_col']!r}" if cols["control_col"]
-            else f"control label {cols['control_label']!r} in column {cols['pert_col']!r}")
+    spec = (
+        f"control column {cols['control_col']!r}"
+        if cols["control_col"]
+        else f"control label {cols['control_label']!r} in column {cols['pert_col']!r}"
+    )
     has = cells.groupby("context", observed=True)["is_control"].any()
     lacking = list(has.index[~has.to_numpy()])
     if lacking:
@@ -459,9 +515,18 @@ def parse_dose(value: Any) -> float:
         raise InvalidInputError(f"cannot read a dose from {text!r} (a number, or [('name', dose, 'unit')])") from None
 
 
-def _select(cells: pd.DataFrame, obs: pd.DataFrame, cols: dict[str, Any], *, dose_col: str | None,
-            dose: float | None, obs_filter: dict[str, Sequence[str]], exclude: Sequence[str],
-            exclude_contexts: Sequence[str], notes: list[str]) -> pd.DataFrame:
+def _select(
+    cells: pd.DataFrame,
+    obs: pd.DataFrame,
+    cols: dict[str, Any],
+    *,
+    dose_col: str | None,
+    dose: float | None,
+    obs_filter: dict[str, Sequence[str]],
+    exclude: Sequence[str],
+    exclude_contexts: Sequence[str],
+    notes: list[str],
+) -> pd.DataFrame:
     """Apply the QC filter, the exclusions and the dose selection; every step is noted and kept in ``cols``."""
     keep = np.ones(len(cells), dtype=bool)
     for col, values in obs_filter.items():
@@ -478,8 +543,13 @@ def _select(cells: pd.DataFrame, obs: pd.DataFrame, cols: dict[str, Any], *, dos
         hit = cells["context"].isin(list(exclude_contexts)).to_numpy()
         notes.append(f"excluded contexts {sorted(exclude_contexts)}: {int(hit.sum()):,} cells")
         keep &= ~hit
-    chosen = {"obs_filter": {k: list(map(str, v)) for k, v in obs_filter.items()}, "exclude": sorted(exclude),
-              "exclude_contexts": sorted(exclude_contexts), "dose_col": dose_col, "dose": dose}
+    chosen = {
+        "obs_filter": {k: list(map(str, v)) for k, v in obs_filter.items()},
+        "exclude": sorted(exclude),
+        "exclude_contexts": sorted(exclude_contexts),
+        "dose_col": dose_col,
+        "dose": dose,
+    }
     cols.update({k: v for k, v in chosen.items() if v})  # only what was asked for: plain builds keep their recipe
     if dose_col is not None:
         if dose_col not in obs.columns:
@@ -490,15 +560,20 @@ def _select(cells: pd.DataFrame, obs: pd.DataFrame, cols: dict[str, Any], *, dos
         if dose is not None:
             at = np.isclose(doses, dose)
             if not (at & perturbed & keep).any():
-                raise InvalidInputError(f"no perturbed cell at dose {dose:g} in column {dose_col!r} "
-                                        f"(doses: {sorted(set(doses[perturbed].tolist()))[:10]})")
-            notes.append(f"kept perturbed cells at dose {dose:g} ({dose_col}): {int((at & perturbed).sum()):,} of "
-                         f"{int(perturbed.sum()):,}; controls at any dose")
+                raise InvalidInputError(
+                    f"no perturbed cell at dose {dose:g} in column {dose_col!r} "
+                    f"(doses: {sorted(set(doses[perturbed].tolist()))[:10]})"
+                )
+            notes.append(
+                f"kept perturbed cells at dose {dose:g} ({dose_col}): {int((at & perturbed).sum()):,} of "
+                f"{int(perturbed.sum()):,}; controls at any dose"
+            )
             keep &= at | ~perturbed
         else:
             cells = cells.copy()
-            cells.loc[perturbed, "label"] = [f"{lab}{DOSE_SEP}{d:g}" for lab, d in
-                                             zip(cells["label"].to_numpy()[perturbed], doses[perturbed])]
+            cells.loc[perturbed, "label"] = [
+                f"{lab}{DOSE_SEP}{d:g}" for lab, d in zip(cells["label"].to_numpy()[perturbed], doses[perturbed])
+            ]
             notes.append(f"every dose of {dose_col!r} kept: labels carry their dose (name{DOSE_SEP}dose)")
     return cells[keep]
 
@@ -539,16 +614,20 @@ def _gene_universe(var_names: np.ndarray, genes: str | Sequence[str], notes: lis
     return kept
 
 
-def _resolve(perts: pd.DataFrame, resolve: Resolver | None, sep: str,
-             fallbacks: dict[str, list[str]] | None = None) -> tuple[list[str], dict[str, list[str]]]:
+def _resolve(
+    perts: pd.DataFrame, resolve: Resolver | None, sep: str, fallbacks: dict[str, list[str]] | None = None
+) -> tuple[list[str], dict[str, list[str]]]:
     mapping, unresolved, ambiguous = resolve_labels(perts["label"].unique(), resolve, sep, fallbacks)
     perts["entity_id"] = perts["label"].map(mapping) if resolve is not None else None
     return unresolved, ambiguous
 
 
-def resolve_labels(labels: Sequence[str], resolve: Resolver | None, sep: str = "+",
-                   fallbacks: dict[str, list[str]] | None = None,
-                   ) -> tuple[dict[str, str | None], list[str], dict[str, list[str]]]:
+def resolve_labels(
+    labels: Sequence[str],
+    resolve: Resolver | None,
+    sep: str = "+",
+    fallbacks: dict[str, list[str]] | None = None,
+) -> tuple[dict[str, str | None], list[str], dict[str, list[str]]]:
     """Canonical entity ids of perturbation labels, combinations resolved part by part.
 
     A label's dose suffix (``drug@5``) is not resolved. ``fallbacks`` gives, per

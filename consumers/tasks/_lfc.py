@@ -6,8 +6,17 @@ from typing import Any
 
 import numpy as np
 
-from ._groups import (LARGE_BATCH_CELLS, Layout, Targets, Variant, choose_variant, dropped_frame, layout,
-                      pairs_frame, variant_params)
+from ._groups import (
+    LARGE_BATCH_CELLS,
+    Layout,
+    Targets,
+    Variant,
+    choose_variant,
+    dropped_frame,
+    layout,
+    pairs_frame,
+    variant_params,
+)
 from ._ingest import PerturbationData
 from ._matrix import BLOCK_ROWS, Progress, group_sums
 
@@ -35,8 +44,15 @@ def lfc_design(lay: Layout, variant: str) -> tuple[np.ndarray, np.ndarray]:
     return a, ctrl / ctrl.sum(axis=1, keepdims=True)
 
 
-def lfc(data: PerturbationData, *, variant: Variant = "auto", large_batch_cells: int = LARGE_BATCH_CELLS,
-        block_rows: int = BLOCK_ROWS, progress: Progress | None = None, client: Any = None) -> Targets:
+def lfc(
+    data: PerturbationData,
+    *,
+    variant: Variant = "auto",
+    large_batch_cells: int = LARGE_BATCH_CELLS,
+    block_rows: int = BLOCK_ROWS,
+    progress: Progress | None = None,
+    client: Any = None,
+) -> Targets:
     """Batch-aware LFC of every perturbation against its context's controls.
 
     Cells are normalised (1e4 counts, log1p) unless the input is already
@@ -78,12 +94,28 @@ def lfc(data: PerturbationData, *, variant: Variant = "auto", large_batch_cells:
     pw[~is_pert] = 1.0 / lay.n_ctrl[lay.batch[~is_pert]] if chosen != "differential" else 0.0
     group = np.where(is_pert, lay.pert, n_p + lay.batch)
     use = pw > 0
-    sums, _ = group_sums(data.matrix, rows=lay.rows[use], group=group[use], weight=pw[use], n_groups=n_p + n_b,
-                         block_rows=block_rows, progress=progress, client=client)
+    sums, _ = group_sums(
+        data.matrix,
+        rows=lay.rows[use],
+        group=group[use],
+        weight=pw[use],
+        n_groups=n_p + n_b,
+        block_rows=block_rows,
+        progress=progress,
+        client=client,
+    )
     values = sums[:n_p] - c @ sums[n_p:]
     (kept,) = np.nonzero(keep)
     dropped = dropped_frame(data, np.flatnonzero(~keep), "no batch holds both its cells and control cells")
-    params = (variant_params(lay, variant, chosen, large_batch_cells) if chosen != "differential"
-              else {"variant": chosen})
-    return Targets(kind="lfc", variant=chosen, perts=kept, values=values[kept], params=params, dropped=dropped,
-                   discarded_pairs=pairs_frame(data, lay, (lay.n > 0) & (a == 0)))
+    params = (
+        variant_params(lay, variant, chosen, large_batch_cells) if chosen != "differential" else {"variant": chosen}
+    )
+    return Targets(
+        kind="lfc",
+        variant=chosen,
+        perts=kept,
+        values=values[kept],
+        params=params,
+        dropped=dropped,
+        discarded_pairs=pairs_frame(data, lay, (lay.n > 0) & (a == 0)),
+    )

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import numba
 import numpy as np
 import scipy.sparse as sp
 
@@ -53,9 +54,18 @@ class CellMatrix:
         genes only (``True``: a renormalisation after the gene filter).
     """
 
-    def __init__(self, elem: Any, *, is_counts: bool, obs_names: np.ndarray, var_names: np.ndarray,
-                 source: tuple[str, str] | None = None, genes: np.ndarray | None = None,
-                 normalise_kept: bool = False, allow_negative: bool = False) -> None:
+    def __init__(
+        self,
+        elem: Any,
+        *,
+        is_counts: bool,
+        obs_names: np.ndarray,
+        var_names: np.ndarray,
+        source: tuple[str, str] | None = None,
+        genes: np.ndarray | None = None,
+        normalise_kept: bool = False,
+        allow_negative: bool = False,
+    ) -> None:
         if isinstance(elem, sp.spmatrix | sp.sparray) and not isinstance(elem, sp.csr_matrix):
             elem = sp.csr_matrix(elem)
         if isinstance(elem, sp.csr_matrix):
@@ -80,21 +90,51 @@ class CellMatrix:
 
     def block(self, start: int, stop: int) -> Block:
         """Normalised rows ``start:stop``, validated, as float64 CSR arrays."""
+        data, indices, indptr = self._raw(start, stop)
+        data, indices, indptr = self._prepare(data.astype(np.float64), indices, indptr)
+        return Block(data, indices, indptr, self.shape[1])
+
+    def add_rows(
+        self, out: np.ndarray, out2: np.ndarray | None, start: int, stop: int, group: np.ndarray, weight: np.ndarray
+    ) -> None:
+        """``out[group[i]] += weight[i] * x_i`` (``out2``: of ``x_i ** 2``) for the normalised rows ``x_i`` of
+        ``start:stop`` with ``group[i] >= 0``: :meth:`block` and the sums in one compiled pass over the
+        non-zeros (no float64 copy of the block, no per-non-zero temporaries)."""
+        data, indices, indptr = self._raw(start, stop)
+        if data.dtype == bool:
+            data = data.astype(np.float32)
+        column = self._column if self._column is not None else np.arange(self.elem.shape[1], dtype=np.int64)
+        _add_rows(
+            out,
+            out if out2 is None else out2,
+            out2 is not None,
+            data,
+            indices,
+            indptr.astype(np.int64),
+            np.asarray(group, dtype=np.int64),
+            np.asarray(weight, dtype=np.float64),
+            column,
+            self.is_counts,
+            self._column is not None and self.normalise_kept,
+        )
+
+    def _raw(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Rows ``start:stop`` as they are stored (CSR arrays, ``indptr`` from 0), validated."""
         e = self.elem
         if isinstance(e, sp.csr_matrix):  # no copy of indices and indptr, data is copied by the cast
             lo, hi = e.indptr[start], e.indptr[stop]
-            data, indices, indptr = e.data[lo:hi], e.indices[lo:hi], e.indptr[start:stop + 1] - lo
+            data, indices, indptr = e.data[lo:hi], e.indices[lo:hi], e.indptr[start : stop + 1] - lo
         else:
             rows = e[start:stop]
             rows = rows if isinstance(rows, sp.csr_matrix) else sp.csr_matrix(rows)
             rows.sum_duplicates()
             data, indices, indptr = rows.data, rows.indices, rows.indptr
         self._check(data, indices, indptr, start + np.arange(stop - start))
-        data, indices, indptr = self._prepare(data.astype(np.float64), indices, np.asarray(indptr))
-        return Block(data, indices, indptr, self.shape[1])
+        return data, indices, np.asarray(indptr)
 
-    def _prepare(self, data: np.ndarray, indices: np.ndarray,
-                 indptr: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _prepare(
+        self, data: np.ndarray, indices: np.ndarray, indptr: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Normalise rows in place and keep the chosen genes (in the order normalisation requires)."""
         if self._column is None:
             self._normalise(data, indptr)
@@ -174,9 +214,18 @@ BLOCK_ROWS = 10_000
 """Cells read and normalised at a time."""
 
 
-def group_sums(matrix: CellMatrix, *, rows: np.ndarray, group: np.ndarray, weight: np.ndarray, n_groups: int,
-               squares: bool = False, block_rows: int = BLOCK_ROWS,
-               progress: Progress | None = None, client: Any = None) -> tuple[np.ndarray, np.ndarray | None]:
+def group_sums(
+    matrix: CellMatrix,
+    *,
+    rows: np.ndarray,
+    group: np.ndarray,
+    weight: np.ndarray,
+    n_groups: int,
+    squares: bool = False,
+    block_rows: int = BLOCK_ROWS,
+    progress: Progress | None = None,
+    client: Any = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Weighted sums ``sum_i weight_i * x_i`` per group in one streaming pass.
 
     Each block of rows is normalised, then its non-zeros are added to their
@@ -217,29 +266,42 @@ DASK_ROWS = 50_000
 """Cells per Dask task."""
 
 
-def _sums(matrix: CellMatrix, start: int, stop: int, g_of: np.ndarray, w_of: np.ndarray, n_groups: int,
-          squares: bool, block_rows: int, progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+def _sums(
+    matrix: CellMatrix,
+    start: int,
+    stop: int,
+    g_of: np.ndarray,
+    w_of: np.ndarray,
+    n_groups: int,
+    squares: bool,
+    block_rows: int,
+    progress: Progress | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Group sums of rows ``start:stop``; ``g_of`` and ``w_of`` are indexed from ``start``."""
     n_genes = matrix.shape[1]
     out = np.zeros((n_groups, n_genes))
     out2 = np.zeros((n_groups, n_genes)) if squares else None
     for lo in range(start, stop, block_rows):
         hi = min(lo + block_rows, stop)
-        g = g_of[lo - start:hi - start]
+        g = g_of[lo - start : hi - start]
         used = g >= 0
         if used.any():
-            block = matrix.block(lo, hi)
-            present, local = np.unique(g[used], return_inverse=True)
-            slot = np.full(hi - lo, -1, dtype=np.int64)
-            slot[used] = local
-            add_block(out, out2, block, slot, w_of[lo - start:hi - start], present)
+            matrix.add_rows(out, out2, lo, hi, g, w_of[lo - start : hi - start])
         if progress is not None:
             progress("cells", hi, stop)
     return out, out2
 
 
-def _dask_sums(client: Any, matrix: CellMatrix, g_of: np.ndarray, w_of: np.ndarray, n_groups: int, squares: bool,
-               block_rows: int, progress: Progress | None) -> tuple[np.ndarray, np.ndarray | None]:
+def _dask_sums(
+    client: Any,
+    matrix: CellMatrix,
+    g_of: np.ndarray,
+    w_of: np.ndarray,
+    n_groups: int,
+    squares: bool,
+    block_rows: int,
+    progress: Progress | None,
+) -> tuple[np.ndarray, np.ndarray | None]:
     from distributed import as_completed
 
     if matrix.source is None:
@@ -249,9 +311,24 @@ def _dask_sums(client: Any, matrix: CellMatrix, g_of: np.ndarray, w_of: np.ndarr
     for start in range(0, n_obs, DASK_ROWS):
         stop = min(start + DASK_ROWS, n_obs)
         if (g_of[start:stop] >= 0).any():
-            fut = client.submit(_file_sums, matrix.source, matrix.is_counts, start, stop, g_of[start:stop],
-                                w_of[start:stop], matrix.obs_names[start:stop], matrix.var_names, n_groups, squares,
-                                block_rows, matrix.genes, matrix.normalise_kept, matrix.allow_negative, pure=False)
+            fut = client.submit(
+                _file_sums,
+                matrix.source,
+                matrix.is_counts,
+                start,
+                stop,
+                g_of[start:stop],
+                w_of[start:stop],
+                matrix.obs_names[start:stop],
+                matrix.var_names,
+                n_groups,
+                squares,
+                block_rows,
+                matrix.genes,
+                matrix.normalise_kept,
+                matrix.allow_negative,
+                pure=False,
+            )
             futures[fut] = stop - start
     out = np.zeros((n_groups, n_genes))
     out2 = np.zeros((n_groups, n_genes)) if squares else None
@@ -268,10 +345,22 @@ def _dask_sums(client: Any, matrix: CellMatrix, g_of: np.ndarray, w_of: np.ndarr
     return out, out2
 
 
-def _file_sums(source: tuple[str, str], is_counts: bool, start: int, stop: int, g_of: np.ndarray, w_of: np.ndarray,
-               obs_names: np.ndarray, var_names: np.ndarray, n_groups: int, squares: bool,
-               block_rows: int, genes: np.ndarray | None = None, normalise_kept: bool = False,
-               allow_negative: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+def _file_sums(
+    source: tuple[str, str],
+    is_counts: bool,
+    start: int,
+    stop: int,
+    g_of: np.ndarray,
+    w_of: np.ndarray,
+    obs_names: np.ndarray,
+    var_names: np.ndarray,
+    n_groups: int,
+    squares: bool,
+    block_rows: int,
+    genes: np.ndarray | None = None,
+    normalise_kept: bool = False,
+    allow_negative: bool = False,
+) -> tuple[np.ndarray, np.ndarray | None]:
     """On a worker: open the file backed and sum rows ``start:stop``."""
     import h5py
     import zarr
@@ -286,29 +375,58 @@ def _file_sums(source: tuple[str, str], is_counts: bool, start: int, stop: int, 
             elem = sparse_dataset(elem)
         names = np.empty(stop, dtype=object)
         names[start:] = obs_names
-        matrix = CellMatrix(elem, is_counts=is_counts, obs_names=names, var_names=var_names, genes=genes,
-                            normalise_kept=normalise_kept, allow_negative=allow_negative)
+        matrix = CellMatrix(
+            elem,
+            is_counts=is_counts,
+            obs_names=names,
+            var_names=var_names,
+            genes=genes,
+            normalise_kept=normalise_kept,
+            allow_negative=allow_negative,
+        )
         return _sums(matrix, start, stop, g_of, w_of, n_groups, squares, block_rows)
     finally:
         if not is_zarr:
             root.close()
 
 
-def add_block(out: np.ndarray, out2: np.ndarray | None, block: Block, slot: np.ndarray, weight: np.ndarray,
-              present: np.ndarray) -> None:
-    """``out[present[s]] += sum of weight_i * x_i`` over the block's rows ``i`` with ``slot[i] = s`` (-1: none)."""
-    n_genes = block.n_genes
-    per_row = np.diff(block.indptr)
-    key = np.repeat(slot * n_genes, per_row)
-    key += block.indices
-    values = block.data * np.repeat(weight, per_row)
-    if (slot < 0).any():
-        keep = key >= 0  # rows of no group have keys below 0
-        key, values, data = key[keep], values[keep], block.data[keep]
-    else:
-        data = block.data
-    size = present.size * n_genes
-    out[present] += np.bincount(key, weights=values, minlength=size).reshape(present.size, n_genes)
-    if out2 is not None:
-        values *= data
-        out2[present] += np.bincount(key, weights=values, minlength=size).reshape(present.size, n_genes)
+@numba.njit(cache=True, nogil=True)
+def _add_rows(
+    out: np.ndarray,
+    out2: np.ndarray,
+    squares: bool,
+    data: np.ndarray,
+    indices: np.ndarray,
+    indptr: np.ndarray,
+    group: np.ndarray,
+    weight: np.ndarray,
+    column: np.ndarray,
+    normalise: bool,
+    total_kept: bool,
+) -> None:  # pragma: no cover (compiled)
+    """The loop of :meth:`CellMatrix.add_rows`: per row, counts normalised as :meth:`CellMatrix._normalise`
+    (over every gene, or the kept ones with ``total_kept``), genes mapped through ``column`` (-1: left out),
+    each value added into its (group, gene) cell, rows in order."""
+    for i in range(group.size):
+        g = group[i]
+        if g < 0:
+            continue
+        lo, hi = indptr[i], indptr[i + 1]
+        scale = 1.0
+        if normalise:
+            total = 0.0
+            for j in range(lo, hi):
+                if not total_kept or column[indices[j]] >= 0:
+                    total += float(data[j])
+            scale = TARGET_SUM / (total if total != 0.0 else 1.0)
+        w = weight[i]
+        for j in range(lo, hi):
+            c = column[indices[j]]
+            if c < 0:
+                continue
+            x = float(data[j])
+            if normalise:
+                x = np.log(x * scale + 1.0)
+            out[g, c] += w * x
+            if squares:
+                out2[g, c] += w * x * x

@@ -11,17 +11,15 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
+from pertstore.catalog import TaskEntry
+from pertstore.store import GROUP_META, TASKS_PREFIX, check_name
 
 from pertstore.errors import InvalidInputError
-from pertstore.store._recipe import check_name
-from pertstore.catalog import TaskEntry
-from pertstore.store._layout import TASKS_PREFIX
-from pertstore.store._storage import GROUP_META
 
 from ._ingest import read_perturbation_data
 from ._presets import Preset, get_preset
@@ -78,7 +76,7 @@ def save_task(store: Store, task: Task, *, name: str | None = None) -> tuple[str
         storage.delete_prefix(staged)
         try:
             g = task.write_zarr(storage.zarr_store(staged, read_only=False))
-            g.attrs.update({"version": version, "created_at": datetime.now(timezone.utc).isoformat()})
+            g.attrs.update({"version": version, "created_at": datetime.now(UTC).isoformat()})
         except BaseException:
             storage.delete_prefix(staged)
             raise
@@ -104,9 +102,19 @@ class Tasks:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    def build(self, path: str | Path, *, name: str, kind: str = "lfc", preset: str | None = None,
-              entity: str | None = None, variant: str | None = None, min_cells: int | None = None,
-              build_options: dict[str, Any] | None = None, **read_options: Any) -> tuple[Task, str]:
+    def build(
+        self,
+        path: str | Path,
+        *,
+        name: str,
+        kind: str = "lfc",
+        preset: str | None = None,
+        entity: str | None = None,
+        variant: str | None = None,
+        min_cells: int | None = None,
+        build_options: dict[str, Any] | None = None,
+        **read_options: Any,
+    ) -> tuple[Task, str]:
         """Build a task from single-cell data (:func:`read_perturbation_data` + :func:`build_task`), its
         perturbations resolved through this store's registry, and save it; returns ``(task, version)``.
 
@@ -119,8 +127,11 @@ class Tasks:
         if preset is not None:
             fields = {f.name for f in dataclasses.fields(Preset)}
             chosen = get_preset(preset).with_overrides(
-                **{k: v for k, v in read_options.items() if k in fields}, entity=entity, min_cells=min_cells,
-                **({f"{kind}_variant": variant} if variant else {}))
+                **{k: v for k, v in read_options.items() if k in fields},
+                entity=entity,
+                min_cells=min_cells,
+                **({f"{kind}_variant": variant} if variant else {}),
+            )
             settings = chosen.settings(kind)
             build_options.setdefault("inner", chosen.error_inner)
             read_options = {**chosen.read_options(kind), **{k: v for k, v in read_options.items() if k not in fields}}
@@ -136,18 +147,19 @@ class Tasks:
             data = read_perturbation_data(path, resolve=resolve, **read_options)
             task = build_task(data, kind=kind, name=name, preset=settings, **options, **build_options)
         else:
-            task = build_per_dose(path, read_options, resolve=resolve, kind=kind, name=name, preset=settings,
-                                  **options, **build_options)
+            task = build_per_dose(
+                path, read_options, resolve=resolve, kind=kind, name=name, preset=settings, **options, **build_options
+            )
         return task, save_task(self.store, task)[1]
 
-    def import_deg_table(self, path: str | Path, *, name: str, entity: str = "gene",
-                         **kwargs: Any) -> tuple[Task, str]:
+    def import_deg_table(self, path: str | Path, *, name: str, entity: str = "gene", **kwargs: Any) -> tuple[Task, str]:
         """A DEG task from a long table of significant genes (:func:`deg_table_task`), its perturbations
         resolved through this store's registry as ``entity`` ids, saved; returns ``(task, version)``."""
         if entity not in ("gene", "molecule"):
             raise InvalidInputError(f"entity must be 'gene' or 'molecule', not {entity!r}")
-        task = deg_table_task(path, name=name, entity=entity,
-                              resolve=lambda ids: self.store.resolve(ids, kind=entity), **kwargs)
+        task = deg_table_task(
+            path, name=name, entity=entity, resolve=lambda ids: self.store.resolve(ids, kind=entity), **kwargs
+        )
         return task, save_task(self.store, task)[1]
 
     def import_file(self, path: str | Path, *, name: str, entity: str = "gene", **kwargs: Any) -> tuple[Task, str]:
@@ -155,8 +167,9 @@ class Tasks:
         store's registry as ``entity`` ids, and save it; returns ``(task, version)``."""
         if entity not in ("gene", "molecule"):
             raise InvalidInputError(f"entity must be 'gene' or 'molecule', not {entity!r}")
-        task = import_task(path, name=name, entity=entity,
-                           resolve=lambda ids: self.store.resolve(ids, kind=entity), **kwargs)
+        task = import_task(
+            path, name=name, entity=entity, resolve=lambda ids: self.store.resolve(ids, kind=entity), **kwargs
+        )
         return task, save_task(self.store, task)[1]
 
     def save(self, task: Task, *, name: str | None = None) -> tuple[str, str]:
@@ -167,4 +180,3 @@ class Tasks:
 
     def ls(self, name: str | None = None) -> pd.DataFrame:
         return list_tasks(self.store, name)
-

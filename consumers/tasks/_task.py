@@ -13,15 +13,15 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 import zarr
+from pertstore.store import TASK_ENCODING_TYPE, file_digest
 
 from pertstore.errors import InvalidInputError
-from pertstore.store._layout import TASK_ENCODING_TYPE
 
 from ._bootstrap import INNER, SEED, ExperimentalError, concat_errors, experimental_error
 from ._deg import ALPHA, MIN_CELLS, deg
 from ._folds import N_FOLDS, make_folds
 from ._groups import LARGE_BATCH_CELLS, Variant, cell_counts, layout
-from ._ingest import DOSE_SEP, PerturbationData, Resolver, file_sha256, read_perturbation_data, resolve_labels
+from ._ingest import DOSE_SEP, PerturbationData, Resolver, read_perturbation_data, resolve_labels
 from ._lfc import lfc
 from ._matrix import BLOCK_ROWS, TARGET_SUM, Progress
 
@@ -96,12 +96,21 @@ class Task:
         names = pd.Index(self.pert_ids)
         if not names.is_unique:
             names = pd.Index([f"{c}:{p}" for c, p in zip(self.contexts, self.pert_ids, strict=True)])
-        obs = pd.DataFrame({"pert_id": self.pert_ids,
-                            "entity_id": [e or "" for e in self.entity_ids],
-                            "context": pd.Categorical(self.contexts),
-                            "fold": self.folds.astype(np.int64), "n_cells": self.n_cells}, index=names)
-        uns: dict[str, Any] = {"recipe": _no_none(self.recipe), "report": _no_none(self.report),
-                               "cell_counts": self.cell_counts.astype({"n_cells": np.int64})}
+        obs = pd.DataFrame(
+            {
+                "pert_id": self.pert_ids,
+                "entity_id": [e or "" for e in self.entity_ids],
+                "context": pd.Categorical(self.contexts),
+                "fold": self.folds.astype(np.int64),
+                "n_cells": self.n_cells,
+            },
+            index=names,
+        )
+        uns: dict[str, Any] = {
+            "recipe": _no_none(self.recipe),
+            "report": _no_none(self.report),
+            "cell_counts": self.cell_counts.astype({"n_cells": np.int64}),
+        }
         obsm = {}
         if self.error is not None:
             e = self.error
@@ -111,8 +120,7 @@ class Task:
                     obsm[f"error_trials_{name}"] = e.trials[:, :, m]
             limits = e.fold_limits(self.folds, self.contexts)
             uns["error"] = _no_none({**_error_attrs(e), "limits": {c: limits[c].tolist() for c in limits.columns}})
-        return ad.AnnData(X=self.targets, obs=obs, var=pd.DataFrame(index=pd.Index(self.gene_ids)), uns=uns,
-                          obsm=obsm)
+        return ad.AnnData(X=self.targets, obs=obs, var=pd.DataFrame(index=pd.Index(self.gene_ids)), uns=uns, obsm=obsm)
 
     def write_zarr(self, store: Any) -> zarr.Group:
         """Write the task as a Zarr v3 group (``encoding-type: pertstore-task``, version 0.1.0).
@@ -126,11 +134,23 @@ class Task:
         error summary.
         """
         g = zarr.open_group(store, mode="w", zarr_format=3)
-        g.attrs.update({"encoding-type": ENCODING_TYPE, "encoding-version": ENCODING_VERSION, "kind": self.kind,
-                        "name": self.name, "recipe": self.recipe, "report": self.report})
+        g.attrs.update(
+            {
+                "encoding-type": ENCODING_TYPE,
+                "encoding-version": ENCODING_VERSION,
+                "kind": self.kind,
+                "name": self.name,
+                "recipe": self.recipe,
+                "report": self.report,
+            }
+        )
         row_chunk = max(1, min(len(self.pert_ids), (2 << 20) // max(1, self.targets.shape[1] * 8)))
-        g.create_array("targets", data=np.ascontiguousarray(self.targets),
-                       chunks=(row_chunk, max(1, self.targets.shape[1])), dimension_names=("pert", "gene"))
+        g.create_array(
+            "targets",
+            data=np.ascontiguousarray(self.targets),
+            chunks=(row_chunk, max(1, self.targets.shape[1])),
+            dimension_names=("pert", "gene"),
+        )
         _strings(g, "pert_id", self.pert_ids)
         _strings(g, "entity_id", [e or "" for e in self.entity_ids])
         _strings(g, "context", self.contexts)
@@ -162,12 +182,16 @@ class Task:
         g = zarr.open_group(store, mode="r")
         etype, ever = g.attrs.get("encoding-type"), g.attrs.get("encoding-version")
         if etype == ENCODING_TYPE and ever == "0.1.0":
-            raise InvalidInputError(f"{store}: a task of encoding version 0.1.0, whose experimental error is not the "
-                                    f"reference's (one quantile per context); rebuild it (pertstore tasks build) or "
-                                    f"import it again to get version {ENCODING_VERSION}")
+            raise InvalidInputError(
+                f"{store}: a task of encoding version 0.1.0, whose experimental error is not the "
+                f"reference's (one quantile per context); rebuild it (pertstore tasks build) or "
+                f"import it again to get version {ENCODING_VERSION}"
+            )
         if etype != ENCODING_TYPE or ever != ENCODING_VERSION:
-            raise InvalidInputError(f"{store}: not a pertstore task of version {ENCODING_VERSION} "
-                                    f"(encoding-type {etype!r}, encoding-version {ever!r})")
+            raise InvalidInputError(
+                f"{store}: not a pertstore task of version {ENCODING_VERSION} "
+                f"(encoding-type {etype!r}, encoding-version {ever!r})"
+            )
         cc = g["cell_counts"]
         counts = pd.DataFrame({c: _read_strings(cc[c]) for c in ("context", "pert_id", "batch")})
         counts["n_cells"] = cc["n_cells"][...]
@@ -175,30 +199,62 @@ class Task:
         if "error" in g:
             e = g["error"]
             attrs = dict(e.attrs)
-            common = {"kind": attrs["kind"], "quantile": attrs["quantile"], "metrics": list(attrs["metrics"]),
-                      "params": dict(attrs["params"])}
+            common = {
+                "kind": attrs["kind"],
+                "quantile": attrs["quantile"],
+                "metrics": list(attrs["metrics"]),
+                "params": dict(attrs["params"]),
+            }
             if attrs["kind"] == "lfc":
                 error = ExperimentalError(**common, trials=e["trials"][...], per_pert=e["per_pert"][...])
             else:
                 ft = e["fold_trials"]
-                frame = pd.DataFrame({"context": _read_strings(ft["context"]), "fold": ft["fold"][...],
-                                      "metric": _read_strings(ft["metric"]), "trial": ft["trial"][...],
-                                      "value": ft["value"][...]})
+                frame = pd.DataFrame(
+                    {
+                        "context": _read_strings(ft["context"]),
+                        "fold": ft["fold"][...],
+                        "metric": _read_strings(ft["metric"]),
+                        "trial": ft["trial"][...],
+                        "value": ft["value"][...],
+                    }
+                )
                 error = ExperimentalError(**common, fold_trials=frame, folds=e["folds"][...].astype(np.int8))
-        return cls(kind=g.attrs["kind"], pert_ids=_read_strings(g["pert_id"]),
-                   entity_ids=[e or None for e in _read_strings(g["entity_id"])],
-                   contexts=_read_strings(g["context"]), gene_ids=_read_strings(g["gene_id"]),
-                   targets=g["targets"][...], folds=g["fold"][...], cell_counts=counts,
-                   recipe=dict(g.attrs["recipe"]), report=dict(g.attrs["report"]), error=error,
-                   name=str(g.attrs.get("name", "")))
+        return cls(
+            kind=g.attrs["kind"],
+            pert_ids=_read_strings(g["pert_id"]),
+            entity_ids=[e or None for e in _read_strings(g["entity_id"])],
+            contexts=_read_strings(g["context"]),
+            gene_ids=_read_strings(g["gene_id"]),
+            targets=g["targets"][...],
+            folds=g["fold"][...],
+            cell_counts=counts,
+            recipe=dict(g.attrs["recipe"]),
+            report=dict(g.attrs["report"]),
+            error=error,
+            name=str(g.attrs.get("name", "")),
+        )
 
 
-def build_task(data: PerturbationData, *, kind: Kind = "lfc", variant: Variant = "auto",
-               large_batch_cells: int = LARGE_BATCH_CELLS, min_cells: int = MIN_CELLS, alpha: float = ALPHA,
-               trials: int = 100, seed: int = 0, error_seed: int = SEED, inner: int = INNER,
-               n_folds: int = N_FOLDS, folds_per_context: bool = False,
-               block_rows: int = BLOCK_ROWS, name: str = "", progress: Progress | None = None,
-               client: Any = None, preset: dict[str, Any] | None = None) -> Task:
+def build_task(
+    data: PerturbationData,
+    *,
+    kind: Kind = "lfc",
+    variant: Variant = "auto",
+    large_batch_cells: int = LARGE_BATCH_CELLS,
+    min_cells: int = MIN_CELLS,
+    alpha: float = ALPHA,
+    trials: int = 100,
+    seed: int = 0,
+    error_seed: int = SEED,
+    inner: int = INNER,
+    n_folds: int = N_FOLDS,
+    folds_per_context: bool = False,
+    block_rows: int = BLOCK_ROWS,
+    name: str = "",
+    progress: Progress | None = None,
+    client: Any = None,
+    preset: dict[str, Any] | None = None,
+) -> Task:
     """Compute a task from single-cell data: targets, folds and (``trials > 0``) experimental error.
 
     Parameters
@@ -227,51 +283,113 @@ def build_task(data: PerturbationData, *, kind: Kind = "lfc", variant: Variant =
         recorded in the recipe and the report.
     """
     if kind == "lfc":
-        targets = lfc(data, variant=variant, large_batch_cells=large_batch_cells, block_rows=block_rows,
-                      progress=progress, client=client)
+        targets = lfc(
+            data,
+            variant=variant,
+            large_batch_cells=large_batch_cells,
+            block_rows=block_rows,
+            progress=progress,
+            client=client,
+        )
     elif kind == "deg":
-        targets = deg(data, variant=variant, large_batch_cells=large_batch_cells, min_cells=min_cells,
-                      alpha=alpha, block_rows=block_rows, progress=progress, client=client)
+        targets = deg(
+            data,
+            variant=variant,
+            large_batch_cells=large_batch_cells,
+            min_cells=min_cells,
+            alpha=alpha,
+            block_rows=block_rows,
+            progress=progress,
+            client=client,
+        )
     else:
         raise InvalidInputError(f"kind must be 'lfc' or 'deg', not {kind!r}")
     perts = data.perturbations.iloc[targets.perts]
     contexts = perts["context"].tolist()
     labels = perts["label"].tolist()
     folds = make_folds(contexts, labels=None if folds_per_context else labels, n_folds=n_folds, seed=seed)
-    error = (experimental_error(data, targets, folds=folds, trials=trials, inner=inner, seed=error_seed,
-                                block_rows=block_rows, progress=progress) if trials else None)
+    error = (
+        experimental_error(
+            data,
+            targets,
+            folds=folds,
+            trials=trials,
+            inner=inner,
+            seed=error_seed,
+            block_rows=block_rows,
+            progress=progress,
+        )
+        if trials
+        else None
+    )
     recipe = {
-        "producer": "pertstore.consumers.tasks", "producer_version": version("pertstore"), "kind": kind,
+        "producer": "pertstore.consumers.tasks",
+        "producer_version": version("pertstore"),
+        "kind": kind,
         "input": {"file": Path(data.path).name, "sha256": data.sha256, "type": data.input},
         "columns": data.columns,
-        "params": {**targets.params, "target_sum": TARGET_SUM if data.input == "counts" else None,
-                   "trials": trials, "inner": inner, "error_seed": error_seed, "seed": seed, "n_folds": n_folds,
-                   "folds": "per_context" if folds_per_context else "shared", "excluded_combinatorial": data.excluded},
+        "params": {
+            **targets.params,
+            "target_sum": TARGET_SUM if data.input == "counts" else None,
+            "trials": trials,
+            "inner": inner,
+            "error_seed": error_seed,
+            "seed": seed,
+            "n_folds": n_folds,
+            "folds": "per_context" if folds_per_context else "shared",
+            "excluded_combinatorial": data.excluded,
+        },
         "libraries": {lib: version(lib) for lib in ("numpy", "scipy", "anndata")},
     }
     notes = list(data.notes)
     if "auto" in targets.params:
         guess = targets.params["auto"]
-        notes.append(f"variant 'auto' chose {targets.variant!r}: median {guess['median_cells_per_pair']:g} cells per "
-                     f"(perturbation, batch) pair, threshold {guess['threshold']} (a preset fixes the variant)")
+        notes.append(
+            f"variant 'auto' chose {targets.variant!r}: median {guess['median_cells_per_pair']:g} cells per "
+            f"(perturbation, batch) pair, threshold {guess['threshold']} (a preset fixes the variant)"
+        )
     if preset:
         recipe["preset"] = preset
-        notes.insert(0, f"preset {preset['name']!r}: " + ", ".join(f"{k}={v}" for k, v in preset.items()
-                                                                if k != "name"))
-    report = {"dropped": targets.dropped.to_dict("list"),
-              "discarded_pairs": targets.discarded_pairs.astype({"n_cells": int}).to_dict("list"),
-              "unresolved": data.unresolved, "excluded": data.excluded, "notes": notes,
-              "ambiguous": {"label": list(data.ambiguous),
-                            "candidates": [";".join(v) for v in data.ambiguous.values()]}}
-    return Task(kind=kind, pert_ids=labels, entity_ids=perts["entity_id"].tolist(),
-                contexts=contexts, gene_ids=data.genes.index.astype(str).tolist(), targets=targets.values,
-                folds=folds,
-                cell_counts=cell_counts(data, layout(data)), recipe=recipe, report=report, error=error, name=name)
+        notes.insert(
+            0, f"preset {preset['name']!r}: " + ", ".join(f"{k}={v}" for k, v in preset.items() if k != "name")
+        )
+    report = {
+        "dropped": targets.dropped.to_dict("list"),
+        "discarded_pairs": targets.discarded_pairs.astype({"n_cells": int}).to_dict("list"),
+        "unresolved": data.unresolved,
+        "excluded": data.excluded,
+        "notes": notes,
+        "ambiguous": {"label": list(data.ambiguous), "candidates": [";".join(v) for v in data.ambiguous.values()]},
+    }
+    return Task(
+        kind=kind,
+        pert_ids=labels,
+        entity_ids=perts["entity_id"].tolist(),
+        contexts=contexts,
+        gene_ids=data.genes.index.astype(str).tolist(),
+        targets=targets.values,
+        folds=folds,
+        cell_counts=cell_counts(data, layout(data)),
+        recipe=recipe,
+        report=report,
+        error=error,
+        name=name,
+    )
 
 
-def build_per_dose(path: str | Path, read_options: dict[str, Any], *, resolve: Any, kind: Kind = "lfc",
-                   name: str = "", preset: dict[str, Any] | None = None, n_folds: int = N_FOLDS, seed: int = 0,
-                   folds_per_context: bool = False, **build_options: Any) -> Task:
+def build_per_dose(
+    path: str | Path,
+    read_options: dict[str, Any],
+    *,
+    resolve: Any,
+    kind: Kind = "lfc",
+    name: str = "",
+    preset: dict[str, Any] | None = None,
+    n_folds: int = N_FOLDS,
+    seed: int = 0,
+    folds_per_context: bool = False,
+    **build_options: Any,
+) -> Task:
     """One task whose contexts are (context, dose) pairs: ``A375_dose0.04``, ``A375_dose10``, ...
 
     Each dose is built on its own (its perturbed cells or samples against all
@@ -288,36 +406,54 @@ def build_per_dose(path: str | Path, read_options: dict[str, Any], *, resolve: A
     parts = []
     for dose in doses:
         data = read_perturbation_data(path, resolve=resolve, **{**read_options, "dose": dose})
-        parts.append((dose, build_task(data, kind=kind, name=name, preset=preset, n_folds=n_folds, seed=seed,
-                                       **build_options)))
+        parts.append(
+            (dose, build_task(data, kind=kind, name=name, preset=preset, n_folds=n_folds, seed=seed, **build_options))
+        )
     first = parts[0][1]
     if any(t.gene_ids != first.gene_ids for _, t in parts):
         raise InvalidInputError(f"{path}: the doses of {dose_col!r} do not share their genes")
     renamed = [{c: f"{c}_dose{dose:g}" for c in set(t.contexts)} for dose, t in parts]
     contexts = [names[c] for names, (_, t) in zip(renamed, parts) for c in t.contexts]
     pert_ids = [p for _, t in parts for p in t.pert_ids]
-    counts = pd.concat([t.cell_counts.assign(context=t.cell_counts["context"].map(names))
-                        for names, (_, t) in zip(renamed, parts)], ignore_index=True)
+    counts = pd.concat(
+        [t.cell_counts.assign(context=t.cell_counts["context"].map(names)) for names, (_, t) in zip(renamed, parts)],
+        ignore_index=True,
+    )
     recipe = dict(first.recipe)
     recipe["columns"] = {**recipe["columns"], "dose": "each dose as a context"}
     recipe["params"] = {**recipe["params"], "folds": "per_context" if folds_per_context else "shared"}
     recipe["dose_contexts"] = {names[c]: dose for names, (dose, t) in zip(renamed, parts) for c in set(t.contexts)}
-    report = {"dropped": _stack([t.report["dropped"] for _, t in parts]),
-              "discarded_pairs": _stack([t.report["discarded_pairs"] for _, t in parts]),
-              "unresolved": sorted({u for _, t in parts for u in t.report["unresolved"]}),
-              "excluded": first.report["excluded"],
-              "notes": [f"doses of {dose_col!r} as contexts: {', '.join(f'{d:g}' for d in doses)}",
-                        *[n for n in first.report["notes"] if not n.startswith("kept perturbed cells at dose")]],
-              "ambiguous": first.report["ambiguous"]}
+    report = {
+        "dropped": _stack([t.report["dropped"] for _, t in parts]),
+        "discarded_pairs": _stack([t.report["discarded_pairs"] for _, t in parts]),
+        "unresolved": sorted({u for _, t in parts for u in t.report["unresolved"]}),
+        "excluded": first.report["excluded"],
+        "notes": [
+            f"doses of {dose_col!r} as contexts: {', '.join(f'{d:g}' for d in doses)}",
+            *[n for n in first.report["notes"] if not n.startswith("kept perturbed cells at dose")],
+        ],
+        "ambiguous": first.report["ambiguous"],
+    }
     error = concat_errors([t.error for _, t in parts])
     if error is None and any(t.error is not None for _, t in parts):
-        report["notes"].append("no experimental error: a DEG error is scored per fold, and the stacked task's "
-                               "folds are not those of each dose")
-    return Task(kind=kind, pert_ids=pert_ids, entity_ids=[e for _, t in parts for e in t.entity_ids],
-                contexts=contexts, gene_ids=first.gene_ids, targets=np.vstack([t.targets for _, t in parts]),
-                folds=make_folds(contexts, labels=None if folds_per_context else pert_ids, n_folds=n_folds, seed=seed),
-                cell_counts=counts, recipe=recipe, report=report,
-                error=error, name=name)
+        report["notes"].append(
+            "no experimental error: a DEG error is scored per fold, and the stacked task's "
+            "folds are not those of each dose"
+        )
+    return Task(
+        kind=kind,
+        pert_ids=pert_ids,
+        entity_ids=[e for _, t in parts for e in t.entity_ids],
+        contexts=contexts,
+        gene_ids=first.gene_ids,
+        targets=np.vstack([t.targets for _, t in parts]),
+        folds=make_folds(contexts, labels=None if folds_per_context else pert_ids, n_folds=n_folds, seed=seed),
+        cell_counts=counts,
+        recipe=recipe,
+        report=report,
+        error=error,
+        name=name,
+    )
 
 
 def _stack(frames: list[dict[str, list]]) -> dict[str, list]:
@@ -329,9 +465,18 @@ CONTEXT_COLS = ("cell_line", "context")
 _FOLD_COL = re.compile(r"^fold_(\d+)$")
 
 
-def import_task(path: str | Path, *, kind: Kind | None = None, context: str = "", n_folds: int = N_FOLDS,
-                seed: int = 0, name: str = "", resolve: Resolver | None = None, combo_sep: str = "+",
-                entity: str = "gene") -> Task:
+def import_task(
+    path: str | Path,
+    *,
+    kind: Kind | None = None,
+    context: str = "",
+    n_folds: int = N_FOLDS,
+    seed: int = 0,
+    name: str = "",
+    resolve: Resolver | None = None,
+    combo_sep: str = "+",
+    entity: str = "gene",
+) -> Task:
     """Read a precomputed task (the paper's published layout, or a parquet/csv matrix).
 
     Parameters
@@ -369,8 +514,11 @@ def import_task(path: str | Path, *, kind: Kind | None = None, context: str = ""
         obs_names = a.obs_names.astype(str)
     elif suffix in (".parquet", ".csv"):
         df = pd.read_parquet(path) if suffix == ".parquet" else pd.read_csv(path)
-        meta = [c for c in df.columns if c in (*PERT_ID_COLS, *CONTEXT_COLS, "fold", "test_split")
-                or _FOLD_COL.match(str(c))]
+        meta = [
+            c
+            for c in df.columns
+            if c in (*PERT_ID_COLS, *CONTEXT_COLS, "fold", "test_split") or _FOLD_COL.match(str(c))
+        ]
         if suffix == ".csv" and not any(c in df.columns for c in PERT_ID_COLS) and df[df.columns[0]].dtype == object:
             df = df.set_index(df.columns[0])
         obs = df[meta]
@@ -412,22 +560,46 @@ def import_task(path: str | Path, *, kind: Kind | None = None, context: str = ""
             notes.append(f"{len(unresolved)} perturbation label(s) did not resolve to an entity: {unresolved[:10]}")
         if ambiguous:
             notes.append(f"{len(ambiguous)} perturbation label(s) resolved ambiguously: {sorted(ambiguous)[:10]}")
-    recipe = {"producer": "pertstore.consumers.tasks.import", "producer_version": version("pertstore"),
-              "kind": kind, "input": {"file": path.name, "sha256": file_sha256(path)},
-              "params": params if ctx_col else {**params, "context": context}}
-    counts = pd.DataFrame({"context": pd.Series(dtype=str), "pert_id": pd.Series(dtype=str),
-                           "batch": pd.Series(dtype=str), "n_cells": pd.Series(dtype=np.int64)})
-    report = {"unresolved": unresolved, "notes": notes,
-              "ambiguous": {"label": list(ambiguous), "candidates": [";".join(v) for v in ambiguous.values()]}}
-    return Task(kind=kind, pert_ids=pert_ids, entity_ids=[mapping[p] for p in pert_ids], contexts=contexts,
-                gene_ids=genes, targets=values, folds=folds, cell_counts=counts, recipe=recipe,
-                report=report, name=name)
+    recipe = {
+        "producer": "pertstore.consumers.tasks.import",
+        "producer_version": version("pertstore"),
+        "kind": kind,
+        "input": {"file": path.name, "sha256": file_digest(path)},
+        "params": params if ctx_col else {**params, "context": context},
+    }
+    counts, report = NO_CELLS.copy(), _resolution_report(unresolved, ambiguous, notes)
+    return Task(
+        kind=kind,
+        pert_ids=pert_ids,
+        entity_ids=[mapping[p] for p in pert_ids],
+        contexts=contexts,
+        gene_ids=genes,
+        targets=values,
+        folds=folds,
+        cell_counts=counts,
+        recipe=recipe,
+        report=report,
+        name=name,
+    )
 
 
-def deg_table_task(path: str | Path, *, resolve: Resolver | None = None, pert_col: str = "perturbagen",
-                   gene_col: str = "entrez_gene_id", direction_col: str = "direction",
-                   status_col: str | None = "status", status: str | None = "measured", min_genes: int = 5, min_perts: int = 1, context: str = "",
-                   entity: str = "gene", n_folds: int = N_FOLDS, seed: int = 0, name: str = "") -> Task:
+def deg_table_task(
+    path: str | Path,
+    *,
+    resolve: Resolver | None = None,
+    pert_col: str = "perturbagen",
+    gene_col: str = "entrez_gene_id",
+    direction_col: str = "direction",
+    status_col: str | None = "status",
+    status: str | None = "measured",
+    min_genes: int = 5,
+    min_perts: int = 1,
+    context: str = "",
+    entity: str = "gene",
+    n_folds: int = N_FOLDS,
+    seed: int = 0,
+    name: str = "",
+) -> Task:
     """A DEG task from a long table of significant genes: one row per (perturbation, gene, direction).
 
     The gene universe is stated by rule: the genes listed (with ``status`` in
@@ -465,16 +637,20 @@ def deg_table_task(path: str | Path, *, resolve: Resolver | None = None, pert_co
     table = table.assign(label=direction.astype(np.int8))
     if table.duplicated([pert_col, gene_col]).any():
         row = table.index[table.duplicated([pert_col, gene_col]).to_numpy()][0]
-        raise InvalidInputError(f"{path}: row {row}: gene {table.loc[row, gene_col]!r} is listed twice for "
-                                f"perturbation {table.loc[row, pert_col]!r}")
+        raise InvalidInputError(
+            f"{path}: row {row}: gene {table.loc[row, gene_col]!r} is listed twice for "
+            f"perturbation {table.loc[row, pert_col]!r}"
+        )
     per_pert = table.groupby(pert_col).size()
     perts = sorted(per_pert.index[per_pert >= min_genes])
     table = table[table[pert_col].isin(perts)]
     per_gene = table.groupby(gene_col)[pert_col].nunique()
     genes = sorted(per_gene.index[per_gene >= min_perts], key=_natural)
     table = table[table[gene_col].isin(genes)]
-    notes.append(f"{len(perts):,} of {len(per_pert):,} perturbations have >= {min_genes} listed gene(s); gene "
-                 f"universe: the {len(genes):,} genes listed for >= {min_perts} of them; unlisted genes are 0")
+    notes.append(
+        f"{len(perts):,} of {len(per_pert):,} perturbations have >= {min_genes} listed gene(s); gene "
+        f"universe: the {len(genes):,} genes listed for >= {min_perts} of them; unlisted genes are 0"
+    )
     if not perts or not genes:
         raise InvalidInputError(f"{path}: no perturbation has >= {min_genes} listed genes")
     perts = sorted(perts, key=_natural)
@@ -485,19 +661,60 @@ def deg_table_task(path: str | Path, *, resolve: Resolver | None = None, pert_co
         notes.append(f"{len(unresolved)} perturbation(s) did not resolve to an entity: {unresolved[:10]}")
     notes.append("no experimental error: the table has no replicates")
     contexts = [context] * len(perts)
-    recipe = {"producer": "pertstore.consumers.tasks.table", "producer_version": version("pertstore"), "kind": "deg",
-              "input": {"file": path.name, "sha256": file_sha256(path)},
-              "params": {"pert_col": pert_col, "gene_col": gene_col, "direction_col": direction_col,
-                         "status_col": status_col, "status": status, "min_genes": min_genes, "min_perts": min_perts,
-                         "context": context, "entity": entity, "n_folds": n_folds, "seed": seed, "folds": "shared"}}
-    counts = pd.DataFrame({"context": pd.Series(dtype=str), "pert_id": pd.Series(dtype=str),
-                           "batch": pd.Series(dtype=str), "n_cells": pd.Series(dtype=np.int64)})
-    report = {"unresolved": unresolved, "notes": notes,
-              "ambiguous": {"label": list(ambiguous), "candidates": [";".join(v) for v in ambiguous.values()]}}
-    return Task(kind="deg", pert_ids=list(perts), entity_ids=[mapping[p] for p in perts], contexts=contexts,
-                gene_ids=list(genes), targets=targets, folds=make_folds(contexts, labels=perts, n_folds=n_folds,
-                                                                        seed=seed),
-                cell_counts=counts, recipe=recipe, report=report, name=name)
+    recipe = {
+        "producer": "pertstore.consumers.tasks.table",
+        "producer_version": version("pertstore"),
+        "kind": "deg",
+        "input": {"file": path.name, "sha256": file_digest(path)},
+        "params": {
+            "pert_col": pert_col,
+            "gene_col": gene_col,
+            "direction_col": direction_col,
+            "status_col": status_col,
+            "status": status,
+            "min_genes": min_genes,
+            "min_perts": min_perts,
+            "context": context,
+            "entity": entity,
+            "n_folds": n_folds,
+            "seed": seed,
+            "folds": "shared",
+        },
+    }
+    counts, report = NO_CELLS.copy(), _resolution_report(unresolved, ambiguous, notes)
+    return Task(
+        kind="deg",
+        pert_ids=list(perts),
+        entity_ids=[mapping[p] for p in perts],
+        contexts=contexts,
+        gene_ids=list(genes),
+        targets=targets,
+        folds=make_folds(contexts, labels=perts, n_folds=n_folds, seed=seed),
+        cell_counts=counts,
+        recipe=recipe,
+        report=report,
+        name=name,
+    )
+
+
+NO_CELLS = pd.DataFrame(
+    {
+        "context": pd.Series(dtype=str),
+        "pert_id": pd.Series(dtype=str),
+        "batch": pd.Series(dtype=str),
+        "n_cells": pd.Series(dtype=np.int64),
+    }
+)
+"""The cell counts of a task built from precomputed targets: none."""
+
+
+def _resolution_report(unresolved: list[str], ambiguous: dict[str, list[str]], notes: list[str]) -> dict:
+    """The report of a task whose perturbations were resolved but no cells read."""
+    return {
+        "unresolved": unresolved,
+        "notes": notes,
+        "ambiguous": {"label": list(ambiguous), "candidates": [";".join(v) for v in ambiguous.values()]},
+    }
 
 
 def _natural(value: str) -> tuple:

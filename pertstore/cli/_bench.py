@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import pandas as pd
 import typer
 
-from pertstore.cli._main import StoreOpt, _local, _table, console
+from pertstore.cli._main import Format, FormatOpt, StoreOpt, _emit, _local, _print_table, _table, console
 
 bench_app = typer.Typer(help="Evaluate embedding sets on stored tasks (the paper's protocol).", no_args_is_help=True)
 
@@ -19,26 +19,42 @@ def register(app: typer.Typer) -> None:
 
 
 @bench_app.command("run")
-def run(task: Annotated[Optional[str], typer.Option(help="Stored task name")] = None,
-        sets: Annotated[Optional[list[str]], typer.Option("--set", help="Set (source) to evaluate; repeat")] = None,
-        evaluators: Annotated[Optional[list[str]], typer.Option("--evaluator", help="knn, lasso, ridge, mlp, fusion; repeat")] = None,
-        contexts: Annotated[Optional[list[str]], typer.Option("--context", help="Only these contexts; repeat")] = None,
-        folds: Annotated[Optional[list[int]], typer.Option("--fold", help="Only these folds; repeat")] = None,
-        plan: Annotated[Optional[Path], typer.Option(help="YAML plan: runs: [{task, sets, evaluators, ...}]")] = None,
-        coverage: Annotated[str, typer.Option(help="train_mean (paper) or covered")] = "train_mean",
-        min_coverage: Annotated[float, typer.Option(
-            min=0, max=1, help="Refuse a set covering less than this fraction of a context's perturbations")] = 0.0,
-        controls: Annotated[bool, typer.Option(help="Also run the controls")] = True,
-        scheduler: Annotated[Optional[str], typer.Option(help="Dask scheduler address for the model fits")] = None,
-        workers: Annotated[int, typer.Option(help="Fit on a local Dask cluster of this many workers (0: in-process)")] = 0,
-        fusion: Annotated[Optional[list[str]], typer.Option(
-            help="Fusion setting KEY=VALUE (variant=full, tuned=true, max_epochs=20, ...; docs/fusion.md); repeat")] = None,
-        cells: Annotated[Optional[Path], typer.Option(
+def run(
+    task: Annotated[Optional[str], typer.Option(help="Stored task name")] = None,
+    sets: Annotated[Optional[list[str]], typer.Option("--set", help="Set (source) to evaluate; repeat")] = None,
+    evaluators: Annotated[
+        Optional[list[str]], typer.Option("--evaluator", help="knn, lasso, ridge, mlp, fusion; repeat")
+    ] = None,
+    contexts: Annotated[Optional[list[str]], typer.Option("--context", help="Only these contexts; repeat")] = None,
+    folds: Annotated[Optional[list[int]], typer.Option("--fold", help="Only these folds; repeat")] = None,
+    plan: Annotated[Optional[Path], typer.Option(help="YAML plan: runs: [{task, sets, evaluators, ...}]")] = None,
+    coverage: Annotated[str, typer.Option(help="train_mean (paper) or covered")] = "train_mean",
+    min_coverage: Annotated[
+        float,
+        typer.Option(min=0, max=1, help="Refuse a set covering less than this fraction of a context's perturbations"),
+    ] = 0.0,
+    controls: Annotated[bool, typer.Option(help="Also run the controls")] = True,
+    scheduler: Annotated[Optional[str], typer.Option(help="Dask scheduler address for the model fits")] = None,
+    workers: Annotated[int, typer.Option(help="Fit on a local Dask cluster of this many workers (0: in-process)")] = 0,
+    fusion: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            help="Fusion setting KEY=VALUE (variant=full, tuned=true, max_epochs=20, ...; docs/fusion.md); repeat"
+        ),
+    ] = None,
+    cells: Annotated[
+        Optional[Path],
+        typer.Option(
             help="For --evaluator flow, diffusion or schrodinger: the cells file the task was built from "
-                 "(checked by SHA-256)")] = None,
-        generative: Annotated[Optional[list[str]], typer.Option(
-            help="Generative setting KEY=VALUE (epochs=50, pca_dim=50, ...; docs/generative.md); repeat")] = None,
-        store: StoreOpt = None) -> None:
+            "(checked by SHA-256)"
+        ),
+    ] = None,
+    generative: Annotated[
+        Optional[list[str]],
+        typer.Option(help="Generative setting KEY=VALUE (epochs=50, pca_dim=50, ...; docs/generative.md); repeat"),
+    ] = None,
+    store: StoreOpt = None,
+) -> None:
     """Run evaluations; runs already stored are skipped (an interrupted plan resumes)."""
     from pertstore.consumers.evaluators import Plan, run_plan
 
@@ -47,10 +63,21 @@ def run(task: Annotated[Optional[str], typer.Option(help="Stored task name")] = 
     elif task and sets:
         from pertstore.cli._fusion import parse_options
 
-        plans = [Plan(task=task, sets=list(sets), evaluators=list(evaluators or ["knn"]), contexts=contexts or None,
-                      folds=folds or None, controls=controls, coverage=coverage, min_coverage=min_coverage,
-                      fusion=parse_options(fusion), cells=str(cells) if cells else None,
-                      generative=parse_options(generative))]
+        plans = [
+            Plan(
+                task=task,
+                sets=list(sets),
+                evaluators=list(evaluators or ["knn"]),
+                contexts=contexts or None,
+                folds=folds or None,
+                controls=controls,
+                coverage=coverage,
+                min_coverage=min_coverage,
+                fusion=parse_options(fusion),
+                cells=str(cells) if cells else None,
+                generative=parse_options(generative),
+            )
+        ]
     else:
         raise typer.BadParameter("give --task and --set (repeatable), or --plan FILE")
     import warnings
@@ -58,15 +85,20 @@ def run(task: Annotated[Optional[str], typer.Option(help="Stored task name")] = 
 
     from pertstore.consumers.evaluators import CoverageWarning
 
-    with (_local(store) as s, ExitStack() as stack, console.status("evaluating") as status,
-          warnings.catch_warnings(record=True) as caught):
+    with (
+        _local(store) as s,
+        ExitStack() as stack,
+        console.status("evaluating") as status,
+        warnings.catch_warnings(record=True) as caught,
+    ):
         warnings.simplefilter("always", CoverageWarning)
         client = None
         if scheduler or workers:
             from distributed import Client, LocalCluster
 
-            target = scheduler or stack.enter_context(LocalCluster(n_workers=workers, threads_per_worker=1,
-                                                                   dashboard_address=None))
+            target = scheduler or stack.enter_context(
+                LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=None)
+            )
             client = stack.enter_context(Client(target, set_as_default=False))
         total, coverage_tables = 0, []
         for p in plans:
@@ -75,7 +107,7 @@ def run(task: Annotated[Optional[str], typer.Option(help="Stored task name")] = 
             coverage_tables.append(frame.attrs["coverage"].assign(task=p.task))
     table = pd.concat(coverage_tables, ignore_index=True)
     table["covered"] = [f"{c:,} / {n:,} ({f:.0%})" for c, n, f in zip(table.n_covered, table.n_perts, table.fraction)]
-    console.print(_table(table[["task", "set", "context", "covered"]], title="perturbations covered by each set"))
+    _print_table(_table(table[["task", "set", "context", "covered"]], title="perturbations covered by each set"))
     for w in caught:
         if issubclass(w.category, CoverageWarning):
             console.print(f"[yellow]warning:[/] {w.message}")
@@ -83,31 +115,44 @@ def run(task: Annotated[Optional[str], typer.Option(help="Stored task name")] = 
 
 
 @bench_app.command("results")
-def results(task: Annotated[Optional[str], typer.Option(help="Only this task")] = None,
-            out: Annotated[Optional[Path], typer.Option(help="Write .csv or .parquet")] = None,
-            store: StoreOpt = None) -> None:
+def results(
+    task: Annotated[Optional[str], typer.Option(help="Only this task")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Write .csv or .parquet")] = None,
+    store: StoreOpt = None,
+    format: FormatOpt = Format.table,
+) -> None:
     """The stored results: one row per (task, context, fold, set, evaluator, metric)."""
     from pertstore.consumers.evaluators import results as load
 
     with _local(store) as s:
         df = load(s, task)
     if out is None:
-        main = (df[df.metric.isin(["l2", "f1"])].groupby(["task", "context", "set", "evaluator", "metric"], sort=False)
-                .agg(value=("value", "mean"), n_test=("n_test", "sum"), covered=("n_test_covered", "sum")))
+        main = (
+            df[df.metric.isin(["l2", "f1"])]
+            .groupby(["task", "context", "set", "evaluator", "metric"], sort=False)
+            .agg(value=("value", "mean"), n_test=("n_test", "sum"), covered=("n_test_covered", "sum"))
+        )
         main["value"] = main["value"].map(lambda v: f"{v:.4g}")
-        main["test covered"] = [f"{c:,} / {n:,} ({c / n:.0%})" if n else "" for c, n in
-                                zip(main.pop("covered").fillna(0).astype(int), main.pop("n_test").fillna(0).astype(int))]
-        console.print(_table(main.reset_index(), title=f"{len(df)} result rows (mean over folds; test "
-                                                       "perturbations covered, summed over folds)"))
+        main["test covered"] = [
+            f"{c:,} / {n:,} ({c / n:.0%})" if n else ""
+            for c, n in zip(main.pop("covered").fillna(0).astype(int), main.pop("n_test").fillna(0).astype(int))
+        ]
+        _emit(
+            main.reset_index(),
+            format,
+            title=f"{len(df)} result rows (mean over folds; test perturbations covered, summed over folds)",
+        )
     elif out.suffix == ".parquet":
         df.to_parquet(out, index=False)
     else:
         df.to_csv(out, index=False)
 
 
-def report(out: Annotated[Path, typer.Option(help="Folder for the figures, tables and report.html")] = Path("report"),
-           task: Annotated[Optional[str], typer.Option(help="Only this task")] = None,
-           store: StoreOpt = None) -> None:
+def report(
+    out: Annotated[Path, typer.Option(help="Folder for the figures, tables and report.html")] = Path("report"),
+    task: Annotated[Optional[str], typer.Option(help="Only this task")] = None,
+    store: StoreOpt = None,
+) -> None:
     """Draw the benchmark report as HTML: the paper's figures (box plots, ranks, CCA clustermap), gap closed and
     Wilcoxon tests paired over perturbations (docs/evaluation.md, "Report")."""
     from pertstore.consumers.evaluators import results as load

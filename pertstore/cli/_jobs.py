@@ -8,14 +8,17 @@ from typing import Annotated, Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from pertstore.cli._main import StoreOpt, _local, _open, _table, console, err
+from pertstore.cli._main import Format, FormatOpt, StoreOpt, _emit, _local, _open, _print_table, _table, console, err
+from pertstore.cli.progress import JobBar
 from pertstore.producers import describe_producers
 
 jobs_app = typer.Typer(help="Batch jobs: compute the sets of a recipes file on Dask.", no_args_is_help=True)
 producers_app = typer.Typer(help="The installed producers.", no_args_is_help=True)
 
-SchedulerOpt = Annotated[Optional[str], typer.Option(
-    "--scheduler", help="Dask scheduler address (tcp://HOST:PORT) [default: an in-process LocalCluster]")]
+SchedulerOpt = Annotated[
+    Optional[str],
+    typer.Option("--scheduler", help="Dask scheduler address (tcp://HOST:PORT) [default: an in-process LocalCluster]"),
+]
 WorkersOpt = Annotated[Optional[int], typer.Option("--workers", "-w", help="Workers of the local cluster [default: 2]")]
 
 
@@ -24,54 +27,72 @@ def register(app: typer.Typer) -> None:
     app.add_typer(producers_app, name="producers")
 
 
-class _Bar:
-    """A live progress bar fed by the job driver's progress callback."""
-
-    def __init__(self, progress: Progress) -> None:
-        self.progress = progress
-        self.task = None
-
-    def __call__(self, state) -> None:
-        if self.task is None:
-            self.task = self.progress.add_task(f"job {state.job_id}", total=max(state.items_total, 1))
-        running = [r.source for r in state.recipes if r.state == "running"]
-        self.progress.update(self.task, total=max(state.items_total, 1), completed=state.items_done,
-                             description=f"job {state.job_id} " + (", ".join(running[:3]) or state.state))
-
-
 def _run(call, progress: bool):
     if not progress:
         return call(None)
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=False) as bar:
-        return call(_Bar(bar))
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as bar:
+        return call(JobBar(bar))
 
 
 def _report(state, store) -> None:
     status = store.jobs.status(state.job_id)
-    console.print(_table(status["recipes"][["source", "context", "version", "state", "items_total", "items_done",
-                                            "items_failed", "items_reused", "seconds", "error"]],
-                         title=f"job {state.job_id}: {state.state}"))
+    _print_table(
+        _table(
+            status["recipes"][
+                [
+                    "source",
+                    "context",
+                    "version",
+                    "state",
+                    "items_total",
+                    "items_done",
+                    "items_failed",
+                    "items_reused",
+                    "seconds",
+                    "error",
+                ]
+            ],
+            title=f"job {state.job_id}: {state.state}",
+        )
+    )
     if state.state != "done":
         raise typer.Exit(1)
 
 
 @jobs_app.command("submit")
-def submit(recipes: Annotated[Path, typer.Argument(help="Recipes YAML file", exists=True, dir_okay=False)],
-           scheduler: SchedulerOpt = None, workers: WorkersOpt = None,
-           max_failed: Annotated[float, typer.Option(help="Fraction of failed entities a set may have")] = 0.05,
-           dry_run: Annotated[bool, typer.Option(help="Only list the recipes and their versions")] = False,
-           progress: Annotated[bool, typer.Option(help="Show a live progress bar")] = True,
-           store: StoreOpt = None) -> None:
+def submit(
+    recipes: Annotated[Path, typer.Argument(help="Recipes YAML file", exists=True, dir_okay=False)],
+    scheduler: SchedulerOpt = None,
+    workers: WorkersOpt = None,
+    max_failed: Annotated[float, typer.Option(help="Fraction of failed entities a set may have")] = 0.05,
+    dry_run: Annotated[bool, typer.Option(help="Only list the recipes and their versions")] = False,
+    progress: Annotated[bool, typer.Option(help="Show a live progress bar")] = True,
+    store: StoreOpt = None,
+) -> None:
     """Submit a recipes file: compute every set that is not in the store yet (or on a server: --store http://...)."""
     with _local(store) if dry_run else _open(store) as s:
         s.release_catalog = True
         if dry_run:
-            rows = [{"source": p.recipe.source, "context": p.recipe.context, "producer": p.recipe.producer,
-                     "version": p.recipe.version, "exists": s.has(p.recipe)} for p in s.jobs.plan(recipes)]
+            rows = [
+                {
+                    "source": p.recipe.source,
+                    "context": p.recipe.context,
+                    "producer": p.recipe.producer,
+                    "version": p.recipe.version,
+                    "exists": s.has(p.recipe),
+                }
+                for p in s.jobs.plan(recipes)
+            ]
             import pandas as pd
 
-            console.print(_table(pd.DataFrame(rows), title=str(recipes)))
+            _print_table(_table(pd.DataFrame(rows), title=str(recipes)))
             return
         job_id = s.jobs.create(recipes, max_failed_fraction=max_failed, scheduler=scheduler)
         err.print(f"job [bold]{job_id}[/] submitted (resume it with `pertstore jobs resume {job_id}`)")
@@ -80,23 +101,28 @@ def submit(recipes: Annotated[Path, typer.Argument(help="Recipes YAML file", exi
 
 
 @jobs_app.command("resume")
-def resume(job_id: str, scheduler: SchedulerOpt = None, workers: WorkersOpt = None,
-           force: Annotated[bool, typer.Option(help="Resume even if the job's driver seems alive")] = False,
-           progress: Annotated[bool, typer.Option(help="Show a live progress bar")] = True,
-           store: StoreOpt = None) -> None:
+def resume(
+    job_id: str,
+    scheduler: SchedulerOpt = None,
+    workers: WorkersOpt = None,
+    force: Annotated[bool, typer.Option(help="Resume even if the job's driver seems alive")] = False,
+    progress: Annotated[bool, typer.Option(help="Show a live progress bar")] = True,
+    store: StoreOpt = None,
+) -> None:
     """Finish an interrupted job without recomputing finished work."""
     with _open(store) as s:
         s.release_catalog = True
-        state = _run(lambda cb: s.jobs.resume(job_id, scheduler=scheduler, n_workers=workers, progress=cb,
-                                              force=force), progress)
+        state = _run(
+            lambda cb: s.jobs.resume(job_id, scheduler=scheduler, n_workers=workers, progress=cb, force=force), progress
+        )
         _report(state, s)
 
 
 @jobs_app.command("ls")
-def ls(store: StoreOpt = None) -> None:
+def ls(store: StoreOpt = None, format: FormatOpt = Format.table) -> None:
     """List jobs, newest first."""
     with _open(store) as s:
-        console.print(_table(s.jobs.ls()))
+        _emit(s.jobs.ls(), format)
 
 
 @jobs_app.command("status")
@@ -108,7 +134,7 @@ def status(job_id: str, store: StoreOpt = None) -> None:
     console.print(f"job [bold]{job_id}[/]: {st['state']}  {done}/{total} items, {int(st['items_failed'])} failed")
     if st.get("error"):
         console.print(f"[red]{st['error']}[/]")
-    console.print(_table(st["recipes"].drop(columns=["position"])))
+    _print_table(_table(st["recipes"].drop(columns=["position"])))
 
 
 @jobs_app.command("cancel")
@@ -119,13 +145,16 @@ def cancel(job_id: str, store: StoreOpt = None) -> None:
 
 
 @jobs_app.command("failures")
-def failures(job_id: str, out: Annotated[Optional[Path], typer.Option(help="Write the ledger to .csv/.parquet")] = None,
-             store: StoreOpt = None) -> None:
+def failures(
+    job_id: str,
+    out: Annotated[Optional[Path], typer.Option(help="Write the ledger to .csv/.parquet")] = None,
+    store: StoreOpt = None,
+) -> None:
     """The per-entity failure ledger of a job."""
     with _open(store) as s:
         df = s.jobs.failures(job_id)
     if out is None:
-        console.print(_table(df.head(200), title=f"{len(df)} failed entities"))
+        _print_table(_table(df.head(200), title=f"{len(df)} failed entities"))
     elif out.suffix == ".parquet":
         df.to_parquet(out, index=False)
     else:
@@ -133,6 +162,6 @@ def failures(job_id: str, out: Annotated[Optional[Path], typer.Option(help="Writ
 
 
 @producers_app.command("ls")
-def producers_ls() -> None:
+def producers_ls(format: FormatOpt = Format.table) -> None:
     """Installed producers with their parameters and defaults."""
-    console.print(_table(describe_producers()))
+    _emit(describe_producers(), format)

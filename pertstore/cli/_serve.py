@@ -44,13 +44,17 @@ class HeaderTimeoutProtocol(H11Protocol):
             self.transport.close()
 
 
-def serve(store: StoreOpt = None,
-          host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
-          port: Annotated[int, typer.Option(help="Port")] = 8000,
-          scheduler: Annotated[Optional[str], typer.Option(help="Dask scheduler for submitted jobs")] = None,
-          protect_reads: Annotated[bool, typer.Option(help="Require the token for reads too")] = False,
-          header_timeout: Annotated[float, typer.Option(min=0.1, help="Seconds a client has to send a request's "
-                                                        "headers before its connection is closed")] = 10.0) -> None:
+def serve(
+    store: StoreOpt = None,
+    host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port")] = 8000,
+    scheduler: Annotated[Optional[str], typer.Option(help="Dask scheduler for submitted jobs")] = None,
+    protect_reads: Annotated[bool, typer.Option(help="Require the token for reads too")] = False,
+    header_timeout: Annotated[
+        float,
+        typer.Option(min=0.1, help="Seconds a client has to send a request's headers before its connection is closed"),
+    ] = 10.0,
+) -> None:
     """Serve the store over HTTP (/v1, OpenAPI at /openapi.json); writes need PERTSTORE_TOKEN."""
     import uvicorn
 
@@ -58,5 +62,10 @@ def serve(store: StoreOpt = None,
 
     s = _open(store)
     protocol = type("Protocol", (HeaderTimeoutProtocol,), {"header_timeout": header_timeout})
-    uvicorn.run(create_app(s, protect_reads=protect_reads, scheduler=scheduler), host=host, port=port,
-                log_level="info", http=protocol)
+    uvicorn.run(
+        create_app(s, protect_reads=protect_reads, scheduler=scheduler),
+        host=host,
+        port=port,
+        log_level="info",
+        http=protocol,
+    )

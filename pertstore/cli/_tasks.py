@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -13,10 +13,12 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from pertstore.cli._main import StoreOpt, _local, _table, console
+from pertstore._dask import dask_client
+from pertstore.cli._main import Format, FormatOpt, StoreOpt, _emit, _local, _print_table, console
 
-tasks_app = typer.Typer(help="Perturbation tasks: LFC or DEG targets, folds and experimental error.",
-                        no_args_is_help=True)
+tasks_app = typer.Typer(
+    help="Perturbation tasks: LFC or DEG targets, folds and experimental error.", no_args_is_help=True
+)
 
 KindOpt = Annotated[str, typer.Option("--kind", "-k", help="lfc or deg")]
 NameOpt = Annotated[str, typer.Option("--name", "-n", help="Task name (a path segment: letters, digits, _ . -)")]
@@ -34,8 +36,9 @@ def _progress(enabled: bool):
     if not enabled:
         yield None
         return
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console) as bar:
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+    ) as bar:
         ids: dict[str, Any] = {}
 
         def update(stage: str, done: int, total: int) -> None:
@@ -46,70 +49,97 @@ def _progress(enabled: bool):
         yield update
 
 
-def _client(scheduler: str | None):
-    if scheduler is None:
-        return None
-    from distributed import Client
-
-    return Client(scheduler, set_as_default=False)
-
-
 @tasks_app.command("build")
-def build(file: Annotated[Path, typer.Argument(help="h5ad file or AnnData-zarr directory with cells", exists=True)],
-          name: NameOpt,
-          kind: KindOpt = "lfc",
-          preset: Annotated[Optional[str], typer.Option(
-              help="The reference's settings for one of the paper's datasets: essential, norman, tahoe, sciplex "
-                   "(options given below override them)")] = None,
-          pert_col: Annotated[Optional[str], typer.Option(help="obs column with perturbation labels")] = None,
-          control_col: Annotated[Optional[str], typer.Option(help="Boolean obs column marking controls")] = None,
-          control_label: Annotated[Optional[str], typer.Option(help="Label of control cells in --pert-col")] = None,
-          batch_col: Annotated[Optional[str], typer.Option(help="obs column with batches")] = None,
-          batch_from_barcode: Annotated[Optional[bool], typer.Option(
-              "--batch-from-barcode", help="Batch = the gem-group suffix of each cell barcode (ACGT...-3)")] = None,
-          context_col: Annotated[Optional[str], typer.Option(help="obs column with the context (cell line)")] = None,
-          context: Annotated[Optional[str], typer.Option(
-              "--context", "-c", help="Context name when the file has no context column, e.g. THP-1")] = None,
-          dose_col: Annotated[Optional[str], typer.Option(help="obs column with doses")] = None,
-          dose: Annotated[Optional[float], typer.Option(
-              help="Keep perturbed cells at this dose (default with --dose-col: every dose, labels name@dose)")] = None,
-          dose_as_context: Annotated[Optional[bool], typer.Option(
-              "--dose-as-context", help="Every dose a context of its own (folds by perturbation shared)")] = None,
-          alias_col: Annotated[Optional[list[str]], typer.Option(
-              help="obs column with other ids of a perturbation (Broad id, SMILES, Entrez), tried when its "
-                   "label does not resolve; repeat")] = None,
-          keep: Annotated[Optional[list[str]], typer.Option(
-              "--filter", help="Keep cells with COLUMN=VALUE (repeat; e.g. pass_filter=full)")] = None,
-          exclude: Annotated[Optional[list[str]], typer.Option(help="Perturbation label to leave out; repeat")] = None,
-          exclude_context: Annotated[Optional[list[str]], typer.Option(help="Context to leave out; repeat")] = None,
-          genes: Annotated[Optional[str], typer.Option(
-              help="Gene universe: all, coding (protein-coding), or a file with one gene name per line")] = None,
-          normalise_kept: Annotated[Optional[bool], typer.Option(
-              "--normalise-kept", help="Normalise counts over the kept genes only")] = None,
-          layer: Annotated[Optional[str], typer.Option(help="Use layers[LAYER] instead of X")] = None,
-          input: Annotated[Optional[str], typer.Option(
-              "--input", help="auto, counts, log1p / log (used as is) or differential (z-scores: averaged)")] = None,
-          variant: Annotated[Optional[str], typer.Option(
-              help="auto, large or small (batch-size variant) [default: the preset's, else auto]")] = None,
-          min_cells: Annotated[Optional[int], typer.Option(
-              help="DEG: minimum cells per (perturbation, batch) [default: the preset's, else 30]")] = None,
-          alpha: Annotated[float, typer.Option(help="DEG: adjusted p-value threshold")] = 0.05,
-          trials: Annotated[int, typer.Option(
-              help="Bootstrap trials of the experimental error (0: none; LFC: outer x 10 inner, the reference's "
-                   "10 x 10 = 100; DEG: replicates, the reference ran 20)")] = 100,
-          error_seed: Annotated[int, typer.Option(help="Seed of the bootstrap (the reference's 5050)")] = 5050,
-          seed: Annotated[int, typer.Option(help="Seed of the folds")] = 0,
-          n_folds: Annotated[int, typer.Option(help="Folds over perturbations")] = 5,
-          folds_per_context: Annotated[bool, typer.Option(
-              help="Draw folds per context instead of sharing them across contexts")] = False,
-          combinatorial: Annotated[bool, typer.Option(help="Keep combinatorial labels (A+B)")] = False,
-          entity: Annotated[Optional[str], typer.Option(
-              help="Resolve labels as gene or molecule ids [default: the preset's, else gene]")] = None,
-          backed: Annotated[bool, typer.Option(help="Leave X on disk and stream row blocks")] = False,
-          scheduler: Annotated[Optional[str], typer.Option(
-              help="Dask scheduler address: sum row ranges on its workers")] = None,
-          progress: Annotated[bool, typer.Option(help="Show progress bars")] = True,
-          store: StoreOpt = None) -> None:
+def build(
+    file: Annotated[Path, typer.Argument(help="h5ad file or AnnData-zarr directory with cells", exists=True)],
+    name: NameOpt,
+    kind: KindOpt = "lfc",
+    preset: Annotated[
+        Optional[str],
+        typer.Option(
+            help="The reference's settings for one of the paper's datasets: essential, norman, tahoe, sciplex "
+            "(options given below override them)"
+        ),
+    ] = None,
+    pert_col: Annotated[Optional[str], typer.Option(help="obs column with perturbation labels")] = None,
+    control_col: Annotated[Optional[str], typer.Option(help="Boolean obs column marking controls")] = None,
+    control_label: Annotated[Optional[str], typer.Option(help="Label of control cells in --pert-col")] = None,
+    batch_col: Annotated[Optional[str], typer.Option(help="obs column with batches")] = None,
+    batch_from_barcode: Annotated[
+        Optional[bool],
+        typer.Option("--batch-from-barcode", help="Batch = the gem-group suffix of each cell barcode (ACGT...-3)"),
+    ] = None,
+    context_col: Annotated[Optional[str], typer.Option(help="obs column with the context (cell line)")] = None,
+    context: Annotated[
+        Optional[str],
+        typer.Option("--context", "-c", help="Context name when the file has no context column, e.g. THP-1"),
+    ] = None,
+    dose_col: Annotated[Optional[str], typer.Option(help="obs column with doses")] = None,
+    dose: Annotated[
+        Optional[float],
+        typer.Option(help="Keep perturbed cells at this dose (default with --dose-col: every dose, labels name@dose)"),
+    ] = None,
+    dose_as_context: Annotated[
+        Optional[bool],
+        typer.Option("--dose-as-context", help="Every dose a context of its own (folds by perturbation shared)"),
+    ] = None,
+    alias_col: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            help="obs column with other ids of a perturbation (Broad id, SMILES, Entrez), tried when its "
+            "label does not resolve; repeat"
+        ),
+    ] = None,
+    keep: Annotated[
+        Optional[list[str]],
+        typer.Option("--filter", help="Keep cells with COLUMN=VALUE (repeat; e.g. pass_filter=full)"),
+    ] = None,
+    exclude: Annotated[Optional[list[str]], typer.Option(help="Perturbation label to leave out; repeat")] = None,
+    exclude_context: Annotated[Optional[list[str]], typer.Option(help="Context to leave out; repeat")] = None,
+    genes: Annotated[
+        Optional[str],
+        typer.Option(help="Gene universe: all, coding (protein-coding), or a file with one gene name per line"),
+    ] = None,
+    normalise_kept: Annotated[
+        Optional[bool], typer.Option("--normalise-kept", help="Normalise counts over the kept genes only")
+    ] = None,
+    layer: Annotated[Optional[str], typer.Option(help="Use layers[LAYER] instead of X")] = None,
+    input: Annotated[
+        Optional[str],
+        typer.Option("--input", help="auto, counts, log1p / log (used as is) or differential (z-scores: averaged)"),
+    ] = None,
+    variant: Annotated[
+        Optional[str], typer.Option(help="auto, large or small (batch-size variant) [default: the preset's, else auto]")
+    ] = None,
+    min_cells: Annotated[
+        Optional[int],
+        typer.Option(help="DEG: minimum cells per (perturbation, batch) [default: the preset's, else 30]"),
+    ] = None,
+    alpha: Annotated[float, typer.Option(help="DEG: adjusted p-value threshold")] = 0.05,
+    trials: Annotated[
+        int,
+        typer.Option(
+            help="Bootstrap trials of the experimental error (0: none; LFC: outer x 10 inner, the reference's "
+            "10 x 10 = 100; DEG: replicates, the reference ran 20)"
+        ),
+    ] = 100,
+    error_seed: Annotated[int, typer.Option(help="Seed of the bootstrap (the reference's 5050)")] = 5050,
+    seed: Annotated[int, typer.Option(help="Seed of the folds")] = 0,
+    n_folds: Annotated[int, typer.Option(help="Folds over perturbations")] = 5,
+    folds_per_context: Annotated[
+        bool, typer.Option(help="Draw folds per context instead of sharing them across contexts")
+    ] = False,
+    combinatorial: Annotated[bool, typer.Option(help="Keep combinatorial labels (A+B)")] = False,
+    entity: Annotated[
+        Optional[str], typer.Option(help="Resolve labels as gene or molecule ids [default: the preset's, else gene]")
+    ] = None,
+    backed: Annotated[bool, typer.Option(help="Leave X on disk and stream row blocks")] = False,
+    scheduler: Annotated[
+        Optional[str], typer.Option(help="Dask scheduler address: sum row ranges on its workers")
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="Show progress bars")] = True,
+    store: StoreOpt = None,
+) -> None:
     """Compute a task (targets, folds, experimental error) from single-cell data and store it."""
     obs_filter = None
     if keep:
@@ -125,22 +155,50 @@ def build(file: Annotated[Path, typer.Argument(help="h5ad file or AnnData-zarr d
         if not path.is_file():
             raise typer.BadParameter(f"--genes takes all, coding or a file of gene names; no file {genes!r}")
         gene_universe = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    with _local(store) as s, _progress(progress) as tick:
-        client = _client(scheduler)
-        try:
-            task, version = s.tasks.build(
-                file, name=name, kind=kind, preset=preset, entity=entity, variant=variant, min_cells=min_cells,
-                pert_col=pert_col, control_col=control_col, control_label=control_label, batch_col=batch_col,
-                batch_from_barcode=batch_from_barcode, context_col=context_col, context=context, dose_col=dose_col,
-                dose=dose, dose_as_context=dose_as_context, alias_cols=alias_col or None, obs_filter=obs_filter,
-                exclude=exclude or None, exclude_contexts=exclude_context or None,
-                genes=gene_universe, normalise_kept=normalise_kept, layer=layer, input=input,
-                combinatorial=combinatorial, backed=backed or scheduler is not None,
-                build_options={"alpha": alpha, "trials": trials, "error_seed": error_seed, "seed": seed, "n_folds": n_folds,
-                               "folds_per_context": folds_per_context, "progress": tick, "client": client})
-        finally:
-            if client is not None:
-                client.close()
+    with (
+        _local(store) as s,
+        _progress(progress) as tick,
+        dask_client(scheduler) if scheduler else nullcontext() as client,
+    ):
+        task, version = s.tasks.build(
+            file,
+            name=name,
+            kind=kind,
+            preset=preset,
+            entity=entity,
+            variant=variant,
+            min_cells=min_cells,
+            pert_col=pert_col,
+            control_col=control_col,
+            control_label=control_label,
+            batch_col=batch_col,
+            batch_from_barcode=batch_from_barcode,
+            context_col=context_col,
+            context=context,
+            dose_col=dose_col,
+            dose=dose,
+            dose_as_context=dose_as_context,
+            alias_cols=alias_col or None,
+            obs_filter=obs_filter,
+            exclude=exclude or None,
+            exclude_contexts=exclude_context or None,
+            genes=gene_universe,
+            normalise_kept=normalise_kept,
+            layer=layer,
+            input=input,
+            combinatorial=combinatorial,
+            backed=backed or scheduler is not None,
+            build_options={
+                "alpha": alpha,
+                "trials": trials,
+                "error_seed": error_seed,
+                "seed": seed,
+                "n_folds": n_folds,
+                "folds_per_context": folds_per_context,
+                "progress": tick,
+                "client": client,
+            },
+        )
     _summary(task, name, version)
     for note in task.report.get("notes", []):
         if note.startswith(("preset", "variant 'auto'")):
@@ -148,64 +206,86 @@ def build(file: Annotated[Path, typer.Argument(help="h5ad file or AnnData-zarr d
 
 
 @tasks_app.command("import")
-def import_(file: Annotated[Path, typer.Argument(help="h5ad, parquet or csv response matrix", exists=True)],
-            name: NameOpt,
-            kind: Annotated[Optional[str], typer.Option("--kind", "-k",
-                                                        help="lfc or deg [default: deg when values are -1/0/1]")] = None,
-            context: Annotated[str, typer.Option("--context", "-c",
-                                                 help="Context of every row when the file has none")] = "",
-            seed: Annotated[int, typer.Option(help="Seed of the folds made when the file has none")] = 0,
-            entity: Annotated[str, typer.Option(help="Resolve perturbation labels as gene or molecule ids")] = "gene",
-            combo_sep: Annotated[str, typer.Option(help="Separator of combinatorial labels (A+B)")] = "+",
-            store: StoreOpt = None) -> None:
+def import_(
+    file: Annotated[Path, typer.Argument(help="h5ad, parquet or csv response matrix", exists=True)],
+    name: NameOpt,
+    kind: Annotated[
+        Optional[str], typer.Option("--kind", "-k", help="lfc or deg [default: deg when values are -1/0/1]")
+    ] = None,
+    context: Annotated[str, typer.Option("--context", "-c", help="Context of every row when the file has none")] = "",
+    seed: Annotated[int, typer.Option(help="Seed of the folds made when the file has none")] = 0,
+    entity: Annotated[str, typer.Option(help="Resolve perturbation labels as gene or molecule ids")] = "gene",
+    combo_sep: Annotated[str, typer.Option(help="Separator of combinatorial labels (A+B)")] = "+",
+    store: StoreOpt = None,
+) -> None:
     """Store a precomputed task (the paper's published layout or a parquet/csv matrix), keeping its folds;
     its perturbations are resolved through the store's registry."""
     with _local(store) as s, console.status(f"importing {file}"):
-        task, version = s.tasks.import_file(file, name=name, kind=kind, context=context, seed=seed, entity=entity,
-                                            combo_sep=combo_sep)
+        task, version = s.tasks.import_file(
+            file, name=name, kind=kind, context=context, seed=seed, entity=entity, combo_sep=combo_sep
+        )
     _summary(task, name, version)
 
 
 @tasks_app.command("deg-table")
-def deg_table(file: Annotated[Path, typer.Argument(help="Long table of significant genes (.tsv[.gz], .csv, .parquet)",
-                                                   exists=True)],
-              name: NameOpt,
-              pert_col: Annotated[str, typer.Option(help="Column of the perturbation")] = "perturbagen",
-              gene_col: Annotated[str, typer.Option(help="Column of the changed gene")] = "entrez_gene_id",
-              direction_col: Annotated[str, typer.Option(help="Column with up / down")] = "direction",
-              status_col: Annotated[str, typer.Option(help="Column that --status selects on")] = "status",
-              status: Annotated[Optional[str], typer.Option(
-                  help="Keep rows with this status (e.g. measured landmarks); 'any' keeps all")] = "measured",
-              min_genes: Annotated[int, typer.Option(help="Keep perturbations with at least this many genes")] = 5,
-              min_perts: Annotated[int, typer.Option(help="Gene universe: genes listed for at least this many "
-                                                          "kept perturbations")] = 1,
-              context: Annotated[str, typer.Option("--context", "-c", help="Context of the task")] = "",
-              entity: Annotated[str, typer.Option(help="Resolve perturbations as gene or molecule ids")] = "gene",
-              seed: Annotated[int, typer.Option(help="Seed of the folds")] = 0,
-              store: StoreOpt = None) -> None:
+def deg_table(
+    file: Annotated[
+        Path, typer.Argument(help="Long table of significant genes (.tsv[.gz], .csv, .parquet)", exists=True)
+    ],
+    name: NameOpt,
+    pert_col: Annotated[str, typer.Option(help="Column of the perturbation")] = "perturbagen",
+    gene_col: Annotated[str, typer.Option(help="Column of the changed gene")] = "entrez_gene_id",
+    direction_col: Annotated[str, typer.Option(help="Column with up / down")] = "direction",
+    status_col: Annotated[str, typer.Option(help="Column that --status selects on")] = "status",
+    status: Annotated[
+        Optional[str], typer.Option(help="Keep rows with this status (e.g. measured landmarks); 'any' keeps all")
+    ] = "measured",
+    min_genes: Annotated[int, typer.Option(help="Keep perturbations with at least this many genes")] = 5,
+    min_perts: Annotated[
+        int, typer.Option(help="Gene universe: genes listed for at least this many kept perturbations")
+    ] = 1,
+    context: Annotated[str, typer.Option("--context", "-c", help="Context of the task")] = "",
+    entity: Annotated[str, typer.Option(help="Resolve perturbations as gene or molecule ids")] = "gene",
+    seed: Annotated[int, typer.Option(help="Seed of the folds")] = 0,
+    store: StoreOpt = None,
+) -> None:
     """Store a DEG task from a long table of significant genes (perturbation, gene, up/down; others 0)."""
     with _local(store) as s, console.status(f"reading {file}"):
         task, version = s.tasks.import_deg_table(
-            file, name=name, pert_col=pert_col, gene_col=gene_col, direction_col=direction_col,
-            status_col=status_col, status=None if status == "any" else status, min_genes=min_genes,
-            min_perts=min_perts, context=context, entity=entity, seed=seed)
+            file,
+            name=name,
+            pert_col=pert_col,
+            gene_col=gene_col,
+            direction_col=direction_col,
+            status_col=status_col,
+            status=None if status == "any" else status,
+            min_genes=min_genes,
+            min_perts=min_perts,
+            context=context,
+            entity=entity,
+            seed=seed,
+        )
     _summary(task, name, version)
     for note in task.report.get("notes", []):
         console.print(f"[dim]{note}[/]")
 
 
 @tasks_app.command("ls")
-def ls(name: Annotated[Optional[str], typer.Argument(help="Only this task's versions")] = None,
-       store: StoreOpt = None) -> None:
+def ls(
+    name: Annotated[Optional[str], typer.Argument(help="Only this task's versions")] = None,
+    store: StoreOpt = None,
+    format: FormatOpt = Format.table,
+) -> None:
     """List stored tasks."""
     from pertstore.consumers.tasks import list_tasks
 
     with _local(store) as s:
         df = list_tasks(s, name)
-    df["created_at"] = df["created_at"].astype(str).str[:16]
-    df["latest"] = np.where(df["latest"], "*", "")
-    df = df.drop(columns=["path"]).rename(columns={"n_perts": "perts", "n_genes": "genes", "created_at": "created"})
-    console.print(_table(df, title=f"{len(df)} task version(s)"))
+    if format is Format.table:
+        df["created_at"] = df["created_at"].astype(str).str[:16]
+        df["latest"] = np.where(df["latest"], "*", "")
+        df = df.drop(columns=["path"]).rename(columns={"n_perts": "perts", "n_genes": "genes", "created_at": "created"})
+    _emit(df, format, title=f"{len(df)} task version(s)")
 
 
 @tasks_app.command("show")
@@ -220,8 +300,12 @@ def show(name: str, version: TaskVersionOpt = None, store: StoreOpt = None) -> N
 
 
 @tasks_app.command("export")
-def export(name: str, out: Annotated[Path, typer.Option("--out", "-o", help="Output .h5ad file")],
-           version: TaskVersionOpt = None, store: StoreOpt = None) -> None:
+def export(
+    name: str,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output .h5ad file")],
+    version: TaskVersionOpt = None,
+    store: StoreOpt = None,
+) -> None:
     """Write a stored task as AnnData (obs = perturbations, var = genes, X = targets)."""
     from pertstore.consumers.tasks import load_task
 
@@ -248,15 +332,19 @@ def _summary(task, name: str, version: str) -> None:
         if limits is not None:
             mine = limits[(limits["context"] == ctx) & (limits["metric"] == primary)]
             limit = "/".join(f"{v:.4g}" for v in mine.sort_values("fold")["value"])
-        t.add_row(ctx or "(none)", f"{int(rows.sum()):,}", f"{len(task.gene_ids):,}",
-                  "/".join(map(str, sizes)), limit)
-    console.print(t)
+        t.add_row(ctx or "(none)", f"{int(rows.sum()):,}", f"{len(task.gene_ids):,}", "/".join(map(str, sizes)), limit)
+    _print_table(t)
     if task.error is not None:
         p = task.error.params
-        how = (f"{p.get('outer')} x {p.get('inner')} trials, q{task.error.quantile:g} per perturbation, mean per fold"
-               if task.error.kind == "lfc" else f"{p.get('trials')} trials, q{task.error.quantile:g} per fold")
-        console.print(f"experimental error as {p.get('reference')} (seed {p.get('seed')}, {how}); "
-                      f"metrics: {', '.join(task.error.metrics)}")
+        how = (
+            f"{p.get('outer')} x {p.get('inner')} trials, q{task.error.quantile:g} per perturbation, mean per fold"
+            if task.error.kind == "lfc"
+            else f"{p.get('trials')} trials, q{task.error.quantile:g} per fold"
+        )
+        console.print(
+            f"experimental error as {p.get('reference')} (seed {p.get('seed')}, {how}); "
+            f"metrics: {', '.join(task.error.metrics)}"
+        )
     dropped = len(task.report.get("dropped", {}).get("pert_id", []))
     pairs = len(task.report.get("discarded_pairs", {}).get("pert_id", []))
     if dropped or pairs:
@@ -269,12 +357,16 @@ def _resolution(task) -> None:
     n = len(task.pert_ids)
     resolved = sum(e is not None for e in task.entity_ids)
     style = "green" if resolved == n else ("red" if resolved == 0 else "yellow")
-    console.print(f"[{style}]{resolved:,} of {n:,} perturbation(s) resolved to an entity[/]"
-                  + ("" if resolved else ": no embedding set can cover this task"))
+    console.print(
+        f"[{style}]{resolved:,} of {n:,} perturbation(s) resolved to an entity[/]"
+        + ("" if resolved else ": no embedding set can cover this task")
+    )
     unresolved = task.report.get("unresolved", [])
     if unresolved:
-        console.print(f"unresolved ({len(unresolved)}): {', '.join(map(str, unresolved[:20]))}"
-                      + (" ..." if len(unresolved) > 20 else ""))
+        console.print(
+            f"unresolved ({len(unresolved)}): {', '.join(map(str, unresolved[:20]))}"
+            + (" ..." if len(unresolved) > 20 else "")
+        )
     ambiguous = task.report.get("ambiguous", {})
     for label, candidates in list(zip(ambiguous.get("label", []), ambiguous.get("candidates", [])))[:20]:
         console.print(f"ambiguous: {label} -> {candidates.replace(';', ', ')}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -11,14 +10,20 @@ import httpx
 import pandas as pd
 import xarray as xr
 
+from pertstore._config import get_settings
 from pertstore.catalog import Resolution
 from pertstore.errors import ConflictError, InvalidInputError, NotFoundError, PertstoreError
-from pertstore.producers._jobs import TERMINAL, JobProgress, RecipeProgress
+from pertstore.producers import TERMINAL, JobProgress, RecipeProgress
 from pertstore.store import SetCard, from_arrow
 
 ARROW = "application/vnd.apache.arrow.stream"
-_ERRORS = {404: NotFoundError, 409: ConflictError, 400: InvalidInputError, 413: InvalidInputError,
-           422: InvalidInputError}
+_ERRORS = {
+    404: NotFoundError,
+    409: ConflictError,
+    400: InvalidInputError,
+    413: InvalidInputError,
+    422: InvalidInputError,
+}
 
 
 class Client:
@@ -28,10 +33,11 @@ class Client:
     :class:`pertstore.Store`; bulk embeddings travel as Arrow. ``jobs`` submits and watches jobs.
     """
 
-    def __init__(self, url: str, *, token: str | None = None, timeout: float = 120.0,
-                 http: httpx.Client | None = None) -> None:
+    def __init__(
+        self, url: str, *, token: str | None = None, timeout: float = 120.0, http: httpx.Client | None = None
+    ) -> None:
         self.url = url.rstrip("/")
-        token = token if token is not None else os.environ.get("PERTSTORE_TOKEN")
+        token = token if token is not None else get_settings().token
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = http or httpx.Client(base_url=self.url, timeout=timeout)
         self._http.headers.update(headers)
@@ -46,7 +52,7 @@ class Client:
     def close(self) -> None:
         self._http.close()
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -98,8 +104,9 @@ class Client:
             if offset >= page["total"]:
                 return items
 
-    def show(self, source: str, *, context: str | None = None, version: str | None = None,
-             tag: str | None = None) -> SetCard:
+    def show(
+        self, source: str, *, context: str | None = None, version: str | None = None, tag: str | None = None
+    ) -> SetCard:
         """The card of one set."""
         params = _drop_none({"context": context, "version": version, "tag": tag})
         return SetCard.model_validate(self._json("GET", f"/sets/{source}", params=params))
@@ -108,14 +115,35 @@ class Client:
         """Point ``tag`` of ``source`` at ``version`` (needs the token)."""
         self.request("PUT", f"/sets/{source}/tags/{tag}", json={"version": version})
 
-    def import_file(self, path: str | Path, *, source: str, kind: str = "gene", context: str = "",
-                    field: str | None = None, id_col: str | None = None) -> SetCard:
+    def import_file(
+        self,
+        path: str | Path,
+        *,
+        source: str,
+        kind: str = "gene",
+        context: str = "",
+        field: str | None = None,
+        id_col: str | None = None,
+    ) -> SetCard:
         """Upload an embedding file (h5ad, npz, parquet, csv) as a new set (needs the token)."""
         path = Path(path)
-        params = _drop_none({"source": source, "kind": kind, "context": context, "format": path.suffix.lstrip("."),
-                             "field": field, "id_col": id_col})
-        doc = self._json("POST", "/import", params=params, content=path.read_bytes(),
-                         headers={"content-type": "application/octet-stream"})
+        params = _drop_none(
+            {
+                "source": source,
+                "kind": kind,
+                "context": context,
+                "format": path.suffix.lstrip("."),
+                "field": field,
+                "id_col": id_col,
+            }
+        )
+        doc = self._json(
+            "POST",
+            "/import",
+            params=params,
+            content=path.read_bytes(),
+            headers={"content-type": "application/octet-stream"},
+        )
         return SetCard.model_validate(doc)
 
     # ---- entities and embeddings ---------------------------------------------------------------
@@ -124,19 +152,34 @@ class Client:
         doc = self._json("POST", "/resolve", json={"ids": list(ids), "kind": kind})
         return Resolution(query=list(ids), ids=doc["ids"], unresolved=doc["unresolved"], ambiguous=doc["ambiguous"])
 
-    def align(self, sources: str | Sequence[str], ids: Sequence[str], *, context: str | None = None,
-              version: str | dict[str, str] | None = None, tag: str | dict[str, str] | None = None) -> xr.Dataset:
+    def align(
+        self,
+        sources: str | Sequence[str],
+        ids: Sequence[str],
+        *,
+        context: str | None = None,
+        version: str | dict[str, str] | None = None,
+        tag: str | dict[str, str] | None = None,
+    ) -> xr.Dataset:
         """Embeddings of ``ids`` from several sources, as :meth:`pertstore.Store.align` returns them."""
         sources = [sources] if isinstance(sources, str) else list(sources)
-        body = _drop_none({"sources": sources, "ids": [str(i) for i in ids], "context": context,
-                           "version": version, "tag": tag})
+        body = _drop_none(
+            {"sources": sources, "ids": [str(i) for i in ids], "context": context, "version": version, "tag": tag}
+        )
         return self._arrow("/align", body)
 
-    def get(self, source: str, ids: Sequence[str], *, context: str | None = None, version: str | None = None,
-            tag: str | None = None) -> xr.DataArray:
-        """One set's rows for ``ids`` (NaN where absent)."""
+    def get(
+        self,
+        source: str,
+        ids: Sequence[str],
+        *,
+        context: str | None = None,
+        version: str | None = None,
+        tag: str | None = None,
+    ) -> xr.DataArray:
+        """One set's rows for ``ids`` (NaN where absent), dims ``(entity, dim)`` as :meth:`Store.get`."""
         body = _drop_none({"ids": [str(i) for i in ids], "context": context, "version": version, "tag": tag})
-        return self._arrow(f"/sets/{source}/embeddings", body)[source]
+        return self._arrow(f"/sets/{source}/embeddings", body)[source].rename({f"{source}_dim": "dim"})
 
     def _arrow(self, path: str, body: dict) -> xr.Dataset:
         import pyarrow as pa
@@ -161,14 +204,27 @@ class RemoteJobs:
         doc = self._client._json("POST", "/jobs", json={"recipes": text, "max_failed_fraction": max_failed_fraction})
         return doc["job_id"]
 
-    def submit(self, recipes: str | Path, *, max_failed_fraction: float = 0.05, timeout: float | None = None,
-               progress: Callable[[JobProgress], None] | None = None) -> JobProgress:
+    def submit(
+        self,
+        recipes: str | Path,
+        *,
+        max_failed_fraction: float = 0.05,
+        timeout: float | None = None,
+        progress: Callable[[JobProgress], None] | None = None,
+    ) -> JobProgress:
         """Submit and wait for the job to end."""
-        return self.wait(self.create(recipes, max_failed_fraction=max_failed_fraction), timeout=timeout,
-                         progress=progress)
+        return self.wait(
+            self.create(recipes, max_failed_fraction=max_failed_fraction), timeout=timeout, progress=progress
+        )
 
-    def run(self, job_id: str, *, scheduler: str | None = None, n_workers: int | None = None,
-            progress: Callable[[JobProgress], None] | None = None) -> JobProgress:
+    def run(
+        self,
+        job_id: str,
+        *,
+        scheduler: str | None = None,
+        n_workers: int | None = None,
+        progress: Callable[[JobProgress], None] | None = None,
+    ) -> JobProgress:
         """Wait for a submitted job (the server already runs it)."""
         return self.wait(job_id, progress=progress)
 
@@ -176,8 +232,14 @@ class RemoteJobs:
         self._client.request("POST", f"/jobs/{job_id}/resume")
         return self.wait(job_id, progress=progress)
 
-    def wait(self, job_id: str, *, timeout: float | None = None, poll: float = 0.5,
-             progress: Callable[[JobProgress], None] | None = None) -> JobProgress:
+    def wait(
+        self,
+        job_id: str,
+        *,
+        timeout: float | None = None,
+        poll: float = 0.5,
+        progress: Callable[[JobProgress], None] | None = None,
+    ) -> JobProgress:
         """Poll the job until it is done, failed or cancelled."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
@@ -193,8 +255,9 @@ class RemoteJobs:
     def progress(self, job_id: str) -> JobProgress:
         st = self._client._json("GET", f"/jobs/{job_id}")
         fields = RecipeProgress.__dataclass_fields__
-        recipes = [RecipeProgress(**{k: v for k, v in r.items() if k in fields and k != "failed"})
-                   for r in st["recipes"]]
+        recipes = [
+            RecipeProgress(**{k: v for k, v in r.items() if k in fields and k != "failed"}) for r in st["recipes"]
+        ]
         return JobProgress(job_id, st["state"], recipes)
 
     def status(self, job_id: str) -> dict:
@@ -205,8 +268,9 @@ class RemoteJobs:
         return pd.DataFrame(self._client._json("GET", "/jobs"))
 
     def failures(self, job_id: str) -> pd.DataFrame:
-        return pd.DataFrame(self._client._json("GET", f"/jobs/{job_id}/failures"),
-                            columns=["source", "version", "entity_id", "reason"])
+        return pd.DataFrame(
+            self._client._json("GET", f"/jobs/{job_id}/failures"), columns=["source", "version", "entity_id", "reason"]
+        )
 
     def cancel(self, job_id: str) -> str:
         return self._client._json("POST", f"/jobs/{job_id}/cancel")["state"]

@@ -25,10 +25,10 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+from pertstore.producers._base import Batch, Producer
 from pydantic import BaseModel, ConfigDict, Field
 
 from pertstore.errors import InvalidInputError
-from pertstore.producers._base import Batch, Producer
 
 VALUES = ("affinity_pred_value", "affinity_probability_binary")
 _VALID_RESIDUES = re.compile(r"^[ACDEFGHIKLMNPQRSTVWYXBZUO]+$")
@@ -60,21 +60,25 @@ def input_document(sequence: str, smiles: str, msa: str) -> dict:
     protein: dict = {"id": "A", "sequence": sequence}
     if msa == "empty":
         protein["msa"] = "empty"
-    return {"version": 1,
-            "sequences": [{"protein": protein}, {"ligand": {"id": "B", "smiles": smiles}}],
-            "properties": [{"affinity": {"binder": "B"}}]}
+    return {
+        "version": 1,
+        "sequences": [{"protein": protein}, {"ligand": {"id": "B", "smiles": smiles}}],
+        "properties": [{"affinity": {"binder": "B"}}],
+    }
 
 
-def write_inputs(folder: Path, molecules: list[tuple[str, str]], panel: list[PanelProtein],
-                 msa: str) -> dict[str, tuple[int, int]]:
+def write_inputs(
+    folder: Path, molecules: list[tuple[str, str]], panel: list[PanelProtein], msa: str
+) -> dict[str, tuple[int, int]]:
     """Write one YAML per (molecule, panel member); returns ``{input name: (molecule row, panel column)}``."""
     folder.mkdir(parents=True, exist_ok=True)
     names = {}
     for i, (_, smiles) in enumerate(molecules):
         for j, protein in enumerate(panel):
             name = f"m{i:05d}_p{j:03d}"
-            (folder / f"{name}.yaml").write_text(yaml.safe_dump(input_document(protein.sequence, smiles, msa),
-                                                                sort_keys=False))
+            (folder / f"{name}.yaml").write_text(
+                yaml.safe_dump(input_document(protein.sequence, smiles, msa), sort_keys=False)
+            )
             names[name] = (i, j)
     return names
 
@@ -87,8 +91,9 @@ def read_affinity(results: Path, name: str) -> dict | None:
     return json.loads(path.read_text())
 
 
-def affinity_matrix(results: Path, names: dict[str, tuple[int, int]], n_molecules: int, n_panel: int,
-                    value: str) -> np.ndarray:
+def affinity_matrix(
+    results: Path, names: dict[str, tuple[int, int]], n_molecules: int, n_panel: int, value: str
+) -> np.ndarray:
     """``[molecules, panel]`` of ``value`` (NaN where Boltz wrote no affinity)."""
     out = np.full((n_molecules, n_panel), np.nan, dtype=np.float32)
     for name, (i, j) in names.items():
@@ -101,14 +106,18 @@ def affinity_matrix(results: Path, names: dict[str, tuple[int, int]], n_molecule
 def check_boltz(params: BoltzParams) -> None:
     """Fail before any work when Boltz cannot run here."""
     if shutil.which(params.command) is None:
-        raise InvalidInputError(f"boltz-affinity needs the Boltz-2 command {params.command!r} (pip install boltz; "
-                                "its weights download to ~/.boltz on first use, or pass --cache) and a GPU")
+        raise InvalidInputError(
+            f"boltz-affinity needs the Boltz-2 command {params.command!r} (pip install boltz; "
+            "its weights download to ~/.boltz on first use, or pass --cache) and a GPU"
+        )
     if not params.allow_cpu:
         import torch
 
         if not torch.cuda.is_available():
-            raise InvalidInputError("boltz-affinity needs a GPU (none is visible); set allow_cpu: true to run "
-                                    "Boltz on the CPU anyway (hours per molecule)")
+            raise InvalidInputError(
+                "boltz-affinity needs a GPU (none is visible); set allow_cpu: true to run "
+                "Boltz on the CPU anyway (hours per molecule)"
+            )
 
 
 class BoltzAffinityProducer(Producer):
@@ -123,8 +132,9 @@ class BoltzAffinityProducer(Producer):
     def entities(self) -> list[str]:
         for protein in self.params.panel:
             if not _VALID_RESIDUES.match(protein.sequence.upper()):
-                raise InvalidInputError(f"boltz-affinity: panel protein {protein.name!r} has letters outside the "
-                                        "amino-acid alphabet")
+                raise InvalidInputError(
+                    f"boltz-affinity: panel protein {protein.name!r} has letters outside the amino-acid alphabet"
+                )
         check_boltz(self.params)
         return self.ctx.registry("molecule")["entity_id"].astype(str).tolist()
 
@@ -137,14 +147,25 @@ class BoltzAffinityProducer(Producer):
         with tempfile.TemporaryDirectory(prefix="pertstore-boltz-") as tmp:
             inputs = Path(tmp) / "inputs"
             names = write_inputs(inputs, molecules, p.panel, p.msa)
-            cmd = [p.command, "predict", str(inputs), "--out_dir", tmp, *(["--use_msa_server"] if p.msa == "server" else []),
-                   *(["--accelerator", "cpu"] if self.ctx.device == "cpu" else []), *p.extra_args]
+            cmd = [
+                p.command,
+                "predict",
+                str(inputs),
+                "--out_dir",
+                tmp,
+                *(["--use_msa_server"] if p.msa == "server" else []),
+                *(["--accelerator", "cpu"] if self.ctx.device == "cpu" else []),
+                *p.extra_args,
+            ]
             run = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
-            values = affinity_matrix(Path(tmp) / f"boltz_results_{inputs.name}", names, len(molecules), len(p.panel),
-                                     p.value)
+            values = affinity_matrix(
+                Path(tmp) / f"boltz_results_{inputs.name}", names, len(molecules), len(p.panel), p.value
+            )
         ok = ~np.isnan(values).any(axis=1)
         for (entity, _), good in zip(molecules, ok):
             if not good:
-                failed[entity] = f"boltz wrote no affinity for every panel member (exit {run.returncode}): " \
-                                 f"{run.stderr.strip()[-300:]}"
+                failed[entity] = (
+                    f"boltz wrote no affinity for every panel member (exit {run.returncode}): "
+                    f"{run.stderr.strip()[-300:]}"
+                )
         return Batch([e for (e, _), good in zip(molecules, ok) if good], values[ok], failed)

@@ -6,9 +6,8 @@ import hashlib
 import time
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
-
 from pertstore.producers._base import Batch, Producer
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class RandomParams(BaseModel):

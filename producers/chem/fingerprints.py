@@ -20,9 +20,8 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
-
 from pertstore.producers._base import Batch, Producer
+from pydantic import BaseModel, ConfigDict, Field
 
 VARIANTS = ("maccs", "rdkit", "ecfp2", "ecfp4", "fcfp", "topological", "secfp", "avalon", "erg")
 DEFAULT_BITS = 2000
@@ -58,7 +57,7 @@ def standardise(smiles: str, enabled: bool = True):
     ChemAxon extended SMILES (a `` |...|`` block RDKit rejects) are read without the block, as the
     molecule registry reads them.
     """
-    from pertstore.catalog._molecules import parse_smiles
+    from pertstore.catalog import parse_smiles
 
     mol = parse_smiles(smiles) if smiles else None
     if mol is None or not enabled:
@@ -80,15 +79,18 @@ def _generator(variant: str, n_bits: int, radius: int | None, chirality: bool):
     if variant == "secfp":
         return rdMHFPFingerprint.MHFPEncoder(128, 0)
     if variant == "rdkit":
-        return rdFingerprintGenerator.GetRDKitFPGenerator(minPath=1, maxPath=7, useHs=True, branchedPaths=True,
-                                                         useBondOrder=True, fpSize=n_bits, numBitsPerFeature=2)
+        return rdFingerprintGenerator.GetRDKitFPGenerator(
+            minPath=1, maxPath=7, useHs=True, branchedPaths=True, useBondOrder=True, fpSize=n_bits, numBitsPerFeature=2
+        )
     if variant == "topological":
-        return rdFingerprintGenerator.GetTopologicalTorsionGenerator(includeChirality=chirality, torsionAtomCount=4,
-                                                                     countSimulation=True, fpSize=n_bits)
+        return rdFingerprintGenerator.GetTopologicalTorsionGenerator(
+            includeChirality=chirality, torsionAtomCount=4, countSimulation=True, fpSize=n_bits
+        )
     radius = radius or (1 if variant == "ecfp2" else 2)
     features = rdFingerprintGenerator.GetMorganFeatureAtomInvGen() if variant == "fcfp" else None
-    return rdFingerprintGenerator.GetMorganGenerator(radius=radius, fpSize=n_bits, includeChirality=chirality,
-                                                     useBondTypes=True, atomInvariantsGenerator=features)
+    return rdFingerprintGenerator.GetMorganGenerator(
+        radius=radius, fpSize=n_bits, includeChirality=chirality, useBondTypes=True, atomInvariantsGenerator=features
+    )
 
 
 def fingerprint(mol, params: FingerprintParams) -> np.ndarray:
@@ -99,19 +101,32 @@ def fingerprint(mol, params: FingerprintParams) -> np.ndarray:
     if v == "maccs":
         return _bits(MACCSkeys.GenMACCSKeys(mol), 167)
     if v == "erg":
-        return np.asarray(rdReducedGraphs.GetErGFingerprint(mol, atomTypes=0, fuzzIncrement=0.3, minPath=1, maxPath=15),
-                          dtype=np.float32)
+        return np.asarray(
+            rdReducedGraphs.GetErGFingerprint(mol, atomTypes=0, fuzzIncrement=0.3, minPath=1, maxPath=15),
+            dtype=np.float32,
+        )
     if v == "avalon":
         from rdkit.Avalon import pyAvalonTools
 
         if params.counts:
             return _dense(pyAvalonTools.GetAvalonCountFP(mol, nBits=params.n_bits), params.n_bits)
-        return _bits(pyAvalonTools.GetAvalonFP(mol, nBits=params.n_bits, isQuery=False, resetVect=False,
-                                               bitFlags=pyAvalonTools.avalonSimilarityBits), params.n_bits)
+        return _bits(
+            pyAvalonTools.GetAvalonFP(
+                mol, nBits=params.n_bits, isQuery=False, resetVect=False, bitFlags=pyAvalonTools.avalonSimilarityBits
+            ),
+            params.n_bits,
+        )
     gen = _generator(v, params.n_bits, params.radius, params.chirality)
     if v == "secfp":
-        bits = gen.EncodeSECFPMol(mol, radius=params.radius or 3, rings=True, isomeric=params.chirality,
-                                  kekulize=False, min_radius=1, length=params.n_bits)
+        bits = gen.EncodeSECFPMol(
+            mol,
+            radius=params.radius or 3,
+            rings=True,
+            isomeric=params.chirality,
+            kekulize=False,
+            min_radius=1,
+            length=params.n_bits,
+        )
         return _bits(bits, params.n_bits)
     fp = gen.GetCountFingerprintAsNumPy(mol) if params.counts else gen.GetFingerprintAsNumPy(mol)
     return fp.astype(np.float32)

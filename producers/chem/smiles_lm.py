@@ -15,12 +15,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
-
-from pertstore.errors import InvalidInputError
 from pertstore.producers._base import Batch, Producer
 from pertstore.producers._batches import token_batches
 from pertstore.producers.chem.fingerprints import standardise
+from pydantic import BaseModel, ConfigDict, Field
+
+from pertstore.errors import InvalidInputError
 
 
 class SmilesLMParams(BaseModel):
@@ -47,9 +47,11 @@ def load_smiles_model(path: str, device: str):
     if key not in _MODELS:
         root = Path(path)
         if not (root / "config.json").is_file():
-            raise InvalidInputError(f"smiles-lm: {path} is not a model checkpoint directory: it needs config.json, "
-                                    "the weights (model.safetensors or pytorch_model.bin) and the tokenizer files "
-                                    "(tokenizer.json or vocab files), e.g. from `save_pretrained` of ChemBERTa or MolT5")
+            raise InvalidInputError(
+                f"smiles-lm: {path} is not a model checkpoint directory: it needs config.json, "
+                "the weights (model.safetensors or pytorch_model.bin) and the tokenizer files "
+                "(tokenizer.json or vocab files), e.g. from `save_pretrained` of ChemBERTa or MolT5"
+            )
         from transformers import AutoConfig, AutoModel, AutoTokenizer, T5EncoderModel
 
         try:
@@ -63,8 +65,9 @@ def load_smiles_model(path: str, device: str):
     return _MODELS[key]
 
 
-def embed_smiles(smiles: list[str], tokenizer, model, *, pooling: str, layer: int, max_length: int,
-                 max_tokens: int, device: str) -> np.ndarray:
+def embed_smiles(
+    smiles: list[str], tokenizer, model, *, pooling: str, layer: int, max_length: int, max_tokens: int, device: str
+) -> np.ndarray:
     """Pooled hidden states of each SMILES, in input order."""
     import torch
 
@@ -72,15 +75,21 @@ def embed_smiles(smiles: list[str], tokenizer, model, *, pooling: str, layer: in
     lengths = [len(ids) for ids in encoded["input_ids"]]
     if pooling == "cls" and tokenizer.cls_token_id is None and tokenizer.bos_token_id is None:
         raise InvalidInputError("smiles-lm: pooling 'cls' needs a tokenizer with a leading special token; use 'mean'")
-    out = np.zeros((len(smiles), model.config.hidden_size if hasattr(model.config, "hidden_size")
-                    else model.config.d_model), dtype=np.float32)
+    out = np.zeros(
+        (len(smiles), model.config.hidden_size if hasattr(model.config, "hidden_size") else model.config.d_model),
+        dtype=np.float32,
+    )
     for batch in token_batches(lengths, max_tokens):
-        features = tokenizer.pad({k: [encoded[k][i] for i in batch] for k in ("input_ids", "attention_mask",
-                                  "special_tokens_mask")}, return_tensors="pt")
+        features = tokenizer.pad(
+            {k: [encoded[k][i] for i in batch] for k in ("input_ids", "attention_mask", "special_tokens_mask")},
+            return_tensors="pt",
+        )
         with torch.inference_mode():
-            hidden = model(input_ids=features["input_ids"].to(device),
-                           attention_mask=features["attention_mask"].to(device),
-                           output_hidden_states=True).hidden_states[layer]
+            hidden = model(
+                input_ids=features["input_ids"].to(device),
+                attention_mask=features["attention_mask"].to(device),
+                output_hidden_states=True,
+            ).hidden_states[layer]
         if pooling == "cls":
             pooled = hidden[:, 0]
         else:
@@ -127,8 +136,16 @@ class SmilesLMProducer(Producer):
             texts.append(Chem.MolToSmiles(mol))
         if not ok:
             return Batch.empty(0, failed)
-        values = embed_smiles(texts, tokenizer, model, pooling=p.pooling, layer=p.layer, max_length=p.max_length,
-                              max_tokens=p.max_tokens, device=self.ctx.device)
+        values = embed_smiles(
+            texts,
+            tokenizer,
+            model,
+            pooling=p.pooling,
+            layer=p.layer,
+            max_length=p.max_length,
+            max_tokens=p.max_tokens,
+            device=self.ctx.device,
+        )
         return Batch(ok, values, failed)
 
 

@@ -27,10 +27,10 @@ from functools import lru_cache
 
 import numpy as np
 import pandas as pd
+from pertstore.producers._base import Batch, Producer, ProducerContext
 from pydantic import BaseModel, ConfigDict, Field
 
 from pertstore.errors import InvalidInputError
-from pertstore.producers._base import Batch, Producer, ProducerContext
 
 
 @lru_cache(maxsize=4)
@@ -49,11 +49,15 @@ def read_targets(path: str) -> pd.DataFrame:
         bad = long.index[~long.confidence.between(0, 1, inclusive="right")]
         if len(bad):
             row = bad[0]
-            raise InvalidInputError(f"{path}: row {row + 2}: confidence {table.loc[row, 'confidence']!r} of "
-                                    f"{table.loc[row, 'drug']!r} -> {table.loc[row, 'target']!r} is not in (0, 1]")
+            raise InvalidInputError(
+                f"{path}: row {row + 2}: confidence {table.loc[row, 'confidence']!r} of "
+                f"{table.loc[row, 'drug']!r} -> {table.loc[row, 'target']!r} is not in (0, 1]"
+            )
     else:
-        raise InvalidInputError(f"{path}: a targets table needs columns pert_iname + target (Repurposing Hub) "
-                                f"or drug + target [+ confidence]; found {list(table.columns)}")
+        raise InvalidInputError(
+            f"{path}: a targets table needs columns pert_iname + target (Repurposing Hub) "
+            f"or drug + target [+ confidence]; found {list(table.columns)}"
+        )
     long["drug"], long["target"] = long.drug.str.strip(), long.target.str.strip()
     return long[(long.drug != "") & (long.target != "")].reset_index(drop=True)
 
@@ -77,8 +81,9 @@ def molecule_targets(ctx: ProducerContext, path: str) -> tuple[dict[str, dict[st
             continue
         genes_of = targets.setdefault(molecule, {})
         genes_of[gene] = max(genes_of.get(gene, 0.0), float(conf))
-    failed = {m: "no target resolves to a gene: " + ", ".join(sorted(s))
-              for m, s in unresolved.items() if m not in targets}
+    failed = {
+        m: "no target resolves to a gene: " + ", ".join(sorted(s)) for m, s in unresolved.items() if m not in targets
+    }
     return targets, failed
 
 
@@ -177,19 +182,22 @@ class FMTargetProducer(Producer):
         p = self.params
         genes = self.ctx.open_set("genes")
         if genes.card.kind != "gene":
-            raise InvalidInputError(f"fm-targets needs a gene set as input 'genes', got {genes.card.kind} set "
-                                    f"{genes.card.source}")
+            raise InvalidInputError(
+                f"fm-targets needs a gene set as input 'genes', got {genes.card.kind} set {genes.card.source}"
+            )
         targets, failed = molecule_targets(self.ctx, str(self.ctx.path("targets")))
         symbols = self.ctx.registry("gene").set_index("entity_id")["symbol"]
         ids, chosen = [], []
         for molecule in sorted(targets):
             ranked = ranked_targets(targets[molecule])
             positions = genes.positions(ranked)
-            present = [pos for pos in positions if pos >= 0][:p.n_targets]
+            present = [pos for pos in positions if pos >= 0][: p.n_targets]
             if len(present) < p.min_targets:
                 absent = [str(symbols.get(g, g)) for g, pos in zip(ranked, positions) if pos < 0]
-                failed[molecule] = (f"{len(present)} of its targets in set {genes.card.source} (needs "
-                                    f"{p.min_targets}); missing: {', '.join(absent[:10])}")
+                failed[molecule] = (
+                    f"{len(present)} of its targets in set {genes.card.source} (needs "
+                    f"{p.min_targets}); missing: {', '.join(absent[:10])}"
+                )
                 continue
             ids.append(molecule)
             chosen.append(present)
@@ -203,7 +211,7 @@ class FMTargetProducer(Producer):
         values = np.zeros((len(ids), p.n_targets, dim), dtype=np.float32)
         for i, present in enumerate(chosen):
             block = table[[where[pos] for pos in present]]
-            values[i, :len(present)] = block
+            values[i, : len(present)] = block
             if p.fill == "mean":
-                values[i, len(present):] = block.mean(axis=0)
+                values[i, len(present) :] = block.mean(axis=0)
         return Batch(ids, values.reshape(len(ids), -1), failed)

@@ -84,7 +84,7 @@ class ControlCells:
         """
         mat = self.matrix()
         for start in range(0, self.n_cells, block_cells):
-            wanted = self.positions[start:start + block_cells]
+            wanted = self.positions[start : start + block_cells]
             first, last = int(wanted[0]), int(wanted[-1]) + 1
             if last - first <= 4 * len(wanted):
                 rows = sp.csr_matrix(mat[first:last], dtype=np.float64)
@@ -137,17 +137,25 @@ def open_control_cells(path: str | Path, selection: CellSelection, *, target_sum
     except BaseException:
         adata.file.close()
         raise
-    log.info("%s: %d control cells x %d genes; matrix holds %s", path.name, found.n_cells, found.n_genes,
-             "raw counts (normalised to %g + log1p here)" % target_sum if found.scale == "counts"
-             else "log1p-normalised values (used as they are)")
+    log.info(
+        "%s: %d control cells x %d genes; matrix holds %s",
+        path.name,
+        found.n_cells,
+        found.n_genes,
+        f"raw counts (normalised to {target_sum:g} + log1p here)"
+        if found.scale == "counts"
+        else "log1p-normalised values (used as they are)",
+    )
     return found
 
 
 def _select(adata, path: Path, sel: CellSelection) -> np.ndarray:
     obs = adata.obs
     mask = np.ones(adata.n_obs, dtype=bool)
-    for column, value, what in [(sel.control_column, sel.control_value, "control"),
-                                (sel.context_column, sel.context_value, "context")]:
+    for column, value, what in [
+        (sel.control_column, sel.control_value, "control"),
+        (sel.context_column, sel.context_value, "context"),
+    ]:
         if column is None:
             continue
         if column not in obs.columns:
@@ -170,8 +178,9 @@ def _genes(adata, path: Path, sel: CellSelection) -> list[str]:
         var = adata.raw.var
     else:
         if sel.layer is not None and sel.layer not in adata.layers:
-            raise InvalidInputError(f"{path}: no layer {sel.layer!r} (layers: {list(adata.layers)}; "
-                                    "or 'raw' for raw.X, or none for X)")
+            raise InvalidInputError(
+                f"{path}: no layer {sel.layer!r} (layers: {list(adata.layers)}; or 'raw' for raw.X, or none for X)"
+            )
         var = adata.var
     if sel.gene_column is None:
         return var.index.astype(str).tolist()
@@ -188,11 +197,15 @@ def detect_scale(cells: ControlCells) -> Scale:
         raise InvalidInputError(f"{where}: the selected control cells hold no non-zero value")
     data = probe.data
     if data.min() < 0:
-        raise InvalidInputError(f"{where}: the matrix has negative values (scaled data?); give a layer with counts "
-                                "or log1p-normalised values (e.g. layer: raw)")
+        raise InvalidInputError(
+            f"{where}: the matrix has negative values (scaled data?); give a layer with counts "
+            "or log1p-normalised values (e.g. layer: raw)"
+        )
     if np.all(data == np.round(data)):
         return "counts"
     if data.max() > MAX_LOG1P:
-        raise InvalidInputError(f"{where}: values are neither whole counts nor log1p-normalised "
-                                f"(max {data.max():.3g} > {MAX_LOG1P}); give counts or log1p data")
+        raise InvalidInputError(
+            f"{where}: values are neither whole counts nor log1p-normalised "
+            f"(max {data.max():.3g} > {MAX_LOG1P}); give counts or log1p data"
+        )
     return "log1p"

@@ -78,7 +78,7 @@ class CellModelAdapter(ABC):
 def _pad(rows: list[np.ndarray], pad: float, dtype) -> np.ndarray:
     out = np.full((len(rows), max((len(r) for r in rows), default=0)), pad, dtype=dtype)
     for i, r in enumerate(rows):
-        out[i, :len(r)] = r
+        out[i, : len(r)] = r
     return out
 
 
@@ -104,21 +104,26 @@ class ScGPTAdapter(CellModelAdapter):
         cfg = self.model.config
         ids, values, genes = [], [], []
         for i in range(cp10k.shape[0]):
-            row = cp10k.indices[cp10k.indptr[i]:cp10k.indptr[i + 1]]
-            vals = np.log1p(cp10k.data[cp10k.indptr[i]:cp10k.indptr[i + 1]])
+            row = cp10k.indices[cp10k.indptr[i] : cp10k.indptr[i + 1]]
+            vals = np.log1p(cp10k.data[cp10k.indptr[i] : cp10k.indptr[i + 1]])
             keep = vals > 0
             row, vals = row[keep], vals[keep]
             bins = scgpt_bins(vals, cfg.n_bins, rng) if len(vals) else vals.astype(np.int64)
             if len(row) > self.max_length - 1:
-                pick = rng.permutation(len(row))[:self.max_length - 1]
+                pick = rng.permutation(len(row))[: self.max_length - 1]
                 row, bins = row[pick], bins[pick]
             ids.append(np.concatenate([[self.cls_id], self.token_ids[row]]))
             values.append(np.concatenate([[cfg.pad_value], bins]))
             genes.append(np.concatenate([[-1], row]))
         input_ids = torch.from_numpy(_pad(ids, cfg.pad_token_id, np.int64))
-        return Encoded({"input_ids": input_ids, "values": torch.from_numpy(_pad(values, cfg.pad_value, np.float32)),
-                        "attention_mask": input_ids.new_tensor(_pad([np.ones(len(r)) for r in ids], 0, np.int64))},
-                       torch.from_numpy(_pad(genes, -1, np.int64)))
+        return Encoded(
+            {
+                "input_ids": input_ids,
+                "values": torch.from_numpy(_pad(values, cfg.pad_value, np.float32)),
+                "attention_mask": input_ids.new_tensor(_pad([np.ones(len(r)) for r in ids], 0, np.int64)),
+            },
+            torch.from_numpy(_pad(genes, -1, np.int64)),
+        )
 
 
 class GeneformerAdapter(CellModelAdapter):
@@ -140,8 +145,8 @@ class GeneformerAdapter(CellModelAdapter):
         room = self.max_length - (2 if self.special else 0)
         ids, genes = [], []
         for i in range(cp10k.shape[0]):
-            row = cp10k.indices[cp10k.indptr[i]:cp10k.indptr[i + 1]]
-            vals = cp10k.data[cp10k.indptr[i]:cp10k.indptr[i + 1]] / self.medians[row]
+            row = cp10k.indices[cp10k.indptr[i] : cp10k.indptr[i + 1]]
+            vals = cp10k.data[cp10k.indptr[i] : cp10k.indptr[i + 1]] / self.medians[row]
             row = row[vals > 0][np.argsort(-vals[vals > 0], kind="stable")][:room]
             tokens, where = self.token_ids[row], row
             if self.special:
@@ -198,32 +203,43 @@ def _find(root: Path, given: str | None, pattern: str, what: str) -> Path:
         return path if path.is_absolute() else root / path
     hits = sorted(root.glob(pattern))
     if len(hits) != 1:
-        raise InvalidInputError(f"geneformer: {root} needs exactly one {what} ({pattern}, found {len(hits)}); "
-                                f"or name it in the recipe")
+        raise InvalidInputError(
+            f"geneformer: {root} needs exactly one {what} ({pattern}, found {len(hits)}); or name it in the recipe"
+        )
     return hits[0]
 
 
-def load_adapter(kind: str, model_path: str, device: str, *, max_length: int | None = None,
-                 token_dictionary: str | None = None, gene_medians: str | None = None) -> CellModelAdapter:
+def load_adapter(
+    kind: str,
+    model_path: str,
+    device: str,
+    *,
+    max_length: int | None = None,
+    token_dictionary: str | None = None,
+    gene_medians: str | None = None,
+) -> CellModelAdapter:
     """Load the checkpoint in ``model_path`` (transformers format) with its vocabulary, for ``kind``."""
-    from transformers import AutoModel
-
     from pertstore.producers.expression import _fm_models  # noqa: F401  registers the pertstore model classes
+    from transformers import AutoModel
 
     root = Path(model_path)
     if not (root / "config.json").is_file():
-        need = {"scgpt": "config.json, model.safetensors and vocab.json (see convert_scgpt_checkpoint)",
-                "geneformer": "config.json, model.safetensors (or pytorch_model.bin), the token dictionary and the "
-                              "gene median dictionary (Geneformer's *.pkl files)",
-                "dense": "config.json (with gene_names) and model.safetensors"}[kind]
+        need = {
+            "scgpt": "config.json, model.safetensors and vocab.json (see convert_scgpt_checkpoint)",
+            "geneformer": "config.json, model.safetensors (or pytorch_model.bin), the token dictionary and the "
+            "gene median dictionary (Geneformer's *.pkl files)",
+            "dense": "config.json (with gene_names) and model.safetensors",
+        }[kind]
         raise InvalidInputError(f"{kind}: {model_path} is not a model checkpoint directory; it needs {need}")
     if kind == "scgpt" and not (root / "vocab.json").is_file():
         raise InvalidInputError(f"scgpt: {model_path} has no vocab.json (scGPT's gene vocabulary)")
     if kind == "geneformer":
-        tokens = _read_mapping(_find(root, token_dictionary, "token_dictionary*.pkl", "token dictionary"),
-                               "token dictionary")
-        medians = _read_mapping(_find(root, gene_medians, "gene_median_dictionary*.pkl", "gene median dictionary"),
-                                "gene median dictionary")
+        tokens = _read_mapping(
+            _find(root, token_dictionary, "token_dictionary*.pkl", "token dictionary"), "token dictionary"
+        )
+        medians = _read_mapping(
+            _find(root, gene_medians, "gene_median_dictionary*.pkl", "gene median dictionary"), "gene median dictionary"
+        )
     try:
         model = AutoModel.from_pretrained(model_path).to(device).eval()
     except (OSError, ValueError) as e:

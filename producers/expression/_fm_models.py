@@ -30,9 +30,21 @@ from pertstore.errors import InvalidInputError
 class ScGPTConfig(PretrainedConfig):
     model_type = "pertstore-scgpt"
 
-    def __init__(self, vocab_size: int = 60697, d_model: int = 512, nhead: int = 8, d_hid: int = 512,
-                 nlayers: int = 12, dropout: float = 0.2, pad_token_id: int = 0, pad_value: float = -2.0,
-                 n_bins: int = 51, max_value: float = 512.0, max_seq_len: int = 1200, **kwargs) -> None:
+    def __init__(
+        self,
+        vocab_size: int = 60697,
+        d_model: int = 512,
+        nhead: int = 8,
+        d_hid: int = 512,
+        nlayers: int = 12,
+        dropout: float = 0.2,
+        pad_token_id: int = 0,
+        pad_value: float = -2.0,
+        n_bins: int = 51,
+        max_value: float = 512.0,
+        max_seq_len: int = 1200,
+        **kwargs,
+    ) -> None:
         self.vocab_size, self.d_model, self.nhead, self.d_hid, self.nlayers = vocab_size, d_model, nhead, d_hid, nlayers
         self.dropout, self.pad_value, self.n_bins, self.max_value = dropout, pad_value, n_bins, max_value
         self.max_seq_len = max_seq_len
@@ -88,8 +100,9 @@ def _encoder_layer(layer: nn.TransformerEncoderLayer, x: torch.Tensor, padding: 
     return layer.norm2(x + layer.dropout2(layer.linear2(layer.dropout(layer.activation(layer.linear1(x))))))
 
 
-def _run_layers(stack: nn.TransformerEncoder, x: torch.Tensor, padding: torch.Tensor | None,
-                output_hidden_states: bool) -> BaseModelOutput:
+def _run_layers(
+    stack: nn.TransformerEncoder, x: torch.Tensor, padding: torch.Tensor | None, output_hidden_states: bool
+) -> BaseModelOutput:
     states = [x]
     for layer in stack.layers:
         x = _encoder_layer(layer, x, padding)
@@ -107,15 +120,22 @@ class ScGPTModel(PreTrainedModel):
         super().__init__(config)
         self.encoder = _GeneEncoder(config.vocab_size, config.d_model, config.pad_token_id)
         self.value_encoder = _ValueEncoder(config.d_model, config.dropout, config.max_value)
-        self.transformer_encoder = _encoder_stack(config.d_model, config.nhead, config.d_hid, config.nlayers,
-                                                  config.dropout)
+        self.transformer_encoder = _encoder_stack(
+            config.d_model, config.nhead, config.d_hid, config.nlayers, config.dropout
+        )
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.encoder.embedding
 
-    def forward(self, input_ids: torch.Tensor, values: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                output_hidden_states: bool = False, **_) -> BaseModelOutput:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        values: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        output_hidden_states: bool = False,
+        **_,
+    ) -> BaseModelOutput:
         """``input_ids`` and ``values`` ``[cells, tokens]``; ``attention_mask`` 1 for real tokens."""
         x = self.encoder(input_ids) + self.value_encoder(values.float())
         padding = None if attention_mask is None else ~attention_mask.bool()
@@ -125,8 +145,16 @@ class ScGPTModel(PreTrainedModel):
 class DenseCellConfig(PretrainedConfig):
     model_type = "pertstore-dense-cell"
 
-    def __init__(self, gene_names: list[str] | None = None, d_model: int = 256, nhead: int = 8, d_hid: int = 1024,
-                 nlayers: int = 6, dropout: float = 0.0, **kwargs) -> None:
+    def __init__(
+        self,
+        gene_names: list[str] | None = None,
+        d_model: int = 256,
+        nhead: int = 8,
+        d_hid: int = 1024,
+        nlayers: int = 6,
+        dropout: float = 0.0,
+        **kwargs,
+    ) -> None:
         self.gene_names = list(gene_names or [])
         self.d_model, self.nhead, self.d_hid, self.nlayers, self.dropout = d_model, nhead, d_hid, nlayers, dropout
         self.hidden_size = d_model
@@ -145,8 +173,9 @@ class DenseCellModel(PreTrainedModel):
             raise InvalidInputError("a dense cell model needs gene_names in its config (the fixed gene order)")
         self.gene_embedding = nn.Embedding(len(config.gene_names), config.d_model)
         self.value_encoder = _ValueEncoder(config.d_model, config.dropout, max_value=1e4)
-        self.transformer_encoder = _encoder_stack(config.d_model, config.nhead, config.d_hid, config.nlayers,
-                                                  config.dropout)
+        self.transformer_encoder = _encoder_stack(
+            config.d_model, config.nhead, config.d_hid, config.nlayers, config.dropout
+        )
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Embedding:
@@ -179,19 +208,31 @@ def convert_scgpt_checkpoint(source: str | Path, out: str | Path) -> Path:
     args = json.loads((source / "args.json").read_text())
     vocab = json.loads((source / "vocab.json").read_text())
     if args.get("input_emb_style", "continuous") != "continuous":
-        raise InvalidInputError(f"{source}/args.json: input_emb_style {args['input_emb_style']!r}; only scGPT's "
-                                "'continuous' value encoding is supported")
-    config = ScGPTConfig(vocab_size=len(vocab), d_model=args["embsize"], nhead=args["nheads"], d_hid=args["d_hid"],
-                         nlayers=args["nlayers"], dropout=args.get("dropout", 0.2),
-                         pad_token_id=vocab[args.get("pad_token", "<pad>")], pad_value=args.get("pad_value", -2),
-                         n_bins=args.get("n_bins", 51), max_seq_len=args.get("max_seq_len", 1200))
+        raise InvalidInputError(
+            f"{source}/args.json: input_emb_style {args['input_emb_style']!r}; only scGPT's "
+            "'continuous' value encoding is supported"
+        )
+    config = ScGPTConfig(
+        vocab_size=len(vocab),
+        d_model=args["embsize"],
+        nhead=args["nheads"],
+        d_hid=args["d_hid"],
+        nlayers=args["nlayers"],
+        dropout=args.get("dropout", 0.2),
+        pad_token_id=vocab[args.get("pad_token", "<pad>")],
+        pad_value=args.get("pad_value", -2),
+        n_bins=args.get("n_bins", 51),
+        max_seq_len=args.get("max_seq_len", 1200),
+    )
     state = torch.load(source / "best_model.pt", map_location="cpu", weights_only=True)
     state = {k: v for k, v in state.items() if k.startswith(_SCGPT_PARTS)}
     model = ScGPTModel(config)
     missing_keys, _ = model.load_state_dict(state, strict=False)
     if missing_keys:
-        raise InvalidInputError(f"{source}/best_model.pt lacks encoder weights {missing_keys[:5]} (flash-attention "
-                                "checkpoints name them differently; convert Wqkv to in_proj first)")
+        raise InvalidInputError(
+            f"{source}/best_model.pt lacks encoder weights {missing_keys[:5]} (flash-attention "
+            "checkpoints name them differently; convert Wqkv to in_proj first)"
+        )
     model.save_pretrained(out)
     (out / "vocab.json").write_text(json.dumps(vocab))
     return out

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 import torch
-
 from pertstore.producers.expression._cells import ControlCells
 from pertstore.producers.expression._fm_adapters import CellModelAdapter
 
@@ -55,9 +54,17 @@ def normalised_counts(raw: sp.csr_matrix, scale: str, target_sum: float = 1e4) -
     return out
 
 
-def stream_gene_sums(cells: ControlCells, adapter: CellModelAdapter, to_model: sp.csr_matrix, *, layer: int,
-                     batch_cells: int, device: str, seed: int = 0,
-                     progress: Callable[[Iterable, int], Iterable] | None = None) -> GeneSums:
+def stream_gene_sums(
+    cells: ControlCells,
+    adapter: CellModelAdapter,
+    to_model: sp.csr_matrix,
+    *,
+    layer: int,
+    batch_cells: int,
+    device: str,
+    seed: int = 0,
+    progress: Callable[[Iterable, int], Iterable] | None = None,
+) -> GeneSums:
     """Sum the ``layer`` states of every encoded gene over the control cells of ``cells``.
 
     ``to_model`` maps the file's gene columns onto the adapter's genes (:func:`column_map`).

@@ -48,9 +48,18 @@ class GenePCA:
     n_cells: int
 
 
-def gene_pca(blocks: Callable[[], Iterable[np.ndarray | sp.spmatrix]], n_genes: int, dims: int, *, method: Method = "auto",
-             n_iter: int = 8, oversample: int = 10, seed: int = 0, cache_bytes: int = 0,
-             progress: Callable[[Iterable, str], Iterable] | None = None) -> GenePCA:
+def gene_pca(
+    blocks: Callable[[], Iterable[np.ndarray | sp.spmatrix]],
+    n_genes: int,
+    dims: int,
+    *,
+    method: Method = "auto",
+    n_iter: int = 8,
+    oversample: int = 10,
+    seed: int = 0,
+    cache_bytes: int = 0,
+    progress: Callable[[Iterable, str], Iterable] | None = None,
+) -> GenePCA:
     """PCA of the genes of the cell blocks that ``blocks()`` yields (called once per pass).
 
     Parameters
@@ -78,7 +87,9 @@ def gene_pca(blocks: Callable[[], Iterable[np.ndarray | sp.spmatrix]], n_genes: 
         _check_rank(dims, n_genes, n_cells)
         values, vectors = eigh(gram, subset_by_index=[n_genes - dims, n_genes - 1])
     elif method == "randomized":
-        values, vectors, n_cells = _subspace_iteration(_BlockCache(blocks, cache_bytes), n_genes, dims, n_iter, oversample, seed, wrap)
+        values, vectors, n_cells = _subspace_iteration(
+            _BlockCache(blocks, cache_bytes), n_genes, dims, n_iter, oversample, seed, wrap
+        )
     else:
         raise InvalidInputError(f"unknown PCA method {method!r} (auto, exact, randomized)")
     order = np.argsort(values)[::-1][:dims]
@@ -169,8 +180,10 @@ def _subspace_iteration(blocks, n_genes: int, dims: int, n_iter: int, oversample
 
 def _check_rank(dims: int, n_genes: int, n_cells: int) -> None:
     if dims > min(n_genes, n_cells):
-        raise InvalidInputError(f"PCA with dims={dims} needs at least {dims} genes and {dims} control cells; "
-                                f"got {n_genes} genes and {n_cells} cells")
+        raise InvalidInputError(
+            f"PCA with dims={dims} needs at least {dims} genes and {dims} control cells; "
+            f"got {n_genes} genes and {n_cells} cells"
+        )
 
 
 def _fix_signs(vectors: np.ndarray) -> np.ndarray:

@@ -14,13 +14,13 @@ import logging
 from collections.abc import Iterable
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
-
-from pertstore.errors import InvalidInputError
 from pertstore.producers._base import Batch, Producer
 from pertstore.producers.expression._cells import CellSelection, open_control_cells
 from pertstore.producers.expression._fm_adapters import CellModelAdapter, load_adapter
 from pertstore.producers.expression._fm_stream import column_map, stream_gene_sums
+from pydantic import BaseModel, ConfigDict, Field
+
+from pertstore.errors import InvalidInputError
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +62,9 @@ def _resolve_model_genes(producer: Producer, adapter: CellModelAdapter) -> tuple
     entity_row, failed = {}, {}
     for row, (gene, entity) in enumerate(zip(adapter.genes, res.ids)):
         if entity is None:
-            failed[gene] = "model gene is ambiguous in the registry" if gene in res.ambiguous \
-                else "model gene not in the registry"
+            failed[gene] = (
+                "model gene is ambiguous in the registry" if gene in res.ambiguous else "model gene not in the registry"
+            )
         elif entity in entity_row:
             failed[f"{gene} (model gene {row})"] = f"a second model gene for entity {entity}"
         else:
@@ -91,26 +92,49 @@ class FMGeneProducer(Producer):
     def compute(self) -> Batch:
         p = self.params
         if p.context_column and not self.ctx.context:
-            raise InvalidInputError(f"producer {self.name}: context_column {p.context_column!r} needs the recipe's context")
-        adapter = load_adapter(p.adapter, p.model_path, self.ctx.device, max_length=p.max_length,
-                               token_dictionary=p.token_dictionary, gene_medians=p.gene_medians)
-        selection = CellSelection(control_column=p.control_column, control_value=p.control_value,
-                                  context_column=p.context_column, context_value=self.ctx.context or None,
-                                  layer=p.layer, gene_column=p.gene_column)
+            raise InvalidInputError(
+                f"producer {self.name}: context_column {p.context_column!r} needs the recipe's context"
+            )
+        adapter = load_adapter(
+            p.adapter,
+            p.model_path,
+            self.ctx.device,
+            max_length=p.max_length,
+            token_dictionary=p.token_dictionary,
+            gene_medians=p.gene_medians,
+        )
+        selection = CellSelection(
+            control_column=p.control_column,
+            control_value=p.control_value,
+            context_column=p.context_column,
+            context_value=self.ctx.context or None,
+            layer=p.layer,
+            gene_column=p.gene_column,
+        )
         cells = open_control_cells(self.ctx.path("cells"), selection)
         try:
             if cells.n_cells < p.min_cells:
-                raise InvalidInputError(f"{cells.path.name}: context {self.ctx.context or '(all)'} has {cells.n_cells} "
-                                        f"control cells; at least {p.min_cells} are needed")
+                raise InvalidInputError(
+                    f"{cells.path.name}: context {self.ctx.context or '(all)'} has {cells.n_cells} "
+                    f"control cells; at least {p.min_cells} are needed"
+                )
             entity_row, _ = _resolve_model_genes(self, adapter)  # model genes the cells lack are not candidates
             pairs, failed = self._match_columns(cells.genes, entity_row)
             if not pairs:
-                raise InvalidInputError(f"{cells.path.name}: none of its {cells.n_genes} genes is in the "
-                                        f"{p.adapter} model's vocabulary")
+                raise InvalidInputError(
+                    f"{cells.path.name}: none of its {cells.n_genes} genes is in the {p.adapter} model's vocabulary"
+                )
             layer = adapter.default_layer if p.hidden_layer is None else p.hidden_layer
-            sums = stream_gene_sums(cells, adapter, column_map(cells.n_genes, pairs, len(adapter.genes)),
-                                    layer=layer, batch_cells=p.batch_cells, device=self.ctx.device, seed=p.seed,
-                                    progress=self._log_progress)
+            sums = stream_gene_sums(
+                cells,
+                adapter,
+                column_map(cells.n_genes, pairs, len(adapter.genes)),
+                layer=layer,
+                batch_cells=p.batch_cells,
+                device=self.ctx.device,
+                seed=p.seed,
+                progress=self._log_progress,
+            )
         finally:
             cells.close()
         means = sums.means()
@@ -132,7 +156,9 @@ class FMGeneProducer(Producer):
         pairs, failed, taken = [], {}, set()
         for col, (gene, entity) in enumerate(zip(file_genes, res.ids)):
             if entity is None:
-                failed[f"{gene} (cells)"] = "ambiguous gene id" if gene in res.ambiguous else "gene id not in the registry"
+                failed[f"{gene} (cells)"] = (
+                    "ambiguous gene id" if gene in res.ambiguous else "gene id not in the registry"
+                )
             elif entity not in entity_row:
                 failed[f"{gene} (cells)"] = "not in the model's vocabulary"
             elif entity in taken:
@@ -163,8 +189,9 @@ class FMPositionalProducer(Producer):
 
     def compute(self) -> Batch:
         p = self.params
-        adapter = load_adapter(p.adapter, p.model_path, "cpu", token_dictionary=p.token_dictionary,
-                               gene_medians=p.gene_medians)
+        adapter = load_adapter(
+            p.adapter, p.model_path, "cpu", token_dictionary=p.token_dictionary, gene_medians=p.gene_medians
+        )
         entity_row, failed = _resolve_model_genes(self, adapter)
         table = adapter.table()
         rows = list(entity_row.values())

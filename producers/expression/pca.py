@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
-
-from pertstore.errors import InvalidInputError
 from pertstore.producers._base import Batch, Producer
 from pertstore.producers.expression._cells import CellSelection, open_control_cells
 from pertstore.producers.expression._pca import gene_pca
+from pydantic import BaseModel, ConfigDict, Field
+
+from pertstore.errors import InvalidInputError
 
 
 class ControlPCAParams(BaseModel):
@@ -51,18 +51,33 @@ class ControlPCAProducer(Producer):
     def compute(self) -> Batch:
         p = self.params
         if p.context_column and not self.ctx.context:
-            raise InvalidInputError(f"producer {self.name}: context_column {p.context_column!r} needs the recipe's context")
-        selection = CellSelection(control_column=p.control_column, control_value=p.control_value,
-                                  context_column=p.context_column, context_value=self.ctx.context or None,
-                                  layer=p.layer, gene_column=p.gene_column)
+            raise InvalidInputError(
+                f"producer {self.name}: context_column {p.context_column!r} needs the recipe's context"
+            )
+        selection = CellSelection(
+            control_column=p.control_column,
+            control_value=p.control_value,
+            context_column=p.context_column,
+            context_value=self.ctx.context or None,
+            layer=p.layer,
+            gene_column=p.gene_column,
+        )
         cells = open_control_cells(self.ctx.path("cells"), selection)
         try:
             if cells.n_cells < p.min_cells:
-                raise InvalidInputError(f"{cells.path.name}: context {self.ctx.context or '(all)'} has {cells.n_cells} "
-                                        f"control cells; at least {p.min_cells} are needed")
+                raise InvalidInputError(
+                    f"{cells.path.name}: context {self.ctx.context or '(all)'} has {cells.n_cells} "
+                    f"control cells; at least {p.min_cells} are needed"
+                )
             dims = min(p.dims, cells.n_genes, cells.n_cells)  # fewer genes or cells than dims: fewer components
-            result = gene_pca(lambda: cells.blocks(p.block_cells), cells.n_genes, dims, method=p.method, seed=p.seed,
-                              cache_bytes=p.cache_mb * 2**20)
+            result = gene_pca(
+                lambda: cells.blocks(p.block_cells),
+                cells.n_genes,
+                dims,
+                method=p.method,
+                seed=p.seed,
+                cache_bytes=p.cache_mb * 2**20,
+            )
         finally:
             cells.close()
         res = self.ctx.resolve(cells.genes, "gene")

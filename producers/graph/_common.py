@@ -8,10 +8,9 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from pydantic import BaseModel, ConfigDict, Field
-
 from pertstore.producers._base import ProducerContext
 from pertstore.producers.graph._string import gene_graph, read_string
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class GraphParams(BaseModel):
@@ -20,7 +19,8 @@ class GraphParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     channels: list[str] = Field(default_factory=lambda: ["experiments", "coexpression", "database"])
-    """Evidence channels recombined with STRING's rule when ``score`` is ``channels`` (textmining where the file has it)."""
+    """Evidence channels recombined with STRING's rule when ``score`` is ``channels`` (textmining where the
+    file has it)."""
     score: Literal["channels", "combined"] = "channels"
     """``channels``: the channels recombined; ``combined``: the file's ``combined_score`` (all of STRING's channels)."""
     threshold: float = Field(400.0, ge=0, lt=1000)
@@ -44,11 +44,15 @@ class GeneGraph:
         return len(self.nodes)
 
     @classmethod
-    def from_edges(cls, edges: pd.DataFrame) -> "GeneGraph":
+    def from_edges(cls, edges: pd.DataFrame) -> GeneGraph:
         """A graph of an edge table ``a, b, score`` (0-1000) as it is, without the registry (tests, benchmarks)."""
         nodes, rows, cols, weights, _ = gene_graph(edges, lambda ids: _Identity(ids))
-        return cls(nodes, np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64),
-                   np.asarray(weights, dtype=np.float64))
+        return cls(
+            nodes,
+            np.asarray(rows, dtype=np.int64),
+            np.asarray(cols, dtype=np.int64),
+            np.asarray(weights, dtype=np.float64),
+        )
 
     def adjacency(self) -> sp.csr_matrix:
         a = sp.coo_matrix((self.weights, (self.rows, self.cols)), shape=(self.n, self.n))
@@ -64,8 +68,10 @@ class _Identity:
 
 def load_gene_graph(ctx: ProducerContext, params: GraphParams) -> GeneGraph:
     """The recipe's STRING file (input ``network``) as a gene graph."""
-    edges = read_string(ctx.path("network"), tuple(params.channels), params.threshold, params.score,
-                        params.keep_at_least)
+    edges = read_string(
+        ctx.path("network"), tuple(params.channels), params.threshold, params.score, params.keep_at_least
+    )
     nodes, rows, cols, weights, _ = gene_graph(edges, lambda ids: ctx.resolve(ids, "gene"))
-    return GeneGraph(nodes, np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64),
-                     np.asarray(weights, dtype=np.float64))
+    return GeneGraph(
+        nodes, np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64), np.asarray(weights, dtype=np.float64)
+    )

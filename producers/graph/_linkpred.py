@@ -19,11 +19,10 @@ from typing import Literal
 
 import numpy as np
 import torch
+from pertstore.producers.graph._common import GeneGraph, GraphParams
 from pydantic import Field
 from sklearn.metrics import roc_auc_score
 from torch_geometric.utils import negative_sampling
-
-from pertstore.producers.graph._common import GeneGraph, GraphParams
 
 
 class LinkPredParams(GraphParams):
@@ -109,8 +108,7 @@ class LinkPredResult:
     """The trained encoder at the kept epoch (eval mode)."""
 
 
-def train_link_prediction(encoder: torch.nn.Module, split: EdgeSplit, n: int,
-                          params: LinkPredParams) -> LinkPredResult:
+def train_link_prediction(encoder: torch.nn.Module, split: EdgeSplit, n: int, params: LinkPredParams) -> LinkPredResult:
     """Train ``encoder`` by link prediction; call under :func:`seeded`.
 
     ``encoder()`` embeds ``[n, dims]`` over the training edges; with ``params.full_graph``,

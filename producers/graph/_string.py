@@ -20,8 +20,16 @@ import pandas as pd
 from pertstore.errors import InvalidInputError
 
 PRIOR = 0.041
-CHANNELS = ("neighborhood", "fusion", "cooccurence", "homology", "coexpression", "experiments", "database",
-            "textmining")
+CHANNELS = (
+    "neighborhood",
+    "fusion",
+    "cooccurence",
+    "homology",
+    "coexpression",
+    "experiments",
+    "database",
+    "textmining",
+)
 
 
 def combine_scores(scores: np.ndarray, prior: float = PRIOR) -> np.ndarray:
@@ -59,13 +67,19 @@ def keep_at_least(a: np.ndarray, b: np.ndarray, score: np.ndarray, threshold: fl
     keep = above.copy()
     keep[rescued] = True
     reverse = pd.MultiIndex.from_arrays([ib[below], ia[below]]).isin(
-        pd.MultiIndex.from_arrays([ia[rescued], ib[rescued]]))
+        pd.MultiIndex.from_arrays([ia[rescued], ib[rescued]])
+    )
     keep[below[reverse]] = True
     return keep
 
 
-def read_string(path: str | Path, channels: tuple[str, ...] = ("experiments", "coexpression", "database"),
-                threshold: float = 400.0, score: str = "channels", keep: int = 0) -> pd.DataFrame:
+def read_string(
+    path: str | Path,
+    channels: tuple[str, ...] = ("experiments", "coexpression", "database"),
+    threshold: float = 400.0,
+    score: str = "channels",
+    keep: int = 0,
+) -> pd.DataFrame:
     """Edges ``a, b, score`` (0-1000) of a STRING table kept by the graph rules.
 
     ``score="channels"`` recombines ``channels`` with STRING's rule, ``"combined"`` takes the file's
@@ -76,8 +90,11 @@ def read_string(path: str | Path, channels: tuple[str, ...] = ("experiments", "c
     """
     path = Path(path)
     try:
-        table = pd.read_csv(path, sep=None, engine="python") if path.suffix not in (".gz", ".tsv") else \
-            pd.read_csv(path, sep=r"\s+" if "protein.links" in path.name else "\t")
+        table = (
+            pd.read_csv(path, sep=None, engine="python")
+            if path.suffix not in (".gz", ".tsv")
+            else pd.read_csv(path, sep=r"\s+" if "protein.links" in path.name else "\t")
+        )
     except (OSError, pd.errors.ParserError) as e:
         raise InvalidInputError(f"{path}: not a readable STRING table: {e}") from e
     if len(table.columns) == 1 and " " in table.columns[0]:  # a protein.links file under another name
@@ -88,8 +105,9 @@ def read_string(path: str | Path, channels: tuple[str, ...] = ("experiments", "c
         a = table.protein1.astype(str).str.split(".", n=1).str[-1]
         b = table.protein2.astype(str).str.split(".", n=1).str[-1]
     else:
-        raise InvalidInputError(f"{path}: expected entrez_a/entrez_b or protein1/protein2 columns, "
-                                f"got {list(table.columns)}")
+        raise InvalidInputError(
+            f"{path}: expected entrez_a/entrez_b or protein1/protein2 columns, got {list(table.columns)}"
+        )
     if score == "combined":
         if "combined_score" not in table.columns:
             raise InvalidInputError(f"{path}: no combined_score column for score 'combined'")
@@ -130,4 +148,10 @@ def gene_graph(edges: pd.DataFrame, resolve) -> tuple[list[str], np.ndarray, np.
     frame = frame.groupby(["a", "b"], sort=False).score.max().reset_index()
     nodes = sorted(set(frame.a) | set(frame.b))
     index = {n: i for i, n in enumerate(nodes)}
-    return nodes, frame.a.map(index).to_numpy(), frame.b.map(index).to_numpy(), frame.score.to_numpy() / 1000.0, unmapped
+    return (
+        nodes,
+        frame.a.map(index).to_numpy(),
+        frame.b.map(index).to_numpy(),
+        frame.score.to_numpy() / 1000.0,
+        unmapped,
+    )

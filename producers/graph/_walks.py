@@ -48,8 +48,9 @@ class WalkGraph:
         return self.keys[pos] == keys
 
 
-def random_walks(graph: WalkGraph, starts: np.ndarray, length: int, p: float, q: float,
-                 rng: np.random.Generator) -> np.ndarray:
+def random_walks(
+    graph: WalkGraph, starts: np.ndarray, length: int, p: float, q: float, rng: np.random.Generator
+) -> np.ndarray:
     """Walks ``[len(starts), length + 1]`` (the start node first) of node2vec's biased walk."""
     walks = np.empty((len(starts), length + 1), dtype=np.int64)
     walks[:, 0] = starts

@@ -16,15 +16,19 @@ from typing import Literal
 
 import numpy as np
 import torch
+from pertstore.producers._base import Batch, Producer
+from pertstore.producers.graph._common import load_gene_graph
+from pertstore.producers.graph._linkpred import (
+    EdgeSplit,
+    LinkPredParams,
+    LinkPredResult,
+    split_edges,
+    train_link_prediction,
+)
+from pertstore.producers.graph._seeding import seeded
 from pydantic import Field
 from torch import nn
 from torch_geometric.nn import GCNConv, GINConv
-
-from pertstore.producers._base import Batch, Producer
-from pertstore.producers.graph._common import load_gene_graph
-from pertstore.producers.graph._linkpred import (EdgeSplit, LinkPredParams, LinkPredResult, split_edges,
-                                                 train_link_prediction)
-from pertstore.producers.graph._seeding import seeded
 
 
 class GNNParams(LinkPredParams):
@@ -45,8 +49,11 @@ class GNNLayer(nn.Module):
     def __init__(self, dims: int, layer: str, dropout: float) -> None:
         super().__init__()
         self.layer = layer
-        self.conv = GCNConv(dims, dims) if layer == "gcn" else \
-            GINConv(nn.Sequential(nn.Linear(dims, dims), nn.ReLU(), nn.Linear(dims, dims)), train_eps=True)
+        self.conv = (
+            GCNConv(dims, dims)
+            if layer == "gcn"
+            else GINConv(nn.Sequential(nn.Linear(dims, dims), nn.ReLU(), nn.Linear(dims, dims)), train_eps=True)
+        )
         self.norm = nn.LayerNorm(dims)
         self.dropout = nn.Dropout(dropout)
 
@@ -59,8 +66,16 @@ class GNNLayer(nn.Module):
 class ResidualGNN(nn.Module):
     """Learned node embeddings, residual :class:`GNNLayer` s, a final Linear (``train_gnn``'s ``GNN``)."""
 
-    def __init__(self, n: int, edge_index: torch.Tensor, edge_weight: torch.Tensor, dims: int, depth: int,
-                 layer: str, dropout: float) -> None:
+    def __init__(
+        self,
+        n: int,
+        edge_index: torch.Tensor,
+        edge_weight: torch.Tensor,
+        dims: int,
+        depth: int,
+        layer: str,
+        dropout: float,
+    ) -> None:
         super().__init__()
         self.embedding = nn.Embedding(n, dims)
         self.layers = nn.ModuleList([GNNLayer(dims, layer, dropout) for _ in range(depth)])

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from pydantic import Field
-from torch_geometric.nn import Node2Vec
-
 from pertstore.producers._base import Batch, Producer
 from pertstore.producers.graph._common import GraphParams, load_gene_graph
 from pertstore.producers.graph._seeding import seeded
 from pertstore.producers.graph._walks import WalkGraph, random_walks
+from pydantic import Field
+from torch_geometric.nn import Node2Vec
 
 
 class Node2VecParams(GraphParams):
@@ -42,8 +41,18 @@ class Node2VecParams(GraphParams):
 class WeightedNode2Vec(Node2Vec):
     """torch-geometric's Node2Vec with weighted, p/q-biased walks drawn by :func:`random_walks`."""
 
-    def __init__(self, graph: WalkGraph, embedding_dim: int, walk_length: int, context_size: int,
-                 walks_per_node: int, p: float, q: float, num_negative_samples: int, seed: int) -> None:
+    def __init__(
+        self,
+        graph: WalkGraph,
+        embedding_dim: int,
+        walk_length: int,
+        context_size: int,
+        walks_per_node: int,
+        p: float,
+        q: float,
+        num_negative_samples: int,
+        seed: int,
+    ) -> None:
         torch.nn.Module.__init__(self)  # Node2Vec.__init__ insists on pyg-lib's sampler
         if walk_length < context_size:
             raise ValueError(f"walk_length ({walk_length}) must be at least context_size ({context_size})")
@@ -63,8 +72,7 @@ class WeightedNode2Vec(Node2Vec):
     def walks(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Positive (biased) and negative (uniform) walks from ``batch``, before windowing."""
         starts = batch.repeat(self.walks_per_node)
-        pos = torch.from_numpy(random_walks(self.graph, starts.numpy(), self.walk_length, self.p, self.q,
-                                            self.rng))
+        pos = torch.from_numpy(random_walks(self.graph, starts.numpy(), self.walk_length, self.p, self.q, self.rng))
         starts = batch.repeat(self.walks_per_node * self.num_negative_samples)
         neg = torch.cat([starts.view(-1, 1), torch.randint(self.num_nodes, (len(starts), self.walk_length))], 1)
         return pos, neg
@@ -77,14 +85,15 @@ class WeightedNode2Vec(Node2Vec):
         embedding is gathered once per walk position instead of once per window position, which
         makes the step several times faster.
         """
-        return (-torch.log(torch.sigmoid(self._pair_scores(pos)) + self.EPS).mean()
-                - torch.log(1 - torch.sigmoid(self._pair_scores(neg)) + self.EPS).mean())
+        return (
+            -torch.log(torch.sigmoid(self._pair_scores(pos)) + self.EPS).mean()
+            - torch.log(1 - torch.sigmoid(self._pair_scores(neg)) + self.EPS).mean()
+        )
 
     def _pair_scores(self, walks: torch.Tensor) -> torch.Tensor:
         h = self.embedding(walks)
         n_windows = walks.shape[1] - self.context_size + 1
-        return torch.stack([(h[:, :n_windows] * h[:, k: k + n_windows]).sum(-1)
-                            for k in range(1, self.context_size)])
+        return torch.stack([(h[:, :n_windows] * h[:, k : k + n_windows]).sum(-1) for k in range(1, self.context_size)])
 
     def sample(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """torch-geometric's ``sample``: positive and negative context windows, for ``Node2Vec.loss``."""
@@ -94,15 +103,23 @@ class WeightedNode2Vec(Node2Vec):
     def windows(self, walks: torch.Tensor) -> torch.Tensor:
         """The context windows torch-geometric's ``pos_sample``/``neg_sample`` cut from ``walks``."""
         n_windows = walks.shape[1] - self.context_size + 1
-        return torch.cat([walks[:, j: j + self.context_size] for j in range(n_windows)], dim=0)
+        return torch.cat([walks[:, j : j + self.context_size] for j in range(n_windows)], dim=0)
 
 
 def train_node2vec(adj, params: Node2VecParams) -> np.ndarray:
     """node2vec embeddings ``[n, dims]`` of the weighted graph ``adj`` (scipy sparse, symmetric)."""
     with seeded(params.seed):
-        model = WeightedNode2Vec(WalkGraph(adj), params.dims, params.walk_length, params.context_size,
-                                 params.walks_per_node, params.p, params.q, params.num_negative_samples,
-                                 params.seed)
+        model = WeightedNode2Vec(
+            WalkGraph(adj),
+            params.dims,
+            params.walk_length,
+            params.context_size,
+            params.walks_per_node,
+            params.p,
+            params.q,
+            params.num_negative_samples,
+            params.seed,
+        )
         optimizer = torch.optim.Adam(model.parameters(), lr=params.lr)
         order = torch.Generator().manual_seed(params.seed)
         model.train()

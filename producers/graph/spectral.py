@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
-from pydantic import Field
-from scipy.sparse.csgraph import connected_components
-from scipy.sparse.linalg import eigsh
-
 from pertstore.producers._base import Batch, Producer
 from pertstore.producers.graph._common import GraphParams
 from pertstore.producers.graph._string import gene_graph, read_string
+from pydantic import Field
+from scipy.sparse.csgraph import connected_components
+from scipy.sparse.linalg import eigsh
 
 
 class SpectralParams(GraphParams):
@@ -49,7 +48,7 @@ def spectral_embedding(adj: sp.csr_matrix, dims: int, *, seed: int = 0) -> np.nd
     embedding = (vectors[:, order] / dd[:, None]).T
     idx = np.argmax(np.abs(embedding), axis=1)
     embedding *= np.sign(embedding[np.arange(embedding.shape[0]), idx])[:, None]
-    return embedding[1: dims + 1].T
+    return embedding[1 : dims + 1].T
 
 
 class SpectralProducer(Producer):
@@ -76,5 +75,7 @@ class SpectralProducer(Producer):
         keep = largest_component(adj)
         sub = adj[keep][:, keep]
         values = spectral_embedding(sub, min(self.params.dims, len(keep) - 2), seed=self.params.seed)
-        failed = {nodes[i]: "outside the largest connected component" for i in np.setdiff1d(np.arange(len(nodes)), keep)}
+        failed = {
+            nodes[i]: "outside the largest connected component" for i in np.setdiff1d(np.arange(len(nodes)), keep)
+        }
         return Batch([nodes[i] for i in keep], values.astype(np.float32), failed)

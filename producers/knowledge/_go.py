@@ -61,8 +61,9 @@ def ancestors(parents: dict[str, list[str]]) -> dict[str, set[str]]:
     return done
 
 
-def gene_term_matrix(pairs: pd.DataFrame, genes: list[str], parents: dict[str, list[str]] | None,
-                     min_genes: int) -> tuple[sp.csr_matrix, list[str]]:
+def gene_term_matrix(
+    pairs: pd.DataFrame, genes: list[str], parents: dict[str, list[str]] | None, min_genes: int
+) -> tuple[sp.csr_matrix, list[str]]:
     """Binary ``[genes, terms]`` matrix of ``pairs`` (columns ``gene, go_id``), propagated to ancestors
     when ``parents`` is given, keeping terms annotated to at least ``min_genes`` of ``genes``."""
     row = {g: i for i, g in enumerate(genes)}
@@ -72,13 +73,18 @@ def gene_term_matrix(pairs: pd.DataFrame, genes: list[str], parents: dict[str, l
     reach = [sorted(closure.get(t, {t})) for t in annotated]  # each term with its ancestors
     universe = sorted(set().union(*map(set, reach))) if reach else []
     col = {t: j for j, t in enumerate(universe)}
-    up = sp.csr_matrix((np.ones(sum(map(len, reach)), dtype=np.float32),
-                        (np.repeat(np.arange(len(annotated)), [len(r) for r in reach]),
-                         [col[t] for r in reach for t in r])), shape=(len(annotated), len(universe)))
+    up = sp.csr_matrix(
+        (
+            np.ones(sum(map(len, reach)), dtype=np.float32),
+            (np.repeat(np.arange(len(annotated)), [len(r) for r in reach]), [col[t] for r in reach for t in r]),
+        ),
+        shape=(len(annotated), len(universe)),
+    )
     term = {t: j for j, t in enumerate(annotated)}
-    direct = sp.csr_matrix((np.ones(len(pairs), dtype=np.float32),
-                            (pairs.gene.map(row).to_numpy(), pairs.go_id.map(term).to_numpy())),
-                           shape=(len(genes), len(annotated)))
+    direct = sp.csr_matrix(
+        (np.ones(len(pairs), dtype=np.float32), (pairs.gene.map(row).to_numpy(), pairs.go_id.map(term).to_numpy())),
+        shape=(len(genes), len(annotated)),
+    )
     matrix = (direct @ up).tocsr()
     matrix.data[:] = 1.0
     keep = np.flatnonzero(matrix.getnnz(axis=0) >= min_genes)

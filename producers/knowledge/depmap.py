@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from pertstore.producers._base import Batch, Producer
 from pydantic import BaseModel, ConfigDict, Field
 
 from pertstore.errors import InvalidInputError
-from pertstore.producers._base import Batch, Producer
 
 HEADER = re.compile(r"^\s*(?P<symbol>[^()]*?)\s*(?:\((?P<entrez>\d+)\))?\s*$")
 

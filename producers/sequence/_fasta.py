@@ -31,7 +31,7 @@ def read_fasta(path: str | Path) -> Iterator[tuple[str, str]]:
     try:
         with open(path, "rb") as f:
             gzipped = f.read(2) == b"\x1f\x8b"
-        with (gzip.open(path, "rt") if gzipped else open(path)) as f:
+        with gzip.open(path, "rt") if gzipped else open(path) as f:
             for n, line in enumerate(f, 1):
                 line = line.strip()
                 if line.startswith(">"):
@@ -39,8 +39,9 @@ def read_fasta(path: str | Path) -> Iterator[tuple[str, str]]:
                         yield header, "".join(lines)
                     header, lines = line[1:].strip(), []
                 elif line and header is None:
-                    raise InvalidInputError(f"{path.name}: line {n}: sequence before the first '>' header; "
-                                            "not a FASTA file")
+                    raise InvalidInputError(
+                        f"{path.name}: line {n}: sequence before the first '>' header; not a FASTA file"
+                    )
                 elif line:
                     lines.append(line)
     except (UnicodeDecodeError, OSError, EOFError) as e:

@@ -16,8 +16,15 @@ def resolve_first(ctx: ProducerContext, key_lists: list[list[str]]) -> list[tupl
     for keys in key_lists:
         gene = next((found[k] for k in keys if found[k]), None)
         ambiguous = [f"{k} -> {', '.join(res.ambiguous[k])}" for k in keys if k in res.ambiguous]
-        why = "" if gene else ("ambiguous: " + "; ".join(ambiguous) if ambiguous
-                               else f"not in the gene registry (tried {', '.join(keys) or 'no id'})")
+        why = (
+            ""
+            if gene
+            else (
+                "ambiguous: " + "; ".join(ambiguous)
+                if ambiguous
+                else f"not in the gene registry (tried {', '.join(keys) or 'no id'})"
+            )
+        )
         out.append((gene, why))
     return out
 

@@ -10,12 +10,12 @@ Chromosome names are matched as written, else with the ``chr`` prefix added or r
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 from pathlib import Path
 
 import pandas as pd
+from pertstore.store import file_stamp
 
 from pertstore.errors import InvalidInputError
 
@@ -31,14 +31,17 @@ def read_tss(path: Path) -> pd.DataFrame:
         raise InvalidInputError(f"{path.name}: not a readable tab-separated TSS table: {e}") from e
     missing = [c for c in TSS_COLUMNS if c not in table.columns]
     if missing:
-        raise InvalidInputError(f"{path.name}: a TSS table needs columns {TSS_COLUMNS}; missing {missing} "
-                                f"(found {list(table.columns)})")
+        raise InvalidInputError(
+            f"{path.name}: a TSS table needs columns {TSS_COLUMNS}; missing {missing} (found {list(table.columns)})"
+        )
     tss = pd.to_numeric(table.tss, errors="coerce")
     bad = table.index[tss.isna() | (tss < 1) | (tss % 1 != 0) | ~table.strand.isin(["+", "-"])]
     if len(bad):
         row = table.loc[bad[0]]
-        raise InvalidInputError(f"{path.name}: line {bad[0] + 2}: tss {row.tss!r} / strand {row.strand!r}: "
-                                "expected a 1-based position and '+' or '-'")
+        raise InvalidInputError(
+            f"{path.name}: line {bad[0] + 2}: tss {row.tss!r} / strand {row.strand!r}: "
+            "expected a 1-based position and '+' or '-'"
+        )
     return table.assign(tss=tss.astype(int))
 
 
@@ -62,9 +65,7 @@ def _index(path: Path) -> Path:
     beside = Path(f"{path}.fai")
     if fresh(beside):
         return beside
-    st = path.stat()
-    digest = hashlib.sha256(f"{path.resolve()}\0{st.st_size}\0{st.st_mtime_ns}".encode()).hexdigest()[:16]
-    cached = Path(tempfile.gettempdir()) / "pertstore-faidx" / f"{path.name}.{digest}.fai"
+    cached = Path(tempfile.gettempdir()) / "pertstore-faidx" / f"{path.name}.{file_stamp(path)}.fai"
     if not fresh(cached):
         cached.parent.mkdir(parents=True, exist_ok=True)
         partial = cached.with_name(f"{cached.name}.{os.getpid()}.partial")

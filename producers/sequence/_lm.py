@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+from pertstore.producers._batches import token_batches
 
 from pertstore.errors import InvalidInputError
-from pertstore.producers._batches import token_batches
 
 Dtype = Literal["float32", "float16", "bfloat16"]
 T5_TYPES = ("t5", "mt5", "umt5")
@@ -64,13 +64,16 @@ def check_checkpoint(path: str, who: str, example: str) -> None:
     if not any((root / name).is_file() for name in WEIGHTS):
         missing.append("the weights (model.safetensors or pytorch_model.bin)")
     if missing:
-        raise InvalidInputError(f"{who}: {path} is not a model checkpoint directory: it lacks {' and '.join(missing)}; "
-                                "it needs config.json, the weights and the tokenizer files (tokenizer.json, vocab.txt "
-                                f"or spiece.model), e.g. from `save_pretrained` of {example}")
+        raise InvalidInputError(
+            f"{who}: {path} is not a model checkpoint directory: it lacks {' and '.join(missing)}; "
+            "it needs config.json, the weights and the tokenizer files (tokenizer.json, vocab.txt "
+            f"or spiece.model), e.g. from `save_pretrained` of {example}"
+        )
 
 
-def load_model(path: str, device: str, *, who: str, example: str, dtype: Dtype = "float32",
-               trust_remote_code: bool = False) -> SequenceModel:
+def load_model(
+    path: str, device: str, *, who: str, example: str, dtype: Dtype = "float32", trust_remote_code: bool = False
+) -> SequenceModel:
     """The tokenizer and encoder of a local checkpoint (T5 checkpoints load their encoder only)."""
     key = (path, device, dtype, trust_remote_code)
     if key not in _MODELS:
@@ -94,9 +97,14 @@ def load_model(path: str, device: str, *, who: str, example: str, dtype: Dtype =
             raise InvalidInputError(f"{who}: cannot load the checkpoint in {path}: {e}") from e
         prefix, suffix = _special_frame(tokenizer, who)
         limit = _position_limit(config, tokenizer)
-        _MODELS[key] = SequenceModel(tokenizer, model.to(device).eval(), prefix, suffix,
-                                     None if limit is None else limit - len(prefix) - len(suffix),
-                                     "attention_mask" in inspect.signature(model.forward).parameters)
+        _MODELS[key] = SequenceModel(
+            tokenizer,
+            model.to(device).eval(),
+            prefix,
+            suffix,
+            None if limit is None else limit - len(prefix) - len(suffix),
+            "attention_mask" in inspect.signature(model.forward).parameters,
+        )
     return _MODELS[key]
 
 
@@ -105,8 +113,8 @@ def _special_frame(tokenizer, who: str) -> tuple[list[int], list[int]]:
     bare = tokenizer("A", add_special_tokens=False)["input_ids"]
     full = tokenizer("A")["input_ids"]
     for k in range(len(full) - len(bare) + 1):
-        if full[k:k + len(bare)] == bare:
-            return full[:k], full[k + len(bare):]
+        if full[k : k + len(bare)] == bare:
+            return full[:k], full[k + len(bare) :]
     raise InvalidInputError(f"{who}: the tokenizer's special tokens do not frame the sequence ({bare} -> {full})")
 
 
@@ -150,17 +158,24 @@ def _batches(lengths: list[int], max_tokens: int, padded: bool) -> list[list[int
     by_length: dict[int, list[int]] = {}
     for i, n in enumerate(lengths):
         by_length.setdefault(n, []).append(i)
-    return [[group[j] for j in batch] for group in by_length.values()
-            for batch in token_batches([lengths[i] for i in group], max_tokens)]
+    return [
+        [group[j] for j in batch]
+        for group in by_length.values()
+        for batch in token_batches([lengths[i] for i in group], max_tokens)
+    ]
 
 
-def embed_tokens(sm: SequenceModel, tokens: list[list[int]], *, size: int, stride: int, layer: int, max_tokens: int,
-                 device: str) -> np.ndarray:
+def embed_tokens(
+    sm: SequenceModel, tokens: list[list[int]], *, size: int, stride: int, layer: int, max_tokens: int, device: str
+) -> np.ndarray:
     """One pooled vector per token list (content tokens only), in input order."""
     import torch
 
-    pieces = [(item, sm.prefix + ids[s:e] + sm.suffix)
-              for item, ids in enumerate(tokens) for s, e in windows(len(ids), size, stride)]
+    pieces = [
+        (item, sm.prefix + ids[s:e] + sm.suffix)
+        for item, ids in enumerate(tokens)
+        for s, e in windows(len(ids), size, stride)
+    ]
     lengths = [len(piece) for _, piece in pieces]
     pad = sm.tokenizer.pad_token_id if sm.tokenizer.pad_token_id is not None else 0
     sums, counts = None, np.zeros(len(tokens))
@@ -169,9 +184,9 @@ def embed_tokens(sm: SequenceModel, tokens: list[list[int]], *, size: int, strid
         mask, keep = torch.zeros_like(ids), torch.zeros(ids.shape, dtype=torch.bool)
         for row, i in enumerate(batch):
             piece = pieces[i][1]
-            ids[row, :len(piece)] = torch.tensor(piece)
-            mask[row, :len(piece)] = 1
-            keep[row, len(sm.prefix):len(piece) - len(sm.suffix)] = True
+            ids[row, : len(piece)] = torch.tensor(piece)
+            mask[row, : len(piece)] = 1
+            keep[row, len(sm.prefix) : len(piece) - len(sm.suffix)] = True
         extra = {"attention_mask": mask.to(device)} if sm.takes_mask else {}
         with torch.inference_mode():
             hidden = sm.model(input_ids=ids.to(device), output_hidden_states=True, **extra).hidden_states[layer]

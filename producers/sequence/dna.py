@@ -21,14 +21,20 @@ from __future__ import annotations
 
 import logging
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from pertstore.errors import InvalidInputError
 from pertstore.producers._base import Batch, Producer
 from pertstore.producers.sequence._genes import log_unmapped, resolve_first
 from pertstore.producers.sequence._genome import open_genome, read_tss, window_sequence
-from pertstore.producers.sequence._lm import (Dtype, check_checkpoint, embed_tokens, lm_libraries, load_model,
-                                              window_size)
+from pertstore.producers.sequence._lm import (
+    Dtype,
+    check_checkpoint,
+    embed_tokens,
+    lm_libraries,
+    load_model,
+    window_size,
+)
+from pydantic import BaseModel, ConfigDict, Field
+
+from pertstore.errors import InvalidInputError
 
 log = logging.getLogger(__name__)
 EXAMPLE = "a Nucleotide Transformer (InstaDeepAI/nucleotide-transformer-500m-human-ref) or another DNA model"
@@ -90,8 +96,10 @@ class DNALMProducer(Producer):
         name = self.ctx.path("tss").name
         log_unmapped(log, f"{name}: TSS rows that give no gene", skipped, n_rows)
         if not sites:
-            raise InvalidInputError(f"{name}: none of its {n_rows} rows maps to a gene of the registry"
-                                    + (f" (e.g. {skipped[0][0]}: {skipped[0][1]})" if skipped else ""))
+            raise InvalidInputError(
+                f"{name}: none of its {n_rows} rows maps to a gene of the registry"
+                + (f" (e.g. {skipped[0][0]}: {skipped[0][1]})" if skipped else "")
+            )
         return list(sites)
 
     def compute_chunk(self, ids: list[str]) -> Batch:
@@ -112,10 +120,23 @@ class DNALMProducer(Producer):
                     texts.append(sequence)
         if not ok:
             return Batch.empty(0, failed)
-        sm = load_model(p.model_path, self.ctx.device, who=self.name, example=EXAMPLE, dtype=p.dtype,
-                        trust_remote_code=p.trust_remote_code)
+        sm = load_model(
+            p.model_path,
+            self.ctx.device,
+            who=self.name,
+            example=EXAMPLE,
+            dtype=p.dtype,
+            trust_remote_code=p.trust_remote_code,
+        )
         tokens = sm.tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
         size = window_size(sm, p.model_window, who=self.name, param="model_window")
-        values = embed_tokens(sm, tokens, size=size, stride=p.stride or size, layer=p.layer,
-                              max_tokens=p.max_tokens, device=self.ctx.device)
+        values = embed_tokens(
+            sm,
+            tokens,
+            size=size,
+            stride=p.stride or size,
+            layer=p.layer,
+            max_tokens=p.max_tokens,
+            device=self.ctx.device,
+        )
         return Batch(ok, values, failed)

@@ -21,14 +21,20 @@ import re
 from dataclasses import dataclass
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
-
-from pertstore.errors import InvalidInputError
 from pertstore.producers._base import Batch, Producer
 from pertstore.producers.sequence._fasta import gene_keys, normalise, read_fasta, record_id, residue_problem
 from pertstore.producers.sequence._genes import log_unmapped, resolve_first
-from pertstore.producers.sequence._lm import (Dtype, check_checkpoint, embed_tokens, lm_libraries, load_model,
-                                              window_size)
+from pertstore.producers.sequence._lm import (
+    Dtype,
+    check_checkpoint,
+    embed_tokens,
+    lm_libraries,
+    load_model,
+    window_size,
+)
+from pydantic import BaseModel, ConfigDict, Field
+
+from pertstore.errors import InvalidInputError
 
 log = logging.getLogger(__name__)
 EXAMPLE = "ESM2 (facebook/esm2_t33_650M_UR50D) or ProtT5 (Rostlab/prot_t5_xl_half_uniref50-enc)"
@@ -91,8 +97,10 @@ class ProteinLMProducer(Producer):
         if not headers:
             raise InvalidInputError(f"{path.name}: no FASTA records")
         genes = resolve_first(self.ctx, [gene_keys(h) for h in headers])
-        return [_Record(n, record_id(h), gene, why, problem, seq)
-                for n, (h, (gene, why), problem, seq) in enumerate(zip(headers, genes, problems, sequences), 1)]
+        return [
+            _Record(n, record_id(h), gene, why, problem, seq)
+            for n, (h, (gene, why), problem, seq) in enumerate(zip(headers, genes, problems, sequences), 1)
+        ]
 
     def entities(self) -> list[str]:
         check_checkpoint(self.params.model_path, self.name, EXAMPLE)  # before any work
@@ -102,8 +110,10 @@ class ProteinLMProducer(Producer):
         log_unmapped(log, f"{name}: FASTA records that map to no gene", unmapped, len(records))
         genes = list(dict.fromkeys(r.gene for r in records if r.gene))
         if not genes:
-            raise InvalidInputError(f"{name}: none of its {len(records)} records maps to a gene of the registry "
-                                    f"(e.g. {unmapped[0][0]}: {unmapped[0][1]})")
+            raise InvalidInputError(
+                f"{name}: none of its {len(records)} records maps to a gene of the registry "
+                f"(e.g. {unmapped[0][0]}: {unmapped[0][1]})"
+            )
         return genes + [r.key for r in records if r.gene and r.problem]
 
     def compute_chunk(self, ids: list[str]) -> Batch:
@@ -123,8 +133,11 @@ class ProteinLMProducer(Producer):
             found = isoforms.get(entity, [])
             distinct = list(dict.fromkeys(r.sequence for r in found if r.problem is None))
             if not distinct:
-                failed[entity] = ("no valid isoform: " + "; ".join(f"{r.rid}: {r.problem}" for r in found)
-                                  if found else "no record in the FASTA file")
+                failed[entity] = (
+                    "no valid isoform: " + "; ".join(f"{r.rid}: {r.problem}" for r in found)
+                    if found
+                    else "no record in the FASTA file"
+                )
             owners += [entity] * len(distinct)
             texts += distinct
         if not texts:
@@ -134,8 +147,15 @@ class ProteinLMProducer(Producer):
             texts = [" ".join(_RARE.sub("X", t)) for t in texts]
         tokens = sm.tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
         size = window_size(sm, p.max_residues, who=self.name, param="max_residues")
-        vectors = embed_tokens(sm, tokens, size=size, stride=p.stride or size, layer=p.layer,
-                               max_tokens=p.max_tokens, device=self.ctx.device)
+        vectors = embed_tokens(
+            sm,
+            tokens,
+            size=size,
+            stride=p.stride or size,
+            layer=p.layer,
+            max_tokens=p.max_tokens,
+            device=self.ctx.device,
+        )
         genes = list(dict.fromkeys(owners))
         row = {g: i for i, g in enumerate(genes)}
         sums, counts = np.zeros((len(genes), vectors.shape[1])), np.zeros(len(genes))

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import warnings
 
 import torch
+
+from pertstore._config import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +58,16 @@ def export_session(model: torch.nn.Module, sample: dict[str, torch.Tensor], name
     axes = {name: {0: "batch", 1: "length"} for name in (*names, "hidden")}
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        torch.onnx.export(_Traced(model.eval(), names), tuple(sample[n] for n in names), buffer, dynamo=False,
-                          input_names=list(names), output_names=["hidden"], dynamic_axes=axes, opset_version=17)
+        torch.onnx.export(
+            _Traced(model.eval(), names),
+            tuple(sample[n] for n in names),
+            buffer,
+            dynamo=False,
+            input_names=list(names),
+            output_names=["hidden"],
+            dynamic_axes=axes,
+            opset_version=17,
+        )
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
@@ -68,7 +77,7 @@ def export_session(model: torch.nn.Module, sample: dict[str, torch.Tensor], name
 
 def wanted() -> bool:
     """Whether the text encoders should run on ONNX Runtime (``PERTSTORE_TEXT_RUNTIME``, default ``onnx``)."""
-    runtime = os.environ.get("PERTSTORE_TEXT_RUNTIME", "onnx").lower()
+    runtime = get_settings().text_runtime.lower()
     if runtime not in ("onnx", "torch"):
         raise ValueError(f"PERTSTORE_TEXT_RUNTIME must be 'onnx' or 'torch', not {runtime!r}")
     return runtime == "onnx"
@@ -91,8 +100,9 @@ def use_onnx_runtime(st_model) -> bool:
     try:
         session = export_session(model, features, names, torch.get_num_threads())
     except Exception as e:  # noqa: BLE001 - any exporter failure leaves the PyTorch model in place
-        log.warning("text model %s stays on PyTorch: ONNX export failed (%s: %s)",
-                    type(model).__name__, type(e).__name__, e)
+        log.warning(
+            "text model %s stays on PyTorch: ONNX export failed (%s: %s)", type(model).__name__, type(e).__name__, e
+        )
         return False
     transformer.model = OnnxEncoder(model, session, names)
     return True

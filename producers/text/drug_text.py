@@ -5,7 +5,8 @@ Clinical phase: <phase>."``, each part present only when known. Names, targets, 
 phases come from an annotation table in the Drug Repurposing Hub layout (``pert_iname, smiles,
 target`` with ``|``-separated genes, ``moa``, ``clinical_phase``), matched to registered molecules
 by name (through the registry's aliases); a registered molecule without annotation is described by
-its name and SMILES. Embedded by the packaged all-MiniLM-L6-v2 unless ``model_path`` is given.
+its name and SMILES. Embedded by the text model of the parameters (:mod:`._backend`): the packaged
+all-MiniLM-L6-v2 by default, a local ``model_path``, or an OpenAI-compatible endpoint.
 """
 
 from __future__ import annotations
@@ -14,19 +15,14 @@ from functools import lru_cache
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+from pertstore.producers._base import Batch, Producer
+from pertstore.producers.text._backend import TextModelParams, check_backend, embed
+from pertstore.producers.text._sentence import text_libraries
 
 from pertstore.errors import InvalidInputError
-from pertstore.producers._base import Batch, Producer
-from pertstore.producers.text._sentence import encode_texts, text_libraries
 
 
-class DrugTextParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    model_path: str | None = None
-    batch_size: int = Field(16, ge=1)
-    """Texts per forward pass (16 is fastest on CPU: benchmarks/bench_text.py)."""
+class DrugTextParams(TextModelParams):
     annotated_only: bool = False
     """Embed only molecules the annotation table describes."""
 
@@ -72,7 +68,7 @@ class DrugTextProducer(Producer):
         return text_libraries()
 
     def _texts(self) -> dict[str, str]:
-        key = (str(self.ctx.path("annotations")), self.ctx.storage.uri)
+        key = (str(self.ctx.path("annotations")), self.params.annotated_only, self.ctx.storage.uri)
         if key not in _TEXTS:
             table = _annotations(key[0])
             res = self.ctx.resolve(table.pert_iname.tolist(), "molecule")
@@ -88,10 +84,10 @@ class DrugTextProducer(Producer):
         return _TEXTS[key]
 
     def entities(self) -> list[str]:
+        check_backend(self.params)
         return list(self._texts())
 
     def compute_chunk(self, ids: list[str]) -> Batch:
         texts = self._texts()
-        values = encode_texts([texts[e] for e in ids], model_path=self.params.model_path,
-                              batch_size=self.params.batch_size, device=self.ctx.device)
+        values = embed([texts[e] for e in ids], self.params, self.ctx.device)
         return Batch(ids, values.astype(np.float32))

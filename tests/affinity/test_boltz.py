@@ -8,18 +8,22 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-
-from pertstore.errors import InvalidInputError
 from pertstore.producers.affinity.boltz import PanelProtein, affinity_matrix, write_inputs
 
-PANEL = [PanelProtein(name="ABL1-kinase", sequence="GAMDPSSPNYDKWEMERTDITMKHKLGGGQYGEVYEGVWKKYSLTVAVKTLKE"),
-         PanelProtein(name="EGFR-fragment", sequence="FKKIKVLGSGAFGTVYKGLWIPEGEKVKIPVAIKELREATSPK")]
+from pertstore.errors import InvalidInputError
+
+PANEL = [
+    PanelProtein(name="ABL1-kinase", sequence="GAMDPSSPNYDKWEMERTDITMKHKLGGGQYGEVYEGVWKKYSLTVAVKTLKE"),
+    PanelProtein(name="EGFR-fragment", sequence="FKKIKVLGSGAFGTVYKGLWIPEGEKVKIPVAIKELREATSPK"),
+]
 MOLECULES = [("AAA", "Cc1ccc(NC(=O)c2ccccc2)cc1"), ("BBB", "CC(=O)Oc1ccccc1C(=O)O")]
 
 
 def test_inputs_follow_boltz_schema(tmp_path):
     names = write_inputs(tmp_path / "in", MOLECULES, PANEL, msa="empty")
-    assert len(names) == 4 and sorted(p.name for p in (tmp_path / "in").iterdir()) == [f"{n}.yaml" for n in sorted(names)]
+    assert len(names) == 4 and sorted(p.name for p in (tmp_path / "in").iterdir()) == [
+        f"{n}.yaml" for n in sorted(names)
+    ]
     doc = yaml.safe_load((tmp_path / "in" / "m00001_p000.yaml").read_text())
     assert doc["version"] == 1
     protein, ligand = doc["sequences"][0]["protein"], doc["sequences"][1]["ligand"]
@@ -27,7 +31,10 @@ def test_inputs_follow_boltz_schema(tmp_path):
     assert ligand == {"id": "B", "smiles": MOLECULES[1][1]}
     assert doc["properties"] == [{"affinity": {"binder": "B"}}]
     server = write_inputs(tmp_path / "srv", MOLECULES[:1], PANEL[:1], msa="server")
-    assert "msa" not in yaml.safe_load((tmp_path / "srv" / f"{next(iter(server))}.yaml").read_text())["sequences"][0]["protein"]
+    assert (
+        "msa"
+        not in yaml.safe_load((tmp_path / "srv" / f"{next(iter(server))}.yaml").read_text())["sequences"][0]["protein"]
+    )
 
 
 def test_outputs_parse_into_one_entry_per_panel_member(tmp_path):
@@ -40,10 +47,18 @@ def test_outputs_parse_into_one_entry_per_panel_member(tmp_path):
             continue  # Boltz failed on this pair: no file
         folder = results / "predictions" / name
         folder.mkdir(parents=True)
-        (folder / f"affinity_{name}.json").write_text(json.dumps({
-            "affinity_pred_value": float(expected[i, j]), "affinity_probability_binary": 0.25 * (i + j),
-            "affinity_pred_value1": 0.0, "affinity_probability_binary1": 0.0,
-            "affinity_pred_value2": 0.0, "affinity_probability_binary2": 0.0}))
+        (folder / f"affinity_{name}.json").write_text(
+            json.dumps(
+                {
+                    "affinity_pred_value": float(expected[i, j]),
+                    "affinity_probability_binary": 0.25 * (i + j),
+                    "affinity_pred_value1": 0.0,
+                    "affinity_probability_binary1": 0.0,
+                    "affinity_pred_value2": 0.0,
+                    "affinity_probability_binary2": 0.0,
+                }
+            )
+        )
     values = affinity_matrix(results, names, 2, 2, "affinity_pred_value")
     np.testing.assert_array_equal(values[0], expected[0])
     assert values[1, 0] == expected[1, 0] and np.isnan(values[1, 1])

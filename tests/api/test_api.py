@@ -14,7 +14,6 @@ import numpy as np
 import pyarrow as pa
 import pytest
 from fastapi.testclient import TestClient
-
 from pertstore.api import create_app
 
 TOKEN = "s3cret-token"
@@ -55,7 +54,9 @@ def test_bad_input_gets_clear_4xx(client):
     assert client.post("/v1/align", json={"sources": ["nope"], "ids": ["TP53"]}).status_code == 404
     assert client.post("/v1/align", json={"sources": [], "ids": ["TP53"]}).status_code == 422
     assert client.post("/v1/align", json={"sources": ["random-8"], "ids": ["x"] * 20_001}).status_code == 422
-    assert client.post("/v1/align", content=b"{not json", headers={"content-type": "application/json"}).status_code == 422
+    assert (
+        client.post("/v1/align", content=b"{not json", headers={"content-type": "application/json"}).status_code == 422
+    )
     assert client.get("/v1/sets/..%2F..%2Fetc").status_code == 404
     res = client.post("/v1/resolve", json={"ids": ["p53", "TP53"], "kind": "gene"}).json()
     assert res["ids"][1] is not None
@@ -64,7 +65,9 @@ def test_bad_input_gets_clear_4xx(client):
 def test_writes_need_the_token_and_jobs_run(client, store):
     recipes = "recipes:\n  - {producer: checksum, source: ck, params: {limit: 200, dim: 4}}\n"
     assert client.post("/v1/jobs", json={"recipes": recipes}).status_code == 401
-    assert client.post("/v1/jobs", json={"recipes": recipes}, headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert (
+        client.post("/v1/jobs", json={"recipes": recipes}, headers={"Authorization": "Bearer wrong"}).status_code == 401
+    )
     r = client.post("/v1/jobs", json={"recipes": recipes}, headers={"Authorization": f"Bearer {TOKEN}"})
     assert r.status_code == 202 and r.headers["Location"] == f"/v1/jobs/{r.json()['job_id']}"
     deadline = time.monotonic() + 120
@@ -86,8 +89,12 @@ def test_pertstore_serve_over_http(store):
     root = str(store.storage.path(""))
     store.close()
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "pertstore.cli", "serve", "--store", root, "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "PERTSTORE_TOKEN": TOKEN})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pertstore.cli", "serve", "--store", root, "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "PERTSTORE_TOKEN": TOKEN},
+    )
     try:
         url = f"http://127.0.0.1:{port}"
         for _ in range(200):

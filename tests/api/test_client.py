@@ -12,13 +12,13 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 import xarray as xr
+from servers import api_server
 from typer.testing import CliRunner
 
 from pertstore import Store
 from pertstore.cli import app
 from pertstore.client import Client
 from pertstore.errors import ConflictError, InvalidInputError, NotFoundError, PertstoreError
-from servers import api_server
 
 TOKEN = "client-token"
 IDS = ["TP53", "7157", "BRCA1", "NOT_A_GENE", "ENSG00000141510"]
@@ -89,8 +89,9 @@ def test_writes_through_the_client(client, served, tmp_path):
     np.testing.assert_array_equal(client.get("mine", ["STAT1"]).values[0], [8, 9, 10, 11])
     client.tag("mine", card.version, "paper")
     assert "paper" in set(client.tags("mine").tag)
-    state = client.jobs.submit("recipes:\n  - {producer: checksum, source: ck, params: {limit: 100, dim: 2}}\n",
-                               timeout=120)
+    state = client.jobs.submit(
+        "recipes:\n  - {producer: checksum, source: ck, params: {limit: 100, dim: 2}}\n", timeout=120
+    )
     assert state.state == "done" and state.items_done == state.items_total > 0
     assert client.jobs.failures(state.job_id).empty
     with pytest.raises(ConflictError):

@@ -30,7 +30,9 @@ def operations(_template_store, tmp_path_factory):
 def test_openapi_fuzzing_never_gives_a_server_error(operations):
     """Valid and invalid bodies, paths and queries for every route, with and without the token: never a 5xx."""
     assert len(operations) >= 15
-    strategies = [op.as_strategy(mode) for op in operations for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)]
+    strategies = [
+        op.as_strategy(mode) for op in operations for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
+    ]
     seen = set()
 
     @given(case=st.one_of(strategies), authorised=st.booleans())
@@ -39,8 +41,14 @@ def test_openapi_fuzzing_never_gives_a_server_error(operations):
         headers = {"Authorization": f"Bearer {TOKEN}"} if authorised else {}
         response = case.call(headers=headers, timeout=60)
         seen.add(case.operation.label)
-        assert response.status_code < 500, (case.method, case.path, case.path_parameters, case.query, case.body,
-                                            response.text[:300])
+        assert response.status_code < 500, (
+            case.method,
+            case.path,
+            case.path_parameters,
+            case.query,
+            case.body,
+            response.text[:300],
+        )
 
     check()
     assert len(seen) >= 10

@@ -16,10 +16,10 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
+from pertstore.api.app import MAX_BODY
 from servers import api_server
 
 from pertstore import Store
-from pertstore.api.app import MAX_BODY
 
 TOKEN = "hardening-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -39,8 +39,11 @@ def server(_template_store, tmp_path_factory):
 
 
 def _files(root) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file() and "catalog" not in p.name}
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and "catalog" not in p.name
+    }
 
 
 def _bad_request(response: httpx.Response) -> str:
@@ -71,18 +74,23 @@ def test_tags_and_sources_cannot_escape_the_store(server):
     version = httpx.get(f"{url}/v1/sets/ck").json()["version"]
     escapes = [f"../../../sets/ck/{version}/zarr", "../../../../../x", "..", "a/b"]
     for tag in escapes:
-        recipe = (f"recipes:\n  - producer: checksum\n    source: ck2\n    params: {{limit: 20, dim: 4}}\n"
-                  f"    tags: [{json.dumps(tag)}]\n")
+        recipe = (
+            f"recipes:\n  - producer: checksum\n    source: ck2\n    params: {{limit: 20, dim: 4}}\n"
+            f"    tags: [{json.dumps(tag)}]\n"
+        )
         _bad_request(httpx.post(f"{url}/v1/jobs", json={"recipes": recipe}, headers=AUTH, timeout=30))
     for source in ("../../j", "j/../../k"):
-        recipe = f"recipes:\n  - producer: checksum\n    source: {json.dumps(source)}\n    params: {{limit: 20, dim: 4}}\n"
+        recipe = (
+            f"recipes:\n  - producer: checksum\n    source: {json.dumps(source)}\n    params: {{limit: 20, dim: 4}}\n"
+        )
         _bad_request(httpx.post(f"{url}/v1/jobs", json={"recipes": recipe}, headers=AUTH, timeout=30))
     for bad in ("..%2F..%2Fx", "nl%0A", "%2E%2E"):
         _bad_request(httpx.put(f"{url}/v1/sets/ck/tags/{bad}", json={"version": version}, headers=AUTH))
     assert not (base / "x.json").exists() and not list(base.glob("*.json"))
     after = _files(root)
-    assert {k: v for k, v in after.items() if k.startswith("sets/")} == \
-        {k: v for k, v in before.items() if k.startswith("sets/")}
+    assert {k: v for k, v in after.items() if k.startswith("sets/")} == {
+        k: v for k, v in before.items() if k.startswith("sets/")
+    }
     assert httpx.post(f"{url}/v1/align", json={"sources": ["ck"], "ids": IDS}).status_code == 200
 
 
@@ -91,8 +99,9 @@ def test_names_ending_in_a_newline_are_refused(server):
     url, _, _ = server
     csv = b"id,a,b\nTP53,1,2\nBRCA1,3,4\n"
     for params in ({"source": "rnl\n"}, {"source": "ok", "context": "ctx\n"}):
-        detail = _bad_request(httpx.post(f"{url}/v1/import", params={**params, "format": "csv"}, content=csv,
-                                         headers=AUTH))
+        detail = _bad_request(
+            httpx.post(f"{url}/v1/import", params={**params, "format": "csv"}, content=csv, headers=AUTH)
+        )
         assert "must be 1-128 letters" in detail
     version = httpx.get(f"{url}/v1/sets/ck").json()["version"]
     _bad_request(httpx.put(f"{url}/v1/sets/ck/tags/nl%0A", json={"version": version}, headers=AUTH))
@@ -124,8 +133,11 @@ def test_bad_input_gets_a_4xx_not_a_5xx(server, tmp_path):
             r = httpx.post(f"{url}/v1/import", params={"source": "up", "format": fmt}, content=content, headers=AUTH)
             detail = _bad_request(r)
             assert fmt == "csv" or "upload." in detail, detail
-    for params in ({"source": "up", "format": "xlsx"}, {"source": "../../x", "format": "csv"},
-                   {"source": "up", "context": "../x", "format": "csv"}):
+    for params in (
+        {"source": "up", "format": "xlsx"},
+        {"source": "../../x", "format": "csv"},
+        {"source": "up", "context": "../x", "format": "csv"},
+    ):
         _bad_request(httpx.post(f"{url}/v1/import", params=params, content=b"id,a\nTP53,1\n", headers=AUTH))
     assert _files(root).keys() == before.keys()
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-
 from pertstore.catalog import read_repurposing_hub
 from pertstore.producers.text._sentence import encode_texts
 from pertstore.producers.text.drug_text import describe

@@ -5,17 +5,21 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from pertstore.producers.chem.fingerprints import VARIANTS, FingerprintParams, fingerprint, standardise
 from rdkit import Chem
 from rdkit.Chem import MACCSkeys, rdFingerprintGenerator
 
-from pertstore.producers.chem.fingerprints import VARIANTS, FingerprintParams, fingerprint, standardise
-
-DRUGS = pd.DataFrame({
-    "name": ["aspirin", "caffeine", "imatinib mesylate", "dexamethasone"],
-    "smiles": ["CC(=O)Oc1ccccc1C(=O)O", "Cn1cnc2c1c(=O)n(C)c(=O)n2C",
-               "Cc1ccc(NC(=O)c2ccc(CN3CCN(C)CC3)cc2)cc1Nc1nccc(-c2cccnc2)n1.CS(=O)(=O)O",
-               "C[C@@H]1C[C@H]2[C@@H]3CCC4=CC(=O)C=C[C@]4(C)[C@@]3(F)[C@@H](O)C[C@]2(C)[C@@]1(O)C(=O)CO"],
-})
+DRUGS = pd.DataFrame(
+    {
+        "name": ["aspirin", "caffeine", "imatinib mesylate", "dexamethasone"],
+        "smiles": [
+            "CC(=O)Oc1ccccc1C(=O)O",
+            "Cn1cnc2c1c(=O)n(C)c(=O)n2C",
+            "Cc1ccc(NC(=O)c2ccc(CN3CCN(C)CC3)cc2)cc1Nc1nccc(-c2cccnc2)n1.CS(=O)(=O)O",
+            "C[C@@H]1C[C@H]2[C@@H]3CCC4=CC(=O)C=C[C@]4(C)[C@@]3(F)[C@@H](O)C[C@]2(C)[C@@]1(O)C(=O)CO",
+        ],
+    }
+)
 
 
 @pytest.fixture
@@ -69,20 +73,42 @@ def test_chemaxon_extended_smiles_are_read_like_the_registry():
 # molfeat (not installed here) as FPVecTransformer(kind, length=2000) calls RDKit: FP_DEF_PARAMS of
 # molfeat/calc/fingerprints.py, the length put in the method's size key, FPCalculator.__call__'s calls.
 _MOLFEAT = {
-    "ecfp2": (rdFingerprintGenerator.GetMorganGenerator, {"radius": 1, "fpSize": 2000, "includeChirality": False,
-                                                          "useBondTypes": True, "countSimulation": False}),
-    "ecfp4": (rdFingerprintGenerator.GetMorganGenerator, {"radius": 2, "fpSize": 2000, "includeChirality": False,
-                                                          "useBondTypes": True, "countSimulation": False}),
-    "fcfp": (rdFingerprintGenerator.GetMorganGenerator, {"radius": 2, "fpSize": 2000, "includeChirality": False,
-                                                         "useBondTypes": True, "countSimulation": False,
-                                                         "atomInvariantsGenerator":
-                                                             rdFingerprintGenerator.GetMorganFeatureAtomInvGen()}),
-    "topological": (rdFingerprintGenerator.GetTopologicalTorsionGenerator,
-                    {"includeChirality": False, "torsionAtomCount": 4, "countSimulation": True, "fpSize": 2000}),
-    "rdkit": (rdFingerprintGenerator.GetRDKitFPGenerator, {"minPath": 1, "maxPath": 7, "useHs": True,
-                                                           "branchedPaths": True, "useBondOrder": True,
-                                                           "countSimulation": False, "fpSize": 2000,
-                                                           "numBitsPerFeature": 2}),
+    "ecfp2": (
+        rdFingerprintGenerator.GetMorganGenerator,
+        {"radius": 1, "fpSize": 2000, "includeChirality": False, "useBondTypes": True, "countSimulation": False},
+    ),
+    "ecfp4": (
+        rdFingerprintGenerator.GetMorganGenerator,
+        {"radius": 2, "fpSize": 2000, "includeChirality": False, "useBondTypes": True, "countSimulation": False},
+    ),
+    "fcfp": (
+        rdFingerprintGenerator.GetMorganGenerator,
+        {
+            "radius": 2,
+            "fpSize": 2000,
+            "includeChirality": False,
+            "useBondTypes": True,
+            "countSimulation": False,
+            "atomInvariantsGenerator": rdFingerprintGenerator.GetMorganFeatureAtomInvGen(),
+        },
+    ),
+    "topological": (
+        rdFingerprintGenerator.GetTopologicalTorsionGenerator,
+        {"includeChirality": False, "torsionAtomCount": 4, "countSimulation": True, "fpSize": 2000},
+    ),
+    "rdkit": (
+        rdFingerprintGenerator.GetRDKitFPGenerator,
+        {
+            "minPath": 1,
+            "maxPath": 7,
+            "useHs": True,
+            "branchedPaths": True,
+            "useBondOrder": True,
+            "countSimulation": False,
+            "fpSize": 2000,
+            "numBitsPerFeature": 2,
+        },
+    ),
 }
 
 
@@ -101,11 +127,17 @@ def _molfeat(variant: str, mol) -> np.ndarray:
     if variant == "maccs":
         return bits(rdMolDescriptors.GetMACCSKeysFingerprint(mol))
     if variant == "avalon":
-        return bits(pyAvalonTools.GetAvalonFP(mol, nBits=2000, isQuery=False, resetVect=False,
-                                              bitFlags=pyAvalonTools.avalonSimilarityBits))
+        return bits(
+            pyAvalonTools.GetAvalonFP(
+                mol, nBits=2000, isQuery=False, resetVect=False, bitFlags=pyAvalonTools.avalonSimilarityBits
+            )
+        )
     if variant == "secfp":
-        return bits(rdMHFPFingerprint.MHFPEncoder(128, 0).EncodeSECFPMol(
-            mol, radius=3, rings=True, isomeric=False, kekulize=False, min_radius=1, length=2000))
+        return bits(
+            rdMHFPFingerprint.MHFPEncoder(128, 0).EncodeSECFPMol(
+                mol, radius=3, rings=True, isomeric=False, kekulize=False, min_radius=1, length=2000
+            )
+        )
     return np.asarray(rdReducedGraphs.GetErGFingerprint(mol, atomTypes=0, fuzzIncrement=0.3, minPath=1, maxPath=15))
 
 

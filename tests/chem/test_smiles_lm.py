@@ -6,18 +6,25 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from pertstore.producers.chem.smiles_lm import token_batches
 from rdkit import Chem
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast, RobertaConfig, RobertaModel, T5Config, T5EncoderModel
 
 from pertstore.errors import InvalidInputError
-from pertstore.producers.chem.smiles_lm import token_batches
 
-DRUGS = pd.DataFrame({
-    "name": ["aspirin", "caffeine", "imatinib", "ibuprofen", "broken"],
-    "smiles": ["CC(=O)Oc1ccccc1C(=O)O", "Cn1cnc2c1c(=O)n(C)c(=O)n2C",
-               "Cc1ccc(NC(=O)c2ccc(CN3CCN(C)CC3)cc2)cc1Nc1nccc(-c2cccnc2)n1", "CC(C)Cc1ccc(cc1)C(C)C(=O)O", ""],
-})
+DRUGS = pd.DataFrame(
+    {
+        "name": ["aspirin", "caffeine", "imatinib", "ibuprofen", "broken"],
+        "smiles": [
+            "CC(=O)Oc1ccccc1C(=O)O",
+            "Cn1cnc2c1c(=O)n(C)c(=O)n2C",
+            "Cc1ccc(NC(=O)c2ccc(CN3CCN(C)CC3)cc2)cc1Nc1nccc(-c2cccnc2)n1",
+            "CC(C)Cc1ccc(cc1)C(C)C(=O)O",
+            "",
+        ],
+    }
+)
 SPECIAL = ["<pad>", "<s>", "</s>", "<unk>", "<mask>"]
 
 
@@ -30,8 +37,9 @@ def _tokenizer(leading: bool) -> PreTrainedTokenizerFast:
     single = "<s> $A </s>" if leading else "$A </s>"
     tok.post_processor = processors.TemplateProcessing(single=single, special_tokens=[("<s>", 1), ("</s>", 2)])
     extra = {"cls_token": "<s>", "bos_token": "<s>"} if leading else {}
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
-                                   mask_token="<mask>", **extra)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", mask_token="<mask>", **extra
+    )
 
 
 @pytest.fixture(scope="module")
@@ -40,12 +48,31 @@ def checkpoints(tmp_path_factory):
     root = tmp_path_factory.mktemp("smiles-models")
     roberta, t5 = root / "roberta", root / "t5"
     tok = _tokenizer(leading=True)
-    RobertaModel(RobertaConfig(vocab_size=len(tok), hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                               intermediate_size=32, max_position_embeddings=130, pad_token_id=0)).save_pretrained(roberta)
+    RobertaModel(
+        RobertaConfig(
+            vocab_size=len(tok),
+            hidden_size=16,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=32,
+            max_position_embeddings=130,
+            pad_token_id=0,
+        )
+    ).save_pretrained(roberta)
     tok.save_pretrained(roberta)
     tok = _tokenizer(leading=False)
-    T5EncoderModel(T5Config(vocab_size=len(tok), d_model=16, d_kv=8, d_ff=32, num_layers=2, num_heads=2,
-                            pad_token_id=0, decoder_start_token_id=0)).save_pretrained(t5)
+    T5EncoderModel(
+        T5Config(
+            vocab_size=len(tok),
+            d_model=16,
+            d_kv=8,
+            d_ff=32,
+            num_layers=2,
+            num_heads=2,
+            pad_token_id=0,
+            decoder_start_token_id=0,
+        )
+    ).save_pretrained(t5)
     tok.save_pretrained(t5)
     return roberta, t5
 
@@ -62,7 +89,7 @@ def _by_hand(path, model_cls, smiles, *, drop_first: bool):
     ids = tok(Chem.MolToSmiles(Chem.MolFromSmiles(smiles)), return_tensors="pt")
     with torch.no_grad():
         hidden = model(**ids).last_hidden_state[0]
-    return hidden[1 if drop_first else 0:-1].mean(0).numpy()  # special tokens excluded
+    return hidden[1 if drop_first else 0 : -1].mean(0).numpy()  # special tokens excluded
 
 
 @pytest.mark.parametrize("which", ["roberta", "t5"])
@@ -77,8 +104,11 @@ def test_mean_pooling_equals_a_hand_computation(mol_store, checkpoints, which):
         np.testing.assert_allclose(row, want, rtol=1e-4, atol=1e-5)
     # packing by tokens changes the batches, never the numbers
     mol_store.produce("smiles-lm", source=f"lm-{which}-big", params={"model_path": str(path), "max_tokens": 100_000})
-    np.testing.assert_allclose(mol_store.get(f"lm-{which}-big", DRUGS.name[:4]).values,
-                               mol_store.get(f"lm-{which}", DRUGS.name[:4]).values, atol=1e-5)
+    np.testing.assert_allclose(
+        mol_store.get(f"lm-{which}-big", DRUGS.name[:4]).values,
+        mol_store.get(f"lm-{which}", DRUGS.name[:4]).values,
+        atol=1e-5,
+    )
 
 
 def test_cls_pooling_and_layer(mol_store, checkpoints):

@@ -34,18 +34,37 @@ def run(*args) -> str:
 
 
 def _row(task, context, fold, set_name, evaluator, metric, value):
-    return {"task": task, "task_version": "v1", "context": context, "fold": fold, "set": set_name,
-            "set_version": "", "evaluator": evaluator, "metric": metric, "value": value, "chosen": "{}",
-            "coverage": 1.0, "seconds": 0.0}
+    return {
+        "task": task,
+        "task_version": "v1",
+        "context": context,
+        "fold": fold,
+        "set": set_name,
+        "set_version": "",
+        "evaluator": evaluator,
+        "metric": metric,
+        "value": value,
+        "chosen": "{}",
+        "coverage": 1.0,
+        "seconds": 0.0,
+    }
 
 
 def _stored_rows() -> pd.DataFrame:
     """An LFC task (two contexts, knn and lasso, a fusion) and a DEG task, with per-fold experimental error.
     Fold 4 is an outlier everywhere, so means over folds and medians disagree."""
     rng = np.random.default_rng(3)
-    levels = {("train_mean", "none"): 5.0, ("no_change", "none"): 5.6, ("experimental_error", "none"): 4.0,
-              ("idealised", "knn"): 3.0, ("setA", "knn"): 4.6, ("setB", "knn"): 4.9, ("setA", "lasso"): 4.7,
-              ("idealised", "lasso"): 3.2, ("fusion(setA,setB)", "fusion"): 3.9}
+    levels = {
+        ("train_mean", "none"): 5.0,
+        ("no_change", "none"): 5.6,
+        ("experimental_error", "none"): 4.0,
+        ("idealised", "knn"): 3.0,
+        ("setA", "knn"): 4.6,
+        ("setB", "knn"): 4.9,
+        ("setA", "lasso"): 4.7,
+        ("idealised", "lasso"): 3.2,
+        ("fusion(setA,setB)", "fusion"): 3.9,
+    }
     rows = []
     for context in ("K562", "RPE1"):
         for fold in range(5):
@@ -53,12 +72,18 @@ def _stored_rows() -> pd.DataFrame:
                 bump = {"setA": 3.0, "train_mean": 0.1}.get(s, 0.0) if fold == 4 else 0.0
                 rows.append(_row("lfc", context, fold, s, ev, "l2", level + bump + 0.05 * rng.normal()))
                 rows.append(_row("lfc", context, fold, s, ev, "mse", 0.01))
-            for (s, ev), level in {("train_mean", "none"): 0.40, ("no_change", "none"): 0.30,
-                                   ("experimental_error", "none"): 0.80, ("setA", "logistic"): 0.50,
-                                   ("idealised", "logistic"): 0.90}.items():
+            for (s, ev), level in {
+                ("train_mean", "none"): 0.40,
+                ("no_change", "none"): 0.30,
+                ("experimental_error", "none"): 0.80,
+                ("setA", "logistic"): 0.50,
+                ("idealised", "logistic"): 0.90,
+            }.items():
                 rows.append(_row("deg", context, fold, s, ev, "f1", level + 0.02 * rng.normal()))
     rows.append(_row("lfc", "K562", -1, "experimental_error", "none", "l2", 1.0))  # old form: not drawn
-    rows += [_row("nofloor", "K562", fold, s, "none", "l2", 5.0) for fold in range(5) for s in ("train_mean", "no_change")]
+    rows += [
+        _row("nofloor", "K562", fold, s, "none", "l2", 5.0) for fold in range(5) for s in ("train_mean", "no_change")
+    ]
     return pd.DataFrame(rows)
 
 
@@ -69,11 +94,17 @@ def test_report_of_stored_rows_follows_the_figure_notebooks(store, tmp_path):
     store.close()
     out = tmp_path / "report"
     printed = run("report", "--out", out, "--store", root)
-    assert "report.html" in "".join(printed.split())          # rich may wrap the path on a narrow terminal
+    assert "report.html" in "".join(printed.split())  # rich may wrap the path on a narrow terminal
     note = "nofloor / K562: no per-fold experimental error stored"
     assert note in " ".join(printed.split()) and note in (out / "report.html").read_text()
     assert "lfc / K562: no per-fold" not in (out / "report.html").read_text()  # its fold -1 row is not drawn
-    for name in ("fig1_lfc_knn", "fig1_lfc_lasso", "fig1_deg_logistic", "fig2_ranks_lfc_knn", "fig2_ranks_deg_logistic"):
+    for name in (
+        "fig1_lfc_knn",
+        "fig1_lfc_lasso",
+        "fig1_deg_logistic",
+        "fig2_ranks_lfc_knn",
+        "fig2_ranks_deg_logistic",
+    ):
         assert (out / f"{name}.png").stat().st_size > 0 and (out / f"{name}.svg").stat().st_size > 0
     l2 = rows[(rows.task == "lfc") & (rows.metric == "l2") & (rows.fold >= 0)]
 
@@ -87,8 +118,9 @@ def test_report_of_stored_rows_follows_the_figure_notebooks(store, tmp_path):
         expected = (tm - med[("setA", "knn")]) / (tm - ee)
         assert best.gap_closed.iloc[0] == pytest.approx(expected, rel=1e-12)
         mean = l2[l2.context == context].groupby(["set", "evaluator"]).value.mean()
-        from_means = (mean[("train_mean", "none")] - mean[("setA", "knn")]) / (mean[("train_mean", "none")]
-                                                                             - mean[("experimental_error", "none")])
+        from_means = (mean[("train_mean", "none")] - mean[("setA", "knn")]) / (
+            mean[("train_mean", "none")] - mean[("experimental_error", "none")]
+        )
         assert abs(from_means - expected) > 0.1  # the outlier fold: means would give another number
 
     # ranks per (context, fold) within one task and one evaluator (+ controls and fusion); F1 ranks descending
@@ -111,6 +143,97 @@ def test_report_of_stored_rows_follows_the_figure_notebooks(store, tmp_path):
     assert deg_test.better and deg_test.significant
 
 
+def test_fusion_vs_best_single_set_figure_5(store, tmp_path):
+    """The Figure 5 view through `pertstore report`: every fusion variant against the best single embedding set
+    of the same task, context and evaluator family, its gap closed computed here from the stored rows' medians.
+    Fusion worse than the best set (K562, fusion-full), and everything worse than the train mean (RPE1), stay
+    negative; the idealised baseline and the train mean are never the best single set."""
+    rng = np.random.default_rng(11)
+    levels = {
+        "K562": {
+            ("train_mean", "none"): 5.0,
+            ("no_change", "none"): 5.6,
+            ("experimental_error", "none"): 4.0,
+            ("idealised", "knn"): 3.0,
+            ("setA", "knn"): 4.6,
+            ("setB", "knn"): 4.9,
+            ("setB", "lasso"): 4.7,
+            ("fusion(setA,setB)", "fusion"): 4.3,
+            ("fusion(setA,setB)", "fusion-full"): 4.8,
+        },
+        "RPE1": {
+            ("train_mean", "none"): 5.0,
+            ("no_change", "none"): 5.6,
+            ("experimental_error", "none"): 4.5,
+            ("idealised", "knn"): 3.0,
+            ("setA", "knn"): 5.2,
+            ("setB", "knn"): 5.4,
+            ("setB", "lasso"): 5.3,
+            ("fusion(setA,setB)", "fusion"): 5.1,
+            ("fusion(setA,setB)", "fusion-full"): 5.5,
+        },
+    }
+    rows = [
+        _row("lfc", c, fold, s, ev, "l2", v + 0.02 * rng.normal())
+        for c, lv in levels.items()
+        for fold in range(5)
+        for (s, ev), v in lv.items()
+    ]
+    deg = {
+        ("train_mean", "none"): 0.40,
+        ("experimental_error", "none"): 0.80,
+        ("setA", "logistic"): 0.50,
+        ("setB", "logistic"): 0.55,
+        ("fusion(setA,setB)", "fusion"): 0.52,
+    }
+    rows += [
+        _row("deg", "K562", fold, s, ev, "f1", v + 0.02 * rng.normal())
+        for fold in range(5)
+        for (s, ev), v in deg.items()
+    ]
+    rows = pd.DataFrame(rows)
+    save_results(store, rows, pd.DataFrame())
+    root = store.uri
+    store.close()
+    out = tmp_path / "report"
+    run("report", "--out", out, "--store", root)
+    assert (out / "fig5_fusion_vs_best.png").stat().st_size > 0 and (out / "fig5_fusion_vs_best.svg").exists()
+    assert "Fusion vs the best single set" in (out / "report.html").read_text()
+    got = pd.read_csv(out / "fusion_vs_best.csv").set_index(["task", "evaluator_family", "context", "fusion_evaluator"])
+    med = rows.groupby(["task", "context", "set", "evaluator"]).value.median()
+    expected = {}
+    for task, family, context, singles, fusions, lower in [
+        ("lfc", "knn", "K562", ["setA", "setB"], ["fusion", "fusion-full"], True),
+        ("lfc", "knn", "RPE1", ["setA", "setB"], ["fusion", "fusion-full"], True),
+        ("lfc", "lasso", "K562", ["setB"], ["fusion", "fusion-full"], True),
+        ("lfc", "lasso", "RPE1", ["setB"], ["fusion", "fusion-full"], True),
+        ("deg", "logistic", "K562", ["setA", "setB"], ["fusion"], False),
+    ]:
+        m = med.loc[(task, context)]
+        single = {s: m[(s, family)] for s in singles}
+        best = (min if lower else max)(single, key=single.get)
+        tm, ee = m[("train_mean", "none")], m[("experimental_error", "none")]
+        for ev in fusions:
+            fused = m[("fusion(setA,setB)", ev)]
+            row = got.loc[(task, family, context, ev)]
+            assert row.best_set == best and row.fusion == "fusion(setA,setB)"
+            assert row.gap_closed_fusion == pytest.approx((tm - fused) / (tm - ee), rel=1e-12)
+            assert row.gap_closed_best == pytest.approx((tm - single[best]) / (tm - ee), rel=1e-12)
+            assert row.remaining_gap_closed == pytest.approx((single[best] - fused) / (single[best] - ee), rel=1e-9)
+            assert row.fusion_better == (fused < single[best] if lower else fused > single[best])
+            expected[(task, family, context, ev)] = row.gain
+    assert len(got) == len(expected) == 9
+    assert expected[("lfc", "knn", "K562", "fusion")] > 0 > expected[("lfc", "knn", "K562", "fusion-full")]
+    rpe1 = got.loc[("lfc", "knn", "RPE1", "fusion")]
+    assert rpe1.best_set == "setA" and rpe1.gap_closed_best < 0 and rpe1.gap_closed_fusion < 0 < rpe1.gain
+    # the fusion variants share the families: no figure or ranking of their own
+    assert not list(out.glob("fig1_lfc_fusion*")) and set(pd.read_csv(out / "ranks.csv").evaluator_family) == {
+        "knn",
+        "lasso",
+        "logistic",
+    }
+
+
 def test_paired_tests_pair_over_perturbations_and_adjust_with_bh():
     """Five folds can never reach p < 0.05 (two-sided minimum 1/16); 300 paired perturbations can."""
     rng = np.random.default_rng(0)
@@ -123,8 +246,19 @@ def test_paired_tests_pair_over_perturbations_and_adjust_with_bh():
             ev = "none" if s == "train_mean" else "knn"
             e = level + 0.3 * rng.normal(size=len(ids))
             rows.append(_row("t", "K562", fold, s, ev, "l2", float(e.mean())))
-            errors += [{"task": "t", "task_version": "v1", "context": "K562", "fold": fold, "set": s,
-                        "evaluator": ev, "pert_id": p, "l2": float(x)} for p, x in zip(ids, e)]
+            errors += [
+                {
+                    "task": "t",
+                    "task_version": "v1",
+                    "context": "K562",
+                    "fold": fold,
+                    "set": s,
+                    "evaluator": ev,
+                    "pert_id": p,
+                    "l2": float(x),
+                }
+                for p, x in zip(ids, e)
+            ]
     rows, errors = pd.DataFrame(rows), pd.DataFrame(errors)
     tests = paired_tests(rows, errors).set_index("set")
     assert (tests.paired_over == "perturbations").all() and (tests.n_pairs == 300).all()
@@ -142,8 +276,10 @@ def test_paired_tests_pair_over_perturbations_and_adjust_with_bh():
 
 def _reference_cca(blocks: dict[str, np.ndarray]) -> pd.DataFrame:
     """``fig_3.ipynb``: apply_pca (StandardScaler, PCA(10)), compute_similarity_matrix (sorted, i <= j, mirrored)."""
-    pcs = {n: PCA(n_components=min(10, *x.shape)).fit_transform(StandardScaler().fit_transform(x))
-           for n, x in blocks.items()}
+    pcs = {
+        n: PCA(n_components=min(10, *x.shape)).fit_transform(StandardScaler().fit_transform(x))
+        for n, x in blocks.items()
+    }
     names = sorted(pcs)
     sim = np.zeros((len(names), len(names)))
     for i, a in enumerate(names):
@@ -157,9 +293,11 @@ def _reference_cca(blocks: dict[str, np.ndarray]) -> pd.DataFrame:
 def test_cca_scores_equal_the_notebook():
     rng = np.random.default_rng(1)
     z = rng.normal(size=(400, 6))
-    blocks = {"b": z @ rng.normal(size=(6, 32)) + rng.normal(size=(400, 32)),
-              "a": z @ rng.normal(size=(6, 24)) + 3 * rng.normal(size=(400, 24)),
-              "c": rng.normal(size=(400, 12))}
+    blocks = {
+        "b": z @ rng.normal(size=(6, 32)) + rng.normal(size=(400, 32)),
+        "a": z @ rng.normal(size=(6, 24)) + 3 * rng.normal(size=(400, 24)),
+        "c": rng.normal(size=(400, 12)),
+    }
     got, expected = cca_scores(blocks), _reference_cca(blocks)
     pd.testing.assert_frame_equal(got, expected, rtol=1e-10)
     assert got.loc["a", "b"] > got.loc["a", "c"]  # shared structure scores higher than noise
@@ -175,16 +313,23 @@ def test_report_through_the_cli_after_a_real_bench_run(store, gene_ids, tmp_path
     frames = []
     for line in ("K562", "RPE1"):
         y = np.tanh(latent @ rng.normal(size=(6, genes))) + 0.3 * rng.normal(size=(n, genes))
-        frames.append(ad.AnnData(X=y.astype(np.float32), obs=pd.DataFrame(
-            {"pert_id": perts, "gene_id": perts, "cell_line": line, "test_split": np.arange(n) % 5},
-            index=[f"{line}-{i}" for i in range(n)])))
+        frames.append(
+            ad.AnnData(
+                X=y.astype(np.float32),
+                obs=pd.DataFrame(
+                    {"pert_id": perts, "gene_id": perts, "cell_line": line, "test_split": np.arange(n) % 5},
+                    index=[f"{line}-{i}" for i in range(n)],
+                ),
+            )
+        )
     task = ad.concat(frames)
-    task.var_names = gene_ids[1000:1000 + genes]
+    task.var_names = gene_ids[1000 : 1000 + genes]
     task.write_h5ad(tmp_path / "task.h5ad")
     good = latent @ rng.normal(size=(6, dim)) + 0.3 * rng.normal(size=(n, dim))
     ad.AnnData(X=good.astype(np.float32), obs=pd.DataFrame(index=perts)).write_h5ad(tmp_path / "good.h5ad")
-    ad.AnnData(X=rng.normal(size=(n + 40, 16)).astype(np.float32),
-               obs=pd.DataFrame(index=gene_ids[:n + 40])).write_h5ad(tmp_path / "noise.h5ad")
+    ad.AnnData(
+        X=rng.normal(size=(n + 40, 16)).astype(np.float32), obs=pd.DataFrame(index=gene_ids[: n + 40])
+    ).write_h5ad(tmp_path / "noise.h5ad")
     root = store.uri
     store.close()
     run("tasks", "import", tmp_path / "task.h5ad", "--name", "two-lines", "--store", root)

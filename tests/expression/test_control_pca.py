@@ -14,8 +14,14 @@ PRODUCER = "pertstore.producers.expression.pca:ControlPCAProducer"
 
 def test_control_pca_equals_sklearn_pca_of_normalised_controls(store, data_dir):
     path = data_dir / "perturb" / "papalexi2021_thp1_crispr_ko.h5ad"
-    card = store.produce(PRODUCER, source="pca-THP-1", params={"dims": 20}, inputs={"cells": str(path)},
-                         context="THP-1", max_failed_fraction=0.2)
+    card = store.produce(
+        PRODUCER,
+        source="pca-THP-1",
+        params={"dims": 20},
+        inputs={"cells": str(path)},
+        context="THP-1",
+        max_failed_fraction=0.2,
+    )
     adata = sc.read_h5ad(path)
     ctrl = adata[adata.obs["is_control"].astype(bool)].copy()
     sc.pp.normalize_total(ctrl, target_sum=1e4)
@@ -34,7 +40,9 @@ def test_control_pca_equals_sklearn_pca_of_normalised_controls(store, data_dir):
 def test_too_few_control_cells_is_a_clear_error(store, data_dir):
     path = data_dir / "perturb" / "papalexi2021_thp1_crispr_ko.h5ad"
     with pytest.raises(InvalidInputError, match="control cells; at least 5000"):
-        store.produce(PRODUCER, source="pca-x", params={"min_cells": 5000}, inputs={"cells": str(path)}, context="THP-1")
+        store.produce(
+            PRODUCER, source="pca-x", params={"min_cells": 5000}, inputs={"cells": str(path)}, context="THP-1"
+        )
     assert "pca-x" not in set(store.ls().source)
 
 
@@ -42,7 +50,6 @@ def test_too_few_control_cells_is_a_clear_error(store, data_dir):
 def test_sparse_blocks_give_sklearn_pca_of_genes(method):
     """Sparse blocks take the centring-free path; both paths equal sklearn's PCA of X^T (synthetic data)."""
     import scipy.sparse as sp
-
     from pertstore.producers.expression._pca import gene_pca
 
     rng = np.random.default_rng(1)
@@ -50,8 +57,13 @@ def test_sparse_blocks_give_sklearn_pca_of_genes(method):
     x = sp.csr_matrix(np.where(low_rank > 1, low_rank, 0) + rng.standard_normal((700, 300)) * 0.01 * (low_rank > 1))
     ref = PCA(12, svd_solver="full").fit_transform(x.toarray().T)
     for dense in (False, True):
-        got = gene_pca(lambda: (x[i:i + 100].toarray() if dense else x[i:i + 100] for i in range(0, 700, 100)),
-                       300, 12, method=method, n_iter=30).scores
+        got = gene_pca(
+            lambda: (x[i : i + 100].toarray() if dense else x[i : i + 100] for i in range(0, 700, 100)),
+            300,
+            12,
+            method=method,
+            n_iter=30,
+        ).scores
         for j in range(12):
             a, b = got[:, j], ref[:, j]
             assert min(np.abs(a - b).max(), np.abs(a + b).max()) < 1e-6 * np.abs(b).max() + 1e-8, (dense, j)

@@ -17,12 +17,17 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
+from pertstore.producers.expression._fm_adapters import scgpt_bins
+from pertstore.producers.expression._fm_models import (
+    DenseCellConfig,
+    DenseCellModel,
+    ScGPTConfig,
+    ScGPTModel,
+    convert_scgpt_checkpoint,
+)
 from transformers import BertConfig, BertForMaskedLM
 
 from pertstore.errors import InvalidInputError, PertstoreError
-from pertstore.producers.expression._fm_adapters import scgpt_bins
-from pertstore.producers.expression._fm_models import (DenseCellConfig, DenseCellModel, ScGPTConfig, ScGPTModel,
-                                                        convert_scgpt_checkpoint)
 
 SCFM = "pertstore.producers.expression.fm:FMGeneProducer"
 POSITIONAL = "pertstore.producers.expression.fm:FMPositionalProducer"
@@ -58,8 +63,18 @@ def scgpt_dir(controls, tmp_path_factory):
     genes = _model_genes(controls[1])
     vocab = {t: i for i, t in enumerate(SPECIALS + genes)}
     torch.manual_seed(0)
-    model = ScGPTModel(ScGPTConfig(vocab_size=len(vocab), d_model=16, nhead=2, d_hid=32, nlayers=2, dropout=0.0,
-                                   pad_token_id=0, max_seq_len=400))
+    model = ScGPTModel(
+        ScGPTConfig(
+            vocab_size=len(vocab),
+            d_model=16,
+            nhead=2,
+            d_hid=32,
+            nlayers=2,
+            dropout=0.0,
+            pad_token_id=0,
+            max_seq_len=400,
+        )
+    )
     out = tmp_path_factory.mktemp("scgpt")
     model.save_pretrained(out)
     (out / "vocab.json").write_text(json.dumps(vocab))
@@ -74,9 +89,16 @@ def geneformer_dir(controls, tmp_path_factory):
     rng = np.random.default_rng(0)
     medians = {g: float(rng.uniform(0.5, 5)) for g in genes}
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=len(tokens), hidden_size=16, num_hidden_layers=3, num_attention_heads=2,
-                        intermediate_size=32, max_position_embeddings=64, hidden_dropout_prob=0.0,
-                        attention_probs_dropout_prob=0.0)
+    config = BertConfig(
+        vocab_size=len(tokens),
+        hidden_size=16,
+        num_hidden_layers=3,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=64,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
     out = tmp_path_factory.mktemp("geneformer")
     BertForMaskedLM(config).save_pretrained(out)
     (out / "token_dictionary_test.pkl").write_bytes(pickle.dumps(tokens))
@@ -87,16 +109,18 @@ def geneformer_dir(controls, tmp_path_factory):
 @pytest.fixture(scope="module")
 def dense_dir(controls, tmp_path_factory):
     torch.manual_seed(0)
-    model = DenseCellModel(DenseCellConfig(gene_names=_model_genes(controls[1]), d_model=16, nhead=2, d_hid=32,
-                                           nlayers=2))
+    model = DenseCellModel(
+        DenseCellConfig(gene_names=_model_genes(controls[1]), d_model=16, nhead=2, d_hid=32, nlayers=2)
+    )
     out = tmp_path_factory.mktemp("dense")
     model.save_pretrained(out)
     return out
 
 
 def _produce(store, path, params, source="fm"):
-    return store.produce(SCFM, source=source, params=params, inputs={"cells": str(path)}, context="THP-1",
-                         max_failed_fraction=0.5)
+    return store.produce(
+        SCFM, source=source, params=params, inputs={"cells": str(path)}, context="THP-1", max_failed_fraction=0.5
+    )
 
 
 def _got(store, source, symbols):
@@ -113,14 +137,24 @@ def _compare(store, source, expected: dict[str, np.ndarray]):
 def test_geneformer_equals_per_cell_brute_force(store, controls, geneformer_dir):
     path, small = controls
     out, tokens, medians = geneformer_dir
-    card = _produce(store, path, {"adapter": "geneformer", "model_path": str(out), "min_cells": 10,
-                                  "batch_cells": 16, "gene_column": "ensembl_id"})
+    card = _produce(
+        store,
+        path,
+        {
+            "adapter": "geneformer",
+            "model_path": str(out),
+            "min_cells": 10,
+            "batch_cells": 16,
+            "gene_column": "ensembl_id",
+        },
+    )
     model = BertForMaskedLM.from_pretrained(out).bert.eval()
     ens = small.var["ensembl_id"].to_numpy()
     states = defaultdict(list)
     for cell in _cp10k(small):
-        ranked = sorted(((cell[j] / medians[e], -j, e) for j, e in enumerate(ens) if e in medians and cell[j] > 0),
-                        reverse=True)[:62]  # 64 positions minus <cls> and <eos>
+        ranked = sorted(
+            ((cell[j] / medians[e], -j, e) for j, e in enumerate(ens) if e in medians and cell[j] > 0), reverse=True
+        )[:62]  # 64 positions minus <cls> and <eos>
         ids = [2] + [tokens[e] for _, _, e in ranked] + [3]
         with torch.no_grad():
             hidden = model(input_ids=torch.tensor([ids]), output_hidden_states=True).hidden_states[-2][0]
@@ -146,8 +180,9 @@ def test_scgpt_bins_follow_scgpt_binning():
 
 def test_scgpt_streaming_equals_per_cell_brute_force(store, controls, scgpt_dir):
     path, small = controls
-    _produce(store, path, {"adapter": "scgpt", "model_path": str(scgpt_dir), "min_cells": 10, "batch_cells": 7,
-                           "seed": 3})
+    _produce(
+        store, path, {"adapter": "scgpt", "model_path": str(scgpt_dir), "min_cells": 10, "batch_cells": 7, "seed": 3}
+    )
     vocab = json.loads((scgpt_dir / "vocab.json").read_text())
     model = ScGPTModel.from_pretrained(scgpt_dir).eval()
     rng = np.random.default_rng(3)
@@ -159,8 +194,9 @@ def test_scgpt_streaming_equals_per_cell_brute_force(store, controls, scgpt_dir)
         bins = scgpt_bins(np.log1p(cell[expressed]), 51, rng)  # <= 399 genes: no sampling
         ids = [vocab["<cls>"]] + [vocab[s] for s in symbols[expressed]]
         with torch.no_grad():
-            hidden = model(input_ids=torch.tensor([ids]), values=torch.tensor([[-2.0] + list(bins)]),
-                           output_hidden_states=True).hidden_states[-1][0]
+            hidden = model(
+                input_ids=torch.tensor([ids]), values=torch.tensor([[-2.0] + list(bins)]), output_hidden_states=True
+            ).hidden_states[-1][0]
         for k, s in enumerate(symbols[expressed], start=1):
             states[s].append(hidden[k].numpy())
     _compare(store, "fm", {s: np.mean(v, axis=0) for s, v in states.items()})
@@ -200,23 +236,31 @@ def test_batching_and_log1p_files_do_not_change_results(store, controls, scgpt_d
 
 def test_long_cells_are_sampled_to_max_length(store, controls, scgpt_dir):
     path, small = controls
-    card = _produce(store, path, {"adapter": "scgpt", "model_path": str(scgpt_dir), "min_cells": 10,
-                                  "max_length": 20, "min_gene_cells": 1})
+    card = _produce(
+        store,
+        path,
+        {"adapter": "scgpt", "model_path": str(scgpt_dir), "min_cells": 10, "max_length": 20, "min_gene_cells": 1},
+    )
     assert card.n_rows > 0
     assert card.recipe.params["max_length"] == 20
 
 
 def test_positional_variant_is_the_embedding_table(store, controls, scgpt_dir, geneformer_dir):
-    card = store.produce(POSITIONAL, source="scgpt-pos", params={"adapter": "scgpt", "model_path": str(scgpt_dir)},
-                         max_failed_fraction=0.2)
+    card = store.produce(
+        POSITIONAL,
+        source="scgpt-pos",
+        params={"adapter": "scgpt", "model_path": str(scgpt_dir)},
+        max_failed_fraction=0.2,
+    )
     vocab = json.loads((scgpt_dir / "vocab.json").read_text())
     table = ScGPTModel.from_pretrained(scgpt_dir).encoder.embedding.weight.detach().numpy()
     genes = ["TP53", "BRCA1", controls[1].var_names[0]]
     np.testing.assert_allclose(store.get("scgpt-pos", genes).values, table[[vocab[g] for g in genes]], atol=1e-6)
     assert card.n_rows >= len(vocab) - len(SPECIALS) - 0.2 * len(vocab)
     out, tokens, _ = geneformer_dir
-    store.produce(POSITIONAL, source="gf-pos", params={"adapter": "geneformer", "model_path": str(out)},
-                  max_failed_fraction=0.2)
+    store.produce(
+        POSITIONAL, source="gf-pos", params={"adapter": "geneformer", "model_path": str(out)}, max_failed_fraction=0.2
+    )
     bert = BertForMaskedLM.from_pretrained(out).bert.embeddings.word_embeddings.weight.detach().numpy()
     ens = next(iter(g for g in tokens if g.startswith("ENSG")))
     np.testing.assert_allclose(store.get("gf-pos", [ens]).values[0], bert[tokens[ens]], atol=1e-6)
@@ -260,10 +304,22 @@ def test_convert_scgpt_checkpoint(tmp_path, scgpt_dir):
     torch.save(state, src / "best_model.pt")
     (src / "vocab.json").write_text((scgpt_dir / "vocab.json").read_text())
     cfg = model.config
-    (src / "args.json").write_text(json.dumps({"embsize": cfg.d_model, "nheads": cfg.nhead, "d_hid": cfg.d_hid,
-                                               "nlayers": cfg.nlayers, "dropout": 0.0, "n_bins": 51,
-                                               "input_emb_style": "continuous", "pad_token": "<pad>",
-                                               "pad_value": -2, "max_seq_len": 1200}))
+    (src / "args.json").write_text(
+        json.dumps(
+            {
+                "embsize": cfg.d_model,
+                "nheads": cfg.nhead,
+                "d_hid": cfg.d_hid,
+                "nlayers": cfg.nlayers,
+                "dropout": 0.0,
+                "n_bins": 51,
+                "input_emb_style": "continuous",
+                "pad_token": "<pad>",
+                "pad_value": -2,
+                "max_seq_len": 1200,
+            }
+        )
+    )
     out = convert_scgpt_checkpoint(src, tmp_path / "converted")
     again = ScGPTModel.from_pretrained(out)
     for k, v in model.state_dict().items():

@@ -11,17 +11,34 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from pertstore.consumers.fusion import (
+    EncoderLayer,
+    FusionConfig,
+    FusionInputs,
+    FusionPredictor,
+    class_weights,
+    deg_loss,
+    lfc_loss,
+    tune,
+    validation_split,
+)
 from sklearn.metrics import log_loss
 from sklearn.model_selection import train_test_split
 
-from pertstore.consumers.fusion import (EncoderLayer, FusionConfig, FusionInputs, FusionPredictor, class_weights,
-                                        deg_loss, lfc_loss, tune, validation_split)
 from pertstore.errors import InvalidInputError
 
 N, GENES, DA, DB = 300, 30, 12, 10
 CONTEXTS = ["K562", "RPE1"]
-FAST = {"d_model": 20, "n_heads": 5, "depth": 1, "lr": 1e-2, "max_epochs": 40, "patience": 8, "warmup_epochs": 1,
-        "input_dropout": 0.0}
+FAST = {
+    "d_model": 20,
+    "n_heads": 5,
+    "depth": 1,
+    "lr": 1e-2,
+    "max_epochs": 40,
+    "patience": 8,
+    "warmup_epochs": 1,
+    "input_dropout": 0.0,
+}
 
 
 def _synthetic(seed: int = 0, n: int = N):
@@ -37,8 +54,9 @@ def _synthetic(seed: int = 0, n: int = N):
 
 def _inputs(a, b, present, context, which=("A", "B"), features=None) -> FusionInputs:
     values, cols = {"A": a, "B": b}, {"A": 0, "B": 1}
-    return FusionInputs(list(which), [values[s] for s in which], present[:, [cols[s] for s in which]], context,
-                        CONTEXTS, features)
+    return FusionInputs(
+        list(which), [values[s] for s in which], present[:, [cols[s] for s in which]], context, CONTEXTS, features
+    )
 
 
 def _l2(pred, y):
@@ -94,7 +112,7 @@ def test_gated_attention_block_equals_the_reference_computation():
     pad[0, 3:] = pad[2, 1] = True
     got = layer(torch.from_numpy(x), torch.from_numpy(pad)).detach().numpy()
     np.testing.assert_allclose(got, _numpy_gated_layer(layer, x, pad, 4), rtol=1e-10, atol=1e-10)
-    assert layer.ffn[0].out_features == 40 and isinstance(layer.ffn[1], torch.nn.GELU)   # FFN 2d, GELU
+    assert layer.ffn[0].out_features == 40 and isinstance(layer.ffn[1], torch.nn.GELU)  # FFN 2d, GELU
     # a masked key changes nothing for the other positions
     x2 = x.copy()
     x2[0, 3:] = 1e3
@@ -106,7 +124,8 @@ def test_losses_equal_the_reference_definitions():
     rng = np.random.default_rng(2)
     pred, y = rng.normal(size=(7, 11)), rng.normal(size=(7, 11))
     assert float(lfc_loss(torch.from_numpy(pred), torch.from_numpy(y))) == pytest.approx(
-        np.mean([np.sqrt(((p - t) ** 2).sum()) for p, t in zip(pred, y)]), rel=1e-12)
+        np.mean([np.sqrt(((p - t) ** 2).sum()) for p, t in zip(pred, y)]), rel=1e-12
+    )
     labels = rng.choice(3, size=(40, 5), p=[0.1, 0.8, 0.1])
     labels[:, 4] = 1  # a gene whose training labels are all "no change": weights 0, 1/3, 0
     weights = class_weights(labels)
@@ -117,8 +136,10 @@ def test_losses_equal_the_reference_definitions():
     logits = rng.normal(size=(40, 5, 3))
     got = float(deg_loss(torch.from_numpy(logits), torch.from_numpy(labels), weights.double()))
     probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
-    per_gene = [log_loss(labels[:, g], probs[:, g], sample_weight=weights[g].numpy()[labels[:, g]], labels=[0, 1, 2])
-                for g in range(5)]
+    per_gene = [
+        log_loss(labels[:, g], probs[:, g], sample_weight=weights[g].numpy()[labels[:, g]], labels=[0, 1, 2])
+        for g in range(5)
+    ]
     assert got == pytest.approx(np.mean(per_gene), rel=1e-9)
 
 
@@ -142,7 +163,7 @@ def test_absent_sources_are_masked_not_read():
     garbage[~present[:, 1]] = np.nan  # neither NaN nor huge values in absent rows reach the output
     np.testing.assert_array_equal(model.predict(x), model.predict(_inputs(a, garbage, present, context)))
     train, _ = validation_split(np.arange(200), 0.2, 42)
-    rows = train[present[train, 1]]   # z-score statistics from the training rows that have the source
+    rows = train[present[train, 1]]  # z-score statistics from the training rows that have the source
     np.testing.assert_allclose(model.model.std_1.numpy(), b[rows].std(axis=0, ddof=1), rtol=1e-4)
     refit = FusionPredictor(cfg).fit(_inputs(a, garbage, present, context), y)  # training never reads them either
     np.testing.assert_array_equal(refit.predict(x), model.predict(x))
@@ -174,8 +195,13 @@ def test_warmup_and_clipping_follow_the_trainer_config(monkeypatch):
 
     def step(self, *args, **kwargs):
         rates.append(self.param_groups[0]["lr"])
-        norms.append(float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in self.param_groups[0]["params"]
-                                                                 if p.grad is not None]))))
+        norms.append(
+            float(
+                torch.linalg.vector_norm(
+                    torch.stack([p.grad.norm() for p in self.param_groups[0]["params"] if p.grad is not None])
+                )
+            )
+        )
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(torch.optim.Adam, "step", step)
@@ -212,8 +238,12 @@ def test_presets_carry_the_reference_tuned_values():
     lfc, deg, full = FusionConfig.simple("lfc"), FusionConfig.simple("deg"), FusionConfig.full()
     assert (lfc.depth, lfc.lr, lfc.max_epochs, lfc.dropout, lfc.batch_size) == (4, 0.0009931092550184934, 75, 0.0, 64)
     assert (deg.depth, deg.lr, deg.max_epochs, deg.patience) == (7, 4.586815929703627e-05, 200, 25)
-    assert (full.gated, full.context_injection, full.reconstruction_weight, full.head_layers) == (True, "late",
-                                                                                                  9.411605826543548, 2)
+    assert (full.gated, full.context_injection, full.reconstruction_weight, full.head_layers) == (
+        True,
+        "late",
+        9.411605826543548,
+        2,
+    )
 
 
 def test_deg_variant_predicts_labels():
@@ -224,7 +254,9 @@ def test_deg_variant_predicts_labels():
     model = FusionPredictor(cfg).fit(x.subset(np.arange(240)), labels[:240])
     pred = model.predict(x.subset(np.arange(240, N)))
     assert set(np.unique(pred)) <= {-1, 0, 1}
-    assert np.mean(pred[labels[240:] != 0] == labels[240:][labels[240:] != 0]) > 0.4  # class-weighted: changes found (always "no change" scores 0)
+    assert (
+        np.mean(pred[labels[240:] != 0] == labels[240:][labels[240:] != 0]) > 0.4
+    )  # class-weighted: changes found (always "no change" scores 0)
 
 
 def test_optuna_study_is_stored_and_resumed(tmp_path):

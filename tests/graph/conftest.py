@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-
 from pertstore.producers.graph._common import GeneGraph
 from pertstore.producers.graph._string import read_string
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from pertstore.producers.graph._linkpred import link_auc, split_edges
 from pertstore.producers.graph.gnn import GNNParams, train_gnn
 
@@ -15,7 +14,9 @@ from pertstore.producers.graph.gnn import GNNParams, train_gnn
 def test_gnn_predicts_held_out_string_edges(string_top, neighbour_gap, layer):
     split = split_edges(string_top, 0.1, seed=0)
     assert split.val.shape[1] == round(0.1 * len(string_top.rows))
-    params = GNNParams(layer=layer, dims=32, depth=2, epochs=25, lr=0.02, batch_size=65536, select="auc", full_graph=False)
+    params = GNNParams(
+        layer=layer, dims=32, depth=2, epochs=25, lr=0.02, batch_size=65536, select="auc", full_graph=False
+    )
     result = train_gnn(split, string_top.n, params)
     assert result.best_auc > 0.85, (layer, result.history)
     close, random = neighbour_gap(result.embedding, string_top)
@@ -24,8 +25,18 @@ def test_gnn_predicts_held_out_string_edges(string_top, neighbour_gap, layer):
 
 def test_gnn_is_bit_identical_under_a_seed_and_keeps_the_best_epoch(string_top):
     split = split_edges(string_top, 0.1, seed=0)
-    params = GNNParams(dims=16, depth=2, epochs=12, patience=3, lr=0.3, dropout=0.2, batch_size=65536, select="auc",
-                       full_graph=False, clip=None)
+    params = GNNParams(
+        dims=16,
+        depth=2,
+        epochs=12,
+        patience=3,
+        lr=0.3,
+        dropout=0.2,
+        batch_size=65536,
+        select="auc",
+        full_graph=False,
+        clip=None,
+    )
     a, b = train_gnn(split, string_top.n, params), train_gnn(split, string_top.n, params)
     np.testing.assert_array_equal(a.embedding, b.embedding)
     assert a.history == b.history

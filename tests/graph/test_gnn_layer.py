@@ -6,7 +6,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
 from pertstore.producers.graph._common import GeneGraph
 from pertstore.producers.graph._linkpred import split_edges
 from pertstore.producers.graph.gnn import GNNParams, ResidualGNN, train_gnn
@@ -58,17 +57,31 @@ def test_gnn_equals_train_gnn_formula_on_fixed_weights(layer):
 
 def test_gnn_defaults_are_train_gnns():
     p = GNNParams()
-    assert (p.dims, p.depth, p.dropout, p.lr, p.epochs, p.patience, p.batch_size, p.clip, p.select, p.full_graph) == \
-        (256, 3, 0.1, 1e-3, 120, 10, 4096, 1.0, "loss", True)
+    assert (p.dims, p.depth, p.dropout, p.lr, p.epochs, p.patience, p.batch_size, p.clip, p.select, p.full_graph) == (
+        256,
+        3,
+        0.1,
+        1e-3,
+        120,
+        10,
+        4096,
+        1.0,
+        "loss",
+        True,
+    )
 
 
 def test_tiny_graph_trains_end_to_end_selected_by_validation_loss():
     rng = np.random.default_rng(1)
 
-    blocks = [(a, b) for k in range(4) for a in range(10 * k, 10 * k + 10) for b in range(a + 1, 10 * k + 10)
-              if rng.random() < 0.6]
-    edges = pd.DataFrame({"a": [f"g{a:02d}" for a, _ in blocks], "b": [f"g{b:02d}" for _, b in blocks],
-                          "score": 900.0})
+    blocks = [
+        (a, b)
+        for k in range(4)
+        for a in range(10 * k, 10 * k + 10)
+        for b in range(a + 1, 10 * k + 10)
+        if rng.random() < 0.6
+    ]
+    edges = pd.DataFrame({"a": [f"g{a:02d}" for a, _ in blocks], "b": [f"g{b:02d}" for _, b in blocks], "score": 900.0})
     graph = GeneGraph.from_edges(edges)
     split = split_edges(graph, 0.1, seed=0)
     params = GNNParams(dims=16, depth=2, epochs=30, patience=5, batch_size=64, lr=0.01)

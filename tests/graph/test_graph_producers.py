@@ -5,13 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-
 from pertstore.producers.graph._string import read_string
 
 FAST = {
     "string-node2vec": {"dims": 16, "walk_length": 5, "context_size": 3, "walks_per_node": 1, "epochs": 1},
     "string-gnn": {"dims": 16, "epochs": 2, "layer": "gin"},
-    "string-wavegc": {"dims": 16, "epochs": 2, "terms": 2},
+    "string-wavegc": {"dims": 16, "epochs": 2, "terms": 2, "heads": 2},
 }
 
 

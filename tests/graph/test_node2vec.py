@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
-
 from pertstore.producers.graph._linkpred import link_auc, split_edges
 from pertstore.producers.graph._walks import WalkGraph, random_walks
 from pertstore.producers.graph.node2vec import Node2VecParams, WeightedNode2Vec, train_node2vec
@@ -59,8 +58,18 @@ def test_node2vec_predicts_held_out_string_edges(string_top, neighbour_gap):
     rows, cols = split.train.numpy()
     train = sp.coo_matrix((split.train_weight.numpy(), (rows, cols)), shape=(string_top.n,) * 2)
     train = (train + train.T).tocsr()
-    params = Node2VecParams(dims=32, walk_length=10, context_size=5, walks_per_node=2, epochs=20, batch_size=64, lr=0.05,
-                            p=1.0, q=1.0, num_negative_samples=1)
+    params = Node2VecParams(
+        dims=32,
+        walk_length=10,
+        context_size=5,
+        walks_per_node=2,
+        epochs=20,
+        batch_size=64,
+        lr=0.05,
+        p=1.0,
+        q=1.0,
+        num_negative_samples=1,
+    )
     emb = train_node2vec(train, params)
     assert emb.shape == (string_top.n, 32)
     np.testing.assert_array_equal(emb, train_node2vec(train, params))  # deterministic under a seed

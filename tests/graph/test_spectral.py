@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy.linalg import subspace_angles
-from sklearn.manifold import SpectralEmbedding
-
 from pertstore.producers.graph._string import CHANNELS, combine_scores, read_string
 from pertstore.producers.graph.spectral import adjacency, largest_component, spectral_embedding
+from scipy.linalg import subspace_angles
+from sklearn.manifold import SpectralEmbedding
 
 
 def test_combined_score_rule_reproduces_string_detailed_file(data_dir):
@@ -36,7 +35,9 @@ def _subgraph(data_dir, n_top=800):
     edges = edges[edges.a.isin(top) & edges.b.isin(top)]
     nodes = sorted(set(edges.a) | set(edges.b))
     index = {n: i for i, n in enumerate(nodes)}
-    adj = adjacency(len(nodes), edges.a.map(index).to_numpy(), edges.b.map(index).to_numpy(), edges.score.to_numpy() / 1000)
+    adj = adjacency(
+        len(nodes), edges.a.map(index).to_numpy(), edges.b.map(index).to_numpy(), edges.score.to_numpy() / 1000
+    )
     keep = largest_component(adj)
     return adj[keep][:, keep]
 
@@ -51,8 +52,13 @@ def test_fast_spectral_embedding_spans_sklearns_subspace(data_dir):
 
 def test_string_spectral_set_carries_the_graph(store, data_dir):
     path = data_dir / "network" / "string_v12_human_notextmining.tsv.gz"
-    card = store.produce("string-spectral", source="string-spectral", params={"dims": 32},
-                         inputs={"network": str(path)}, max_failed_fraction=0.2)
+    card = store.produce(
+        "string-spectral",
+        source="string-spectral",
+        params={"dims": 32},
+        inputs={"network": str(path)},
+        max_failed_fraction=0.2,
+    )
     assert card.dim == 32 and card.n_rows > 14_000
     edges = read_string(path, threshold=700).sample(2000, random_state=0)
     x = store.get("string-spectral", list(edges.a) + list(edges.b))

@@ -8,9 +8,9 @@ from collections import Counter, defaultdict
 import numpy as np
 import pandas as pd
 import pytest
+from pertstore.producers.graph._string import read_string
 
 from pertstore.errors import InvalidInputError
-from pertstore.producers.graph._string import read_string
 
 SAMPLE = ("network", "string_v11_links_detailed_sample.tsv.gz")
 
@@ -36,7 +36,7 @@ def reference_adaptive(df: pd.DataFrame, threshold: float, k: int) -> pd.DataFra
     for node in set(df.protein1) | set(df.protein2):
         target = min(k, original[node])
         if current.get(node, 0) < target:
-            for neighbour, _, idx in by_node.get(node, [])[:target - current.get(node, 0)]:
+            for neighbour, _, idx in by_node.get(node, [])[: target - current.get(node, 0)]:
                 rescued.add(idx)
                 if (neighbour, node) in index:
                     rescued.add(index[(neighbour, node)])
@@ -79,10 +79,14 @@ def test_combined_score_with_keep_at_least_k_equals_the_reference_filter(sample,
         assert len(got) == len(table)
 
 
-@pytest.mark.parametrize("channels", [["experiments", "coexpression", "database"],
-                                      ["experiments", "coexpression", "database", "textmining"],
-                                      ["neighborhood", "fusion", "cooccurence", "coexpression", "experiments",
-                                       "database", "textmining"]])
+@pytest.mark.parametrize(
+    "channels",
+    [
+        ["experiments", "coexpression", "database"],
+        ["experiments", "coexpression", "database", "textmining"],
+        ["neighborhood", "fusion", "cooccurence", "coexpression", "experiments", "database", "textmining"],
+    ],
+)
 def test_recombined_channels_above_threshold_equal_strings_rule(sample, channels):
     table = pd.read_csv(sample, sep=" ")
     columns = ["experimental" if c == "experiments" else c for c in channels]
@@ -100,18 +104,26 @@ def test_text_mining_is_refused_where_the_file_has_none(data_dir):
 
 
 def test_spectral_set_is_built_on_the_recipes_rules(store, string_small_file):
+    from pertstore.producers.graph._common import GeneGraph
     from scipy.sparse.csgraph import connected_components
 
-    from pertstore.producers.graph._common import GeneGraph
-
     rules = {"score": "combined", "threshold": 900, "keep_at_least": 3}
-    card = store.produce("string-spectral", source="spectral-rules", params={"dims": 8, **rules},
-                         inputs={"network": str(string_small_file)}, max_failed_fraction=0.5)
+    card = store.produce(
+        "string-spectral",
+        source="spectral-rules",
+        params={"dims": 8, **rules},
+        inputs={"network": str(string_small_file)},
+        max_failed_fraction=0.5,
+    )
     edges = read_string(string_small_file, threshold=900, score="combined", keep=3)
     assert len(edges) > (pd.read_csv(string_small_file, sep="\t").combined_score >= 900).sum()  # the rescue added
     graph = GeneGraph.from_edges(edges)
     _, labels = connected_components(graph.adjacency(), directed=False)
     assert card.dim == 8 and card.n_rows == np.bincount(labels).max()
     with pytest.raises(InvalidInputError, match="textmining"):
-        store.produce("string-spectral", source="spectral-text", params={"channels": ["textmining"]},
-                      inputs={"network": str(string_small_file)})
+        store.produce(
+            "string-spectral",
+            source="spectral-text",
+            params={"channels": ["textmining"]},
+            inputs={"network": str(string_small_file)},
+        )

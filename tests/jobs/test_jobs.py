@@ -13,10 +13,10 @@ from pathlib import Path
 
 import psutil
 import pytest
+from store_helpers import stored_bytes_digest
 
 from pertstore import Store
 from pertstore.errors import ConflictError, InvalidInputError, NotFoundError
-from store_helpers import stored_bytes_digest
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -137,6 +137,7 @@ def test_killed_driver_then_resume_gives_identical_bytes(store: Store, reference
         with Store.open(root) as s:
             jobs = s.jobs.ls()
             return not jobs.empty and jobs.items_done.iloc[0] >= 1024
+
     _wait_for(progressed)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from servers import api_server
 
 from pertstore import Store
-from servers import api_server
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -106,8 +106,13 @@ def test_oversized_sweep_is_refused_at_once(store: Store, tmp_path: Path):
     recipes = tmp_path / "big.yaml"
     recipes.write_text(BIG)
     t0 = time.monotonic()
-    cli = subprocess.run([sys.executable, "-m", "pertstore.cli", "jobs", "submit", str(recipes), "--store", root],
-                         check=False, capture_output=True, text=True, timeout=120)
+    cli = subprocess.run(
+        [sys.executable, "-m", "pertstore.cli", "jobs", "submit", str(recipes), "--store", root],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert cli.returncode == 2, cli.stderr
     assert "90,000 recipes" in cli.stderr + cli.stdout and "Traceback" not in cli.stderr
     with api_server(root, env={"PERTSTORE_TOKEN": TOKEN, "PERTSTORE_MAX_PLAN_RECIPES": "3"}) as url:
@@ -150,11 +155,15 @@ def test_catalog_rebuild_keeps_every_job_record(store: Store):
     recipes_before = store.jobs.status(progress.job_id)["recipes"]
     root = store.uri
     store.close()
-    (Path(root) / "jobs" / "junk.json").write_text("{not json")      # a torn or foreign file is reported, not fatal
+    (Path(root) / "jobs" / "junk.json").write_text("{not json")  # a torn or foreign file is reported, not fatal
     with Store.open(root) as s:
         assert any("junk.json" in p for p in s.verify()["catalog"])
-    done = subprocess.run([sys.executable, "-m", "pertstore.cli", "catalog", "rebuild", "--store", str(root)],
-                          capture_output=True, text=True, timeout=180)
+    done = subprocess.run(
+        [sys.executable, "-m", "pertstore.cli", "catalog", "rebuild", "--store", str(root)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert done.returncode == 0, done.stderr[-800:]
     assert "junk.json" in done.stdout + done.stderr
     with Store.open(root) as s:
@@ -163,7 +172,9 @@ def test_catalog_rebuild_keeps_every_job_record(store: Store):
         assert after.loc[progress.job_id, "state"] == "done" and after.loc[failed, "state"] == "cancelled"
         assert after.loc[progress.job_id, "items_done"] == before.loc[progress.job_id, "items_done"] > 0
         recipes_after = s.jobs.status(progress.job_id)["recipes"]
-        assert recipes_after[["source", "state", "items_done"]].equals(recipes_before[["source", "state", "items_done"]])
+        assert recipes_after[["source", "state", "items_done"]].equals(
+            recipes_before[["source", "state", "items_done"]]
+        )
 
 
 def test_same_recipe_submitted_by_two_cli_processes_is_computed_once(store: Store, tmp_path: Path):
@@ -171,8 +182,19 @@ def test_same_recipe_submitted_by_two_cli_processes_is_computed_once(store: Stor
     recipe = tmp_path / "same.yaml"
     recipe.write_text(SAME.replace("dim: 4}", "dim: 4, delay: 1.0}"))
     root = _server_store(store)
-    command = [sys.executable, "-m", "pertstore.cli", "jobs", "submit", str(recipe), "--store", str(root),
-               "--workers", "1", "--no-progress"]
+    command = [
+        sys.executable,
+        "-m",
+        "pertstore.cli",
+        "jobs",
+        "submit",
+        str(recipe),
+        "--store",
+        str(root),
+        "--workers",
+        "1",
+        "--no-progress",
+    ]
     procs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     outputs = [p.communicate(timeout=200) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [err[-800:] for _, err in outputs]
@@ -181,7 +203,7 @@ def test_same_recipe_submitted_by_two_cli_processes_is_computed_once(store: Stor
         jobs = s.jobs.ls()
         assert list(jobs.state) == ["done", "done"]
         states = sorted(s.jobs.status(j)["recipes"].state[0] for j in jobs.job_id)
-        assert states == ["done", "exists"], states        # one process computed it, the other waited for it
+        assert states == ["done", "exists"], states  # one process computed it, the other waited for it
         assert len(s.ls("ck-same")) == 1 and s.show("ck-same").n_rows == 1500
 
 

@@ -9,7 +9,7 @@ import dask
 import distributed  # noqa: F401 - loads dask's distributed defaults
 import yaml
 
-from pertstore.producers._jobs import MALLOC_VAR, _dask_client
+from pertstore._dask import MALLOC_VAR, dask_client
 
 COMPOSE = Path(__file__).resolve().parents[2] / "docker-compose.yml"
 
@@ -21,7 +21,7 @@ def _worker_env() -> str | None:
 def test_local_cluster_workers_do_not_get_dasks_malloc_trim_threshold(monkeypatch):
     assert dask.config.get("distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_") is not None  # dask's default
     monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")  # as a default Dask cluster started earlier leaves it
-    with _dask_client(None, 1) as client:
+    with dask_client(n_workers=1) as client:
         envs = client.run(_worker_env)
         threads = client.run(lambda: os.environ.get("OMP_NUM_THREADS"))
     assert list(envs.values()) == [None]

@@ -6,16 +6,18 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from pertstore.producers.knowledge.depmap import gene_vectors, parse_header, read_effects
 
 from pertstore.errors import InvalidInputError
-from pertstore.producers.knowledge.depmap import gene_vectors, parse_header, read_effects
 
 
 def _matrix() -> pd.DataFrame:
     rng = np.random.default_rng(0)
     cells = [f"ACH-{i:06d}" for i in range(10)]
-    table = pd.DataFrame(rng.normal(-0.5, 0.4, (10, 6)), columns=[
-        "TP53 (7157)", "MDM2 (4193)", "KRAS (999999999)", "NOTAGENE (123456789)", "TP53", "BRCA1 (672)"])
+    table = pd.DataFrame(
+        rng.normal(-0.5, 0.4, (10, 6)),
+        columns=["TP53 (7157)", "MDM2 (4193)", "KRAS (999999999)", "NOTAGENE (123456789)", "TP53", "BRCA1 (672)"],
+    )
     table.iloc[3, 1] = np.nan  # MDM2: one cell line missing -> filled with its mean
     table.iloc[:6, 5] = np.nan  # BRCA1: 60% missing -> failure
     table.insert(0, "ModelID", cells)

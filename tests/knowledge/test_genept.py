@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-
 from pertstore.producers.text._sentence import encode_texts
 
 
@@ -15,8 +14,9 @@ def test_genept_embeds_real_summaries_and_records_missing_text(store, data_dir, 
     subset = tmp_path / "summaries.tsv"
     full[full.symbol.isin(genes[:-1])].to_csv(subset, sep="\t", index=False)  # HBB left without text
     reg = store.catalog.query("SELECT entity_id FROM entities WHERE kind = 'gene'")
-    card = store.produce("genept", source="genept", params={"gene_types": []}, inputs={"summaries": str(subset)},
-                         max_failed_fraction=1.0)
+    card = store.produce(
+        "genept", source="genept", params={"gene_types": []}, inputs={"summaries": str(subset)}, max_failed_fraction=1.0
+    )
     assert card.dim == 384 and card.n_rows == 9
     assert len(card.failed) == len(reg) - 9 and set(card.failed.values()) == {"no RefSeq summary"}
     x = store.get("genept", genes).values

@@ -17,8 +17,9 @@ def test_genept_places_genes_of_a_biological_process_together(store, data_dir, t
     members = bp[bp.go_id.isin(terms)].groupby("go_id").entrez_id.unique()
     genes = sorted(set(np.concatenate(members.to_numpy())))
     summaries[summaries.entrez_id.isin(set(genes))].to_csv(tmp_path / "summaries.tsv", sep="\t", index=False)
-    store.produce("genept", source="genept", max_failed_fraction=1.0,
-                  inputs={"summaries": str(tmp_path / "summaries.tsv")})
+    store.produce(
+        "genept", source="genept", max_failed_fraction=1.0, inputs={"summaries": str(tmp_path / "summaries.tsv")}
+    )
     x = store.get("genept", genes).values
     assert np.isfinite(x).all(1).mean() > 0.9  # the protein-coding genes (the default gene types)
     genes = [g for g, ok in zip(genes, np.isfinite(x).all(1)) if ok]
@@ -26,7 +27,7 @@ def test_genept_places_genes_of_a_biological_process_together(store, data_dir, t
     unit = x / np.linalg.norm(x, axis=1, keepdims=True)
     pos = {g: i for i, g in enumerate(genes)}
     members = [[g for g in m if g in pos] for m in members]
-    same = [unit[pos[a]] @ unit[pos[b]] for m in members for i, a in enumerate(m) for b in m[i + 1:]]
+    same = [unit[pos[a]] @ unit[pos[b]] for m in members for i, a in enumerate(m) for b in m[i + 1 :]]
     rng = np.random.default_rng(0)
     random = (unit[rng.integers(0, len(genes), 2000)] * unit[rng.integers(0, len(genes), 2000)]).sum(1)
     assert np.mean(same) > np.mean(random) + 0.08, (np.mean(same), np.mean(random))

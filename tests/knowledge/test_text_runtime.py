@@ -5,12 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from pertstore.producers.text import _sentence
 from pertstore.producers.text._onnx import OnnxEncoder, use_onnx_runtime
 
-TEXTS = ["TP53: tumor protein p53. This gene encodes a tumor suppressor protein.", "a", "STAT1 " * 400,
-         "Interferon gamma signalling through JAK2 and STAT1 induces IRF1."] * 3
+TEXTS = [
+    "TP53: tumor protein p53. This gene encodes a tumor suppressor protein.",
+    "a",
+    "STAT1 " * 400,
+    "Interferon gamma signalling through JAK2 and STAT1 induces IRF1.",
+] * 3
 
 
 @pytest.fixture

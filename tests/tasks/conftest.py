@@ -36,4 +36,5 @@ def write_h5ad(tmp_path: Path):
         path = tmp_path / name
         a.write_h5ad(path)
         return path
+
     return write

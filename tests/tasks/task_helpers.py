@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import anndata as ad
 import numpy as np
 import pandas as pd
@@ -12,15 +11,22 @@ PAPALEXI = "perturb/papalexi2021_thp1_crispr_ko.h5ad"
 NORMAN = "perturb/norman2019_mcfaline2023_devel.h5ad"
 
 
-def synthetic(*, n_genes: int = 40, cells: dict[tuple[str, str, str], int] | None = None, seed: int = 0,
-              effect: float = 1.0) -> ad.AnnData:
+def synthetic(
+    *, n_genes: int = 40, cells: dict[tuple[str, str, str], int] | None = None, seed: int = 0, effect: float = 1.0
+) -> ad.AnnData:
     """Counts for cells[(context, batch, label)] cells; label 'control' = controls. Perturbation k scales gene k."""
     rng = np.random.default_rng(seed)
     if cells is None:
-        cells = {(ctx, b, lab): n for ctx in ("A", "B") for b in ("b1", "b2", "b3")
-                 for lab, n in (("control", 40), ("P1", 35), ("P2", 12), ("P3", 50))}
-    obs = pd.DataFrame([(c, b, lab) for (c, b, lab), n in cells.items() for _ in range(n)],
-                       columns=["cell_line", "batch", "perturbation"])
+        cells = {
+            (ctx, b, lab): n
+            for ctx in ("A", "B")
+            for b in ("b1", "b2", "b3")
+            for lab, n in (("control", 40), ("P1", 35), ("P2", 12), ("P3", 50))
+        }
+    obs = pd.DataFrame(
+        [(c, b, lab) for (c, b, lab), n in cells.items() for _ in range(n)],
+        columns=["cell_line", "batch", "perturbation"],
+    )
     obs.index = [f"c{i}" for i in range(len(obs))]
     base = rng.gamma(2.0, 1.0, size=n_genes)
     batch_shift = {b: rng.uniform(0.7, 1.4, size=n_genes) for b in obs["batch"].unique()}

@@ -13,10 +13,10 @@ import sys
 import anndata as ad
 import numpy as np
 import pandas as pd
-
-from pertstore import Store
 from pertstore.catalog import read_repurposing_hub
 from pertstore.consumers.tasks import load_task
+
+from pertstore import Store
 
 OVEREXPRESSION = "perturb/lincs_l1000_overexpression_dysreg.tsv.gz"
 DOSES = "perturb/lincs_ljp_a375_kinase_inhibitors_l1000.h5ad"
@@ -24,23 +24,49 @@ KNOCKDOWN = "perturb/cmap_shrna_knockdown_l1000.h5ad"
 
 
 def cli(*args) -> str:
-    done = subprocess.run([sys.executable, "-m", "pertstore.cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "pertstore.cli", *map(str, args)], capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
 
 
 def test_l1000_tasks_from_the_cli_equal_pandas_constructions(store, data_dir):
     root = store.uri
-    store.register_molecules(read_repurposing_hub(data_dir / "molecules" / "repurposing_hub.tsv.gz"),
-                             alias_cols=["broad_id", "compound_id"])
+    store.register_molecules(
+        read_repurposing_hub(data_dir / "molecules" / "repurposing_hub.tsv.gz"), alias_cols=["broad_id", "compound_id"]
+    )
     store.close()
     out = cli("tasks", "deg-table", data_dir / OVEREXPRESSION, "--name", "oe-deg", "--store", root)
     assert "817 of 1,989 perturbations" in out
-    cli("tasks", "build", data_dir / DOSES, "--name", "ljp-lfc", "--preset", "l1000-dose", "--trials", 0,
-        "--no-progress", "--store", root)
-    cli("tasks", "build", data_dir / KNOCKDOWN, "--name", "kd-lfc", "--preset", "l1000-knockdown", "--trials", 0,
-        "--no-progress", "--store", root)
+    cli(
+        "tasks",
+        "build",
+        data_dir / DOSES,
+        "--name",
+        "ljp-lfc",
+        "--preset",
+        "l1000-dose",
+        "--trials",
+        0,
+        "--no-progress",
+        "--store",
+        root,
+    )
+    cli(
+        "tasks",
+        "build",
+        data_dir / KNOCKDOWN,
+        "--name",
+        "kd-lfc",
+        "--preset",
+        "l1000-knockdown",
+        "--trials",
+        0,
+        "--no-progress",
+        "--store",
+        root,
+    )
     with Store.open(root) as s:
         oe, ljp, kd = (load_task(s, n) for n in ("oe-deg", "ljp-lfc", "kd-lfc"))
 
@@ -48,11 +74,14 @@ def test_l1000_tasks_from_the_cli_equal_pandas_constructions(store, data_dir):
     table = table[table.status == "measured"]
     kept = table.groupby("perturbagen").size().loc[lambda n: n >= 5].index
     table = table[table.perturbagen.isin(kept)]
-    labels = table.assign(v=table.direction.map({"up": 1, "down": -1})).pivot(
-        index="perturbagen", columns="entrez_gene_id", values="v").fillna(0)
+    labels = (
+        table.assign(v=table.direction.map({"up": 1, "down": -1}))
+        .pivot(index="perturbagen", columns="entrez_gene_id", values="v")
+        .fillna(0)
+    )
     assert sorted(oe.pert_ids) == sorted(labels.index) and sorted(oe.gene_ids) == sorted(labels.columns)
     np.testing.assert_array_equal(oe.targets, labels.loc[oe.pert_ids, oe.gene_ids].to_numpy())
-    assert all(e is not None for e in oe.entity_ids)        # Entrez ids resolve through the gene registry
+    assert all(e is not None for e in oe.entity_ids)  # Entrez ids resolve through the gene registry
 
     a = ad.read_h5ad(data_dir / DOSES)
     obs = a.obs[~a.obs.is_control]
@@ -66,10 +95,10 @@ def test_l1000_tasks_from_the_cli_equal_pandas_constructions(store, data_dir):
     # the layer is stored as float32 (rounding ~2e-6 at log2 values of ~15); pertstore averages X in float64
     np.testing.assert_allclose(ljp.targets, ref.loc[index].to_numpy(), atol=1e-5)
     folds = pd.DataFrame({"drug": ljp.pert_ids, "fold": ljp.folds}).groupby("drug").fold.nunique()
-    assert (folds == 1).all() and len(set(ljp.contexts)) == 6     # each drug in one fold at every dose
+    assert (folds == 1).all() and len(set(ljp.contexts)) == 6  # each drug in one fold at every dose
     unresolved = {p for p, e in zip(ljp.pert_ids, ljp.entity_ids) if e is None}
-    assert unresolved == set(ljp.report["unresolved"]) and len(unresolved) >= 20   # listed, rows kept
-    assert set(ljp.pert_ids) == set(obs.perturbation)                            # nothing dropped
+    assert unresolved == set(ljp.report["unresolved"]) and len(unresolved) >= 20  # listed, rows kept
+    assert set(ljp.pert_ids) == set(obs.perturbation)  # nothing dropped
 
     k = ad.read_h5ad(data_dir / KNOCKDOWN)
     wells = k.obs[~k.obs.is_control]

@@ -15,12 +15,12 @@ import pandas as pd
 import pytest
 import scanpy as sc
 import scipy.sparse as sp
+from pertstore.catalog import default_gene_table
+from pertstore.consumers.tasks import get_preset, load_task
 from task_helpers import NORMAN
 from typer.testing import CliRunner
 
-from pertstore.catalog import default_gene_table
 from pertstore.cli import app
-from pertstore.consumers.tasks import get_preset, load_task
 
 runner = CliRunner()
 
@@ -169,15 +169,17 @@ def reference_voted_deg(a: ad.AnnData, group_col: str, control: str, min_cells: 
 
 
 def _task_frame(task) -> pd.DataFrame:
-    return pd.DataFrame(task.targets, index=pd.MultiIndex.from_arrays([task.contexts, task.pert_ids]),
-                        columns=task.gene_ids)
+    return pd.DataFrame(
+        task.targets, index=pd.MultiIndex.from_arrays([task.contexts, task.pert_ids]), columns=task.gene_ids
+    )
 
 
 def test_essential_preset_equals_the_reference_lfc_and_deg(store, gene_ids, tmp_path):
     a = essential_cells(gene_ids)
     a.write_h5ad(tmp_path / "essential.h5ad")
-    task, _ = store.tasks.build(tmp_path / "essential.h5ad", name="ess-lfc", kind="lfc", preset="essential",
-                                build_options={"trials": 0})
+    task, _ = store.tasks.build(
+        tmp_path / "essential.h5ad", name="ess-lfc", kind="lfc", preset="essential", build_options={"trials": 0}
+    )
     ours = _task_frame(task)
     ref = reference_essential_lfc(a).loc[ours.index, ours.columns]
     np.testing.assert_allclose(ours.to_numpy(), ref.to_numpy(), atol=1e-6)
@@ -186,8 +188,9 @@ def test_essential_preset_equals_the_reference_lfc_and_deg(store, gene_ids, tmp_
     folds = pd.Series(task.folds, index=ours.index).groupby(level=1).nunique()
     assert (folds == 1).all() and set(task.contexts) == {"K-562", "Hep-G2"}
 
-    deg_task, _ = store.tasks.build(tmp_path / "essential.h5ad", name="ess-deg", kind="deg", preset="essential",
-                                    build_options={"trials": 0})
+    deg_task, _ = store.tasks.build(
+        tmp_path / "essential.h5ad", name="ess-deg", kind="deg", preset="essential", build_options={"trials": 0}
+    )
     for line in ("K-562", "Hep-G2"):
         b = _normalised(a[a.obs.cell_line == line])
         b = b[(b.obs.groupby("gene_id", observed=True)["soma_joinid"].transform("count") > 30).to_numpy()].copy()
@@ -197,7 +200,7 @@ def test_essential_preset_equals_the_reference_lfc_and_deg(store, gene_ids, tmp_
         df["deg"] = (df["pvals_adj"] < 0.05) * np.sign(df["scores"])
         ref = df.pivot(values="deg", columns="names", index="group")
         ours = _task_frame(deg_task).loc[line]
-        assert sorted(ours.index) == sorted(ref.index)   # the same perturbations pass > 30 cells
+        assert sorted(ours.index) == sorted(ref.index)  # the same perturbations pass > 30 cells
         np.testing.assert_array_equal(ours.to_numpy(), ref.loc[ours.index, ours.columns].to_numpy())
 
 
@@ -206,14 +209,17 @@ def test_drug_presets_equal_the_reference_plate_matched_lfc_and_voted_deg(store,
     a = drug_cells(kind)
     a.write_h5ad(tmp_path / f"{kind}.h5ad")
     preset = get_preset(kind)
-    task, _ = store.tasks.build(tmp_path / f"{kind}.h5ad", name=f"{kind}-lfc", kind="lfc", preset=kind,
-                                build_options={"trials": 0})
+    task, _ = store.tasks.build(
+        tmp_path / f"{kind}.h5ad", name=f"{kind}-lfc", kind="lfc", preset=kind, build_options={"trials": 0}
+    )
     ours = _task_frame(task)
     if kind == "tahoe":
-        ref_cells = a[(a.obs.pass_filter == "full").to_numpy()
-                      & ~a.obs.drug.isin(preset.exclude).to_numpy()
-                      & ~a.obs.cell_line.isin(preset.exclude_contexts).to_numpy()
-                      & a.obs.drugname_drugconc.str.contains(r", (?:5\.0|0\.0), ").to_numpy()]
+        ref_cells = a[
+            (a.obs.pass_filter == "full").to_numpy()
+            & ~a.obs.drug.isin(preset.exclude).to_numpy()
+            & ~a.obs.cell_line.isin(preset.exclude_contexts).to_numpy()
+            & a.obs.drugname_drugconc.str.contains(r", (?:5\.0|0\.0), ").to_numpy()
+        ]
         control = "DMSO_TF"
     else:
         ref_cells = a[a.obs["dose"].isin([0.0, 10000.0]).to_numpy()]
@@ -221,17 +227,18 @@ def test_drug_presets_equal_the_reference_plate_matched_lfc_and_voted_deg(store,
     coding = set(default_gene_table().query("gene_type == 'protein-coding'").symbol)
     ref = reference_plate_matched_lfc(ref_cells, "drug", control)
     ref = ref.loc[:, [g for g in ref.columns if g in coding]]
-    assert list(ours.columns) == list(ref.columns)          # normalised over all genes, coding genes kept after
+    assert list(ours.columns) == list(ref.columns)  # normalised over all genes, coding genes kept after
     np.testing.assert_allclose(ours.to_numpy(), ref.loc[ours.index].to_numpy(), atol=1e-6)
     assert sorted(ours.index) == sorted(ref.index)
     if kind == "tahoe":
         assert "CVCL_1571" not in set(task.contexts) and "Verteporfin" not in set(task.pert_ids)
-    assert all(e is None for e in task.entity_ids)        # the test store registers no molecules: listed
+    assert all(e is None for e in task.entity_ids)  # the test store registers no molecules: listed
     assert len(task.report["unresolved"]) == len(set(task.pert_ids))
 
-    deg_task, _ = store.tasks.build(tmp_path / f"{kind}.h5ad", name=f"{kind}-deg", kind="deg", preset=kind,
-                                    build_options={"trials": 0})
-    deg_cells = ref_cells[:, [g for g in a.var_names if g in coding]]     # DEG: coding genes, then normalised
+    deg_task, _ = store.tasks.build(
+        tmp_path / f"{kind}.h5ad", name=f"{kind}-deg", kind="deg", preset=kind, build_options={"trials": 0}
+    )
+    deg_cells = ref_cells[:, [g for g in a.var_names if g in coding]]  # DEG: coding genes, then normalised
     ref = reference_voted_deg(deg_cells, "drug", control, min_cells=20)
     ours = _task_frame(deg_task)
     assert sorted(ours.index) == sorted(ref.index)
@@ -241,8 +248,23 @@ def test_drug_presets_equal_the_reference_plate_matched_lfc_and_voted_deg(store,
 def test_norman_preset_on_the_real_file_from_the_cli(store, data_dir):
     root = store.uri
     store.close()
-    out = run("tasks", "build", data_dir / NORMAN, "--name", "norman-lfc", "--preset", "norman",
-              "--batch-from-barcode", "--filter", "dataset=norman19", "--trials", 0, "--no-progress", "--store", root)
+    out = run(
+        "tasks",
+        "build",
+        data_dir / NORMAN,
+        "--name",
+        "norman-lfc",
+        "--preset",
+        "norman",
+        "--batch-from-barcode",
+        "--filter",
+        "dataset=norman19",
+        "--trials",
+        0,
+        "--no-progress",
+        "--store",
+        root,
+    )
     assert "preset 'norman'" in out
     from pertstore import Store
 
@@ -251,13 +273,16 @@ def test_norman_preset_on_the_real_file_from_the_cli(store, data_dir):
     a = ad.read_h5ad(data_dir / NORMAN)
     a = a[(a.obs.dataset == "norman19").to_numpy() & ~a.obs.perturbation.str.contains("+", regex=False).to_numpy()]
     obs = a.obs.assign(gemgroup=a.obs_names.str.rsplit("-", n=1).str[1]).astype({"perturbation": str})
-    x = a.X.toarray()                                   # log-normalised already: used as is
-    ctrl = {g: x[((obs.gemgroup == g) & (obs.perturbation == "control")).to_numpy()].mean(0)
-            for g in obs.gemgroup.unique()}
+    x = a.X.toarray()  # log-normalised already: used as is
+    ctrl = {
+        g: x[((obs.gemgroup == g) & (obs.perturbation == "control")).to_numpy()].mean(0) for g in obs.gemgroup.unique()
+    }
     ref = {}
-    for p in sorted(set(obs.perturbation) - {"control"}):     # pseudobulk_norman.py: per gem group, then mean
-        deltas = [x[((obs.gemgroup == g) & (obs.perturbation == p)).to_numpy()].mean(0) - ctrl[g]
-                  for g in sorted(obs.gemgroup[obs.perturbation == p].unique())]
+    for p in sorted(set(obs.perturbation) - {"control"}):  # pseudobulk_norman.py: per gem group, then mean
+        deltas = [
+            x[((obs.gemgroup == g) & (obs.perturbation == p)).to_numpy()].mean(0) - ctrl[g]
+            for g in sorted(obs.gemgroup[obs.perturbation == p].unique())
+        ]
         ref[p] = np.mean(deltas, axis=0)
     ours = pd.DataFrame(task.targets, index=task.pert_ids, columns=task.gene_ids)
     assert sorted(ours.index) == sorted(ref)
@@ -267,12 +292,24 @@ def test_norman_preset_on_the_real_file_from_the_cli(store, data_dir):
 
 def test_a_preset_field_can_be_overridden_and_auto_is_explained(store, gene_ids, tmp_path):
     essential_cells(gene_ids).write_h5ad(tmp_path / "essential.h5ad")
-    task, _ = store.tasks.build(tmp_path / "essential.h5ad", name="ess-large", kind="lfc", preset="essential",
-                                variant="large", build_options={"trials": 0})
+    task, _ = store.tasks.build(
+        tmp_path / "essential.h5ad",
+        name="ess-large",
+        kind="lfc",
+        preset="essential",
+        variant="large",
+        build_options={"trials": 0},
+    )
     assert task.recipe["params"]["variant"] == "large" and task.recipe["preset"]["variant"] == "large"
-    auto, _ = store.tasks.build(tmp_path / "essential.h5ad", name="ess-auto", kind="lfc",
-                                pert_col="gene_id", control_label="non-targeting", batch_col="gem_group",
-                                build_options={"trials": 0, "folds_per_context": True})
+    auto, _ = store.tasks.build(
+        tmp_path / "essential.h5ad",
+        name="ess-auto",
+        kind="lfc",
+        pert_col="gene_id",
+        control_label="non-targeting",
+        batch_col="gem_group",
+        build_options={"trials": 0, "folds_per_context": True},
+    )
     assert any(n.startswith("variant 'auto' chose 'small': median") for n in auto.report["notes"])
     assert auto.recipe["params"]["folds"] == "per_context"
     with pytest.raises(Exception, match="no preset 'replogle'"):
@@ -283,12 +320,13 @@ def test_drug_presets_resolve_drug_names_through_the_molecule_registry(store, da
     drugs = pd.read_csv(data_dir / "molecules" / "sciplex3_drugs.tsv", sep="\t")
     store.register_molecules(drugs)
     drug_cells("sciplex").write_h5ad(tmp_path / "sciplex.h5ad")
-    task, _ = store.tasks.build(tmp_path / "sciplex.h5ad", name="sciplex-lfc", kind="lfc", preset="sciplex",
-                                build_options={"trials": 0})
+    task, _ = store.tasks.build(
+        tmp_path / "sciplex.h5ad", name="sciplex-lfc", kind="lfc", preset="sciplex", build_options={"trials": 0}
+    )
     keys = dict(zip(drugs.name, drugs.inchikey))
     got = dict(zip(task.pert_ids, task.entity_ids))
     assert got["Dasatinib"] == keys["Dasatinib"] and got["Belinostat"] == keys["Belinostat"]
-    assert got["Undisclosed-77"] is None and task.report["unresolved"] == ["Undisclosed-77"]   # listed, kept
+    assert got["Undisclosed-77"] is None and task.report["unresolved"] == ["Undisclosed-77"]  # listed, kept
 
 
 def test_a_block_whose_last_cells_are_empty_is_normalised_as_scanpy_does():
@@ -304,7 +342,30 @@ def test_a_block_whose_last_cells_are_empty_is_normalised_as_scanpy_does():
     np.testing.assert_allclose(got.toarray(), expected, atol=1e-12)
     subset = CellMatrix(x.copy(), is_counts=True, obs_names=names, var_names=names[:30], genes=kept)
     np.testing.assert_allclose(subset.block(0, 43).to_csr().toarray(), expected[:, kept], atol=1e-12)
-    renormalised = CellMatrix(x.copy(), is_counts=True, obs_names=names, var_names=names[:30], genes=kept,
-                              normalise_kept=True)
-    np.testing.assert_allclose(renormalised.block(0, 43).to_csr().toarray(),
-                               _normalised(ad.AnnData(X=x[:, kept].copy())).X.toarray(), atol=1e-12)
+    renormalised = CellMatrix(
+        x.copy(), is_counts=True, obs_names=names, var_names=names[:30], genes=kept, normalise_kept=True
+    )
+    np.testing.assert_allclose(
+        renormalised.block(0, 43).to_csr().toarray(),
+        _normalised(ad.AnnData(X=x[:, kept].copy())).X.toarray(),
+        atol=1e-12,
+    )
+
+
+def test_plate_matched_error_leaves_out_plates_without_controls(store, tmp_path):
+    """A drug's cells on a plate that has no control cells are left out of the plate-matched bootstrap
+    (as of its LFC); before, building such a task failed with a reshape error."""
+    a = drug_cells("sciplex")
+    no_ctrl = ((a.obs.plate == "plate3") & (a.obs.drug == "Vehicle")).to_numpy()
+    a = a[~no_ctrl].copy()
+    a.write_h5ad(tmp_path / "sciplex.h5ad")
+    task, _ = store.tasks.build(
+        tmp_path / "sciplex.h5ad", name="sciplex-noctrl", kind="lfc", preset="sciplex", build_options={"trials": 4}
+    )
+    ref = reference_plate_matched_lfc(
+        a[a.obs["dose"].isin([0.0, 10000.0]).to_numpy() & (a.obs.plate != "plate3").to_numpy()], "drug", "Vehicle"
+    )
+    ours = _task_frame(task)
+    np.testing.assert_allclose(ours.to_numpy(), ref.loc[ours.index, ours.columns].to_numpy(), atol=1e-6)
+    trials = task.error.trials  # [perturbations, trials, metrics]: every drug estimated
+    assert trials.shape[:2] == (len(ours), 4) and np.isfinite(trials).all()

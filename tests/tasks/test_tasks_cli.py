@@ -5,11 +5,11 @@ from __future__ import annotations
 import anndata as ad
 import numpy as np
 import pandas as pd
+from pertstore.consumers.tasks import list_tasks, load_task
 from task_helpers import PAPALEXI, synthetic
 from typer.testing import CliRunner
 
 from pertstore.cli import app
-from pertstore.consumers.tasks import list_tasks, load_task
 
 runner = CliRunner()
 
@@ -25,11 +25,38 @@ def test_papalexi_build_ls_show_export(store, data_dir, tmp_path):
     root = store.uri
     store.close()
     file = data_dir / PAPALEXI
-    out = run("tasks", "build", file, "--kind", "lfc", "--name", "papalexi-lfc", "--context", "THP-1",
-              "--trials", 8, "--no-progress", "--store", root)
+    out = run(
+        "tasks",
+        "build",
+        file,
+        "--kind",
+        "lfc",
+        "--name",
+        "papalexi-lfc",
+        "--context",
+        "THP-1",
+        "--trials",
+        8,
+        "--no-progress",
+        "--store",
+        root,
+    )
     assert "THP-1" in out and "papalexi-lfc" in out
-    run("tasks", "build", file, "--kind", "deg", "--name", "papalexi-deg", "--context", "THP-1", "--trials", 4,
-        "--store", root)
+    run(
+        "tasks",
+        "build",
+        file,
+        "--kind",
+        "deg",
+        "--name",
+        "papalexi-deg",
+        "--context",
+        "THP-1",
+        "--trials",
+        4,
+        "--store",
+        root,
+    )
     listing = run("tasks", "ls", "--store", root)
     assert "2 task version(s)" in listing and "papalexi" in listing
     shown = run("tasks", "show", "papalexi-lfc", "--store", root)
@@ -44,7 +71,7 @@ def test_papalexi_build_ls_show_export(store, data_dir, tmp_path):
     with Store.open(root) as s:
         task = load_task(s, "papalexi-lfc")
         assert set(task.contexts) == {"THP-1"} and len(task.pert_ids) == 25
-        assert all(e is not None for e in task.entity_ids[:3])          # knocked-out genes resolve
+        assert all(e is not None for e in task.entity_ids[:3])  # knocked-out genes resolve
         assert task.error.trials.shape == (25, 8, 5)
         limits = task.error.fold_limits(task.folds, task.contexts)
         l2 = limits[limits.metric == "l2"].sort_values("fold")["value"].to_numpy()
@@ -57,8 +84,24 @@ def test_synthetic_build_uses_the_context_column_and_import(store, tmp_path):
     root = store.uri
     store.close()
     synthetic().write_h5ad(tmp_path / "cells.h5ad")
-    out = run("tasks", "build", tmp_path / "cells.h5ad", "--kind", "deg", "--name", "syn", "--trials", 0,
-              "--min-cells", 10, "--variant", "small", "--backed", "--store", root)
+    out = run(
+        "tasks",
+        "build",
+        tmp_path / "cells.h5ad",
+        "--kind",
+        "deg",
+        "--name",
+        "syn",
+        "--trials",
+        0,
+        "--min-cells",
+        10,
+        "--variant",
+        "small",
+        "--backed",
+        "--store",
+        root,
+    )
     assert "A" in out and "B" in out
     from pertstore import Store
 
@@ -71,7 +114,7 @@ def test_synthetic_build_uses_the_context_column_and_import(store, tmp_path):
     with Store.open(root) as s:
         back = load_task(s, "reimported")
         np.testing.assert_array_equal(back.targets, task.targets)
-        np.testing.assert_array_equal(back.folds, task.folds)          # the exported folds are kept
+        np.testing.assert_array_equal(back.folds, task.folds)  # the exported folds are kept
         assert back.kind == "deg" and list_tasks(s)["name"].tolist() == ["reimported", "syn"]
 
 
@@ -79,8 +122,9 @@ def test_errors_are_clear(store, tmp_path):
     root = store.uri
     store.close()
     synthetic().write_h5ad(tmp_path / "cells.h5ad")
-    result = runner.invoke(app, ["tasks", "build", str(tmp_path / "cells.h5ad"), "--name", "x",
-                                 "--batch-col", "plate", "--store", root])
+    result = runner.invoke(
+        app, ["tasks", "build", str(tmp_path / "cells.h5ad"), "--name", "x", "--batch-col", "plate", "--store", root]
+    )
     assert result.exit_code != 0 and "no batch column 'plate'" in str(result.exception)
     result = runner.invoke(app, ["tasks", "show", "missing", "--store", root])
     assert result.exit_code != 0 and "no task named 'missing'" in str(result.exception)
@@ -93,8 +137,20 @@ def test_experimental_error_rows_per_fold_and_metric_in_bench_results(store, dat
     store.produce("random", source="random-16", params={"dim": 16})
     root = store.uri
     store.close()
-    run("tasks", "build", data_dir / PAPALEXI, "--name", "pap", "--context", "THP-1", "--trials", 20, "--no-progress",
-        "--store", root)
+    run(
+        "tasks",
+        "build",
+        data_dir / PAPALEXI,
+        "--name",
+        "pap",
+        "--context",
+        "THP-1",
+        "--trials",
+        20,
+        "--no-progress",
+        "--store",
+        root,
+    )
     run("bench", "run", "--task", "pap", "--set", "random-16", "--evaluator", "knn", "--store", root)
     shown = run("bench", "results", "--task", "pap", "--store", root)
     assert "experimen" in shown

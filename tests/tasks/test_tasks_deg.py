@@ -6,10 +6,9 @@ import anndata as ad
 import numpy as np
 import pytest
 import scanpy as sc
-from task_helpers import synthetic
-
 from pertstore.consumers.tasks import deg, read_perturbation_data
 from pertstore.consumers.tasks._deg import vote
+from task_helpers import synthetic
 
 pytestmark = pytest.mark.filterwarnings("ignore::pandas.errors.PerformanceWarning")
 
@@ -20,8 +19,9 @@ def scanpy_labels(a: ad.AnnData, groupby: str, reference: str) -> dict[str, np.n
     a.X = a.X.astype(np.float64)
     sc.pp.normalize_total(a, target_sum=1e4)
     sc.pp.log1p(a)
-    sc.tl.rank_genes_groups(a, groupby, reference=reference, method="t-test", n_genes=a.n_vars,
-                            corr_method="benjamini-hochberg")
+    sc.tl.rank_genes_groups(
+        a, groupby, reference=reference, method="t-test", n_genes=a.n_vars, corr_method="benjamini-hochberg"
+    )
     res = a.uns["rank_genes_groups"]
     out = {}
     for group in res["names"].dtype.names:
@@ -42,8 +42,10 @@ def rule_vote(labels: list[np.ndarray]) -> np.ndarray:
     return np.array(out)
 
 
-@pytest.mark.parametrize(("labels", "want"), [((0, 1), 1), ((0, -1), -1), ((1, -1), 0), ((1, 0, -1), 0),
-                                              ((1, 1, -1), 1), ((-1, -1, 0, 1), -1), ((0, 0, 1), 0)])
+@pytest.mark.parametrize(
+    ("labels", "want"),
+    [((0, 1), 1), ((0, -1), -1), ((1, -1), 0), ((1, 0, -1), 0), ((1, 1, -1), 1), ((-1, -1, 0, 1), -1), ((0, 0, 1), 0)],
+)
 def test_vote_rule(labels, want):
     counts = np.array([[[labels.count(k)]] for k in (-1, 0, 1)])
     assert vote(counts)[0, 0] == want
@@ -73,7 +75,7 @@ def test_per_batch_vote_equals_scanpy_per_batch_on_papalexi(papalexi):
         sub = sub[sub.obs["grp"].isin(sizes.index[sizes >= 30])].copy()
         per_batch[b] = scanpy_labels(sub, "grp", "CTRL")
     labels = data.perturbations["label"].to_numpy()[got.perts]
-    assert "SPI1" not in labels and got.dropped["pert_id"].tolist() == ["SPI1"]   # 14, 6, 13 cells
+    assert "SPI1" not in labels and got.dropped["pert_id"].tolist() == ["SPI1"]  # 14, 6, 13 cells
     sizes = a.obs[~a.obs["is_control"]].groupby(["target", "batch"], observed=True).size()
     small = {k for k, n in sizes.items() if n < 30}
     assert set(zip(got.discarded_pairs.pert_id, got.discarded_pairs.batch)) == small and len(small) == 4
@@ -91,7 +93,7 @@ def test_min_cells_discards_pairs_and_perturbations(write_h5ad):
     assert data.perturbations["label"].to_numpy()[got.perts].tolist() == ["P1", "P3"]
     assert got.dropped["pert_id"].tolist() == ["P2"]
     assert sorted(zip(got.discarded_pairs.pert_id, got.discarded_pairs.batch)) == [("P2", "b1"), ("P2", "b2")]
-    pooled = deg(data, variant="small", min_cells=30)        # P2 pools 50 cells
+    pooled = deg(data, variant="small", min_cells=30)  # P2 pools 50 cells
     assert data.perturbations["label"].to_numpy()[pooled.perts].tolist() == ["P1", "P2", "P3"]
     ref = scanpy_labels(a, "perturbation", "control")
     for i, lab in enumerate(["P1", "P2", "P3"]):

@@ -7,17 +7,23 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from pertstore.consumers.tasks import lfc, read_perturbation_data
 from task_helpers import synthetic
 
-from pertstore.consumers.tasks import lfc, read_perturbation_data
 from pertstore.errors import InvalidInputError
 
 
 def test_papalexi_defaults(papalexi):
     data = read_perturbation_data(papalexi, context="THP-1")
     assert data.input == "counts"
-    assert data.columns == {"pert_col": "target", "control_col": "is_control", "control_label": None,
-                            "batch_col": "batch", "context_col": None, "context": "THP-1"}
+    assert data.columns == {
+        "pert_col": "target",
+        "control_col": "is_control",
+        "control_label": None,
+        "batch_col": "batch",
+        "context_col": None,
+        "context": "THP-1",
+    }
     assert data.contexts == ["THP-1"] and len(data.perturbations) == 25 and len(data.sha256) == 64
     assert int(data.cells["is_control"].sum()) == 1912
 
@@ -50,13 +56,16 @@ def test_labels_resolve_through_the_injected_resolver(write_h5ad):
     assert data.unresolved == ["ZZZ"] and any("ZZZ" in n for n in data.notes)
 
 
-@pytest.mark.parametrize(("kwargs", "needle"), [
-    ({"pert_col": "guide_name"}, "'guide_name'"),
-    ({"batch_col": "lane"}, "'lane'"),
-    ({"context_col": "line"}, "'line'"),
-    ({"control_label": "NTC"}, "'NTC'"),
-    ({"perturbations": ["P1", "P9"]}, "'P9'"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "needle"),
+    [
+        ({"pert_col": "guide_name"}, "'guide_name'"),
+        ({"batch_col": "lane"}, "'lane'"),
+        ({"context_col": "line"}, "'line'"),
+        ({"control_label": "NTC"}, "'NTC'"),
+        ({"perturbations": ["P1", "P9"]}, "'P9'"),
+    ],
+)
 def test_bad_arguments_name_the_column_or_label(write_h5ad, kwargs, needle):
     with pytest.raises(InvalidInputError, match=needle):
         read_perturbation_data(write_h5ad(synthetic()), **kwargs)

@@ -7,9 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import scanpy as sc
-from task_helpers import synthetic
-
 from pertstore.consumers.tasks import lfc, read_perturbation_data
+from task_helpers import synthetic
 
 
 def normalised(a: ad.AnnData) -> ad.AnnData:
@@ -72,9 +71,14 @@ def as_dict(data, targets) -> dict:
 
 UNBALANCED = {
     **{("A", b, lab): n for b in ("b1", "b2", "b3") for lab, n in (("control", 30), ("P1", 20), ("P3", 45))},
-    ("A", "b1", "P2"): 15, ("A", "b2", "P2"): 4,            # P2 absent from b3
-    ("A", "b4", "P1"): 9, ("A", "b4", "P4"): 6,             # b4 has no controls; P4 only there
-    ("B", "b1", "control"): 25, ("B", "b1", "P1"): 30, ("B", "b2", "control"): 20, ("B", "b2", "P5"): 3,
+    ("A", "b1", "P2"): 15,
+    ("A", "b2", "P2"): 4,  # P2 absent from b3
+    ("A", "b4", "P1"): 9,
+    ("A", "b4", "P4"): 6,  # b4 has no controls; P4 only there
+    ("B", "b1", "control"): 25,
+    ("B", "b1", "P1"): 30,
+    ("B", "b2", "control"): 20,
+    ("B", "b2", "P5"): 3,
 }
 
 
@@ -82,9 +86,8 @@ UNBALANCED = {
 def test_lfc_matches_pandas_and_scanpy_on_unbalanced_synthetic(write_h5ad, variant):
     a = synthetic(cells=UNBALANCED, n_genes=30, seed=3)
     data = read_perturbation_data(write_h5ad(a))
-    got = lfc(data, variant=variant, block_rows=37)   # many blocks
-    ref = pandas_lfc(normalised(a), variant, pert="perturbation", control="control", batch="batch",
-                     context="cell_line")
+    got = lfc(data, variant=variant, block_rows=37)  # many blocks
+    ref = pandas_lfc(normalised(a), variant, pert="perturbation", control="control", batch="batch", context="cell_line")
     result = as_dict(data, got)
     assert set(result) == set(ref)
     for key, want in ref.items():
@@ -98,8 +101,9 @@ def test_lfc_matches_pandas_and_scanpy_on_unbalanced_synthetic(write_h5ad, varia
     if variant == "large":
         assert ("A", "P4") not in result
         assert got.dropped["pert_id"].tolist() == ["P4"]
-        assert ("A", "P1", "b4") in set(zip(got.discarded_pairs.context, got.discarded_pairs.pert_id,
-                                            got.discarded_pairs.batch))
+        assert ("A", "P1", "b4") in set(
+            zip(got.discarded_pairs.context, got.discarded_pairs.pert_id, got.discarded_pairs.batch)
+        )
     else:
         assert got.dropped.empty
 
@@ -125,7 +129,7 @@ def test_lfc_on_papalexi_matches_pandas_and_scanpy(papalexi, variant):
 
 
 def test_auto_variant_follows_cells_per_pair(write_h5ad, papalexi):
-    assert lfc(read_perturbation_data(papalexi)).variant == "large"          # ~200 cells per pair
+    assert lfc(read_perturbation_data(papalexi)).variant == "large"  # ~200 cells per pair
     small = synthetic(cells={("A", b, lab): 8 for b in ("b1", "b2") for lab in ("control", "P1", "P2")})
     assert lfc(read_perturbation_data(write_h5ad(small))).variant == "small"
 

@@ -6,10 +6,18 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
+from pertstore.consumers.tasks import (
+    build_task,
+    deg,
+    lfc,
+    list_tasks,
+    load_task,
+    read_perturbation_data,
+    save_task,
+    task_version,
+)
 from task_helpers import synthetic
 
-from pertstore.consumers.tasks import (build_task, deg, list_tasks, lfc, load_task,
-                                       read_perturbation_data, save_task, task_version)
 from pertstore.errors import InvalidInputError, NotFoundError
 
 
@@ -41,7 +49,7 @@ def test_save_load_list_and_versions(store, cells):
     back = load_task(store, "synthetic")
     assert back.name == "synthetic"
     assert_same_task(back, task)
-    assert save_task(store, task, name="synthetic") == (name, version)          # same recipe: no new version
+    assert save_task(store, task, name="synthetic") == (name, version)  # same recipe: no new version
     other = build_task(data, kind="lfc", trials=4, seed=2)
     _, v2 = save_task(store, other, name="synthetic")
     assert v2 != version
@@ -82,8 +90,9 @@ def test_catalog_rebuild_reindexes_tasks(store, cells):
 
 def test_backed_anndata_equals_in_memory(cells):
     """anndata backed='r' streams row blocks; every number equals the in-memory computation."""
-    want = {k: build_task(read_perturbation_data(cells), kind=k, trials=5, seed=4, block_rows=64)
-            for k in ("lfc", "deg")}
+    want = {
+        k: build_task(read_perturbation_data(cells), kind=k, trials=5, seed=4, block_rows=64) for k in ("lfc", "deg")
+    }
     backed = ad.read_h5ad(cells, backed="r")
     try:
         data = read_perturbation_data(backed)
@@ -105,11 +114,10 @@ def test_in_memory_anndata_gets_a_content_hash(cells):
 
 
 def test_dask_client_gives_the_same_targets(cells, monkeypatch):
+    import pertstore.consumers.tasks._matrix as matrix
     from distributed import Client
 
-    import pertstore.consumers.tasks._matrix as matrix
-
-    monkeypatch.setattr(matrix, "DASK_ROWS", 300)          # several row ranges
+    monkeypatch.setattr(matrix, "DASK_ROWS", 300)  # several row ranges
     data = read_perturbation_data(cells, backed=True)
     with Client(processes=False, n_workers=1, threads_per_worker=2, dashboard_address=None) as client:
         seen = []

@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import zarr
+from pertstore.consumers.tasks import Task, build_task, import_task, make_folds, read_perturbation_data
 from task_helpers import synthetic
 
-from pertstore.consumers.tasks import Task, build_task, import_task, make_folds, read_perturbation_data
 from pertstore.errors import InvalidInputError
 
 
@@ -42,14 +42,19 @@ def test_zarr_v3_round_trip(task, tmp_path):
     back = Task.read_zarr(tmp_path / "task.zarr")
     np.testing.assert_array_equal(back.targets, task.targets)
     assert back.targets.dtype == task.targets.dtype
-    assert (back.pert_ids, back.contexts, back.gene_ids, back.kind) == (task.pert_ids, task.contexts,
-                                                                        task.gene_ids, task.kind)
+    assert (back.pert_ids, back.contexts, back.gene_ids, back.kind) == (
+        task.pert_ids,
+        task.contexts,
+        task.gene_ids,
+        task.kind,
+    )
     np.testing.assert_array_equal(back.folds, task.folds)
     pd.testing.assert_frame_equal(back.cell_counts, task.cell_counts, check_dtype=False)
     assert back.recipe == task.recipe and back.report == task.report
     np.testing.assert_array_equal(back.error.trials, task.error.trials)
-    pd.testing.assert_frame_equal(back.error.fold_limits(back.folds, back.contexts),
-                                  task.error.fold_limits(task.folds, task.contexts))
+    pd.testing.assert_frame_equal(
+        back.error.fold_limits(back.folds, back.contexts), task.error.fold_limits(task.folds, task.contexts)
+    )
 
 
 def test_read_zarr_refuses_old_tasks_with_a_hint(task, tmp_path):
@@ -86,15 +91,18 @@ def test_build_reports_recipe_and_counts(write_h5ad):
 
 def published(tmp_path, folds: str):
     rng = np.random.default_rng(0)
-    obs = pd.DataFrame({"gene_id": [f"ENSG{i}" for i in range(10)], "cell_line": ["K562"] * 5 + ["HepG2"] * 5},
-                       index=[f"r{i}" for i in range(10)])
+    obs = pd.DataFrame(
+        {"gene_id": [f"ENSG{i}" for i in range(10)], "cell_line": ["K562"] * 5 + ["HepG2"] * 5},
+        index=[f"r{i}" for i in range(10)],
+    )
     if folds == "test_split":
         obs["test_split"] = np.arange(10) % 5
     else:
         for k in range(5):
             obs[f"fold_{k}"] = np.where(np.arange(10) % 5 == k, "test", "train")
-    a = ad.AnnData(X=rng.integers(-1, 2, (10, 6)).astype(np.float32), obs=obs,
-                   var=pd.DataFrame(index=[f"G{i}" for i in range(6)]))
+    a = ad.AnnData(
+        X=rng.integers(-1, 2, (10, 6)).astype(np.float32), obs=obs, var=pd.DataFrame(index=[f"G{i}" for i in range(6)])
+    )
     a.write_h5ad(tmp_path / f"{folds}.h5ad")
     return tmp_path / f"{folds}.h5ad", a
 
@@ -110,8 +118,11 @@ def test_import_published_layout_keeps_folds(tmp_path, folds):
 
 
 def test_import_parquet_and_csv(tmp_path):
-    df = pd.DataFrame(np.random.default_rng(1).normal(size=(4, 3)), columns=["G1", "G2", "G3"],
-                      index=pd.Index(["P1", "P2", "P3", "P4"], name="pert"))
+    df = pd.DataFrame(
+        np.random.default_rng(1).normal(size=(4, 3)),
+        columns=["G1", "G2", "G3"],
+        index=pd.Index(["P1", "P2", "P3", "P4"], name="pert"),
+    )
     df.to_csv(tmp_path / "m.csv")
     task = import_task(tmp_path / "m.csv", context="K562")
     assert task.kind == "lfc" and task.pert_ids == ["P1", "P2", "P3", "P4"] and task.gene_ids == ["G1", "G2", "G3"]

@@ -49,7 +49,7 @@ def task_cells(task, path: str | Path, contexts: list[str] | None = None) -> dic
     or is not the task's input file (SHA-256), or when the cells read differ from the task's counts.
     """
     from pertstore.consumers.tasks import read_perturbation_data
-    from pertstore.consumers.tasks._ingest import file_sha256
+    from pertstore.store import file_digest
 
     recipe = task.recipe
     if recipe.get("producer") != CELL_PRODUCER or "dose_contexts" in recipe:
@@ -62,7 +62,7 @@ def task_cells(task, path: str | Path, contexts: list[str] | None = None) -> dic
     if not path.exists():
         raise InvalidInputError(f"--cells {path}: no such file (task {task.name!r} was built from "
                                 f"{expected['file']!r}, sha256 {expected['sha256'][:12]}...)")
-    digest = file_sha256(path)
+    digest = file_digest(path)
     if digest != expected["sha256"]:
         raise InvalidInputError(f"--cells {path}: sha256 {digest[:12]}... is not that of the file task "
                                 f"{task.name!r} was built from ({expected['file']!r}, {expected['sha256'][:12]}...)")

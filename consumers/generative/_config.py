@@ -51,7 +51,7 @@ class GenerativeConfig(BaseModel):
     sigma: float = Field(1.0, gt=0)
     """Schrodinger bridge noise (torchcfm SB-CFM)."""
     sde: bool = True
-    """Schrodinger bridge: sample with the SDE (torchsde) or the probability-flow ODE (torchdyn)."""
+    """Schrodinger bridge: sample with the SDE (torchsde) or the velocity ODE (torchdiffeq, Euler)."""
     cells_per_batch: int = Field(64, ge=1)
     """Prediction: control cells drawn (without replacement) in each batch and carried through the model."""
     seed: int = 0

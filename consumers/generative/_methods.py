@@ -9,7 +9,7 @@ perturbed cell ``x1``; the backbone is a :class:`~._backbone.DiT`.
   ancestral sampling with ``x0`` clipped to the training range (the reference's ``diffusion.py``; no maintained DDPM
   package is installed here, and the schedule is a few lines).
 - :class:`SchrodingerBridge`: ``torchcfm``'s SB-CFM (entropic OT coupling, flow + score matching),
-  sampled with ``torchsde`` (SDE) or ``torchdyn`` (ODE), the reference's ``schrodinger.py``.
+  sampled with ``torchsde`` (SDE) or ``torchdiffeq`` (ODE; the reference's ``torchdyn``), the reference's ``schrodinger.py``.
 """
 
 from __future__ import annotations
@@ -155,13 +155,12 @@ class SchrodingerBridge:
             sigma = self.sigma
             bm = torchsde.BrownianInterval(t0=0.0, t1=1.0, size=x0.shape, entropy=seed)
             return torchsde.sdeint(SDE(), x0, ts, bm=bm, method="euler", dt=1.0 / self.steps)[-1]
-        from torchdyn.core import NeuralODE
+        from torchdiffeq import odeint
 
-        class Field(nn.Module):
-            def forward(self, t: torch.Tensor, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-                return model(x[:, None], t * TIME_SCALE, z)[:, 0]
+        def field(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:  # velocity head only
+            return model(x[:, None], t * TIME_SCALE, z)[:, 0]
 
-        return NeuralODE(Field(), solver="euler").trajectory(x0, t_span=ts)[-1]
+        return odeint(field, x0, ts, method="euler")[-1]
 
 
 def make_method(name: str, config) -> FlowMatching | Diffusion | SchrodingerBridge:

@@ -155,12 +155,7 @@ class GenerativePredictor:
 
     def control_cells(self) -> np.ndarray:
         """The control cells carried through the model: up to ``cells_per_batch`` per batch (seeded)."""
-        rng = np.random.default_rng(self.config.seed)
-        out = []
-        for b in np.unique(self.cells.batch[self.cells.is_control]):
-            pool = np.flatnonzero(self.cells.is_control & (self.cells.batch == b))
-            out.append(np.sort(rng.choice(pool, min(self.config.cells_per_batch, pool.size), replace=False)))
-        return np.concatenate(out)
+        return control_rows(self.cells, self.config.cells_per_batch, self.config.seed)
 
     def predict_cells(self, embedding: np.ndarray, rows: np.ndarray, seed: int) -> np.ndarray:
         """Predicted latent cells (unnormalised PCA coordinates) from the control cells ``rows``."""
@@ -181,6 +176,16 @@ class GenerativePredictor:
             pred = self.predict_cells(e, rows, seed=self.config.seed + i)
             out.append(self.latent.decode_difference(pseudobulk_lfc(pred, ctrl, batch)))
         return np.stack(out) if out else np.zeros((0, self.cells.x.shape[1]))
+
+
+def control_rows(cells: ContextCells, per_batch: int, seed: int) -> np.ndarray:
+    """Rows of up to ``per_batch`` control cells of every batch with controls (seeded, sorted per batch)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for b in np.unique(cells.batch[cells.is_control]):
+        pool = np.flatnonzero(cells.is_control & (cells.batch == b))
+        out.append(np.sort(rng.choice(pool, min(per_batch, pool.size), replace=False)))
+    return np.concatenate(out)
 
 
 def _pick(rng: np.random.Generator, owner: np.ndarray, which: np.ndarray) -> np.ndarray:

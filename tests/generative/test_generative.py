@@ -57,13 +57,14 @@ def test_each_method_learns_the_shift(method, settings):
     assert model.history[-1]["loss"] < model.history[0]["loss"]
 
 
-@pytest.mark.parametrize("method", ["flow", "diffusion", "schrodinger"])
-def test_training_and_sampling_are_seeded(method):
+@pytest.mark.parametrize("method, settings", [("flow", {}), ("diffusion", {}), ("schrodinger", {}),
+                                              ("schrodinger", {"sde": False})])
+def test_training_and_sampling_are_seeded(method, settings):
     cells, emb, _ = synthetic(n_perts=6, cells=8)
     perts = [f"p{i}" for i in range(4)]
 
     def run(seed: int) -> np.ndarray:
-        config = GenerativeConfig(**{**TINY, "epochs": 1, "timesteps": 10, "sb_steps": 5, "seed": seed})
+        config = GenerativeConfig(**{**TINY, "epochs": 1, "timesteps": 10, "sb_steps": 5, "seed": seed, **settings})
         return GenerativePredictor(method, config).fit(cells, perts, emb[:4]).predict(emb[4:])
 
     first = run(0)

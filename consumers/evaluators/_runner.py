@@ -37,9 +37,9 @@ from pertstore.errors import InvalidInputError, NotFoundError
 #: (positive control) and the experimental error of the task (the floor).
 CONTROLS = ("train_mean", "no_change", "idealised", "experimental_error")
 WARN_COVERAGE = 0.9
-GENERATIVE = ("flow", "diffusion", "schrodinger")
-"""Evaluators trained on the task's cells (:mod:`pertstore.consumers.generative`); they need ``Plan.cells``."""
 """A set covering less than this fraction of a context's perturbations gets a :class:`CoverageWarning`."""
+GENERATIVE = ("flow", "diffusion", "schrodinger", "gears")
+"""Evaluators trained on the task's cells (:mod:`pertstore.consumers.generative`); they need ``Plan.cells``."""
 
 
 class CoverageWarning(UserWarning):
@@ -66,6 +66,8 @@ class Plan:
     """The file the task was built from (checked by SHA-256), for the generative evaluators."""
     generative: dict = field(default_factory=dict)
     """GenerativeConfig settings for the generative evaluators (:data:`GENERATIVE`)."""
+    gears: dict = field(default_factory=dict)
+    """GearsConfig settings for the ``gears`` evaluator."""
 
     @classmethod
     def from_yaml(cls, path) -> list[Plan]:

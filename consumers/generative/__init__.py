@@ -6,5 +6,14 @@ from pertstore.consumers.generative._config import METHODS, GenerativeConfig
 from pertstore.consumers.generative._model import ContextCells, GenerativePredictor, Latent, pseudobulk_lfc
 from pertstore.consumers.generative._run import run_generative
 
-__all__ = ["METHODS", "ContextCells", "GenerativeConfig", "GenerativePredictor", "Latent", "pseudobulk_lfc",
-           "read_options", "run_generative", "task_cells"]
+__all__ = [
+    "METHODS",
+    "ContextCells",
+    "GenerativeConfig",
+    "GenerativePredictor",
+    "Latent",
+    "pseudobulk_lfc",
+    "read_options",
+    "run_generative",
+    "task_cells",
+]

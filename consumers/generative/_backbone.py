@@ -32,8 +32,13 @@ class TimeEmbedding(nn.Module):
     def __init__(self, hidden: int, frequencies: int = 256) -> None:
         super().__init__()
         self.frequencies = frequencies
-        self.mlp = nn.Sequential(nn.Linear(frequencies, hidden), nn.LayerNorm(hidden), nn.SiLU(),
-                                 nn.Linear(hidden, hidden), nn.LayerNorm(hidden))
+        self.mlp = nn.Sequential(
+            nn.Linear(frequencies, hidden),
+            nn.LayerNorm(hidden),
+            nn.SiLU(),
+            nn.Linear(hidden, hidden),
+            nn.LayerNorm(hidden),
+        )
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         return self.mlp(_sincos(t, self.frequencies))
@@ -74,13 +79,29 @@ class DiT(nn.Module):
         Transformer sizes (:class:`GenerativeConfig`).
     """
 
-    def __init__(self, tokens: int, cond_dim: int, *, in_channels: int = 1, out_channels: int | None = None,
-                 hidden: int = 64, depth: int = 2, heads: int = 4, mlp_ratio: float = 4.0,
-                 cond_dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        tokens: int,
+        cond_dim: int,
+        *,
+        in_channels: int = 1,
+        out_channels: int | None = None,
+        hidden: int = 64,
+        depth: int = 2,
+        heads: int = 4,
+        mlp_ratio: float = 4.0,
+        cond_dropout: float = 0.0,
+    ) -> None:
         super().__init__()
         out_channels = out_channels or in_channels
-        self.embed = nn.Sequential(nn.Linear(in_channels, hidden), nn.LayerNorm(hidden), nn.ReLU(),
-                                   nn.Linear(hidden, hidden), nn.LayerNorm(hidden), nn.ReLU())
+        self.embed = nn.Sequential(
+            nn.Linear(in_channels, hidden),
+            nn.LayerNorm(hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, hidden),
+            nn.LayerNorm(hidden),
+            nn.ReLU(),
+        )
         self.register_buffer("pos", _sincos(torch.arange(tokens), hidden)[None], persistent=False)
         self.time = TimeEmbedding(hidden)
         self.blocks = nn.ModuleList(DiTBlock(hidden, heads, mlp_ratio, cond_dim, cond_dropout) for _ in range(depth))

@@ -24,10 +24,15 @@ CELL_PRODUCER = "pertstore.consumers.tasks"
 def read_options(recipe: dict) -> dict:
     """``read_perturbation_data`` options that re-read the cells of a task built with ``recipe``."""
     cols, preset = dict(recipe.get("columns") or {}), dict(recipe.get("preset") or {})
-    options: dict = {"pert_col": cols.get("pert_col"), "control_col": cols.get("control_col"),
-                     "control_label": cols.get("control_label"), "context_col": cols.get("context_col"),
-                     "context": cols.get("context", ""), "obs_filter": cols.get("obs_filter"),
-                     "combinatorial": True}
+    options: dict = {
+        "pert_col": cols.get("pert_col"),
+        "control_col": cols.get("control_col"),
+        "control_label": cols.get("control_label"),
+        "context_col": cols.get("context_col"),
+        "context": cols.get("context", ""),
+        "obs_filter": cols.get("obs_filter"),
+        "combinatorial": True,
+    }
     if cols.get("batch_col") == "_barcode_batch":
         options["batch_from_barcode"] = True
     else:
@@ -53,19 +58,25 @@ def task_cells(task, path: str | Path, contexts: list[str] | None = None) -> dic
 
     recipe = task.recipe
     if recipe.get("producer") != CELL_PRODUCER or "dose_contexts" in recipe:
-        raise InvalidInputError(f"task {task.name!r} was not built from single cells by `pertstore tasks build` "
-                                f"(producer {recipe.get('producer')!r}"
-                                + (", doses as contexts" if "dose_contexts" in recipe else "")
-                                + "): the generative evaluators need its cells")
+        raise InvalidInputError(
+            f"task {task.name!r} was not built from single cells by `pertstore tasks build` "
+            f"(producer {recipe.get('producer')!r}"
+            + (", doses as contexts" if "dose_contexts" in recipe else "")
+            + "): the generative evaluators need its cells"
+        )
     path = Path(path)
     expected = recipe["input"]
     if not path.exists():
-        raise InvalidInputError(f"--cells {path}: no such file (task {task.name!r} was built from "
-                                f"{expected['file']!r}, sha256 {expected['sha256'][:12]}...)")
+        raise InvalidInputError(
+            f"--cells {path}: no such file (task {task.name!r} was built from "
+            f"{expected['file']!r}, sha256 {expected['sha256'][:12]}...)"
+        )
     digest = file_digest(path)
     if digest != expected["sha256"]:
-        raise InvalidInputError(f"--cells {path}: sha256 {digest[:12]}... is not that of the file task "
-                                f"{task.name!r} was built from ({expected['file']!r}, {expected['sha256'][:12]}...)")
+        raise InvalidInputError(
+            f"--cells {path}: sha256 {digest[:12]}... is not that of the file task "
+            f"{task.name!r} was built from ({expected['file']!r}, {expected['sha256'][:12]}...)"
+        )
     data = read_perturbation_data(path, **read_options(recipe))
     genes = data.genes.index.astype(str)
     columns = genes.get_indexer(task.gene_ids)
@@ -83,10 +94,12 @@ def task_cells(task, path: str | Path, contexts: list[str] | None = None) -> dic
         kept = cells[keep]
         _check_counts(task, context, kept, path)
         x = data.matrix.take(kept["row"].to_numpy())[:, columns]
-        out[context] = ContextCells(x=x.toarray().astype(np.float32),
-                                    label=np.where(kept["is_control"], "", kept["label"].astype(str)),
-                                    batch=kept["batch"].astype(str).to_numpy(),
-                                    is_control=kept["is_control"].to_numpy(bool))
+        out[context] = ContextCells(
+            x=x.toarray().astype(np.float32),
+            label=np.where(kept["is_control"], "", kept["label"].astype(str)),
+            batch=kept["batch"].astype(str).to_numpy(),
+            is_control=kept["is_control"].to_numpy(bool),
+        )
     return out
 
 
@@ -101,5 +114,7 @@ def _check_counts(task, context: str, cells: pd.DataFrame, path: Path) -> None:
     want = counts[counts["pert_id"].isin(labels)].set_index(["pert_id", "batch"])["n_cells"]
     diff = want.sort_index().ne(got.reindex(want.index).fillna(0).astype(int).sort_index())
     if diff.any() or len(got) != len(want):
-        raise InvalidInputError(f"--cells {path}: the cells read in context {context!r} differ from those task "
-                                f"{task.name!r} counted (e.g. {diff.index[diff.to_numpy()][:3].tolist()})")
+        raise InvalidInputError(
+            f"--cells {path}: the cells read in context {context!r} differ from those task "
+            f"{task.name!r} counted (e.g. {diff.index[diff.to_numpy()][:3].tolist()})"
+        )

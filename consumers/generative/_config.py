@@ -59,5 +59,18 @@ class GenerativeConfig(BaseModel):
     @classmethod
     def paper(cls, **overrides) -> GenerativeConfig:
         """The reference's sizes (a GPU run: about 1000 GPU-hours for the paper's full sweep)."""
-        return cls(**{"pca_dim": 50, "hidden": 128, "depth": 4, "heads": 4, "epochs": 100, "batch_size": 256,
-                      "ema_decay": 0.9995, "sb_steps": 250, "timesteps": 1000, "cells_per_batch": 256, **overrides})
+        return cls(
+            **{
+                "pca_dim": 50,
+                "hidden": 128,
+                "depth": 4,
+                "heads": 4,
+                "epochs": 100,
+                "batch_size": 256,
+                "ema_decay": 0.9995,
+                "sb_steps": 250,
+                "timesteps": 1000,
+                "cells_per_batch": 256,
+                **overrides,
+            }
+        )

@@ -56,7 +56,8 @@ class GearsConfig(BaseModel):
     """Prediction: control cells drawn in each batch and carried through the model."""
     seed: int = 0
     go_annotations: str | None = None
-    """GO annotation table (symbol, go_id columns); default ``$PERTSTORE_DATA_DIR/genes/go_annotations_human.tsv.gz``."""
+    """GO annotation table (``symbol``, ``go_id`` columns); default: the data directory's
+    ``genes/go_annotations_human.tsv.gz``."""
 
     @classmethod
     def paper(cls, **overrides) -> GearsConfig:
@@ -68,8 +69,9 @@ def gene2go(path: str | Path, genes: list[str]) -> dict[str, set[str]]:
     """``{gene symbol: set of GO ids}`` for ``genes`` (those annotated), from a GO annotation table."""
     path = Path(path)
     if not path.is_file():
-        raise InvalidInputError(f"GEARS needs GO annotations: {path} not found (set PERTSTORE_DATA_DIR or "
-                                f"--gears go_annotations=FILE)")
+        raise InvalidInputError(
+            f"GEARS needs GO annotations: {path} not found (set PERTSTORE_DATA_DIR or --gears go_annotations=FILE)"
+        )
     go = pd.read_csv(path, sep="\t", dtype=str, usecols=["symbol", "go_id"]).dropna()
     go = go[go["symbol"].isin(set(genes))]
     return {g: set(ids) for g, ids in go.groupby("symbol")["go_id"]}
@@ -108,15 +110,23 @@ class GearsPredictor:
         rng = np.random.default_rng(cfg.seed)
         rows = []
         for group in [np.flatnonzero(cells.is_control)] + [np.flatnonzero(cells.label == p) for p in perts]:
-            n = group.size if cfg.max_cells_per_perturbation is None else min(group.size,
-                                                                                 cfg.max_cells_per_perturbation)
+            n = (
+                group.size
+                if cfg.max_cells_per_perturbation is None
+                else min(group.size, cfg.max_cells_per_perturbation)
+            )
             rows.append(np.sort(rng.choice(group, n, replace=False)))
         rows = np.concatenate(rows)
-        condition = np.array(["ctrl" if c else _condition(p) for p, c in zip(cells.label[rows], cells.is_control[rows])])
-        adata = ad.AnnData(sp.csr_matrix(cells.x[rows]),
-                           obs=pd.DataFrame({"condition": condition, "cell_type": "context"},
-                                            index=[f"c{i}" for i in range(rows.size)]),
-                           var=pd.DataFrame({"gene_name": gene_names}, index=list(gene_names)))
+        condition = np.array(
+            ["ctrl" if c else _condition(p) for p, c in zip(cells.label[rows], cells.is_control[rows])]
+        )
+        adata = ad.AnnData(
+            sp.csr_matrix(cells.x[rows]),
+            obs=pd.DataFrame(
+                {"condition": condition, "cell_type": "context"}, index=[f"c{i}" for i in range(rows.size)]
+            ),
+            var=pd.DataFrame({"gene_name": gene_names}, index=list(gene_names)),
+        )
         self._dir = tempfile.TemporaryDirectory(prefix="pertstore-gears-")
         folder = Path(self._dir.name)
         with open(folder / "gene2go_all.pkl", "wb") as f:  # GEARS finds it and does not download it
@@ -124,8 +134,12 @@ class GearsPredictor:
         with open(folder / "genes.pkl", "wb") as f:  # the perturbation graph: measured genes and every GO gene
             pickle.dump(sorted(set(gene_names) | set(self.go)), f)
         quiet = io.StringIO()
-        with (torch.random.fork_rng(devices=[]), seeded_numpy(cfg.seed), contextlib.redirect_stdout(quiet),
-              contextlib.redirect_stderr(quiet)):
+        with (
+            torch.random.fork_rng(devices=[]),
+            seeded_numpy(cfg.seed),
+            contextlib.redirect_stdout(quiet),
+            contextlib.redirect_stderr(quiet),
+        ):
             torch.manual_seed(cfg.seed)
             from gears import GEARS, PertData
             from gears.utils import GeneSimNetwork, get_similarity_network
@@ -136,19 +150,35 @@ class GearsPredictor:
             data.get_dataloader(batch_size=cfg.batch_size)
             genes = data.gene_names.tolist()
             coexpress = GeneSimNetwork(
-                get_similarity_network("co-express", data.adata, cfg.coexpress_threshold,
-                                       cfg.num_similar_genes_co_express_graph, data.data_path, data.dataset_name,
-                                       data.split, data.seed, data.train_gene_set_size, data.set2conditions),
-                genes, node_map=data.node_map)
-            go_graph = GeneSimNetwork(self._go_edges(data.pert_names.tolist()), data.pert_names.tolist(),
-                                      node_map=data.node_map_pert)
+                get_similarity_network(
+                    "co-express",
+                    data.adata,
+                    cfg.coexpress_threshold,
+                    cfg.num_similar_genes_co_express_graph,
+                    data.data_path,
+                    data.dataset_name,
+                    data.split,
+                    data.seed,
+                    data.train_gene_set_size,
+                    data.set2conditions,
+                ),
+                genes,
+                node_map=data.node_map,
+            )
+            go_graph = GeneSimNetwork(
+                self._go_edges(data.pert_names.tolist()), data.pert_names.tolist(), node_map=data.node_map_pert
+            )
             # GEARS 0.1.2 indexes adata.X with a pandas mask, which current scipy sparse matrices refuse; the
             # graphs and data loaders are built, so the matrix is made dense for the model's control mean.
             data.adata.X = data.adata.X.toarray()
             model = GEARS(data, device="cpu")
-            model.model_initialize(hidden_size=cfg.hidden_size, G_go=go_graph.edge_index,
-                                   G_go_weight=go_graph.edge_weight, G_coexpress=coexpress.edge_index,
-                                   G_coexpress_weight=coexpress.edge_weight)
+            model.model_initialize(
+                hidden_size=cfg.hidden_size,
+                G_go=go_graph.edge_index,
+                G_go_weight=go_graph.edge_weight,
+                G_coexpress=coexpress.edge_index,
+                G_coexpress_weight=coexpress.edge_weight,
+            )
             model.train(epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.model, self.cells = model, cells
         self.log = quiet.getvalue()
@@ -159,8 +189,9 @@ class GearsPredictor:
         from gears.utils import get_GO_edge_list
 
         go = {g: self.go[g] for g in pert_list}
-        edges = pd.DataFrame([e for g in go for e in get_GO_edge_list((g, go))],
-                             columns=["source", "target", "importance"])
+        edges = pd.DataFrame(
+            [e for g in go for e in get_GO_edge_list((g, go))], columns=["source", "target", "importance"]
+        )
         k = self.config.num_similar_genes_go_graph
         return edges.sort_values("importance", ascending=False, kind="stable").groupby("target").head(k + 1)
 

@@ -9,7 +9,8 @@ perturbed cell ``x1``; the backbone is a :class:`~._backbone.DiT`.
   ancestral sampling with ``x0`` clipped to the training range (the reference's ``diffusion.py``; no maintained DDPM
   package is installed here, and the schedule is a few lines).
 - :class:`SchrodingerBridge`: ``torchcfm``'s SB-CFM (entropic OT coupling, flow + score matching),
-  sampled with ``torchsde`` (SDE) or ``torchdiffeq`` (ODE; the reference's ``torchdyn``), the reference's ``schrodinger.py``.
+  sampled with ``torchsde`` (SDE) or ``torchdiffeq`` (ODE; the reference's ``torchdyn``), the reference's
+  ``schrodinger.py``.
 """
 
 from __future__ import annotations
@@ -36,8 +37,9 @@ class FlowMatching:
         self.path = AffineProbPath(scheduler=CondOTScheduler())
         self.step_size = step_size
 
-    def loss(self, model: nn.Module, x0: torch.Tensor, x1: torch.Tensor, z: torch.Tensor,
-             gen: torch.Generator) -> torch.Tensor:
+    def loss(
+        self, model: nn.Module, x0: torch.Tensor, x1: torch.Tensor, z: torch.Tensor, gen: torch.Generator
+    ) -> torch.Tensor:
         t = torch.rand(x0.shape[0], generator=gen)
         sample = self.path.sample(t=t, x_0=x0, x_1=x1)
         pred = model(sample.x_t[:, None], sample.t * TIME_SCALE, z)[:, 0]
@@ -52,8 +54,9 @@ class FlowMatching:
             def forward(self, x: torch.Tensor, t: torch.Tensor, **extras) -> torch.Tensor:
                 return self.model(x[:, None], t * TIME_SCALE, extras["z"])[:, 0]
 
-        return ODESolver(velocity_model=Velocity(model)).sample(x_init=x0, step_size=self.step_size,
-                                                                method="midpoint", z=z)
+        return ODESolver(velocity_model=Velocity(model)).sample(
+            x_init=x0, step_size=self.step_size, method="midpoint", z=z
+        )
 
 
 def _betas(timesteps: int, schedule: str) -> torch.Tensor:
@@ -80,7 +83,10 @@ class Diffusion:
         prev = torch.cat([torch.ones(1, dtype=torch.float64), alphas_cumprod[:-1]])
         self.timesteps = timesteps
         self.source_channel = source_channel
-        f = lambda v: v.to(torch.float32)
+
+        def f(v: torch.Tensor) -> torch.Tensor:
+            return v.to(torch.float32)
+
         self.sqrt_ac, self.sqrt_1m_ac = f(alphas_cumprod.sqrt()), f((1 - alphas_cumprod).sqrt())
         self.sqrt_recip_ac, self.sqrt_recipm1_ac = f((1 / alphas_cumprod).sqrt()), f((1 / alphas_cumprod - 1).sqrt())
         var = betas * (1 - prev) / (1 - alphas_cumprod)
@@ -91,8 +97,9 @@ class Diffusion:
     def _input(self, xt: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
         return torch.stack([xt, x0 if self.source_channel else torch.zeros_like(x0)], dim=1)
 
-    def loss(self, model: nn.Module, x0: torch.Tensor, x1: torch.Tensor, z: torch.Tensor,
-             gen: torch.Generator) -> torch.Tensor:
+    def loss(
+        self, model: nn.Module, x0: torch.Tensor, x1: torch.Tensor, z: torch.Tensor, gen: torch.Generator
+    ) -> torch.Tensor:
         t = torch.randint(0, self.timesteps, (x1.shape[0],), generator=gen)
         noise = torch.randn(x1.shape, generator=gen)
         xt = self.sqrt_ac[t, None] * x1 + self.sqrt_1m_ac[t, None] * noise
@@ -128,11 +135,13 @@ class SchrodingerBridge:
         self.matcher = SchrodingerBridgeConditionalFlowMatcher(sigma=sigma)
         self.sigma, self.steps, self.sde = sigma, steps, sde
 
-    def loss(self, model: nn.Module, x0: torch.Tensor, x1: torch.Tensor, z: torch.Tensor,
-             gen: torch.Generator) -> torch.Tensor:
+    def loss(
+        self, model: nn.Module, x0: torch.Tensor, x1: torch.Tensor, z: torch.Tensor, gen: torch.Generator
+    ) -> torch.Tensor:
         rows = torch.arange(x0.shape[0])
         t, xt, ut, _, rows1, eps = self.matcher.guided_sample_location_and_conditional_flow(
-            x0, x1, y0=rows, y1=rows, return_noise=True)
+            x0, x1, y0=rows, y1=rows, return_noise=True
+        )
         lam = self.matcher.compute_lambda(t)
         velocity, score = model(xt[:, None], t * TIME_SCALE, z[rows1]).unbind(1)
         return ((velocity - ut) ** 2).mean() + ((lam[:, None] * score + eps) ** 2).mean()

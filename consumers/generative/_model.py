@@ -2,7 +2,8 @@
 
 The latent space is the reference's (``utils.apply_pca``): StandardScaler then PCA, fitted on the
 fold's training cells (controls and training perturbations), scaled to [-1, 1] by the training
-latents' range (``latent_scale="minmax"``) or z-scored per dimension (the default). Training pairs a perturbed cell with a control cell of the same batch (the
+latents' range (``latent_scale="minmax"``) or z-scored per dimension (the default). Training pairs a
+perturbed cell with a control cell of the same batch (the
 reference's ``data.py`` draws any control of the cell line; batch-matched pairs keep a batch's
 controls mapped to that batch's perturbed cells, which is what prediction relies on).
 
@@ -82,8 +83,13 @@ class GenerativePredictor:
     config: GenerativeConfig = field(default_factory=GenerativeConfig)
     history: list[dict] = field(default_factory=list)
 
-    def fit(self, cells: ContextCells, perts: list[str], embeddings: np.ndarray,
-            progress: Callable[[str], None] | None = None) -> GenerativePredictor:
+    def fit(
+        self,
+        cells: ContextCells,
+        perts: list[str],
+        embeddings: np.ndarray,
+        progress: Callable[[str], None] | None = None,
+    ) -> GenerativePredictor:
         """Train on the cells of ``perts`` (with ``embeddings`` ``[perts, D]``) and the context's controls."""
         cfg = self.config
         emb = np.asarray(embeddings, np.float64)
@@ -119,11 +125,20 @@ class GenerativePredictor:
             torch.manual_seed(cfg.seed)
             gen = torch.Generator().manual_seed(cfg.seed)
             rng = np.random.default_rng(cfg.seed)
-            model = DiT(self.z.shape[1], cond.shape[1], in_channels=sampler.in_channels,
-                        out_channels=sampler.out_channels, hidden=cfg.hidden, depth=cfg.depth, heads=cfg.heads,
-                        mlp_ratio=cfg.mlp_ratio, cond_dropout=cfg.cond_dropout)
+            model = DiT(
+                self.z.shape[1],
+                cond.shape[1],
+                in_channels=sampler.in_channels,
+                out_channels=sampler.out_channels,
+                hidden=cfg.hidden,
+                depth=cfg.depth,
+                heads=cfg.heads,
+                mlp_ratio=cfg.mlp_ratio,
+                cond_dropout=cfg.cond_dropout,
+            )
             ema = torch.optim.swa_utils.AveragedModel(
-                model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema_decay))
+                model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema_decay)
+            )
             opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
             steps = math.ceil(rows.size / cfg.batch_size)
             for epoch in range(cfg.epochs):
@@ -159,8 +174,9 @@ class GenerativePredictor:
 
     def predict_cells(self, embedding: np.ndarray, rows: np.ndarray, seed: int) -> np.ndarray:
         """Predicted latent cells (unnormalised PCA coordinates) from the control cells ``rows``."""
-        cond = torch.from_numpy(((np.asarray(embedding, np.float64) - self.emb_mean) / self.emb_std)
-                                .astype(np.float32))[None].expand(rows.size, -1)
+        cond = torch.from_numpy(
+            ((np.asarray(embedding, np.float64) - self.emb_mean) / self.emb_std).astype(np.float32)
+        )[None].expand(rows.size, -1)
         with torch.random.fork_rng(devices=[]), torch.no_grad():
             torch.manual_seed(seed)
             x1 = self.sampler.sample(self.model, self.z[rows], cond, seed)

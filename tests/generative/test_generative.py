@@ -18,12 +18,21 @@ from typer.testing import CliRunner
 from pertstore.cli import app
 from pertstore.errors import InvalidInputError
 
-TINY = {"pca_dim": 6, "hidden": 32, "depth": 1, "batch_size": 128, "cells_per_batch": 48, "timesteps": 50,
-        "sb_steps": 30, "cond_dropout": 0.0}
+TINY = {
+    "pca_dim": 6,
+    "hidden": 32,
+    "depth": 1,
+    "batch_size": 128,
+    "cells_per_batch": 48,
+    "timesteps": 50,
+    "sb_steps": 30,
+    "cond_dropout": 0.0,
+}
 
 
-def synthetic(seed: int = 0, n_perts: int = 20, genes: int = 10, dim: int = 3, cells: int = 24, batches: int = 2,
-              n_ctrl: int = 48) -> tuple[ContextCells, np.ndarray, np.ndarray]:
+def synthetic(
+    seed: int = 0, n_perts: int = 20, genes: int = 10, dim: int = 3, cells: int = 24, batches: int = 2, n_ctrl: int = 48
+) -> tuple[ContextCells, np.ndarray, np.ndarray]:
     """Cells, embeddings ``[perts, dim]`` and true shifts ``[perts, genes]``."""
     rng = np.random.default_rng(seed)
     w, emb = rng.normal(size=(dim, genes)), rng.normal(size=(n_perts, dim))
@@ -57,8 +66,9 @@ def test_each_method_learns_the_shift(method, settings):
     assert model.history[-1]["loss"] < model.history[0]["loss"]
 
 
-@pytest.mark.parametrize("method, settings", [("flow", {}), ("diffusion", {}), ("schrodinger", {}),
-                                              ("schrodinger", {"sde": False})])
+@pytest.mark.parametrize(
+    "method, settings", [("flow", {}), ("diffusion", {}), ("schrodinger", {}), ("schrodinger", {"sde": False})]
+)
 def test_training_and_sampling_are_seeded(method, settings):
     cells, emb, _ = synthetic(n_perts=6, cells=8)
     perts = [f"p{i}" for i in range(4)]
@@ -80,7 +90,7 @@ def test_pseudobulk_reduction_equals_a_direct_computation():
     rng = np.random.default_rng(3)
     batch = rng.choice(["a", "b", "c"], size=90)
     pred, ctrl = rng.normal(size=(90, 5)), rng.normal(size=(90, 5))
-    direct = (pd.DataFrame(pred).groupby(batch).mean().mean() - pd.DataFrame(ctrl).groupby(batch).mean().mean())
+    direct = pd.DataFrame(pred).groupby(batch).mean().mean() - pd.DataFrame(ctrl).groupby(batch).mean().mean()
     np.testing.assert_allclose(pseudobulk_lfc(pred, ctrl, batch), direct.to_numpy(), rtol=1e-12)
 
     # the predictor decodes the latent difference once; decoding every cell (scikit-learn) and reducing in genes
@@ -89,9 +99,10 @@ def test_pseudobulk_reduction_equals_a_direct_computation():
     latent = Latent(4).fit(x)
     z_pred, z_ctrl = rng.normal(size=(90, 4)), rng.normal(size=(90, 4))
     genes = [latent.scaler.inverse_transform(latent.pca.inverse_transform(z)) for z in (z_pred, z_ctrl)]
-    direct = (pd.DataFrame(genes[0]).groupby(batch).mean().mean() - pd.DataFrame(genes[1]).groupby(batch).mean().mean())
-    np.testing.assert_allclose(latent.decode_difference(pseudobulk_lfc(z_pred, z_ctrl, batch)), direct.to_numpy(),
-                               rtol=1e-9, atol=1e-12)
+    direct = pd.DataFrame(genes[0]).groupby(batch).mean().mean() - pd.DataFrame(genes[1]).groupby(batch).mean().mean()
+    np.testing.assert_allclose(
+        latent.decode_difference(pseudobulk_lfc(z_pred, z_ctrl, batch)), direct.to_numpy(), rtol=1e-9, atol=1e-12
+    )
 
 
 def test_bad_training_input_is_refused():
@@ -123,15 +134,17 @@ def _cells_file(gene_ids: list[str], folder, n_perts: int = 10, n_genes: int = 1
     rate = rng.uniform(2, 6, size=n_genes)
     labels, batch, rows = [], [], []
     for b in ("1", "2"):
-        for label, scale in [("control", np.ones(n_genes))] + [(p, np.exp(0.3 * emb[i] @ rng.normal(size=(4, n_genes))))
-                                                               for i, p in enumerate(perts)]:
+        for label, scale in [("control", np.ones(n_genes))] + [
+            (p, np.exp(0.3 * emb[i] @ rng.normal(size=(4, n_genes)))) for i, p in enumerate(perts)
+        ]:
             n = 40 if label == "control" else 12
             rows.append(rng.poisson(rate * scale, size=(n, n_genes)))
             labels += [label] * n
             batch += [b] * n
     obs = pd.DataFrame({"perturbation": labels, "batch": batch}, index=[f"c{i}" for i in range(len(labels))])
-    ad.AnnData(X=np.vstack(rows).astype(np.float32), obs=obs,
-               var=pd.DataFrame(index=[f"g{i}" for i in range(n_genes)])).write_h5ad(folder / "cells.h5ad")
+    ad.AnnData(
+        X=np.vstack(rows).astype(np.float32), obs=obs, var=pd.DataFrame(index=[f"g{i}" for i in range(n_genes)])
+    ).write_h5ad(folder / "cells.h5ad")
     ad.AnnData(X=emb.astype(np.float32), obs=pd.DataFrame(index=perts)).write_h5ad(folder / "emb.h5ad")
 
 
@@ -139,12 +152,46 @@ def test_bench_run_flow_from_the_cli(store, gene_ids, tmp_path):
     _cells_file(gene_ids, tmp_path)
     root = store.uri
     store.close()
-    run("tasks", "build", tmp_path / "cells.h5ad", "--name", "toy", "--context", "K562", "--trials", "0",
-        "--no-progress", "--store", root)
+    run(
+        "tasks",
+        "build",
+        tmp_path / "cells.h5ad",
+        "--name",
+        "toy",
+        "--context",
+        "K562",
+        "--trials",
+        "0",
+        "--no-progress",
+        "--store",
+        root,
+    )
     run("import", tmp_path / "emb.h5ad", "--source", "emb", "--store", root)
-    bench = ["bench", "run", "--task", "toy", "--set", "emb", "--evaluator", "flow", "--evaluator", "knn", "--fold",
-             "0", "--no-controls", "--generative", "epochs=2", "--generative", "pca_dim=4", "--generative", "hidden=16",
-             "--generative", "depth=1", "--store", root]
+    bench = [
+        "bench",
+        "run",
+        "--task",
+        "toy",
+        "--set",
+        "emb",
+        "--evaluator",
+        "flow",
+        "--evaluator",
+        "knn",
+        "--fold",
+        "0",
+        "--no-controls",
+        "--generative",
+        "epochs=2",
+        "--generative",
+        "pca_dim=4",
+        "--generative",
+        "hidden=16",
+        "--generative",
+        "depth=1",
+        "--store",
+        root,
+    ]
 
     missing = _invoke(*bench)  # the generative evaluators need the cells: never a silent fallback
     assert isinstance(missing.exception, InvalidInputError) and "--cells" in str(missing.exception)
@@ -169,12 +216,24 @@ def test_cells_read_back_reproduce_the_norman_task(store, data_dir):
     from pertstore.consumers.generative import task_cells
 
     path = data_dir / "perturb" / "norman2019_mcfaline2023_devel.h5ad"
-    task, _ = store.tasks.build(path, name="norman-lfc", preset="norman", batch_from_barcode=True,
-                                obs_filter={"dataset": ["norman19"]}, build_options={"trials": 0})
+    task, _ = store.tasks.build(
+        path,
+        name="norman-lfc",
+        preset="norman",
+        batch_from_barcode=True,
+        obs_filter={"dataset": ["norman19"]},
+        build_options={"trials": 0},
+    )
     cells = task_cells(task, path)["k562"]
     assert cells.x.shape[1] == len(task.gene_ids) and cells.is_control.sum() == 100
     for i, pert in enumerate(task.pert_ids):  # large variant: per gem group perturbed minus control, averaged
         batches = [b for b in np.unique(cells.batch) if ((cells.label == pert) & (cells.batch == b)).any()]
-        lfc = np.mean([cells.x[(cells.label == pert) & (cells.batch == b)].mean(0)
-                       - cells.x[cells.is_control & (cells.batch == b)].mean(0) for b in batches], axis=0)
+        lfc = np.mean(
+            [
+                cells.x[(cells.label == pert) & (cells.batch == b)].mean(0)
+                - cells.x[cells.is_control & (cells.batch == b)].mean(0)
+                for b in batches
+            ],
+            axis=0,
+        )
         np.testing.assert_allclose(lfc, task.targets[i], atol=1e-5)

@@ -1,5 +1,6 @@
 """Benchmark reports: the paper's figures, gap closed, ranks, paired significance tests, one HTML page."""
 
+from pertstore.consumers.reports._generative import generative_vs_knn
 from pertstore.consumers.reports._report import (
     boxplots,
     cca_scores,
@@ -21,6 +22,7 @@ __all__ = [
     "fusion_plot",
     "fusion_vs_best",
     "gap_closed",
+    "generative_vs_knn",
     "paired_tests",
     "rank_plot",
     "ranks",

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from pertstore.consumers.reports._dose import dose_table, plot_dose_curves
+from pertstore.consumers.reports._generative import generative_figures
 
 CONTROL_SETS = ("train_mean", "no_change", "idealised", "experimental_error")
 NEGATIVE, POSITIVE, EMBEDDING, FUSION = "Negative Control", "Positive Control", "Embedding", "Fusion"
@@ -715,6 +716,7 @@ def write_report(
     figures = boxplots(results, out, producers) + rank_plot(results, out, producers) + fusion_plot(fused, out)
     if store is not None:
         figures += dose_figures(results, store, out)
+    figures += generative_figures(results, out)  # Figure S14: generative methods beside kNN
     covered = coverage_table(results)
     covered.to_csv(out / "coverage.csv", index=False)
     notes = _missing_floors(results)

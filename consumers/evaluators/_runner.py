@@ -205,8 +205,18 @@ def run_plan(store, plan: Plan, *, progress: Callable[[str], None] | None = None
     if generative:  # each run saved as it finishes: a long plan resumes run by run
         from pertstore.consumers.generative import run_generative
 
-        made = run_generative(store, task, plan, version, contexts, done, cache, generative, progress=progress,
-                              save=lambda r, e: save_results(store, pd.DataFrame(r), pd.DataFrame(e)))
+        made = run_generative(
+            store,
+            task,
+            plan,
+            version,
+            contexts,
+            done,
+            cache,
+            generative,
+            progress=progress,
+            save=lambda r, e: save_results(store, pd.DataFrame(r), pd.DataFrame(e)),
+        )
         frame = pd.concat([frame, pd.DataFrame(made)], ignore_index=True)
     frame.attrs["coverage"] = table
     return frame

@@ -7,7 +7,9 @@ accuracy; docs/generative.md gives measured numbers.
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
+import pytest
 from pertstore.consumers.tasks import load_task
 from typer.testing import CliRunner
 
@@ -91,3 +93,18 @@ def test_gears_runs_end_to_end_on_norman(store, data_dir, tmp_path):
     run(*bench, "--cells", cells)  # resumable: a second run trains nothing and adds no row
     run("bench", "results", "--out", tmp_path / "again.csv", "--store", root)
     assert len(pd.read_csv(tmp_path / "again.csv")) == len(res)
+
+
+def test_gears_refuses_folds_it_cannot_split():
+    """GEARS's own split holds out 10% of the training perturbations; below 10 it would fail inside GEARS."""
+    from pertstore.consumers.generative import ContextCells
+    from pertstore.consumers.generative._gears import GearsConfig, GearsPredictor
+
+    perts = [f"G{i}" for i in range(12)]
+    labels = np.array([""] * 10 + [p for p in perts for _ in range(3)])
+    cells = ContextCells(np.ones((labels.size, 4), np.float32), labels, np.zeros(labels.size).astype(str), labels == "")
+    go = {p: {"GO:1"} for p in perts[:9]}  # three perturbations outside the GO graph
+    model = GearsPredictor(GearsConfig(), go)
+    assert model.covers("G0") and not model.covers("G10") and not model.covers("G0+G10")
+    with pytest.raises(InvalidInputError, match="at least 10"):
+        model.fit(cells, ["a", "b", "c", "d"], perts)

@@ -12,7 +12,8 @@ export MKL_NUM_THREADS ?= 1
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip "setuptools>=77"
-	$(PY) -m pip install --quiet -e '.[dev,s3,crosscontext]'
+	$(PY) -m pip install --quiet -e '.[dev,s3,crosscontext,generative]'
+	$(PY) -m pip install --quiet --no-deps 'torchcfm>=1.0'
 	touch $@
 
 setup: $(VENV)/.installed

@@ -18,7 +18,6 @@ import json
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -30,6 +29,7 @@ from pertstore.consumers.evaluators._metrics import (
     regression_metrics,
 )
 from pertstore.consumers.evaluators._models import evaluator
+from pertstore.consumers.evaluators._plan import GENERATIVE, Plan
 
 from pertstore.errors import InvalidInputError, NotFoundError
 
@@ -42,41 +42,6 @@ WARN_COVERAGE = 0.9
 
 class CoverageWarning(UserWarning):
     """A set covers only part of a task's perturbations: the others get the train mean (or are left out)."""
-
-
-@dataclass
-class Plan:
-    """What to run: a task, sets, evaluators, optional subsets of contexts and folds."""
-
-    task: str
-    sets: list[str]
-    evaluators: list[str] = field(default_factory=lambda: ["knn"])
-    contexts: list[str] | None = None
-    folds: list[int] | None = None
-    controls: bool = True
-    coverage: str = "train_mean"
-    min_coverage: float = 0.0
-    """Refuse a set covering less than this fraction of a context's perturbations (none at all is always refused)."""
-    tag: str | None = None
-    fusion: dict = field(default_factory=dict)
-    """FusionConfig settings for the ``fusion`` evaluator (trained jointly over the contexts)."""
-    model_options: dict = field(default_factory=dict)
-    """Options of the cell-model evaluators: ``ft-isko`` / ``ft-indexing`` (``model_path``, ``cells``, ...;
-    :mod:`pertstore.consumers.finetune`) and the cross-context ``state`` (``cells``, ``state_*``)."""
-    setting: str = "perturbation"
-    """``perturbation`` (unseen perturbations, the paper's protocol) or a cross-context setting, ``zeroshot`` or
-    ``fewshot`` (unseen context; ``contexts`` = the held-out ones; :mod:`pertstore.consumers.crosscontext`)."""
-
-    @classmethod
-    def from_yaml(cls, path) -> list[Plan]:
-        """A YAML plan: ``runs: [{task, sets, evaluators, contexts, folds}, ...]``."""
-        import yaml
-
-        doc = yaml.safe_load(open(path))
-        runs = doc.get("runs") if isinstance(doc, dict) else None
-        if not runs:
-            raise InvalidInputError(f"{path}: expected a list under 'runs:'")
-        return [cls(**r) for r in runs]
 
 
 def _context_rows(task, context: str) -> np.ndarray:
@@ -113,7 +78,8 @@ def run_plan(store, plan: Plan, *, progress: Callable[[str], None] | None = None
     kind = task.kind
     use_fusion = "fusion" in plan.evaluators
     finetuned = [e for e in plan.evaluators if e.startswith("ft-")]
-    evaluators = [e for e in plan.evaluators if e != "fusion" and e not in finetuned]
+    generative = [e for e in plan.evaluators if e in GENERATIVE]
+    evaluators = [e for e in plan.evaluators if e != "fusion" and e not in finetuned and e not in GENERATIVE]
     if kind == "deg" and evaluators:
         evaluators = ["logistic"]  # the DEG protocol: a per-gene 3-class logistic regression
     contexts = plan.contexts or sorted(set(task.contexts))
@@ -210,6 +176,22 @@ def run_plan(store, plan: Plan, *, progress: Callable[[str], None] | None = None
         results.extend(_experimental_error_rows(task, plan.task, version, contexts, done))
     frame = pd.DataFrame(results)
     save_results(store, frame, pd.DataFrame(errors))
+    if generative:  # each run saved as it finishes: a long plan resumes run by run
+        from pertstore.consumers.generative import run_generative
+
+        made = run_generative(
+            store,
+            task,
+            plan,
+            version,
+            contexts,
+            done,
+            cache,
+            generative,
+            progress=progress,
+            save=lambda r, e: save_results(store, pd.DataFrame(r), pd.DataFrame(e)),
+        )
+        frame = pd.concat([frame, pd.DataFrame(made)], ignore_index=True)
     frame.attrs["coverage"] = table
     return frame
 

@@ -27,6 +27,7 @@ from pathlib import Path
 import pandas as pd
 from pertstore.consumers.reports._cca import cca_similarity
 from pertstore.consumers.reports._figures import boxplots, dose_figures, fusion_plot, rank_plot
+from pertstore.consumers.reports._generative import generative_figures
 from pertstore.consumers.reports._tables import (
     _missing_floors,
     coverage_table,
@@ -79,6 +80,7 @@ def write_report(
     figures = boxplots(results, out, producers) + rank_plot(results, out, producers) + fusion_plot(fused, out)
     if store is not None:
         figures += dose_figures(results, store, out)
+    figures += generative_figures(results, out)  # Figure S14: generative methods beside kNN
     covered = coverage_table(results)
     covered.to_csv(out / "coverage.csv", index=False)
     notes = _missing_floors(results)

@@ -23,7 +23,12 @@ def run(
     task: Annotated[Optional[str], typer.Option(help="Stored task name")] = None,
     sets: Annotated[Optional[list[str]], typer.Option("--set", help="Set (source) to evaluate; repeat")] = None,
     evaluators: Annotated[
-        Optional[list[str]], typer.Option("--evaluator", help="knn, lasso, ridge, mlp, fusion, ft-isko, ft-indexing")
+        Optional[list[str]],
+        typer.Option(
+            "--evaluator",
+            help="knn, lasso, ridge, mlp, fusion, flow, diffusion, schrodinger, gears, ft-isko, ft-indexing; "
+            "with --setting zeroshot|fewshot: mlp, onehot, context_mean, knn, state; repeat",
+        ),
     ] = None,
     contexts: Annotated[Optional[list[str]], typer.Option("--context", help="Only these contexts; repeat")] = None,
     folds: Annotated[Optional[list[int]], typer.Option("--fold", help="Only these folds; repeat")] = None,
@@ -50,6 +55,21 @@ def run(
         str,
         typer.Option(help="perturbation (paper), zeroshot or fewshot (unseen contexts; --context = held out)"),
     ] = "perturbation",
+    cells: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="For --evaluator flow, diffusion, schrodinger or gears: the cells file the task was built from "
+            "(checked by SHA-256)"
+        ),
+    ] = None,
+    generative: Annotated[
+        Optional[list[str]],
+        typer.Option(help="Generative setting KEY=VALUE (epochs=50, pca_dim=50, ...; docs/generative.md); repeat"),
+    ] = None,
+    gears: Annotated[
+        Optional[list[str]],
+        typer.Option(help="GEARS setting KEY=VALUE (epochs=20, hidden_size=64, ...; docs/generative.md); repeat"),
+    ] = None,
     store: StoreOpt = None,
 ) -> None:
     """Run evaluations; runs already stored are skipped (an interrupted plan resumes)."""
@@ -57,13 +77,13 @@ def run(
 
     if plan is not None:
         plans = Plan.from_yaml(plan)
-    elif task and sets:
+    elif task and (sets or "gears" in (evaluators or [])):  # GEARS alone needs no set (its own gene graph)
         from pertstore.cli._fusion import parse_options
 
         plans = [
             Plan(
                 task=task,
-                sets=list(sets),
+                sets=list(sets or []),
                 evaluators=list(evaluators or ["knn"]),
                 contexts=contexts or None,
                 folds=folds or None,
@@ -73,6 +93,9 @@ def run(
                 fusion=parse_options(fusion),
                 setting=setting,
                 model_options=parse_options(model_option),
+                cells=str(cells) if cells else None,
+                generative=parse_options(generative),
+                gears=parse_options(gears),
             )
         ]
     else:

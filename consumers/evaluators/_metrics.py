@@ -162,3 +162,13 @@ def deg_f1_per_perturbation(y: np.ndarray, pred: np.ndarray) -> np.ndarray:
 def tidy(metrics: dict[str, float], **keys) -> pd.DataFrame:
     """One row per metric with the run's keys."""
     return pd.DataFrame([{**keys, "metric": m, "value": v} for m, v in metrics.items()])
+
+
+def coverage_counts(covered: np.ndarray, test: np.ndarray) -> dict[str, int]:
+    """Test and training perturbations of a run and how many of each the set covers."""
+    return {
+        "n_test": int(test.sum()),
+        "n_test_covered": int(covered[test].sum()),
+        "n_train": int((~test).sum()),
+        "n_train_covered": int(covered[~test].sum()),
+    }

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 from pertstore.consumers.evaluators._metrics import (
     as_proba,
+    coverage_counts,
     deg_f1_per_perturbation,
     deg_metrics,
     l2_per_perturbation,
@@ -145,7 +146,7 @@ def run_plan(store, plan: Plan, *, progress: Callable[[str], None] | None = None
             "chosen": json.dumps(chosen),
             "coverage": float(covered[test].mean()) if test.any() else float("nan"),
             "seconds": seconds,
-            **_counts(covered, test),
+            **coverage_counts(covered, test),
         }
         results.extend({**base, "metric": m, "value": v} for m, v in metrics.items())
         test_ids = np.asarray(task.pert_ids)[rows][test][used]
@@ -281,16 +282,6 @@ def check_coverage(task, plan: Plan, fetched: dict[tuple[str, str], tuple | None
     return table
 
 
-def _counts(covered: np.ndarray, test: np.ndarray) -> dict[str, int]:
-    """Test and training perturbations of a run and how many of each the set covers."""
-    return {
-        "n_test": int(test.sum()),
-        "n_test_covered": int(covered[test].sum()),
-        "n_train": int((~test).sum()),
-        "n_train_covered": int(covered[~test].sum()),
-    }
-
-
 def _run_fusion(store, task, plan: Plan, version: str, contexts: list[str], done: set, progress):
     """The fusion model over all of the plan's sets, trained jointly over contexts, one model per fold.
 
@@ -365,7 +356,7 @@ def _run_fusion(store, task, plan: Plan, version: str, contexts: list[str], done
                 "chosen": chosen,
                 "coverage": float(has.mean()),
                 "seconds": time.perf_counter() - t0,
-                **_counts(covered[ctx == context], test[ctx == context]),
+                **coverage_counts(covered[ctx == context], test[ctx == context]),
             }
             results.extend({**base, "metric": m, "value": v} for m, v in metrics.items())
             if task.kind == "lfc":

@@ -38,8 +38,7 @@ def run_generative(
     ``cache[(set, context)]`` holds ``(values, covered, set_version)`` (or None) as the runner fetched
     them; ``save(results, errors)`` stores one run's rows. Returns every result row made.
     """
-    from pertstore.consumers.evaluators._metrics import l2_per_perturbation, regression_metrics
-    from pertstore.consumers.evaluators._runner import _counts
+    from pertstore.consumers.evaluators._metrics import coverage_counts, l2_per_perturbation, regression_metrics
 
     from ._cells import task_cells
 
@@ -132,7 +131,7 @@ def run_generative(
             "chosen": json.dumps(chosen),
             "coverage": float(has.mean()) if test.any() else float("nan"),
             "seconds": time.perf_counter() - t0,
-            **_counts(covered, test),
+            **coverage_counts(covered, test),
         }
         results = [{**base, "metric": m, "value": v} for m, v in regression_metrics(truth, pred).items()]
         errors = [

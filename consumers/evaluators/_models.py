@@ -66,9 +66,16 @@ def project_for_distances(
     a = np.subtract(x_train, mean, dtype=dtype)
     a *= inverse
     syrk = linalg.blas.get_blas_funcs("syrk", (a,))
-    gram = syrk(1.0, a, trans=int(n >= d))  # a.T @ a (or a @ a.T), upper triangle
+    # on the Fortran-ordered view a.T, which BLAS reads in place (a C-ordered `a` would be copied first):
+    # trans=0 gives a.T @ a, trans=1 a @ a.T; upper triangle
+    gram = syrk(1.0, a.T, trans=int(n < d))
     values, vectors = linalg.eigh(
-        gram, lower=False, subset_by_index=(len(gram) - k, len(gram) - 1), driver="evr", check_finite=False
+        gram,
+        lower=False,
+        subset_by_index=(len(gram) - k, len(gram) - 1),
+        driver="evr",
+        check_finite=False,
+        overwrite_a=True,
     )
     if not values[0] > len(gram) * np.finfo(values.dtype).eps * values[-1]:  # rank below k: as the SVD would
         return project(x_train, others, n_components, transform)
@@ -119,7 +126,7 @@ class KNN:
             order = _nearest(b, a, max(ks))
             order = tr[order]  # rows of y_train
             y_va = y_train[va].astype(np.float64)
-            acc = np.zeros(y_va.shape)
+            y_sq, acc = np.einsum("ij,ij->i", y_va, y_va), np.zeros(y_va.shape)
             start = 0
             for j, k in enumerate(ks):  # prefix sums: add the next block of neighbours by a sparse product
                 block = order[:, start:k]
@@ -129,7 +136,9 @@ class KNN:
                 )
                 acc += pick @ y_train
                 start = k
-                scores[j] += np.linalg.norm(y_va - acc / k, axis=1).mean()
+                # the validation rows' L2 errors |y - acc / k|, expanded: two passes, no temporaries
+                sq = y_sq - (2.0 / k) * np.einsum("ij,ij->i", acc, y_va) + np.einsum("ij,ij->i", acc, acc) / k**2
+                scores[j] += np.sqrt(np.maximum(sq, 0.0)).mean()
         best = ks[int(np.argmin(scores))] if splits else ks[0]
         a, (b,) = project_for_distances(x_train, [x_test], transform=self.transform)
         return _neighbour_mean(y_train, _nearest(b, a, best)), {"k": best}

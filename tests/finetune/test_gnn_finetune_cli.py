@@ -8,6 +8,8 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 import pandas as pd
+import torch
+from pertstore.producers.graph import string_gnn_encoder
 from typer.testing import CliRunner
 
 from pertstore import Store
@@ -72,6 +74,11 @@ def test_bench_run_fine_tunes_the_string_gnn_beside_knn(tmp_path: Path):
         "--control-label", "control", "--context", "K562", "--trials", "2")  # fmt: skip
     with Store.open(root) as store:
         store.produce("string-gnn", source="gnn-t", params=PRETRAIN, inputs={"network": str(network)})
+        genes, encoder = string_gnn_encoder(network, store.resolve, PRETRAIN)  # what ft-gnn starts from
+        frozen = store.get("gnn-t", genes).values
+    with torch.no_grad():  # the pretraining repeats the set's own training: its start is the frozen set
+        np.testing.assert_allclose(encoder().numpy(), frozen, rtol=1e-5, atol=1e-6)
+    assert len(genes) == len(GENES) - 1
     bench = ["bench", "run", "--task", "kd", "--set", "gnn-t", "--evaluator", "knn", "--evaluator", "ft-gnn",
              "--model-option", "epochs=60",
              "--model-option", "learning_rates=[0.01, 0.001]"]  # fmt: skip

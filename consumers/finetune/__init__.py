@@ -1,5 +1,6 @@
-"""Fine-tuning cell foundation models with LoRA: AIDO.Cell-style In-Silico KO and Indexing evaluators."""
+"""Fine-tuning evaluators: AIDO.Cell-style In-Silico KO and Indexing with LoRA, and the STRING GNN end to end."""
 
+from pertstore.consumers.finetune._gnn import GNNFinetuneSettings, GNNRegressor, gnn_finetune_predict
 from pertstore.consumers.finetune._model import (
     HEADS,
     MODES,
@@ -8,6 +9,7 @@ from pertstore.consumers.finetune._model import (
     finetune_predict,
     isko_input,
     lora_model,
+    select_learning_rate,
 )
 from pertstore.consumers.finetune._run import EVALUATORS, run_finetune
 
@@ -17,8 +19,12 @@ __all__ = [
     "MODES",
     "FineTuner",
     "FinetuneSettings",
+    "GNNFinetuneSettings",
+    "GNNRegressor",
     "finetune_predict",
+    "gnn_finetune_predict",
     "isko_input",
     "lora_model",
     "run_finetune",
+    "select_learning_rate",
 ]

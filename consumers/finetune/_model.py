@@ -158,6 +158,24 @@ def _predict(model: FineTuner, positions: np.ndarray) -> np.ndarray:
     return model(torch.as_tensor(positions, device=model.settings.torch_device)).float().cpu().numpy()
 
 
+def select_learning_rate(n: int, settings, val_mse) -> tuple[float, dict[float, float]]:
+    """The learning rate of ``settings.learning_rates`` with the lowest ``val_mse(lr, fit, val)``.
+
+    ``fit`` / ``val`` index the ``n`` training perturbations: a seeded ``settings.val_fraction`` of them
+    (at least one) is held out for validation. Returns ``(best, {lr: validation MSE})`` (non-finite: inf).
+    """
+    if n < 2:
+        raise InvalidInputError("fine-tuning needs at least two training perturbations with a model gene")
+    order = np.random.default_rng(settings.seed).permutation(n)
+    n_val = max(1, int(round(settings.val_fraction * n)))
+    val, fit = order[:n_val], order[n_val:]
+    scores = {}
+    for lr in settings.learning_rates:
+        score = val_mse(lr, fit, val)
+        scores[lr] = score if np.isfinite(score) else float("inf")
+    return min(settings.learning_rates, key=lambda lr: scores[lr]), scores
+
+
 def finetune_predict(
     model_path: str,
     cells: np.ndarray,
@@ -172,22 +190,14 @@ def finetune_predict(
     training responses in the output space (``isko``: model genes, NaN where the task has no value;
     ``indexing``: the task's genes). Returns ``(predictions, chosen)``.
     """
-    n = len(train_positions)
-    if n < 2:
-        raise InvalidInputError("fine-tuning needs at least two training perturbations with a model gene")
-    order = np.random.default_rng(settings.seed).permutation(n)
-    n_val = max(1, int(round(settings.val_fraction * n)))
-    val, fit = order[:n_val], order[n_val:]
     n_out = y_train.shape[1]
-    scores = {}
-    for lr in settings.learning_rates:
+
+    def val_mse(lr: float, fit: np.ndarray, val: np.ndarray) -> float:
         model = FineTuner(model_path, cells, n_out, settings)
         _train(model, train_positions[fit], y_train[fit], lr, settings)
-        pred, truth = _predict(model, train_positions[val]), y_train[val]
-        scores[lr] = float(np.nanmean((pred - truth) ** 2))
-        if not np.isfinite(scores[lr]):
-            scores[lr] = float("inf")
-    best = min(settings.learning_rates, key=lambda lr: scores[lr])
+        return float(np.nanmean((_predict(model, train_positions[val]) - y_train[val]) ** 2))
+
+    best, scores = select_learning_rate(len(train_positions), settings, val_mse)
     model = FineTuner(model_path, cells, n_out, settings)
     losses = _train(model, train_positions, y_train, best, settings)
     return _predict(model, test_positions), {

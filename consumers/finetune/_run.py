@@ -7,6 +7,8 @@ control cells of each context), ``control_column`` (``is_control``) / ``control_
 ``context_column`` (none: the same controls for every context), ``gene_column`` (none: ``var_names``),
 and any :class:`FinetuneSettings` field (``epochs``, ``learning_rates``, ``head``, ``batch_cells``,
 ``lora_r``, ``seed``, ``device``). A perturbation whose gene is not in the model gets the train mean.
+
+``ft-gnn`` fine-tunes the STRING GNN instead (:mod:`._gnn_run`): ``--model-option network=FILE``.
 """
 
 from __future__ import annotations
@@ -16,12 +18,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-from pertstore.consumers.evaluators._metrics import l2_per_perturbation, regression_metrics
 from pertstore.consumers.finetune._model import FinetuneSettings, finetune_predict
+from pertstore.consumers.finetune._rows import score_rows
 
 from pertstore.errors import InvalidInputError
 
-EVALUATORS = {"ft-isko": "isko", "ft-indexing": "indexing"}
+EVALUATORS = {"ft-isko": "isko", "ft-indexing": "indexing", "ft-gnn": "gnn"}
 _CELL_KEYS = ("model_path", "cells", "control_column", "control_value", "context_column", "gene_column")
 
 
@@ -79,11 +81,37 @@ def _control_cells(store, options: dict, context: str, model_genes: list[str]) -
 
 def run_finetune(store, task, plan, version: str, contexts: list[str], done: set, progress) -> tuple[list, list]:
     """Result and per-perturbation rows of the plan's fine-tuning evaluators (skipping runs already stored)."""
-    from pertstore.producers.expression.checkpoints import DenseCellConfig
-
     if task.kind != "lfc":
         raise InvalidInputError(f"fine-tuning evaluators need an LFC task; {plan.task!r} is {task.kind}")
-    options = {k: v for k, v in plan.model_options.items() if not k.startswith("state_")}
+    unknown = sorted(e for e in plan.evaluators if e.startswith("ft-") and e not in EVALUATORS)
+    if unknown:
+        raise InvalidInputError(f"unknown fine-tuning evaluator(s) {unknown}; known: {sorted(EVALUATORS)}")
+    results: list = []
+    errors: list = []
+    if "ft-gnn" in plan.evaluators:
+        from pertstore.consumers.finetune._gnn_run import run_gnn_finetune
+
+        cell_keys = (
+            _CELL_KEYS + tuple(FinetuneSettings.__dataclass_fields__)
+            if len(set(plan.evaluators) & set(EVALUATORS)) > 1
+            else ()
+        )
+        results, errors = run_gnn_finetune(store, task, plan, version, contexts, done, progress, cell_keys)
+    if any(EVALUATORS[e] in ("isko", "indexing") for e in plan.evaluators if e in EVALUATORS):
+        cell_results, cell_errors = _run_cell_models(store, task, plan, version, contexts, done, progress)
+        results, errors = results + cell_results, errors + cell_errors
+    return results, errors
+
+
+def _run_cell_models(store, task, plan, version: str, contexts: list[str], done: set, progress) -> tuple[list, list]:
+    from pertstore.producers.expression.checkpoints import DenseCellConfig
+
+    gnn = "ft-gnn" in plan.evaluators  # its own options (network, freeze, pretrain_*) are not the cell models'
+    options = {
+        k: v
+        for k, v in plan.model_options.items()
+        if not k.startswith("state_") and not (gnn and (k in ("network", "freeze") or k.startswith("pretrain_")))
+    }
     for key in ("model_path", "cells"):
         if key not in options:
             raise InvalidInputError(f"fine-tuning needs --model-option {key}=...")
@@ -97,7 +125,7 @@ def run_finetune(store, task, plan, version: str, contexts: list[str], done: set
     pert_pos = _match(store, [e or "" for e in task.entity_ids], model_genes)
     gene_pos = _match(store, list(task.gene_ids), model_genes)
     results, errors = [], []
-    for ev in [e for e in plan.evaluators if e in EVALUATORS]:
+    for ev in [e for e in plan.evaluators if EVALUATORS.get(e) in ("isko", "indexing")]:
         settings = _settings(options, EVALUATORS[ev])
         for context in contexts:
             rows = np.flatnonzero(np.asarray(task.contexts) == context)
@@ -128,27 +156,10 @@ def run_finetune(store, task, plan, version: str, contexts: list[str], done: set
                     if settings.mode == "isko":
                         got[:, gene_pos >= 0] = out[:, gene_pos[gene_pos >= 0]]
                     pred[has[test]] = got
-                truth = y[test]
-                base = {
-                    "task": plan.task,
-                    "task_version": version,
-                    "context": context,
-                    "fold": int(fold),
-                    "set": label,
-                    "set_version": "",
-                    "evaluator": ev,
-                    "chosen": json.dumps(chosen),
-                    "coverage": float(covered[test].mean()),
-                    "seconds": time.perf_counter() - t0,
-                    "n_test": int(test.sum()),
-                    "n_test_covered": int(has.sum()),
-                    "n_train": int((~test).sum()),
-                    "n_train_covered": int(train.sum()),
-                }
-                results.extend({**base, "metric": m, "value": v} for m, v in regression_metrics(truth, pred).items())
-                errors.extend(
-                    {**{k: base[k] for k in ("task", "task_version", "context", "fold", "set", "evaluator")},
-                     "pert_id": p, "l2": float(e), "f1": None}
-                    for p, e in zip(np.asarray(task.pert_ids)[rows][test], l2_per_perturbation(truth, pred))
-                )  # fmt: skip
+                run = {"truth": y[test], "pred": pred, "chosen": chosen, "test": test, "covered": covered,
+                       "train": train, "seconds": time.perf_counter() - t0,
+                       "pert_ids": np.asarray(task.pert_ids)[rows][test]}  # fmt: skip
+                got_results, got_errors = score_rows(plan, version, context, fold, label, ev, run)
+                results.extend(got_results)
+                errors.extend(got_errors)
     return results, errors

@@ -26,7 +26,7 @@ def run(
         Optional[list[str]],
         typer.Option(
             "--evaluator",
-            help="knn, lasso, ridge, mlp, fusion, flow, diffusion, schrodinger, gears, ft-isko, ft-indexing; "
+            help="knn, lasso, ridge, mlp, fusion, flow, diffusion, schrodinger, gears, ft-isko, ft-indexing, ft-gnn; "
             "with --setting zeroshot|fewshot: mlp, onehot, context_mean, knn, state; repeat",
         ),
     ] = None,
@@ -49,7 +49,10 @@ def run(
     ] = None,
     model_option: Annotated[
         Optional[list[str]],
-        typer.Option(help="ft-isko / ft-indexing / state option KEY=VALUE (model_path=DIR, cells=FILE); repeat"),
+        typer.Option(
+            help="ft-isko / ft-indexing / ft-gnn / state option KEY=VALUE "
+            "(model_path=DIR, cells=FILE, network=FILE); repeat"
+        ),
     ] = None,
     setting: Annotated[
         str,

@@ -68,10 +68,13 @@ class _Identity:
 
 def load_gene_graph(ctx: ProducerContext, params: GraphParams) -> GeneGraph:
     """The recipe's STRING file (input ``network``) as a gene graph."""
-    edges = read_string(
-        ctx.path("network"), tuple(params.channels), params.threshold, params.score, params.keep_at_least
-    )
-    nodes, rows, cols, weights, _ = gene_graph(edges, lambda ids: ctx.resolve(ids, "gene"))
+    return read_gene_graph(ctx.path("network"), lambda ids: ctx.resolve(ids, "gene"), params)
+
+
+def read_gene_graph(path, resolve, params: GraphParams) -> GeneGraph:
+    """A STRING file as a gene graph by the graph rules of ``params``; ``resolve(ids)`` gives canonical genes."""
+    edges = read_string(path, tuple(params.channels), params.threshold, params.score, params.keep_at_least)
+    nodes, rows, cols, weights, _ = gene_graph(edges, resolve)
     return GeneGraph(
         nodes, np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64), np.asarray(weights, dtype=np.float64)
     )

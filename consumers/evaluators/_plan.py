@@ -27,8 +27,9 @@ class Plan:
     fusion: dict = field(default_factory=dict)
     """FusionConfig settings for the ``fusion`` evaluator (trained jointly over the contexts)."""
     model_options: dict = field(default_factory=dict)
-    """Options of the cell-model evaluators: ``ft-isko`` / ``ft-indexing`` (``model_path``, ``cells``, ...;
-    :mod:`pertstore.consumers.finetune`) and the cross-context ``state`` (``cells``, ``state_*``)."""
+    """Options of the cell-model evaluators (:mod:`pertstore.consumers.finetune`): ``ft-isko`` / ``ft-indexing``
+    (``model_path``, ``cells``, ...), ``ft-gnn`` (``network``, ``pretrain_*``), and of the cross-context
+    ``state`` (``cells``, ``state_*``)."""
     setting: str = "perturbation"
     """``perturbation`` (unseen perturbations, the paper's protocol) or a cross-context setting, ``zeroshot`` or
     ``fewshot`` (unseen context; ``contexts`` = the held-out ones; :mod:`pertstore.consumers.crosscontext`)."""

@@ -75,12 +75,16 @@ def build(store: Path, data: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--store", type=Path, default=Path("/tmp/generative-bench/store"))
-    ap.add_argument("--data", type=Path, default=Path(os.environ.get("PERTSTORE_DATA_DIR", "/work/shared/data")))
+    from pertstore._config import get_settings
+
+    ap.add_argument("--store", type=Path, default=Path(__file__).parent / "_work" / "generative" / "store")
+    ap.add_argument("--data", type=Path, default=get_settings().data_dir, help="default: PERTSTORE_DATA_DIR")
     ap.add_argument("--methods", nargs="+", default=["flow", "diffusion", "schrodinger"])
     ap.add_argument("--option", "-o", action="append", default=[], help="generative setting KEY=VALUE")
     ap.add_argument("--gears-option", action="append", default=[], help="GEARS setting KEY=VALUE (--methods gears)")
     args = ap.parse_args()
+    if args.data is None:
+        ap.error("give --data or set PERTSTORE_DATA_DIR (the folder holding perturb/)")
     build(args.store, args.data)
 
     import torch

@@ -144,8 +144,7 @@ class GearsPredictor:
             contextlib.redirect_stderr(quiet),
         ):
             torch.manual_seed(cfg.seed)
-            from gears import GEARS, PertData
-            from gears.utils import GeneSimNetwork, get_similarity_network
+            GEARS, PertData, GeneSimNetwork, get_similarity_network = _import_gears()
 
             data = PertData(str(folder), gene_set_path=str(folder / "genes.pkl"), default_pert_graph=False)
             data.new_data_process(dataset_name="context", adata=adata)
@@ -215,3 +214,16 @@ class GearsPredictor:
                 pred = torch.cat([net(b) for b in DataLoader(graphs, batch_size=256, shuffle=False)]).numpy()
             out.append(pseudobulk_lfc(pred, x, batch))
         return np.stack(out) if out else np.zeros((0, x.shape[1]))
+
+
+def _import_gears():
+    """GEARS's classes, imported without changing torch's thread count: its ``dcor`` dependency starts an
+    OpenMP runtime (numba) that resets it to the core count, ignoring ``OMP_NUM_THREADS`` for every later
+    torch fit of the process (benchmarks pin one thread)."""
+    threads = torch.get_num_threads()
+    try:
+        from gears import GEARS, PertData
+        from gears.utils import GeneSimNetwork, get_similarity_network
+    finally:
+        torch.set_num_threads(threads)
+    return GEARS, PertData, GeneSimNetwork, get_similarity_network

@@ -7,7 +7,7 @@ kNN, each generative method and GEARS (its own GO graph, no set): mean L2 over t
 seconds per epoch (GEARS: training seconds only), prediction seconds per perturbation and the process's peak resident memory while the method ran. Short runs: the CPU
 defaults of GenerativeConfig (or ``--option epochs=...``), not the paper's sizes.
 
-    python benchmarks/bench_generative.py [--store /tmp/generative-bench/store] [--methods flow diffusion gears]
+    python benchmarks/bench_generative.py [--store benchmarks/_work/generative/store] [--methods flow diffusion gears]
         [--option epochs=10 ...] [--gears-option epochs=1 ...]
 
 The store is built there when it lacks the task or the set (about a minute).

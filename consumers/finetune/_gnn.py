@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from pertstore.consumers.finetune._model import _mlp, select_learning_rate
+from pertstore.consumers.finetune._model import _predict as predict
+from pertstore.consumers.finetune._model import _train as train_mse
 from torch import nn
 
 
@@ -62,32 +64,12 @@ class GNNRegressor(nn.Module):
 
 
 def _train(model: GNNRegressor, nodes: np.ndarray, y: np.ndarray, lr: float) -> list[float]:
-    settings = model.settings
-    device = settings.torch_device
-    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
-    pos = torch.as_tensor(nodes, device=device)
-    target = torch.as_tensor(y, dtype=torch.float32, device=device)
-    rng = np.random.default_rng(settings.seed)
-    n_batches = max(1, int(np.ceil(len(pos) / settings.batch_perts)))
-    losses = []
-    model.train()
-    for _ in range(settings.epochs):
-        total = 0.0
-        for batch in np.array_split(rng.permutation(len(pos)), n_batches):
-            b = torch.as_tensor(batch, device=device)
-            loss = ((model(pos[b]) - target[b]) ** 2).mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(batch)
-        losses.append(total / len(pos))
-    return losses
+    """The fine-tuners' shared loop (Adam, MSE over known values, seeded batches of ``batch_perts``)."""
+    return train_mse(model, nodes, y, lr, model.settings)
 
 
-@torch.no_grad()
 def _predict(model: GNNRegressor, nodes: np.ndarray) -> np.ndarray:
-    model.eval()
-    return model(torch.as_tensor(nodes, device=model.settings.torch_device)).float().cpu().numpy()
+    return predict(model, nodes)
 
 
 def gnn_finetune_predict(

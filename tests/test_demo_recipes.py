@@ -15,7 +15,6 @@ def test_demo_recipes_plan_every_set_the_demo_promises(store, data_dir):
         "string-node2vec",
         "string-gin",
         "go-vae",
-        "genept",
         "control-pca",
         "random-gene-128",
         "ecfp4",

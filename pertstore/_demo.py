@@ -121,7 +121,7 @@ def run_benchmark(store: Store, out: Path, *, console: Console) -> Path | None:
     """Evaluate the sets of each task's entity kind on every stored task (DEMO_BENCH's evaluators, the
     controls; the model fits on an in-process Dask cluster) and draw the report."""
     from pertstore._dask import dask_client
-    from pertstore.consumers.evaluators import CoverageWarning, Plan, plan_coverage, results, run_plan
+    from pertstore.consumers.evaluators import WARN_COVERAGE, CoverageWarning, Plan, plan_coverage, results, run_plan
     from pertstore.consumers.tasks import list_tasks
 
     sources = store.sources()
@@ -160,16 +160,20 @@ def run_benchmark(store: Store, out: Path, *, console: Console) -> Path | None:
         if issubclass(w.category, CoverageWarning):
             console.print(f"[yellow]warning:[/] {w.message}")
     main = table[table.metric.isin(["l2", "f1"])]
-    main = main.groupby(["task", "context", "set", "evaluator", "metric"]).value.mean().reset_index()
+    main = main.groupby(["task", "context", "set", "evaluator", "metric"])[["value", "coverage"]].mean().reset_index()
     models = main[~main.set.isin(["train_mean", "no_change", "idealised", "experimental_error"])]
+    models = models[models.coverage >= WARN_COVERAGE]  # a set mostly filled with the train mean is not a model
     best = models.loc[
         [
             (g.value.idxmin() if g.metric.iloc[0] == "l2" else g.value.idxmax())
             for _, g in models.groupby(["task", "context"])
         ]
     ]
-    view = Table(title="best set per task and context (mean over folds; L2 lower is better, F1 higher)")
-    for c in ("task", "context", "set", "evaluator", "metric", "value", "train mean", "experimental error"):
+    view = Table(
+        title="best set per task and context (mean over folds; L2 lower is better, F1 higher; sets covering "
+        f">= {WARN_COVERAGE:.0%} of the test perturbations)"
+    )
+    for c in ("task", "context", "set", "evaluator", "metric", "value", "coverage", "train mean", "experimental error"):
         view.add_column(c)
     for r in best.itertuples():
         ctl = main[(main.task == r.task) & (main.context == r.context)].set_index("set").value
@@ -180,6 +184,7 @@ def run_benchmark(store: Store, out: Path, *, console: Console) -> Path | None:
             r.evaluator,
             r.metric,
             f"{r.value:.3f}",
+            f"{r.coverage:.0%}",
             f"{ctl.get('train_mean', float('nan')):.3f}",
             f"{ctl.get('experimental_error', float('nan')):.3f}",
         )

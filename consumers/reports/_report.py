@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 from pertstore.consumers.reports._cca import cca_similarity
+from pertstore.consumers.reports._crosscontext import cross_context_figures
 from pertstore.consumers.reports._figures import boxplots, dose_figures, fusion_plot, rank_plot
 from pertstore.consumers.reports._generative import generative_figures
 from pertstore.consumers.reports._tables import (
@@ -81,6 +82,7 @@ def write_report(
     if store is not None:
         figures += dose_figures(results, store, out)
     figures += generative_figures(results, out)  # Figure S14: generative methods beside kNN
+    figures += cross_context_figures(results, out)  # Figures S12/S13: cross-context models per metric
     covered = coverage_table(results)
     covered.to_csv(out / "coverage.csv", index=False)
     notes = _missing_floors(results)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from pertstore.consumers.evaluators import WARN_COVERAGE
 
 CONTROL_SETS = ("train_mean", "no_change", "idealised", "experimental_error")
 NEGATIVE, POSITIVE, EMBEDDING, FUSION = "Negative Control", "Positive Control", "Embedding", "Fusion"
@@ -61,8 +62,12 @@ def _lower(rows: pd.DataFrame) -> bool:
 
 def best_model(rows: pd.DataFrame) -> str | None:
     """The reference's "best model" of one context: the label with the best median over folds, positive
-    controls and fusion left out (``fig_1.ipynb``; controls such as the train mean stay candidates)."""
-    candidates = rows[~rows.type.isin([POSITIVE, FUSION])]
+    controls and fusion left out (``fig_1.ipynb``; controls such as the train mean stay candidates), and sets
+    covering less than ``WARN_COVERAGE`` of the test perturbations on average (mostly the train mean, their
+    rank would be the train mean's plus chance)."""
+    candidates = rows[
+        ~rows.type.isin([POSITIVE, FUSION]) & (rows.groupby("label").coverage.transform("mean") >= WARN_COVERAGE)
+    ]
     if candidates.empty:
         return None
     medians = candidates.groupby("label").value.median()
@@ -99,6 +104,7 @@ def gap_closed(results: pd.DataFrame, producers: dict[str, str] | None = None) -
                         "gap_closed": (base - value) / span if span else np.nan,
                         "best": label == best,
                         "type": one.type,
+                        "coverage": g[g.label == label].coverage.mean(),
                     }
                 )
     return pd.DataFrame(
@@ -116,6 +122,7 @@ def gap_closed(results: pd.DataFrame, producers: dict[str, str] | None = None) -
             "gap_closed",
             "best",
             "type",
+            "coverage",
         ],
     )
 
@@ -143,8 +150,9 @@ FUSION_COLUMNS = [
 def fusion_vs_best(gaps: pd.DataFrame) -> pd.DataFrame:
     """The paper's Figure 5 view from :func:`gap_closed`'s rows: per (task, evaluator family, context) and fusion
     run, the fusion's median over folds against the best single set's, where the best single set is the best
-    median among the family's embedding sets (controls, random sets, the idealised baseline and fusion are never
-    candidates, so unlike Figure 1's "best model" it is never the train mean).
+    median among the family's embedding sets covering at least ``WARN_COVERAGE`` of the test perturbations
+    (controls, random sets, the idealised baseline and fusion are never candidates, so unlike Figure 1's "best
+    model" it is never the train mean).
 
     ``gap_closed_fusion`` / ``gap_closed_best``: each one's gap closed (train mean 0, experimental error 1);
     ``gain`` = their difference (the share of the train-mean-to-limit range fusion adds; negative when fusion is
@@ -153,7 +161,7 @@ def fusion_vs_best(gaps: pd.DataFrame) -> pd.DataFrame:
     the limit)."""
     rows = []
     for (task, family, context), g in gaps.groupby(["task", "evaluator_family", "context"], sort=True):
-        singles = g[g.type == EMBEDDING]
+        singles = g[(g.type == EMBEDDING) & (g.coverage >= WARN_COVERAGE)]
         if singles.empty:
             continue
         lower = LOWER_IS_BETTER[g.metric.iloc[0]]

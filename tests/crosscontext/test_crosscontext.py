@@ -183,3 +183,16 @@ def test_bench_run_cross_context_on_the_shared_data(tmp_path: Path):
     assert "Traceback" not in bad.stderr
     chosen = json.loads(few[(few.set == "cross_knn")].chosen.iloc[0])
     assert set(chosen["similarity"]) == {"T98G", "U87MG", "k562"}
+    # the report's S12/S13 view: per setting, each model's metric averaged over folds, then over held-out cell lines
+    report = tmp_path / "report"
+    run("report", "--out", report)
+    table = pd.read_csv(report / "cross_context.csv")
+    zero_mae = zero[zero.metric == "mae"].groupby(["set", "context"]).value.mean().groupby("set").mean()
+    got = table[(table.setting == "zeroshot") & (table.metric == "mae")].set_index("set")["mean"]
+    assert got.to_dict() == pytest.approx(zero_mae.to_dict())
+    assert set(table[table.setting == "fewshot"].model) == {
+        "MLP on random-8", "MLP on one-hot codes", "context mean", "cross-context kNN"
+    }  # fmt: skip
+    assert (table[table.setting == "zeroshot"].n_contexts == 4).all()
+    assert (report / "fig_s12_s13_xc_fewshot.png").exists() and (report / "fig_s12_s13_xc_zeroshot.png").exists()
+    assert "Figures S12/S13" in (report / "report.html").read_text()

@@ -360,3 +360,36 @@ def test_report_through_the_cli_after_a_real_bench_run(store, gene_ids, tmp_path
     expected = _reference_cca({k: v.loc[common].to_numpy(np.float64) for k, v in blocks.items()})
     got = pd.read_csv(out / "cca_gene.csv", index_col=0)
     pd.testing.assert_frame_equal(got, expected, rtol=1e-8)
+
+
+def test_a_set_mostly_filled_with_the_train_mean_is_never_the_best():
+    """A set covering 2 of 85 test perturbations scores the train mean plus chance: it may have the best median,
+    but neither Figure 1's best model nor Figure 5's best single set is it; the gap-closed table shows its
+    coverage."""
+    from pertstore.consumers.reports import fusion_vs_best, gap_closed
+
+    levels = {
+        ("train_mean", "none", 1.0): 5.0,
+        ("experimental_error", "none", 1.0): 4.0,
+        ("sparse", "knn", 2 / 85): 4.95,
+        ("setA", "knn", 1.0): 4.97,
+        ("setB", "knn", 0.95): 5.2,
+        ("fusion(setA,setB)", "fusion", 1.0): 5.05,
+    }
+    rows = pd.DataFrame(
+        [
+            {**_row("lfc", "K562", fold, s, ev, "l2", v + 0.001 * fold), "coverage": cov}
+            for fold in range(5)
+            for (s, ev, cov), v in levels.items()
+        ]
+    )
+    gaps = gap_closed(rows)
+    best = gaps[gaps.best]
+    assert list(best.set) == ["setA"]
+    assert gaps.set_index("set").loc["sparse", "coverage"] == pytest.approx(2 / 85)
+    fused = fusion_vs_best(gaps)
+    assert list(fused.best_set) == ["setA"]
+    # covered well enough, the same set is the best
+    rows.loc[rows.set == "sparse", "coverage"] = 0.95
+    gaps = gap_closed(rows)
+    assert list(gaps[gaps.best].set) == ["sparse"] and list(fusion_vs_best(gaps).best_set) == ["sparse"]

@@ -2,7 +2,8 @@
 
 The undirected edges are split 90:10 (seeded) into training and validation edges; the encoder
 passes messages over the training edges while it trains. Each step scores a batch of training edges
-and as many negatives from torch-geometric's ``negative_sampling`` by the dot product of the two node
+and as many negatives (:class:`NegativeSampler`, torch-geometric's ``negative_sampling`` drawn from a generator of
+its own) by the dot product of the two node
 embeddings; the loss is the binary cross-entropy of the positives plus that of the negatives, as
 ``train_gnn/data.py``; gradients are clipped to norm ``clip`` when set. After every epoch the
 validation edges are scored against a fixed set of sampled non-edges: the AUC (scikit-learn's
@@ -22,7 +23,6 @@ import torch
 from pertstore.producers.graph._common import GeneGraph, GraphParams
 from pydantic import Field
 from sklearn.metrics import roc_auc_score
-from torch_geometric.utils import negative_sampling
 
 
 class LinkPredParams(GraphParams):
@@ -73,6 +73,44 @@ def split_edges(graph: GeneGraph, val_fraction: float, seed: int) -> EdgeSplit:
     return EdgeSplit(edges[:, train], weight[train], edges[:, val], weight[val])
 
 
+class NegativeSampler:
+    """Node pairs ``(a, b)``, ``a != b``, that are not edges of ``edge_index``, drawn uniformly without replacement.
+
+    torch-geometric's ``negative_sampling`` (sparse method: over-sample by 1.1 / the share of non-edges, drop the
+    edges, at most three tries), with the generator ``rng`` instead of Python's global ``random``, which other
+    threads of the process (a Dask worker's event loop) draw from too: these samples are reproducible. The
+    edges are indexed once (sorted pair codes), so a call costs a binary search instead of ``np.isin``.
+    """
+
+    def __init__(self, edge_index: torch.Tensor, n: int, rng: np.random.Generator) -> None:
+        row, col = edge_index.numpy().astype(np.int64)
+        loops = row == col
+        self.n, self.rng = n, rng
+        self.population = n * (n - 1)  # ordered pairs without self-loops: (a, b) -> a * (n - 1) + b - (b > a)
+        self.edges = np.unique(self._code(row[~loops], col[~loops]))
+
+    def _code(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return a * (self.n - 1) + b - (b > a)
+
+    def _is_edge(self, codes: np.ndarray) -> np.ndarray:
+        at = np.searchsorted(self.edges, codes).clip(max=max(len(self.edges) - 1, 0))
+        return self.edges[at] == codes if len(self.edges) else np.zeros(len(codes), bool)
+
+    def __call__(self, k: int) -> torch.Tensor:
+        """``[2, k]`` non-edges (fewer if three tries do not find ``k``)."""
+        share = 1.0 - len(self.edges) / self.population
+        found = np.empty(0, dtype=np.int64)
+        for _ in range(3):
+            draw = self.rng.choice(self.population, size=min(self.population, int(1.1 * k / share)), replace=False)
+            draw = draw[~self._is_edge(draw) & ~np.isin(draw, found)]
+            found = np.concatenate([found, draw])
+            if len(found) >= k:
+                break
+        found = found[:k]
+        a, b = found // (self.n - 1), found % (self.n - 1)
+        return torch.from_numpy(np.stack([a, b + (b >= a)]))
+
+
 def dot_scores(z: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
     """The decoder: ``z[a] . z[b]`` for each column ``(a, b)`` of ``pairs``."""
     return (z[pairs[0]] * z[pairs[1]]).sum(-1)
@@ -115,8 +153,9 @@ def train_link_prediction(encoder: torch.nn.Module, split: EdgeSplit, n: int, pa
     ``encoder(edge_index, edge_weight)`` embeds over the edges given.
     """
     all_edges, all_weight = split.all_edges()
-    val_neg = negative_sampling(all_edges, num_nodes=n, num_neg_samples=split.val.shape[1])
-    train_edges = split.message_edges()[0]
+    rng = np.random.default_rng(params.seed)
+    val_neg = NegativeSampler(all_edges, n, rng)(split.val.shape[1])
+    train_negatives = NegativeSampler(split.message_edges()[0], n, rng)
     optimizer = torch.optim.Adam(encoder.parameters(), lr=params.lr, weight_decay=params.weight_decay)
     order = torch.Generator().manual_seed(params.seed)
     evaluate = (lambda: encoder(all_edges, all_weight)) if params.full_graph else encoder
@@ -127,7 +166,7 @@ def train_link_prediction(encoder: torch.nn.Module, split: EdgeSplit, n: int, pa
     for epoch in range(params.epochs):
         encoder.train()
         for batch in torch.randperm(split.train.shape[1], generator=order).split(params.batch_size):
-            neg = negative_sampling(train_edges, num_nodes=n, num_neg_samples=len(batch))
+            neg = train_negatives(len(batch))
             optimizer.zero_grad()
             link_loss(encoder(), split.train[:, batch], neg).backward()
             if params.clip is not None:

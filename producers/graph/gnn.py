@@ -109,6 +109,7 @@ class GNNProducer(Producer):
     Params = GNNParams
     inputs = {"network": "file"}
     chunked = False
+    code_version = "2"  # 2: negatives from a generator of their own (reproducible on Dask workers)
     description = "the paper's STRING GNN (GCN/GIN, train_gnn) trained by link prediction"
 
     @classmethod

@@ -303,6 +303,7 @@ class WaveGCProducer(Producer):
     Params = WaveGCParams
     inputs = {"network": "file"}
     chunked = False
+    code_version = "2"  # 2: negatives from a generator of their own (reproducible on Dask workers)
     description = (
         "WaveGC (spectral wavelets on Laplacian eigenpairs, GraphGPS block) trained by link prediction on STRING"
     )

@@ -61,3 +61,49 @@ def test_seeded_training_leaves_global_random_state_alone():
         assert (random.random(), np.random.rand(), torch.rand(1).item()) == first
     assert random.getstate() == states[0] and np.array_equal(np.random.get_state()[1], states[1])
     assert torch.equal(torch.get_rng_state(), states[2]) and not torch.are_deterministic_algorithms_enabled()
+
+
+def test_training_is_bit_identical_while_another_thread_draws_from_random(string_top):
+    """A Dask worker's event loop draws from Python's global `random` while a task trains: the negatives come
+    from a generator of their own, so the embedding stays the same (it did not, with torch-geometric's
+    `negative_sampling`, and two `make demo` runs stored different string-gin sets under one version)."""
+    import random
+    import threading
+
+    split = split_edges(string_top, 0.1, seed=0)
+    params = GNNParams(dims=16, depth=2, epochs=3, lr=0.3, batch_size=4096, full_graph=False, clip=None)
+    quiet = train_gnn(split, string_top.n, params)
+    stop = threading.Event()
+
+    def draw() -> None:
+        while not stop.is_set():
+            random.random()
+
+    noisy_thread = threading.Thread(target=draw, daemon=True)
+    noisy_thread.start()
+    try:
+        noisy = train_gnn(split, string_top.n, params)
+    finally:
+        stop.set()
+        noisy_thread.join()
+    np.testing.assert_array_equal(quiet.embedding, noisy.embedding)
+
+
+def test_negative_sampler_draws_distinct_non_edges_reproducibly():
+    from pertstore.producers.graph._linkpred import NegativeSampler
+
+    rng = np.random.default_rng(0)
+    n = 40
+    edges = torch.from_numpy(rng.integers(0, n, (2, 600)))
+    pairs = NegativeSampler(edges, n, np.random.default_rng(5))(300).numpy()
+    edge_set = set(zip(*edges.numpy().tolist()))
+    drawn = list(zip(*pairs.tolist()))
+    assert pairs.shape == (2, 300) and len(set(drawn)) == 300
+    assert not edge_set & set(drawn) and all(a != b for a, b in drawn) and pairs.min() >= 0 and pairs.max() < n
+    again = NegativeSampler(edges, n, np.random.default_rng(5))(300).numpy()
+    np.testing.assert_array_equal(pairs, again)
+    # every non-edge can be drawn: over many draws the sampler covers all of them
+    sampler = NegativeSampler(edges, n, np.random.default_rng(1))
+    seen = {p for _ in range(1000) for p in zip(*sampler(50).numpy().tolist())}  # about 46 draws of each
+    non_edges = {(a, b) for a in range(n) for b in range(n) if a != b} - edge_set
+    assert seen == non_edges

@@ -120,7 +120,7 @@ def run_gnn_finetune(
                 pred[has[test]] = out
             chosen |= {"uncovered_test": int((test & ~covered).sum()), "pretrain": params}
             run = {"truth": y[test], "pred": pred, "chosen": chosen, "test": test, "covered": covered,
-                   "train": train, "seconds": time.perf_counter() - t0,
+                   "seconds": time.perf_counter() - t0,
                    "pert_ids": np.asarray(task.pert_ids)[rows][test]}  # fmt: skip
             got_results, got_errors = score_rows(plan, version, context, fold, label, ev, run)
             results.extend(got_results)

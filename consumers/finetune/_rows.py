@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 
-from pertstore.consumers.evaluators._metrics import l2_per_perturbation, regression_metrics
+from pertstore.consumers.evaluators._metrics import coverage_counts, l2_per_perturbation, regression_metrics
 
 
 def score_rows(plan, version: str, context: str, fold: int, label: str, ev: str, run: dict) -> tuple[list, list]:
     """The result rows (metrics) and per-perturbation rows of one fine-tuned run.
 
-    ``run``: ``truth``, ``pred`` (test perturbations), ``pert_ids``, ``chosen``, the boolean masks ``test``,
-    ``covered`` and ``train`` (the context's perturbations), ``seconds``.
+    ``run``: ``truth``, ``pred`` (test perturbations), ``pert_ids``, ``chosen``, the boolean masks ``test`` and
+    ``covered`` (the context's perturbations), ``seconds``.
     """
     test, covered, truth, pred = run["test"], run["covered"], run["truth"], run["pred"]
     base = {
@@ -25,10 +25,7 @@ def score_rows(plan, version: str, context: str, fold: int, label: str, ev: str,
         "chosen": json.dumps(run["chosen"]),
         "coverage": float(covered[test].mean()),
         "seconds": run["seconds"],
-        "n_test": int(test.sum()),
-        "n_test_covered": int((test & covered).sum()),
-        "n_train": int((~test).sum()),
-        "n_train_covered": int(run["train"].sum()),
+        **coverage_counts(covered, test),
     }
     results = [{**base, "metric": m, "value": v} for m, v in regression_metrics(truth, pred).items()]
     keys = ("task", "task_version", "context", "fold", "set", "evaluator")

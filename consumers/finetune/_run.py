@@ -157,7 +157,7 @@ def _run_cell_models(store, task, plan, version: str, contexts: list[str], done:
                         got[:, gene_pos >= 0] = out[:, gene_pos[gene_pos >= 0]]
                     pred[has[test]] = got
                 run = {"truth": y[test], "pred": pred, "chosen": chosen, "test": test, "covered": covered,
-                       "train": train, "seconds": time.perf_counter() - t0,
+                       "seconds": time.perf_counter() - t0,
                        "pert_ids": np.asarray(task.pert_ids)[rows][test]}  # fmt: skip
                 got_results, got_errors = score_rows(plan, version, context, fold, label, ev, run)
                 results.extend(got_results)

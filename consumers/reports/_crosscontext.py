@@ -33,6 +33,14 @@ def model_label(source: str) -> str:
     )
 
 
+def _per_context(results: pd.DataFrame) -> pd.DataFrame:
+    """Cross-context rows of the S12/S13 metrics averaged over folds: one ``value`` (and ``folds``) per
+    (task, evaluator, set, metric, held-out context)."""
+    rows = results[results.evaluator.astype(str).str.startswith(PREFIX) & results.metric.isin(list(METRICS))]
+    keys = ["task", "evaluator", "set", "metric", "context"]
+    return rows.groupby(keys, sort=True).agg(value=("value", "mean"), folds=("fold", "nunique")).reset_index()
+
+
 def cross_context_table(results: pd.DataFrame) -> pd.DataFrame:
     """Per (task, setting, model, metric): the mean and standard deviation over held-out contexts of the
     per-context means over folds, and the number of contexts and folds.
@@ -41,14 +49,11 @@ def cross_context_table(results: pd.DataFrame) -> pd.DataFrame:
     cross-context rows.
     """
     columns = ["task", "setting", "model", "set", "metric", "mean", "std", "n_contexts", "n_folds"]
-    rows = results[results.evaluator.astype(str).str.startswith(PREFIX) & results.metric.isin(list(METRICS))]
-    if rows.empty:
+    per_context = _per_context(results)
+    if per_context.empty:
         return pd.DataFrame(columns=columns)
-    per_context = rows.groupby(["task", "evaluator", "set", "metric", "context"], sort=True).agg(
-        value=("value", "mean"), folds=("fold", "nunique")
-    )
     table = (
-        per_context.groupby(level=["task", "evaluator", "set", "metric"], sort=True)
+        per_context.groupby(["task", "evaluator", "set", "metric"], sort=True)
         .agg(mean=("value", "mean"), std=("value", "std"), n_contexts=("value", "size"), n_folds=("folds", "sum"))
         .reset_index()
     )
@@ -69,8 +74,7 @@ def cross_context_figures(results: pd.DataFrame, out: Path) -> list[tuple[str, s
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = results[results.evaluator.astype(str).str.startswith(PREFIX) & results.metric.isin(list(METRICS))]
-    dots = rows.groupby(["task", "evaluator", "set", "metric", "context"]).value.mean().reset_index()
+    dots = _per_context(results)
     figures = []
     for (task, setting), group in table.groupby(["task", "setting"], sort=True):
         models = sorted(set(group.set), key=lambda s: (s.startswith("state("), s in ("onehot", "context_mean"), s))

@@ -107,6 +107,28 @@ def test_verify_and_readers_name_a_corrupted_chunk(store, gene_ids):
     np.testing.assert_array_equal(store.align("rand", [gene_ids[0]])["covered"].values, [[True]])  # other chunks read
 
 
+def test_a_chunk_whose_blosc_header_lies_is_refused_before_decoding(store, gene_ids):
+    """The reader hands Blosc raw addresses: a chunk whose CRC32C matches but whose header claims
+    more bytes than it has, or than its rows hold, is an error, never a read past either buffer."""
+    import google_crc32c
+    from pertstore.store._codec import _BLOSC_DECOMPRESS, decode_chunk
+
+    assert _BLOSC_DECOMPRESS is not None  # the fast path is the one that runs with the pinned numcodecs
+    _, recipe = random_set(store, gene_ids, dim=128)
+    s = store.open_set("rand")
+    expected = s.rows(np.arange(s.card.chunk_rows))
+    start, length = (int(x) for x in s._shard_index[0][0])
+    path = os.path.join(store.uri, f"{set_key('rand', recipe.version)}/values/c/0/0")
+    chunk = bytearray(open(path, "rb").read()[start : start + length])
+    np.testing.assert_array_equal(decode_chunk(bytes(chunk), s.card.chunk_rows, 128), expected)
+    for field, lie in ((slice(12, 16), length + 4096), (slice(4, 8), 4 * 128 * s.card.chunk_rows + 4096)):
+        forged = bytearray(chunk)
+        forged[field] = lie.to_bytes(4, "little")
+        forged[-4:] = google_crc32c.value(bytes(forged[:-4])).to_bytes(4, "little")
+        with pytest.raises(ValueError, match="Blosc header disagrees"):
+            decode_chunk(bytes(forged), s.card.chunk_rows, 128)
+
+
 def test_verify_and_readers_catch_a_corrupted_shard_index(store, gene_ids):
     from pertstore import CorruptedSetError
 

@@ -1,29 +1,35 @@
-"""Fine-tuning evaluators: AIDO.Cell-style In-Silico KO and Indexing with LoRA, and the STRING GNN end to end."""
+"""Fine-tuning evaluators: In-Silico KO and Indexing with LoRA over cell models (dense, Geneformer, scGPT),
+and the STRING GNN end to end."""
 
 from pertstore.consumers.finetune._gnn import GNNFinetuneSettings, GNNRegressor, gnn_finetune_predict
+from pertstore.consumers.finetune._inputs import DenseInputs, TokenInputs, cell_inputs, isko_input
 from pertstore.consumers.finetune._model import (
     HEADS,
     MODES,
     FineTuner,
     FinetuneSettings,
     finetune_predict,
-    isko_input,
+    load_adapter,
     lora_model,
     select_learning_rate,
 )
 from pertstore.consumers.finetune._run import EVALUATORS, run_finetune
 
 __all__ = [
+    "DenseInputs",
     "EVALUATORS",
     "HEADS",
     "MODES",
+    "TokenInputs",
     "FineTuner",
     "FinetuneSettings",
+    "cell_inputs",
     "GNNFinetuneSettings",
     "GNNRegressor",
     "finetune_predict",
     "gnn_finetune_predict",
     "isko_input",
+    "load_adapter",
     "lora_model",
     "run_finetune",
     "select_learning_rate",

@@ -1,16 +1,18 @@
-"""AIDO.Cell-style fine-tuning with LoRA: In-Silico KO and Indexing (the paper's section 4.8, Figure 4).
+"""Cell-model fine-tuning with LoRA: In-Silico KO and Indexing (the paper's section 4.8, Figure 4).
 
-- **In-Silico KO** (``isko``): the mean control profile of the context with the perturbed gene masked
-  (its value set to ``mask_value``, 0: knocked out) goes through the model; a head shared by all genes
-  (MLP ``d -> 64 -> 32 -> 1``) reads each gene's last hidden state and predicts that gene's response.
+- **In-Silico KO** (``isko``): the mean control profile of the context with the perturbed gene knocked
+  out goes through the model (dense checkpoints: its value set to ``mask_value``, 0; token checkpoints:
+  its token deleted, see :mod:`._inputs`); a head shared by all genes (MLP ``d -> 64 -> 32 -> 1``) reads
+  each gene's last hidden state and predicts that gene's response.
 - **Indexing** (``indexing``): a batch of control cells goes through the model; the last hidden state
-  at the perturbed gene's position, averaged over the cells, feeds an MLP (``d -> 1024 -> 2048 -> genes``).
+  at the perturbed gene, averaged over the cells, feeds an MLP (``d -> 1024 -> 2048 -> genes``).
 
-The base checkpoint is any dense (AIDO.Cell-style) transformers checkpoint the ``scfm`` producer loads
-(``adapter: dense``); LoRA adapters (``peft``) sit on each transformer layer's attention output and
-feed-forward projections; base weights stay frozen. The learning rate is chosen from
-``{1e-2, 1e-3, 1e-4, 1e-5}`` by the validation MSE on a seeded 20% of the training perturbations, then
-the model is trained again on all of them.
+The base checkpoint is any transformers checkpoint the ``scfm`` producer loads, with the same
+``adapter`` (``dense``: AIDO.Cell-style; ``geneformer``; ``scgpt``) and adapter options
+(``max_length``, ``token_dictionary``, ``gene_medians``). LoRA adapters (``peft``) sit on each
+transformer layer's attention output and feed-forward projections; base weights stay frozen. The
+learning rate is chosen from ``{1e-2, 1e-3, 1e-4, 1e-5}`` by the validation MSE on a seeded 20% of the
+training perturbations, then the model is trained again on all of them.
 """
 
 from __future__ import annotations
@@ -19,13 +21,19 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from pertstore.consumers.finetune._inputs import cell_inputs
 from torch import nn
 
 from pertstore.errors import InvalidInputError
 
 MODES = ("isko", "indexing")
 HEADS = {"isko": (64, 32), "indexing": (1024, 2048)}
-LORA_TARGETS = r".*transformer_encoder\.layers\.\d+\.(linear1|linear2|self_attn\.out_proj)"
+LORA_TARGETS = {
+    "dense": r".*transformer_encoder\.layers\.\d+\.(linear1|linear2|self_attn\.out_proj)",
+    "scgpt": r".*transformer_encoder\.layers\.\d+\.(linear1|linear2|self_attn\.out_proj)",
+    "geneformer": r".*encoder\.layer\.\d+\.(attention\.output\.dense|intermediate\.dense|output\.dense)",
+}
+"""Per adapter: each layer's attention output and feed-forward projections (nn.TransformerEncoder or BERT names)."""
 
 
 @dataclass
@@ -44,7 +52,13 @@ class FinetuneSettings:
     lora_r: int = 8
     lora_alpha: int = 16
     lora_dropout: float = 0.0
-    target_modules: str = LORA_TARGETS
+    target_modules: str | None = None
+    """Modules LoRA wraps (a regex); None: the adapter's (:data:`LORA_TARGETS`)."""
+    adapter: str = "dense"
+    """The checkpoint's input encoding, as the ``scfm`` producer names it."""
+    max_length: int | None = None
+    token_dictionary: str | None = None
+    gene_medians: str | None = None
     mask_value: float = 0.0
     seed: int = 0
     device: str = "auto"
@@ -53,35 +67,44 @@ class FinetuneSettings:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise InvalidInputError(f"fine-tuning mode must be one of {', '.join(MODES)}, not {self.mode!r}")
+        if self.adapter not in LORA_TARGETS:
+            raise InvalidInputError(
+                f"fine-tuning adapter must be one of {', '.join(LORA_TARGETS)}, not {self.adapter!r}"
+            )
 
     @property
     def torch_device(self) -> str:
         return ("cuda" if torch.cuda.is_available() else "cpu") if self.device == "auto" else self.device
 
 
-def lora_model(model_path: str, settings: FinetuneSettings):
-    """The dense checkpoint in ``model_path`` with LoRA adapters: base weights frozen, adapters trainable."""
-    from peft import LoraConfig, get_peft_model
-    from pertstore.producers.expression.checkpoints import DenseCellModel
+def load_adapter(model_path: str, settings: FinetuneSettings):
+    """The checkpoint in ``model_path`` as the ``scfm`` producer loads it (model, genes, encoding)."""
+    from pertstore.producers.expression.checkpoints import load_adapter as load
 
-    try:
-        base = DenseCellModel.from_pretrained(model_path)
-    except (OSError, ValueError) as e:
-        raise InvalidInputError(f"fine-tuning: cannot load a dense cell-model checkpoint from {model_path}: {e}") from e
+    return load(
+        settings.adapter,
+        model_path,
+        settings.torch_device,
+        max_length=settings.max_length,
+        token_dictionary=settings.token_dictionary,
+        gene_medians=settings.gene_medians,
+    )
+
+
+def lora_model(model, settings: FinetuneSettings):
+    """``model`` (a loaded base model, or a checkpoint path) with LoRA adapters: base weights frozen,
+    adapters trainable."""
+    from peft import LoraConfig, get_peft_model
+
+    if isinstance(model, str):
+        model = load_adapter(model, settings).model
     config = LoraConfig(
         r=settings.lora_r,
         lora_alpha=settings.lora_alpha,
         lora_dropout=settings.lora_dropout,
-        target_modules=settings.target_modules,
+        target_modules=settings.target_modules or LORA_TARGETS[settings.adapter],
     )
-    return get_peft_model(base, config).to(settings.torch_device)
-
-
-def isko_input(profile: torch.Tensor, genes: torch.Tensor, mask_value: float = 0.0) -> torch.Tensor:
-    """``[len(genes), G]`` copies of the mean control ``profile`` ``[G]``, row i with gene ``genes[i]`` masked."""
-    x = profile.unsqueeze(0).repeat(len(genes), 1)
-    x[torch.arange(len(genes)), genes] = mask_value
-    return x
+    return get_peft_model(model, config).to(settings.torch_device)
 
 
 def _mlp(d_in: int, hidden: tuple[int, ...], d_out: int) -> nn.Sequential:
@@ -96,35 +119,40 @@ class FineTuner(nn.Module):
     """A LoRA-wrapped cell model and its head; ``forward(positions)`` -> responses ``[n, outputs]``.
 
     ``cells`` ``[cells, G]`` are the context's log-normalised control cells in the model's gene order;
-    ``outputs`` = ``G`` (``isko``, one value per model gene) or the task's genes (``indexing``).
+    ``outputs`` = ``G`` (``isko``, one value per model gene) or the task's genes (``indexing``). An output
+    the model has no state for (token checkpoints: a gene without a token) is NaN.
     """
 
     def __init__(self, model_path: str, cells: np.ndarray, n_outputs: int, settings: FinetuneSettings) -> None:
         super().__init__()
         torch.manual_seed(settings.seed)
         self.settings = settings
-        self.base = lora_model(model_path, settings)
-        d = self.base.config.d_model
+        adapter = load_adapter(model_path, settings)
         device = settings.torch_device
-        self.register_buffer("cells", torch.as_tensor(cells, dtype=torch.float32, device=device))
-        self.register_buffer("profile", self.cells.mean(dim=0))
+        self.inputs = cell_inputs(adapter, cells, device, mask_value=settings.mask_value, seed=settings.seed)
+        self.n_genes = len(adapter.genes)
+        self.base = lora_model(adapter.model, settings)
         hidden = settings.head or HEADS[settings.mode]
-        self.head = _mlp(d, hidden, 1 if settings.mode == "isko" else n_outputs).to(device)
+        self.head = _mlp(adapter.hidden_size, hidden, 1 if settings.mode == "isko" else n_outputs).to(device)
         self._rng = torch.Generator(device="cpu").manual_seed(settings.seed)
-
-    def _hidden(self, values: torch.Tensor) -> torch.Tensor:
-        return self.base(values=values).last_hidden_state
 
     def forward(self, positions: torch.Tensor) -> torch.Tensor:
         if self.settings.mode == "isko":
-            return self.head(self._hidden(isko_input(self.profile, positions, self.settings.mask_value))).squeeze(-1)
+            hidden, genes = self.inputs.knocked_out(self.base, positions)
+            per_token = self.head(hidden).squeeze(-1)
+            out = per_token.new_full((len(positions), self.n_genes), float("nan"))
+            row, column = torch.nonzero(genes >= 0, as_tuple=True)
+            return out.index_put((row, genes[row, column]), per_token[row, column])
+        n = self.inputs.n_cells
         if self.training:
-            pick = torch.randperm(len(self.cells), generator=self._rng)[: self.settings.batch_cells]
-            state = self._hidden(self.cells[pick.to(self.cells.device)])[:, positions].mean(dim=0)
+            picks = [torch.randperm(n, generator=self._rng)[: self.settings.batch_cells]]
         else:  # all control cells, in batches
-            chunks = torch.split(self.cells, self.settings.batch_cells)
-            state = sum(self._hidden(c)[:, positions].sum(dim=0) for c in chunks) / len(self.cells)
-        return self.head(state)
+            picks = list(torch.split(torch.arange(n), self.settings.batch_cells))
+        total, count = zip(*(self.inputs.gene_states(self.base, positions, p.to(positions.device)) for p in picks))
+        count = sum(count)
+        state = sum(total) / count.clamp(min=1)[:, None]
+        out = self.head(state)
+        return out.masked_fill((count == 0)[:, None], float("nan"))
 
 
 def _train(model: FineTuner, positions: np.ndarray, y: np.ndarray, lr: float, settings: FinetuneSettings) -> list:
@@ -134,7 +162,6 @@ def _train(model: FineTuner, positions: np.ndarray, y: np.ndarray, lr: float, se
     pos = torch.as_tensor(positions, device=device)
     target = torch.as_tensor(y, dtype=torch.float32, device=device)
     known = torch.isfinite(target)
-    target = torch.nan_to_num(target)
     rng = np.random.default_rng(settings.seed)
     losses = []
     model.train()
@@ -143,7 +170,8 @@ def _train(model: FineTuner, positions: np.ndarray, y: np.ndarray, lr: float, se
         for batch in np.array_split(rng.permutation(len(pos)), max(1, int(np.ceil(len(pos) / settings.batch_perts)))):
             b = torch.as_tensor(batch, device=device)
             out = model(pos[b])
-            loss = ((out - target[b]) ** 2 * known[b]).sum() / known[b].sum().clamp(min=1)
+            scored = known[b] & torch.isfinite(out)  # NaN: no value, or no state for that gene
+            loss = torch.where(scored, out - target[b], 0).pow(2).sum() / scored.sum().clamp(min=1)
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -5,8 +5,12 @@ scored like every evaluator (rows beside kNN on the frozen ``scfm`` set of the s
 paper's Figure 4). Options (``--model-option KEY=VALUE``): ``model_path`` and ``cells`` (required; the
 control cells of each context), ``control_column`` (``is_control``) / ``control_value`` (``True``),
 ``context_column`` (none: the same controls for every context), ``gene_column`` (none: ``var_names``),
-and any :class:`FinetuneSettings` field (``epochs``, ``learning_rates``, ``head``, ``batch_cells``,
-``lora_r``, ``seed``, ``device``). A perturbation whose gene is not in the model gets the train mean.
+and any :class:`FinetuneSettings` field (``adapter``: ``dense``, ``geneformer`` or ``scgpt``, with
+``max_length``, ``token_dictionary``, ``gene_medians`` as the ``scfm`` producer takes them; ``epochs``,
+``learning_rates``, ``head``, ``batch_cells``, ``lora_r``, ``seed``, ``device``). A perturbation whose gene is
+not a model gene with a state (token models: no token in the control profile or cells) gets the train mean and
+counts as uncovered; a task gene the model does not predict keeps the train mean (``task_genes_from_model``
+in each run's ``chosen``).
 
 ``ft-gnn`` fine-tunes the STRING GNN instead (:mod:`._gnn_run`): ``--model-option network=FILE``.
 """
@@ -18,7 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from pertstore.consumers.finetune._model import FinetuneSettings, finetune_predict
+from pertstore.consumers.finetune._model import FinetuneSettings, finetune_predict, load_adapter
 from pertstore.consumers.finetune._rows import score_rows
 
 from pertstore.errors import InvalidInputError
@@ -104,7 +108,7 @@ def run_finetune(store, task, plan, version: str, contexts: list[str], done: set
 
 
 def _run_cell_models(store, task, plan, version: str, contexts: list[str], done: set, progress) -> tuple[list, list]:
-    from pertstore.producers.expression.checkpoints import DenseCellConfig
+    from pertstore.consumers.finetune._inputs import cell_inputs
 
     gnn = "ft-gnn" in plan.evaluators  # its own options (network, freeze, pretrain_*) are not the cell models'
     options = {
@@ -115,13 +119,10 @@ def _run_cell_models(store, task, plan, version: str, contexts: list[str], done:
     for key in ("model_path", "cells"):
         if key not in options:
             raise InvalidInputError(f"fine-tuning needs --model-option {key}=...")
-    try:
-        model_genes = list(DenseCellConfig.from_pretrained(str(options["model_path"])).gene_names)
-    except (OSError, ValueError) as e:
-        raise InvalidInputError(
-            f"--model-option model_path={options['model_path']}: not a dense checkpoint: {e}"
-        ) from e
-    label = f"finetune({Path(str(options['model_path'])).name})"
+    model_path = str(options["model_path"])
+    adapter = load_adapter(model_path, _settings(options, "isko"))
+    model_genes = list(adapter.genes)
+    label = f"finetune({Path(model_path).name})"
     pert_pos = _match(store, [e or "" for e in task.entity_ids], model_genes)
     gene_pos = _match(store, list(task.gene_ids), model_genes)
     results, errors = [], []
@@ -129,17 +130,22 @@ def _run_cell_models(store, task, plan, version: str, contexts: list[str], done:
         settings = _settings(options, EVALUATORS[ev])
         for context in contexts:
             rows = np.flatnonzero(np.asarray(task.contexts) == context)
-            y, folds, pos = np.asarray(task.targets[rows], dtype=np.float64), task.folds[rows], pert_pos[rows]
+            y, folds = np.asarray(task.targets[rows], dtype=np.float64), task.folds[rows]
             wanted = sorted(set(folds.tolist()) - {-1}) if plan.folds is None else plan.folds
             todo = [f for f in wanted if (context, f, label, ev) not in done]
             if not todo:
                 continue
             cells = _control_cells(store, options, context, model_genes)
+            # a perturbation is covered when its gene is a model gene with a state (token models: a token)
+            coverable = cell_inputs(adapter, cells, "cpu", mask_value=settings.mask_value, seed=settings.seed)
+            coverable = coverable.coverable(settings.mode)
+            pos = np.where(pert_pos[rows] >= 0, pert_pos[rows], -1)
+            covered = (pos >= 0) & coverable[np.maximum(pos, 0)]
             for fold in todo:
                 if progress is not None:
                     progress(f"{plan.task} {context} fold {fold}: {ev}")
                 t0 = time.perf_counter()
-                test, covered = folds == fold, pos >= 0
+                test = folds == fold
                 train = ~test & covered
                 pred = np.repeat(y[~test].mean(axis=0)[None], int(test.sum()), axis=0)
                 has = test & covered
@@ -149,12 +155,15 @@ def _run_cell_models(store, task, plan, version: str, contexts: list[str], done:
                     if settings.mode == "isko":  # the model's genes; NaN where the task has no value
                         target = np.full((int(train.sum()), len(model_genes)), np.nan)
                         target[:, gene_pos[gene_pos >= 0]] = y[train][:, gene_pos >= 0]
-                    out, chosen = finetune_predict(
-                        str(options["model_path"]), cells, pos[train], target, pos[has], settings
-                    )
-                    got = out if settings.mode == "indexing" else pred[has[test]].copy()
-                    if settings.mode == "isko":
-                        got[:, gene_pos >= 0] = out[:, gene_pos[gene_pos >= 0]]
+                    out, chosen = finetune_predict(model_path, cells, pos[train], target, pos[has], settings)
+                    if settings.mode == "isko":  # task genes the model predicts; the others keep the train mean
+                        genes = np.full((len(out), len(gene_pos)), np.nan)
+                        genes[:, gene_pos >= 0] = out[:, gene_pos[gene_pos >= 0]]
+                        out = genes
+                    from_model = np.isfinite(out)
+                    chosen["task_genes_from_model"] = round(float(from_model.mean()), 4)
+                    got = pred[has[test]]
+                    got[from_model] = out[from_model]
                     pred[has[test]] = got
                 run = {"truth": y[test], "pred": pred, "chosen": chosen, "test": test, "covered": covered,
                        "seconds": time.perf_counter() - t0,

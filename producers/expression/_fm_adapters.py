@@ -54,6 +54,8 @@ class CellModelAdapter(ABC):
         """The model's genes (as the checkpoint names them), in the order of :meth:`table` rows."""
         self.token_ids = token_ids
         """The token id (or position) of each gene in the model's embedding table."""
+        self.pads: dict[str, float] = {}
+        """The value of each model input at a padding token (token encodings)."""
 
     @property
     def hidden_size(self) -> int:
@@ -99,6 +101,7 @@ class ScGPTAdapter(CellModelAdapter):
             raise InvalidInputError("scgpt: vocab.json has no <cls> token")
         self.cls_id = vocab["<cls>"]
         self.max_length = max_length or model.config.max_seq_len
+        self.pads = {"input_ids": model.config.pad_token_id, "values": model.config.pad_value, "attention_mask": 0}
 
     def encode(self, cp10k: sp.csr_matrix, measured: np.ndarray, rng: np.random.Generator) -> Encoded:
         cfg = self.model.config
@@ -140,6 +143,7 @@ class GeneformerAdapter(CellModelAdapter):
         self.cls_id, self.eos_id = tokens.get("<cls>"), tokens.get("<eos>")
         self.pad_id = tokens.get("<pad>", 0)
         self.max_length = max_length or int(model.config.max_position_embeddings)
+        self.pads = {"input_ids": self.pad_id, "attention_mask": 0}
 
     def encode(self, cp10k: sp.csr_matrix, measured: np.ndarray, rng: np.random.Generator) -> Encoded:
         room = self.max_length - (2 if self.special else 0)

@@ -8,8 +8,10 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 import pandas as pd
+import pytest
 import torch
-from pertstore.producers.expression.checkpoints import DenseCellConfig, DenseCellModel
+from pertstore.consumers.tasks import load_task
+from pertstore.producers.expression.checkpoints import DenseCellConfig, DenseCellModel, ScGPTConfig, ScGPTModel
 from typer.testing import CliRunner
 
 from pertstore import Store
@@ -20,7 +22,9 @@ GENES = ["TP53", "MYC", "KRAS", "EGFR", "GAPDH", "ACTB", "STAT1", "STAT2", "IRF1
 runner = CliRunner()
 
 
-def test_bench_run_fine_tunes_beside_knn(tmp_path: Path):
+def _knock_down_screen(tmp_path: Path, silent: str | None = None) -> tuple[Path, Path]:
+    """A synthetic knock-down screen (each knock-down lowers its own gene) as an h5ad, and a store
+    with its LFC task ``kd`` and a ``random-8`` set; ``silent``: a gene no cell expresses."""
     rng = np.random.default_rng(0)
     rate = rng.uniform(5, 30, size=len(GENES))
     labels = ["control"] * 120 + [g for g in GENES for _ in range(30)]
@@ -28,27 +32,38 @@ def test_bench_run_fine_tunes_beside_knn(tmp_path: Path):
     for i, label in enumerate(labels):  # a knock-down lowers its own gene
         if label != "control":
             counts[i, GENES.index(label)] = rng.poisson(0.5)
+    if silent:
+        counts[:, GENES.index(silent)] = 0
     cells = tmp_path / "cells.h5ad"
     ad.AnnData(
         counts.astype(np.float32),
         obs=pd.DataFrame({"perturbation": labels}, index=[f"c{i}" for i in range(len(labels))]),
         var=pd.DataFrame(index=GENES),
     ).write_h5ad(cells)
+    root = tmp_path / "store"
+    assert runner.invoke(app, ["init", str(root)]).exit_code == 0
+    _cli(root, "tasks", "build", cells, "--kind", "lfc", "--name", "kd", "--pert-col", "perturbation",
+         "--control-label", "control", "--context", "K562", "--trials", "2")  # fmt: skip
+    with Store.open(root) as store:
+        store.produce("random", source="random-8", params={"dim": 8})
+    return cells, root
+
+
+def _cli(root: Path, *args) -> str:
+    result = runner.invoke(app, [*map(str, args), "--store", str(root)])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return result.output
+
+
+def test_bench_run_fine_tunes_beside_knn(tmp_path: Path):
+    cells, root = _knock_down_screen(tmp_path)
     torch.manual_seed(0)
     model = tmp_path / "tiny-dense"
     DenseCellModel(DenseCellConfig(gene_names=GENES, d_model=16, nhead=2, d_hid=32, nlayers=2)).save_pretrained(model)
-    root = tmp_path / "store"
 
     def run(*args) -> str:
-        result = runner.invoke(app, [*map(str, args), "--store", str(root)])
-        assert result.exit_code == 0, result.output + repr(result.exception)
-        return result.output
+        return _cli(root, *args)
 
-    assert runner.invoke(app, ["init", str(root)]).exit_code == 0
-    run("tasks", "build", cells, "--kind", "lfc", "--name", "kd", "--pert-col", "perturbation",
-        "--control-label", "control", "--context", "K562", "--trials", "2")  # fmt: skip
-    with Store.open(root) as store:
-        store.produce("random", source="random-8", params={"dim": 8})
     run("bench", "run", "--task", "kd", "--set", "random-8", "--evaluator", "knn", "--evaluator", "ft-isko",
         "--fold", "0", "--fold", "1", "--model-option", f"model_path={model}", "--model-option", f"cells={cells}",
         "--model-option", "control_column=perturbation", "--model-option", "control_value=control",
@@ -65,3 +80,37 @@ def test_bench_run_fine_tunes_beside_knn(tmp_path: Path):
     print(l2.to_dict())
     assert l2[("finetune(tiny-dense)", "ft-isko")] < l2[("random-8", "knn")]
     assert l2[("finetune(tiny-dense)", "ft-isko")] < l2[("train_mean", "none")]
+
+
+def test_bench_run_fine_tunes_a_token_checkpoint_and_shows_what_it_covers(tmp_path: Path):
+    """A tiny scGPT checkpoint through the CLI: a gene no control cell expresses has no token, so its
+    knock-down is uncovered (train mean, coverage below 1) and the others are fine-tuned."""
+    cells, root = _knock_down_screen(tmp_path, silent="BRCA2")
+    vocab = {t: i for i, t in enumerate(["<pad>", "<cls>", "<eoc>", *GENES])}
+    torch.manual_seed(0)
+    model = tmp_path / "tiny-scgpt"
+    config = ScGPTConfig(vocab_size=len(vocab), d_model=16, nhead=2, d_hid=32, nlayers=2, dropout=0.0, n_bins=11)
+    ScGPTModel(config).save_pretrained(model)
+    (model / "vocab.json").write_text(json.dumps(vocab))
+    _cli(root, "bench", "run", "--task", "kd", "--set", "random-8", "--evaluator", "knn", "--evaluator", "ft-isko",
+         "--evaluator", "ft-indexing", "--fold", "0", "--model-option", f"model_path={model}",
+         "--model-option", "adapter=scgpt", "--model-option", f"cells={cells}",
+         "--model-option", "control_column=perturbation", "--model-option", "control_value=control",
+         "--model-option", "epochs=25", "--model-option", "learning_rates=0.01", "--model-option", "head=[16,16]")  # fmt: skip
+    out = tmp_path / "results.csv"
+    _cli(root, "bench", "results", "--out", out)
+    df = pd.read_csv(out)
+    l2 = df[df.metric == "l2"].set_index("evaluator")
+    with Store.open(root) as store:
+        task = load_task(store, "kd")
+    test = task.folds == 0
+    silent_in_test = "BRCA2" in set(np.asarray(task.pert_ids)[test])
+    for ev in ("ft-isko", "ft-indexing"):
+        row = l2.loc[ev]
+        assert row.set == "finetune(tiny-scgpt)"
+        assert row.coverage == pytest.approx(1 - silent_in_test / test.sum())
+        chosen = json.loads(row.chosen)
+        assert chosen["mode"] == ev[3:] and 0 < chosen["task_genes_from_model"] <= 1
+    train_mean = l2[l2.set == "train_mean"].value.item()
+    print({ev: l2.loc[ev].value for ev in ("ft-isko", "ft-indexing", "knn")}, "train mean", train_mean)
+    assert l2.loc["ft-isko"].value < train_mean

@@ -114,3 +114,58 @@ def test_bench_run_fine_tunes_a_token_checkpoint_and_shows_what_it_covers(tmp_pa
     train_mean = l2[l2.set == "train_mean"].value.item()
     print({ev: l2.loc[ev].value for ev in ("ft-isko", "ft-indexing", "knn")}, "train mean", train_mean)
     assert l2.loc["ft-isko"].value < train_mean
+
+
+def test_bench_run_fine_tunes_a_geneformer_checkpoint_on_the_papalexi_screen(data_dir, tmp_path: Path):
+    """The shared Papalexi 2021 THP-1 CRISPR-KO screen (real counts) and a tiny random Geneformer-style
+    checkpoint over its genes: ft-isko and ft-indexing rows sit beside kNN, their coverage the share of
+    test knock-outs whose gene has a token (control profile for ISKO, some control cell for Indexing)."""
+    import pickle
+
+    from pertstore.consumers.finetune import FinetuneSettings, TokenInputs
+    from pertstore.consumers.finetune._run import _control_cells
+    from pertstore.producers.expression.checkpoints import load_adapter
+    from transformers import BertConfig, BertForMaskedLM
+
+    screen = data_dir / "perturb" / "papalexi2021_thp1_crispr_ko.h5ad"
+    symbols = list(ad.read_h5ad(screen, backed="r").var_names)
+    tokens = {"<pad>": 0, "<mask>": 1, "<cls>": 2, "<eos>": 3} | {g: i + 4 for i, g in enumerate(symbols)}
+    medians = {g: 1.0 for g in symbols}
+    model = tmp_path / "tiny-geneformer"
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(tokens), hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=128)  # fmt: skip
+    BertForMaskedLM(config).save_pretrained(model)
+    (model / "token_dictionary.pkl").write_bytes(pickle.dumps(tokens))
+    (model / "gene_median_dictionary.pkl").write_bytes(pickle.dumps(medians))
+    root = tmp_path / "store"
+    assert runner.invoke(app, ["init", str(root)]).exit_code == 0
+    _cli(root, "tasks", "build", screen, "--kind", "lfc", "--name", "papalexi", "--context", "THP-1",
+         "--trials", "2", "--no-progress")  # fmt: skip
+    with Store.open(root) as store:
+        store.produce("random", source="random-8", params={"dim": 8})
+    options = ["adapter=geneformer", f"model_path={model}", f"cells={screen}", "epochs=2", "learning_rates=0.01",
+               "head=[8,8]", "batch_cells=16"]  # fmt: skip
+    _cli(root, "bench", "run", "--task", "papalexi", "--set", "random-8", "--evaluator", "knn",
+         "--evaluator", "ft-isko", "--evaluator", "ft-indexing", "--fold", "0",
+         *[a for o in options for a in ("--model-option", o)])  # fmt: skip
+    out = tmp_path / "results.csv"
+    _cli(root, "bench", "results", "--out", out)
+    df = pd.read_csv(out)
+    l2 = df[df.metric == "l2"].set_index("evaluator")
+    with Store.open(root) as store:
+        task = load_task(store, "papalexi")
+        adapter = load_adapter("geneformer", str(model), "cpu", max_length=None)
+        cells = _control_cells(store, {"cells": str(screen)}, "THP-1", adapter.genes)
+        inputs = TokenInputs(adapter, cells, "cpu", seed=FinetuneSettings().seed)
+        genes = {g: i for i, g in enumerate(adapter.genes)}
+    test = task.folds == 0
+    targets = np.asarray(task.pert_ids)[test]
+    assert len(targets) >= 2
+    for ev in ("ft-isko", "ft-indexing"):
+        has = inputs.coverable(ev[3:])
+        expected = np.mean([t in genes and has[genes[t]] for t in targets])
+        row = l2.loc[ev]
+        assert row.set == "finetune(tiny-geneformer)" and row.coverage == pytest.approx(expected)
+        assert np.isfinite(row.value) and json.loads(row.chosen)["mode"] == ev[3:]
+    assert np.isfinite(l2[l2.set == "random-8"].value).all()

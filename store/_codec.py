@@ -67,7 +67,11 @@ def decode_at(blob: np.ndarray, blob_address: int, start: int, length: int, out:
     ):
         raise ValueError(f"its Blosc header disagrees with its {length} bytes or its {out.nbytes} decoded bytes")
     if _BLOSC_DECOMPRESS is None:
-        got = out.nbytes if blosc.decompress(blob[start:end], out) is not None else -1
+        try:
+            blosc.decompress(blob[start:end], out)
+        except RuntimeError as e:
+            raise ValueError(f"Blosc cannot decode it ({e})") from e
+        got = out.nbytes
     else:
         got = _BLOSC_DECOMPRESS(blob_address + start, out_address, out.nbytes, 1)
     if got != out.nbytes:

@@ -54,9 +54,9 @@ run concurrently: large reads stream, and scattered small reads (a few ids) wait
 the network side by side rather than one after another."""
 
 
-def set_buffer(shape: tuple[int, int]) -> np.ndarray:
-    """The float32 buffer a set's decoded rows are kept in: an anonymous mapping committed 4 KiB
-    page by page as rows land, without transparent huge pages.
+def set_buffer(shape: tuple[int, int]) -> tuple[np.ndarray, mmap.mmap]:
+    """The float32 buffer a set's decoded rows are kept in, and its memory: an anonymous mapping
+    committed 4 KiB page by page as rows land (see :func:`commit`), without transparent huge pages.
 
     numpy asks for huge pages on large arrays; then every scattered row would commit and zero
     2 MiB (50 rows from each of 30 sets took 3 GB that way), and where the kernel compacts memory
@@ -67,7 +67,22 @@ def set_buffer(shape: tuple[int, int]) -> np.ndarray:
     region = mmap.mmap(-1, max(1, 4 * n), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     if hasattr(mmap, "MADV_NOHUGEPAGE"):
         region.madvise(mmap.MADV_NOHUGEPAGE)
-    return np.frombuffer(region, dtype="<f4", count=n).reshape(shape)
+    return np.frombuffer(region, dtype="<f4", count=n).reshape(shape), region
+
+
+_MADV_POPULATE_WRITE = 23
+
+
+def commit(region: mmap.mmap, start: int, stop: int) -> None:
+    """Commit bytes ``start:stop`` of ``region`` in one call (Linux 5.14's ``MADV_POPULATE_WRITE``)
+    before rows are decoded into them, instead of a page fault per 4 KiB page: a cold read of 2,000
+    ids from 30 sets decodes into 71,000 fresh pages. A kernel without it faults them in as before."""
+    first = start - start % mmap.PAGESIZE
+    if stop > first:
+        try:
+            region.madvise(_MADV_POPULATE_WRITE, first, stop - first)
+        except OSError:
+            pass
 
 
 class OpenSet:
@@ -90,6 +105,7 @@ class OpenSet:
         self.n_chunks = -(-self.card.n_rows // self.card.chunk_rows)
         self.n_shards = -(-self.n_chunks // self.shard_chunks)
         self._buffer: np.ndarray | None = None
+        self._region: mmap.mmap | None = None
         """Decoded rows, packed in the order they were decoded, then (last row) a row of NaN."""
         self._slot = np.full(self.card.n_rows + 1, -1, dtype=np.int64)
         """Each row's place in the buffer (-1: not decoded); the last entry (position -1) is the row of NaN."""
@@ -150,7 +166,7 @@ class OpenSet:
     def drop(self) -> None:
         """Let go of the decoded rows and the ids (read again when needed)."""
         with self._lock:
-            self._buffer = None
+            self._buffer, self._region = None, None
             self._slot[:-1] = -1
             self._n_have = 0
             self._ids, self._id_index, self._ids_nbytes = None, None, 0
@@ -169,7 +185,7 @@ class OpenSet:
             if missing.size:
                 missing = np.unique(missing)
         if self._buffer is None:  # address space only: pages are committed as rows land
-            self._buffer = set_buffer((self.card.n_rows + 1, self.card.dim))
+            self._buffer, self._region = set_buffer((self.card.n_rows + 1, self.card.dim))
             self._buffer[-1] = np.nan
         return missing
 
@@ -251,6 +267,8 @@ class OpenSet:
         n, dim, buffer, base = self.card.chunk_rows, self.card.dim, self._buffer, self._n_have
         assert buffer is not None
         buffer_address, row_bytes = buffer.ctypes.data, 4 * dim
+        assert self._region is not None
+        commit(self._region, base * row_bytes, (base + len(rows)) * row_bytes)
         of_chunk = rows // n
         chunks, first = np.unique(of_chunk, return_index=True)
         bounds = np.append(first, len(rows)).tolist()
@@ -265,7 +283,7 @@ class OpenSet:
                 scratch, scratch_address = _scratch(n * dim)
                 scratch = scratch.reshape(n, dim)
                 decode_at(blob, address, start, length, scratch, scratch_address)
-                np.take(scratch, rows[lo:hi] - starts[j], axis=0, out=buffer[base + lo : base + hi])
+                np.take(scratch, rows[lo:hi] - starts[j], axis=0, out=buffer[base + lo : base + hi], mode="clip")
 
         return chunks, sink
 
@@ -338,7 +356,7 @@ def load_rows(
         return [
             None
             if positions is None or s._buffer is None
-            else np.take(s._buffer, s._slot[positions], axis=0, out=None if out is None else out[i])
+            else np.take(s._buffer, s._slot[positions], axis=0, out=None if out is None else out[i], mode="clip")
             for i, (s, positions) in enumerate(requests)
         ]
 

@@ -71,6 +71,8 @@ class Catalog(EntityMethods):
         self._index_lock = threading.Lock()
         self._index_builders: dict[str, threading.Thread] = {}
         _OPEN_CATALOGS.add(self)
+        self._shared_rules: tuple[int, dict[str, tuple[str, str]]] | None = None
+        """``(registry generation, shared_id_rules())`` once the alias index needed them."""
         self._registry_generation = 0
         """Bumped when a registry changes; an alias index built while it changed is not kept."""
 
@@ -343,14 +345,6 @@ class Catalog(EntityMethods):
         finally:
             con.unregister("_wanted")
         return dict(got)
-
-    def shared_id_rules(self) -> dict[str, tuple[str, str]]:
-        """Ensembl ids several genes share, resolved by a rule: key -> (gene, rule)."""
-        rows = self.con.execute(
-            "SELECT key, namespace, entity_id FROM aliases WHERE kind = 'gene' AND namespace "
-            "LIKE 'ensembl_gene:%' AND namespace <> 'ensembl_gene:shared'"
-        ).fetchall()
-        return {key: (entity, namespace.split(":", 1)[1]) for key, namespace, entity in rows}
 
     def tags(self, source: str | None = None) -> pd.DataFrame:
         """``source, context, tag, version, updated_at`` of every tag (of ``source``)."""

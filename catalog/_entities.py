@@ -18,8 +18,10 @@ from pertstore.catalog._registry import (
     Resolution,
     aliases_for,
     entity_rows,
+    note_rules,
     pick,
     probe_keys,
+    rules_from_hits,
 )
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,7 @@ class EntityMethods:
     _index_lock: threading.Lock
     _index_builders: dict[str, threading.Thread]
     _registry_generation: int
+    _shared_rules: tuple[int, dict[str, tuple[str, str]]] | None
 
     if TYPE_CHECKING:
 
@@ -83,6 +86,8 @@ class EntityMethods:
         index = self._alias_index(kind)
         if index is not None:
             res = index.resolve(query)
+            if kind == "gene":
+                note_rules(res, self._shared_rules_now())
         else:
             res = self._resolve_in_db(query, kind)
         if kind == "molecule" and res.unresolved:
@@ -130,19 +135,34 @@ class EntityMethods:
             if generation == self._registry_generation:  # not kept when the registry changed meanwhile
                 self._alias_indexes[kind] = (generation, index)
 
+    def shared_id_rules(self) -> dict[str, tuple[str, str]]:
+        """Ensembl ids several genes share, resolved by a rule: key -> (gene, rule)."""
+        rows = self.con.execute(
+            "SELECT key, namespace, entity_id FROM aliases WHERE kind = 'gene' AND namespace "
+            "LIKE 'ensembl_gene:%' AND namespace <> 'ensembl_gene:shared'"
+        ).fetchall()
+        return {key: (entity, namespace.split(":", 1)[1]) for key, namespace, entity in rows}
+
+    def _shared_rules_now(self) -> dict[str, tuple[str, str]]:
+        """:meth:`shared_id_rules` of the current registry, read once per registry version."""
+        kept = self._shared_rules
+        if kept is None or kept[0] != self._registry_generation:
+            kept = self._shared_rules = (self._registry_generation, self.shared_id_rules())
+        return kept[1]
+
     def _resolve_in_db(self, query: list[str], kind: str) -> Resolution:
         probes = probe_keys(query)
         con = self.con
         con.register("_probe", probes)
         try:
             hits = con.execute(
-                "SELECT DISTINCT p.pos, a.priority, a.entity_id FROM _probe p "
+                "SELECT DISTINCT p.pos, a.priority, a.entity_id, a.namespace FROM _probe p "
                 "JOIN aliases a ON a.kind = ? AND a.key = p.key",
                 [kind],
             ).df()
         finally:
             con.unregister("_probe")
-        return pick(query, hits)
+        return rules_from_hits(pick(query, hits), hits)  # the rules come with the hits: no scan of their own
 
     def _resolve_smiles(self, res: Resolution) -> None:
         still = []

@@ -337,6 +337,16 @@ def pick(query: list[str], hits: pd.DataFrame) -> Resolution:
     return Resolution(query=list(query), ids=ids, unresolved=unresolved, ambiguous=ambiguous)
 
 
+def rules_from_hits(res: Resolution, hits: pd.DataFrame) -> Resolution:
+    """Record in ``res.rules`` the rule behind each query id resolved through an alias of namespace
+    ``ensembl_gene:<rule>`` (an Ensembl id several genes share), from the catalog join's ``hits``."""
+    for pos, namespace, entity in zip(hits.pos.tolist(), hits.namespace.tolist(), hits.entity_id.tolist()):
+        rule = namespace.split(":", 1)[1] if namespace.startswith("ensembl_gene:") else None
+        if rule in SHARED_ID_RULES and res.ids[pos] == entity:
+            res.rules[res.query[pos]] = f"{rule}: {SHARED_ID_RULES[rule]}"
+    return res
+
+
 def note_rules(res: Resolution, given: dict[str, tuple[str, str]]) -> Resolution:
     """Record in ``res.rules`` the rule that resolved each query id that several genes share.
 

@@ -23,7 +23,6 @@ from pertstore.catalog import (
     job_record_problems,
     merge_registry,
     molecule_registry,
-    note_rules,
     read_registry,
     read_tags,
     rebuild,
@@ -65,8 +64,6 @@ class Store(WriteMethods):
         self._cache: SetCache | None = None
         self._indexes = IndexCache()
         """Prepared neighbour-search indexes (see :mod:`pertstore._similarity`)."""
-        self._shared_rules: dict[str, tuple[str, str]] | None = None
-        """Shared Ensembl ids a rule gave to one gene: ``{id: (entity id, rule)}`` (read on first need)."""
         self.release_catalog = False
         """Let go of the catalog file between job updates, so other processes can read it (the CLI)."""
 
@@ -194,7 +191,6 @@ class Store(WriteMethods):
         reg.to_parquet(buf, index=False)
         self.storage.write_bytes(registry_key(kind), buf.getvalue())
         self.catalog.replace_registry(kind, reg)
-        self._shared_rules = None
         return len(reg)
 
     def resolve(self, ids: Sequence[str], kind: str = "gene") -> Resolution:
@@ -205,12 +201,7 @@ class Store(WriteMethods):
         if kind not in ("gene", "molecule"):
             raise InvalidInputError(f"unknown entity kind {kind!r}; use 'gene' or 'molecule'")
         query = check_ids([str(i) for i in ids])
-        res = self.catalog.resolve(query, kind)
-        if kind == "gene":
-            if self._shared_rules is None:
-                self._shared_rules = self.catalog.shared_id_rules()
-            note_rules(res, self._shared_rules)
-        return res
+        return self.catalog.resolve(query, kind)
 
     # ---- tasks and jobs (writing sets: WriteMethods, pertstore/_store_write.py) ---------------
 
@@ -391,7 +382,6 @@ class Store(WriteMethods):
     def rebuild_catalog(self, *, progress: bool = False) -> dict:
         """Recreate the catalog from the store alone; returns what it indexed and, under ``problems``,
         the files it skipped (a malformed tag file never stops a rebuild)."""
-        self._shared_rules = None
         return rebuild(self.catalog, self.storage, progress=progress)
 
     def verify(self, *, progress: bool = False) -> dict:

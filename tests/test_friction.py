@@ -52,6 +52,11 @@ def test_the_two_shared_ids_resolve_by_ensembl_and_the_rule_is_recorded(tmp_path
     rule = f"ensembl: {SHARED_ID_RULES['ensembl']}"
     assert res.rules == {"ENSG00000205571": rule, "ENSG00000160201": rule, "ENSG00000160201.4": rule}
     assert not res.ambiguous and not res.unresolved
+    for _ in range(3):  # the catalog's join, then the in-memory alias index once built: the same rules
+        store.resolve(res.query)
+    store.settle()
+    assert store.catalog._alias_index("gene") is not None
+    assert store.resolve(res.query).rules == res.rules
     # an id both SMN genes share that Ensembl gives neither (not a primary-assembly id) stays ambiguous
     assert set(store.resolve(["ENSG00000273772"]).ambiguous["ENSG00000273772"]) == set(
         store.resolve(["SMN1", "SMN2"]).ids

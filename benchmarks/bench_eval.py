@@ -101,7 +101,7 @@ def main() -> None:
     ap.add_argument("--d", type=int, default=512)
     ap.add_argument("--genes", type=int, default=6640)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--quick", action="store_true", help="1,000 perturbations x 2,000 genes, 2 repeats")
+    ap.add_argument("--quick", action="store_true", help="1,000 perturbations x 2,000 genes, 3 repeats")
     ap.add_argument(
         "--lasso-genes", type=int, default=200, help="genes for the Lasso comparison (it fits one model per gene)"
     )
@@ -113,7 +113,7 @@ def main() -> None:
     if args.worker:
         return _worker(args.worker, args.n, args.d, args.genes, args.model)
     if args.quick:
-        args.n, args.genes, args.repeats = 1000, 2000, 2
+        args.n, args.genes, args.repeats = 1000, 2000, 3
     import tempfile
 
     import numpy as np

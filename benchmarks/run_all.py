@@ -40,7 +40,7 @@ THREADS = {
 BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     "tasks": (
         "bench_tasks.py",
-        ["--scale", "0.25", "--repeats", "1", "--only", "lfc", "backed", "deg"],
+        ["--scale", "0.25", "--repeats", "3", "--only", "lfc", "backed", "deg"],
         ["--scale", "0.5", "--repeats", "3", "--only", "lfc", "backed", "deg"],
     ),
     # experimental error with 20 trials (one outer draw x the preset's 20 inner): its Spearman ranks of

@@ -24,6 +24,8 @@ from pertstore.producers.graph._common import GeneGraph, GraphParams
 from pydantic import Field
 from sklearn.metrics import roc_auc_score
 
+from pertstore.errors import InvalidInputError
+
 
 class LinkPredParams(GraphParams):
     dims: int = Field(128, ge=1, le=2048)
@@ -88,6 +90,10 @@ class NegativeSampler:
         self.n, self.rng = n, rng
         self.population = n * (n - 1)  # ordered pairs without self-loops: (a, b) -> a * (n - 1) + b - (b > a)
         self.edges = np.unique(self._code(row[~loops], col[~loops]))
+        if len(self.edges) >= self.population:
+            raise InvalidInputError(
+                f"the network's {n} genes are all linked to each other: link prediction has no non-edges to learn from"
+            )
 
     def _code(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return a * (self.n - 1) + b - (b > a)

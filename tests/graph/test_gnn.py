@@ -92,6 +92,8 @@ def test_training_is_bit_identical_while_another_thread_draws_from_random(string
 def test_negative_sampler_draws_distinct_non_edges_reproducibly():
     from pertstore.producers.graph._linkpred import NegativeSampler
 
+    from pertstore.errors import InvalidInputError
+
     rng = np.random.default_rng(0)
     n = 40
     edges = torch.from_numpy(rng.integers(0, n, (2, 600)))
@@ -107,3 +109,6 @@ def test_negative_sampler_draws_distinct_non_edges_reproducibly():
     seen = {p for _ in range(1000) for p in zip(*sampler(50).numpy().tolist())}  # about 46 draws of each
     non_edges = {(a, b) for a in range(n) for b in range(n) if a != b} - edge_set
     assert seen == non_edges
+    complete = torch.tensor([(a, b) for a in range(4) for b in range(4) if a != b]).T
+    with pytest.raises(InvalidInputError, match="no non-edges"):
+        NegativeSampler(complete, 4, np.random.default_rng(0))

@@ -59,7 +59,7 @@ def _cross(model: str, contexts: int, perts: int, genes: int) -> dict:
 def _tuned(mode: str, cells: int, genes: int, epochs: int) -> dict:
     import numpy as np
     import torch
-    from pertstore.consumers.finetune import FineTuner, FinetuneSettings
+    from pertstore.consumers.finetune import FineTuner, FinetuneSettings, cell_model
     from pertstore.consumers.finetune._model import _train
     from pertstore.producers.expression.checkpoints import DenseCellConfig, DenseCellModel
 
@@ -72,7 +72,7 @@ def _tuned(mode: str, cells: int, genes: int, epochs: int) -> dict:
     n = min(genes, 64)
     y = rng.normal(size=(n, genes))
     settings = FinetuneSettings(mode=mode, epochs=epochs, batch_cells=min(cells, 32))
-    model = FineTuner(str(path), x, genes, settings)
+    model = FineTuner(cell_model(str(path), x, settings), genes, settings)
     t0 = time.perf_counter()
     _train(model, np.arange(n), y, 1e-3, settings)
     seconds = time.perf_counter() - t0

@@ -10,7 +10,7 @@ from pertstore.catalog._molecules import (
     read_sciplex3,
 )
 from pertstore.catalog._rebuild import job_record_problems, parse_registry, read_registry, read_tags, rebuild
-from pertstore.catalog._registry import Resolution, default_gene_table, ensembl_assignment, gene_registry, note_rules
+from pertstore.catalog._registry import Resolution, default_gene_table, ensembl_assignment, gene_registry
 from pertstore.catalog._schema import MIGRATIONS, migrate
 from pertstore.catalog._states import JobState, RecipeState
 from pertstore.catalog._tasks import TaskEntry, TaskIndex
@@ -32,7 +32,6 @@ __all__ = [
     "merge_registry",
     "migrate",
     "molecule_registry",
-    "note_rules",
     "parse_registry",
     "parse_smiles",
     "read_registry",

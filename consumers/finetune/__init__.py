@@ -6,8 +6,10 @@ from pertstore.consumers.finetune._inputs import DenseInputs, TokenInputs, cell_
 from pertstore.consumers.finetune._model import (
     HEADS,
     MODES,
+    CellModel,
     FineTuner,
     FinetuneSettings,
+    cell_model,
     finetune_predict,
     load_adapter,
     lora_model,
@@ -16,6 +18,7 @@ from pertstore.consumers.finetune._model import (
 from pertstore.consumers.finetune._run import EVALUATORS, run_finetune
 
 __all__ = [
+    "CellModel",
     "DenseInputs",
     "EVALUATORS",
     "HEADS",
@@ -24,6 +27,7 @@ __all__ = [
     "FineTuner",
     "FinetuneSettings",
     "cell_inputs",
+    "cell_model",
     "GNNFinetuneSettings",
     "GNNRegressor",
     "finetune_predict",

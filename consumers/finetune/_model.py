@@ -17,7 +17,9 @@ training perturbations, then the model is trained again on all of them.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -115,25 +117,40 @@ def _mlp(d_in: int, hidden: tuple[int, ...], d_out: int) -> nn.Sequential:
     return nn.Sequential(*layers, nn.Linear(d_in, d_out))
 
 
-class FineTuner(nn.Module):
-    """A LoRA-wrapped cell model and its head; ``forward(positions)`` -> responses ``[n, outputs]``.
+@dataclass
+class CellModel:
+    """A loaded checkpoint and the inputs it reads for one context's control cells (see :mod:`._inputs`):
+    loaded and encoded once, shared by every fit of that context."""
 
-    ``cells`` ``[cells, G]`` are the context's log-normalised control cells in the model's gene order;
+    adapter: Any
+    inputs: Any
+
+
+def cell_model(model_path: str, cells: np.ndarray, settings: FinetuneSettings, adapter=None) -> CellModel:
+    """:class:`CellModel` of the checkpoint in ``model_path`` (or an ``adapter`` loaded already) for ``cells``
+    ``[cells, G]``: the context's log-normalised control cells in the model's gene order."""
+    adapter = adapter or load_adapter(model_path, settings)
+    inputs = cell_inputs(adapter, cells, settings.torch_device, mask_value=settings.mask_value, seed=settings.seed)
+    return CellModel(adapter, inputs)
+
+
+class FineTuner(nn.Module):
+    """A LoRA-wrapped copy of a cell model and its head; ``forward(positions)`` -> responses ``[n, outputs]``.
+
     ``outputs`` = ``G`` (``isko``, one value per model gene) or the task's genes (``indexing``). An output
     the model has no state for (token checkpoints: a gene without a token) is NaN.
     """
 
-    def __init__(self, model_path: str, cells: np.ndarray, n_outputs: int, settings: FinetuneSettings) -> None:
+    def __init__(self, model: CellModel, n_outputs: int, settings: FinetuneSettings) -> None:
         super().__init__()
         torch.manual_seed(settings.seed)
         self.settings = settings
-        adapter = load_adapter(model_path, settings)
-        device = settings.torch_device
-        self.inputs = cell_inputs(adapter, cells, device, mask_value=settings.mask_value, seed=settings.seed)
-        self.n_genes = len(adapter.genes)
-        self.base = lora_model(adapter.model, settings)
+        self.inputs = model.inputs
+        self.n_genes = len(model.adapter.genes)
+        self.base = lora_model(copy.deepcopy(model.adapter.model), settings)  # peft adds its layers in place
         hidden = settings.head or HEADS[settings.mode]
-        self.head = _mlp(adapter.hidden_size, hidden, 1 if settings.mode == "isko" else n_outputs).to(device)
+        d_out = 1 if settings.mode == "isko" else n_outputs
+        self.head = _mlp(model.adapter.hidden_size, hidden, d_out).to(settings.torch_device)
         self._rng = torch.Generator(device="cpu").manual_seed(settings.seed)
 
     def forward(self, positions: torch.Tensor) -> torch.Tensor:
@@ -205,8 +222,7 @@ def select_learning_rate(n: int, settings, val_mse) -> tuple[float, dict[float, 
 
 
 def finetune_predict(
-    model_path: str,
-    cells: np.ndarray,
+    model: CellModel,
     train_positions: np.ndarray,
     y_train: np.ndarray,
     test_positions: np.ndarray,
@@ -221,14 +237,14 @@ def finetune_predict(
     n_out = y_train.shape[1]
 
     def val_mse(lr: float, fit: np.ndarray, val: np.ndarray) -> float:
-        model = FineTuner(model_path, cells, n_out, settings)
-        _train(model, train_positions[fit], y_train[fit], lr, settings)
-        return float(np.nanmean((_predict(model, train_positions[val]) - y_train[val]) ** 2))
+        tuner = FineTuner(model, n_out, settings)
+        _train(tuner, train_positions[fit], y_train[fit], lr, settings)
+        return float(np.nanmean((_predict(tuner, train_positions[val]) - y_train[val]) ** 2))
 
     best, scores = select_learning_rate(len(train_positions), settings, val_mse)
-    model = FineTuner(model_path, cells, n_out, settings)
-    losses = _train(model, train_positions, y_train, best, settings)
-    return _predict(model, test_positions), {
+    tuner = FineTuner(model, n_out, settings)
+    losses = _train(tuner, train_positions, y_train, best, settings)
+    return _predict(tuner, test_positions), {
         "mode": settings.mode,
         "lr": best,
         "val_mse": {str(k): round(v, 6) for k, v in scores.items()},

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from pertstore.consumers.finetune._model import FinetuneSettings, finetune_predict, load_adapter
+from pertstore.consumers.finetune._model import CellModel, FinetuneSettings, cell_model, finetune_predict, load_adapter
 from pertstore.consumers.finetune._rows import score_rows
 
 from pertstore.errors import InvalidInputError
@@ -44,7 +44,22 @@ def _settings(options: dict, mode: str) -> FinetuneSettings:
             values[key] = tuple(json.loads(values[key]) if values[key].startswith("[") else values[key].split(","))
         if key in values and values[key] is not None:
             values[key] = tuple((float if key == "learning_rates" else int)(v) for v in values[key])
+    for key, value in values.items():  # a value of the wrong type is the user's error, not a traceback later
+        kind = _NUMBERS.get(key)
+        if kind is not None and value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise InvalidInputError(f"--model-option {key}={value!r}: expected a number")
+        if kind is int and isinstance(value, float) and not value.is_integer():
+            raise InvalidInputError(f"--model-option {key}={value!r}: expected a whole number")
+        if kind is not None and value is not None:
+            values[key] = kind(value)
     return FinetuneSettings(mode=mode, **values)
+
+
+_NUMBERS = {
+    "epochs": int, "batch_perts": int, "batch_cells": int, "lora_r": int, "lora_alpha": int, "seed": int,
+    "max_length": int, "val_fraction": float, "lora_dropout": float, "mask_value": float,
+}  # fmt: skip
+"""The numeric :class:`FinetuneSettings` fields and their types."""
 
 
 def _match(store, names: list[str], model_genes: list[str]) -> np.ndarray:
@@ -108,8 +123,6 @@ def run_finetune(store, task, plan, version: str, contexts: list[str], done: set
 
 
 def _run_cell_models(store, task, plan, version: str, contexts: list[str], done: set, progress) -> tuple[list, list]:
-    from pertstore.consumers.finetune._inputs import cell_inputs
-
     gnn = "ft-gnn" in plan.evaluators  # its own options (network, freeze, pretrain_*) are not the cell models'
     options = {
         k: v
@@ -126,6 +139,7 @@ def _run_cell_models(store, task, plan, version: str, contexts: list[str], done:
     pert_pos = _match(store, [e or "" for e in task.entity_ids], model_genes)
     gene_pos = _match(store, list(task.gene_ids), model_genes)
     results, errors = [], []
+    models: dict[str, CellModel] = {}
     for ev in [e for e in plan.evaluators if EVALUATORS.get(e) in ("isko", "indexing")]:
         settings = _settings(options, EVALUATORS[ev])
         for context in contexts:
@@ -135,12 +149,13 @@ def _run_cell_models(store, task, plan, version: str, contexts: list[str], done:
             todo = [f for f in wanted if (context, f, label, ev) not in done]
             if not todo:
                 continue
-            cells = _control_cells(store, options, context, model_genes)
+            if context not in models:  # loaded and encoded once per context, for both evaluators
+                cells = _control_cells(store, options, context, model_genes)
+                models[context] = cell_model(model_path, cells, settings, adapter=adapter)
+            model = models[context]
             # a perturbation is covered when its gene is a model gene with a state (token models: a token)
-            coverable = cell_inputs(adapter, cells, "cpu", mask_value=settings.mask_value, seed=settings.seed)
-            coverable = coverable.coverable(settings.mode)
-            pos = np.where(pert_pos[rows] >= 0, pert_pos[rows], -1)
-            covered = (pos >= 0) & coverable[np.maximum(pos, 0)]
+            pos = pert_pos[rows]
+            covered = (pos >= 0) & model.inputs.coverable(settings.mode)[np.maximum(pos, 0)]
             for fold in todo:
                 if progress is not None:
                     progress(f"{plan.task} {context} fold {fold}: {ev}")
@@ -155,7 +170,7 @@ def _run_cell_models(store, task, plan, version: str, contexts: list[str], done:
                     if settings.mode == "isko":  # the model's genes; NaN where the task has no value
                         target = np.full((int(train.sum()), len(model_genes)), np.nan)
                         target[:, gene_pos[gene_pos >= 0]] = y[train][:, gene_pos >= 0]
-                    out, chosen = finetune_predict(model_path, cells, pos[train], target, pos[has], settings)
+                    out, chosen = finetune_predict(model, pos[train], target, pos[has], settings)
                     if settings.mode == "isko":  # task genes the model predicts; the others keep the train mean
                         genes = np.full((len(out), len(gene_pos)), np.nan)
                         genes[:, gene_pos >= 0] = out[:, gene_pos[gene_pos >= 0]]

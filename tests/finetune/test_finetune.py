@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 import torch
 from pertstore.consumers.evaluators import evaluator, l2_per_perturbation
-from pertstore.consumers.finetune import FineTuner, FinetuneSettings, finetune_predict, isko_input, lora_model
+from pertstore.consumers.finetune import (
+    FineTuner,
+    FinetuneSettings,
+    cell_model,
+    finetune_predict,
+    isko_input,
+    lora_model,
+)
 from pertstore.producers.expression.checkpoints import DenseCellConfig, DenseCellModel
 
 N_GENES = 30
@@ -38,7 +45,8 @@ def test_lora_freezes_the_base_and_trains_the_adapters(checkpoint):
     assert not any(p.requires_grad for n, p in named.items() if n not in lora)
     wrapped = {n.split(".lora_")[0] for n in lora}  # every layer's attention output and feed-forward projections
     assert len(wrapped) == 2 * 3 and not any("value_encoder" in n for n in wrapped)
-    tuner = FineTuner(str(checkpoint), np.ones((4, N_GENES), np.float32), 5, FinetuneSettings(mode="indexing"))
+    indexing = FinetuneSettings(mode="indexing")
+    tuner = FineTuner(cell_model(str(checkpoint), np.ones((4, N_GENES), np.float32), indexing), 5, indexing)
     before = {n: p.detach().clone() for n, p in tuner.base.named_parameters()}
     loss = tuner(torch.tensor([1, 2])).pow(2).sum()
     loss.backward()
@@ -73,7 +81,9 @@ def test_isko_fine_tuning_beats_the_frozen_embedding_with_knn(checkpoint, cells)
     test = np.arange(N_GENES) % 5 == 0
     train_pos, test_pos = np.flatnonzero(~test), np.flatnonzero(test)
     settings = FinetuneSettings(mode="isko", epochs=40, learning_rates=(1e-2, 1e-3))
-    pred, chosen = finetune_predict(str(checkpoint), cells, train_pos, y[~test], test_pos, settings)
+    pred, chosen = finetune_predict(
+        cell_model(str(checkpoint), cells, settings), train_pos, y[~test], test_pos, settings
+    )
     assert pred.shape == (test.sum(), N_GENES) and chosen["lr"] in (1e-2, 1e-3)
     assert set(chosen["val_mse"]) == {"0.01", "0.001"}
     knn_pred, _ = evaluator("knn").fit_predict(
@@ -88,7 +98,8 @@ def test_indexing_trains_and_predicts_task_genes(checkpoint, cells):
     rng = np.random.default_rng(2)
     y = rng.normal(size=(12, 7))
     settings = FinetuneSettings(mode="indexing", epochs=3, learning_rates=(1e-3,), head=(32, 64))
-    pred, chosen = finetune_predict(str(checkpoint), cells, np.arange(10), y[:10], np.array([10, 11]), settings)
+    model = cell_model(str(checkpoint), cells, settings)
+    pred, chosen = finetune_predict(model, np.arange(10), y[:10], np.array([10, 11]), settings)
     assert pred.shape == (2, 7) and np.isfinite(pred).all() and chosen["mode"] == "indexing"
 
 

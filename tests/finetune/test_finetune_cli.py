@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import anndata as ad
@@ -55,6 +57,28 @@ def _cli(root: Path, *args) -> str:
     return result.output
 
 
+def _l2_rows(root: Path, tmp_path: Path, task_name: str) -> tuple[pd.DataFrame, object]:
+    """The stored L2 rows by evaluator, as ``bench results`` exports them, and the task."""
+    out = tmp_path / "results.csv"
+    _cli(root, "bench", "results", "--out", out)
+    df = pd.read_csv(out)
+    with Store.open(root) as store:
+        task = load_task(store, task_name)
+    return df[df.metric == "l2"].set_index("evaluator"), task
+
+
+def test_a_model_option_of_the_wrong_type_is_a_clear_error(tmp_path: Path):
+    cells, root = _knock_down_screen(tmp_path)
+    bad = subprocess.run(
+        [sys.executable, "-m", "pertstore.cli", "bench", "run", "--task", "kd", "--set", "random-8",
+         "--evaluator", "ft-isko", "--model-option", f"model_path={tmp_path}", "--model-option", f"cells={cells}",
+         "--model-option", "max_length=long", "--store", str(root)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "max_length='long': expected a number" in bad.stderr, bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
 def test_bench_run_fine_tunes_beside_knn(tmp_path: Path):
     cells, root = _knock_down_screen(tmp_path)
     torch.manual_seed(0)
@@ -97,12 +121,7 @@ def test_bench_run_fine_tunes_a_token_checkpoint_and_shows_what_it_covers(tmp_pa
          "--model-option", "adapter=scgpt", "--model-option", f"cells={cells}",
          "--model-option", "control_column=perturbation", "--model-option", "control_value=control",
          "--model-option", "epochs=25", "--model-option", "learning_rates=0.01", "--model-option", "head=[16,16]")  # fmt: skip
-    out = tmp_path / "results.csv"
-    _cli(root, "bench", "results", "--out", out)
-    df = pd.read_csv(out)
-    l2 = df[df.metric == "l2"].set_index("evaluator")
-    with Store.open(root) as store:
-        task = load_task(store, "kd")
+    l2, task = _l2_rows(root, tmp_path, "kd")
     test = task.folds == 0
     silent_in_test = "BRCA2" in set(np.asarray(task.pert_ids)[test])
     for ev in ("ft-isko", "ft-indexing"):
@@ -149,12 +168,8 @@ def test_bench_run_fine_tunes_a_geneformer_checkpoint_on_the_papalexi_screen(dat
     _cli(root, "bench", "run", "--task", "papalexi", "--set", "random-8", "--evaluator", "knn",
          "--evaluator", "ft-isko", "--evaluator", "ft-indexing", "--fold", "0",
          *[a for o in options for a in ("--model-option", o)])  # fmt: skip
-    out = tmp_path / "results.csv"
-    _cli(root, "bench", "results", "--out", out)
-    df = pd.read_csv(out)
-    l2 = df[df.metric == "l2"].set_index("evaluator")
+    l2, task = _l2_rows(root, tmp_path, "papalexi")
     with Store.open(root) as store:
-        task = load_task(store, "papalexi")
         adapter = load_adapter("geneformer", str(model), "cpu", max_length=None)
         cells = _control_cells(store, {"cells": str(screen)}, "THP-1", adapter.genes)
         inputs = TokenInputs(adapter, cells, "cpu", seed=FinetuneSettings().seed)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
-from pertstore.consumers.finetune import FinetuneSettings, TokenInputs, finetune_predict, lora_model
+from pertstore.consumers.finetune import FinetuneSettings, TokenInputs, cell_model, finetune_predict, lora_model
 from pertstore.producers.expression.checkpoints import ScGPTConfig, ScGPTModel, load_adapter
 from transformers import BertConfig, BertForMaskedLM
 
@@ -141,7 +141,8 @@ def test_token_models_fine_tune_on_a_learnable_signal(adapter, scgpt, geneformer
     test = (np.arange(N_GENES) % 5 == 0) & covered
     train = ~test & covered
     settings = FinetuneSettings(mode="isko", adapter=adapter, epochs=40, learning_rates=(1e-2,), seed=0)
-    pred, chosen = finetune_predict(str(path), cells, np.flatnonzero(train), y[train], np.flatnonzero(test), settings)
+    model = cell_model(str(path), cells, settings)
+    pred, chosen = finetune_predict(model, np.flatnonzero(train), y[train], np.flatnonzero(test), settings)
     assert pred.shape == (test.sum(), N_GENES) and chosen["lr"] == 1e-2
     own = pred[np.arange(test.sum()), np.flatnonzero(test)]
     if adapter == "geneformer":  # the deleted gene has no token: no value for it, every other gene one

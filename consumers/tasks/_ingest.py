@@ -21,7 +21,7 @@ from pertstore.store import file_digest
 
 from pertstore.errors import InvalidInputError
 
-from ._matrix import CellMatrix
+from ._matrix import CellMatrix, head_values, value_range
 from ._obs import _barcode_batches, _cells, _check_controls, _fallback_ids, _gene_universe, _pick_columns, _select
 from ._resolve import Resolver, _resolve
 
@@ -237,7 +237,8 @@ def read_perturbation_data(
         allow_negative=kind == "differential",
     )
 
-    is_combo = cells["label"].str.contains(combo_sep, regex=False) & ~cells["is_control"]
+    codes, labels = pd.factorize(cells["label"])  # each distinct label tested once
+    is_combo = pd.Series(labels).str.contains(combo_sep, regex=False).to_numpy()[codes] & ~cells["is_control"]
     excluded: list[str] = []
     if is_combo.any() and not combinatorial:
         excluded = sorted(cells.loc[is_combo, "label"].unique())
@@ -338,22 +339,15 @@ def _detect_input(elem: Any, input: str, uns_log1p: bool, notes: list[str]) -> s
         return input
     if input != "auto":
         raise InvalidInputError(f"input must be 'auto', 'counts', 'log1p', 'log' or 'differential', not {input!r}")
-    n = min(SAMPLE_ROWS, elem.shape[0])
-    if isinstance(elem, sp.csr_matrix | sp.csr_array):
-        values = elem.data[: elem.indptr[n]]  # a view: no copy of the sampled rows
-    else:
-        sample = elem[:n]
-        values = np.asarray(sample.data if hasattr(sample, "data") and not isinstance(sample, np.ndarray) else sample)
-    values = values[np.isfinite(values)]
-    if values.size and (values < 0).any():
+    low, top, integers = value_range(head_values(elem, min(SAMPLE_ROWS, elem.shape[0])))
+    if low < 0:
         raise InvalidInputError(
-            f"X holds negative values (min {values.min()!r}): neither counts nor log-scale "
+            f"X holds negative values (min {low!r}): neither counts nor log-scale "
             "expression (pass input='differential' for z-scores or fold changes)"
         )
-    if not uns_log1p and np.array_equal(values, np.round(values)):
+    if not uns_log1p and integers:
         notes.append("input: raw counts (non-negative integers); normalised to 1e4 counts per cell, then log1p")
         return "counts"
-    top = float(values.max()) if values.size else 0.0
     if not uns_log1p and top > 50:
         raise InvalidInputError(
             f"X holds non-integer values up to {top:.4g}: neither raw counts nor log1p; "

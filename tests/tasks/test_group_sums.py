@@ -1,24 +1,50 @@
-"""The compiled group sums (``_matrix._add_rows``) against a dense numpy construction, every option at once."""
+"""The compiled group sums (``_kernels.add_rows``) against a dense numpy construction, every option at once."""
 
 from __future__ import annotations
 
+import anndata as ad
+import h5py
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from anndata.io import sparse_dataset
 from pertstore.consumers.tasks._matrix import CellMatrix, group_sums
 
 from pertstore.errors import InvalidInputError
 
 
+def _split_duplicates(counts: np.ndarray, rng: np.random.Generator) -> sp.csr_matrix:
+    """``counts`` as a non-canonical CSR: each non-zero stored as two entries (summing to it), rows unsorted."""
+    data, indices, indptr = [], [], [0]
+    for row in counts:
+        cols = np.flatnonzero(row)
+        first = np.floor(row[cols] * rng.random(cols.size))
+        entries = rng.permutation(np.r_[np.c_[cols, first], np.c_[cols, row[cols] - first]])
+        indices += list(entries[:, 0].astype(np.int32))
+        data += list(entries[:, 1])
+        indptr.append(len(data))
+    x = sp.csr_matrix((np.array(data, dtype=counts.dtype), np.array(indices, np.int32), indptr), shape=counts.shape)
+    assert not x.has_canonical_format
+    return x
+
+
 @pytest.mark.parametrize("genes, normalise_kept", [(None, False), ([1, 4, 5, 9], False), ([0, 2, 3, 7, 8], True)])
 @pytest.mark.parametrize("dtype", [np.float32, np.int64])
-def test_group_sums_equal_dense_numpy(genes, normalise_kept, dtype):
+@pytest.mark.parametrize("stored", ["memory", "backed h5ad, duplicate entries"])
+def test_group_sums_equal_dense_numpy(genes, normalise_kept, dtype, stored, tmp_path):
     rng = np.random.default_rng(3)
     counts = rng.poisson(0.7, size=(57, 10)).astype(dtype)
+    large = rng.random(counts.shape) < 0.1  # counts past the per-row table of small counts' logs
+    counts[large] = rng.integers(60, 400, size=int(large.sum()))
     counts[5] = 0  # an empty cell
     names = np.array([f"c{i}" for i in range(57)])
+    elem = sp.csr_matrix(counts)
+    if stored != "memory":
+        with h5py.File(tmp_path / "x.h5ad", "w") as f:
+            ad.io.write_elem(f, "X", _split_duplicates(counts, rng))
+        elem = sparse_dataset(h5py.File(tmp_path / "x.h5ad", "r")["X"])
     matrix = CellMatrix(
-        sp.csr_matrix(counts),
+        elem,
         is_counts=True,
         obs_names=names,
         var_names=names[:10],

@@ -70,7 +70,7 @@ def set_buffer(shape: tuple[int, int]) -> tuple[np.ndarray, mmap.mmap]:
     return np.frombuffer(region, dtype="<f4", count=n).reshape(shape), region
 
 
-_MADV_POPULATE_WRITE = 23
+_MADV_POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23)  # Linux's value; Python 3.11 has no name for it
 
 
 def commit(region: mmap.mmap, start: int, stop: int) -> None:
@@ -373,10 +373,10 @@ def _pipeline(pool: ThreadPoolExecutor, tasks: Sequence[_ReadTask], ahead: int) 
     """Run each task's read on ``pool``, at most ``ahead`` reads in flight, and its decode on this
     thread, in order.
 
-    Reads wait on the disk or the network side by side. Decoding stays on one thread: numcodecs'
-    Blosc holds the GIL for much of a 16 KiB chunk's decode, so decoding on 8 threads was slower
-    than on one (2,000 ids from 30 sets: 2.97 s against 1.69 s, on 2 cores), the threads mostly
-    trading the GIL.
+    Reads wait on the disk or the network side by side. Decoding stays on one thread: through
+    numcodecs' wrapper, which holds the GIL for much of a 16 KiB chunk's decode, 8 decoding threads
+    were slower than one (2,000 ids from 30 sets: 2.97 s against 1.69 s, on 2 cores); through the
+    direct C-Blosc call, which lets go of it, they gained nothing either.
     """
     pending: deque[tuple[Future, Callable[[list[bytes]], None]]] = deque()
     queue = iter(tasks)

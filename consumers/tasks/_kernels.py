@@ -77,8 +77,8 @@ def add_rows(
                 continue
             x = float(data[j])
             if normalise:
-                k = int(x)
-                if k < SMALL_COUNTS:  # most counts are small: one log per distinct count in the row
+                if x < SMALL_COUNTS:  # most counts are small: one log per distinct count in the row
+                    k = int(x)
                     if logs[k] < 0.0:
                         logs[k] = np.log(x * scale + 1.0)
                     x = logs[k]

@@ -19,6 +19,7 @@ def _split_duplicates(counts: np.ndarray, rng: np.random.Generator) -> sp.csr_ma
     for row in counts:
         cols = np.flatnonzero(row)
         first = np.floor(row[cols] * rng.random(cols.size))
+        first[row[cols] > 2**24] = 0  # past float32's exact integers: an explicit zero beside the value
         entries = rng.permutation(np.r_[np.c_[cols, first], np.c_[cols, row[cols] - first]])
         indices += list(entries[:, 0].astype(np.int32))
         data += list(entries[:, 1])
@@ -31,18 +32,21 @@ def _split_duplicates(counts: np.ndarray, rng: np.random.Generator) -> sp.csr_ma
 @pytest.mark.parametrize("genes, normalise_kept", [(None, False), ([1, 4, 5, 9], False), ([0, 2, 3, 7, 8], True)])
 @pytest.mark.parametrize("dtype", [np.float32, np.int64])
 @pytest.mark.parametrize("stored", ["memory", "backed h5ad, duplicate entries"])
-def test_group_sums_equal_dense_numpy(genes, normalise_kept, dtype, stored, tmp_path):
+def test_group_sums_equal_dense_numpy(genes, normalise_kept, dtype, stored, tmp_path, request):
     rng = np.random.default_rng(3)
     counts = rng.poisson(0.7, size=(57, 10)).astype(dtype)
     large = rng.random(counts.shape) < 0.1  # counts past the per-row table of small counts' logs
     counts[large] = rng.integers(60, 400, size=int(large.sum()))
+    counts[7, 3] = 1e19 if dtype == np.float32 else 2**62  # past int64 as a float32 count
     counts[5] = 0  # an empty cell
     names = np.array([f"c{i}" for i in range(57)])
     elem = sp.csr_matrix(counts)
     if stored != "memory":
         with h5py.File(tmp_path / "x.h5ad", "w") as f:
             ad.io.write_elem(f, "X", _split_duplicates(counts, rng))
-        elem = sparse_dataset(h5py.File(tmp_path / "x.h5ad", "r")["X"])
+        file = h5py.File(tmp_path / "x.h5ad", "r")
+        request.addfinalizer(file.close)
+        elem = sparse_dataset(file["X"])
     matrix = CellMatrix(
         elem,
         is_counts=True,
